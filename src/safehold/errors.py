@@ -1,0 +1,237 @@
+"""Every expected failure safehold can report, with a stable exit code and a remedy.
+
+Each class carries a message template (filled from keyword arguments), a remedy
+hint and an exit code. Exit codes are a contract with scripts and monitoring:
+they are listed in docs/exit-codes.md and never renumbered. A class marked
+``bug = True`` signals something that should not happen (corruption we cannot
+explain, a broken invariant): the CLI prints a traceback for those and asks for
+a report, and one clear line for everything else.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class SafeholdError(Exception):
+    """Base class. Subclasses set ``template``, ``remedy`` and ``exit_code``."""
+
+    template = "{message}"
+    remedy = ""
+    exit_code = 1
+    bug = False
+
+    def __init__(self, message: str | None = None, /, **fields: object) -> None:
+        self.fields = fields
+        if message is not None:
+            fields.setdefault("message", message)
+        try:
+            text = self.template.format(**fields)
+        except (KeyError, IndexError):
+            text = message or self.template
+        super().__init__(text)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    @property
+    def hint(self) -> str:
+        try:
+            return self.remedy.format(**self.fields)
+        except (KeyError, IndexError):
+            return self.remedy
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "remedy": self.hint,
+            "exit_code": self.exit_code,
+        }
+
+
+# --- repository -------------------------------------------------------------
+
+
+class RepositoryDoesNotExist(SafeholdError):
+    template = "no safehold repository at {url}"
+    remedy = "create one with 'safehold init', or check repository.url in the configuration"
+    exit_code = 10
+
+
+class RepositoryAlreadyExists(SafeholdError):
+    template = "a repository already exists at {url}"
+    remedy = "use it as it is, or choose another repository.url"
+    exit_code = 11
+
+
+class ForeignRepository(SafeholdError):
+    template = "{url} is not a safehold repository ({reason})"
+    remedy = "point repository.url at a safehold repository or an empty directory"
+    exit_code = 12
+
+
+class UnsupportedRepositoryVersion(SafeholdError):
+    template = "repository at {url} has format version {found}; this safehold reads versions {supported}"
+    remedy = "upgrade safehold to a release that supports format version {found}"
+    exit_code = 12
+
+
+class WrongPassword(SafeholdError):
+    template = "the password does not open any key of the repository at {url}"
+    remedy = "check the variable named by repository.password_env (or password_file); 'safehold key list' shows the keys"
+    exit_code = 13
+
+
+class PasswordMissing(SafeholdError):
+    template = "no repository password: {detail}"
+    remedy = "export {variable}=... or set repository.password_file to a file holding it"
+    exit_code = 13
+
+
+class RepositoryLocked(SafeholdError):
+    template = "repository is locked {kind} by {holder} since {since}"
+    remedy = (
+        "wait for that job to finish; if it is dead, 'safehold unlock' removes stale locks "
+        "('safehold unlock --remove-all' if you are sure nothing runs)"
+    )
+    exit_code = 14
+
+
+class KeyNotFound(SafeholdError):
+    template = "no key {key_id} in the repository"
+    remedy = "'safehold key list' shows the key ids"
+    exit_code = 15
+
+
+class LastKey(SafeholdError):
+    template = "refusing to remove key {key_id}: it is the only key and the repository would become unreadable"
+    remedy = "add another key first with 'safehold key add'"
+    exit_code = 15
+
+
+class SnapshotNotFound(SafeholdError):
+    template = "no snapshot matches {ref!r}"
+    remedy = "'safehold snapshots' lists them; use an id prefix of at least 4 characters or 'latest'"
+    exit_code = 16
+
+
+class AmbiguousSnapshot(SafeholdError):
+    template = "snapshot prefix {ref!r} matches {count} snapshots"
+    remedy = "give more characters of the id"
+    exit_code = 16
+
+
+class PathNotInSnapshot(SafeholdError):
+    template = "{path!r} is not in snapshot {snapshot}"
+    remedy = "'safehold ls {snapshot}' shows what it holds"
+    exit_code = 16
+
+
+class IntegrityError(SafeholdError):
+    """Stored data does not match its id or fails authentication: damage or tampering."""
+
+    template = "damaged data: {detail}"
+    remedy = "run 'safehold check --read-data' to find every damaged pack and the snapshots it touches"
+    exit_code = 17
+
+
+class RestoreIncomplete(SafeholdError):
+    template = "restore finished with {count} damaged file(s): {paths}"
+    remedy = "every other file was restored; restore the damaged ones from an older snapshot ('safehold snapshots')"
+    exit_code = 18
+
+
+class CheckFailed(SafeholdError):
+    template = "check found {count} error(s)"
+    remedy = "see the list above; restore affected files from other snapshots, then 'safehold forget' the damaged ones and 'safehold prune'"
+    exit_code = 19
+
+
+class StorageFull(SafeholdError):
+    template = "no space left on the repository storage ({detail})"
+    remedy = "free space or grow the volume, then run the backup again; earlier snapshots are intact"
+    exit_code = 20
+
+
+class BackendError(SafeholdError):
+    template = "storage error: {detail}"
+    remedy = "check that the repository storage is reachable and writable, then retry"
+    exit_code = 21
+
+
+# --- configuration and targets ----------------------------------------------
+
+
+class ConfigError(SafeholdError):
+    """One or more problems in targets.yml; ``problems`` holds one line each."""
+
+    template = "{path}: {count} problem(s) in the configuration:\n{details}"
+    remedy = "fix the lines above; 'safehold config check' validates without running anything"
+    exit_code = 30
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(path=path, count=len(problems), details="\n".join("  " + p for p in problems))
+
+
+class ConfigNotFound(SafeholdError):
+    template = "configuration file {path} does not exist"
+    remedy = "pass --config FILE or set SAFEHOLD_CONFIG; configs/targets.yml is an example"
+    exit_code = 30
+
+
+class TargetNotFound(SafeholdError):
+    template = "no target named {name!r} in {path}"
+    remedy = "known targets: {known}"
+    exit_code = 31
+
+
+class SourceError(SafeholdError):
+    template = "cannot read source {source}: {detail}"
+    remedy = "check that the path exists and is readable by the user running safehold"
+    exit_code = 32
+
+
+class DestinationError(SafeholdError):
+    template = "cannot restore to {destination}: {detail}"
+    remedy = "choose an empty directory or a new file, or pass --overwrite"
+    exit_code = 33
+
+
+class UsageError(SafeholdError):
+    template = "{message}"
+    exit_code = 2
+
+
+class PartialFailure(SafeholdError):
+    template = "{failed} of {total} target(s) failed: {names}"
+    remedy = "see the errors above; the other targets completed"
+    exit_code = 3
+
+
+class InternalError(SafeholdError):
+    template = "internal error: {message}"
+    remedy = "this is a bug in safehold; please report it with the traceback above"
+    exit_code = 70
+    bug = True
+
+
+def from_os_error(exc: OSError, what: str) -> SafeholdError:
+    """Map an OSError met while storing or reading repository objects to a clear error."""
+    detail = f"{what}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(detail=detail)
+    return BackendError(detail=detail)
+
+
+def all_error_classes() -> list[type[SafeholdError]]:
+    """Every concrete error class, for the documentation test and docs/exit-codes.md."""
+    seen: list[type[SafeholdError]] = []
+    stack = [SafeholdError]
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(reversed(cls.__subclasses__()))
+    return seen

@@ -1,0 +1,260 @@
+"""The repository writer: source items in, blobs and a snapshot out.
+
+Pipeline per chunk: read -> id (keyed BLAKE3) -> dedup -> compress -> encrypt
+-> pack. Reading and chunking run on the calling thread; everything after the
+chunk boundary runs in a thread pool (BLAKE3, zstd and AES-GCM release the
+GIL), with a bound on chunks in flight so memory stays flat. Items are written
+to the item stream in source order, each once all its chunks are stored.
+
+Files whose path, size, mtime, ctime and inode match the parent snapshot reuse
+the parent's chunk list unread. Disk images are cut in fixed, aligned chunks;
+all-zero chunks become holes (an all-zero id) and cost nothing; with changed
+extents, chunks outside them are copied from the parent unread.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from ..errors import SafeholdError, SourceError
+from ..sources.base import DiskItem, FileItem, View
+from .chunker import DEFAULT_IMAGE_CHUNK
+from .pack import BlobType
+from .repository import Repository, Snapshot, TreeWriter
+
+HOLE = bytes(32)
+
+
+@dataclass
+class Progress:
+    """Counters a progress display reads; updated on the calling thread only."""
+
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    files_done: int = 0
+    current: str = ""
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    directories: int = 0
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    bytes_total: int = 0
+    bytes_read: int = 0
+    chunks_reused_unread: int = 0
+    holes: int = 0
+    blobs_added: int = 0
+    bytes_added: int = 0  # stored bytes (after compression and encryption)
+    plain_bytes_added: int = 0
+    warnings: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Archiver:
+    def __init__(self, repository: Repository, threads: int | None = None,
+                 on_progress: Callable[[Progress], None] | None = None) -> None:
+        self.repository = repository
+        self.threads = max(1, threads or os.cpu_count() or 1)
+        self.on_progress = on_progress or (lambda progress: None)
+        self.progress = Progress()
+        self.summary = Summary()
+        self._max_in_flight = self.threads * 4
+        self._slots = threading.BoundedSemaphore(self._max_in_flight)
+
+    # -- entry point ----------------------------------------------------------------
+    def snapshot(self, view: View, target: str, parent: Snapshot | None, tags: list[str] | None = None,
+                 chunk_size: int = DEFAULT_IMAGE_CHUNK) -> Snapshot:
+        started = time.monotonic()
+        before = (self.repository.stats.blobs_added, self.repository.stats.bytes_added,
+                  self.repository.stats.plain_bytes_added)
+        tree = TreeWriter(self.repository)
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="safehold-chunk") as pool:
+            if view.kind == "files":
+                assert view.items is not None
+                self._files(view.items(), parent, tree, pool)
+            else:
+                for disk in view.disks:
+                    self._disk(disk, parent, tree, pool, chunk_size)
+        tree_ids = tree.finish()
+        # Write order: packs, then index, then the snapshot that refers to them.
+        self.repository.flush()
+        stats = self.repository.stats
+        self.summary.blobs_added = stats.blobs_added - before[0]
+        self.summary.bytes_added = stats.bytes_added - before[1]
+        self.summary.plain_bytes_added = stats.plain_bytes_added - before[2]
+        self.summary.duration = time.monotonic() - started
+        snapshot = Snapshot(
+            id="", time=datetime.now(timezone.utc), target=target, kind=view.kind, hostname=socket.gethostname(),
+            paths=view.paths, tree=tree_ids, parent=parent.id if parent else None, tags=list(tags or []),
+            summary=self.summary.as_dict(), source={"incremental": view.incremental, **view.token},
+        )
+        self.repository.save_snapshot(snapshot)
+        return snapshot
+
+    # -- files ----------------------------------------------------------------------
+    def _parent_files(self, parent: Snapshot | None) -> dict[bytes, dict]:
+        if parent is None or parent.kind != "files":
+            return {}
+        return {item["path"]: item for item in self.repository.read_tree(parent) if item["type"] == "file"}
+
+    def _submit(self, pool: ThreadPoolExecutor, data: bytes) -> Future:
+        # The semaphore bounds chunks in flight, so memory stays flat however fast we read.
+        self._slots.acquire()
+        future = pool.submit(self.repository.save_blob, BlobType.DATA, data)
+        future.add_done_callback(lambda _future: self._slots.release())
+        return future
+
+    def _files(self, items: Iterable[FileItem], parent: Snapshot | None, tree: TreeWriter,
+               pool: ThreadPoolExecutor) -> None:
+        previous = self._parent_files(parent)
+        pending: deque[tuple[dict, list[Future] | None]] = deque()
+
+        def emit(block: bool) -> None:
+            while pending:
+                record, futures = pending[0]
+                if futures is not None:
+                    if not block and not all(f.done() for f in futures):
+                        return
+                    record["chunks"] = b"".join(f.result()[0] for f in futures)
+                pending.popleft()
+                tree.add(record)
+
+        for item in items:
+            record = _file_record(item)
+            futures: list[Future] | None = None
+            if item.type == "dir":
+                self.summary.directories += 1
+            elif item.type == "file":
+                self.summary.files += 1
+                self.summary.bytes_total += item.size
+                self.progress.current = os.fsdecode(item.path)
+                old = previous.get(item.path)
+                if old is not None and _unchanged(old, item):
+                    record["chunks"] = old["chunks"]
+                    record["size"] = old["size"]
+                    self.summary.files_unchanged += 1
+                    self.progress.bytes_done += item.size
+                else:
+                    if old is None:
+                        self.summary.files_new += 1
+                    else:
+                        self.summary.files_changed += 1
+                    futures = []
+                    try:
+                        size = 0
+                        with item.open() as stream:
+                            for chunk in self.repository.file_chunker().chunks(stream):
+                                futures.append(self._submit(pool, chunk))
+                                size += len(chunk)
+                                self.summary.bytes_read += len(chunk)
+                                self.progress.bytes_done += len(chunk)
+                        record["size"] = size
+                    except OSError as exc:
+                        # One unreadable file must not fail the whole backup: warn and skip it.
+                        self.summary.warnings.append(f"{os.fsdecode(item.path)}: {exc.strerror or exc}")
+                        for future in futures:
+                            future.cancel()
+                        continue
+                self.progress.files_done += 1
+                self.on_progress(self.progress)
+            pending.append((record, futures))
+            emit(block=len(pending) > 4 * self._max_in_flight)
+        emit(block=True)
+        self.on_progress(self.progress)
+
+    # -- disks ------------------------------------------------------------------------
+    def _disk(self, disk: DiskItem, parent: Snapshot | None, tree: TreeWriter, pool: ThreadPoolExecutor,
+              chunk_size: int) -> None:
+        count = (disk.size + chunk_size - 1) // chunk_size
+        parent_chunks: bytes | None = None
+        parent_size = 0
+        if parent is not None and parent.kind == "image" and disk.changed is not None:
+            for item in self.repository.read_tree(parent):
+                if item["path"] == disk.name.encode() and item.get("chunk_size") == chunk_size:
+                    parent_chunks, parent_size = item["chunks"], item["size"]
+        reusable_until = min(parent_size, disk.size) // chunk_size if parent_chunks is not None else 0
+        changed = _chunk_set(disk.changed or [], chunk_size) if parent_chunks is not None else set()
+        allocated = _chunk_set(disk.allocated, chunk_size) if disk.allocated is not None else None
+        self.progress.bytes_total = (self.progress.bytes_total or 0) + disk.size
+        self.progress.current = disk.name
+        self.summary.bytes_total += disk.size
+        self.summary.files += 1
+        chunks = bytearray(count * 32)
+        futures: deque[tuple[int, Future]] = deque()
+        zero = bytes(chunk_size)
+        reader = disk.open()
+        try:
+            for i in range(count):
+                length = min(chunk_size, disk.size - i * chunk_size)
+                if parent_chunks is not None and i < reusable_until and i not in changed:
+                    chunks[i * 32 : (i + 1) * 32] = parent_chunks[i * 32 : (i + 1) * 32]
+                    self.summary.chunks_reused_unread += 1
+                elif allocated is not None and i not in allocated:
+                    self.summary.holes += 1
+                else:
+                    data = reader.read_at(i * chunk_size, length)
+                    self.summary.bytes_read += length
+                    if data == zero[:length]:
+                        self.summary.holes += 1
+                    else:
+                        futures.append((i, self._submit(pool, data)))
+                        while futures and futures[0][1].done():
+                            j, future = futures.popleft()
+                            chunks[j * 32 : (j + 1) * 32] = future.result()[0]
+                self.progress.bytes_done += length
+                if i % 64 == 0:
+                    self.on_progress(self.progress)
+            for j, future in futures:
+                chunks[j * 32 : (j + 1) * 32] = future.result()[0]
+        finally:
+            reader.close()
+        self.on_progress(self.progress)
+        tree.add({"path": disk.name.encode(), "type": "image", "size": disk.size, "chunk_size": chunk_size,
+                  "chunks": bytes(chunks), "metadata": disk.metadata})
+
+
+def _file_record(item: FileItem) -> dict:
+    record = {
+        "path": item.path, "type": item.type, "mode": item.mode, "uid": item.uid, "gid": item.gid,
+        "user": item.user, "group": item.group, "mtime": item.mtime_ns, "ctime": item.ctime_ns,
+        "inode": item.inode, "dev": item.device,
+    }
+    if item.link_target is not None:
+        record["target"] = item.link_target
+    if item.rdev:
+        record["rdev"] = item.rdev
+    if item.type == "file":
+        record["size"] = item.size
+        record["chunks"] = b""
+    return record
+
+
+def _unchanged(old: dict, item: FileItem) -> bool:
+    return (old["size"] == item.size and old["mtime"] == item.mtime_ns and old["ctime"] == item.ctime_ns
+            and old["inode"] == item.inode)
+
+
+def _chunk_set(extents: list[tuple[int, int]], chunk_size: int) -> set[int]:
+    result: set[int] = set()
+    for offset, length in extents:
+        if length <= 0:
+            continue
+        result.update(range(offset // chunk_size, (offset + length - 1) // chunk_size + 1))
+    return result
+
+
+__all__ = ["Archiver", "Progress", "Summary", "HOLE", "SafeholdError", "SourceError"]

@@ -1,0 +1,155 @@
+"""Local filesystem backend.
+
+Layout: ``config``, ``keys/<name>``, ``locks/<name>``, ``snapshots/<name>``,
+``index/<name>``, ``data/<first two hex chars>/<name>``.
+
+Durability: every object is written to a temporary file in the same directory,
+fsynced, renamed into place, and the directory fsynced, so a crash or a full
+disk never leaves a torn object under its final name. Temporary files are named
+``.tmp-*`` and ignored by ``list``; prune removes leftovers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+from .base import Kind, ObjectExists, ObjectInfo, ObjectNotFound
+
+TEMP_PREFIX = ".tmp-"
+
+
+class LocalBackend:
+    supports_retention = False
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.url = f"file://{self.root}"
+
+    # -- paths --------------------------------------------------------------
+    def _dir(self, kind: Kind, name: str = "") -> Path:
+        if kind is Kind.CONFIG:
+            return self.root
+        if kind is Kind.DATA and name:
+            return self.root / kind.value / name[:2]
+        return self.root / kind.value
+
+    def _path(self, kind: Kind, name: str) -> Path:
+        if kind is Kind.CONFIG:
+            return self.root / "config"
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"invalid object name {name!r}")
+        return self._dir(kind, name) / name
+
+    # -- contract -----------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.root / "config").is_file()
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for kind in (Kind.KEYS, Kind.LOCKS, Kind.SNAPSHOTS, Kind.INDEX, Kind.DATA):
+            (self.root / kind.value).mkdir(exist_ok=True)
+        for i in range(256):
+            (self.root / "data" / f"{i:02x}").mkdir(exist_ok=True)
+        _fsync_dir(self.root)
+
+    def put(self, kind: Kind, name: str, data: bytes, *, exclusive: bool = False,
+            retain_until: datetime | None = None) -> None:
+        path = self._path(kind, name)
+        directory = path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        temp = directory / f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        try:
+            if exclusive:
+                # link() fails if the name exists: an atomic create-if-absent.
+                try:
+                    os.link(temp, path)
+                except FileExistsError:
+                    raise ObjectExists(f"{kind.value}/{name}") from None
+                finally:
+                    temp.unlink(missing_ok=True)
+            else:
+                os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(directory)
+
+    def get(self, kind: Kind, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(kind, name)
+        try:
+            with open(path, "rb") as handle:
+                if offset:
+                    handle.seek(offset)
+                return handle.read() if length is None else handle.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(kind, name) from None
+
+    def stat(self, kind: Kind, name: str) -> ObjectInfo:
+        try:
+            return ObjectInfo(name, self._path(kind, name).stat().st_size)
+        except FileNotFoundError:
+            raise ObjectNotFound(kind, name) from None
+
+    def list(self, kind: Kind) -> Iterator[ObjectInfo]:
+        if kind is Kind.CONFIG:
+            if self.exists():
+                yield ObjectInfo("config", (self.root / "config").stat().st_size)
+            return
+        base = self.root / kind.value
+        directories = [base]
+        if kind is Kind.DATA:
+            directories = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        for directory in directories:
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    yield ObjectInfo(entry.name, entry.stat().st_size)
+                except FileNotFoundError:
+                    continue
+
+    def delete(self, kind: Kind, name: str) -> None:
+        path = self._path(kind, name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
+    def remove_temporary_files(self) -> int:
+        """Delete ``.tmp-*`` leftovers of killed writers; returns how many."""
+        removed = 0
+        for directory, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    Path(directory, name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

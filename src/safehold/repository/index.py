@@ -1,0 +1,172 @@
+"""The in-memory blob index: blob id -> (pack, offset, length, plaintext length, type).
+
+Compact by design: a repository of tens of millions of chunks must fit in the
+memory of a small host, so entries live in parallel NumPy arrays sorted by the
+first 8 bytes of the id (49 bytes per entry), not in a dict of Python objects
+(~250 bytes per entry). New entries go to a small dict that is merged into the
+arrays when it grows past an eighth of them, keeping the amortised cost of
+adding low and lookups at O(log n).
+
+Stored index objects hold, per pack, the packed entries of its blobs (the
+``ENTRY`` layout below), encrypted as any metadata object.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .pack import BlobType, PackEntry
+
+ENTRY_DTYPE = np.dtype([("id", "V32"), ("type", "u1"), ("offset", "<u4"), ("length", "<u4"), ("plain", "<u4")])
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    pack: str
+    blob_type: BlobType
+    offset: int
+    length: int
+    plain_length: int
+
+
+def encode_entries(entries: Iterable[PackEntry]) -> bytes:
+    entries = list(entries)
+    array = np.zeros(len(entries), dtype=ENTRY_DTYPE)
+    for i, e in enumerate(entries):
+        array[i] = (e.blob_id, int(e.blob_type), e.offset, e.length, e.plain_length)
+    return array.tobytes()
+
+
+def decode_entries(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=ENTRY_DTYPE)
+
+
+class Index:
+    """Thread-safe blob index. ``add_pack`` and lookups may run concurrently."""
+
+    MIN_MERGE = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.packs: list[str] = []
+        self._pack_numbers: dict[str, int] = {}
+        self._keys = np.zeros(0, dtype=np.uint64)
+        self._rest = np.zeros((0, 24), dtype=np.uint8)
+        self._pack = np.zeros(0, dtype=np.uint32)
+        self._offset = np.zeros(0, dtype=np.uint32)
+        self._length = np.zeros(0, dtype=np.uint32)
+        self._plain = np.zeros(0, dtype=np.uint32)
+        self._type = np.zeros(0, dtype=np.uint8)
+        self._pending: dict[bytes, tuple[int, int, int, int, int]] = {}
+        self._staged: list[tuple[int, np.ndarray]] = []
+
+    # -- building -----------------------------------------------------------
+    def _pack_number(self, pack: str) -> int:
+        number = self._pack_numbers.get(pack)
+        if number is None:
+            number = self._pack_numbers[pack] = len(self.packs)
+            self.packs.append(pack)
+        return number
+
+    def stage_pack(self, pack: str, entries: np.ndarray) -> None:
+        """Bulk-load entries (from a stored index) without merging yet; call ``finish_loading``."""
+        with self._lock:
+            self._staged.append((self._pack_number(pack), entries))
+
+    def finish_loading(self) -> None:
+        with self._lock:
+            if not self._staged:
+                return
+            parts = [entries for _, entries in self._staged]
+            numbers = np.concatenate(
+                [np.full(len(entries), number, dtype=np.uint32) for number, entries in self._staged]
+            )
+            self._staged = []
+            merged = np.concatenate(parts) if parts else np.zeros(0, dtype=ENTRY_DTYPE)
+            self._merge_arrays(merged, numbers)
+
+    def add_pack(self, pack: str, entries: Iterable[PackEntry]) -> None:
+        with self._lock:
+            number = self._pack_number(pack)
+            for e in entries:
+                self._pending[e.blob_id] = (number, int(e.blob_type), e.offset, e.length, e.plain_length)
+            if len(self._pending) > max(self.MIN_MERGE, len(self._keys) // 8):
+                self._merge_pending()
+
+    def _merge_pending(self) -> None:
+        if not self._pending:
+            return
+        array = np.zeros(len(self._pending), dtype=ENTRY_DTYPE)
+        numbers = np.zeros(len(self._pending), dtype=np.uint32)
+        for i, (blob_id, (number, blob_type, offset, length, plain)) in enumerate(self._pending.items()):
+            array[i] = (blob_id, blob_type, offset, length, plain)
+            numbers[i] = number
+        self._pending = {}
+        self._merge_arrays(array, numbers)
+
+    def _merge_arrays(self, entries: np.ndarray, numbers: np.ndarray) -> None:
+        raw = np.frombuffer(entries["id"].tobytes(), dtype=np.uint8).reshape(-1, 32)
+        keys = raw[:, :8].copy().view(">u8").reshape(-1).astype(np.uint64)
+        keys = np.concatenate([self._keys, keys])
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order]
+        self._rest = np.concatenate([self._rest, raw[:, 8:]])[order]
+        self._pack = np.concatenate([self._pack, numbers])[order]
+        self._offset = np.concatenate([self._offset, entries["offset"].astype(np.uint32)])[order]
+        self._length = np.concatenate([self._length, entries["length"].astype(np.uint32)])[order]
+        self._plain = np.concatenate([self._plain, entries["plain"].astype(np.uint32)])[order]
+        self._type = np.concatenate([self._type, entries["type"].astype(np.uint8)])[order]
+
+    # -- queries ------------------------------------------------------------
+    def _find(self, blob_id: bytes) -> int:
+        key = np.uint64(int.from_bytes(blob_id[:8], "big"))
+        keys = self._keys
+        i = int(np.searchsorted(keys, key, side="left"))
+        rest = blob_id[8:]
+        while i < len(keys) and keys[i] == key:
+            if self._rest[i].tobytes() == rest:
+                return i
+            i += 1
+        return -1
+
+    def lookup(self, blob_id: bytes) -> BlobLocation | None:
+        with self._lock:
+            pending = self._pending.get(blob_id)
+            if pending is not None:
+                number, blob_type, offset, length, plain = pending
+                return BlobLocation(self.packs[number], BlobType(blob_type), offset, length, plain)
+            i = self._find(blob_id)
+            if i < 0:
+                return None
+            return BlobLocation(
+                self.packs[int(self._pack[i])], BlobType(int(self._type[i])), int(self._offset[i]),
+                int(self._length[i]), int(self._plain[i]),
+            )
+
+    def __contains__(self, blob_id: bytes) -> bool:
+        with self._lock:
+            return blob_id in self._pending or self._find(blob_id) >= 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._keys) + len(self._pending)
+
+    def entries(self) -> Iterator[tuple[bytes, BlobLocation]]:
+        """Every (id, location), duplicates included. For check and prune."""
+        with self._lock:
+            self._merge_pending()
+            keys, rest, packs = self._keys, self._rest, self._pack
+            types, offsets, lengths, plains = self._type, self._offset, self._length, self._plain
+        for i in range(len(keys)):
+            blob_id = int(keys[i]).to_bytes(8, "big") + rest[i].tobytes()
+            yield blob_id, BlobLocation(
+                self.packs[int(packs[i])], BlobType(int(types[i])), int(offsets[i]), int(lengths[i]), int(plains[i])
+            )
+
+    def memory_bytes(self) -> int:
+        arrays = (self._keys, self._rest, self._pack, self._offset, self._length, self._plain, self._type)
+        return sum(a.nbytes for a in arrays)

@@ -1,0 +1,161 @@
+"""Blobs and packs.
+
+A blob is one chunk of file or image content (``DATA``) or of a snapshot's
+item stream (``TREE``). Stored form::
+
+    encrypt( flag || body , associated = "safehold-blob" || type || id )
+
+where ``flag`` is 0 for a raw body and 1 for a zstd frame (used only when it
+shrinks the blob). Binding type and id into the associated data means a blob
+moved to another id or type fails authentication.
+
+A pack is a sequence of stored blobs followed by an encrypted header and the
+header's length (4 bytes, little endian)::
+
+    blob_1 ... blob_n  encrypt(header, "safehold-pack-header")  uint32(len)
+
+The header lists, in pack order, each blob's type (1 byte), id (32), stored
+length (4) and plaintext length (4); offsets follow from the order. A pack is
+named by the BLAKE3 hash of its bytes, so ``check --read-data`` can tell a
+damaged pack from its name alone.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from enum import IntEnum
+
+import blake3
+import zstandard
+
+from .crypto import Cipher, DecryptionFailed, ID_SIZE
+
+
+class BlobType(IntEnum):
+    DATA = 0
+    TREE = 1
+
+
+RAW, ZSTD = 0, 1
+HEADER_ENTRY = struct.Struct("<B32sII")  # type, id, stored length, plaintext length
+_HEADER_AAD = b"safehold-pack-header"
+_BLOB_AAD = b"safehold-blob"
+DEFAULT_COMPRESSION_LEVEL = 3
+
+
+def blob_associated_data(blob_type: BlobType, blob_id: bytes) -> bytes:
+    return _BLOB_AAD + bytes((blob_type,)) + blob_id
+
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    # zstd contexts are not thread-safe; one per thread and level.
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
+def encode_blob(cipher: Cipher, blob_type: BlobType, blob_id: bytes, data: bytes | memoryview,
+                compression: int | None = DEFAULT_COMPRESSION_LEVEL) -> bytes:
+    """Compress when it helps, then encrypt. Safe to call from many threads."""
+    body: bytes | memoryview = data
+    flag = RAW
+    if compression is not None and len(data) > 64:
+        packed = _compressor(compression).compress(data)
+        if len(packed) < len(data):
+            body, flag = packed, ZSTD
+    return cipher.encrypt(bytes((flag,)) + bytes(body), blob_associated_data(blob_type, blob_id))
+
+
+def decode_blob(cipher: Cipher, blob_type: BlobType, blob_id: bytes, stored: bytes | memoryview,
+                plain_length: int | None = None) -> bytes:
+    """Decrypt, decompress and verify the id. Raises DecryptionFailed on any mismatch."""
+    body = cipher.decrypt(stored, blob_associated_data(blob_type, blob_id))
+    if body[0] == ZSTD:
+        data = _decompressor().decompress(body[1:], max_output_size=plain_length or 0)
+    elif body[0] == RAW:
+        data = body[1:]
+    else:
+        raise DecryptionFailed(f"unknown blob flag {body[0]}")
+    if cipher.blob_id(data) != blob_id:
+        raise DecryptionFailed("content does not match its id")
+    return data
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    blob_type: BlobType
+    blob_id: bytes
+    offset: int
+    length: int
+    plain_length: int
+
+
+class PackBuilder:
+    """Accumulates stored blobs in memory until the pack is full. Not thread-safe."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.entries: list[PackEntry] = []
+        self.size = 0
+
+    def add(self, blob_type: BlobType, blob_id: bytes, stored: bytes, plain_length: int) -> None:
+        self.entries.append(PackEntry(blob_type, blob_id, self.size, len(stored), plain_length))
+        self.parts.append(stored)
+        self.size += len(stored)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def finish(self, cipher: Cipher) -> tuple[str, bytes, list[PackEntry]]:
+        """Return (pack name, pack bytes, entries)."""
+        header = b"".join(
+            HEADER_ENTRY.pack(e.blob_type, e.blob_id, e.length, e.plain_length) for e in self.entries
+        )
+        sealed = cipher.encrypt(header, _HEADER_AAD)
+        self.parts.append(sealed)
+        self.parts.append(struct.pack("<I", len(sealed)))
+        data = b"".join(self.parts)
+        self.parts = []
+        return blake3.blake3(data).hexdigest(), data, self.entries
+
+
+def pack_name_of(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def read_pack_header(cipher: Cipher, data: bytes) -> list[PackEntry]:
+    """Parse the header of a whole pack held in memory; raises DecryptionFailed when damaged."""
+    if len(data) < 4:
+        raise DecryptionFailed("pack too short")
+    (header_length,) = struct.unpack("<I", data[-4:])
+    if header_length + 4 > len(data):
+        raise DecryptionFailed("pack header length out of range")
+    header = cipher.decrypt(data[-4 - header_length : -4], _HEADER_AAD)
+    if len(header) % HEADER_ENTRY.size:
+        raise DecryptionFailed("pack header has a partial entry")
+    entries = []
+    offset = 0
+    for blob_type, blob_id, length, plain_length in HEADER_ENTRY.iter_unpack(header):
+        entries.append(PackEntry(BlobType(blob_type), blob_id, offset, length, plain_length))
+        offset += length
+    if offset != len(data) - 4 - header_length:
+        raise DecryptionFailed("pack header does not cover the pack")
+    return entries
+
+
+assert HEADER_ENTRY.size == 1 + ID_SIZE + 8

@@ -1,0 +1,444 @@
+"""The repository: config, keys, encrypted objects, blob storage, snapshots.
+
+Write order is the crash-safety rule (see docs/repository-format.md): packs
+first, then the index objects that name them, then the snapshot that refers
+to their blobs. A process killed at any moment therefore leaves at most
+packs or index entries nothing refers to (garbage that prune removes), never
+a snapshot that points at missing data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Iterator
+
+import msgpack
+
+from .. import errors
+from .backends import Backend, Kind, ObjectNotFound
+from .chunker import DEFAULT_IMAGE_CHUNK, FileChunker, TREE_AVG, TREE_MAX, TREE_MIN
+from .crypto import Cipher, DecryptionFailed, MasterKey, describe_key_file, unwrap_master_key, wrap_master_key
+from .index import BlobLocation, Index, decode_entries, encode_entries
+from .locks import Lock
+from .pack import DEFAULT_COMPRESSION_LEVEL, BlobType, PackBuilder, decode_blob, encode_blob
+
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+PACK_TARGET_SIZE = 16 * 1024 * 1024
+INDEX_EVERY_PACKS = 32  # a killed long backup keeps its uploaded packs reusable
+_OBJECT_AAD = b"safehold-object-"
+
+
+@dataclass
+class Snapshot:
+    id: str
+    time: datetime
+    target: str
+    kind: str  # "files" or "image"
+    hostname: str
+    paths: list[str]
+    tree: list[str]  # hex ids of the TREE blobs holding the item stream
+    parent: str | None = None
+    tags: list[str] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+    def to_document(self) -> dict:
+        return {
+            "version": FORMAT_VERSION, "time": self.time.isoformat(), "target": self.target, "kind": self.kind,
+            "hostname": self.hostname, "paths": self.paths, "tree": self.tree, "parent": self.parent,
+            "tags": self.tags, "summary": self.summary, "source": self.source,
+        }
+
+    @classmethod
+    def from_document(cls, snapshot_id: str, document: dict) -> "Snapshot":
+        return cls(
+            id=snapshot_id, time=datetime.fromisoformat(document["time"]), target=document["target"],
+            kind=document["kind"], hostname=document["hostname"], paths=document["paths"], tree=document["tree"],
+            parent=document.get("parent"), tags=document.get("tags", []), summary=document.get("summary", {}),
+            source=document.get("source", {}),
+        )
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+
+@dataclass
+class WriteStats:
+    blobs_added: int = 0
+    bytes_added: int = 0  # stored (compressed, encrypted) bytes of new blobs
+    plain_bytes_added: int = 0
+    packs_written: int = 0
+
+
+class Repository:
+    """An open, unlocked repository. Thread-safe for concurrent ``save_blob`` and ``read_blob``."""
+
+    def __init__(self, backend: Backend, config: dict, master: MasterKey, key_name: str) -> None:
+        self.backend = backend
+        self.config = config
+        self.id: str = config["id"]
+        self.master = master
+        self.key_name = key_name
+        self.cipher = Cipher(master)
+        self.index = Index()
+        self.compression: int | None = DEFAULT_COMPRESSION_LEVEL
+        self.stats = WriteStats()
+        self._pack_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._builder = PackBuilder()
+        self._in_flight: set[bytes] = set()
+        self._unindexed: list[tuple[str, list]] = []
+        self._index_loaded = False
+
+    # -- creation and opening -----------------------------------------------
+    @classmethod
+    def init(cls, backend: Backend, password: bytes, kdf: dict | None = None) -> "Repository":
+        if backend.exists():
+            raise errors.RepositoryAlreadyExists(url=backend.url)
+        _refuse_foreign(backend)
+        backend.create()
+        master = MasterKey.generate()
+        key_file = wrap_master_key(master, password, kdf)
+        key_name = _name_of(key_file)
+        backend.put(Kind.KEYS, key_name, key_file)
+        config = {
+            "version": FORMAT_VERSION,
+            "id": secrets.token_hex(16),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "chunker": "fastcdc-2020",
+        }
+        # The config is written last: a repository without it does not exist yet,
+        # so an interrupted init can simply be run again.
+        backend.put(Kind.CONFIG, "config", json.dumps(config, indent=1).encode())
+        repository = cls(backend, config, master, key_name)
+        repository._index_loaded = True
+        return repository
+
+    @classmethod
+    def open(cls, backend: Backend, password: bytes) -> "Repository":
+        config = read_config(backend)
+        failures = 0
+        for info in backend.list(Kind.KEYS):
+            try:
+                master = unwrap_master_key(backend.get(Kind.KEYS, info.name), password)
+            except (DecryptionFailed, ValueError, KeyError):
+                failures += 1
+                continue
+            return cls(backend, config, master, info.name)
+        raise errors.WrongPassword(url=backend.url)
+
+    # -- encrypted metadata objects -------------------------------------------
+    def save_object(self, kind: Kind, document: object, retain_until: datetime | None = None) -> str:
+        data = self.cipher.encrypt(msgpack.packb(document), _OBJECT_AAD + kind.value.encode())
+        name = _name_of(data)
+        self._put(kind, name, data, retain_until)
+        return name
+
+    def load_object(self, kind: Kind, name: str) -> object:
+        data = self._get(kind, name)
+        if _name_of(data) != name:
+            raise errors.IntegrityError(detail=f"{kind.value}/{name} does not match its name")
+        try:
+            plain = self.cipher.decrypt(data, _OBJECT_AAD + kind.value.encode())
+        except DecryptionFailed as exc:
+            raise errors.IntegrityError(detail=f"{kind.value}/{name}: {exc}") from None
+        return msgpack.unpackb(plain, strict_map_key=False)
+
+    def _put(self, kind: Kind, name: str, data: bytes, retain_until: datetime | None = None) -> None:
+        try:
+            self.backend.put(kind, name, data, retain_until=retain_until)
+        except OSError as exc:
+            raise errors.from_os_error(exc, f"writing {kind.value}/{name[:16]}") from exc
+
+    def _get(self, kind: Kind, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            return self.backend.get(kind, name, offset, length)
+        except ObjectNotFound:
+            raise errors.IntegrityError(detail=f"{kind.value}/{name} is missing") from None
+        except OSError as exc:
+            raise errors.from_os_error(exc, f"reading {kind.value}/{name[:16]}") from exc
+
+    # -- keys -------------------------------------------------------------------
+    def add_key(self, password: bytes, kdf: dict | None = None) -> str:
+        key_file = wrap_master_key(self.master, password, kdf)
+        name = _name_of(key_file)
+        self._put(Kind.KEYS, name, key_file)
+        return name
+
+    def list_keys(self) -> list[dict]:
+        keys = []
+        for info in self.backend.list(Kind.KEYS):
+            described = describe_key_file(self.backend.get(Kind.KEYS, info.name))
+            keys.append({"id": info.name, "current": info.name == self.key_name} | described)
+        return sorted(keys, key=lambda k: k["created"] or "")
+
+    def remove_key(self, key_id: str) -> str:
+        names = [info.name for info in self.backend.list(Kind.KEYS)]
+        matches = [n for n in names if n.startswith(key_id)]
+        if len(matches) != 1:
+            raise errors.KeyNotFound(key_id=key_id)
+        if len(names) == 1:
+            raise errors.LastKey(key_id=matches[0][:8])
+        self.backend.delete(Kind.KEYS, matches[0])
+        return matches[0]
+
+    # -- locks ------------------------------------------------------------------
+    def lock(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0) -> Lock:
+        return Lock(self, exclusive, purpose or ("prune" if exclusive else "backup")).acquire(wait)
+
+    # -- index ------------------------------------------------------------------
+    def load_index(self) -> None:
+        if self._index_loaded:
+            return
+        for info in self.backend.list(Kind.INDEX):
+            document = self.load_object(Kind.INDEX, info.name)
+            for pack_name, entries in document["packs"]:
+                self.index.stage_pack(pack_name, decode_entries(entries))
+        self.index.finish_loading()
+        self._index_loaded = True
+
+    def index_names(self) -> list[str]:
+        return [info.name for info in self.backend.list(Kind.INDEX)]
+
+    # -- blobs ------------------------------------------------------------------
+    def has_blob(self, blob_id: bytes) -> bool:
+        return blob_id in self.index or blob_id in self._in_flight
+
+    def save_blob(self, blob_type: BlobType, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+        """Store ``data`` unless a blob with its id exists. Returns (id, added).
+
+        Thread-safe: hashing, compression and encryption run outside any lock,
+        so a thread pool over chunks scales with the cores.
+        """
+        if blob_id is None:
+            blob_id = self.cipher.blob_id(data)
+        with self._index_lock:
+            if blob_id in self._in_flight or blob_id in self.index:
+                return blob_id, False
+            self._in_flight.add(blob_id)
+        try:
+            stored = encode_blob(self.cipher, blob_type, blob_id, data, self.compression)
+        except BaseException:
+            with self._index_lock:
+                self._in_flight.discard(blob_id)
+            raise
+        full: PackBuilder | None = None
+        with self._pack_lock:
+            self._builder.add(blob_type, blob_id, stored, len(data))
+            self.stats.blobs_added += 1
+            self.stats.bytes_added += len(stored)
+            self.stats.plain_bytes_added += len(data)
+            if self._builder.size >= PACK_TARGET_SIZE:
+                full, self._builder = self._builder, PackBuilder()
+        if full is not None:
+            self._write_pack(full)
+        return blob_id, True
+
+    def _write_pack(self, builder: PackBuilder) -> None:
+        name, data, entries = builder.finish(self.cipher)
+        self._put(Kind.DATA, name, data, self.retain_until())
+        write_index = False
+        with self._index_lock:
+            self.index.add_pack(name, entries)
+            for e in entries:
+                self._in_flight.discard(e.blob_id)
+            self._unindexed.append((name, entries))
+            self.stats.packs_written += 1
+            if len(self._unindexed) >= INDEX_EVERY_PACKS:
+                write_index = True
+        if write_index:
+            self._write_index()
+
+    def _write_index(self) -> None:
+        with self._index_lock:
+            packs, self._unindexed = self._unindexed, []
+        if packs:
+            self.save_object(Kind.INDEX, {"packs": [[name, encode_entries(entries)] for name, entries in packs]},
+                             self.retain_until())
+
+    def flush(self) -> None:
+        """Write the partial pack and the index for everything written so far."""
+        with self._pack_lock:
+            builder, self._builder = self._builder, PackBuilder()
+        if len(builder):
+            self._write_pack(builder)
+        self._write_index()
+
+    def retain_until(self) -> datetime | None:
+        return None  # object-lock retention belongs to the S3 backend issue
+
+    def locate(self, blob_id: bytes) -> BlobLocation:
+        location = self.index.lookup(blob_id)
+        if location is None:
+            raise errors.IntegrityError(detail=f"blob {blob_id.hex()[:16]} is not in the index")
+        return location
+
+    def read_blob(self, blob_id: bytes, location: BlobLocation | None = None) -> bytes:
+        """Read and verify one blob; raises IntegrityError naming the pack when damaged."""
+        location = location or self.locate(blob_id)
+        stored = self._get(Kind.DATA, location.pack, location.offset, location.length)
+        try:
+            return decode_blob(self.cipher, location.blob_type, blob_id, stored, location.plain_length)
+        except Exception as exc:  # DecryptionFailed, zstd errors on a damaged frame
+            raise errors.IntegrityError(
+                detail=f"blob {blob_id.hex()[:16]} in pack {location.pack}: {exc}", pack=location.pack
+            ) from None
+
+    # -- snapshots ----------------------------------------------------------------
+    def save_snapshot(self, snapshot: Snapshot) -> str:
+        """Commit a snapshot. Callers must have flushed (packs, then index, first)."""
+        name = self.save_object(Kind.SNAPSHOTS, snapshot.to_document(), self.retain_until())
+        snapshot.id = name
+        return name
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        return Snapshot.from_document(snapshot_id, self.load_object(Kind.SNAPSHOTS, snapshot_id))
+
+    def list_snapshots(self, target: str | None = None) -> list[Snapshot]:
+        snapshots = []
+        for info in self.backend.list(Kind.SNAPSHOTS):
+            try:
+                snapshot = self.load_snapshot(info.name)
+            except errors.IntegrityError:
+                if self.backend_has(Kind.SNAPSHOTS, info.name):
+                    raise
+                continue  # forgotten while we listed
+            if target is None or snapshot.target == target:
+                snapshots.append(snapshot)
+        return sorted(snapshots, key=lambda s: s.time)
+
+    def backend_has(self, kind: Kind, name: str) -> bool:
+        try:
+            self.backend.stat(kind, name)
+            return True
+        except ObjectNotFound:
+            return False
+
+    def find_snapshot(self, ref: str, target: str | None = None) -> Snapshot:
+        """Resolve 'latest', 'latest:TARGET', a full id or an id prefix."""
+        if ref == "latest" or ref.startswith("latest:"):
+            wanted = ref.partition(":")[2] or target
+            snapshots = self.list_snapshots(wanted)
+            if not snapshots:
+                raise errors.SnapshotNotFound(ref=ref if not wanted else f"latest of target {wanted}")
+            return snapshots[-1]
+        if len(ref) < 4:
+            raise errors.SnapshotNotFound(ref=ref)
+        names = [info.name for info in self.backend.list(Kind.SNAPSHOTS) if info.name.startswith(ref)]
+        if not names:
+            raise errors.SnapshotNotFound(ref=ref)
+        if len(names) > 1:
+            raise errors.AmbiguousSnapshot(ref=ref, count=len(names))
+        return self.load_snapshot(names[0])
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self.backend.delete(Kind.SNAPSHOTS, snapshot_id)
+
+    # -- item streams -------------------------------------------------------------
+    def tree_chunker(self) -> FileChunker:
+        return FileChunker(self.master.chunker_seed, TREE_MIN, TREE_AVG, TREE_MAX)
+
+    def file_chunker(self) -> FileChunker:
+        return FileChunker(self.master.chunker_seed)
+
+    def read_tree(self, snapshot: Snapshot) -> Iterator[dict]:
+        """Yield the items of a snapshot in stored order."""
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+        for hex_id in snapshot.tree:
+            unpacker.feed(self.read_blob(bytes.fromhex(hex_id)))
+            yield from unpacker
+
+
+class TreeWriter:
+    """Serialises items to a msgpack stream cut into content-defined TREE blobs.
+
+    Unchanged runs of items produce the same blobs as last time and dedup away,
+    so a snapshot of a large, mostly unchanged tree stores little metadata.
+    """
+
+    FLUSH_AT = 4 * 1024 * 1024
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        self.chunker = repository.tree_chunker()
+        self.packer = msgpack.Packer()
+        self.buffer = bytearray()
+        self.ids: list[str] = []
+
+    def add(self, item: dict) -> None:
+        self.buffer += self.packer.pack(item)
+        if len(self.buffer) >= self.FLUSH_AT:
+            self._cut(final=False)
+
+    def _cut(self, final: bool) -> None:
+        data = bytes(self.buffer)
+        cuts = self.chunker.cut(data)
+        if not final:
+            cuts = cuts[:-1]  # the last cut ends with the buffer, not at a boundary
+        end = 0
+        for offset, length in cuts:
+            blob_id, _added = self.repository.save_blob(BlobType.TREE, data[offset : offset + length])
+            self.ids.append(blob_id.hex())
+            end = offset + length
+        self.buffer = bytearray(data[end:])
+
+    def finish(self) -> list[str]:
+        if self.buffer:
+            self._cut(final=True)
+        return self.ids
+
+
+def read_config(backend: Backend) -> dict:
+    try:
+        raw = backend.get(Kind.CONFIG, "config")
+    except ObjectNotFound:
+        raise errors.RepositoryDoesNotExist(url=backend.url) from None
+    except OSError as exc:
+        raise errors.from_os_error(exc, "reading config") from exc
+    try:
+        config = json.loads(raw)
+        version = config["version"]
+        config["id"]
+    except (ValueError, KeyError, TypeError):
+        raise errors.ForeignRepository(url=backend.url, reason="its config file is not safehold's") from None
+    if version not in SUPPORTED_VERSIONS:
+        raise errors.UnsupportedRepositoryVersion(url=backend.url, found=version, supported=SUPPORTED_VERSIONS)
+    return config
+
+
+def _refuse_foreign(backend: Backend) -> None:
+    """Refuse to initialise inside a directory that holds something else (another tool's repository)."""
+    root = getattr(backend, "root", None)
+    if root is not None and os.path.isdir(root):
+        known = {"keys", "locks", "snapshots", "index", "data"}
+        strangers = [name for name in os.listdir(root) if name not in known]
+        if strangers:
+            raise errors.ForeignRepository(
+                url=backend.url, reason=f"the directory is not empty: {', '.join(sorted(strangers)[:5])}"
+            )
+
+
+def _name_of(data: bytes) -> str:
+    import blake3
+
+    return blake3.blake3(data).hexdigest()
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def join_ids(ids: Iterable[bytes]) -> bytes:
+    return b"".join(ids)
+
+
+def split_ids(data: bytes) -> list[bytes]:
+    return [data[i : i + 32] for i in range(0, len(data), 32)]

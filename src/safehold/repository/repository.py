@@ -180,6 +180,13 @@ class Repository:
             keys.append({"id": info.name, "current": info.name == self.key_name} | described)
         return sorted(keys, key=lambda k: k["created"] or "")
 
+    def change_password(self, password: bytes) -> str:
+        """Add a key for ``password``, then remove the key this repository was opened with."""
+        new_key = self.add_key(password)
+        self.backend.delete(Kind.KEYS, self.key_name)
+        self.key_name = new_key
+        return new_key
+
     def remove_key(self, key_id: str) -> str:
         names = [info.name for info in self.backend.list(Kind.KEYS)]
         matches = [n for n in names if n.startswith(key_id)]
@@ -212,8 +219,10 @@ class Repository:
     def has_blob(self, blob_id: bytes) -> bool:
         return blob_id in self.index or blob_id in self._in_flight
 
-    def save_blob(self, blob_type: BlobType, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
-        """Store ``data`` unless a blob with its id exists. Returns (id, added).
+    def save_blob(self, blob_type: BlobType, data: bytes, blob_id: bytes | None = None,
+                  force: bool = False) -> tuple[bytes, bool]:
+        """Store ``data`` unless a blob with its id exists (``force``: store anyway, for repacking).
+        Returns (id, added).
 
         Thread-safe: hashing, compression and encryption run outside any lock,
         so a thread pool over chunks scales with the cores.
@@ -221,7 +230,7 @@ class Repository:
         if blob_id is None:
             blob_id = self.cipher.blob_id(data)
         with self._index_lock:
-            if blob_id in self._in_flight or blob_id in self.index:
+            if blob_id in self._in_flight or (not force and blob_id in self.index):
                 return blob_id, False
             self._in_flight.add(blob_id)
         try:
@@ -261,8 +270,12 @@ class Repository:
         with self._index_lock:
             packs, self._unindexed = self._unindexed, []
         if packs:
-            self.save_object(Kind.INDEX, {"packs": [[name, encode_entries(entries)] for name, entries in packs]},
-                             self.retain_until())
+            self.write_index_object(packs)
+
+    def write_index_object(self, packs: list[tuple[str, list]]) -> str:
+        """Store one index object describing ``packs`` as (pack name, [PackEntry])."""
+        document = {"packs": [[name, encode_entries(entries)] for name, entries in packs]}
+        return self.save_object(Kind.INDEX, document, self.retain_until())
 
     def flush(self) -> None:
         """Write the partial pack and the index for everything written so far."""

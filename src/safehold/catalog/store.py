@@ -1,0 +1,580 @@
+"""The catalog: job history and the snapshot cache, behind one small class.
+
+``Catalog.open(url)`` returns a ready catalog: the database (and, for SQLite,
+its directory) is created and migrated if needed, and jobs that a dead process
+on this host left 'running' are marked 'interrupted'. Every method opens its
+own short transaction, so one ``Catalog`` may be shared by threads, and several
+processes may write to one SQLite file at once (WAL, a 30 s busy timeout, and
+write transactions that take the write lock up front with ``BEGIN IMMEDIATE``
+so they queue instead of failing on a lock upgrade).
+
+Values handed out are frozen dataclasses of plain values (``JobRecord``,
+``LogRecord``, ``SnapshotRecord``), never ORM objects bound to a session, so
+they can cross threads and process boundaries (job functions take ids and
+plain values; see the scale-out seam in docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from safehold.catalog import migrate
+from safehold.catalog.database import create_catalog_engine
+from safehold.catalog.models import UTC, Job, JobLog, Snapshot
+from safehold.catalog.processes import process_alive
+from safehold.errors import SafeholdError
+
+JOB_KINDS = ("backup", "restore", "check", "forget", "prune", "restore-test", "copy", "key", "init")
+"""Kinds the engine records. Not enforced: a new kind needs no migration."""
+
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("succeeded", "failed", "interrupted", "cancelled")
+STATUSES = ACTIVE_STATUSES + FINAL_STATUSES
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+Clock = Callable[[], dt.datetime]
+
+
+class JobNotFound(SafeholdError, LookupError):
+    template = "no job {job_id} in the catalog"
+    remedy = "list recent jobs with 'safehold jobs'"
+    exit_code = 34
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: int
+    kind: str
+    target: str | None
+    status: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    snapshot_id: str | None
+    bytes_read: int
+    bytes_added: int
+    files: int
+    error: str | None
+    error_type: str | None
+    details: dict[str, Any] | None
+    pid: int | None
+    hostname: str | None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @classmethod
+    def from_row(cls, row: Job) -> JobRecord:
+        return cls(
+            id=row.id,
+            kind=row.kind,
+            target=row.target,
+            status=row.status,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            snapshot_id=row.snapshot_id,
+            bytes_read=row.bytes_read,
+            bytes_added=row.bytes_added,
+            files=row.files,
+            error=row.error,
+            error_type=row.error_type,
+            details=row.details,
+            pid=row.pid,
+            hostname=row.hostname,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    id: int
+    job_id: int
+    time: dt.datetime
+    level: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    repository_id: str
+    id: str
+    target: str | None
+    kind: str | None
+    time: dt.datetime
+    hostname: str | None
+    parent: str | None
+    size: int
+    files: int
+    added_bytes: int
+    tags: list[str] | None
+
+    @classmethod
+    def from_row(cls, row: Snapshot) -> SnapshotRecord:
+        return cls(
+            repository_id=row.repository_id,
+            id=row.id,
+            target=row.target,
+            kind=row.kind,
+            time=row.time,
+            hostname=row.hostname,
+            parent=row.parent,
+            size=row.size,
+            files=row.files,
+            added_bytes=row.added_bytes,
+            tags=row.tags,
+        )
+
+
+class Catalog:
+    """Job history and snapshot cache. Thread-safe; every method is its own transaction."""
+
+    def __init__(self, engine: Engine, *, clock: Clock = utc_now) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(engine.execution_options(**{migrate.WRITE_OPTION: True}), expire_on_commit=False)
+        self.hostname = socket.gethostname()
+
+    # --- lifecycle ----------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str | URL, *, clock: Clock = utc_now, recover: bool = True) -> Catalog:
+        """Open (creating and migrating if needed) the catalog at ``url``.
+
+        ``sqlite:////var/lib/safehold/catalog.db`` or
+        ``postgresql+psycopg://user@host/safehold``. Unless ``recover`` is
+        False, jobs left 'running' by dead processes on this host are marked
+        'interrupted'.
+        """
+        engine = create_catalog_engine(url)
+        try:
+            if not migrate.is_current(engine):
+                migrate.upgrade(engine)
+            catalog = cls(engine, clock=clock)
+            if recover:
+                catalog.mark_interrupted()
+        except BaseException:
+            engine.dispose()
+            raise
+        return catalog
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- jobs ---------------------------------------------------------------
+
+    def start_job(self, kind: str, target: str | None = None, details: Mapping[str, Any] | None = None) -> int:
+        """Record a job that starts now in this process; returns its id."""
+        now = self._clock()
+        return self._insert_job(
+            kind,
+            target,
+            details,
+            status="running",
+            created_at=now,
+            started_at=now,
+            pid=os.getpid(),
+            hostname=self.hostname,
+        )
+
+    def queue_job(self, kind: str, target: str | None = None, details: Mapping[str, Any] | None = None) -> int:
+        """Record a job to run later (status 'queued'); a worker calls ``claim_job``."""
+        return self._insert_job(kind, target, details, status="queued", created_at=self._clock())
+
+    def claim_job(self, job_id: int) -> bool:
+        """Move a queued job to 'running' in this process; False if another got it first."""
+        with self._write.begin() as session:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(status="running", started_at=self._clock(), pid=os.getpid(), hostname=self.hostname)
+            )
+            claimed = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        if not claimed:
+            self.get_job(job_id)  # raises JobNotFound for an unknown id
+        return claimed
+
+    def log(self, job_id: int, message: str, level: str = "info") -> None:
+        """Append a line to the job's log."""
+        if level not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        try:
+            with self._write.begin() as session:
+                session.execute(insert(JobLog).values(job_id=job_id, time=self._clock(), level=level, message=message))
+        except IntegrityError as error:  # the foreign key: no such job
+            raise JobNotFound(job_id=job_id) from error
+
+    def update_job(
+        self,
+        job_id: int,
+        *,
+        bytes_read: int | None = None,
+        bytes_added: int | None = None,
+        files: int | None = None,
+        snapshot_id: str | None = None,
+    ) -> None:
+        """Record progress of a running job (absolute values; None leaves a field alone)."""
+        values = {
+            name: value
+            for name, value in (
+                ("bytes_read", bytes_read),
+                ("bytes_added", bytes_added),
+                ("files", files),
+                ("snapshot_id", snapshot_id),
+            )
+            if value is not None
+        }
+        if values:
+            self._update_job(job_id, values)
+
+    def finish_job(
+        self,
+        job_id: int,
+        status: str,
+        *,
+        snapshot_id: str | None = None,
+        bytes_read: int = 0,
+        bytes_added: int = 0,
+        files: int = 0,
+        error: str | None = None,
+        error_type: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record the end of a job. ``details`` are merged into those given at start."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"a finished job's status must be one of {', '.join(FINAL_STATUSES)}, got {status!r}")
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": self._clock(),
+            "bytes_read": bytes_read,
+            "bytes_added": bytes_added,
+            "files": files,
+            "error": error,
+            "error_type": error_type,
+        }
+        if snapshot_id is not None:
+            values["snapshot_id"] = snapshot_id
+        if details:
+            # Read-modify-write, but inside one BEGIN IMMEDIATE (SQLite) or a
+            # row lock (PostgreSQL), so a concurrent writer cannot interleave.
+            with self._write.begin() as session:
+                row = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+                if row is None:
+                    raise JobNotFound(job_id=job_id)
+                merged = dict(row.details or {})
+                merged.update(details)
+                values["details"] = merged
+                session.execute(update(Job).where(Job.id == job_id).values(**values))
+            return
+        self._update_job(job_id, values)
+
+    def get_job(self, job_id: int) -> JobRecord:
+        with self._read() as session:
+            row = session.get(Job, job_id)
+            if row is None:
+                raise JobNotFound(job_id=job_id)
+            return JobRecord.from_row(row)
+
+    def list_jobs(
+        self,
+        target: str | None = None,
+        kind: str | None = None,
+        status: str | Iterable[str] | None = None,
+        limit: int | None = 50,
+    ) -> list[JobRecord]:
+        """Jobs, newest first; ``status`` may be one status or several."""
+        query = select(Job).order_by(Job.id.desc())
+        if target is not None:
+            query = query.where(Job.target == target)
+        if kind is not None:
+            query = query.where(Job.kind == kind)
+        if isinstance(status, str):
+            query = query.where(Job.status == status)
+        elif status is not None:
+            query = query.where(Job.status.in_(list(status)))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as session:
+            return [JobRecord.from_row(row) for row in session.scalars(query)]
+
+    def job_logs(self, job_id: int) -> list[LogRecord]:
+        """The job's log lines in the order they were written."""
+        query = select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id)
+        with self._read() as session:
+            return [
+                LogRecord(id=row.id, job_id=row.job_id, time=row.time, level=row.level, message=row.message)
+                for row in session.scalars(query)
+            ]
+
+    def mark_interrupted(self) -> int:
+        """Mark 'interrupted' the jobs this host left running in processes that are gone.
+
+        Only jobs recorded by this host are judged: a pid means nothing on
+        another worker host. Returns how many jobs were marked.
+        """
+        with self._read() as session:
+            running = session.execute(
+                select(Job.id, Job.pid, Job.started_at).where(
+                    Job.status == "running", Job.hostname == self.hostname, Job.pid.is_not(None)
+                )
+            ).all()
+        dead = [
+            (job_id, pid)
+            for job_id, pid, started_at in running
+            if pid is not None and not process_alive(pid, started_at)
+        ]
+        marked = 0
+        for job_id, pid in dead:
+            with self._write.begin() as session:
+                # The status guard makes this a no-op if the job finished meanwhile.
+                result = session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == "running")
+                    .values(
+                        status="interrupted",
+                        finished_at=self._clock(),
+                        error=f"process {pid} on {self.hostname} ended without finishing the job",
+                        error_type="ProcessGone",
+                    )
+                )
+                marked += result.rowcount  # type: ignore[attr-defined]
+        return marked
+
+    @contextmanager
+    def job(
+        self, kind: str, target: str | None = None, details: Mapping[str, Any] | None = None
+    ) -> Iterator[JobHandle]:
+        """Run a block as a recorded job.
+
+        Normal exit marks it 'succeeded'; an exception marks it 'failed' with
+        the message and the exception's class name, and is re-raised;
+        KeyboardInterrupt or SystemExit mark it 'interrupted', asyncio
+        cancellation 'cancelled'. A failure to record the outcome never hides
+        the job's own exception.
+        """
+        handle = JobHandle(self, self.start_job(kind, target, details))
+        try:
+            yield handle
+        except asyncio.CancelledError as exc:
+            handle._finish("cancelled", exc)
+            raise
+        except Exception as exc:
+            handle._finish("failed", exc)
+            raise
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit
+            handle._finish("interrupted", exc)
+            raise
+        else:
+            handle._finish("succeeded", None, swallow=False)
+
+    # --- snapshot cache -----------------------------------------------------
+
+    def replace_snapshots(self, repository_id: str, snapshots: Iterable[Mapping[str, Any]]) -> int:
+        """Replace the cached snapshots of one repository with ``snapshots``; returns the count.
+
+        Each mapping needs ``id`` and ``time`` (an aware datetime, an ISO 8601
+        string or epoch seconds) and may have ``target``, ``kind``,
+        ``hostname``, ``parent``, ``size``, ``files``, ``added_bytes`` and
+        ``tags``; other keys are ignored, so manifests may grow new fields.
+        """
+        rows = [_snapshot_row(repository_id, snapshot) for snapshot in snapshots]
+        with self._write.begin() as session:
+            session.execute(delete(Snapshot).where(Snapshot.repository_id == repository_id))
+            if rows:
+                session.execute(insert(Snapshot), rows)
+        return len(rows)
+
+    def list_snapshots(
+        self,
+        repository_id: str | None = None,
+        target: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+    ) -> list[SnapshotRecord]:
+        """Cached snapshots, newest first."""
+        query = select(Snapshot).order_by(Snapshot.time.desc(), Snapshot.id)
+        if repository_id is not None:
+            query = query.where(Snapshot.repository_id == repository_id)
+        if target is not None:
+            query = query.where(Snapshot.target == target)
+        if kind is not None:
+            query = query.where(Snapshot.kind == kind)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as session:
+            return [SnapshotRecord.from_row(row) for row in session.scalars(query)]
+
+    # --- internals ----------------------------------------------------------
+
+    def _insert_job(self, kind: str, target: str | None, details: Mapping[str, Any] | None, **values: Any) -> int:
+        if not kind:
+            raise ValueError("a job needs a kind")
+        with self._write.begin() as session:
+            job = Job(
+                kind=kind,
+                target=target,
+                details=dict(details) if details else None,
+                bytes_read=0,
+                bytes_added=0,
+                files=0,
+                **values,
+            )
+            session.add(job)
+            session.flush()
+            return job.id
+
+    def _update_job(self, job_id: int, values: Mapping[str, Any]) -> None:
+        with self._write.begin() as session:
+            result = session.execute(update(Job).where(Job.id == job_id).values(**values))
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise JobNotFound(job_id=job_id)
+
+
+@dataclass(eq=False)
+class JobHandle:
+    """What ``Catalog.job()`` yields: the job's id and a way to report progress.
+
+    ``update`` takes absolute values and writes them at most once per
+    ``flush_interval`` seconds (the final values are always written when the
+    job ends), so calling it per file costs little. ``details`` is merged into
+    the job's details when it finishes.
+    """
+
+    catalog: Catalog
+    id: int
+    bytes_read: int = 0
+    bytes_added: int = 0
+    files: int = 0
+    snapshot_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    flush_interval: float = 1.0
+    _last_flush: float | None = field(default=None, repr=False)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.catalog.log(self.id, message, level)
+
+    def update(
+        self,
+        *,
+        bytes_read: int | None = None,
+        bytes_added: int | None = None,
+        files: int | None = None,
+        snapshot_id: str | None = None,
+    ) -> None:
+        if bytes_read is not None:
+            self.bytes_read = bytes_read
+        if bytes_added is not None:
+            self.bytes_added = bytes_added
+        if files is not None:
+            self.files = files
+        if snapshot_id is not None and snapshot_id != self.snapshot_id:
+            # A committed snapshot is worth recording at once: it exists now.
+            self.snapshot_id = snapshot_id
+            self.flush()
+        elif self._last_flush is None or time.monotonic() - self._last_flush >= self.flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the current progress now."""
+        self.catalog.update_job(
+            self.id,
+            bytes_read=self.bytes_read,
+            bytes_added=self.bytes_added,
+            files=self.files,
+            snapshot_id=self.snapshot_id,
+        )
+        self._last_flush = time.monotonic()
+
+    def _finish(self, status: str, exc: BaseException | None, *, swallow: bool = True) -> None:
+        error = error_type = None
+        if exc is not None:
+            error = str(exc) or repr(exc)
+            error_type = type(exc).__name__
+        try:
+            self.catalog.finish_job(
+                self.id,
+                status,
+                snapshot_id=self.snapshot_id,
+                bytes_read=self.bytes_read,
+                bytes_added=self.bytes_added,
+                files=self.files,
+                error=error,
+                error_type=error_type,
+                details=self.details or None,
+            )
+        except Exception as record_error:
+            if not swallow:
+                raise
+            # The job's own exception is about to propagate and matters more;
+            # leave a trace of this one on stderr rather than replace it.
+            print(f"safehold: could not record the end of job {self.id}: {record_error}", file=sys.stderr)
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+def _snapshot_row(repository_id: str, snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        snapshot_id = str(snapshot["id"])
+        when = _as_datetime(snapshot["time"])
+    except KeyError as missing:
+        raise ValueError(f"a cached snapshot needs {missing.args[0]!r}: {dict(snapshot)!r}") from None
+    tags = snapshot.get("tags")
+    return {
+        "repository_id": repository_id,
+        "id": snapshot_id,
+        "target": snapshot.get("target"),
+        "kind": snapshot.get("kind"),
+        "time": when,
+        "hostname": snapshot.get("hostname"),
+        "parent": snapshot.get("parent"),
+        "size": int(snapshot.get("size") or 0),
+        "files": int(snapshot.get("files") or 0),
+        "added_bytes": int(snapshot.get("added_bytes") or 0),
+        "tags": list(tags) if tags is not None else None,
+    }
+
+
+def _as_datetime(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, str):
+        when = dt.datetime.fromisoformat(value)
+    elif isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value, UTC)
+    else:
+        raise TypeError(f"a snapshot time must be a datetime, an ISO 8601 string or epoch seconds, got {value!r}")
+    if when.tzinfo is None:
+        raise ValueError(f"a snapshot time must carry a timezone, got {value!r}")
+    return when.astimezone(UTC)

@@ -1,0 +1,507 @@
+"""The ``safehold`` command. Commands parse arguments, call ``engine`` and print; no logic here.
+
+Engine modules are imported inside each command so that ``safehold --help`` and
+quick commands do not pay for what they do not use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import __version__
+from ..errors import PartialFailure, SafeholdError, UsageError
+from .output import ProgressDisplay, error_console, human_bytes, print_json, print_table
+
+app = typer.Typer(
+    name="safehold", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Backup and disaster recovery: one encrypted, deduplicated repository for files and disk images.",
+)
+key_app = typer.Typer(help="Manage the passwords (key files) that open the repository.", no_args_is_help=True)
+config_app = typer.Typer(help="Validate and describe targets.yml.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+app.add_typer(config_app, name="config")
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+ThreadsOption = typer.Option(None, "--threads", min=1, help="Worker threads (default: the number of cores).")
+
+
+class State:
+    config_path: Optional[str] = None
+
+
+state = State()
+
+
+@app.callback()
+def main(
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", envvar="SAFEHOLD_CONFIG", help="targets.yml to use (default ./configs/targets.yml)."
+    ),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        typer.echo(f"safehold {__version__}")
+        raise typer.Exit()
+    state.config_path = str(config) if config else None
+
+
+def context(json_output: bool = False, threads: int | None = None, compression: int | None = None,
+            progress: bool = True):
+    from ..engine.context import Context
+
+    display = ProgressDisplay(enabled=progress and not json_output)
+    ctx = Context.load(state.config_path, threads=threads, compression=compression, progress=display)
+    return ctx, display
+
+
+# --- repository ---------------------------------------------------------------
+
+
+@app.command()
+def init(json_output: bool = JsonOption) -> None:
+    """Create the repository named in the configuration (and the job catalog)."""
+    from ..engine.maintenance import init_repository
+
+    ctx, _ = context(json_output)
+    result = init_repository(ctx)
+    if json_output:
+        print_json(result)
+    else:
+        typer.echo(f"created repository {result['id'][:8]} at {result['url']}")
+        typer.echo("keep the password safe: without it the backups cannot be read")
+
+
+@app.command()
+def backup(
+    target: list[str] = typer.Option([], "--target", "-t", help="Target name from targets.yml (repeatable)."),
+    all_targets: bool = typer.Option(False, "--all", help="Back up every target."),
+    threads: Optional[int] = ThreadsOption,
+    compression: Optional[int] = typer.Option(None, "--compression", min=-7, max=22,
+                                              help="zstd level (default 3)."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Back up targets into new snapshots."""
+    from ..engine.backup import backup_targets
+
+    ctx, display = context(json_output, threads, compression)
+    names = [t.name for t in ctx.config.targets] if all_targets else list(target)
+    if not names:
+        raise UsageError("name a target with --target NAME, or use --all")
+    if not all_targets:
+        for name in names:
+            ctx.config.target(name)
+    with display:
+        run = backup_targets(ctx, names)
+    if json_output:
+        print_json({"results": [r.as_dict() for r in run.results],
+                    "failures": {name: exc.as_dict() for name, exc in run.failures.items()}})
+    else:
+        for result in run.results:
+            s = result.summary
+            new = f"{s['files_new']} new, {s['files_changed']} changed, {s['files_unchanged']} unchanged file(s)" \
+                if result.kind == "files" else f"{s['chunks_reused_unread']} chunk(s) reused unread, {s['holes']} hole(s)"
+            typer.echo(
+                f"{result.target}: snapshot {result.snapshot_id[:8]}"
+                f"{' (incremental on ' + result.parent_id[:8] + ')' if result.parent_id else ' (full)'}: "
+                f"{new}; read {human_bytes(s['bytes_read'])} of {human_bytes(s['bytes_total'])}, "
+                f"added {human_bytes(s['bytes_added'])} in {result.duration:.1f}s"
+            )
+            for warning in s.get("warnings", []):
+                error_console.print(f"[yellow]warning[/]: {warning}")
+        for name, exc in run.failures.items():
+            _print_error(exc, prefix=f"{name}: ")
+    if run.failures:
+        if len(names) == 1:
+            raise next(iter(run.failures.values()))
+        raise PartialFailure(failed=len(run.failures), total=len(names), names=", ".join(run.failures))
+
+
+@app.command()
+def snapshots(target: Optional[str] = typer.Option(None, "--target", "-t"), json_output: bool = JsonOption) -> None:
+    """List snapshots, oldest first."""
+    from ..engine.browse import list_snapshots
+
+    ctx, _ = context(json_output)
+    rows = list_snapshots(ctx, target)
+    if json_output:
+        print_json(rows)
+        return
+    print_table(["id", "time", "target", "kind", "files", "size", "added"], (
+        [r["short_id"], r["time"][:19].replace("T", " "), r["target"], r["kind"], r["files"],
+         human_bytes(r["bytes_total"]), human_bytes(r["bytes_added"])] for r in rows))
+    typer.echo(f"{len(rows)} snapshot(s)")
+
+
+@app.command("ls")
+def list_contents(
+    snapshot: str = typer.Argument(..., help="Snapshot id (prefix), 'latest' or 'latest:TARGET'."),
+    path: Optional[str] = typer.Argument(None, help="Only this path and what is under it."),
+    json_output: bool = JsonOption,
+) -> None:
+    """List the files (or disk images) in a snapshot."""
+    from ..engine.browse import list_items
+
+    ctx, _ = context(json_output)
+    items = list_items(ctx, snapshot, path)
+    if json_output:
+        print_json(items)
+        return
+    for item in items:
+        suffix = "/" if item["type"] == "dir" else f" -> {item['target']}" if item["type"] == "symlink" else ""
+        typer.echo(f"{item['type'][:4]:4} {item['mode']:>7} {human_bytes(item['size']):>10}  {item['path']}{suffix}")
+
+
+@app.command()
+def diff(first: str, second: str, json_output: bool = JsonOption) -> None:
+    """Show what changed between two snapshots (+ added, - removed, M modified, U metadata, T type)."""
+    from ..engine.browse import diff_snapshots
+
+    ctx, _ = context(json_output)
+    differences = diff_snapshots(ctx, first, second)
+    if json_output:
+        print_json([d.as_dict() for d in differences])
+        return
+    for difference in differences:
+        typer.echo(f"{difference.change}  {difference.path}")
+    typer.echo(f"{len(differences)} difference(s)")
+
+
+@app.command()
+def restore(
+    snapshot: str = typer.Argument(..., help="Snapshot id (prefix), 'latest' or 'latest:TARGET'."),
+    to: str = typer.Option(..., "--to", help="Directory (file snapshots) or image file / block device."),
+    include: list[str] = typer.Option([], "--include", "-i", help="Restore only this path (repeatable)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="With 'latest': the target's newest."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty directory or existing file."),
+    threads: Optional[int] = ThreadsOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Restore a snapshot. Every chunk is verified; damaged files are named, never written wrong."""
+    from ..engine.restore import restore_snapshot
+    from ..errors import RestoreIncomplete
+
+    ctx, display = context(json_output, threads)
+    try:
+        with display:
+            outcome = restore_snapshot(ctx, snapshot, to, target=target, includes=include, overwrite=overwrite)
+    except RestoreIncomplete as exc:
+        outcome = exc.fields["outcome"]
+        _print_restore(outcome, json_output)
+        raise
+    _print_restore(outcome, json_output)
+
+
+def _print_restore(outcome, json_output: bool) -> None:
+    if json_output:
+        print_json(outcome.as_dict())
+        return
+    typer.echo(f"restored snapshot {outcome.snapshot_id[:8]} ({outcome.target}) to {outcome.destination}: "
+               f"{outcome.files} file(s), {human_bytes(outcome.bytes_written)} in {outcome.duration:.1f}s")
+    for line in outcome.damaged:
+        error_console.print(f"[red]damaged, not restored[/]: {line}")
+
+
+@app.command()
+def check(
+    read_data: bool = typer.Option(False, "--read-data", help="Read and verify every pack."),
+    read_data_subset: Optional[str] = typer.Option(None, "--read-data-subset", metavar="PERCENT",
+                                                   help="Read and verify this share of packs, e.g. 10%."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Verify the repository's structure, and with --read-data its data."""
+    from ..engine.maintenance import check_repository
+    from ..errors import CheckFailed
+
+    percent = 100.0 if read_data else 0.0
+    if read_data_subset is not None:
+        try:
+            percent = float(read_data_subset.rstrip("%"))
+            if not 0 < percent <= 100:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"--read-data-subset {read_data_subset!r}: give a percentage between 0 and 100, e.g. 10%") from None
+    ctx, display = context(json_output)
+    try:
+        with display:
+            report = check_repository(ctx, percent)
+    except CheckFailed as exc:
+        _print_check(exc.fields["report"], json_output)
+        raise
+    _print_check(report, json_output)
+
+
+def _print_check(report, json_output: bool) -> None:
+    if json_output:
+        print_json(report.as_dict())
+        return
+    typer.echo(f"{report.snapshots} snapshot(s), {report.packs} pack(s), {report.blobs} blob(s)"
+               + (f"; read {report.packs_read} pack(s), {human_bytes(report.bytes_read)}" if report.packs_read else ""))
+    for line in report.errors:
+        error_console.print(f"[red]error[/]: {line}")
+    for damaged in report.damaged_packs:
+        error_console.print(f"[red]damaged pack[/] {damaged.pack}: {damaged.reason}")
+        error_console.print(f"  snapshots: {', '.join(damaged.snapshots) or 'none'}")
+        for name in damaged.files[:50]:
+            error_console.print(f"  file: {name}")
+    if report.unreferenced_packs or report.unused_blobs:
+        typer.echo(f"garbage (not an error): {len(report.unreferenced_packs)} unreferenced pack(s), "
+                   f"{report.unused_blobs} unused blob(s); 'safehold prune' removes them")
+    if report.ok:
+        typer.echo("no errors found")
+
+
+@app.command()
+def forget(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this target's snapshots."),
+    keep_last: Optional[int] = typer.Option(None, "--keep-last", min=0),
+    keep_hourly: Optional[int] = typer.Option(None, "--keep-hourly", min=0),
+    keep_daily: Optional[int] = typer.Option(None, "--keep-daily", min=0),
+    keep_weekly: Optional[int] = typer.Option(None, "--keep-weekly", min=0),
+    keep_monthly: Optional[int] = typer.Option(None, "--keep-monthly", min=0),
+    keep_yearly: Optional[int] = typer.Option(None, "--keep-yearly", min=0),
+    keep_within: Optional[str] = typer.Option(None, "--keep-within", help="Keep all within this age, e.g. 7d."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would go and why the rest stays."),
+    and_prune: bool = typer.Option(False, "--prune", help="Prune unused data afterwards."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a conflicting lock."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Remove snapshots by the retention rules of targets.yml, or by the --keep-* flags."""
+    from ..engine.maintenance import forget_snapshots
+    from ..repository.retention import RetentionPolicy
+
+    override = None
+    flags = dict(keep_last=keep_last, keep_hourly=keep_hourly, keep_daily=keep_daily, keep_weekly=keep_weekly,
+                 keep_monthly=keep_monthly, keep_yearly=keep_yearly)
+    if any(v is not None for v in flags.values()) or keep_within:
+        from ..config import parse_duration
+
+        try:
+            within = parse_duration(keep_within) if keep_within else None
+        except ValueError as exc:
+            raise UsageError(f"--keep-within: {exc}") from None
+        override = RetentionPolicy(keep_within=within, **flags)
+    ctx, _ = context(json_output)
+    outcome = forget_snapshots(ctx, target=target, override=override, dry_run=dry_run, and_prune=and_prune, wait=wait)
+    if json_output:
+        print_json({"dry_run": dry_run, "removed": outcome.removed, "prune": outcome.prune,
+                    "decisions": [{"id": d.snapshot.id, "target": d.snapshot.target, "time": d.snapshot.time,
+                                   "keep": d.keep, "reasons": d.reasons} for d in outcome.decisions]})
+        return
+    print_table(["id", "time", "target", "decision", "why"], (
+        [d.snapshot.short_id, d.snapshot.time.isoformat()[:19].replace("T", " "), d.snapshot.target,
+         "keep" if d.keep else ("would remove" if dry_run else "removed"), ", ".join(d.reasons)]
+        for d in outcome.decisions))
+    if outcome.prune is not None:
+        _print_prune(outcome.prune)
+
+
+@app.command()
+def prune(
+    dry_run: bool = typer.Option(False, "--dry-run", "-n"),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait while a backup holds the repository."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Delete data no snapshot uses (needs the repository to itself)."""
+    from ..engine.maintenance import prune_repository
+
+    ctx, _ = context(json_output)
+    report = prune_repository(ctx, dry_run=dry_run, wait=wait)
+    if json_output:
+        print_json(report.as_dict())
+    else:
+        _print_prune(report)
+
+
+def _print_prune(report) -> None:
+    verb = "would free" if report.dry_run else "freed"
+    typer.echo(f"{report.packs_deleted + report.unindexed_packs_deleted} pack(s) deleted, {report.packs_repacked} "
+               f"repacked, {report.blobs_removed} unused blob(s); {verb} {human_bytes(report.bytes_freed)}")
+    for warning in report.warnings:
+        error_console.print(f"[yellow]warning[/]: {warning}")
+
+
+@app.command()
+def stats(json_output: bool = JsonOption) -> None:
+    """Repository size, deduplication and compression."""
+    from ..engine.browse import repository_stats
+
+    ctx, _ = context(json_output)
+    data = repository_stats(ctx)
+    if json_output:
+        print_json(data)
+        return
+    for key, value in data.items():
+        if key.endswith("bytes"):
+            value = human_bytes(value)
+        typer.echo(f"{key.replace('_', ' ')}: {value}")
+
+
+@app.command()
+def jobs(
+    target: Optional[str] = typer.Option(None, "--target", "-t"),
+    kind: Optional[str] = typer.Option(None, "--kind"),
+    status: Optional[str] = typer.Option(None, "--status"),
+    limit: int = typer.Option(20, "--limit"),
+    job_id: Optional[int] = typer.Option(None, "--id", help="Show one job with its log."),
+    json_output: bool = JsonOption,
+) -> None:
+    """The job history from the catalog."""
+    ctx, _ = context(json_output)
+    if job_id is not None:
+        job = ctx.catalog.get_job(job_id)
+        logs = ctx.catalog.job_logs(job_id)
+        if json_output:
+            print_json({"job": job, "logs": logs})
+            return
+        for key, value in job.__dict__.items():
+            typer.echo(f"{key}: {value}")
+        for line in logs:
+            typer.echo(f"  {line.time:%Y-%m-%d %H:%M:%S} {line.level:7} {line.message}")
+        return
+    records = ctx.catalog.list_jobs(target=target, kind=kind, status=status, limit=limit)
+    if json_output:
+        print_json(records)
+        return
+    print_table(["id", "kind", "target", "status", "started", "duration", "read", "added", "error"], (
+        [r.id, r.kind, r.target, r.status, f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "",
+         f"{r.duration_seconds:.1f}s" if r.duration_seconds is not None else "", human_bytes(r.bytes_read),
+         human_bytes(r.bytes_added), (r.error or "")[:60]] for r in records))
+
+
+@app.command()
+def unlock(remove_all: bool = typer.Option(False, "--remove-all", help="Also remove live locks (dangerous).")) -> None:
+    """Remove stale locks left by killed processes."""
+    from ..engine.maintenance import unlock_repository
+
+    ctx, _ = context()
+    removed = unlock_repository(ctx, remove_all)
+    for lock in removed:
+        typer.echo(f"removed lock: {lock.describe()}")
+    typer.echo(f"{len(removed)} lock(s) removed")
+
+
+# --- keys ---------------------------------------------------------------------
+
+
+def _new_password(password_file: Optional[Path]) -> bytes:
+    if password_file is not None:
+        data = password_file.read_bytes()
+        data = data[:-1] if data.endswith(b"\n") else data
+    elif os.environ.get("SAFEHOLD_NEW_PASSWORD"):
+        data = os.environ["SAFEHOLD_NEW_PASSWORD"].encode()
+    elif sys.stdin.isatty():
+        data = typer.prompt("new password", hide_input=True, confirmation_prompt=True).encode()
+    else:
+        raise UsageError("give the new password with --new-password-file FILE or SAFEHOLD_NEW_PASSWORD")
+    if not data:
+        raise UsageError("the new password is empty")
+    return data
+
+
+NewPasswordOption = typer.Option(None, "--new-password-file", help="File holding the new password.")
+
+
+@key_app.command("add")
+def key_add(new_password_file: Optional[Path] = NewPasswordOption) -> None:
+    """Add a password (a new key file for the same master key)."""
+    from ..engine.maintenance import add_key
+
+    ctx, _ = context()
+    typer.echo(f"added key {add_key(ctx, _new_password(new_password_file))[:8]}")
+
+
+@key_app.command("list")
+def key_list(json_output: bool = JsonOption) -> None:
+    """List the key files; '*' marks the one the current password opens."""
+    from ..engine.maintenance import list_keys
+
+    ctx, _ = context(json_output)
+    keys = list_keys(ctx)
+    if json_output:
+        print_json(keys)
+        return
+    print_table(["", "id", "created", "user", "host", "kdf"], (
+        ["*" if k["current"] else "", k["id"][:8], k["created"], k["username"], k["hostname"], k["kdf"]]
+        for k in keys))
+
+
+@key_app.command("remove")
+def key_remove(key_id: str) -> None:
+    """Remove a key file (never the last one, nor the one in use)."""
+    from ..engine.maintenance import remove_key
+
+    ctx, _ = context()
+    typer.echo(f"removed key {remove_key(ctx, key_id)[:8]}")
+
+
+@key_app.command("passwd")
+def key_passwd(new_password_file: Optional[Path] = NewPasswordOption) -> None:
+    """Change the current password: add a key for the new one, remove the old key."""
+    from ..engine.maintenance import change_password
+
+    ctx, _ = context()
+    new_key = change_password(ctx, _new_password(new_password_file))
+    typer.echo(f"password changed; new key {new_key[:8]}; update the variable or file that holds it")
+
+
+# --- configuration ------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(json_output: bool = JsonOption) -> None:
+    """Validate targets.yml and report every problem at once."""
+    from ..config import load_config
+
+    config = load_config(state.config_path)
+    if json_output:
+        print_json({"ok": True, "path": str(config.path), "targets": [t.name for t in config.targets]})
+    else:
+        typer.echo(f"{config.path}: ok, {len(config.targets)} target(s)")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of targets.yml."""
+    from ..config import Config
+
+    print_json(Config.model_json_schema())
+
+
+# --- entry point ----------------------------------------------------------------
+
+
+def _print_error(exc: SafeholdError, prefix: str = "") -> None:
+    error_console.print(f"[bold red]error[/]: {prefix}{exc.message}", highlight=False, markup=True, soft_wrap=True)
+    if exc.hint:
+        error_console.print(f"[bold]hint[/]: {exc.hint}", highlight=False, soft_wrap=True)
+
+
+def run(argv: list[str] | None = None) -> None:
+    # Typer handles usage errors itself (exit 2) and exits through SystemExit;
+    # everything else that escapes a command is ours to explain.
+    try:
+        app(args=argv)
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        sys.exit(130)
+    except SafeholdError as exc:
+        if exc.bug:
+            traceback.print_exc()
+        _print_error(exc)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: show everything and ask for a report
+        traceback.print_exc()
+        error_console.print(f"[bold red]internal error[/]: {exc!r}\nthis is a bug in safehold; please report it "
+                            "with the traceback above")
+        sys.exit(70)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    run()

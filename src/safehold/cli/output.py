@@ -1,0 +1,96 @@
+"""Printing for the CLI: JSON for scripts, Rich tables and progress bars for people.
+
+Progress bars appear only when stderr is a terminal; pipes and cron get quiet output.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any, Iterable
+
+from rich.console import Console
+
+console = Console()
+if not console.is_terminal:
+    # Piped output: wide enough that tables never fold ids and times.
+    console = Console(width=200)
+error_console = Console(stderr=True)
+
+
+def human_bytes(count: float | int | None) -> str:
+    if count is None:
+        return "-"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if hasattr(value, "__dict__"):
+        return value.__dict__
+    return str(value)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=_default, indent=2) + "\n")
+
+
+def print_table(columns: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, show_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console.print(table)
+
+
+class ProgressDisplay:
+    """A Rich progress bar fed by engine progress events; a no-op when not on a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and error_console.is_terminal
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> "ProgressDisplay":
+        if self.enabled:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[current]}"),
+                console=error_console, transient=True,
+            )
+            self._progress.start()
+        return self
+
+    def __call__(self, event: dict) -> None:
+        if self._progress is None:
+            return
+        description = event.get("target") or event.get("event", "")
+        if self._task is None or self._progress.tasks[self._task].description != description:
+            self._task = self._progress.add_task(description, total=event.get("bytes_total"), current="")
+        current = str(event.get("current", ""))[-40:]
+        if "bytes_done" in event:
+            self._progress.update(self._task, completed=event["bytes_done"], total=event.get("bytes_total"),
+                                  current=current)
+        elif "packs_done" in event:
+            self._progress.update(self._task, completed=event["packs_done"], total=event["packs_total"])
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,85 @@
+"""Backup jobs: one target, or all of them (continuing past failures)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .. import errors
+from ..repository import Snapshot
+from ..repository.archiver import Archiver, Progress
+from ..sources import open_source
+from ..sources.base import Extent
+from .context import Context
+
+
+@dataclass
+class BackupResult:
+    target: str
+    snapshot_id: str
+    parent_id: str | None
+    kind: str
+    summary: dict
+    job_id: int
+    duration: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BackupRun:
+    results: list[BackupResult] = field(default_factory=list)
+    failures: dict[str, errors.SafeholdError] = field(default_factory=dict)
+
+
+def backup_target(context: Context, target_name: str, *, tags: list[str] | None = None,
+                  changed: list[Extent] | None = None) -> BackupResult:
+    """Back up one target into a new snapshot and record the job.
+
+    ``changed``: for image targets, extents known to have changed since the
+    target's latest snapshot; chunks outside them are taken from it unread.
+    """
+    target = context.config.target(target_name)
+    started = time.monotonic()
+    with context.catalog.job("backup", target.name, {"tier": target.tier, "source": target.source.type}) as job:
+        with context.locked(purpose=f"backup {target.name}") as repository:
+            parents = repository.list_snapshots(target.name)
+            parent: Snapshot | None = parents[-1] if parents else None
+            job.log(f"parent snapshot: {parent.short_id if parent else 'none (full backup)'}")
+            source = open_source(target.source)
+
+            def report(progress: Progress) -> None:
+                job.update(bytes_read=progress.bytes_done, files=progress.files_done)
+                context.progress({"event": "backup", "target": target.name, "bytes_done": progress.bytes_done,
+                                  "bytes_total": progress.bytes_total, "files_done": progress.files_done,
+                                  "current": progress.current})
+
+            archiver = Archiver(repository, threads=context.threads, on_progress=report)
+            open_arguments = {"changed": changed} if changed is not None else {}
+            with source.open(parent.source if parent else None, **open_arguments) as view:
+                chunk_size = getattr(target.source, "chunk_size", None)
+                kwargs = {"chunk_size": chunk_size} if chunk_size else {}
+                snapshot = archiver.snapshot(view, target.name, parent, tags=tags, **kwargs)
+            summary = snapshot.summary
+            job.update(bytes_read=summary["bytes_read"], bytes_added=summary["bytes_added"],
+                       files=summary["files"], snapshot_id=snapshot.id)
+            for warning in summary.get("warnings", []):
+                job.log(warning, level="warning")
+            job.log(f"snapshot {snapshot.short_id}: read {summary['bytes_read']} bytes, "
+                    f"added {summary['bytes_added']} bytes in {summary['blobs_added']} new blob(s)")
+        return BackupResult(target.name, snapshot.id, parent.id if parent else None, snapshot.kind, summary,
+                            job.id, time.monotonic() - started)
+
+
+def backup_targets(context: Context, names: list[str]) -> BackupRun:
+    """Back up several targets; one failing does not stop the others."""
+    run = BackupRun()
+    for name in names:
+        try:
+            run.results.append(backup_target(context, name))
+        except errors.SafeholdError as exc:
+            if exc.bug:
+                raise
+            run.failures[name] = exc
+    return run

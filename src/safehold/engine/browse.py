@@ -1,0 +1,121 @@
+"""Read-only views: snapshots, their contents, differences, repository statistics."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .. import errors
+from ..repository import Snapshot
+from ..repository.backends import Kind
+from .context import Context
+
+
+def snapshot_dict(snapshot: Snapshot) -> dict:
+    summary = snapshot.summary
+    return {
+        "id": snapshot.id, "short_id": snapshot.short_id, "time": snapshot.time.isoformat(),
+        "target": snapshot.target, "kind": snapshot.kind, "hostname": snapshot.hostname, "paths": snapshot.paths,
+        "parent": snapshot.parent, "tags": snapshot.tags,
+        "files": summary.get("files", 0), "bytes_total": summary.get("bytes_total", 0),
+        "bytes_read": summary.get("bytes_read", 0), "bytes_added": summary.get("bytes_added", 0),
+    }
+
+
+def list_snapshots(context: Context, target: str | None = None) -> list[dict]:
+    repository = context.open_repository(load_index=False)
+    snapshots = repository.list_snapshots(target)
+    # Keep the catalog's cache current while we have the list in hand.
+    try:
+        context.catalog.replace_snapshots(repository.id, [
+            {"id": s.id, "time": s.time, "target": s.target, "kind": s.kind, "hostname": s.hostname,
+             "parent": s.parent, "size": s.summary.get("bytes_total", 0), "files": s.summary.get("files", 0),
+             "added_bytes": s.summary.get("bytes_added", 0), "tags": s.tags}
+            for s in (snapshots if target is None else repository.list_snapshots())
+        ])
+    except Exception:  # a cache refresh must never fail a listing
+        pass
+    return [snapshot_dict(s) for s in snapshots]
+
+
+def item_dict(item: dict) -> dict:
+    return {
+        "path": os.fsdecode(item["path"]), "type": item["type"], "size": item.get("size", 0),
+        "mode": oct(item.get("mode", 0)), "uid": item.get("uid"), "gid": item.get("gid"),
+        "user": item.get("user"), "group": item.get("group"), "mtime_ns": item.get("mtime"),
+        "target": os.fsdecode(item["target"]) if item.get("target") is not None else None,
+    }
+
+
+def list_items(context: Context, snapshot_ref: str, path: str | None = None, target: str | None = None) -> list[dict]:
+    repository = context.open_repository()
+    snapshot = repository.find_snapshot(snapshot_ref, target)
+    prefix = os.fsencode(path).strip(b"/") if path else b""
+    items = []
+    for item in repository.read_tree(snapshot):
+        name = item["path"]
+        if prefix and not (name == prefix or name.startswith(prefix + b"/")):
+            continue
+        items.append(item_dict(item))
+    if prefix and not items:
+        raise errors.PathNotInSnapshot(path=path, snapshot=snapshot.short_id)
+    return items
+
+
+@dataclass
+class Difference:
+    change: str  # "+" added, "-" removed, "M" content changed, "U" metadata changed, "T" type changed
+    path: str
+
+    def as_dict(self) -> dict:
+        return {"change": self.change, "path": self.path}
+
+
+def diff_snapshots(context: Context, first: str, second: str) -> list[Difference]:
+    repository = context.open_repository()
+    a = repository.find_snapshot(first)
+    b = repository.find_snapshot(second)
+    old = {item["path"]: item for item in repository.read_tree(a)}
+    differences: list[Difference] = []
+    for item in repository.read_tree(b):
+        path = item["path"]
+        before = old.pop(path, None)
+        name = os.fsdecode(path)
+        if before is None:
+            differences.append(Difference("+", name))
+        elif before["type"] != item["type"]:
+            differences.append(Difference("T", name))
+        elif before.get("chunks") != item.get("chunks") or before.get("target") != item.get("target"):
+            differences.append(Difference("M", name))
+        elif any(before.get(k) != item.get(k) for k in ("mode", "uid", "gid", "mtime")):
+            differences.append(Difference("U", name))
+    differences += [Difference("-", os.fsdecode(path)) for path in old]
+    return sorted(differences, key=lambda d: d.path)
+
+
+def repository_stats(context: Context) -> dict:
+    repository = context.open_repository()
+    packs = list(repository.backend.list(Kind.DATA))
+    snapshots = repository.list_snapshots()
+    unique_plain = 0
+    blobs = 0
+    seen: set[bytes] = set()
+    for blob_id, location in repository.index.entries():
+        if blob_id in seen:
+            continue
+        seen.add(blob_id)
+        blobs += 1
+        unique_plain += location.plain_length
+    logical = sum(s.summary.get("bytes_total", 0) for s in snapshots)
+    stored = sum(p.size for p in packs)
+    targets: dict[str, int] = {}
+    for snapshot in snapshots:
+        targets[snapshot.target] = targets.get(snapshot.target, 0) + 1
+    return {
+        "repository_id": repository.id, "url": repository.backend.url, "snapshots": len(snapshots),
+        "targets": targets, "packs": len(packs), "blobs": blobs, "stored_bytes": stored,
+        "unique_plain_bytes": unique_plain, "logical_bytes": logical,
+        "deduplication_ratio": round(logical / unique_plain, 2) if unique_plain else None,
+        "compression_ratio": round(unique_plain / stored, 2) if stored else None,
+        "index_memory_bytes": repository.index.memory_bytes(),
+    }

@@ -1,0 +1,87 @@
+"""What every job needs: the configuration, the catalog and the repository.
+
+Job functions take a :class:`Context` plus plain values (names, ids, paths),
+never live objects from a caller, so the same functions run in the CLI, the
+server's worker pool, or as tasks of a distributed queue.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..catalog import Catalog
+from ..config import Config, load_config
+from ..repository import Repository
+from ..repository.backends import open_backend
+from ..repository.locks import Lock
+
+ProgressCallback = Callable[[dict], None]
+
+
+def _quiet(_event: dict) -> None:
+    pass
+
+
+@dataclass
+class Context:
+    config: Config
+    threads: int | None = None
+    compression: int | None = None
+    progress: ProgressCallback = _quiet
+    _catalog: Catalog | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, config_path: str | Path | None = None, **options) -> "Context":
+        return cls(load_config(config_path), **options)
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            url = self.config.catalog_url
+            if url.startswith("sqlite:///"):
+                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            self._catalog = Catalog.open(url)
+        return self._catalog
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    @property
+    def repository_url(self) -> str:
+        return self.config.repository.url
+
+    def backend(self):
+        return open_backend(self.repository_url)
+
+    def password(self) -> bytes:
+        return self.config.repository.password()
+
+    def open_repository(self, load_index: bool = True) -> Repository:
+        repository = Repository.open(self.backend(), self.password())
+        if self.compression is not None:
+            repository.compression = self.compression
+        if load_index:
+            repository.load_index()
+        return repository
+
+    @contextmanager
+    def locked(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0,
+               load_index: bool = True) -> Iterator[Repository]:
+        repository = self.open_repository(load_index=False)
+        lock: Lock = repository.lock(exclusive=exclusive, purpose=purpose, wait=wait)
+        try:
+            if load_index:
+                # Loaded under the lock: a prune that finished just before sees its new index used.
+                repository.load_index()
+            yield repository
+        finally:
+            lock.release()
+
+    def threads_or_default(self) -> int:
+        return self.threads or os.cpu_count() or 1

@@ -1,0 +1,197 @@
+"""Repository check: structure always, data on request.
+
+Structure: every index object decrypts; every pack the index names exists
+with the right size; every snapshot decrypts and its item stream reads; every
+blob an item refers to is in the index. Packs that no index names and blobs no
+snapshot uses are *garbage* (left by a killed backup or by forget), reported
+but not errors: prune removes them.
+
+Data (``read_data``): each selected pack is read whole, its name must be the
+hash of its bytes, its header must decrypt and match the index, and every
+blob must decrypt to content with the right keyed id. A damaged pack is named
+with the snapshots and files that use its blobs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .. import errors
+from .backends import Kind
+from .crypto import DecryptionFailed
+from .pack import BlobType, decode_blob, pack_name_of, read_pack_header
+from .repository import Repository
+
+
+@dataclass
+class DamagedPack:
+    pack: str
+    reason: str
+    snapshots: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    snapshots: int = 0
+    packs: int = 0
+    blobs: int = 0
+    packs_read: int = 0
+    bytes_read: int = 0
+    errors: list[str] = field(default_factory=list)
+    damaged_packs: list[DamagedPack] = field(default_factory=list)
+    unreferenced_packs: list[str] = field(default_factory=list)
+    unused_blobs: int = 0
+    missing_blobs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.damaged_packs
+
+    def as_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["damaged_packs"] = [dict(d.__dict__) for d in self.damaged_packs]
+        data["ok"] = self.ok
+        return data
+
+
+def referenced_blobs(repository: Repository, on_item: Callable[[str, dict, bytes], None] | None = None,
+                     report: CheckReport | None = None) -> set[bytes]:
+    """Every blob id any snapshot uses (TREE and DATA). Unreadable snapshots are reported, not fatal."""
+    used: set[bytes] = set()
+    for snapshot in repository.list_snapshots():
+        used.update(bytes.fromhex(h) for h in snapshot.tree)
+        try:
+            for item in repository.read_tree(snapshot):
+                chunks = item.get("chunks")
+                if chunks:
+                    for i in range(0, len(chunks), 32):
+                        blob_id = chunks[i : i + 32]
+                        if blob_id != bytes(32):
+                            used.add(blob_id)
+                            if on_item is not None:
+                                on_item(snapshot.id, item, blob_id)
+        except errors.IntegrityError as exc:
+            if report is None:
+                raise
+            report.errors.append(f"snapshot {snapshot.short_id}: item stream unreadable: {exc}")
+    return used
+
+
+def check(repository: Repository, read_data_percent: float = 0.0, seed: int | None = None,
+          on_progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    report = CheckReport()
+    repository.load_index()
+    on_progress = on_progress or (lambda done, total: None)
+
+    stored = {info.name: info.size for info in repository.backend.list(Kind.DATA)}
+    indexed_packs: dict[str, int] = {}
+    for blob_id, location in repository.index.entries():
+        report.blobs += 1
+        end = location.offset + location.length
+        indexed_packs[location.pack] = max(indexed_packs.get(location.pack, 0), end)
+    report.packs = len(stored)
+    for pack, end in sorted(indexed_packs.items()):
+        if pack not in stored:
+            report.errors.append(f"pack {pack} is in the index but missing from storage")
+        elif stored[pack] < end:
+            report.errors.append(f"pack {pack} is truncated: {stored[pack]} bytes, index needs {end}")
+    report.unreferenced_packs = sorted(set(stored) - set(indexed_packs))
+
+    snapshots = repository.list_snapshots()
+    report.snapshots = len(snapshots)
+    used = referenced_blobs(repository, report=report)
+    for snapshot in snapshots:
+        for hex_id in snapshot.tree:
+            if bytes.fromhex(hex_id) not in repository.index:
+                report.errors.append(f"snapshot {snapshot.short_id}: tree blob {hex_id[:16]} missing")
+    missing = [blob_id for blob_id in used if blob_id not in repository.index]
+    report.missing_blobs = len(missing)
+    for blob_id in missing[:20]:
+        report.errors.append(f"blob {blob_id.hex()[:16]} is used by a snapshot but not in the index")
+    indexed_ids = {blob_id for blob_id, _ in repository.index.entries()}
+    report.unused_blobs = len(indexed_ids - used)
+
+    if read_data_percent > 0:
+        candidates = sorted(p for p in indexed_packs if p in stored)
+        if read_data_percent < 100:
+            rng = random.Random(seed)
+            count = max(1, round(len(candidates) * read_data_percent / 100))
+            candidates = sorted(rng.sample(candidates, min(count, len(candidates))))
+        expected: dict[str, dict[bytes, tuple]] = {}
+        for blob_id, location in repository.index.entries():
+            expected.setdefault(location.pack, {})[blob_id] = (location.blob_type, location.offset, location.length)
+        damaged: dict[str, str] = {}
+        for done, pack in enumerate(candidates, 1):
+            reason = _verify_pack(repository, pack, expected.get(pack, {}))
+            report.packs_read += 1
+            report.bytes_read += stored[pack]
+            if reason:
+                damaged[pack] = reason
+            on_progress(done, len(candidates))
+        if damaged:
+            _attribute_damage(repository, damaged, report)
+    return report
+
+
+def _verify_pack(repository: Repository, pack: str, expected: dict[bytes, tuple]) -> str | None:
+    try:
+        data = repository.backend.get(Kind.DATA, pack)
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    problems = []
+    if pack_name_of(data) != pack:
+        problems.append("content does not match its name (hash mismatch)")
+    try:
+        entries = read_pack_header(repository.cipher, data)
+    except DecryptionFailed as exc:
+        problems.append(f"header: {exc}")
+        entries = []
+    header_ids = {e.blob_id for e in entries}
+    for blob_id in expected:
+        if entries and blob_id not in header_ids:
+            problems.append(f"blob {blob_id.hex()[:16]} is indexed but not in the pack header")
+    bad_blobs = 0
+    for blob_id, (blob_type, offset, length) in expected.items():
+        try:
+            decode_blob(repository.cipher, BlobType(blob_type), blob_id, data[offset : offset + length])
+        except Exception:
+            bad_blobs += 1
+    if bad_blobs:
+        problems.append(f"{bad_blobs} blob(s) fail authentication")
+    return "; ".join(problems) or None
+
+
+def _attribute_damage(repository: Repository, damaged: dict[str, str], report: CheckReport) -> None:
+    """Name the snapshots and files that use blobs of damaged packs."""
+    bad_blobs: dict[bytes, str] = {}
+    for blob_id, location in repository.index.entries():
+        if location.pack in damaged:
+            bad_blobs[blob_id] = location.pack
+    found = {pack: DamagedPack(pack, reason) for pack, reason in damaged.items()}
+    for snapshot in repository.list_snapshots():
+        for hex_id in snapshot.tree:
+            pack = bad_blobs.get(bytes.fromhex(hex_id))
+            if pack and snapshot.short_id not in found[pack].snapshots:
+                found[pack].snapshots.append(snapshot.short_id)
+                found[pack].files.append(f"{snapshot.short_id}: <item stream>")
+        try:
+            items = list(repository.read_tree(snapshot))
+        except errors.IntegrityError:
+            continue
+        for item in items:
+            chunks = item.get("chunks") or b""
+            for i in range(0, len(chunks), 32):
+                pack = bad_blobs.get(chunks[i : i + 32])
+                if pack is None:
+                    continue
+                record = found[pack]
+                if snapshot.short_id not in record.snapshots:
+                    record.snapshots.append(snapshot.short_id)
+                name = f"{snapshot.short_id}:{item['path'].decode(errors='backslashreplace')}"
+                if name not in record.files:
+                    record.files.append(name)
+                break
+    report.damaged_packs = sorted(found.values(), key=lambda d: d.pack)

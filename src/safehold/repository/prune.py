@@ -1,0 +1,176 @@
+"""Forget (drop snapshots by retention rules) and prune (drop data nothing uses).
+
+Prune runs under the exclusive lock and is ordered so that a crash at any point
+leaves every kept snapshot restorable:
+1. repack the still-used blobs of mostly-unused packs into new packs;
+2. write new index objects describing every kept pack (packs, then index);
+3. delete the old index objects;
+4. delete packs nothing indexes any more.
+A crash before 3 leaves duplicate index entries (harmless); after 3, only
+unindexed packs, which the next prune deletes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from .. import errors
+from .backends import Kind
+from .check import referenced_blobs
+from .pack import PackEntry
+from .repository import Repository, Snapshot
+from .retention import RetentionPolicy, apply_policy
+
+REPACK_UNUSED_FRACTION = 0.10
+INDEX_PACKS_PER_OBJECT = 4096
+
+
+@dataclass
+class ForgetDecision:
+    snapshot: Snapshot
+    keep: bool
+    reasons: list[str]
+
+
+@dataclass
+class PruneReport:
+    packs_total: int = 0
+    packs_deleted: int = 0
+    packs_repacked: int = 0
+    packs_written: int = 0
+    unindexed_packs_deleted: int = 0
+    blobs_removed: int = 0
+    bytes_before: int = 0
+    bytes_freed: int = 0
+    index_objects_replaced: int = 0
+    temporary_files_removed: int = 0
+    dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def plan_forget(repository: Repository, policies: dict[str, RetentionPolicy],
+                now: datetime | None = None) -> list[ForgetDecision]:
+    """Apply each target's policy to its snapshots. Targets without a policy keep everything."""
+    now = now or datetime.now(timezone.utc)
+    by_target: dict[str, list[Snapshot]] = {}
+    for snapshot in repository.list_snapshots():
+        by_target.setdefault(snapshot.target, []).append(snapshot)
+    decisions: list[ForgetDecision] = []
+    for target, snapshots in sorted(by_target.items()):
+        policy = policies.get(target)
+        if policy is None or policy.is_empty():
+            decisions += [ForgetDecision(s, True, ["no retention policy"]) for s in snapshots]
+            continue
+        result = apply_policy(snapshots, policy, now)
+        decisions += [ForgetDecision(s, True, list(reasons)) for s, reasons in result.keep]
+        decisions += [ForgetDecision(s, False, []) for s in result.remove]
+    return decisions
+
+
+def forget(repository: Repository, decisions: list[ForgetDecision]) -> list[Snapshot]:
+    removed = []
+    for decision in decisions:
+        if not decision.keep:
+            repository.delete_snapshot(decision.snapshot.id)
+            removed.append(decision.snapshot)
+    return removed
+
+
+def prune(repository: Repository, dry_run: bool = False,
+          on_progress: Callable[[str], None] | None = None) -> PruneReport:
+    """Remove unused data. The caller must hold the exclusive lock."""
+    on_progress = on_progress or (lambda message: None)
+    report = PruneReport(dry_run=dry_run)
+    repository.load_index()
+    on_progress("finding used blobs")
+    used = referenced_blobs(repository)
+
+    stored = {info.name: info.size for info in repository.backend.list(Kind.DATA)}
+    report.packs_total = len(stored)
+    report.bytes_before = sum(stored.values())
+    old_indexes = repository.index_names()
+
+    # Per pack: which entries are kept. A blob stored twice is kept once.
+    kept_once: set[bytes] = set()
+    pack_entries: dict[str, list[tuple[PackEntry, bool]]] = {}
+    for blob_id, location in repository.index.entries():
+        if location.pack not in stored:
+            continue
+        entry = PackEntry(location.blob_type, blob_id, location.offset, location.length, location.plain_length)
+        keep = blob_id in used and blob_id not in kept_once
+        if keep:
+            kept_once.add(blob_id)
+        pack_entries.setdefault(location.pack, []).append((entry, keep))
+
+    delete: list[str] = []
+    repack: list[str] = []
+    for pack, entries in pack_entries.items():
+        unused = sum(e.length for e, keep in entries if not keep)
+        total = sum(e.length for e, _ in entries)
+        if all(not keep for _, keep in entries):
+            delete.append(pack)
+        elif unused > REPACK_UNUSED_FRACTION * total:
+            repack.append(pack)
+        report.blobs_removed += sum(1 for _, keep in entries if not keep)
+    unindexed = [pack for pack in stored if pack not in pack_entries]
+    report.packs_deleted = len(delete)
+    report.packs_repacked = len(repack)
+    report.unindexed_packs_deleted = len(unindexed)
+    report.bytes_freed = sum(stored[p] for p in delete + unindexed)
+    if dry_run:
+        return report
+    if not delete and not repack and not unindexed:
+        _remove_temporary_files(repository, report)
+        return report
+
+    # 1. repack
+    before = repository.stats.packs_written
+    if repack:
+        on_progress(f"repacking {len(repack)} pack(s)")
+    failed_repack: set[str] = set()
+    for pack in repack:
+        try:
+            for entry, keep in pack_entries[pack]:
+                if keep:
+                    data = repository.read_blob(entry.blob_id)
+                    repository.save_blob(entry.blob_type, data, entry.blob_id, force=True)
+        except errors.IntegrityError as exc:
+            report.warnings.append(f"pack {pack} kept as it is: {exc}")
+            failed_repack.add(pack)
+    repository.flush()
+    report.packs_written = repository.stats.packs_written - before
+    report.bytes_freed += sum(stored[p] for p in repack if p not in failed_repack)
+    gone = set(delete) | (set(repack) - failed_repack) | set(unindexed)
+
+    # 2. new index of everything kept, 3. old index objects away, 4. packs away.
+    on_progress("writing the new index")
+    by_pack: dict[str, list[PackEntry]] = {}
+    for blob_id, location in repository.index.entries():
+        if location.pack in gone:
+            continue
+        by_pack.setdefault(location.pack, []).append(
+            PackEntry(location.blob_type, blob_id, location.offset, location.length, location.plain_length)
+        )
+    written_indexes = set(repository.index_names()) - set(old_indexes)
+    packs = sorted(by_pack.items())
+    for start in range(0, len(packs), INDEX_PACKS_PER_OBJECT):
+        repository.write_index_object(packs[start : start + INDEX_PACKS_PER_OBJECT])
+    for name in list(old_indexes) + sorted(written_indexes):
+        repository.backend.delete(Kind.INDEX, name)
+        report.index_objects_replaced += 1
+    on_progress(f"deleting {len(gone)} pack(s)")
+    for pack in sorted(gone):
+        repository.backend.delete(Kind.DATA, pack)
+    _remove_temporary_files(repository, report)
+    return report
+
+
+def _remove_temporary_files(repository: Repository, report: PruneReport) -> None:
+    remover = getattr(repository.backend, "remove_temporary_files", None)
+    if remover is not None:
+        report.temporary_files_removed = remover()

@@ -101,6 +101,8 @@ def backup(
     if json_output:
         print_json({"results": [r.as_dict() for r in run.results],
                     "failures": {name: exc.as_dict() for name, exc in run.failures.items()}})
+        for name, exc in run.failures.items():
+            _print_error(exc, prefix=f"{name}: ")
     else:
         for result in run.results:
             s = result.summary

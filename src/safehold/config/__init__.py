@@ -1,0 +1,63 @@
+"""config layer: the pydantic models of targets.yml, loading with file:line errors, durations.
+
+Concepts: ``Config`` (the whole file) holds a ``RepositoryConfig``, the
+``TierConfig`` of each tier (RPO/RTO) and the ``Target`` list; each target has a
+``Source`` (``FilesSource`` or ``ImageSource``), an optional ``Retention`` and
+``RestoreTest``. Secrets are never in the file: ``RepositoryConfig.password()``
+reads them from the environment or a password file when needed.
+"""
+
+from safehold.config.durations import format_duration, parse_duration
+from safehold.config.loader import CONFIG_ENV, DEFAULT_CONFIG_PATH, load_config, load_config_text, resolve_config_path
+from safehold.config.models import (
+    DEFAULT_STATE_DIR,
+    DEFAULT_TIERS,
+    PLANNED_SOURCE_TYPES,
+    SOURCE_TYPES,
+    STATE_DIR_ENV,
+    CatalogConfig,
+    ChecksumCheck,
+    CommandCheck,
+    Config,
+    FileExistsCheck,
+    FilesSource,
+    HealthCheck,
+    ImageSource,
+    ObjectLock,
+    RepositoryConfig,
+    RestoreTest,
+    Retention,
+    Source,
+    Target,
+    TierConfig,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_STATE_DIR",
+    "DEFAULT_TIERS",
+    "PLANNED_SOURCE_TYPES",
+    "SOURCE_TYPES",
+    "STATE_DIR_ENV",
+    "CatalogConfig",
+    "ChecksumCheck",
+    "CommandCheck",
+    "Config",
+    "FileExistsCheck",
+    "FilesSource",
+    "HealthCheck",
+    "ImageSource",
+    "ObjectLock",
+    "RepositoryConfig",
+    "RestoreTest",
+    "Retention",
+    "Source",
+    "Target",
+    "TierConfig",
+    "format_duration",
+    "load_config",
+    "load_config_text",
+    "parse_duration",
+    "resolve_config_path",
+]

@@ -200,6 +200,21 @@ class DestinationError(SafeholdError):
     exit_code = 33
 
 
+# --- catalog -------------------------------------------------------------------
+
+
+class JobNotFound(SafeholdError, LookupError):
+    template = "no job {job_id} in the catalog"
+    remedy = "list recent jobs with 'safehold jobs'"
+    exit_code = 34
+
+
+class CatalogSchemaTooNew(SafeholdError):
+    template = "the catalog at {url} has schema revision {revision}, newer than this safehold knows ({head})"
+    remedy = "upgrade safehold on this host to the version that last wrote the catalog"
+    exit_code = 35
+
+
 class UsageError(SafeholdError):
     template = "{message}"
     exit_code = 2
@@ -235,3 +250,34 @@ def all_error_classes() -> list[type[SafeholdError]]:
         seen.append(cls)
         stack.extend(reversed(cls.__subclasses__()))
     return seen
+
+
+def exit_code_markdown() -> str:
+    """The body of docs/exit-codes.md; a test keeps the file equal to this."""
+    lines = [
+        "# Exit codes",
+        "",
+        "Generated from `src/safehold/errors.py` (`python -m safehold.errors > docs/exit-codes.md`); a test keeps",
+        "this file current. Codes are a contract with scripts and monitoring: never renumbered.",
+        "",
+        "| code | error | meaning | remedy |",
+        "| ---: | --- | --- | --- |",
+        "| 0 | | success | |",
+        "| 2 | (usage) | wrong command-line arguments | see `safehold COMMAND --help` |",
+    ]
+    for cls in sorted(all_error_classes(), key=lambda c: (c.exit_code, c.__name__)):
+        if cls is SafeholdError:
+            continue
+        meaning = cls.template.replace("\n", " ").replace("|", "\\|")
+        remedy = cls.remedy.replace("|", "\\|")
+        lines.append(f"| {cls.exit_code} | `{cls.__name__}` | {meaning} | {remedy} |")
+    lines += [
+        "| 70 | (unexpected) | a bug: a traceback is printed | report it with the traceback |",
+        "| 130 | (interrupted) | stopped by Ctrl-C or SIGINT | run the command again |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(exit_code_markdown(), end="")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-from safehold.errors import SafeholdError
+from safehold.errors import CatalogSchemaTooNew
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -39,12 +39,6 @@ WRITE_OPTION = "safehold_write_transaction"
 
 # Arbitrary constant key for pg_advisory_xact_lock ("safehold" as 8 ASCII bytes, masked to int63).
 _PG_MIGRATION_LOCK = int.from_bytes(b"safehold", "big") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-class CatalogSchemaTooNew(SafeholdError):
-    template = "the catalog at {url} has schema revision {revision}, newer than this safehold knows ({head})"
-    remedy = "upgrade safehold on this host to the version that last wrote the catalog"
-    exit_code = 35
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:

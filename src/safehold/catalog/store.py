@@ -36,7 +36,7 @@ from safehold.catalog import migrate
 from safehold.catalog.database import create_catalog_engine
 from safehold.catalog.models import UTC, Job, JobLog, Snapshot
 from safehold.catalog.processes import process_alive
-from safehold.errors import SafeholdError
+from safehold.errors import JobNotFound
 
 JOB_KINDS = ("backup", "restore", "check", "forget", "prune", "restore-test", "copy", "key", "init")
 """Kinds the engine records. Not enforced: a new kind needs no migration."""
@@ -47,12 +47,6 @@ STATUSES = ACTIVE_STATUSES + FINAL_STATUSES
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 Clock = Callable[[], dt.datetime]
-
-
-class JobNotFound(SafeholdError, LookupError):
-    template = "no job {job_id} in the catalog"
-    remedy = "list recent jobs with 'safehold jobs'"
-    exit_code = 34
 
 
 def utc_now() -> dt.datetime:

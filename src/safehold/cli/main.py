@@ -377,12 +377,16 @@ def jobs(
 
 
 @app.command()
-def unlock(remove_all: bool = typer.Option(False, "--remove-all", help="Also remove live locks (dangerous).")) -> None:
+def unlock(remove_all: bool = typer.Option(False, "--remove-all", help="Also remove live locks (dangerous)."),
+           json_output: bool = JsonOption) -> None:
     """Remove stale locks left by killed processes."""
     from ..engine.maintenance import unlock_repository
 
-    ctx, _ = context()
+    ctx, _ = context(json_output)
     removed = unlock_repository(ctx, remove_all)
+    if json_output:
+        print_json([lock.__dict__ for lock in removed])
+        return
     for lock in removed:
         typer.echo(f"removed lock: {lock.describe()}")
     typer.echo(f"{len(removed)} lock(s) removed")
@@ -493,10 +497,20 @@ def run(argv: list[str] | None = None) -> None:
         error_console.print("interrupted")
         sys.exit(130)
     except SafeholdError as exc:
-        if exc.bug:
+        if exc.bug or os.environ.get("SAFEHOLD_DEBUG"):
             traceback.print_exc()
         _print_error(exc)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # The medium failed under us (permissions, a vanished mount, a full disk
+        # outside the repository): explain it in one line, not a traceback.
+        from ..errors import from_os_error
+
+        if os.environ.get("SAFEHOLD_DEBUG"):
+            traceback.print_exc()
+        error = from_os_error(exc, exc.filename or "I/O")
+        _print_error(error)
+        sys.exit(error.exit_code)
     except Exception as exc:  # a bug: show everything and ask for a report
         traceback.print_exc()
         error_console.print(f"[bold red]internal error[/]: {exc!r}\nthis is a bug in safehold; please report it "

@@ -90,7 +90,7 @@ class Lock:
             "purpose": self.purpose, "created": self.created, "heartbeat": time.time(),
         }
         data = self.repository.cipher.encrypt(json.dumps(document).encode(), _AAD)
-        self.repository.backend.put(Kind.LOCKS, self.name, data)
+        self.repository._put(Kind.LOCKS, self.name, data)
 
     def acquire(self, wait: float = 0.0) -> "Lock":
         deadline = time.monotonic() + wait

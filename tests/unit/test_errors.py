@@ -1,0 +1,49 @@
+"""Exit codes are a contract: documented, stable, and each error explains itself."""
+
+from pathlib import Path
+
+import pytest
+
+from safehold import errors
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "exit-codes.md"
+
+# Once shipped, a code never changes. Adding a class means adding it here.
+STABLE = {
+    "UsageError": 2, "PartialFailure": 3, "RepositoryDoesNotExist": 10, "RepositoryAlreadyExists": 11,
+    "ForeignRepository": 12, "UnsupportedRepositoryVersion": 12, "WrongPassword": 13, "PasswordMissing": 13,
+    "RepositoryLocked": 14, "KeyNotFound": 15, "LastKey": 15, "SnapshotNotFound": 16, "AmbiguousSnapshot": 16,
+    "PathNotInSnapshot": 16, "IntegrityError": 17, "RestoreIncomplete": 18, "CheckFailed": 19, "StorageFull": 20,
+    "BackendError": 21, "ConfigError": 30, "ConfigNotFound": 30, "TargetNotFound": 31, "SourceError": 32,
+    "DestinationError": 33, "JobNotFound": 34, "CatalogSchemaTooNew": 35, "InternalError": 70,
+}
+
+
+def test_exit_codes_never_change():
+    found = {cls.__name__: cls.exit_code for cls in errors.all_error_classes() if cls is not errors.SafeholdError}
+    assert found == STABLE
+
+
+def test_docs_list_every_exit_code():
+    assert DOCS.read_text() == errors.exit_code_markdown(), "regenerate: python -m safehold.errors > docs/exit-codes.md"
+
+
+@pytest.mark.parametrize("cls", [c for c in errors.all_error_classes() if c is not errors.SafeholdError])
+def test_every_error_has_a_remedy(cls):
+    assert cls.remedy or cls in (errors.UsageError,), f"{cls.__name__} needs a remedy hint"
+
+
+def test_message_is_filled_from_fields():
+    error = errors.WrongPassword(url="file:///r")
+    assert str(error) == "the password does not open any key of the repository at file:///r"
+    assert "SAFEHOLD" not in error.hint or "password_env" in error.hint
+    assert error.as_dict()["exit_code"] == 13
+
+
+def test_os_errors_map_to_full_disk_or_backend_error():
+    import errno
+
+    full = errors.from_os_error(OSError(errno.ENOSPC, "No space left on device"), "writing data/ab")
+    assert isinstance(full, errors.StorageFull) and full.exit_code == 20
+    other = errors.from_os_error(OSError(errno.EACCES, "Permission denied"), "writing data/ab")
+    assert isinstance(other, errors.BackendError) and "Permission denied" in str(other)

@@ -61,7 +61,8 @@ def referenced_blobs(repository: Repository, on_item: Callable[[str, dict, bytes
                      report: CheckReport | None = None) -> set[bytes]:
     """Every blob id any snapshot uses (TREE and DATA). Unreadable snapshots are reported, not fatal."""
     used: set[bytes] = set()
-    for snapshot in repository.list_snapshots():
+    on_error = None if report is None else (lambda name, exc: None)  # check reports these itself
+    for snapshot in repository.list_snapshots(on_error=on_error):
         used.update(bytes.fromhex(h) for h in snapshot.tree)
         try:
             for item in repository.read_tree(snapshot):
@@ -83,7 +84,7 @@ def referenced_blobs(repository: Repository, on_item: Callable[[str, dict, bytes
 def check(repository: Repository, read_data_percent: float = 0.0, seed: int | None = None,
           on_progress: Callable[[int, int], None] | None = None) -> CheckReport:
     report = CheckReport()
-    repository.load_index()
+    repository.load_index(on_error=lambda name, exc: report.errors.append(f"index {name}: {exc}"))
     on_progress = on_progress or (lambda done, total: None)
 
     stored = {info.name: info.size for info in repository.backend.list(Kind.DATA)}
@@ -100,7 +101,8 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
             report.errors.append(f"pack {pack} is truncated: {stored[pack]} bytes, index needs {end}")
     report.unreferenced_packs = sorted(set(stored) - set(indexed_packs))
 
-    snapshots = repository.list_snapshots()
+    snapshots = repository.list_snapshots(
+        on_error=lambda name, exc: report.errors.append(f"snapshot {name[:8]}: {exc}"))
     report.snapshots = len(snapshots)
     used = referenced_blobs(repository, report=report)
     for snapshot in snapshots:
@@ -171,7 +173,7 @@ def _attribute_damage(repository: Repository, damaged: dict[str, str], report: C
         if location.pack in damaged:
             bad_blobs[blob_id] = location.pack
     found = {pack: DamagedPack(pack, reason) for pack, reason in damaged.items()}
-    for snapshot in repository.list_snapshots():
+    for snapshot in repository.list_snapshots(on_error=lambda name, exc: None):
         for hex_id in snapshot.tree:
             pack = bad_blobs.get(bytes.fromhex(hex_id))
             if pack and snapshot.short_id not in found[pack].snapshots:

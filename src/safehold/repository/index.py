@@ -109,17 +109,19 @@ class Index:
         self._merge_arrays(array, numbers)
 
     def _merge_arrays(self, entries: np.ndarray, numbers: np.ndarray) -> None:
+        # New entries go first and the sort is stable, so among copies of one blob
+        # (a repack, two racing backups) lookups find the newest location.
         raw = np.frombuffer(entries["id"].tobytes(), dtype=np.uint8).reshape(-1, 32)
         keys = raw[:, :8].copy().view(">u8").reshape(-1).astype(np.uint64)
-        keys = np.concatenate([self._keys, keys])
+        keys = np.concatenate([keys, self._keys])
         order = np.argsort(keys, kind="stable")
         self._keys = keys[order]
-        self._rest = np.concatenate([self._rest, raw[:, 8:]])[order]
-        self._pack = np.concatenate([self._pack, numbers])[order]
-        self._offset = np.concatenate([self._offset, entries["offset"].astype(np.uint32)])[order]
-        self._length = np.concatenate([self._length, entries["length"].astype(np.uint32)])[order]
-        self._plain = np.concatenate([self._plain, entries["plain"].astype(np.uint32)])[order]
-        self._type = np.concatenate([self._type, entries["type"].astype(np.uint8)])[order]
+        self._rest = np.concatenate([raw[:, 8:], self._rest])[order]
+        self._pack = np.concatenate([numbers, self._pack])[order]
+        self._offset = np.concatenate([entries["offset"].astype(np.uint32), self._offset])[order]
+        self._length = np.concatenate([entries["length"].astype(np.uint32), self._length])[order]
+        self._plain = np.concatenate([entries["plain"].astype(np.uint32), self._plain])[order]
+        self._type = np.concatenate([entries["type"].astype(np.uint8), self._type])[order]
 
     # -- queries ------------------------------------------------------------
     def _find(self, blob_id: bytes) -> int:

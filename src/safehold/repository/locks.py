@@ -36,6 +36,22 @@ STALE_AFTER = 30 * 60.0
 _AAD = b"safehold-lock"
 
 
+def process_namespace() -> str:
+    """Identifies where a pid means something: the hostname, the boot and the pid namespace.
+
+    Two containers may share a hostname; only a lock taken in our own pid
+    namespace on this boot can be judged dead by looking up its pid.
+    """
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            parts.append(handle.read().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return ":".join(parts)
+
+
 @dataclass(frozen=True)
 class LockInfo:
     name: str
@@ -45,12 +61,13 @@ class LockInfo:
     purpose: str
     created: float
     heartbeat: float
+    namespace: str = ""
 
     def is_stale(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         if now - self.heartbeat > STALE_AFTER:
             return True
-        if self.hostname == socket.gethostname() and not _pid_alive(self.pid):
+        if self.namespace == process_namespace() and not _pid_alive(self.pid):
             return True
         return False
 
@@ -88,6 +105,7 @@ class Lock:
         document = {
             "exclusive": self.exclusive, "hostname": socket.gethostname(), "pid": os.getpid(),
             "purpose": self.purpose, "created": self.created, "heartbeat": time.time(),
+            "namespace": process_namespace(),
         }
         data = self.repository.cipher.encrypt(json.dumps(document).encode(), _AAD)
         self.repository._put(Kind.LOCKS, self.name, data)
@@ -156,7 +174,7 @@ def list_locks(repository: "Repository") -> list[LockInfo]:
                         "created": 0.0, "heartbeat": time.time()}
         locks.append(LockInfo(info.name, bool(document["exclusive"]), document["hostname"], int(document["pid"]),
                               document.get("purpose", "?"), float(document["created"]),
-                              float(document["heartbeat"])))
+                              float(document["heartbeat"]), document.get("namespace", "")))
     return locks
 
 

@@ -167,6 +167,8 @@ def prune(repository: Repository, dry_run: bool = False,
     for pack in sorted(gone):
         repository.backend.delete(Kind.DATA, pack)
     _remove_temporary_files(repository, report)
+    # The in-memory index still names deleted packs: read the new one.
+    repository.reload_index()
     return report
 
 

@@ -16,7 +16,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import msgpack
 
@@ -104,16 +104,22 @@ class Repository:
         if backend.exists():
             raise errors.RepositoryAlreadyExists(url=backend.url)
         _refuse_foreign(backend)
+        # Without a config nothing here is a repository yet: key files left by an
+        # interrupted init wrap another master key and must not linger.
+        for info in list(backend.list(Kind.KEYS)):
+            backend.delete(Kind.KEYS, info.name)
         backend.create()
         master = MasterKey.generate()
         key_file = wrap_master_key(master, password, kdf)
         key_name = _name_of(key_file)
         backend.put(Kind.KEYS, key_name, key_file)
+        repository_id = secrets.token_hex(16)
         config = {
             "version": FORMAT_VERSION,
-            "id": secrets.token_hex(16),
+            "id": repository_id,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "chunker": "fastcdc-2020",
+            "key_check": key_check(master, repository_id),
         }
         # The config is written last: a repository without it does not exist yet,
         # so an interrupted init can simply be run again.
@@ -132,6 +138,8 @@ class Repository:
             except (DecryptionFailed, ValueError, KeyError):
                 failures += 1
                 continue
+            if key_check(master, config["id"]) != config["key_check"]:
+                continue  # a key for another master key (a foreign or stray key file)
             return cls(backend, config, master, info.name)
         raise errors.WrongPassword(url=backend.url)
 
@@ -202,15 +210,28 @@ class Repository:
         return Lock(self, exclusive, purpose or ("prune" if exclusive else "backup")).acquire(wait)
 
     # -- index ------------------------------------------------------------------
-    def load_index(self) -> None:
+    def load_index(self, on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> None:
+        """Load every index object. A damaged one raises, or with ``on_error`` is reported and skipped."""
         if self._index_loaded:
             return
         for info in self.backend.list(Kind.INDEX):
-            document = self.load_object(Kind.INDEX, info.name)
+            try:
+                document = self.load_object(Kind.INDEX, info.name)
+            except errors.IntegrityError as exc:
+                if on_error is None:
+                    raise
+                on_error(info.name, exc)
+                continue
             for pack_name, entries in document["packs"]:
                 self.index.stage_pack(pack_name, decode_entries(entries))
         self.index.finish_loading()
         self._index_loaded = True
+
+    def reload_index(self) -> None:
+        """Forget the in-memory index and read the stored one again (after prune rewrote it)."""
+        self.index = Index()
+        self._index_loaded = False
+        self.load_index()
 
     def index_names(self) -> list[str]:
         return [info.name for info in self.backend.list(Kind.INDEX)]
@@ -315,15 +336,20 @@ class Repository:
     def load_snapshot(self, snapshot_id: str) -> Snapshot:
         return Snapshot.from_document(snapshot_id, self.load_object(Kind.SNAPSHOTS, snapshot_id))
 
-    def list_snapshots(self, target: str | None = None) -> list[Snapshot]:
+    def list_snapshots(self, target: str | None = None,
+                       on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> list[Snapshot]:
+        """Snapshots, oldest first. A damaged one raises, or with ``on_error`` is reported and skipped."""
         snapshots = []
         for info in self.backend.list(Kind.SNAPSHOTS):
             try:
                 snapshot = self.load_snapshot(info.name)
-            except errors.IntegrityError:
-                if self.backend_has(Kind.SNAPSHOTS, info.name):
+            except errors.IntegrityError as exc:
+                if not self.backend_has(Kind.SNAPSHOTS, info.name):
+                    continue  # forgotten while we listed
+                if on_error is None:
                     raise
-                continue  # forgotten while we listed
+                on_error(info.name, exc)
+                continue
             if target is None or snapshot.target == target:
                 snapshots.append(snapshot)
         return sorted(snapshots, key=lambda s: s.time)
@@ -419,7 +445,7 @@ def read_config(backend: Backend) -> dict:
     try:
         config = json.loads(raw)
         version = config["version"]
-        config["id"]
+        config["id"], config["key_check"]
     except (ValueError, KeyError, TypeError):
         raise errors.ForeignRepository(url=backend.url, reason="its config file is not safehold's") from None
     if version not in SUPPORTED_VERSIONS:
@@ -427,11 +453,21 @@ def read_config(backend: Backend) -> dict:
     return config
 
 
+def key_check(master: MasterKey, repository_id: str) -> str:
+    """Binds the master key to the repository: open() ignores key files that unwrap another key."""
+    import blake3
+
+    return blake3.blake3(b"safehold-key-check:" + repository_id.encode(), key=master.id_key).hexdigest()
+
+
 def _refuse_foreign(backend: Backend) -> None:
     """Refuse to initialise inside a directory that holds something else (another tool's repository)."""
     root = getattr(backend, "root", None)
     if root is not None and os.path.isdir(root):
         known = {"keys", "locks", "snapshots", "index", "data"}
+        for name in os.listdir(root):
+            if name.startswith(".tmp-"):  # left by an init killed while writing the config
+                os.unlink(os.path.join(root, name))
         strangers = [name for name in os.listdir(root) if name not in known]
         if strangers:
             raise errors.ForeignRepository(

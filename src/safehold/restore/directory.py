@@ -46,6 +46,11 @@ def selected(path: bytes, includes: list[bytes]) -> bool:
     return False
 
 
+def _safe_path(path: bytes) -> bool:
+    parts = path.split(b"/")
+    return bool(path) and not path.startswith(b"/") and all(p not in (b"", b".", b"..") for p in parts)
+
+
 class DirectoryRestorer:
     def __init__(self, reader: BlobReader, destination: str | Path, *, includes: list[str] | None = None,
                  overwrite: bool = False, threads: int | None = None,
@@ -79,7 +84,16 @@ class DirectoryRestorer:
                     file_items[path] = item  # a hard link may point at a file we skip
                 if not selected(path, self.includes):
                     continue
+                if not _safe_path(path):
+                    # A crafted or damaged snapshot must not write outside the destination.
+                    self.result.warnings.append(f"{os.fsdecode(path)}: unsafe path, not restored")
+                    self.result.damaged.append(os.fsdecode(path))
+                    continue
                 real = self.destination + b"/" + path
+                if not self._parent_is_inside(real):
+                    self.result.warnings.append(f"{os.fsdecode(path)}: parent is a symlink, not restored")
+                    self.result.damaged.append(os.fsdecode(path))
+                    continue
                 kind = item["type"]
                 try:
                     if kind == "dir":
@@ -113,6 +127,12 @@ class DirectoryRestorer:
         for real, item in reversed(directories):
             self._apply_metadata(real, item)
         return self.result
+
+    def _parent_is_inside(self, real: bytes) -> bool:
+        """The parent directory, with symlinks resolved, must lie inside the destination."""
+        parent = os.path.realpath(os.path.dirname(real))
+        root = os.path.realpath(self.destination)
+        return parent == root or parent.startswith(root + b"/")
 
     def _clear(self, real: bytes) -> None:
         if os.path.lexists(real):

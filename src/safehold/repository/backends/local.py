@@ -49,6 +49,8 @@ class LocalBackend:
         return (self.root / "config").is_file()
 
     def create(self) -> None:
+        if self.exists():
+            raise ObjectExists(f"a repository exists at {self.url}")
         self.root.mkdir(parents=True, exist_ok=True)
         for kind in (Kind.KEYS, Kind.LOCKS, Kind.SNAPSHOTS, Kind.INDEX, Kind.DATA):
             (self.root / kind.value).mkdir(exist_ok=True)

@@ -22,6 +22,8 @@ class MemoryBackend:
         return (Kind.CONFIG, "config") in self.objects
 
     def create(self) -> None:
+        if self.exists():
+            raise ObjectExists(f"a repository exists at {self.url}")
         self._created = True
 
     def put(self, kind: Kind, name: str, data: bytes, *, exclusive: bool = False,

@@ -1,0 +1,151 @@
+"""The compact in-memory index: lookups across packs, batches and merges."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safehold.repository.index import BlobLocation, Index, decode_entries, encode_entries
+from safehold.repository.pack import BlobType, PackEntry
+
+ids = st.binary(min_size=32, max_size=32)
+
+
+def entry(blob_id: bytes, n: int) -> PackEntry:
+    return PackEntry(BlobType(n % 2), blob_id, n * 100, 50 + n % 1000, 70 + n)
+
+
+def location(pack: str, e: PackEntry) -> BlobLocation:
+    return BlobLocation(pack, e.blob_type, e.offset, e.length, e.plain_length)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    blob_ids=st.lists(ids, unique=True, max_size=300),
+    batch_sizes=st.lists(st.integers(1, 40), min_size=1, max_size=20),
+    min_merge=st.integers(1, 64),
+    unknown=st.lists(ids, max_size=20),
+    data=st.data(),
+)
+def test_every_lookup_finds_the_right_location(blob_ids, batch_sizes, min_merge, unknown, data) -> None:
+    index = Index()
+    index.MIN_MERGE = min_merge  # low, so batches cross the merge threshold many times
+    expected: dict[bytes, BlobLocation] = {}
+    position, batch = 0, 0
+    while position < len(blob_ids):
+        size = batch_sizes[batch % len(batch_sizes)]
+        pack = f"pack{batch:04d}"
+        entries = [entry(b, position + i) for i, b in enumerate(blob_ids[position : position + size])]
+        index.add_pack(pack, entries)
+        expected.update((e.blob_id, location(pack, e)) for e in entries)
+        position += size
+        batch += 1
+        # Lookups interleaved with adding, while some entries are pending and some merged.
+        probe = data.draw(st.sampled_from(sorted(expected)), label="probe")
+        assert index.lookup(probe) == expected[probe]
+    assert len(index) == len(expected)
+    for blob_id, where in expected.items():
+        assert index.lookup(blob_id) == where
+        assert blob_id in index
+    for blob_id in unknown:
+        if blob_id not in expected:
+            assert index.lookup(blob_id) is None
+            assert blob_id not in index
+    assert dict(index.entries()) == expected
+    # entries() merges what was pending; lookups still agree afterwards.
+    for blob_id, where in expected.items():
+        assert index.lookup(blob_id) == where
+
+
+@settings(max_examples=60, deadline=None)
+@given(prefix=st.binary(min_size=8, max_size=8), suffixes=st.lists(st.binary(min_size=24, max_size=24),
+                                                                    unique=True, min_size=2, max_size=30),
+       min_merge=st.integers(1, 8))
+def test_ids_sharing_the_first_8_bytes_are_told_apart(prefix: bytes, suffixes: list[bytes], min_merge: int) -> None:
+    index = Index()
+    index.MIN_MERGE = min_merge
+    blob_ids = [prefix + s for s in suffixes]
+    for n, blob_id in enumerate(blob_ids[:-1]):
+        index.add_pack(f"pack{n}", [entry(blob_id, n)])
+    list(index.entries())  # force a merge
+    for n, blob_id in enumerate(blob_ids[:-1]):
+        assert index.lookup(blob_id) == location(f"pack{n}", entry(blob_id, n))
+    missing = blob_ids[-1]  # same 8-byte key as everything stored, but not stored
+    assert index.lookup(missing) is None
+    assert missing not in index
+
+
+def test_min_merge_can_be_lowered_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The class attribute is what the hypothesis tests rely on: pending entries really merge.
+    monkeypatch.setattr(Index, "MIN_MERGE", 2)
+    index = Index()
+    index.add_pack("p", [entry(os.urandom(32), n) for n in range(3)])
+    assert index._pending == {} and len(index._keys) == 3
+
+
+def test_stage_and_finish_loading_matches_add_pack() -> None:
+    packs = {f"pack{p}": [entry(os.urandom(32), p * 10 + i) for i in range(10)] for p in range(5)}
+    loaded, added = Index(), Index()
+    for pack, entries in packs.items():
+        loaded.stage_pack(pack, decode_entries(encode_entries(entries)))
+        added.add_pack(pack, entries)
+    loaded.finish_loading()
+    assert dict(loaded.entries()) == dict(added.entries())
+    assert loaded.packs == list(packs)
+
+
+def test_encode_decode_entries_round_trip() -> None:
+    entries = [entry(os.urandom(32), n) for n in range(20)]
+    decoded = decode_entries(encode_entries(entries))
+    assert len(decoded) == 20
+    for e, row in zip(entries, decoded):
+        assert (bytes(row["id"]), int(row["type"]), int(row["offset"]), int(row["length"]), int(row["plain"])) == (
+            e.blob_id, int(e.blob_type), e.offset, e.length, e.plain_length
+        )
+    assert encode_entries([]) == b""
+
+
+def test_memory_per_entry_is_compact() -> None:
+    index = Index()
+    entries = [entry(os.urandom(32), n) for n in range(20_000)]
+    for start in range(0, len(entries), 1000):
+        index.add_pack(f"pack{start}", entries[start : start + 1000])
+    list(index.entries())  # merge the pending dict into the arrays
+    assert len(index) == 20_000
+    assert index.memory_bytes() / len(index) < 64
+
+
+def test_concurrent_adds_and_lookups() -> None:
+    index = Index()
+    index.MIN_MERGE = 16
+    batches = [[entry(os.urandom(32), b * 50 + i) for i in range(50)] for b in range(40)]
+    errors: list[str] = []
+
+    def writer(b: int) -> None:
+        index.add_pack(f"pack{b}", batches[b])
+        for e in batches[b]:
+            if index.lookup(e.blob_id) != location(f"pack{b}", e):
+                errors.append(f"pack{b}")
+
+    threads = [threading.Thread(target=writer, args=(b,)) for b in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(index) == 2000
+
+
+def test_a_blob_stored_again_is_found_at_its_newest_location() -> None:
+    blob_id = os.urandom(32)
+    index = Index()
+    index.add_pack("old", [entry(blob_id, 1)])
+    list(index.entries())  # merged into the arrays
+    index.add_pack("new", [entry(blob_id, 2)])
+    assert index.lookup(blob_id).pack == "new"  # pending: newest wins
+    list(index.entries())  # merge again
+    assert index.lookup(blob_id).pack == "new"

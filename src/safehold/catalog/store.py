@@ -237,8 +237,12 @@ class Catalog:
         bytes_added: int | None = None,
         files: int | None = None,
         snapshot_id: str | None = None,
+        target: str | None = None,
     ) -> None:
-        """Record progress of a running job (absolute values; None leaves a field alone)."""
+        """Record progress of a running job (absolute values; None leaves a field alone).
+
+        ``target`` fills in the target once known (a restore learns it from the snapshot).
+        """
         values = {
             name: value
             for name, value in (
@@ -246,6 +250,7 @@ class Catalog:
                 ("bytes_added", bytes_added),
                 ("files", files),
                 ("snapshot_id", snapshot_id),
+                ("target", target),
             )
             if value is not None
         }

@@ -6,6 +6,7 @@ quick commands do not pay for what they do not use.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import traceback
@@ -38,8 +39,9 @@ class State:
 state = State()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def main(
+    ctx: typer.Context,
     config: Optional[Path] = typer.Option(
         None, "--config", "-c", envvar="SAFEHOLD_CONFIG", help="targets.yml to use (default ./configs/targets.yml)."
     ),
@@ -48,6 +50,9 @@ def main(
     if version:
         typer.echo(f"safehold {__version__}")
         raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
     state.config_path = str(config) if config else None
 
 
@@ -101,8 +106,9 @@ def backup(
     if json_output:
         print_json({"results": [r.as_dict() for r in run.results],
                     "failures": {name: exc.as_dict() for name, exc in run.failures.items()}})
-        for name, exc in run.failures.items():
-            _print_error(exc, prefix=f"{name}: ")
+        if len(names) > 1:  # a single failure is printed once, below
+            for name, exc in run.failures.items():
+                _print_error(exc, prefix=f"{name}: ")
     else:
         for result in run.results:
             s = result.summary
@@ -116,8 +122,9 @@ def backup(
             )
             for warning in s.get("warnings", []):
                 error_console.print(f"[yellow]warning[/]: {warning}")
-        for name, exc in run.failures.items():
-            _print_error(exc, prefix=f"{name}: ")
+        if len(names) > 1:
+            for name, exc in run.failures.items():
+                _print_error(exc, prefix=f"{name}: ")
     if run.failures:
         if len(names) == 1:
             raise next(iter(run.failures.values()))
@@ -361,7 +368,7 @@ def jobs(
         if json_output:
             print_json({"job": job, "logs": logs})
             return
-        for key, value in job.__dict__.items():
+        for key, value in dataclasses.asdict(job).items():
             typer.echo(f"{key}: {value}")
         for line in logs:
             typer.echo(f"  {line.time:%Y-%m-%d %H:%M:%S} {line.level:7} {line.message}")
@@ -483,9 +490,12 @@ def config_schema() -> None:
 
 
 def _print_error(exc: SafeholdError, prefix: str = "") -> None:
-    error_console.print(f"[bold red]error[/]: {prefix}{exc.message}", highlight=False, markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    # Messages carry user data (paths, keys in brackets): escape them so Rich prints them verbatim.
+    error_console.print(f"[bold red]error[/]: {escape(prefix + exc.message)}", highlight=False, soft_wrap=True)
     if exc.hint:
-        error_console.print(f"[bold]hint[/]: {exc.hint}", highlight=False, soft_wrap=True)
+        error_console.print(f"[bold]hint[/]: {escape(exc.hint)}", highlight=False, soft_wrap=True)
 
 
 def run(argv: list[str] | None = None) -> None:

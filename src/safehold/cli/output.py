@@ -5,6 +5,7 @@ Progress bars appear only when stderr is a terminal; pipes and cron get quiet ou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from datetime import datetime
@@ -31,6 +32,8 @@ def human_bytes(count: float | int | None) -> str:
 
 
 def _default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes):

@@ -112,6 +112,8 @@ def list_keys(context: Context) -> list[dict]:
 def remove_key(context: Context, key_id: str) -> str:
     with context.catalog.job("key", details={"action": "remove"}):
         repository = context.open_repository(load_index=False)
+        if len(repository.list_keys()) == 1:
+            raise errors.LastKey(key_id=repository.key_name[:8])
         if repository.key_name.startswith(key_id):
             raise errors.UsageError(
                 f"key {key_id} is the one this password opened; remove it with another key's password")

@@ -37,6 +37,8 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str, *, t
         with context.locked(purpose="restore") as repository:
             snapshot = repository.find_snapshot(snapshot_ref, target)
             job.update(snapshot_id=snapshot.id)
+            if target is None:
+                context.catalog.update_job(job.id, target=snapshot.target)
             total = snapshot.summary.get("bytes_total")
 
             def report(done: int, current: str = "") -> None:

@@ -126,23 +126,26 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
         for blob_id, location in repository.index.entries():
             expected.setdefault(location.pack, {})[blob_id] = (location.blob_type, location.offset, location.length)
         damaged: dict[str, str] = {}
+        failing: dict[bytes, str] = {}
         for done, pack in enumerate(candidates, 1):
-            reason = _verify_pack(repository, pack, expected.get(pack, {}))
+            reason, bad = _verify_pack(repository, pack, expected.get(pack, {}))
             report.packs_read += 1
             report.bytes_read += stored[pack]
             if reason:
                 damaged[pack] = reason
+                failing.update((blob_id, pack) for blob_id in bad)
             on_progress(done, len(candidates))
         if damaged:
-            _attribute_damage(repository, damaged, report)
+            _attribute_damage(repository, damaged, failing, report)
     return report
 
 
-def _verify_pack(repository: Repository, pack: str, expected: dict[bytes, tuple]) -> str | None:
+def _verify_pack(repository: Repository, pack: str, expected: dict[bytes, tuple]) -> tuple[str | None, set[bytes]]:
+    """Return (what is wrong or None, the ids of the blobs that cannot be read back)."""
     try:
         data = repository.backend.get(Kind.DATA, pack)
     except OSError as exc:
-        return f"unreadable: {exc}"
+        return f"unreadable: {exc}", set(expected)
     problems = []
     if pack_name_of(data) != pack:
         problems.append("content does not match its name (hash mismatch)")
@@ -155,23 +158,22 @@ def _verify_pack(repository: Repository, pack: str, expected: dict[bytes, tuple]
     for blob_id in expected:
         if entries and blob_id not in header_ids:
             problems.append(f"blob {blob_id.hex()[:16]} is indexed but not in the pack header")
-    bad_blobs = 0
+    bad_blobs: set[bytes] = set()
     for blob_id, (blob_type, offset, length) in expected.items():
         try:
             decode_blob(repository.cipher, BlobType(blob_type), blob_id, data[offset : offset + length])
         except Exception:
-            bad_blobs += 1
+            bad_blobs.add(blob_id)
     if bad_blobs:
-        problems.append(f"{bad_blobs} blob(s) fail authentication")
-    return "; ".join(problems) or None
+        problems.append(f"{len(bad_blobs)} blob(s) fail authentication")
+    # A damaged header alone does not hurt restores (they read through the index);
+    # only blobs that fail to decode make files unrestorable.
+    return "; ".join(problems) or None, bad_blobs
 
 
-def _attribute_damage(repository: Repository, damaged: dict[str, str], report: CheckReport) -> None:
-    """Name the snapshots and files that use blobs of damaged packs."""
-    bad_blobs: dict[bytes, str] = {}
-    for blob_id, location in repository.index.entries():
-        if location.pack in damaged:
-            bad_blobs[blob_id] = location.pack
+def _attribute_damage(repository: Repository, damaged: dict[str, str], bad_blobs: dict[bytes, str],
+                      report: CheckReport) -> None:
+    """Name the snapshots and files that use the unreadable blobs of damaged packs."""
     found = {pack: DamagedPack(pack, reason) for pack, reason in damaged.items()}
     for snapshot in repository.list_snapshots(on_error=lambda name, exc: None):
         for hex_id in snapshot.tree:

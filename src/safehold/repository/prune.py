@@ -123,6 +123,8 @@ def prune(repository: Repository, dry_run: bool = False,
     report.unindexed_packs_deleted = len(unindexed)
     report.bytes_freed = sum(stored[p] for p in delete + unindexed)
     if dry_run:
+        # Repacking frees about the unused part of each repacked pack.
+        report.bytes_freed += sum(e.length for p in repack for e, keep in pack_entries[p] if not keep)
         return report
     if not delete and not repack and not unindexed:
         _remove_temporary_files(repository, report)

@@ -112,7 +112,9 @@ def test_prune_removes_garbage_and_the_kept_snapshot_still_restores(repository: 
     exclusive = reopen(repository)
     with exclusive.lock(exclusive=True, purpose="prune"):
         report = prune(exclusive)
-    assert report.packs_deleted >= 1 and report.packs_repacked >= 1
+    # Which packs gone.bin's chunks share with others depends on thread timing: deleted or
+    # repacked, the freed bytes are what must hold.
+    assert report.packs_deleted + report.packs_repacked >= 1
     assert report.bytes_freed >= 300_000
     after = sum(info.size for info in repository.backend.list(Kind.DATA))
     assert after <= before - 300_000
@@ -139,7 +141,8 @@ def test_prune_dry_run_reports_but_changes_nothing(repository: Repository, two_s
     forget(repository, [ForgetDecision(first, False, [])])
     objects = dict(repository.backend.objects)
     report = prune(reopen(repository), dry_run=True)
-    assert report.dry_run and report.packs_deleted >= 1 and report.blobs_removed >= 2
+    assert report.dry_run and report.packs_deleted + report.packs_repacked >= 1 and report.blobs_removed >= 2
+    assert report.bytes_freed >= 300_000
     assert repository.backend.objects == objects
 
 

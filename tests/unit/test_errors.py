@@ -47,3 +47,4 @@ def test_os_errors_map_to_full_disk_or_backend_error():
     assert isinstance(full, errors.StorageFull) and full.exit_code == 20
     other = errors.from_os_error(OSError(errno.EACCES, "Permission denied"), "writing data/ab")
     assert isinstance(other, errors.BackendError) and "Permission denied" in str(other)
+

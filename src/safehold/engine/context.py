@@ -11,13 +11,15 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from ..catalog import Catalog
 from ..config import Config, load_config
 from ..repository import Repository
 from ..repository.backends import open_backend
 from ..repository.locks import Lock
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
 
 ProgressCallback = Callable[[dict], None]
 
@@ -32,14 +34,18 @@ class Context:
     threads: int | None = None
     compression: int | None = None
     progress: ProgressCallback = _quiet
-    _catalog: Catalog | None = field(default=None, repr=False)
+    _catalog: "Catalog | None" = field(default=None, repr=False)
 
     @classmethod
     def load(cls, config_path: str | Path | None = None, **options) -> "Context":
         return cls(load_config(config_path), **options)
 
     @property
-    def catalog(self) -> Catalog:
+    def catalog(self) -> "Catalog":
+        # Imported on first use: SQLAlchemy costs ~0.3 s of start-up that
+        # read-only commands (ls, diff, stats) do not need.
+        from ..catalog import Catalog
+
         if self._catalog is None:
             url = self.config.catalog_url
             if url.startswith("sqlite:///"):

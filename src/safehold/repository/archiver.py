@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from ..errors import SafeholdError, SourceError
-from ..sources.base import DiskItem, FileItem, View
+from ..items import DiskItem, FileItem, View
 from .chunker import DEFAULT_IMAGE_CHUNK
 from .pack import BlobType
 from .repository import Repository, Snapshot, TreeWriter

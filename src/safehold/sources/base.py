@@ -1,77 +1,19 @@
-"""What a source driver yields, and the driver contract.
+"""The source-driver contract.
 
 A driver opens a *consistent view* (a VM or EBS snapshot, a pg_dump, or simply
 the live filesystem) as a context manager that always releases what it
-created, and yields either file items or disk items. It declares how it knows
-what changed since the previous backup (``incremental``) and hands back a
-``token`` to store in the new snapshot for the next run.
+created, and yields either file items or disk items (``safehold.items``). It
+declares how it knows what changed since the previous backup (``incremental``)
+and hands back a ``token`` to store in the new snapshot for the next run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, ContextManager, Iterator, Literal, Protocol
+from typing import ContextManager, Protocol
 
-Incremental = Literal["cbt", "rct", "dirty-bitmap", "ebs-changed-blocks", "mtime", "none"]
-Extent = tuple[int, int]  # (offset, length) in bytes
+from ..items import DiskItem, DiskReader, Extent, FileItem, Incremental, View
 
-
-@dataclass
-class FileItem:
-    """One filesystem entry. ``path`` is relative to the snapshot root, '/'-separated bytes
-    (names need not be valid UTF-8)."""
-
-    path: bytes
-    type: str  # file, dir, symlink, hardlink, fifo, chardev, blockdev, socket
-    mode: int
-    uid: int
-    gid: int
-    user: str
-    group: str
-    mtime_ns: int
-    ctime_ns: int
-    atime_ns: int
-    inode: int
-    device: int
-    size: int = 0
-    link_target: bytes | None = None  # symlink target, or for 'hardlink' the path of the first link
-    rdev: int = 0
-    open: Callable[[], BinaryIO] | None = None  # regular files only
-
-
-class DiskReader(Protocol):
-    def read_at(self, offset: int, length: int) -> bytes: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class DiskItem:
-    """A disk (image file, block device, VM disk, EBS volume) of ``size`` bytes.
-
-    ``allocated``: extents that may hold data (None: all of it); everything
-    else reads as zeros and is stored as holes without being read.
-    ``changed``: extents changed since the parent snapshot's token (None: not
-    known, read everything allocated). Given ``changed``, chunks outside it are
-    taken from the parent snapshot unread.
-    """
-
-    name: str
-    size: int
-    open: Callable[[], DiskReader]
-    allocated: list[Extent] | None = None
-    changed: list[Extent] | None = None
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
-class View:
-    kind: Literal["files", "image"]
-    paths: list[str]
-    items: Callable[[], Iterator[FileItem]] | None = None
-    disks: list[DiskItem] = field(default_factory=list)
-    incremental: Incremental = "none"
-    token: dict = field(default_factory=dict)
+__all__ = ["DiskItem", "DiskReader", "Extent", "FileItem", "Incremental", "Source", "View"]
 
 
 class Source(Protocol):

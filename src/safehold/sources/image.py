@@ -93,4 +93,7 @@ class ImageSource:
             open=lambda: FileDiskReader(self.path), allocated=allocated, changed=changed,
             metadata={"mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns},
         )
-        yield View(kind="image", paths=[self.path], disks=[disk], incremental="none" if changed is None else "mtime")
+        # A plain image file tracks no changes itself; extents handed in by a caller
+        # (a VM or EBS driver, a test) are recorded in the token for the record.
+        token = {} if changed is None else {"changed_extents_from": "caller", "changed_extents": len(changed)}
+        yield View(kind="image", paths=[self.path], disks=[disk], incremental="none", token=token)

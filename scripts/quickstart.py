@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 CONFIG = ROOT / "configs" / "targets.yml"
-SAFEHOLD = [str(ROOT / ".venv" / "bin" / "safehold"), "--config", str(CONFIG)]
+# The safehold installed beside the Python running this script (.venv when started by quickstart.sh).
+SAFEHOLD = [str(Path(sys.executable).parent / "safehold"), "--config", str(CONFIG)]
 
 
 def human(count: float) -> str:

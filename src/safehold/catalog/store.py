@@ -38,7 +38,8 @@ from safehold.catalog.models import UTC, Job, JobLog, Snapshot
 from safehold.catalog.processes import process_alive
 from safehold.errors import JobNotFound
 
-JOB_KINDS = ("backup", "restore", "check", "forget", "prune", "restore-test", "copy", "key", "init")
+JOB_KINDS = ("backup", "restore", "check", "forget", "prune", "restore-test", "copy", "key", "init", "unlock",
+             "catalog-rebuild")
 """Kinds the engine records. Not enforced: a new kind needs no migration."""
 
 ACTIVE_STATUSES = ("queued", "running")

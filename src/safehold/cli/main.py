@@ -25,8 +25,10 @@ app = typer.Typer(
 )
 key_app = typer.Typer(help="Manage the passwords (key files) that open the repository.", no_args_is_help=True)
 config_app = typer.Typer(help="Validate and describe targets.yml.", no_args_is_help=True)
+catalog_app = typer.Typer(help="The job catalog and its snapshot cache.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 app.add_typer(config_app, name="config")
+app.add_typer(catalog_app, name="catalog")
 
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 ThreadsOption = typer.Option(None, "--threads", min=1, help="Worker threads (default: the number of cores).")
@@ -484,6 +486,19 @@ def config_schema() -> None:
     from ..config import Config
 
     print_json(Config.model_json_schema())
+
+
+@catalog_app.command("rebuild")
+def catalog_rebuild(json_output: bool = JsonOption) -> None:
+    """Recreate the snapshot cache from the repository (after losing the control-plane host)."""
+    from ..engine.browse import rebuild_catalog
+
+    ctx, _ = context(json_output)
+    result = rebuild_catalog(ctx)
+    if json_output:
+        print_json(result)
+    else:
+        typer.echo(f"catalog holds {result['snapshots']} snapshot(s) of repository {result['repository_id'][:8]}")
 
 
 # --- entry point ----------------------------------------------------------------

@@ -22,20 +22,31 @@ def snapshot_dict(snapshot: Snapshot) -> dict:
     }
 
 
+def _cache_rows(snapshots: list[Snapshot]) -> list[dict]:
+    return [{"id": s.id, "time": s.time, "target": s.target, "kind": s.kind, "hostname": s.hostname,
+             "parent": s.parent, "size": s.summary.get("bytes_total", 0), "files": s.summary.get("files", 0),
+             "added_bytes": s.summary.get("bytes_added", 0), "tags": s.tags} for s in snapshots]
+
+
 def list_snapshots(context: Context, target: str | None = None) -> list[dict]:
     repository = context.open_repository(load_index=False)
-    snapshots = repository.list_snapshots(target)
-    # Keep the catalog's cache current while we have the list in hand.
-    try:
-        context.catalog.replace_snapshots(repository.id, [
-            {"id": s.id, "time": s.time, "target": s.target, "kind": s.kind, "hostname": s.hostname,
-             "parent": s.parent, "size": s.summary.get("bytes_total", 0), "files": s.summary.get("files", 0),
-             "added_bytes": s.summary.get("bytes_added", 0), "tags": s.tags}
-            for s in (snapshots if target is None else repository.list_snapshots())
-        ])
-    except Exception:  # a cache refresh must never fail a listing
-        pass
-    return [snapshot_dict(s) for s in snapshots]
+    everything = repository.list_snapshots()
+    if target is None:
+        # Keep the catalog's cache current while the whole list is in hand.
+        try:
+            context.catalog.replace_snapshots(repository.id, _cache_rows(everything))
+        except Exception:  # a cache refresh must never fail a listing
+            pass
+    return [snapshot_dict(s) for s in everything if target is None or s.target == target]
+
+
+def rebuild_catalog(context: Context) -> dict:
+    """Recreate the catalog's snapshot cache from the repository, the source of truth."""
+    with context.catalog.job("catalog-rebuild") as job:
+        repository = context.open_repository(load_index=False)
+        count = context.catalog.replace_snapshots(repository.id, _cache_rows(repository.list_snapshots()))
+        job.log(f"cached {count} snapshot(s) of repository {repository.id}")
+        return {"repository_id": repository.id, "snapshots": count}
 
 
 def item_dict(item: dict) -> dict:

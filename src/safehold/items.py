@@ -35,6 +35,7 @@ class FileItem:
     link_target: bytes | None = None  # symlink target, or for 'hardlink' the path of the first link
     rdev: int = 0
     open: Callable[[], BinaryIO] | None = None  # regular files only
+    xattrs: dict[bytes, bytes] | None = None  # extended attributes (ACLs, SELinux labels, user.*)
 
 
 class DiskReader(Protocol):

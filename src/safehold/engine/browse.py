@@ -98,7 +98,7 @@ def diff_snapshots(context: Context, first: str, second: str) -> list[Difference
             differences.append(Difference("T", name))
         elif before.get("chunks") != item.get("chunks") or before.get("target") != item.get("target"):
             differences.append(Difference("M", name))
-        elif any(before.get(k) != item.get(k) for k in ("mode", "uid", "gid", "mtime")):
+        elif any(before.get(k) != item.get(k) for k in ("mode", "uid", "gid", "mtime", "xattrs")):
             differences.append(Difference("U", name))
     differences += [Difference("-", os.fsdecode(path)) for path in old]
     return sorted(differences, key=lambda d: d.path)

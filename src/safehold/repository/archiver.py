@@ -240,6 +240,8 @@ def _file_record(item: FileItem) -> dict:
         record["target"] = item.link_target
     if item.rdev:
         record["rdev"] = item.rdev
+    if item.xattrs:
+        record["xattrs"] = item.xattrs
     if item.type == "file":
         record["size"] = item.size
         record["chunks"] = b""

@@ -188,6 +188,12 @@ class DirectoryRestorer:
                 os.lchown(real, item["uid"], item["gid"])
             except OSError as exc:
                 self.result.warnings.append(f"{os.fsdecode(real)}: owner not restored: {exc.strerror}")
+        for name, value in (item.get("xattrs") or {}).items():
+            try:
+                os.setxattr(real, name, value, follow_symlinks=False)
+            except OSError as exc:  # e.g. security.* without privilege, or no xattr support
+                self.result.warnings.append(
+                    f"{os.fsdecode(real)}: attribute {os.fsdecode(name)} not restored: {exc.strerror}")
         if not is_link:
             os.chmod(real, item["mode"])
         os.utime(real, ns=(item.get("atime", item["mtime"]), item["mtime"]), follow_symlinks=not is_link)

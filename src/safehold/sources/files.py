@@ -125,7 +125,7 @@ class FilesSource:
         common = dict(
             path=path, mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid, user=_user(st.st_uid),
             group=_group(st.st_gid), mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, atime_ns=st.st_atime_ns,
-            inode=st.st_ino, device=st.st_dev,
+            inode=st.st_ino, device=st.st_dev, xattrs=read_xattrs(real),
         )
         if stat.S_ISDIR(mode):
             return FileItem(type="dir", **common)
@@ -146,6 +146,22 @@ class FilesSource:
         if stat.S_ISBLK(mode):
             return FileItem(type="blockdev", rdev=st.st_rdev, **common)
         return FileItem(type="socket", **common)
+
+
+def read_xattrs(real: bytes) -> dict[bytes, bytes] | None:
+    """Extended attributes of an entry (not followed through symlinks); None when there are none
+    or the filesystem has no xattr support."""
+    try:
+        names = os.listxattr(real, follow_symlinks=False)
+    except OSError:
+        return None
+    attributes = {}
+    for name in names:
+        try:
+            attributes[os.fsencode(name)] = os.getxattr(real, name, follow_symlinks=False)
+        except OSError:
+            continue  # removed meanwhile, or not readable by us
+    return attributes or None
 
 
 def root_name(path: str | Path) -> str:

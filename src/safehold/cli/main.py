@@ -63,8 +63,19 @@ def context(json_output: bool = False, threads: int | None = None, compression: 
     from ..engine.context import Context
 
     display = ProgressDisplay(enabled=progress and not json_output)
-    ctx = Context.load(state.config_path, threads=threads, compression=compression, progress=display)
+    ctx = Context.load(state.config_path, threads=threads, compression=compression, progress=display,
+                       ask_password=_prompt_password if sys.stdin.isatty() else None)
     return ctx, display
+
+
+def _prompt_password(new: bool) -> bytes:
+    if new:
+        value = typer.prompt("password for the new repository", hide_input=True, confirmation_prompt=True)
+    else:
+        value = typer.prompt("repository password", hide_input=True)
+    if not value:
+        raise UsageError("the password is empty")
+    return value.encode()
 
 
 # --- repository ---------------------------------------------------------------

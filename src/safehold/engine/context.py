@@ -34,6 +34,9 @@ class Context:
     threads: int | None = None
     compression: int | None = None
     progress: ProgressCallback = _quiet
+    # Asked when neither the environment nor a password file holds the password
+    # (the CLI sets it to a hidden prompt on a terminal; services never prompt).
+    ask_password: Callable[[bool], bytes] | None = None
     _catalog: "Catalog | None" = field(default=None, repr=False)
 
     @classmethod
@@ -65,8 +68,15 @@ class Context:
     def backend(self):
         return open_backend(self.repository_url)
 
-    def password(self) -> bytes:
-        return self.config.repository.password()
+    def password(self, new: bool = False) -> bytes:
+        from ..errors import PasswordMissing
+
+        try:
+            return self.config.repository.password()
+        except PasswordMissing:
+            if self.ask_password is None:
+                raise
+            return self.ask_password(new)
 
     def open_repository(self, load_index: bool = True) -> Repository:
         repository = Repository.open(self.backend(), self.password())

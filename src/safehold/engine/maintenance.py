@@ -15,7 +15,7 @@ from .context import Context
 
 def init_repository(context: Context) -> dict:
     with context.catalog.job("init") as job:
-        repository = Repository.init(context.backend(), context.password())
+        repository = Repository.init(context.backend(), context.password(new=True))
         job.log(f"created repository {repository.id} at {repository.backend.url}")
         return {"id": repository.id, "url": repository.backend.url}
 

@@ -124,6 +124,7 @@ class Archiver:
     def _files(self, items: Iterable[FileItem], parent: Snapshot | None, tree: TreeWriter,
                pool: ThreadPoolExecutor) -> None:
         previous = self._parent_files(parent)
+        chunker = self.repository.file_chunker()
         pending: deque[tuple[dict, list[Future] | None]] = deque()
 
         def emit(block: bool) -> None:
@@ -160,7 +161,7 @@ class Archiver:
                     try:
                         size = 0
                         with item.open() as stream:
-                            for chunk in self.repository.file_chunker().chunks(stream):
+                            for chunk in chunker.chunks(stream):
                                 futures.append(self._submit(pool, chunk))
                                 size += len(chunk)
                                 self.summary.bytes_read += len(chunk)

@@ -315,6 +315,10 @@ class Repository:
             raise errors.IntegrityError(detail=f"blob {blob_id.hex()[:16]} is not in the index")
         return location
 
+    def blob_size(self, blob_id: bytes) -> int:
+        """Plaintext length of a stored blob, from the index (nothing is read)."""
+        return self.locate(blob_id).plain_length
+
     def read_blob(self, blob_id: bytes, location: BlobLocation | None = None) -> bytes:
         """Read and verify one blob; raises IntegrityError naming the pack when damaged."""
         location = location or self.locate(blob_id)

@@ -11,17 +11,34 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
-from ..concurrency import ordered_map
 from ..errors import DestinationError, IntegrityError
 
 
 class BlobReader(Protocol):
+    """Contract: ``read_blob`` returns verified plaintext or raises IntegrityError;
+    ``blob_size`` gives its plaintext length without reading it. Both thread-safe."""
+
     def read_blob(self, blob_id: bytes) -> bytes: ...
+
+    def blob_size(self, blob_id: bytes) -> int: ...
+
+
+@dataclass(eq=False)
+class _OpenFile:
+    """A file being written by the pool: closed and finished when its last chunk lands."""
+
+    real: bytes
+    item: dict
+    fd: int
+    remaining: int
+    damaged: str | None = None
+    error: OSError | None = None
 
 
 @dataclass
@@ -64,6 +81,10 @@ class DirectoryRestorer:
         self.result = RestoreResult()
         self.is_root = os.geteuid() == 0
         self._restored_files: dict[bytes, bytes] = {}  # snapshot path -> restored real path
+        self._state = threading.Condition()  # guards result counters, open files and the first error
+        self._open_files = 0
+        self._error: tuple[bytes, OSError] | None = None
+        self._slots = threading.BoundedSemaphore(self.threads * 4)
 
     def _prepare_destination(self) -> None:
         if os.path.exists(self.destination):
@@ -74,9 +95,12 @@ class DirectoryRestorer:
         os.makedirs(self.destination, exist_ok=True)
 
     def restore(self, items: Iterable[dict]) -> RestoreResult:
+        """Files are written by a pool: each chunk is fetched, verified and written at its offset
+        by a worker, so many small files and the chunks of one large file all proceed in parallel."""
         self._prepare_destination()
         directories: list[tuple[bytes, dict]] = []
         file_items: dict[bytes, dict] = {}
+        hardlinks: list[tuple[bytes, dict]] = []
         with ThreadPoolExecutor(self.threads, thread_name_prefix="safehold-restore") as pool:
             for item in items:
                 path = item["path"]
@@ -103,11 +127,10 @@ class DirectoryRestorer:
                         continue
                     self._clear(real)
                     if kind == "file":
-                        if self._write_file(pool, real, item):
-                            self._restored_files[path] = real
-                            self._apply_metadata(real, item)
+                        self._start_file(pool, real, item)
+                        self.on_progress(self.result.bytes_written, os.fsdecode(path))
                     elif kind == "hardlink":
-                        self._hardlink(pool, real, item, file_items)
+                        hardlinks.append((real, item))  # after every file has landed
                     elif kind == "symlink":
                         os.symlink(item["target"], real)
                         self._apply_metadata(real, item)
@@ -124,9 +147,25 @@ class DirectoryRestorer:
                     # sockets cannot be restored meaningfully; skipped like every tool does
                 except OSError as exc:
                     raise DestinationError(destination=os.fsdecode(real), detail=exc.strerror or str(exc)) from exc
+                self._raise_worker_error()
+            self._wait_for_files()
+            for real, item in hardlinks:
+                self._hardlink(pool, real, item, file_items)
+            self._wait_for_files()
+        self._raise_worker_error()
+        self.on_progress(self.result.bytes_written, "")
         for real, item in reversed(directories):
             self._apply_metadata(real, item)
         return self.result
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            real, exc = self._error
+            raise DestinationError(destination=os.fsdecode(real), detail=exc.strerror or str(exc)) from exc
+
+    def _wait_for_files(self) -> None:
+        with self._state:
+            self._state.wait_for(lambda: self._open_files == 0)
 
     def _parent_is_inside(self, real: bytes) -> bool:
         """The parent directory, with symlinks resolved, must lie inside the destination."""
@@ -140,31 +179,76 @@ class DirectoryRestorer:
                 raise DestinationError(destination=os.fsdecode(real), detail="a directory is in the way")
             os.unlink(real)
 
-    def _write_file(self, pool: ThreadPoolExecutor, real: bytes, item: dict) -> bool:
+    def _start_file(self, pool: ThreadPoolExecutor, real: bytes, item: dict) -> None:
         chunks = item["chunks"]
         ids = [chunks[i : i + 32] for i in range(0, len(chunks), 32)]
         fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        handle = _OpenFile(real, item, fd, len(ids))
+        with self._state:
+            self._open_files += 1
+        if not ids:
+            self._finish_file(handle)
+            return
+        offset = 0
+        for blob_id in ids:
+            try:
+                size = self.reader.blob_size(blob_id)
+            except IntegrityError as exc:  # not even in the index: the file cannot be restored
+                handle.damaged = str(exc)
+                size = 0
+            self._slots.acquire()  # bounds chunks in flight, so memory stays flat
+            pool.submit(self._write_chunk, handle, blob_id, offset)
+            offset += size
+
+    def _write_chunk(self, handle: _OpenFile, blob_id: bytes, offset: int) -> None:
         try:
-            # Read (and verify) chunks in parallel, write them in order.
-            for data in ordered_map(pool, self.reader.read_blob, ids, self.threads * 2):
+            if handle.damaged is None and handle.error is None:
+                data = self.reader.read_blob(blob_id)
                 view = memoryview(data)
                 while view:
-                    written = os.write(fd, view)
+                    written = os.pwrite(handle.fd, view, offset)
                     view = view[written:]
-                self.result.bytes_written += len(data)
-            self.on_progress(self.result.bytes_written, os.fsdecode(item["path"]))
+                    offset += written
+                with self._state:
+                    self.result.bytes_written += len(data)
         except IntegrityError as exc:
-            os.close(fd)
-            os.unlink(real)  # never leave a file with wrong or missing bytes behind
-            self.result.damaged.append(os.fsdecode(item["path"]))
-            self.result.warnings.append(f"{os.fsdecode(item['path'])}: {exc}")
-            return False
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-        self.result.files += 1
-        return True
+            handle.damaged = str(exc)
+        except OSError as exc:
+            handle.error = exc
+        except BaseException as exc:  # a bug: report it on the main thread, never lose it
+            handle.error = OSError(0, repr(exc))
+        finally:
+            self._slots.release()
+            with self._state:
+                handle.remaining -= 1
+                last = handle.remaining == 0
+            if last:
+                self._finish_file(handle)
+
+    def _finish_file(self, handle: _OpenFile) -> None:
+        path = handle.item["path"]
+        try:
+            os.close(handle.fd)
+            if handle.damaged is not None:
+                os.unlink(handle.real)  # never leave a file with wrong or missing bytes behind
+                with self._state:
+                    self.result.damaged.append(os.fsdecode(path))
+                    self.result.warnings.append(f"{os.fsdecode(path)}: {handle.damaged}")
+            elif handle.error is not None:
+                with self._state:
+                    self._error = self._error or (handle.real, handle.error)
+            else:
+                self._apply_metadata(handle.real, handle.item)
+                with self._state:
+                    self._restored_files[path] = handle.real
+                    self.result.files += 1
+        except OSError as exc:
+            with self._state:
+                self._error = self._error or (handle.real, exc)
+        finally:
+            with self._state:
+                self._open_files -= 1
+                self._state.notify_all()
 
     def _hardlink(self, pool: ThreadPoolExecutor, real: bytes, item: dict, file_items: dict[bytes, dict]) -> None:
         first = item["target"]
@@ -177,9 +261,10 @@ class DirectoryRestorer:
         if original is None:
             self.result.warnings.append(f"{os.fsdecode(item['path'])}: hard link to unknown {os.fsdecode(first)}")
             return
-        if self._write_file(pool, real, original | {"path": item["path"]}):
-            self._restored_files[first] = real
-            self._apply_metadata(real, original)
+        self._start_file(pool, real, original | {"path": item["path"]})
+        self._wait_for_files()
+        if item["path"] in self._restored_files:
+            self._restored_files[first] = real  # later links of the inode link to this copy
 
     def _apply_metadata(self, real: bytes, item: dict) -> None:
         is_link = item["type"] == "symlink"

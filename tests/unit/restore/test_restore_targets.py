@@ -27,6 +27,11 @@ class FakeReader:
         self.blobs[blob_id] = data
         return blob_id
 
+    def blob_size(self, blob_id: bytes) -> int:
+        if blob_id not in self.blobs:
+            raise IntegrityError(detail=f"blob {blob_id.hex()[:16]} is not in the index")
+        return len(self.blobs[blob_id])
+
     def read_blob(self, blob_id: bytes) -> bytes:
         self.reads.append(blob_id)
         if blob_id in self.damaged or blob_id not in self.blobs:

@@ -14,11 +14,14 @@ with the snapshots and files that use its blobs.
 
 from __future__ import annotations
 
+import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import errors
+from ..concurrency import ordered_map
 from .backends import Kind
 from .crypto import DecryptionFailed
 from .pack import BlobType, decode_blob, pack_name_of, read_pack_header
@@ -82,7 +85,7 @@ def referenced_blobs(repository: Repository, on_item: Callable[[str, dict, bytes
 
 
 def check(repository: Repository, read_data_percent: float = 0.0, seed: int | None = None,
-          on_progress: Callable[[int, int], None] | None = None) -> CheckReport:
+          on_progress: Callable[[int, int], None] | None = None, threads: int | None = None) -> CheckReport:
     report = CheckReport()
     repository.load_index(on_error=lambda name, exc: report.errors.append(f"index {name}: {exc}"))
     on_progress = on_progress or (lambda done, total: None)
@@ -127,14 +130,19 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
             expected.setdefault(location.pack, {})[blob_id] = (location.blob_type, location.offset, location.length)
         damaged: dict[str, str] = {}
         failing: dict[bytes, str] = {}
-        for done, pack in enumerate(candidates, 1):
-            reason, bad = _verify_pack(repository, pack, expected.get(pack, {}))
+        # Packs are verified in parallel: reading, hashing, decryption and decompression
+        # all release the GIL.
+        pool = ThreadPoolExecutor(max(1, threads or os.cpu_count() or 1), thread_name_prefix="safehold-check")
+        verified = ordered_map(pool, lambda pack: (pack, *_verify_pack(repository, pack, expected.get(pack, {}))),
+                               candidates, window=2 * (threads or os.cpu_count() or 1))
+        for done, (pack, reason, bad) in enumerate(verified, 1):
             report.packs_read += 1
             report.bytes_read += stored[pack]
             if reason:
                 damaged[pack] = reason
                 failing.update((blob_id, pack) for blob_id in bad)
             on_progress(done, len(candidates))
+        pool.shutdown()
         if damaged:
             _attribute_damage(repository, damaged, failing, report)
     return report

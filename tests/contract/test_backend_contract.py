@@ -344,3 +344,11 @@ def test_concurrent_overwrites_never_expose_a_torn_object(backend: Backend) -> N
         for future in readers:
             future.result()
     assert seen  # the readers did read
+
+
+def test_put_of_parts_stores_their_concatenation(backend: Backend) -> None:
+    # Packs are handed over as parts so that no joined copy is held in memory.
+    parts = [b"first-", bytearray(b"second-"), memoryview(b"third")]
+    backend.put(Kind.DATA, "ab" + "c" * 62, parts)
+    assert backend.get(Kind.DATA, "ab" + "c" * 62) == b"first-second-third"
+    assert backend.stat(Kind.DATA, "ab" + "c" * 62).size == 18

@@ -98,7 +98,11 @@ class Cipher:
 
 # --- key files ----------------------------------------------------------------
 
-DEFAULT_KDF = {"name": "argon2id", "memory_kib": 65536, "iterations": 3, "lanes": 4}
+# Argon2id with 32 MiB and 4 passes: about 0.13 s here, above OWASP's minimum
+# (19 MiB, 2 passes) and as costly to attack as restic's scrypt default (32 MiB).
+# RFC 9106's 64 MiB option doubled the peak memory of every command for little
+# gain; key files record their parameters, so stronger ones can be chosen later.
+DEFAULT_KDF = {"name": "argon2id", "memory_kib": 32768, "iterations": 4, "lanes": 4}
 KEY_FILE_VERSION = 1
 _KEY_AAD = b"safehold-key-v1"
 

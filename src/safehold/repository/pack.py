@@ -121,17 +121,22 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def finish(self, cipher: Cipher) -> tuple[str, bytes, list[PackEntry]]:
-        """Return (pack name, pack bytes, entries)."""
+    def finish(self, cipher: Cipher) -> tuple[str, list[bytes], list[PackEntry]]:
+        """Return (pack name, the pack as a list of parts, entries).
+
+        The parts are handed to the backend as they are: joining them would hold
+        a second copy of every pack in memory while it is written.
+        """
         header = b"".join(
             HEADER_ENTRY.pack(e.blob_type, e.blob_id, e.length, e.plain_length) for e in self.entries
         )
         sealed = cipher.encrypt(header, _HEADER_AAD)
-        self.parts.append(sealed)
-        self.parts.append(struct.pack("<I", len(sealed)))
-        data = b"".join(self.parts)
+        parts = self.parts + [sealed, struct.pack("<I", len(sealed))]
         self.parts = []
-        return blake3.blake3(data).hexdigest(), data, self.entries
+        hasher = blake3.blake3()
+        for part in parts:
+            hasher.update(part)
+        return hasher.hexdigest(), parts, self.entries
 
 
 def pack_name_of(data: bytes) -> str:

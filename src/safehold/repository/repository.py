@@ -160,7 +160,7 @@ class Repository:
             raise errors.IntegrityError(detail=f"{kind.value}/{name}: {exc}") from None
         return msgpack.unpackb(plain, strict_map_key=False)
 
-    def _put(self, kind: Kind, name: str, data: bytes, retain_until: datetime | None = None) -> None:
+    def _put(self, kind: Kind, name: str, data: bytes | list[bytes], retain_until: datetime | None = None) -> None:
         try:
             self.backend.put(kind, name, data, retain_until=retain_until)
         except OSError as exc:

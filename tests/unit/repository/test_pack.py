@@ -121,7 +121,8 @@ def build(blobs: list[tuple[bytes, BlobType]]) -> tuple[str, bytes, list[PackEnt
         blob_id = CIPHER.blob_id(data)
         builder.add(blob_type, blob_id, encode_blob(CIPHER, blob_type, blob_id, data), len(data))
     assert len(builder) == len(blobs)
-    return builder.finish(CIPHER)
+    name, parts, entries = builder.finish(CIPHER)
+    return name, b"".join(parts), entries
 
 
 @settings(max_examples=60, deadline=None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 
 class Kind(str, Enum):
@@ -52,7 +52,9 @@ class ObjectExists(Exception):
 class Backend(Protocol):
     """Contract:
 
-    - ``put`` stores the whole object atomically: readers see either nothing or
+    - ``put`` takes the object as bytes or as a sequence of bytes-like parts (a
+      pack is written from its parts without joining them) and stores the whole
+      object atomically: readers see either nothing or
       all of it, never a torn object, even if the process dies mid-write. With
       ``exclusive=True`` it raises :class:`ObjectExists` instead of replacing
       (used for locks and to detect races). ``retain_until`` asks the store to
@@ -69,7 +71,7 @@ class Backend(Protocol):
     url: str
     supports_retention: bool
 
-    def put(self, kind: Kind, name: str, data: bytes, *, exclusive: bool = False,
+    def put(self, kind: Kind, name: str, data: bytes | Sequence[bytes], *, exclusive: bool = False,
             retain_until: datetime | None = None) -> None: ...
 
     def get(self, kind: Kind, name: str, offset: int = 0, length: int | None = None) -> bytes: ...

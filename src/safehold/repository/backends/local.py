@@ -15,7 +15,7 @@ import os
 import secrets
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .base import Kind, ObjectExists, ObjectInfo, ObjectNotFound
 
@@ -58,7 +58,7 @@ class LocalBackend:
             (self.root / "data" / f"{i:02x}").mkdir(exist_ok=True)
         _fsync_dir(self.root)
 
-    def put(self, kind: Kind, name: str, data: bytes, *, exclusive: bool = False,
+    def put(self, kind: Kind, name: str, data: bytes | Sequence[bytes], *, exclusive: bool = False,
             retain_until: datetime | None = None) -> None:
         path = self._path(kind, name)
         directory = path.parent
@@ -66,10 +66,11 @@ class LocalBackend:
         temp = directory / f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for part in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
+                view = memoryview(part)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             os.fsync(fd)
         except BaseException:
             os.close(fd)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .base import Kind, ObjectExists, ObjectInfo, ObjectNotFound
 
@@ -26,8 +26,10 @@ class MemoryBackend:
             raise ObjectExists(f"a repository exists at {self.url}")
         self._created = True
 
-    def put(self, kind: Kind, name: str, data: bytes, *, exclusive: bool = False,
+    def put(self, kind: Kind, name: str, data: bytes | Sequence[bytes], *, exclusive: bool = False,
             retain_until: datetime | None = None) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            data = b"".join(data)
         with self._lock:
             if exclusive and (kind, name) in self.objects:
                 raise ObjectExists(f"{kind.value}/{name}")

@@ -1,0 +1,85 @@
+"""Smoke test of the benchmark harness (bench/run.py) at a tiny scale.
+
+Benchmarks are not tests: nothing here depends on timing or on which tool is
+faster. It checks that the harness runs every tool through every phase, writes
+its reports where it is told (never docs/benchmarks.md), that every number is
+sane and that every tool's restore was verified equal to the source.
+
+restic and borg are needed: the harness installs them with apt-get when they
+are missing; when it cannot, this test fails with the harness's message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "bench" / "run.py"
+PHASES = ["full", "unchanged", "change", "image_incremental", "restore", "check"]
+TOOLS = ["safehold", "restic", "borg"]
+
+
+def _safehold() -> list[str]:
+    beside = Path(sys.executable).parent / "safehold"
+    return ["--safehold", str(beside)] if beside.exists() else []
+
+
+def test_harness_runs_every_tool_and_phase_and_verifies_restores(tmp_path: Path) -> None:
+    docs = ROOT / "docs" / "benchmarks.md"
+    docs_before = docs.stat().st_mtime_ns if docs.exists() else None
+    out, results = tmp_path / "benchmarks.md", tmp_path / "results.json"
+    cmd = [sys.executable, str(RUN), "--scale", "0.005", "--repeat", "1", "--repeat-short", "2",
+           "--index-chunks", "50000", "--no-drop-caches", "--workdir", str(tmp_path / "work"),
+           "--out", str(out), "--json", str(results), *_safehold()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, (
+        f"bench/run.py failed (exit {proc.returncode}); if restic/borg could not be installed, install them with "
+        f"'apt-get install -y restic borgbackup'.\nstderr:\n{proc.stderr[-4000:]}")
+
+    res = json.loads(results.read_text())
+    assert set(res["tools"]) == set(TOOLS)
+    for tool in TOOLS:
+        assert set(res["tools"][tool]) == set(PHASES), tool
+        for phase in PHASES:
+            s = res["tools"][tool][phase]
+            where = f"{tool}/{phase}: {s}"
+            assert s["runs"] == (2 if phase in ("unchanged", "image_incremental") else 1), where
+            assert len(s["samples"]) == s["runs"], where
+            for key in ("wall_s", "cpu_s", "peak_rss_bytes", "mib_s", "repo_bytes", "data_bytes"):
+                assert isinstance(s[key], (int, float)) and s[key] > 0, f"{key} of {where}"
+            assert s["peak_rss_bytes"] < 16 * 2**30, where
+            assert s["added_bytes"] >= 0 or phase in ("restore", "check"), where
+        full = res["tools"][tool]["full"]
+        assert 0 < full["added_bytes"] <= full["repo_bytes"]
+        restore = res["tools"][tool]["restore"]
+        assert restore["verified"] is True, f"{tool}: {restore['samples']}"
+        assert restore["samples"][0]["verify_detail"].endswith("equal the source (sha1)")
+        assert restore["restore_sync_s"] >= restore["wall_s"] > 0
+        incremental = res["tools"][tool]["image_incremental"]
+        assert incremental["changed_bytes"] > 0 and incremental["write_amplification"] > 0
+
+    for pair in ("safehold/restic", "safehold/borg"):
+        for phase in PHASES:
+            ratios = res["ratios"][pair][phase]
+            assert ratios["wall"] > 0 and ratios["cpu"] > 0 and ratios["peak_rss"] > 0, (pair, phase)
+    assert len(res["goals"]) == 12
+    assert all(g["measured"] is not None and g["met"] in (True, False) for g in res["goals"]), res["goals"]
+
+    index = res["index"]
+    assert index["chunks"] == 50000 and index["first_id_found"] is True
+    assert 0 < index["memory_bytes_per_chunk"] < 1000
+
+    meta = res["meta"]
+    assert meta["scale"] == 0.005 and meta["drop_caches"]["asked"] is False
+    assert "restic" in meta["versions"]["restic"] and "borg" in meta["versions"]["borg"]
+
+    report = out.read_text()
+    for text in ("| 1. first full backup | safehold |", "| 6. check, reading all data | borg |",
+                 "## Goals of issue 3", "## Method", "safehold yes, restic yes, borg yes"):
+        assert text in report, text
+    assert not (tmp_path / "work").exists(), "the work directory is removed unless --keep"
+    assert (docs.stat().st_mtime_ns if docs.exists() else None) == docs_before, "the smoke test touched docs/benchmarks.md"

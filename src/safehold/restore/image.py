@@ -75,7 +75,8 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
             for written in ordered_map(pool, place, range(count), threads * 4):
                 result.bytes_written += written
                 on_progress(result.bytes_written)
-        os.fsync(fd)
+        # No fsync here, like file restores (and restic, borg): callers that need the data
+        # on stable storage before they use it run sync; the benchmark times both.
     except OSError as exc:
         raise DestinationError(destination=destination, detail=exc.strerror or str(exc)) from exc
     finally:

@@ -12,7 +12,6 @@ are missing; when it cannot, this test fails with the harness's message.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -38,6 +38,7 @@ class Context:
     # (the CLI sets it to a hidden prompt on a terminal; services never prompt).
     ask_password: Callable[[bool], bytes] | None = None
     _catalog: "Catalog | None" = field(default=None, repr=False)
+    _unlocked: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, config_path: str | Path | None = None, **options) -> "Context":
@@ -79,7 +80,13 @@ class Context:
             return self.ask_password(new)
 
     def open_repository(self, load_index: bool = True) -> Repository:
-        repository = Repository.open(self.backend(), self.password())
+        # The unwrapped key is kept for the life of this context (in memory only), so
+        # 'backup --all' pays the deliberately slow key derivation once, not per target.
+        if self._unlocked is None:
+            repository = Repository.open(self.backend(), self.password())
+            self._unlocked = (repository.master, repository.key_name)
+        else:
+            repository = Repository.open(self.backend(), b"", unlocked=self._unlocked)
         if self.compression is not None:
             repository.compression = self.compression
         if load_index:

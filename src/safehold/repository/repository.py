@@ -129,8 +129,16 @@ class Repository:
         return repository
 
     @classmethod
-    def open(cls, backend: Backend, password: bytes) -> "Repository":
+    def open(cls, backend: Backend, password: bytes,
+             unlocked: tuple[MasterKey, str] | None = None) -> "Repository":
+        """Open with ``password``, or with an already unwrapped (master key, key name) of this
+        repository (a process opening it again), which is checked against the config."""
         config = read_config(backend)
+        if unlocked is not None:
+            master, key_name = unlocked
+            if key_check(master, config["id"]) != config.get("key_check"):
+                raise errors.WrongPassword(url=backend.url)
+            return cls(backend, config, master, key_name)
         failures = 0
         for info in backend.list(Kind.KEYS):
             try:

@@ -44,6 +44,8 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
     size, chunk_size, chunks = item["size"], item["chunk_size"], item["chunks"]
     result = ImageRestoreResult(size=size)
     try:
+        if not is_device:
+            os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
         fd = os.open(destination, os.O_WRONLY | (0 if is_device else os.O_CREAT | os.O_TRUNC), 0o600)
     except OSError as exc:
         raise DestinationError(destination=destination, detail=exc.strerror or str(exc)) from exc

@@ -187,3 +187,12 @@ def test_image_restore_to_an_existing_file_needs_overwrite(tmp_path: Path) -> No
     assert destination.read_bytes() == b"old" * 10_000
     restore_image(reader, item, destination, overwrite=True)
     assert destination.read_bytes() == b"x" * CHUNK  # truncated to the image size
+
+
+def test_an_image_restores_into_a_folder_that_does_not_exist_yet(tmp_path: Path) -> None:
+    reader = FakeReader()
+    data = os.urandom(1000)
+    item = {"path": b"disk.img", "type": "image", "size": 4096, "chunk_size": 4096, "chunks": reader.add(data)}
+    result = restore_image(reader, item, tmp_path / "new" / "folder" / "disk.img")
+    assert (tmp_path / "new" / "folder" / "disk.img").read_bytes()[:1000] == data
+    assert result.bytes_written == 1000

@@ -132,17 +132,17 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
         failing: dict[bytes, str] = {}
         # Packs are verified in parallel: reading, hashing, decryption and decompression
         # all release the GIL.
-        pool = ThreadPoolExecutor(max(1, threads or os.cpu_count() or 1), thread_name_prefix="safehold-check")
-        verified = ordered_map(pool, lambda pack: (pack, *_verify_pack(repository, pack, expected.get(pack, {}))),
-                               candidates, window=2 * (threads or os.cpu_count() or 1))
-        for done, (pack, reason, bad) in enumerate(verified, 1):
-            report.packs_read += 1
-            report.bytes_read += stored[pack]
-            if reason:
-                damaged[pack] = reason
-                failing.update((blob_id, pack) for blob_id in bad)
-            on_progress(done, len(candidates))
-        pool.shutdown()
+        workers = max(1, threads or os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers, thread_name_prefix="safehold-check") as pool:
+            verified = ordered_map(pool, lambda pack: (pack, *_verify_pack(repository, pack, expected.get(pack, {}))),
+                                   candidates, window=2 * workers)
+            for done, (pack, reason, bad) in enumerate(verified, 1):
+                report.packs_read += 1
+                report.bytes_read += stored[pack]
+                if reason:
+                    damaged[pack] = reason
+                    failing.update((blob_id, pack) for blob_id in bad)
+                on_progress(done, len(candidates))
         if damaged:
             _attribute_damage(repository, damaged, failing, report)
     return report

@@ -1,9 +1,12 @@
 """On a terminal, a missing password is asked for (hidden); without one, it is an error."""
 
+import fcntl
 import os
 import pty
 import select
 import subprocess
+import termios
+import time
 
 from e2e_support import CLI
 
@@ -12,8 +15,14 @@ def _on_terminal(workspace, args: list[str], answers: list[bytes]) -> tuple[int,
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")}
     env["SAFEHOLD_CONFIG"] = str(workspace.config)
     controller, terminal = pty.openpty()
+    def own_terminal() -> None:
+        # A new session whose controlling terminal is the pty, as in a login shell: getpass
+        # talks to /dev/tty, which must be this pty and not whatever runs the tests.
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
     process = subprocess.Popen(CLI + args, stdin=terminal, stdout=terminal, stderr=terminal, env=env,
-                               close_fds=True)
+                               close_fds=True, preexec_fn=own_terminal)
     os.close(terminal)
     output = b""
     pending = list(answers)
@@ -29,7 +38,16 @@ def _on_terminal(workspace, args: list[str], answers: list[bytes]) -> tuple[int,
         if not chunk:
             break
         output += chunk
-        if pending and output.rstrip().endswith(b":"):
+        # Click prints the prompt, then getpass turns echo off (flushing pending input) and
+        # prints one space: answer after that space, never before.
+        if pending and output.endswith(b": "):
+            # Answer only once the hidden prompt has turned echo off: getpass flushes
+            # input typed before that (TCSAFLUSH), and the answer would be lost.
+            deadline = time.monotonic() + 30
+            while termios.tcgetattr(controller)[3] & termios.ECHO:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the prompt never turned echo off; so far: {output!r}")
+                time.sleep(0.01)
             os.write(controller, pending.pop(0) + b"\n")
     os.close(controller)
     return process.wait(timeout=60), output.decode(errors="replace")

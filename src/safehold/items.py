@@ -13,6 +13,9 @@ from typing import BinaryIO, Callable, Iterator, Literal, Protocol
 Incremental = Literal["cbt", "rct", "dirty-bitmap", "ebs-changed-blocks", "mtime", "none"]
 Extent = tuple[int, int]  # (offset, length) in bytes
 
+# In an image item's chunk list, an all-zero id marks a hole: a chunk of zeros, never stored.
+HOLE = bytes(32)
+
 
 @dataclass
 class FileItem:

@@ -24,13 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from ..errors import SafeholdError, SourceError
 from ..items import DiskItem, FileItem, View
 from .chunker import DEFAULT_IMAGE_CHUNK
 from .pack import BlobType
 from .repository import Repository, Snapshot, TreeWriter
 
-HOLE = bytes(32)
 
 
 @dataclass
@@ -258,4 +256,4 @@ def _chunk_set(extents: list[tuple[int, int]], chunk_size: int) -> set[int]:
     return result
 
 
-__all__ = ["Archiver", "Progress", "Summary", "HOLE", "SafeholdError", "SourceError"]
+__all__ = ["Archiver", "Progress", "Summary"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import errors
+from ..items import HOLE
 from ..concurrency import ordered_map
 from .backends import Kind
 from .crypto import DecryptionFailed
@@ -73,7 +74,7 @@ def referenced_blobs(repository: Repository, on_item: Callable[[str, dict, bytes
                 if chunks:
                     for i in range(0, len(chunks), 32):
                         blob_id = chunks[i : i + 32]
-                        if blob_id != bytes(32):
+                        if blob_id != HOLE:
                             used.add(blob_id)
                             if on_item is not None:
                                 on_item(snapshot.id, item, blob_id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -139,12 +138,10 @@ class Repository:
             if key_check(master, config["id"]) != config.get("key_check"):
                 raise errors.WrongPassword(url=backend.url)
             return cls(backend, config, master, key_name)
-        failures = 0
         for info in backend.list(Kind.KEYS):
             try:
                 master = unwrap_master_key(backend.get(Kind.KEYS, info.name), password)
             except (DecryptionFailed, ValueError, KeyError):
-                failures += 1
                 continue
             if key_check(master, config["id"]) != config["key_check"]:
                 continue  # a key for another master key (a foreign or stray key file)
@@ -492,14 +489,3 @@ def _name_of(data: bytes) -> str:
 
     return blake3.blake3(data).hexdigest()
 
-
-def hostname() -> str:
-    return socket.gethostname()
-
-
-def join_ids(ids: Iterable[bytes]) -> bytes:
-    return b"".join(ids)
-
-
-def split_ids(data: bytes) -> list[bytes]:
-    return [data[i : i + 32] for i in range(0, len(data), 32)]

@@ -16,9 +16,9 @@ from typing import Callable
 
 from ..concurrency import ordered_map
 from ..errors import DestinationError, IntegrityError
+from ..items import HOLE
 from .directory import BlobReader
 
-HOLE = bytes(32)
 
 
 @dataclass

@@ -20,7 +20,6 @@ import stat
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from pathlib import Path
 from typing import Iterator
 
 from ..errors import SourceError
@@ -162,7 +161,3 @@ def read_xattrs(real: bytes) -> dict[bytes, bytes] | None:
         except OSError:
             continue  # removed meanwhile, or not readable by us
     return attributes or None
-
-
-def root_name(path: str | Path) -> str:
-    return os.path.basename(str(path).rstrip("/")) or "root"

@@ -10,7 +10,8 @@ import pytest
 
 from safehold import errors
 from safehold.repository import Repository, Snapshot
-from safehold.repository.archiver import HOLE, Archiver, Summary
+from safehold.items import HOLE
+from safehold.repository.archiver import Archiver, Summary
 from safehold.repository.backends.memory import MemoryBackend
 from safehold.restore.image import restore_image
 from safehold.sources.image import ImageSource, allocated_extents

@@ -1,35 +1,27 @@
 #!/usr/bin/env bash
-# Start or stop the real services the tests use, on loopback only, under a
-# scratch folder outside the checkout. `start` prints `export VAR=...` lines
-# for the test run; `stop` stops what `start` started (by PID file).
-#   PostgreSQL 15 (Debian): a throwaway cluster for the catalog-on-PostgreSQL tests.
+# Install, start or stop the real services the tests use, on loopback only,
+# under a scratch folder outside the checkout. One script per service lives in
+# scripts/services.d/; each takes the same three actions:
+#   install  apt-get/pip what it needs when missing (idempotent)
+#   start    start it and print `export VAR=...` lines for the test run
+#   stop     stop what `start` started (by PID file) and remove its scratch data
+# Scripts run in name order for install/start and in reverse order for stop.
 set -euo pipefail
-SCRATCH=${SAFEHOLD_TEST_SCRATCH:-/tmp/safehold-test-services}
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-start() {
-    mkdir -p "$SCRATCH"
-    chmod 755 "$SCRATCH"
-    local data="$SCRATCH/pg" port
-    port=$(free_port)
-    rm -rf "$data"; mkdir -p "$data"; chown postgres:postgres "$data"
-    runuser -u postgres -- "$PG_BIN/initdb" -D "$data" -A trust -U postgres >/dev/null
-    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -s \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$data -c fsync=off" start
-    echo "export SAFEHOLD_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
-}
-
-stop() {
-    if [ -f "$SCRATCH/pg/postmaster.pid" ]; then
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$SCRATCH/pg" -m fast -w -s stop || true
-    fi
-    rm -rf "$SCRATCH"
-}
+cd "$(dirname "$0")/.."
+export SAFEHOLD_TEST_SCRATCH=${SAFEHOLD_TEST_SCRATCH:-/tmp/safehold-test-services}
+scripts=(scripts/services.d/*.sh)
 
 case "${1:-}" in
-    start) start ;;
-    stop) stop ;;
-    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+    install)
+        for s in "${scripts[@]}"; do bash "$s" install; done ;;
+    start)
+        mkdir -p "$SAFEHOLD_TEST_SCRATCH"; chmod 755 "$SAFEHOLD_TEST_SCRATCH"
+        for s in "${scripts[@]}"; do
+            out=$(bash "$s" start) || { echo "error: $s start failed" >&2; exit 1; }
+            echo "$out"; eval "$out"   # later services may use earlier ones' variables
+        done ;;
+    stop)
+        for ((i=${#scripts[@]}-1; i>=0; i--)); do bash "${scripts[$i]}" stop || true; done
+        rm -rf "$SAFEHOLD_TEST_SCRATCH" ;;
+    *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
 esac

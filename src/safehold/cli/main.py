@@ -524,6 +524,23 @@ def _print_error(exc: SafeholdError, prefix: str = "") -> None:
         error_console.print(f"[bold]hint[/]: {escape(exc.hint)}", highlight=False, soft_wrap=True)
 
 
+# Commands of the larger features live in their own modules, each with a
+# ``register(app)`` that adds its commands; importing them is cheap because
+# they, too, import the engine only inside each command.
+COMMAND_MODULES: list[str] = [
+]
+
+
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_command_modules()
+
+
 def run(argv: list[str] | None = None) -> None:
     # Typer handles usage errors itself (exit 2) and exits through SystemExit;
     # everything else that escapes a command is ours to explain.

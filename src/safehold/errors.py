@@ -161,6 +161,24 @@ class BackendError(SafeholdError):
     exit_code = 21
 
 
+# --- control plane: jobs, restore tests -------------------------------------
+
+
+class RestoreTestFailed(SafeholdError):
+    template = "restore test of {target} failed: {detail}"
+    remedy = (
+        "'safehold jobs --id {job_id}' shows the log; fix the health check in targets.yml or the data, "
+        "then run 'safehold restore-test --target {target}'"
+    )
+    exit_code = 22
+
+
+class JobNotRunnable(SafeholdError):
+    template = "job {job_id} cannot run: {detail}"
+    remedy = "'safehold jobs --id {job_id}' shows its status; only a queued job can be run or cancelled"
+    exit_code = 23
+
+
 # --- configuration and targets ----------------------------------------------
 
 

@@ -93,9 +93,19 @@ class Scheduler:
 
     def start(self) -> None:
         """Recover, then tick every ``poll_interval`` seconds in a background thread."""
-        self.context.catalog.mark_interrupted()
+        self.recover()
         self._thread = threading.Thread(target=self._loop, name="safehold-scheduler", daemon=True)
         self._thread.start()
+
+    def recover(self) -> None:
+        """Mark jobs of dead processes interrupted; remove sandboxes a killed restore test left."""
+        from ..engine.restore_test import remove_stale_sandboxes
+
+        catalog = self.context.catalog
+        catalog.mark_interrupted()
+        if not catalog.list_jobs(kind="restore-test", status="running", limit=1):
+            for sandbox in remove_stale_sandboxes(self.context):
+                log.warning("removed sandbox %s left by an interrupted restore test", sandbox)
 
     def stop(self, timeout: float | None = 30.0) -> list[int]:
         """Stop; running jobs get ``timeout`` seconds (None: all the time they need) to finish,
@@ -113,6 +123,13 @@ class Scheduler:
         for entry in running:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             futures.wait([entry.future], timeout=remaining)
+        if any(not entry.future.done() for entry in running):
+            from ..engine.restore_test import abort_health_checks
+
+            # Health checks are the one part of a job that can be ended cleanly
+            # from outside; their jobs record 'interrupted' and remove their sandboxes.
+            if abort_health_checks():
+                futures.wait([entry.future for entry in running], timeout=5)
         interrupted: list[int] = []
         for entry in running:
             if not entry.future.done():

@@ -8,8 +8,10 @@ failed restore, or an interruption.
 
 Health checks (``restore_test.health_check`` in targets.yml):
 ``command`` (a shell command run in the restored tree, exit 0 passes, with a
-timeout), ``file_exists`` and ``checksum`` (SHA-256 of a restored file). For an
-image snapshot the sandbox holds the image as ``<sandbox>/<image name>``.
+timeout), ``file_exists`` and ``checksum`` (SHA-256 of a restored file). A file
+snapshot is restored to ``<sandbox>/restore/`` and checks run there; an image
+snapshot is restored to the file ``<sandbox>/restore`` and checks run in the
+sandbox, so they name the image ``restore``.
 Without a health check a test passes when every byte restored and verified.
 """
 

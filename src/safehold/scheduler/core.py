@@ -130,14 +130,14 @@ class Scheduler:
             # from outside; their jobs record 'interrupted' and remove their sandboxes.
             if abort_health_checks():
                 futures.wait([entry.future for entry in running], timeout=5)
-        interrupted: list[int] = []
         for entry in running:
             if not entry.future.done():
                 reason = f"safehold stopped before the job finished (waited {timeout:g}s)"
-                if self.context.catalog.interrupt_job(entry.job_id, reason):
-                    interrupted.append(entry.job_id)
-                    log.warning("job %s (%s %s) recorded as interrupted", entry.job_id, entry.kind,
-                                entry.target or "")
+                self.context.catalog.interrupt_job(entry.job_id, reason)
+        interrupted = [entry.job_id for entry in running
+                       if self.context.catalog.get_job(entry.job_id).status == "interrupted"]
+        for job_id in interrupted:
+            log.warning("job %s recorded as interrupted", job_id)
         self.executor.shutdown(wait=False)
         return interrupted
 

@@ -243,10 +243,10 @@ def test_stop_records_a_job_that_does_not_finish_as_interrupted_and_removes_its_
             time.sleep(0.05)
     finally:
         started = time.monotonic()
-        scheduler.stop(timeout=0.5)
+        interrupted = scheduler.stop(timeout=0.5)
     assert time.monotonic() - started < 10
     test = context.catalog.list_jobs(kind="restore-test", limit=1)[0]
-    assert test.status == "interrupted"
+    assert test.status == "interrupted" and interrupted == [test.id]
     assert not context.catalog.list_jobs(status="running", limit=None)
     sandboxes = Path(context.config.state_dir) / "restore-tests"
     assert list(sandboxes.iterdir()) == []
@@ -272,3 +272,33 @@ def test_manual_executor_fake_runs_only_when_told() -> None:
     assert calls == [] and not future.done()
     fake.run_next()
     assert calls == [1] and future.done() and future.result() is None
+
+
+def test_stop_records_a_job_it_cannot_end_as_interrupted(tmp_path: Path) -> None:
+    import threading
+
+    from safehold.catalog import Catalog
+
+    context = make_context(tmp_path / "ws", [files_target(tmp_path, "web")], quiet(), init=False)
+    context.close()
+    context._catalog = Catalog.open(context.config.catalog_url)
+    release = threading.Event()
+    claimed = threading.Event()
+    scheduler = Scheduler(context, executor=ThreadExecutor(1), poll_interval=0.05, jitter=dt.timedelta(0))
+
+    def stuck(job_id: int) -> None:  # a job that ignores the stop, like a long backup
+        context.catalog.claim_job(job_id)
+        claimed.set()
+        release.wait(30)
+
+    scheduler._run = stuck  # type: ignore[method-assign]
+    job_id = submit_job(context, "backup", "web")
+    scheduler.start()
+    try:
+        assert claimed.wait(30)
+        assert scheduler.stop(timeout=0.2) == [job_id]
+    finally:
+        release.set()
+    job = context.catalog.get_job(job_id)
+    assert job.status == "interrupted" and job.error_type == "Interrupted"
+    assert "stopped before the job finished (waited 0.2s)" in job.error

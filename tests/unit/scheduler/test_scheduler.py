@@ -89,7 +89,7 @@ def test_per_host_limit(tmp_path: Path, clock: FakeClock, executor: ManualExecut
     executor.run_all()
     # Remote sources (ssh, VMs: their 'host') count per host. Only local source types ship
     # in this release, so the mapping is given here; the rule under test is the limit.
-    monkeypatch.setattr(scheduler, "_host", lambda name: None if name is None else f"host-{name[0]}")
+    monkeypatch.setattr(scheduler, "_host", lambda name, hosts: None if name is None else f"host-{name[0]}")
     report = scheduler.tick(clock.advance(minutes=8))
     # a2, b1 and b2 are still queued; a1 is due again. One per host starts: a2 and b1.
     assert [context.catalog.get_job(job_id).target for job_id in report.queued] == ["a1"]

@@ -89,3 +89,27 @@ def test_raw_to_vhdx_keeps_holes_unallocated(tmp_path: Path) -> None:
     assert compare(raw, vhdx, "raw", "vhdx").returncode == 0
     with pytest.raises(errors.DestinationError, match="qemu-img convert failed"):
         raw_to_vhdx(tmp_path / "missing.raw", tmp_path / "x.vhdx")
+
+
+def test_cli_restores_the_latest_snapshot_as_a_new_vm(workspace, host: FakeHyperVHost) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from safehold.cli.main import app
+
+    host.guest_write("vm1", 1, 0, MiB, 0x99)
+    backup_target(workspace, "vm1")
+    config = str(Path(workspace.config.state_dir).parent / "targets.yml")
+    done = CliRunner().invoke(app, ["--config", config, "hyperv", "restore", "latest", "--target", "vm1",
+                                    "--name", "from-cli", "--path", "E:\\VMs", "--json"])
+    assert done.exit_code == 0, done.output
+    answer = json.loads(done.stdout)
+    assert answer["name"] == "from-cli" and answer["vm_id"] == host.vm("from-cli").id
+    assert len(answer["disks"]) == 2
+    from safehold.cli.main import run
+
+    with pytest.raises(SystemExit) as again:  # through run(), which maps errors to exit codes
+        run(["--config", config, "hyperv", "restore", "latest", "--target", "vm1", "--name", "from-cli",
+             "--path", "E:\\VMs"])
+    assert again.value.code == 33  # DestinationError: the name is taken

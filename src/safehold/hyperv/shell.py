@@ -107,9 +107,11 @@ class PsrpShell:
             self._pool = None
             raise self._session_error(exc) from exc
         if pipeline.had_errors and pipeline.streams.error:
-            record = pipeline.streams.error[0]
+            # The terminating error (from the pipeline's Failed state) is the last record; earlier
+            # ones are non-terminating errors the script chose to continue past.
+            record = pipeline.streams.error[-1]
             category = record.category if isinstance(record.category, int) else 0
-            raise PowerShellFailed(str(record), ERROR_CATEGORIES[category] if category < len(ERROR_CATEGORIES)
+            raise PowerShellFailed(str(record) or str(record.message), ERROR_CATEGORIES[category] if category < len(ERROR_CATEGORIES)
                                    else "NotSpecified", record.fq_error or "")
         text = "".join(str(line) for line in output).strip()
         return json.loads(text) if text else None

@@ -174,3 +174,20 @@ def test_password_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert shell._options["cert_validation"] is True and shell._options["password"] == "pw"
     lab = HyperVSource(host="h", vm="v", username="u", verify_certificate=False).connect()
     assert lab._options["cert_validation"] is False
+
+
+def test_reads_ahead_only_over_data_it_will_store(workspace, host: FakeHyperVHost) -> None:
+    from safehold.sources.hyperv import READ_AHEAD, READ_PIECE
+
+    host.guest_write("vm1", 0, 0, MiB, 0x10)
+    backup_target(workspace, "vm1")
+    # A full backup: few round trips, not one per 64 KiB chunk (896 chunks).
+    assert host.count("read-disk") == 48 * MiB // READ_PIECE + 8 * MiB // READ_PIECE
+    host.guest_write("vm1", 0, 5 * MiB, 4096, 0x20)
+    host.guest_write("vm1", 0, 30 * MiB + 100, 200_000, 0x21)
+    before = host.count("read-disk")
+    result = backup_target(workspace, "vm1")
+    reads = [params for name, params in host.calls[-20:] if name == "read-disk"]
+    assert host.count("read-disk") - before == 2  # one per changed run ...
+    assert sum(r["Length"] for r in reads[-2:]) == result.summary["bytes_read"] == CHUNK + 4 * CHUNK  # ... of whole chunks
+    assert READ_AHEAD >= READ_PIECE

@@ -209,6 +209,15 @@ class HyperVSessionExpired(SourceError):
     exit_code = 59
 
 
+class HyperVConnectionFailed(SourceError):
+    template = "cannot connect to Hyper-V host {host}: {detail}"
+    remedy = (
+        "check the host name and port, that WinRM listens there (Enable-PSRemoting; HTTPS on 5986), that the "
+        "host's certificate is trusted (ca_bundle) and that the account may log on"
+    )
+    exit_code = 60
+
+
 class DestinationError(SafeholdError):
     template = "cannot restore to {destination}: {detail}"
     remedy = "choose an empty directory or a new file, or pass --overwrite"

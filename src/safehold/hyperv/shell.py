@@ -5,7 +5,8 @@ PowerShell error category (``ObjectNotFound``, ``PermissionDenied`` ...) so
 the driver can tell "the VM is gone" from "the read was refused"; a session the
 host no longer accepts (expired, logged off, shell limits) raises
 :class:`~safehold.errors.HyperVSessionExpired`, after which ``reconnect()``
-opens a fresh session (cleanup needs one to remove the checkpoint).
+opens a fresh session (cleanup needs one to remove the checkpoint); failing to
+open one raises :class:`~safehold.errors.HyperVConnectionFailed`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from ..errors import HyperVSessionExpired
+from ..errors import HyperVConnectionFailed, HyperVSessionExpired
 from .scripts import Script
 
 # System.Management.Automation.ErrorCategory, by value (PSRP sends the number).
@@ -83,9 +84,9 @@ class PsrpShell:
             self._client = Client(self.host, **{k: v for k, v in self._options.items() if v is not None})
             self._pool = RunspacePool(self._client.wsman)
             self._pool.open()
-        except Exception as exc:  # noqa: BLE001 - every transport failure means the same here
+        except Exception as exc:  # noqa: BLE001 - DNS, TCP, TLS, logon: all mean "cannot connect"
             self._client = self._pool = None
-            raise self._session_error(exc) from exc
+            raise HyperVConnectionFailed(host=self.host, detail=f"{type(exc).__name__}: {exc}") from exc
 
     def _session_error(self, exc: Exception) -> HyperVSessionExpired:
         return HyperVSessionExpired(host=self.host, detail=f"{type(exc).__name__}: {exc}")

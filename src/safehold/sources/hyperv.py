@@ -24,7 +24,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..errors import HyperVError, HyperVSessionExpired, PasswordMissing
+from ..errors import HyperVConnectionFailed, HyperVError, HyperVSessionExpired, PasswordMissing
 from ..hyperv import scripts
 from ..hyperv.shell import PowerShell, PowerShellFailed, PsrpShell
 from .base import DiskItem, Extent, View
@@ -153,12 +153,12 @@ class _Backup:
             try:
                 self.shell.run(script, **parameters)
                 return True
-            except HyperVSessionExpired:
+            except (HyperVSessionExpired, HyperVConnectionFailed):
                 if attempt == 2:
                     break
                 try:
                     self.shell.reconnect()
-                except HyperVSessionExpired:
+                except (HyperVSessionExpired, HyperVConnectionFailed):
                     break
             except PowerShellFailed as exc:
                 if exc.category == "ObjectNotFound":

@@ -290,7 +290,7 @@ class FakeHyperVHost:
     def _disk_changes(self, Path: str, LimitId: str, ByteOffset: int, ByteLength: int) -> dict:
         found = [(c, d) for c in self.checkpoints.values() for d in c["disks"] if d["path"] == Path]
         if not found:
-            raise self._fail(f"disk-changes failed with return value 32779", "ObjectNotFound", "safehold.disk-changes.32779")
+            raise self._fail("disk-changes failed with return value 32779", "ObjectNotFound", "safehold.disk-changes.32779")
         checkpoint, disk = found[0]
         drive = next(d for d in self.vms[checkpoint["vm"]].drives if d.id == disk["drive"])
         known = self.rct_ids.get(LimitId)

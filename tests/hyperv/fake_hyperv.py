@@ -101,6 +101,7 @@ class FakeHyperVHost:
         self.uploads: list[str] = []
         self.expired = False
         self.refuse_reads = False
+        self.upload_limit: int | None = None  # uploads beyond this many fail (a full disk)
         self.closed = 0
         # (script name, nth call) -> action run just before that call is answered
         self.hooks: dict[tuple[str, int], Callable[[], None]] = {}
@@ -186,7 +187,11 @@ class FakeHyperVHost:
         if self.expired:
             raise HyperVSessionExpired(host="fake", detail="session expired")
         target = self.local(remote_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.upload_limit is not None and len(self.uploads) >= self.upload_limit:
+            raise PowerShellFailed("Failed to copy file: There is not enough space on the disk.", "WriteError")
+        if not target.parent.is_dir():  # pypsrp's copy does not create folders
+            raise PowerShellFailed(f"Could not find a part of the path '{remote_path}'.", "WriteError",
+                                   "DirectoryNotFoundException")
         shutil.copyfile(local_path, target)
         self.uploads.append(remote_path)
 
@@ -352,6 +357,16 @@ class FakeHyperVHost:
         for number in numbers:
             self._unmount(number)
         return {"Dismounted": bool(numbers)}
+
+    def _new_folder(self, Path: str) -> dict:
+        self.local(Path).mkdir(parents=True, exist_ok=True)
+        return {"Path": Path}
+
+    def _remove_files(self, Paths: list) -> dict:
+        removed = [path for path in Paths if self.local(path).exists()]
+        for path in removed:
+            self.local(path).unlink()
+        return {"Removed": removed}
 
     def _new_vm(self, Name: str, Path: str, Generation: int, MemoryStartupBytes: int, ProcessorCount: int,
                 Disks: list) -> dict:

@@ -110,6 +110,9 @@ def test_expired_session_refuses_until_reconnected(host: FakeHyperVHost) -> None
 def test_new_vm_takes_only_real_vhdx_files(host: FakeHyperVHost, tmp_path) -> None:
     raw = tmp_path / "not.vhdx"
     raw.write_bytes(bytes(MiB))
+    with pytest.raises(PowerShellFailed, match="Could not find a part of the path"):
+        host.upload(str(raw), "C:\\VMs\\x\\not.vhdx")  # like pypsrp's copy: the folder must exist
+    host.run(scripts.NEW_FOLDER, Path="C:\\VMs\\x")
     host.upload(str(raw), "C:\\VMs\\x\\not.vhdx")
     disk = {"Path": "C:\\VMs\\x\\not.vhdx", "ControllerType": "SCSI", "ControllerNumber": 0, "ControllerLocation": 0}
     with pytest.raises(PowerShellFailed, match="not a virtual hard disk"):

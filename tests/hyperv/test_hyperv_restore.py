@@ -113,3 +113,13 @@ def test_cli_restores_the_latest_snapshot_as_a_new_vm(workspace, host: FakeHyper
         run(["--config", config, "hyperv", "restore", "latest", "--target", "vm1", "--name", "from-cli",
              "--path", "E:\\VMs"])
     assert again.value.code == 33  # DestinationError: the name is taken
+
+
+def test_failed_restore_leaves_no_half_made_vm(workspace, host: FakeHyperVHost) -> None:
+    latest = backup_target(workspace, "vm1")
+    host.upload_limit = 1  # the host's disk fills up during the second disk
+    with pytest.raises(errors.DestinationError, match="not enough space"):
+        restore_hyperv_vm(workspace, latest.snapshot_id, target="vm1", name="half", host_path="D:\\Restores")
+    assert host.uploads == ["D:\\Restores\\half\\Virtual Hard Disks\\scsi-0-0.vhdx"]
+    assert not host.local(host.uploads[0]).exists(), "the disk already uploaded is removed again"
+    assert not any(vm.name == "half" for vm in host.vms.values())

@@ -83,8 +83,11 @@ $settings.IgnoreNonSnapshottableDisks = $true
 $service = Get-WmiObject -Namespace $ns -Class Msvm_VirtualSystemSnapshotService
 $result = $service.CreateSnapshot($system, $settings.GetText(1), 32768)
 Wait-SafeholdJob $result 'create-checkpoint'
-$snapshot = Get-VMSnapshot -VMName $system.ElementName -SnapshotType Recovery |
-    Sort-Object CreationTime | Select-Object -Last 1
+# The new checkpoint's settings: the method's output when it finished at once, else the job's
+# affected element (never "the newest checkpoint", which another product may have just made).
+$created = if ($result.ResultingSnapshot) { [wmi]$result.ResultingSnapshot } else {
+    ([wmi]$result.Job).GetRelated('Msvm_VirtualSystemSettingData') | Select-Object -First 1 }
+$snapshot = Get-VMSnapshot -Id ([guid]$created.ConfigurationID)
 Rename-VMSnapshot -VMSnapshot $snapshot -NewName $Name
 [ordered]@{ Id = "$($snapshot.Id)"; Name = $Name; SnapshotType = "$($snapshot.SnapshotType)"; ConsistencyLevel = $ConsistencyLevel;
             HardDrives = @($snapshot.HardDrives | ForEach-Object { [ordered]@{ Id = $_.Id; Path = $_.Path;
@@ -178,6 +181,20 @@ if ($mounted) { Dismount-VHD -Path $Path }
 [ordered]@{ Dismounted = [bool]$mounted } | ConvertTo-Json -Compress
 """)
 
+NEW_FOLDER = _script("new-folder", r"""
+param([string]$Path)
+$ErrorActionPreference = 'Stop'
+$item = New-Item -ItemType Directory -Path $Path -Force
+[ordered]@{ Path = $item.FullName } | ConvertTo-Json -Compress
+""")
+
+REMOVE_FILES = _script("remove-files", r"""
+param([string[]]$Paths)
+$ErrorActionPreference = 'Stop'
+$removed = @($Paths | Where-Object { Test-Path -LiteralPath $_ } | ForEach-Object { Remove-Item -LiteralPath $_ -Force; $_ })
+[ordered]@{ Removed = $removed } | ConvertTo-Json -Compress
+""")
+
 NEW_VM = _script("new-vm", r"""
 param([string]$Name, [string]$Path, [int]$Generation, [int64]$MemoryStartupBytes, [int]$ProcessorCount, [object[]]$Disks)
 $ErrorActionPreference = 'Stop'
@@ -193,4 +210,4 @@ foreach ($disk in $Disks) {
 """)
 
 ALL = (DESCRIBE_VM, CREATE_CHECKPOINT, LIST_CHECKPOINTS, REMOVE_CHECKPOINT, CONVERT_TO_REFERENCE_POINT,
-       REMOVE_REFERENCE_POINT, DISK_CHANGES, MOUNT_DISK, READ_DISK, DISMOUNT_DISK, NEW_VM)
+       REMOVE_REFERENCE_POINT, DISK_CHANGES, MOUNT_DISK, READ_DISK, DISMOUNT_DISK, NEW_FOLDER, REMOVE_FILES, NEW_VM)

@@ -118,14 +118,16 @@ class PsrpShell:
         return json.loads(text) if text else None
 
     def upload(self, local_path: str, remote_path: str) -> None:
-        from pypsrp.exceptions import WinRMError
+        from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
 
         if self._client is None:
             self._open()
         try:
             self._client.copy(local_path, remote_path)
-        except WinRMError as exc:
+        except (AuthenticationError, WinRMTransportError, WSManFaultError) as exc:
             raise self._session_error(exc) from exc
+        except WinRMError as exc:  # the copy script itself failed (no such folder, disk full, denied)
+            raise PowerShellFailed(str(exc), "WriteError") from exc
 
     def reconnect(self) -> None:
         self.close()

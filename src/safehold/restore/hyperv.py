@@ -62,7 +62,30 @@ def restore_vm(reader: BlobReader, items: list[dict], source: dict, shell: Power
                                "choose a new name (restores never overwrite a VM)")
     result = HyperVRestoreResult(name=name)
     folder = host_path.rstrip("\\")
+    disks_folder = f"{folder}\\{name}\\Virtual Hard Disks"
+    try:
+        _create_vm(reader, items, source, shell, result, name=name, folder=folder, disks_folder=disks_folder,
+                   scratch=scratch, threads=threads, on_progress=on_progress)
+    except BaseException:
+        # Nothing half-made stays on the host: the disks uploaded so far go again.
+        if result.disks and not result.vm_id:
+            try:
+                shell.run(scripts.REMOVE_FILES, Paths=result.disks)
+            except Exception:  # noqa: BLE001 - the restore's own error is the one to report
+                pass
+        raise
+    return result
+
+
+def _create_vm(reader: BlobReader, items: list[dict], source: dict, shell: PowerShell, result: HyperVRestoreResult,
+               *, name: str, folder: str, disks_folder: str, scratch: str | Path | None, threads: int | None,
+               on_progress: Callable[[int], None] | None) -> None:
+    destination = f"{name} on {source.get('host', 'the host')}"
     disks = []
+    try:
+        shell.run(scripts.NEW_FOLDER, Path=disks_folder)
+    except PowerShellFailed as exc:
+        raise DestinationError(destination=destination, detail=exc.message) from exc
     with tempfile.TemporaryDirectory(prefix="safehold-hyperv-", dir=scratch) as work:
         for item in items:
             disk = item["path"].decode()
@@ -74,8 +97,11 @@ def restore_vm(reader: BlobReader, items: list[dict], source: dict, shell: Power
             result.bytes_written += restored.bytes_written
             raw_to_vhdx(raw, vhdx)
             raw.unlink()
-            remote = f"{folder}\\{name}\\Virtual Hard Disks\\{disk}.vhdx"
-            shell.upload(str(vhdx), remote)
+            remote = f"{disks_folder}\\{disk}.vhdx"
+            try:
+                shell.upload(str(vhdx), remote)
+            except PowerShellFailed as exc:
+                raise DestinationError(destination=destination, detail=exc.message) from exc
             vhdx.unlink()
             controller = item.get("metadata", {}).get("controller") or {
                 "ControllerType": "SCSI", "ControllerNumber": 0, "ControllerLocation": len(disks)}
@@ -89,4 +115,3 @@ def restore_vm(reader: BlobReader, items: list[dict], source: dict, shell: Power
     except PowerShellFailed as exc:
         raise DestinationError(destination=destination, detail=exc.message) from exc
     result.vm_id = created["Id"]
-    return result

@@ -79,6 +79,8 @@ def test_refused_logon_is_a_connection_failure(winrm: WinRMServer) -> None:
 def test_backups_over_winrm_and_an_expired_session(workspace, winrm: WinRMServer, host: FakeHyperVHost,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(HyperVSource, "connect", lambda self: shell_for(winrm))
+    host.delete_vm("vm1")
+    host.create_vm("vm1", [12 * MiB, 2 * MiB])  # PSRP's encoding is slow on shared cores: keep it small
     host.guest_write("vm1", 0, 0, MiB, 0x10)
     full = backup_target(workspace, "vm1")
     host.guest_write("vm1", 1, 2 * MiB, 4096, 0x11)

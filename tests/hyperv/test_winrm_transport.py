@@ -83,7 +83,7 @@ def test_backups_over_winrm_and_an_expired_session(workspace, winrm: WinRMServer
     host.create_vm("vm1", [12 * MiB, 2 * MiB])  # PSRP's encoding is slow on shared cores: keep it small
     host.guest_write("vm1", 0, 0, MiB, 0x10)
     full = backup_target(workspace, "vm1")
-    host.guest_write("vm1", 1, 2 * MiB, 4096, 0x11)
+    host.guest_write("vm1", 1, MiB, 4096, 0x11)
     reads = host.count("read-disk")
     host.at("read-disk", reads + 1, host.expire_session)  # the logon expires in the middle of reading
     with pytest.raises(errors.HyperVSessionExpired) as expired:

@@ -14,6 +14,8 @@ and returns JSON shaped like the documented output the scripts select from:
 - Get-VMSnapshot: ``Id``, ``Name``, ``SnapshotType`` ("Recovery" for the
   checkpoints Msvm_VirtualSystemSnapshotService.CreateSnapshot makes with
   SnapshotType 32768), ``HardDrives`` (paths of the frozen VHDX files).
+- Msvm_VirtualSystemSnapshotService.ConvertToReferencePoint: only recovery
+  checkpoints convert; the checkpoint is deleted as a side effect.
 - Msvm_VirtualSystemReferencePoint: ``InstanceID``, ``ReferencePointType``
   (2 = RCT), ``ConsistencyLevel`` (1 application, 2 crash),
   ``VirtualDiskIdentifiers`` (disk instance ids, ending in \\L),

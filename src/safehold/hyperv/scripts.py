@@ -1,5 +1,9 @@
 """The PowerShell scripts safehold runs on a Hyper-V host, one per operation.
 
+They target Windows PowerShell 5.1, what the default WinRM endpoint
+(Microsoft.PowerShell) runs on Windows Server 2016 and later: Get-WmiObject and
+the [wmi] accelerators exist there (not in PowerShell 7), -AsArray does not.
+
 Each script starts with ``# safehold:<name>``, binds its inputs through a
 ``param()`` block (values travel as PSRP parameters, never pasted into the
 text, so a VM name cannot inject code), stops at the first error, and prints
@@ -10,10 +14,11 @@ one JSON document. A failure inside a WMI job is rethrown with
 Interfaces followed (Microsoft Learn): Get-VM, Get-VMHardDiskDrive, Get-VHD,
 Get-VMSnapshot, New-VM, Add-VMHardDiskDrive, Mount-VHD, Dismount-VHD,
 Get-Disk; WMI root\\virtualization\\v2: Msvm_VirtualSystemSnapshotService
-(CreateSnapshot with SnapshotType 32768 = recovery checkpoint, DestroySnapshot),
-Msvm_VirtualSystemSnapshotSettingData (ConsistencyLevel 1 application,
-2 crash), Msvm_VirtualSystemReferencePointService (ConvertToReferencePoint,
-DestroyReferencePoint), Msvm_VirtualSystemReferencePoint
+(CreateSnapshot with SnapshotType 32768 = recovery checkpoint, DestroySnapshot,
+ConvertToReferencePoint, which takes only recovery checkpoints and deletes
+them), Msvm_VirtualSystemSnapshotSettingData (ConsistencyLevel 1 application,
+2 crash), Msvm_VirtualSystemReferencePointService (DestroyReferencePoint),
+Msvm_VirtualSystemReferencePoint
 (ResilientChangeTrackingIdentifiers, VirtualDiskIdentifiers),
 Msvm_ImageManagementService.GetVirtualDiskChanges. None of this text has run
 on a real host in safehold's CI (there is none here); the opt-in test
@@ -98,9 +103,9 @@ Rename-VMSnapshot -VMSnapshot $snapshot -NewName $Name
 LIST_CHECKPOINTS = _script("list-checkpoints", r"""
 param([string]$VMId)
 $ErrorActionPreference = 'Stop'
-@(Get-VMSnapshot -VM (Get-VM -Id $VMId) | ForEach-Object {
-    [ordered]@{ Id = "$($_.Id)"; Name = $_.Name; SnapshotType = "$($_.SnapshotType)"; CreationTime = $_.CreationTime.ToString('o') } }) |
-    ConvertTo-Json -Depth 3 -Compress -AsArray
+# -InputObject keeps a one-element array an array (Windows PowerShell 5.1 has no -AsArray).
+ConvertTo-Json -Depth 3 -Compress -InputObject @(Get-VMSnapshot -VM (Get-VM -Id $VMId) | ForEach-Object {
+    [ordered]@{ Id = "$($_.Id)"; Name = $_.Name; SnapshotType = "$($_.SnapshotType)"; CreationTime = $_.CreationTime.ToString('o') } })
 """)
 
 REMOVE_CHECKPOINT = _script("remove-checkpoint", r"""
@@ -119,8 +124,10 @@ $ErrorActionPreference = 'Stop'
 $ns = 'root\virtualization\v2'
 $snapshot = Get-WmiObject -Namespace $ns -Class Msvm_VirtualSystemSettingData -Filter "ConfigurationID='$([guid]$SnapshotId)'"
 if (-not $snapshot) { Write-Error -Category ObjectNotFound -ErrorId 'safehold.checkpoint-not-found' -Message "no checkpoint $SnapshotId" }
-$service = Get-WmiObject -Namespace $ns -Class Msvm_VirtualSystemReferencePointService
-$result = $service.ConvertToReferencePoint($snapshot)
+# ConvertToReferencePoint belongs to the snapshot service and takes only recovery checkpoints;
+# ReferencePointSettings is optional (an empty string).
+$service = Get-WmiObject -Namespace $ns -Class Msvm_VirtualSystemSnapshotService
+$result = $service.ConvertToReferencePoint($snapshot, '')
 Wait-SafeholdJob $result 'convert-to-reference-point'
 $point = if ($result.ResultingReferencePoint) { [wmi]$result.ResultingReferencePoint } else {
     [wmi](([wmi]$result.Job).GetRelated('Msvm_VirtualSystemReferencePoint') | Select-Object -First 1).__PATH }

@@ -617,7 +617,12 @@ class HyperVSource(_Model):
         examples=["SAFEHOLD_HYPERV_PASSWORD"],
     )
     auth: Literal["negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic"] = Field(
-        "negotiate", description="WinRM authentication.", examples=["kerberos"],
+        "negotiate",
+        description=(
+            "WinRM authentication. negotiate (NTLM, or Kerberos when available) works with the hyperv extra "
+            "alone; kerberos and credssp need pypsrp's kerberos/credssp extras."
+        ),
+        examples=["kerberos"],
     )
     port: int | None = Field(None, ge=1, le=65535, description="WinRM port; default 5986 with ssl, 5985 without.",
                              examples=[5986])

@@ -212,6 +212,30 @@ class SourceError(SafeholdError):
     exit_code = 32
 
 
+class HyperVError(SourceError):
+    template = "Hyper-V host {host}, VM {vm}: {detail}"
+    remedy = "{advice}"
+    exit_code = 58
+
+
+class HyperVSessionExpired(SourceError):
+    template = "the PowerShell session to Hyper-V host {host} is no longer valid: {detail}"
+    remedy = (
+        "check the credentials and the host's WinRM limits (IdleTimeout, MaxShellRunTime), then run the "
+        "backup again; the next run starts from the last completed snapshot"
+    )
+    exit_code = 59
+
+
+class HyperVConnectionFailed(SourceError):
+    template = "cannot connect to Hyper-V host {host}: {detail}"
+    remedy = (
+        "check the host name and port, that WinRM listens there (Enable-PSRemoting; HTTPS on 5986), that the "
+        "host's certificate is trusted (ca_bundle) and that the account may log on"
+    )
+    exit_code = 60
+
+
 class DestinationError(SafeholdError):
     template = "cannot restore to {destination}: {detail}"
     remedy = "choose an empty directory or a new file, or pass --overwrite"

@@ -74,5 +74,11 @@ class View:
     disks: list[DiskItem] = field(default_factory=list)
     incremental: Incremental = "none"
     token: dict = field(default_factory=dict)
+    # Said to the job log with the snapshot's own warnings (e.g. "only crash-consistent").
+    warnings: list[str] = field(default_factory=list)
+    # Called after every item is stored and before the snapshot is written; what it returns joins
+    # the token. For platforms whose change-tracking id exists only once the source's snapshot is
+    # released into a reference point (Hyper-V RCT); if it raises, no snapshot is written.
+    complete: Callable[[], dict] | None = None
 
 

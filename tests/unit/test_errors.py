@@ -17,6 +17,7 @@ STABLE = {
     "BackendError": 21, "RestoreTestFailed": 22, "JobNotRunnable": 23, "ConfigError": 30, "ConfigNotFound": 30, "TargetNotFound": 31, "SourceError": 32,
     "DestinationError": 33, "JobNotFound": 34, "CatalogSchemaTooNew": 35, "InternalError": 70,
 }
+STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFailed": 60}
 
 
 def test_exit_codes_never_change():

@@ -2,7 +2,7 @@
 
 Concepts: ``Config`` (the whole file) holds a ``RepositoryConfig``, the
 ``TierConfig`` of each tier (RPO/RTO) and the ``Target`` list; each target has a
-``Source`` (``FilesSource`` or ``ImageSource``), an optional ``Retention`` and
+``Source`` (``FilesSource``, ``ImageSource`` or ``HyperVSource``), an optional ``Retention`` and
 ``RestoreTest``. Secrets are never in the file: ``RepositoryConfig.password()``
 reads them from the environment or a password file when needed.
 """
@@ -22,6 +22,7 @@ from safehold.config.models import (
     FileExistsCheck,
     FilesSource,
     HealthCheck,
+    HyperVSource,
     ImageSource,
     ObjectLock,
     RepositoryConfig,
@@ -48,6 +49,7 @@ __all__ = [
     "FileExistsCheck",
     "FilesSource",
     "HealthCheck",
+    "HyperVSource",
     "ImageSource",
     "ObjectLock",
     "RepositoryConfig",

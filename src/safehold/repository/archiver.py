@@ -88,6 +88,8 @@ class Archiver:
                 for disk in view.disks:
                     self._disk(disk, parent, tree, pool, chunk_size)
         tree_ids = tree.finish()
+        self.summary.warnings.extend(view.warnings)
+        token = {**view.token, **(view.complete() if view.complete is not None else {})}
         # Write order: packs, then index, then the snapshot that refers to them.
         self.repository.flush()
         stats = self.repository.stats
@@ -98,7 +100,7 @@ class Archiver:
         snapshot = Snapshot(
             id="", time=datetime.now(timezone.utc), target=target, kind=view.kind, hostname=socket.gethostname(),
             paths=view.paths, tree=tree_ids, parent=parent.id if parent else None, tags=list(tags or []),
-            summary=self.summary.as_dict(), source={"incremental": view.incremental, **view.token},
+            summary=self.summary.as_dict(), source={"incremental": view.incremental, **token},
         )
         self.repository.save_snapshot(snapshot)
         return snapshot

@@ -74,5 +74,7 @@ class View:
     disks: list[DiskItem] = field(default_factory=list)
     incremental: Incremental = "none"
     token: dict = field(default_factory=dict)
+    # Said by the driver about this view (e.g. "only crash-consistent"); they go into the job log.
+    warnings: list[str] = field(default_factory=list)
 
 

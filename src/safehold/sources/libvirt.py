@@ -311,7 +311,7 @@ class LibvirtSource:
             job_started = True
             items = self._disk_items(domain, disks, base, socket)
             token = {
-                "domain": self.domain_name, "uuid": uuid, "checkpoint": checkpoint,
+                "uri": self.uri, "domain": self.domain_name, "uuid": uuid, "checkpoint": checkpoint,
                 "incremental_from": sorted(set(base.values()))[0] if base else None,
                 "consistency": consistency, "domain_xml": saved_xml,
                 "disks": {disk.target: {"format": disk.format, "path": disk.path,

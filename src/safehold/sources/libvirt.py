@@ -437,7 +437,8 @@ class LibvirtSource:
 
     def _prune_checkpoints(self, libvirt: Any, domain: Any) -> None:
         ours = [c for c in domain.listAllCheckpoints() if c.getName().startswith(CHECKPOINT_PREFIX)]
-        ours.sort(key=lambda c: int(ET.fromstring(c.getXMLDesc(0)).findtext("creationTime", "0")))
+        # creationTime has one-second resolution; our names carry nanoseconds and break ties.
+        ours.sort(key=lambda c: (int(ET.fromstring(c.getXMLDesc(0)).findtext("creationTime", "0")), c.getName()))
         for old in ours[: -self.keep_checkpoints]:
             try:
                 # Deleting merges its bitmap into its parent's, so newer checkpoints stay exact.

@@ -4,6 +4,7 @@ this folder runs alone), a throwaway domain, and a safehold context backing it u
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,8 @@ def libvirt_uri():
     if uri:
         yield uri
         return
-    env = dict(os.environ, SAFEHOLD_TEST_SCRATCH=tempfile.mkdtemp(prefix="safehold-libvirt-services-"))
+    scratch = tempfile.mkdtemp(prefix="safehold-services-libvirt-")
+    env = dict(os.environ, SAFEHOLD_TEST_SCRATCH=scratch)
     subprocess.run(["bash", str(SERVICE), "install"], check=True, env=env)
     started = subprocess.run(["bash", str(SERVICE), "start"], check=True, env=env, capture_output=True, text=True)
     exports = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.split("\n") if "=" in line)
@@ -35,6 +37,7 @@ def libvirt_uri():
         yield exports["SAFEHOLD_TEST_LIBVIRT_URI"]
     finally:
         subprocess.run(["bash", str(SERVICE), "stop"], env=env, check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture

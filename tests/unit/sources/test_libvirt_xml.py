@@ -83,3 +83,15 @@ def test_restored_domain_gets_a_new_identity_and_only_restored_disks():
     assert [d.get("device") for d in disks] == ["disk", "cdrom"]  # vdb (not restored) is not shared
     assert disks[0].find("source").attrib == {"file": "/restore/web-restored-vda.raw"}
     assert disks[0].find("driver").get("type") == "raw" and disks[0].find("backingStore") is None
+
+
+def test_planned_reads_follow_the_archivers_rule():
+    from safehold.sources.libvirt import planned_reads
+
+    size, chunk = 10 * 100, 100  # ten chunks
+    # Full backup: every allocated chunk, in order; a partial last chunk keeps its length.
+    assert planned_reads(size - 50, chunk, [(0, 150), (900, 10)], None) == [(0, 100), (100, 100), (900, 50)]
+    # Incremental: changed chunks (a write straddling two chunks counts twice) that are allocated.
+    assert planned_reads(size, chunk, [(0, 1000)], [(150, 100), (700, 1)]) == [(100, 100), (200, 100), (700, 100)]
+    assert planned_reads(size, chunk, [(0, 100)], [(500, 10)]) == []  # changed into a hole: nothing to read
+    assert planned_reads(size, chunk, None, []) == []

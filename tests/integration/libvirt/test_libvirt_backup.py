@@ -134,6 +134,29 @@ def test_raw_disk_is_read_in_full_with_a_warning(make_domain, safehold):
     assert domain.checkpoints() == []
 
 
+def test_domain_undefined_mid_backup_fails_cleanly(make_domain, safehold, monkeypatch):
+    import libvirt
+
+    from safehold.sources import libvirt as driver
+
+    domain = make_domain()
+    domain.write(0x42, 0, 1 * MiB)
+    context = safehold(domain)
+    leftovers = scratch_folders()
+    read_at = driver.NbdDiskReader.read_at
+
+    def read_then_vanish(self, offset, length):
+        domain.domain.destroy()
+        domain.domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        return read_at(self, offset, length)
+
+    monkeypatch.setattr(driver.NbdDiskReader, "read_at", read_then_vanish)
+    with pytest.raises(errors.DomainVanished):
+        backup_target(context, "vm")
+    assert scratch_folders() == leftovers
+    assert context.open_repository().list_snapshots("vm") == []
+
+
 def test_domain_that_vanishes_mid_backup_fails_cleanly(make_domain, safehold, monkeypatch):
     from safehold.sources import libvirt as driver
 

@@ -848,6 +848,10 @@ def markdown(res: dict) -> str:
     analysis = Path(__file__).resolve().parent / "analysis.md"
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
+    # Sections other benchmarks generate (bench/libvirt_incremental.py) survive a new run.
+    libvirt = Path(__file__).resolve().parent / "libvirt.md"
+    if libvirt.exists():
+        lines += ["<!-- libvirt-bench:begin -->", libvirt.read_text().rstrip(), "<!-- libvirt-bench:end -->", ""]
     return "\n".join(lines)
 
 

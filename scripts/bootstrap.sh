@@ -14,6 +14,12 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# The system interpreter by default, with its site-packages visible in the venv: the libvirt
+# driver uses Debian's python3-libvirt and python3-libnbd (libnbd's bindings are not on PyPI), and
+# those are built for /usr/bin/python3 only. Packages pip installs into .venv still take precedence.
+if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    PYTHON=/usr/bin/python3
+fi
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     apt_install python3 python3-venv
@@ -24,8 +30,12 @@ if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
 fi
 
 EXTRAS=${1:-}
+# A .venv made before it saw the system site-packages (or by another interpreter) is made again.
+if [ -x .venv/bin/python ] && ! grep -q '^include-system-site-packages = true' .venv/pyvenv.cfg 2>/dev/null; then
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+    "$PYTHON" -m venv --system-site-packages .venv
 fi
 log=$(mktemp)
 if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}" >"$log" 2>&1; then

@@ -242,6 +242,35 @@ class DestinationError(SafeholdError):
     exit_code = 33
 
 
+
+# --- virtual machines (libvirt: 50-53) ---------------------------------------
+
+
+class HypervisorUnavailable(SourceError):
+    template = "cannot use libvirt at {uri}: {detail}"
+    remedy = "check that libvirtd runs and answers ('virsh -c {uri} list --all') and that this user may connect"
+    exit_code = 50
+
+
+class DomainNotFound(SourceError):
+    template = "no libvirt domain named {domain!r} at {uri}"
+    remedy = "list the domains with 'virsh -c {uri} list --all' and fix source.domain in the configuration"
+    exit_code = 51
+
+
+class DomainVanished(SourceError):
+    template = "libvirt domain {domain!r} went away during the backup: {detail}"
+    remedy = ("nothing was stored and the backup job and its checkpoint were removed; the previous snapshot "
+              "stays the parent, so run the backup again once the domain is back")
+    exit_code = 52
+
+
+class DomainBusy(DestinationError):
+    template = "cannot restore into libvirt domain {domain!r}: {detail}"
+    remedy = "shut the domain down ('virsh shutdown {domain}') or restore as a new domain with --define NAME"
+    exit_code = 53
+
+
 # --- catalog -------------------------------------------------------------------
 
 

@@ -530,6 +530,7 @@ def _print_error(exc: SafeholdError, prefix: str = "") -> None:
 COMMAND_MODULES: list[str] = [
     "safehold.cli.control",
     "safehold.cli.hyperv",
+    "safehold.cli.libvirt",
 ]
 
 

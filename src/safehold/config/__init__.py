@@ -2,7 +2,7 @@
 
 Concepts: ``Config`` (the whole file) holds a ``RepositoryConfig``, the
 ``TierConfig`` of each tier (RPO/RTO) and the ``Target`` list; each target has a
-``Source`` (``FilesSource``, ``ImageSource`` or ``HyperVSource``), an optional ``Retention`` and
+``Source`` (one model per source type: ``FilesSource``, ``ImageSource``, ``HyperVSource``, ``LibvirtSource`` ...), an optional ``Retention`` and
 ``RestoreTest``. Secrets are never in the file: ``RepositoryConfig.password()``
 reads them from the environment or a password file when needed.
 """
@@ -24,6 +24,7 @@ from safehold.config.models import (
     HealthCheck,
     HyperVSource,
     ImageSource,
+    LibvirtSource,
     ObjectLock,
     RepositoryConfig,
     RestoreTest,
@@ -51,6 +52,7 @@ __all__ = [
     "HealthCheck",
     "HyperVSource",
     "ImageSource",
+    "LibvirtSource",
     "ObjectLock",
     "RepositoryConfig",
     "RestoreTest",

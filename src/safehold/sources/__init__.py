@@ -19,6 +19,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "files": ("safehold.sources.files", "FilesSource", "directory"),
     "image": ("safehold.sources.image", "ImageSource", "image"),
     "hyperv": ("safehold.sources.hyperv", "HyperVSource", "hyperv-vm"),
+    "libvirt": ("safehold.sources.libvirt", "LibvirtSource", "libvirt"),
 }
 
 

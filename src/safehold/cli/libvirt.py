@@ -1,0 +1,78 @@
+"""``safehold libvirt ...``: restore a KVM/libvirt snapshot as a new domain or into a domain's disks,
+and show the checkpoints safehold keeps on a domain. Backups run through ``safehold backup``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from .main import JsonOption, ThreadsOption, context
+    from .output import error_console, human_bytes, print_json, print_table
+
+    libvirt_app = typer.Typer(help="KVM/libvirt domains: restore as a new domain or into a disk; checkpoints.",
+                              no_args_is_help=True)
+    app.add_typer(libvirt_app, name="libvirt")
+
+    @libvirt_app.command("restore")
+    def restore(
+        snapshot: str = typer.Argument(..., help="Snapshot id (prefix), 'latest' or 'latest:TARGET'."),
+        target: Optional[str] = typer.Option(None, "--target", "-t", help="With 'latest': the target's newest."),
+        images_dir: Optional[str] = typer.Option(None, "--images-dir", help="Folder for the restored disk images."),
+        image_format: str = typer.Option("qcow2", "--format", help="Image format: qcow2 or raw."),
+        define: Optional[str] = typer.Option(None, "--define", metavar="NAME",
+                                             help="Define a new domain of this name from the saved domain XML."),
+        replace: Optional[str] = typer.Option(None, "--replace", metavar="DOMAIN",
+                                              help="Overwrite the disk images of this shut-off domain."),
+        uri: Optional[str] = typer.Option(None, "--uri", help="libvirt URI (default: the one the backup used)."),
+        disk: list[str] = typer.Option([], "--disk", help="Restore only this disk, e.g. vda (repeatable)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing image files in --images-dir."),
+        threads: Optional[int] = ThreadsOption,
+        json_output: bool = JsonOption,
+    ) -> None:
+        """Restore a libvirt snapshot's disks (as qcow2 or raw), and define a new domain or replace disks."""
+        from ..engine.libvirt import restore_domain
+        from ..errors import RestoreIncomplete
+
+        ctx, display = context(json_output, threads)
+        try:
+            with display:
+                outcome = restore_domain(ctx, snapshot, target=target, images_dir=images_dir,
+                                         image_format=image_format, define=define, replace=replace, uri=uri,
+                                         disks=disk, overwrite=overwrite)
+        except RestoreIncomplete as exc:
+            if exc.fields.get("outcome") is not None and json_output:
+                print_json(exc.fields["outcome"].as_dict())
+            raise
+        if json_output:
+            print_json(outcome.as_dict())
+            return
+        result = outcome.result
+        typer.echo(f"restored snapshot {outcome.snapshot_id[:8]} ({outcome.target}): "
+                   f"{len(result.disks)} disk(s), {human_bytes(result.bytes_written)} in {outcome.duration:.1f}s")
+        for name, path in result.disks.items():
+            typer.echo(f"  {name}: {path}")
+        if result.action == "define":
+            typer.echo(f"defined domain {result.domain} (not started; 'virsh start {result.domain}')")
+        elif result.action == "replace":
+            typer.echo(f"replaced the disk(s) of domain {result.domain}; its next backup is a full one")
+        for line in result.damaged_ranges:
+            error_console.print(f"[red]damaged[/]: {line}")
+
+    @libvirt_app.command("checkpoints")
+    def checkpoints(
+        domain: str = typer.Argument(..., help="Domain name."),
+        uri: str = typer.Option("qemu:///system", "--uri", help="libvirt URI."),
+        json_output: bool = JsonOption,
+    ) -> None:
+        """List a domain's checkpoints (safehold's are named safehold-<time>)."""
+        from ..engine.libvirt import list_checkpoints
+
+        rows = list_checkpoints(uri, domain)
+        if json_output:
+            print_json(rows)
+            return
+        print_table(["name", "created", "parent", "disks"],
+                    [[row["name"], row["created"], row["parent"] or "", ",".join(row["disks"])] for row in rows])

@@ -2,7 +2,7 @@
 
 Concepts: ``Config`` (the whole file) holds a ``RepositoryConfig``, the
 ``TierConfig`` of each tier (RPO/RTO) and the ``Target`` list; each target has a
-``Source`` (``FilesSource`` or ``ImageSource``), an optional ``Retention`` and
+``Source`` (``FilesSource``, ``ImageSource`` or ``EbsSource``), an optional ``Retention`` and
 ``RestoreTest``. Secrets are never in the file: ``RepositoryConfig.password()``
 reads them from the environment or a password file when needed.
 """
@@ -20,6 +20,8 @@ from safehold.config.models import (
     CommandCheck,
     Config,
     FileExistsCheck,
+    EbsCopy,
+    EbsSource,
     FilesSource,
     HealthCheck,
     ImageSource,
@@ -45,6 +47,8 @@ __all__ = [
     "CommandCheck",
     "Config",
     "FileExistsCheck",
+    "EbsCopy",
+    "EbsSource",
     "FilesSource",
     "HealthCheck",
     "ImageSource",

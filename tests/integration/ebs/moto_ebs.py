@@ -182,7 +182,7 @@ def _patch_ec2() -> None:
             raise _ec2_error("VolumeInUse", f"vol '{volume_id}' is already attached to an instance")
         if device_path in instance.block_device_mapping:
             raise _ec2_error("InvalidParameterValue", f"Attachment point {device_path} is already in use")
-        if volume.zone.name != instance.placement:
+        if volume.zone.name != instance.placement.zone:
             raise _ec2_error("InvalidVolume.ZoneMismatch",
                              f"The volume '{volume_id}' is not in the same availability zone as instance "
                              f"'{instance_id}'")

@@ -19,8 +19,10 @@ from safehold.config import (
     load_config_text,
     parse_duration,
 )
-from safehold.config.models import PLANNED_SOURCE_TYPES
+from safehold.config.models import PLANNED_SOURCE_TYPES, SOURCE_TYPES
 from safehold.errors import ConfigError, ConfigNotFound, PasswordMissing, TargetNotFound
+
+SUPPORTED = ", ".join(SOURCE_TYPES)  # grows as source kinds land
 
 EXAMPLE = """\
 repository:
@@ -370,7 +372,7 @@ def test_unknown_source_type() -> None:
         """
     )
     assert problem.startswith(
-        "targets.yml:9: targets[web-02].source.type: 'sshh' is not valid; expected one of: files, image"
+        f"targets.yml:9: targets[web-02].source.type: 'sshh' is not valid; expected one of: {SUPPORTED}"
     )
 
 
@@ -385,13 +387,13 @@ def test_planned_source_types_say_what_this_release_supports(kind: str) -> None:
     )
     assert problem == (
         f"targets.yml:3: targets[x].source.type: source type '{kind}' is not supported by this release "
-        "of safehold; this release supports: files, image"
+        f"of safehold; this release supports: {SUPPORTED}"
     )
 
 
 def test_source_without_type() -> None:
     problem = only_problem("repository: {url: /srv/repo}\ntargets:\n  - {name: x, tier: 1, source: {paths: [/a]}}\n")
-    assert "targets[x].source.type: missing required key 'type'; expected one of: files, image" in problem
+    assert f"targets[x].source.type: missing required key 'type'; expected one of: {SUPPORTED}" in problem
 
 
 def test_errors_inside_a_source_point_at_the_source_keys() -> None:

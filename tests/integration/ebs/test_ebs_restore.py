@@ -169,3 +169,23 @@ def test_cli_and_seed_script_restore_to_an_instance(aws: Aws, tmp_path: Path, fa
     listed = run_cli(aws, tmp_path, "ebs", "snapshots", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [row["snapshot_id"] for row in json.loads(listed.stdout)] == [token["snapshot"]]
+
+
+def test_cli_backup_then_restore_latest_from_the_repository(aws: Aws, tmp_path: Path, fast_kdf):
+    volume = aws.volume()
+    for index in range(3):
+        aws.write(volume, index * 7 * BLOCK, pattern(300 + index))
+    make_context(tmp_path, {"volume_ids": [volume]})
+    backup = run_cli(aws, tmp_path, "backup", "--target", "db-ebs", "--json")
+    assert backup.returncode == 0, backup.stderr
+    summary = json.loads(backup.stdout)["results"][0]["summary"]
+    assert summary["bytes_read"] == 3 * BLOCK
+    instance = aws.instance(region=DR_REGION)["InstanceId"]
+    done = run_cli(aws, tmp_path, "restore", "latest:db-ebs", "--destination-instance", instance,
+                   "--region", DR_REGION)
+    assert done.returncode == 0, done.stderr
+    assert f"attached to {instance} as /dev/sdf in {DR_REGION}a" in done.stdout
+    volumes = aws.client("ec2", DR_REGION).describe_volumes(
+        Filters=[{"Name": "attachment.instance-id", "Values": [instance]}])["Volumes"]
+    restored = [v["VolumeId"] for v in volumes if v["Attachments"][0]["Device"] == "/dev/sdf"]
+    assert len(restored) == 1 and aws.volume_blocks(restored[0]) == aws.volume_blocks(volume)

@@ -243,8 +243,14 @@ class EbsSource:
         except BaseException:
             self.delete_created(created)
             raise
-        # 5. The repository snapshot is written: now older EBS snapshots may go.
-        self.apply_retention(keep={snapshot_id for _region, snapshot_id in created})
+        # 5. The repository snapshot is written: now older EBS snapshots may go. A failure here
+        # must not fail a backup that is already stored; the next run applies retention again.
+        try:
+            self.apply_retention(keep={snapshot_id for _region, snapshot_id in created})
+        except Exception as exc:  # noqa: BLE001
+            if not aws.is_client_error(exc):
+                raise
+            log.warning("retention of EBS snapshots of %s skipped: %s", self.target.name, exc)
 
     # -- 5. retention -----------------------------------------------------------------------
     def managed_snapshots(self, ec2: Any) -> list[dict]:

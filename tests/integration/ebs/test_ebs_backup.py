@@ -244,3 +244,24 @@ def test_damaged_block_fails_the_backup_and_leaves_no_snapshot(aws: Aws, tmp_pat
     assert managed(aws) == []
     with context.locked() as repository:
         assert repository.list_snapshots("db-ebs") == []
+
+
+def test_block_reader_serves_spanning_and_out_of_order_reads(aws: Aws):
+    from safehold.sources.ebs_blocks import SnapshotBlockReader, list_blocks
+
+    volume = aws.volume()
+    for index in (0, 1, 2, 9):
+        aws.write(volume, index * BLOCK, pattern(index))
+    snapshot = aws.client("ec2").create_snapshot(VolumeId=volume)["SnapshotId"]
+    ebs = aws.client("ebs")
+    size, block_size, tokens = list_blocks(ebs, snapshot, page_size=100)
+    assert (size, block_size, sorted(tokens)) == (1024**3, BLOCK, [0, 1, 2, 9])
+    reader = SnapshotBlockReader(ebs, snapshot, tokens, block_size, threads=2)
+    try:
+        assert reader.read_at(9 * BLOCK + 5, 10) == pattern(9)[5:15]  # ahead of the read-ahead
+        assert reader.read_at(BLOCK - 3, 6) == pattern(0)[-3:] + pattern(1)[:3]  # spans two blocks
+        assert reader.read_at(2 * BLOCK, 2 * BLOCK) == pattern(2) + bytes(BLOCK)  # block 3 holds nothing
+        assert reader.read_at(0, 4) == pattern(0)[:4]  # again, after it was consumed
+    finally:
+        reader.close()
+    assert reader.blocks_read == 5  # block 0 twice; blocks without a token are never fetched

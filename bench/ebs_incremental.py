@@ -85,7 +85,7 @@ def main() -> None:
         print("| run | blocks changed | GetSnapshotBlock calls | bytes served | bytes read | bytes added | "
               "blobs added | seconds |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        runs = [("full", blocks)] + [(f"incremental", int(n)) for n in args.changed.split(",")]
+        runs = [("full", blocks)] + [("incremental", int(n)) for n in args.changed.split(",")]
         seed = 10**6
         for name, changed in runs:
             if name != "full":

@@ -7,7 +7,6 @@ empty account (``/moto-api/reset`` plus the harness's own reset).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -265,3 +265,24 @@ def test_block_reader_serves_spanning_and_out_of_order_reads(aws: Aws):
     finally:
         reader.close()
     assert reader.blocks_read == 5  # block 0 twice; blocks without a token are never fetched
+
+
+def test_block_listings_follow_every_page(aws: Aws):
+    from safehold.sources.ebs_blocks import list_blocks, list_changed_blocks
+
+    volume = aws.volume()
+    for index in range(0, 500, 2):  # 250 blocks: three pages of 100
+        aws.write(volume, index * BLOCK, b"%d" % index)
+    ec2 = aws.client("ec2")
+    first = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
+    for index in range(1, 500, 2):  # 250 new blocks in between
+        aws.write(volume, index * BLOCK, b"new")
+    second = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
+    ebs = aws.client("ebs")
+    aws.stats(reset=True)
+    _size, _block, tokens = list_blocks(ebs, second, page_size=100)
+    _size, _block, changed = list_changed_blocks(ebs, first, second, page_size=100)
+    assert sorted(tokens) == list(range(500))
+    assert sorted(changed) == list(range(1, 500, 2)) and all(changed.values())
+    stats = aws.stats()
+    assert stats["list_snapshot_blocks"] == 5 and stats["list_changed_blocks"] == 3

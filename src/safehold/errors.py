@@ -270,6 +270,27 @@ class DomainBusy(DestinationError):
     remedy = "shut the domain down ('virsh shutdown {domain}') or restore as a new domain with --define NAME"
     exit_code = 53
 
+# --- EBS restores ------------------------------------------------------------------
+
+
+class EbsSnapshotPending(SafeholdError):
+    template = "EBS snapshot {snapshot_id} in {region} is still {state} ({progress}); a volume cannot be made from it yet"
+    remedy = "wait until 'aws ec2 describe-snapshots --snapshot-ids {snapshot_id}' shows completed, then run the restore again"
+    exit_code = 45
+
+
+class EbsDeviceInUse(SafeholdError):
+    template = "device {device} is already in use on instance {instance_id} (in use: {used})"
+    remedy = "pass a free device name with --device, e.g. {free}, or leave --device out to take the first free one"
+    exit_code = 46
+
+
+class EbsInstanceInOtherRegion(SafeholdError):
+    template = "instance {instance_id} is in {instance_region}, not in {region} where snapshot {snapshot_id} is{detail}"
+    remedy = ("copy the snapshot to {instance_region} first (add the region to the target's dr_copies), or restore "
+              "to an instance in {region}")
+    exit_code = 47
+
 
 # --- catalog -------------------------------------------------------------------
 

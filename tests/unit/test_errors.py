@@ -17,6 +17,7 @@ STABLE = {
     "BackendError": 21, "RestoreTestFailed": 22, "JobNotRunnable": 23, "ConfigError": 30, "ConfigNotFound": 30, "TargetNotFound": 31, "SourceError": 32,
     "DestinationError": 33, "JobNotFound": 34, "CatalogSchemaTooNew": 35, "InternalError": 70,
     "HypervisorUnavailable": 50, "DomainNotFound": 51, "DomainVanished": 52, "DomainBusy": 53,
+    "EbsSnapshotPending": 45, "EbsDeviceInUse": 46, "EbsInstanceInOtherRegion": 47,
 }
 STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFailed": 60}
 

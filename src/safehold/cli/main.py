@@ -196,17 +196,38 @@ def diff(first: str, second: str, json_output: bool = JsonOption) -> None:
 
 @app.command()
 def restore(
-    snapshot: str = typer.Argument(..., help="Snapshot id (prefix), 'latest' or 'latest:TARGET'."),
-    to: str = typer.Option(..., "--to", help="Directory (file snapshots) or image file / block device."),
+    snapshot: Optional[str] = typer.Argument(None, help="Snapshot id (prefix), 'latest' or 'latest:TARGET'."),
+    to: Optional[str] = typer.Option(None, "--to", help="Directory (file snapshots) or image file / block device."),
     include: list[str] = typer.Option([], "--include", "-i", help="Restore only this path (repeatable)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="With 'latest': the target's newest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty directory or existing file."),
+    snapshot_id: Optional[str] = typer.Option(
+        None, "--snapshot-id", help="Same as SNAPSHOT; also an EBS snapshot id (snap-...) with --destination-instance."),
+    destination_instance: Optional[str] = typer.Option(
+        None, "--destination-instance", help="EC2 instance: restore to a new EBS volume attached to it."),
+    device: Optional[str] = typer.Option(None, "--device", help="With --destination-instance: device name "
+                                         "(default: the first free of /dev/sdf-/dev/sdp)."),
+    region: Optional[str] = typer.Option(None, "--region", help="With --destination-instance: the snapshot's region."),
     threads: Optional[int] = ThreadsOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Restore a snapshot. Every chunk is verified; damaged files are named, never written wrong."""
-    from ..engine.restore import restore_snapshot
     from ..errors import RestoreIncomplete
+
+    if snapshot and snapshot_id and snapshot != snapshot_id:
+        raise UsageError("give the snapshot once: as an argument or with --snapshot-id")
+    snapshot = snapshot or snapshot_id
+    if not snapshot:
+        raise UsageError("name the snapshot to restore (an id, 'latest', or --snapshot-id)")
+    if destination_instance:
+        from .ebs import restore_to_instance
+
+        restore_to_instance(snapshot, destination_instance, device=device, region=region, target=target,
+                            include=include, threads=threads, json_output=json_output)
+        return
+    if not to:
+        raise UsageError("name where to restore with --to (or --destination-instance for EBS)")
+    from ..engine.restore import restore_snapshot
 
     ctx, display = context(json_output, threads)
     try:
@@ -531,11 +552,17 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.control",
     "safehold.cli.hyperv",
     "safehold.cli.libvirt",
+    "safehold.cli.ebs",
 ]
 
 
 def _register_command_modules() -> None:
     import importlib
+
+    if __name__ == "__main__":
+        # Run as 'python -m safehold.cli.main': let command modules that import
+        # this one get this very module (its parsed --config), not a second copy.
+        sys.modules.setdefault("safehold.cli.main", sys.modules[__name__])
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)

@@ -49,7 +49,7 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
             parents = repository.list_snapshots(target.name)
             parent: Snapshot | None = parents[-1] if parents else None
             job.log(f"parent snapshot: {parent.short_id if parent else 'none (full backup)'}")
-            source = open_source(target.source)
+            source = open_source(target.source, target)
 
             def report(progress: Progress) -> None:
                 job.update(bytes_read=progress.bytes_done, files=progress.files_done)

@@ -10,6 +10,7 @@ restored is not offered.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from .base import DiskItem, FileItem, Source, View
@@ -20,15 +21,23 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "image": ("safehold.sources.image", "ImageSource", "image"),
     "hyperv": ("safehold.sources.hyperv", "HyperVSource", "hyperv-vm"),
     "libvirt": ("safehold.sources.libvirt", "LibvirtSource", "libvirt"),
+    "ebs": ("safehold.sources.ebs", "EbsSource", "ebs"),
 }
 
 
-def open_source(source_config: Any) -> Source:
-    """Build the driver for a validated source model (``config.FilesSource`` ...)."""
+def open_source(source_config: Any, target: Any = None) -> Source:
+    """Build the driver for a validated source model (``config.FilesSource`` ...).
+
+    Drivers that act on the platform in the target's name (tagging, retention of
+    EBS snapshots) take a ``target`` argument: a ``TargetInfo`` built from
+    ``target`` (a ``config.Target``) is passed to those only."""
     kind = source_config.type
     module_name, class_name, _restore = REGISTRY[kind]
-    cls = getattr(importlib.import_module(module_name), class_name)
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name)
     options = source_config.model_dump(exclude={"type"})
+    if target is not None and "target" in inspect.signature(cls).parameters:
+        options["target"] = module.TargetInfo(name=target.name, tier=target.tier, retention=target.retention)
     return cls(**options)
 
 

@@ -20,9 +20,10 @@ from safehold.config import (
     parse_duration,
 )
 from safehold.config.models import PLANNED_SOURCE_TYPES, SOURCE_TYPES
-
-SUPPORTED = ", ".join(SOURCE_TYPES)
 from safehold.errors import ConfigError, ConfigNotFound, PasswordMissing, TargetNotFound
+
+SUPPORTED = ", ".join(SOURCE_TYPES)  # grows as source kinds land
+
 
 EXAMPLE = """\
 repository:

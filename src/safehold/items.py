@@ -74,5 +74,7 @@ class View:
     disks: list[DiskItem] = field(default_factory=list)
     incremental: Incremental = "none"
     token: dict = field(default_factory=dict)
+    # Said once in the job log: e.g. a VM backup that is only crash-consistent, CBT just enabled.
+    warnings: list[str] = field(default_factory=list)
 
 

@@ -16,6 +16,7 @@ STABLE = {
     "PathNotInSnapshot": 16, "IntegrityError": 17, "RestoreIncomplete": 18, "CheckFailed": 19, "StorageFull": 20,
     "BackendError": 21, "ConfigError": 30, "ConfigNotFound": 30, "TargetNotFound": 31, "SourceError": 32,
     "DestinationError": 33, "JobNotFound": 34, "CatalogSchemaTooNew": 35, "InternalError": 70,
+    "VSphereConnectFailed": 54, "VMNotFound": 55, "VSphereBackupFailed": 56, "VSphereSnapshotLeft": 57,
 }
 
 

@@ -18,6 +18,7 @@ from .base import DiskItem, FileItem, Source, View
 REGISTRY: dict[str, tuple[str, str, str]] = {
     "files": ("safehold.sources.files", "FilesSource", "directory"),
     "image": ("safehold.sources.image", "ImageSource", "image"),
+    "vmware": ("safehold.sources.vmware", "VmwareSource", "vmware"),
 }
 
 

@@ -19,7 +19,7 @@ from safehold.config import (
     load_config_text,
     parse_duration,
 )
-from safehold.config.models import PLANNED_SOURCE_TYPES
+from safehold.config.models import PLANNED_SOURCE_TYPES, SOURCE_TYPES
 from safehold.errors import ConfigError, ConfigNotFound, PasswordMissing, TargetNotFound
 
 EXAMPLE = """\
@@ -385,7 +385,7 @@ def test_planned_source_types_say_what_this_release_supports(kind: str) -> None:
     )
     assert problem == (
         f"targets.yml:3: targets[x].source.type: source type '{kind}' is not supported by this release "
-        "of safehold; this release supports: files, image"
+        f"of safehold; this release supports: {', '.join(SOURCE_TYPES)}"
     )
 
 

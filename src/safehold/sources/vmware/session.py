@@ -117,8 +117,8 @@ class Session:
         collector = self.instance.content.propertyCollector
         spec = vmodl.query.PropertyCollector.FilterSpec(
             objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj, skip=False) for obj in objects],
-            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=type(obj), pathSet=paths, all=False)
-                     for obj in _distinct_types(objects)],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=paths, all=False)
+                     for kind in _distinct_types(objects)],
         )
         by_id: dict[str, dict[str, Any]] = {}
         result = collector.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
@@ -139,11 +139,13 @@ class Session:
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
-            info = self.get(task, "info")
-            if info is not None and info.state == "success":
-                return info.result
-            if info is not None and info.state == "error":
-                raise info.error
+            # info.state, not info: vcsim names a snapshot (not a ManagedEntity) as a snapshot
+            # task's entity, and pyVmomi then refuses the whole info object.
+            state = str(self.get(task, "info.state"))
+            if state == "success":
+                return self.get(task, "info.result")
+            if state == "error":
+                raise self.get(task, "info.error")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"task {task._moId} did not finish in {timeout:.0f}s")
             time.sleep(delay)

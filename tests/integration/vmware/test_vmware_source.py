@@ -66,3 +66,34 @@ def test_full_then_incremental_reads_only_what_changed(tmp_path, lab, monkeypatc
     assert second.summary["chunks_reused_unread"] >= 16 * MiB // (64 * 1024) - 1
     assert lab.snapshot_names(VM) == []
     assert "QueryChangedDiskAreas" in lab.proxy.calls
+
+
+def test_restore_as_new_vm_and_onto_existing_disk(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+    from safehold.engine.vmware import restore_vm
+
+    lab.resize_disk(VM, 8 * MiB)
+    lab.write(VM, 64 * 1024, os.urandom(MiB))
+    lab.write(VM, 7 * MiB, b"tail" * 100)
+    context = make_context(tmp_path, lab, monkeypatch)
+    backup_target(context, "vms")
+    lab.write(VM, 3 * MiB, b"second" * 1000)
+    expected = lab.read(VM)
+    backup = backup_target(context, "vms")
+
+    outcome = restore_vm(context, backup.snapshot_id, new_vm="restored-vm", power_on=True)
+    assert outcome.created and len(outcome.disks) == 1
+    assert lab.read("restored-vm") == expected
+    restored = lab.vm("restored-vm")
+    assert str(restored.runtime.powerState) == "poweredOn"
+    assert restored.config.hardware.memoryMB == lab.vm(VM).config.hardware.memoryMB
+
+    lab.write(VM, 0, b"ransomware" * 10000)
+    with pytest.raises(errors.DestinationError, match="powered on"):
+        restore_vm(context, backup.snapshot_id, onto_vm=VM)
+    lab.wait(lab.vm(VM).PowerOffVM_Task())
+    outcome = restore_vm(context, backup.snapshot_id, onto_vm=VM)
+    assert not outcome.created and outcome.bytes_written == 8 * MiB
+    assert lab.read(VM) == expected
+
+    with pytest.raises(errors.DestinationError, match="exists"):
+        restore_vm(context, backup.snapshot_id, new_vm="restored-vm")

@@ -97,3 +97,57 @@ def test_restore_as_new_vm_and_onto_existing_disk(tmp_path, lab, monkeypatch, fa
 
     with pytest.raises(errors.DestinationError, match="exists"):
         restore_vm(context, backup.snapshot_id, new_vm="restored-vm")
+
+
+def restored_image(context: Context, snapshot_id: str, tmp_path: Path) -> bytes:
+    from safehold.engine.restore import restore_snapshot
+
+    destination = tmp_path / f"restore-{snapshot_id[:8]}.img"
+    restore_snapshot(context, snapshot_id, str(destination))
+    return destination.read_bytes()
+
+
+def failed_job(context: Context):
+    return [job for job in context.catalog.list_jobs() if job.status == "failed"][-1]
+
+
+@pytest.mark.parametrize("fault", ["refused-read", "vm-deleted", "session-expired"])
+def test_failure_mid_backup_cleans_up_and_keeps_the_parent(tmp_path, lab, monkeypatch, fast_kdf, fault) -> None:
+    lab.resize_disk(VM, 8 * MiB)
+    lab.write(VM, 0, os.urandom(2 * MiB))
+    context = make_context(tmp_path, lab, monkeypatch)
+    first = backup_target(context, "vms")
+    lab.write(VM, 4 * MiB, b"after the first backup" * 100)
+    reads: list[str] = []
+
+    def on_read(path: str, range_header: str) -> None:
+        reads.append(range_header)
+        if len(reads) == 1 and fault == "vm-deleted":
+            lab.destroy(VM)
+        if len(reads) == 1 and fault == "session-expired":
+            lab.proxy.expire_sessions()
+
+    lab.proxy.on_read = on_read
+    if fault == "refused-read":
+        lab.proxy.refuse_reads = lambda path, range_header: 503
+    with pytest.raises(errors.VSphereBackupFailed) as failure:
+        backup_target(context, "vms")
+    message = str(failure.value)
+    expected = {"refused-read": "HTTP 503", "vm-deleted": "the VM disappeared during the backup",
+                "session-expired": "session expired"}[fault]
+    assert expected in message and VM in message
+    assert failure.value.exit_code == 56
+    lab.proxy.on_read = lab.proxy.refuse_reads = None
+    if fault == "vm-deleted":
+        assert "no longer exists" in message
+        return
+    assert "the VM snapshot was removed" in message
+    assert lab.snapshot_names(VM) == []
+
+    lab.write(VM, 6 * MiB, b"and after the failed one" * 100)
+    expected_bytes = lab.read(VM)
+    third = backup_target(context, "vms")
+    assert third.parent_id == first.snapshot_id  # the failed run stored nothing
+    assert third.summary["bytes_read"] == 2 * 64 * 1024  # the two writes since the first backup
+    assert restored_image(context, third.snapshot_id, tmp_path) == expected_bytes
+    assert lab.snapshot_names(VM) == []

@@ -253,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
         if cookie and cookie in owner.expired:
             self._send(500, [("Content-Type", "text/xml")],
                        soap_fault("NotAuthenticated", "The session is not authenticated (expired, injected)",
-                                  "<object>SessionManager</object><privilegeId>System.View</privilegeId>"))
+                                  '<object type="SessionManager">SessionManager</object><privilegeId>System.View</privilegeId>'))
             return
         answer = owner.before_soap(method, body)
         if answer is not None:
@@ -277,12 +277,12 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.owner
         owner.calls.append(f"GET {self.path}")
         if self.path.startswith("/folder/"):
-            if self._cookie() in owner.expired:
-                self._send(401, [("Content-Type", "text/plain")], b"session expired (injected)\n")
-                return
             range_header = self.headers.get("Range", "")
             if owner.on_read is not None:
                 owner.on_read(self.path, range_header)
+            if self._cookie() in owner.expired:
+                self._send(401, [("Content-Type", "text/plain")], b"session expired (injected)\n")
+                return
             refusal = owner.refuse_reads(self.path, range_header) if owner.refuse_reads else None
             if refusal:
                 self._send(refusal, [("Content-Type", "text/plain")], b"datastore read refused (injected)\n")

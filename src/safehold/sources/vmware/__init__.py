@@ -94,7 +94,7 @@ class _Backup:
         self.session = session
         self.source = source
         self.parent_vms: dict = parent_token.get("vms", {}) if parent_token.get("server") == source.server else {}
-        self.snapshots: list[tuple[str, Any, str]] = []  # (vm name, snapshot object, snapshot name)
+        self.snapshots: list[tuple[str, Any, Any, str]] = []  # (vm name, vm, snapshot object, snapshot name)
         self.disks: list[DiskItem] = []
         self.warnings: list[str] = []
         self.vm_tokens: dict[str, dict] = {}
@@ -163,7 +163,7 @@ class _Backup:
             except Exception as exc2:
                 raise _failure(name, exc2, "creating the snapshot") from None
             quiesce = None  # already warned
-        self.snapshots.append((name, snapshot, label))
+        self.snapshots.append((name, vm, snapshot, label))
         if quiesce is False:
             why = "quiescing is off in the configuration" if not self.source.quiesce else \
                 f"VMware Tools are not running ({tools})"
@@ -265,9 +265,12 @@ class _Backup:
         problems = []
         self.removed: list[str] = []
         self.gone: list[str] = []
-        for name, snapshot, label in reversed(self.snapshots):
+        for name, vm, snapshot, label in reversed(self.snapshots):
             for attempt in (1, 2):
                 try:
+                    # A deleted VM took its snapshot with it. Asking first also spares vcsim, which
+                    # drops the connection when told to remove the snapshot of a deleted VM.
+                    self.session.properties([vm], ["name"])
                     self.session.wait(snapshot.RemoveSnapshot_Task(removeChildren=False, consolidate=True))
                     self.removed.append(f"{name}:{label}")
                     log.info("removed snapshot %s of VM %s", label, name)
@@ -284,6 +287,7 @@ class _Backup:
                             problems.append((name, label, login_error.message))
                             break
                         snapshot = vim.VirtualMachineSnapshot(snapshot._moId, self.session.instance._stub)
+                        vm = vim.VirtualMachine(vm._moId, self.session.instance._stub)
                         continue
                     problems.append((name, label, _describe(exc)))
                     break

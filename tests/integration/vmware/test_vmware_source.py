@@ -151,3 +151,93 @@ def test_failure_mid_backup_cleans_up_and_keeps_the_parent(tmp_path, lab, monkey
     assert third.summary["bytes_read"] == 2 * 64 * 1024  # the two writes since the first backup
     assert restored_image(context, third.snapshot_id, tmp_path) == expected_bytes
     assert lab.snapshot_names(VM) == []
+
+
+def test_session_expiring_before_cleanup_is_renewed_to_remove_the_snapshot(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+    lab.resize_disk(VM, 2 * MiB)
+    lab.write(VM, 0, b"data" * 1000)
+    context = make_context(tmp_path, lab, monkeypatch)
+
+    def on_call(method: str) -> None:
+        if method == "RemoveSnapshot_Task" and not lab.proxy.expired:
+            lab.proxy.expire_sessions()
+
+    lab.proxy.on_call = on_call
+    result = backup_target(context, "vms")
+    assert lab.proxy.expired and lab.snapshot_names(VM) == []
+    assert restored_image(context, result.snapshot_id, tmp_path) == lab.read(VM)
+
+
+def test_certificates_are_checked_unless_insecure(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+    context = make_context(tmp_path, lab, monkeypatch, ca_file=None)
+    monkeypatch.setenv("SSL_CERT_FILE", os.devnull)  # the test CA is in no system store anyway
+    with pytest.raises(errors.VSphereConnectFailed, match="certificate not trusted") as failure:
+        backup_target(context, "vms")
+    assert failure.value.exit_code == 54 and "ca_file" in failure.value.hint
+    context = make_context(tmp_path, lab, monkeypatch, ca_file=None, insecure=True)
+    assert backup_target(context, "vms").snapshot_id
+
+
+def test_wrong_password_is_a_clear_connect_error(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+    context = make_context(tmp_path, lab, monkeypatch)
+    monkeypatch.setenv(PASSWORD_ENV, "wrong")
+    with pytest.raises(errors.VSphereConnectFailed, match="wrong user name or password"):
+        backup_target(context, "vms")
+
+
+def test_selection_by_folder_tag_and_glob(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+    from safehold.engine.vmware import list_target_vms
+
+    lab.tag("backup", "daily", "DC0_H0_VM1", "DC0_C0_RP0_VM0")
+    context = make_context(tmp_path, lab, monkeypatch, vms=[], tags=["backup/daily"])
+    assert sorted(vm["name"] for vm in list_target_vms(context, "vms")) == ["DC0_C0_RP0_VM0", "DC0_H0_VM1"]
+    context = make_context(tmp_path, lab, monkeypatch, vms=["DC0_C0_*"], tags=["daily"])
+    assert sorted(vm["name"] for vm in list_target_vms(context, "vms")) == ["DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1",
+                                                                           "DC0_H0_VM1"]
+    context = make_context(tmp_path, lab, monkeypatch, vms=[], folder="DC0/vm")
+    assert len(list_target_vms(context, "vms")) == 4
+    result = backup_target(context, "vms")
+    assert result.summary["files"] == 4  # one disk per VM
+    for missing in ({"vms": ["no-such-vm"]}, {"vms": [], "folder": "DC0/vm/nothing"}, {"vms": [], "tags": ["nope"]}):
+        context = make_context(tmp_path, lab, monkeypatch, **missing)
+        with pytest.raises(errors.VMNotFound) as failure:
+            backup_target(context, "vms")
+        assert failure.value.exit_code == 55
+
+
+def test_quiesced_when_tools_run_and_crash_consistent_warning_otherwise(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+    context = make_context(tmp_path, lab, monkeypatch)
+    lab.proxy.tools_running = True
+    result = backup_target(context, "vms")
+    assert not any("crash-consistent" in w for w in job_warnings(context, result.job_id))
+    assert ">true</quiesce>" in lab.proxy.snapshot_requests[-1]
+    lab.proxy.fail_quiesce = True
+    result = backup_target(context, "vms")
+    warnings = job_warnings(context, result.job_id)
+    assert any("quiesced snapshot failed" in w and "crash-consistent" in w for w in warnings), warnings
+    assert lab.snapshot_names(VM) == []
+
+
+def test_leftover_snapshot_of_a_killed_run_is_removed(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+    vm = lab.vm(VM)
+    lab.wait(vm.CreateSnapshot_Task("safehold-20260101T000000Z", "left by a killed run", False, False))
+    lab.wait(vm.CreateSnapshot_Task("user-snapshot", "not ours", False, False))
+    context = make_context(tmp_path, lab, monkeypatch)
+    result = backup_target(context, "vms")
+    assert any("safehold-20260101T000000Z" in w for w in job_warnings(context, result.job_id))
+    assert lab.snapshot_names(VM) == ["user-snapshot"]
+
+
+def test_unknown_change_id_falls_back_to_a_full_read(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+    from vsphere_cbt import ChangeTracker
+
+    lab.resize_disk(VM, 4 * MiB)
+    lab.write(VM, MiB, b"x" * 70000)
+    context = make_context(tmp_path, lab, monkeypatch)
+    backup_target(context, "vms")
+    lab.proxy.tracker = ChangeTracker()  # CBT reset on the host: old change ids are unknown now
+    lab.write(VM, 3 * MiB, b"y")
+    result = backup_target(context, "vms")
+    assert any("change id of the previous backup was refused" in w for w in job_warnings(context, result.job_id))
+    assert result.summary["bytes_read"] == 3 * 64 * 1024  # the allocated areas, read again
+    assert restored_image(context, result.snapshot_id, tmp_path) == lab.read(VM)

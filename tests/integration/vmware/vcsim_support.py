@@ -71,7 +71,8 @@ class Lab:
 
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
-        self.process = subprocess.Popen([vcsim_binary(), "-l", "127.0.0.1:0"], stdout=subprocess.PIPE,
+        self.process = subprocess.Popen([vcsim_binary(), "-l", "127.0.0.1:0", "-username", self.USER,
+                                         "-password", self.PASSWORD], stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True, start_new_session=True)
         line = self.process.stdout.readline()
         match = re.search(r"VCSIM_URL=\w+://[^@]*@([\d.]+):(\d+)", line)
@@ -162,3 +163,35 @@ class Lab:
         except Exception:
             pass
         self.wait(vm.Destroy_Task())
+
+    # -- tags (vAPI REST, straight to vcsim) --------------------------------------------
+    def _rest(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> Any:
+        import base64
+        import http.client
+        import json
+
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["vmware-api-session-id"] = token
+        else:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{self.USER}:{self.PASSWORD}".encode()).decode()
+        connection = http.client.HTTPConnection(*self.upstream, timeout=30)
+        try:
+            connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            assert response.status < 300, (method, path, response.status, data)
+            return json.loads(data) if data else None
+        finally:
+            connection.close()
+
+    def tag(self, category: str, tag: str, *vm_names: str) -> None:
+        """Create ``category/tag`` and attach it to the named VMs."""
+        token = self._rest("POST", "/rest/com/vmware/cis/session")["value"]
+        category_id = self._rest("POST", "/rest/com/vmware/cis/tagging/category", {"create_spec": {
+            "name": category, "description": "", "cardinality": "MULTIPLE", "associable_types": []}}, token)["value"]
+        tag_id = self._rest("POST", "/rest/com/vmware/cis/tagging/tag", {"create_spec": {
+            "name": tag, "description": "", "category_id": category_id}}, token)["value"]
+        for name in vm_names:
+            self._rest("POST", f"/rest/com/vmware/cis/tagging/tag-association/id:{tag_id}?~action=attach",
+                       {"object_id": {"id": self.vm(name)._moId, "type": "VirtualMachine"}}, token)

@@ -65,8 +65,10 @@ class VsphereProxy:
         self.on_read: Callable[[str, str], None] | None = None
         self.tools_running = False
         self.fail_quiesce = False
+        self.on_call: Callable[[str], None] | None = None  # called with each SOAP method name before it runs
         self.expired: set[str] = set()
         self.cookies_seen: set[str] = set()
+        self.snapshot_requests: list[str] = []  # bodies of CreateSnapshot_Task calls
         self.calls: list[str] = []  # SOAP method names and 'GET path' / 'PUT path', in order
         self.lock = threading.Lock()
         self._admin = None
@@ -147,6 +149,8 @@ class VsphereProxy:
     # -- SOAP interception ---------------------------------------------------------
     def before_soap(self, method: str, body: bytes) -> tuple[bytes, dict] | None:
         """Answer a call here (returns the response body), or None to forward it."""
+        if method == "CreateSnapshot_Task":
+            self.snapshot_requests.append(body.decode())
         if method == "CreateSnapshot_Task" and self.fail_quiesce and _field(body, "quiesce") == "true":
             return soap_fault("ApplicationQuiesceFault", "Quiescing the guest file system failed (injected)"), {}
         if method == "QueryChangedDiskAreas":
@@ -249,6 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
         match = _METHOD.search(body)
         method = match.group(1).decode() if match else "?"
         owner.calls.append(method)
+        if owner.on_call is not None:
+            owner.on_call(method)
         cookie = self._cookie()
         if cookie and cookie in owner.expired:
             self._send(500, [("Content-Type", "text/xml")],

@@ -81,8 +81,12 @@ class TagClient:
         headers = dict(headers or {})
         if getattr(self, "token", None):
             headers["vmware-api-session-id"] = self.token
+        # POST actions carry an empty JSON object: vCenter accepts it, vcsim requires a body.
+        body = b"{}" if method == "POST" else None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            self.connection.request(method, path, headers=headers)
+            self.connection.request(method, path, body=body, headers=headers)
             response = self.connection.getresponse()
             body = response.read()
         except OSError as exc:

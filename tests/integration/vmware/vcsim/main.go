@@ -25,6 +25,8 @@ func main() {
 	cert := flag.String("tlscert", "", "PEM certificate (TLS when given with -tlskey, else plain HTTP)")
 	key := flag.String("tlskey", "", "PEM private key")
 	vms := flag.Int("vm", 2, "VMs per host and per cluster")
+	username := flag.String("username", "", "the only user name accepted (default: any non-empty one)")
+	password := flag.String("password", "", "its password")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -34,6 +36,9 @@ func main() {
 	}
 	model.Service.RegisterEndpoints = true
 	model.Service.Listen = &url.URL{Host: *listen}
+	if *username != "" {
+		model.Service.Listen.User = url.UserPassword(*username, *password)
+	}
 	if *cert != "" {
 		pair, err := tls.LoadX509KeyPair(*cert, *key)
 		if err != nil {

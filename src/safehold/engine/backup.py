@@ -58,8 +58,6 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
             archiver = Archiver(repository, threads=context.threads, on_progress=report)
             open_arguments = {"changed": changed} if changed is not None else {}
             with source.open(parent.source if parent else None, **open_arguments) as view:
-                for warning in view.warnings:
-                    job.log(warning, level="warning")
                 chunk_size = getattr(target.source, "chunk_size", None)
                 kwargs = {"chunk_size": chunk_size} if chunk_size else {}
                 snapshot = archiver.snapshot(view, target.name, parent, tags=tags, **kwargs)

@@ -58,6 +58,7 @@ def test_full_then_incremental_reads_only_what_changed(tmp_path, lab, monkeypatc
     assert first.summary["bytes_read"] == 4 * 64 * 1024  # only the allocated areas ('*')
     assert lab.snapshot_names(VM) == []
     assert lab.vm(VM).config.changeTrackingEnabled
+    first_bytes = lab.read(VM)
 
     lab.write(VM, 5 * MiB + 100, b"changed")
     second = backup_target(context, "vms")
@@ -66,6 +67,9 @@ def test_full_then_incremental_reads_only_what_changed(tmp_path, lab, monkeypatc
     assert second.summary["chunks_reused_unread"] >= 16 * MiB // (64 * 1024) - 1
     assert lab.snapshot_names(VM) == []
     assert "QueryChangedDiskAreas" in lab.proxy.calls
+    assert restored_image(context, first.snapshot_id, tmp_path) == first_bytes
+    assert restored_image(context, second.snapshot_id, tmp_path) == lab.read(VM)
+    assert not any("tracking was off" in w for w in job_warnings(context, second.job_id))
 
 
 def test_restore_as_new_vm_and_onto_existing_disk(tmp_path, lab, monkeypatch, fast_kdf) -> None:

@@ -190,7 +190,7 @@ def test_wrong_password_is_a_clear_connect_error(tmp_path, lab, monkeypatch, fas
 
 
 def test_selection_by_folder_tag_and_glob(tmp_path, lab, monkeypatch, fast_kdf) -> None:
-    from safehold.engine.vmware import list_target_vms
+    from safehold.engine.vmware import list_target_vms, restore_vm
 
     lab.tag("backup", "daily", "DC0_H0_VM1", "DC0_C0_RP0_VM0")
     context = make_context(tmp_path, lab, monkeypatch, vms=[], tags=["backup/daily"])
@@ -200,8 +200,14 @@ def test_selection_by_folder_tag_and_glob(tmp_path, lab, monkeypatch, fast_kdf) 
                                                                            "DC0_H0_VM1"]
     context = make_context(tmp_path, lab, monkeypatch, vms=[], folder="DC0/vm")
     assert len(list_target_vms(context, "vms")) == 4
+    lab.resize_disk("DC0_C0_RP0_VM1", MiB)
+    lab.write("DC0_C0_RP0_VM1", 4096, b"cluster vm" * 100)
     result = backup_target(context, "vms")
     assert result.summary["files"] == 4  # one disk per VM
+    with pytest.raises(errors.UsageError, match="--source-vm"):
+        restore_vm(context, result.snapshot_id, new_vm="copy")
+    restore_vm(context, result.snapshot_id, new_vm="copy", source_vm="DC0_C0_RP0_VM1")
+    assert lab.read("copy") == lab.read("DC0_C0_RP0_VM1")
     for missing in ({"vms": ["no-such-vm"]}, {"vms": [], "folder": "DC0/vm/nothing"}, {"vms": [], "tags": ["nope"]}):
         context = make_context(tmp_path, lab, monkeypatch, **missing)
         with pytest.raises(errors.VMNotFound) as failure:

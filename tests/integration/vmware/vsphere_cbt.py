@@ -13,12 +13,13 @@ Tested by test_vsphere_cbt.py; used by vsphere_proxy.py.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import threading
 import uuid
 from dataclasses import dataclass
+
+from blake3 import blake3
 
 
 class UnknownChangeId(Exception):
@@ -57,7 +58,7 @@ class ChangeTracker:
             for _offset in range(0, size, self.block_size):
                 data = handle.read(self.block_size)
                 data = data + bytes(min(self.block_size, size - _offset) - len(data))
-                blocks.append(None if data == zero[: len(data)] else hashlib.sha256(data).digest())
+                blocks.append(None if data == zero[: len(data)] else blake3(data).digest())
         with self.lock:
             epoch = self.epochs.setdefault(disk, " ".join(f"{b:02x}" for b in uuid.uuid4().bytes[:8]))
             change_id = f"{epoch}/{next(self.sequence)}"

@@ -69,6 +69,7 @@ class VsphereProxy:
         self.expired: set[str] = set()
         self.cookies_seen: set[str] = set()
         self.snapshot_requests: list[str] = []  # bodies of CreateSnapshot_Task calls
+        self.harness_seconds = 0.0  # time spent emulating CBT (recording disks, answering queries)
         self.calls: list[str] = []  # SOAP method names and 'GET path' / 'PUT path', in order
         self.lock = threading.Lock()
         self._admin = None
@@ -135,6 +136,16 @@ class VsphereProxy:
                 result.append((device.key, f"{directory.rstrip('/')}/{flat}", size))
         return result
 
+    def cbt_enabled(self, vm_id: str) -> bool:
+        from pyVmomi import vmodl
+
+        vm = self._vm(vm_id)
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=vm)],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=type(vm), pathSet=["config.changeTrackingEnabled"])])
+        result = self.admin.content.propertyCollector.RetrieveContents([spec])
+        return any(prop.val for entry in result for prop in entry.propSet or [])
+
     def wait_task(self, task_id: str):
         from pyVmomi import vim
 
@@ -154,14 +165,18 @@ class VsphereProxy:
         if method == "CreateSnapshot_Task" and self.fail_quiesce and _field(body, "quiesce") == "true":
             return soap_fault("ApplicationQuiesceFault", "Quiescing the guest file system failed (injected)"), {}
         if method == "QueryChangedDiskAreas":
-            return self.query_changed_disk_areas(body), {}
+            started = time.monotonic()
+            try:
+                return self.query_changed_disk_areas(body), {}
+            finally:
+                self.harness_seconds += time.monotonic() - started
         return None
 
     def query_changed_disk_areas(self, body: bytes) -> bytes:
         vm_id = _THIS.search(body).group(1).decode()
         snapshot_id, key = _field(body, "snapshot"), int(_field(body, "deviceKey"))
         start, since = int(_field(body, "startOffset")), _field(body, "changeId")
-        if not self._vm(vm_id).config.changeTrackingEnabled:
+        if not self.cbt_enabled(vm_id):
             return soap_fault("FileFault", "Change tracking is not active on this virtual machine (emulated)",
                               "<file>disk</file>")
         at = self.snapshot_change_ids.get(snapshot_id or "", {}).get(key)
@@ -180,8 +195,10 @@ class VsphereProxy:
 
     def around_snapshot(self, body: bytes, forward: Callable[[], tuple[int, list, bytes]]) -> tuple[int, list, bytes]:
         vm_id = _THIS.search(body).group(1).decode()
+        started = time.monotonic()
         recorded = {key: self.tracker.record(f"{vm_id}:{key}", path, size)
                     for key, path, size in self.local_disks(vm_id)}
+        self.harness_seconds += time.monotonic() - started
         status, headers, response = forward()
         task = re.search(rb"<returnval[^>]*>([^<]+)</returnval>", response)
         if status == 200 and task:

@@ -55,7 +55,12 @@ class VmwareSource:
         """The VMs this target selects (for 'safehold vmware vms')."""
         session, password = self.connect()
         try:
-            selected = select_vms(session, self.selection, password)
+            try:
+                selected = select_vms(session, self.selection, password)
+            except SafeholdError:
+                raise
+            except Exception as exc:
+                raise _failure(f"selection on {self.server}", exc, "listing VMs") from exc
             props = session.properties([vm for vm, _ in selected],
                                        ["runtime.powerState", "config.changeTrackingEnabled", "guest.toolsRunningStatus"])
             return [{"name": p.get("name"), "id": vm._moId, "instance_uuid": p.get("config.instanceUuid"),
@@ -69,8 +74,14 @@ class VmwareSource:
         session, password = self.connect()
         backup = _Backup(session, self, parent_token or {})
         try:
-            for vm, props in select_vms(session, self.selection, password):
-                backup.add_vm(vm, props)
+            try:
+                for vm, props in select_vms(session, self.selection, password):
+                    backup.add_vm(vm, props)
+            except SafeholdError:
+                raise
+            except Exception as exc:  # a dropped connection or fault while preparing: still one clear error
+                current = backup.vm_names[-1] if backup.vm_names else f"selection on {self.server}"
+                raise _failure(current, exc, "preparing the backup") from exc
             yield View(kind="image", paths=[f"vsphere://{self.server}/{name}" for name in backup.vm_names],
                        disks=backup.disks, incremental="cbt", token=backup.token(), warnings=backup.warnings)
         except BaseException as exc:

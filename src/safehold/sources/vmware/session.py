@@ -69,7 +69,7 @@ class Session:
 
         try:
             self.instance = SmartConnect(host=self.host, port=self.port, user=self.user, pwd=self._password,
-                                         sslContext=self.context, connectionPoolTimeout=-1)
+                                         sslContext=self.context)
         except ssl.SSLCertVerificationError as exc:
             raise VSphereConnectFailed(server=self.server, detail=f"certificate not trusted ({exc.verify_message})",
                                        ) from None

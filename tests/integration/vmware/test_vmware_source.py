@@ -229,13 +229,25 @@ def test_quiesced_when_tools_run_and_crash_consistent_warning_otherwise(tmp_path
 
 
 def test_leftover_snapshot_of_a_killed_run_is_removed(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
     vm = lab.vm(VM)
-    lab.wait(vm.CreateSnapshot_Task("safehold-20260101T000000Z", "left by a killed run", False, False))
+    host = socket.gethostname()
+    lab.wait(vm.CreateSnapshot_Task("safehold-20260101T000000Z", f"safehold backup from {host} pid {dead.pid}; "
+                                    "removed when the backup ends", False, False))
+    lab.wait(vm.CreateSnapshot_Task("safehold-20260102T000000Z", f"safehold backup from {host} pid {os.getpid()}; "
+                                    "removed when the backup ends", False, False))  # a backup still running
     lab.wait(vm.CreateSnapshot_Task("user-snapshot", "not ours", False, False))
     context = make_context(tmp_path, lab, monkeypatch)
     result = backup_target(context, "vms")
-    assert any("safehold-20260101T000000Z" in w for w in job_warnings(context, result.job_id))
-    assert lab.snapshot_names(VM) == ["user-snapshot"]
+    warnings = job_warnings(context, result.job_id)
+    assert any("removed snapshot safehold-20260101T000000Z" in w for w in warnings), warnings
+    assert any("safehold-20260102T000000Z belongs to a safehold backup still running" in w for w in warnings)
+    assert sorted(lab.snapshot_names(VM)) == ["safehold-20260102T000000Z", "user-snapshot"]
+    lab.expected_snapshots.add("safehold-20260102T000000Z")
 
 
 def test_unknown_change_id_falls_back_to_a_full_read(tmp_path, lab, monkeypatch, fast_kdf) -> None:

@@ -83,6 +83,7 @@ class Lab:
         self.ca_file, cert_file, key_file = make_certificates(scratch / "tls")
         self.proxy = VsphereProxy(self.upstream, self.USER, self.PASSWORD, str(cert_file), str(key_file)).start()
         self.server = f"127.0.0.1:{self.proxy.port}"
+        self.expected_snapshots: set[str] = set()  # safehold- snapshots a test made on purpose
 
     def close(self) -> None:
         self.proxy.stop()
@@ -98,6 +99,16 @@ class Lab:
     @property
     def admin(self) -> Any:
         return self.proxy.admin
+
+    def all_vms(self) -> list[tuple[Any, dict]]:
+        from pyVmomi import vim
+
+        content = self.admin.content
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        try:
+            return [(vm, {"name": vm.name}) for vm in view.view]
+        finally:
+            view.DestroyView()
 
     def vm(self, name: str) -> Any:
         vm = self.admin.content.searchIndex.FindByInventoryPath(f"DC0/vm/{name}")

@@ -14,7 +14,11 @@ a failed run leaves the previous snapshot as the parent of the next one.
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
+import re
+import socket
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -161,7 +165,7 @@ class _Backup:
         tools = info.get("guest.toolsRunningStatus")
         quiesce = self.source.quiesce and tools == "guestToolsRunning"
         label = SNAPSHOT_PREFIX + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        description = "made by safehold for a backup; removed when the backup ends"
+        description = f"safehold backup from {socket.gethostname()} pid {os.getpid()}; removed when the backup ends"
         try:
             snapshot = self.session.wait(vm.CreateSnapshot_Task(label, description, False, quiesce))
         except Exception as exc:
@@ -185,17 +189,24 @@ class _Backup:
         return snapshot
 
     def _remove_leftovers(self, vm: Any, name: str, snapshot_info: Any) -> None:
-        """Snapshots named 'safehold-...' that a killed run could not remove."""
+        """Remove 'safehold-' snapshots that a killed run could not remove. A snapshot whose
+        process still runs (same host, live pid) belongs to a concurrent backup and stays;
+        one from another host counts as left over once it is older than a day."""
         stack = list(getattr(snapshot_info, "rootSnapshotList", None) or [])
         while stack:
             tree = stack.pop()
             stack.extend(tree.childSnapshotList or [])
-            if tree.name.startswith(SNAPSHOT_PREFIX):
-                try:
-                    self.session.wait(tree.snapshot.RemoveSnapshot_Task(removeChildren=False))
-                    self.warnings.append(f"VM {name}: removed snapshot {tree.name} left by an interrupted backup")
-                except Exception as exc:
-                    raise _failure(name, exc, f"removing the leftover snapshot {tree.name}") from None
+            if not tree.name.startswith(SNAPSHOT_PREFIX):
+                continue
+            if _still_running(tree.description or "", tree.createTime):
+                self.warnings.append(f"VM {name}: snapshot {tree.name} belongs to a safehold backup still running "
+                                     f"({tree.description}); left in place")
+                continue
+            try:
+                self.session.wait(tree.snapshot.RemoveSnapshot_Task(removeChildren=False))
+                self.warnings.append(f"VM {name}: removed snapshot {tree.name} left by an interrupted backup")
+            except Exception as exc:
+                raise _failure(name, exc, f"removing the leftover snapshot {tree.name}") from None
 
     def _disk(self, vm: Any, name: str, snapshot: Any, device: Any, datacenter: str, parent_disks: dict,
               vm_config: dict) -> DiskItem | None:
@@ -343,6 +354,26 @@ class _Reader:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def _still_running(description: str, created: datetime.datetime | None) -> bool:
+    match = re.search(r"from (\S+) pid (\d+)", description)
+    if match is None:
+        return False  # not ours in this form (an older release or edited): left over
+    host, pid = match.group(1), int(match.group(2))
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        # Alive (our own pid included: a concurrent job of this server process): not a leftover.
+        return True
+    if created is None:
+        return False
+    age = datetime.datetime.now(datetime.timezone.utc) - created.astimezone(datetime.timezone.utc)
+    return age < datetime.timedelta(days=1)
 
 
 def _gone(exc: BaseException) -> bool:

@@ -182,11 +182,19 @@ def test_certificates_are_checked_unless_insecure(tmp_path, lab, monkeypatch, fa
     assert backup_target(context, "vms").snapshot_id
 
 
-def test_wrong_password_is_a_clear_connect_error(tmp_path, lab, monkeypatch, fast_kdf) -> None:
+def test_wrong_or_missing_password_is_a_clear_connect_error(tmp_path, lab, monkeypatch, fast_kdf) -> None:
     context = make_context(tmp_path, lab, monkeypatch)
     monkeypatch.setenv(PASSWORD_ENV, "wrong")
     with pytest.raises(errors.VSphereConnectFailed, match="wrong user name or password"):
         backup_target(context, "vms")
+    monkeypatch.delenv(PASSWORD_ENV)
+    with pytest.raises(errors.VSphereConnectFailed, match=f"the variable {PASSWORD_ENV}"):
+        backup_target(context, "vms")
+    password_file = tmp_path / "vsphere.password"
+    password_file.write_text(lab.PASSWORD + "\n")
+    context = make_context(tmp_path, lab, monkeypatch, password_file=str(password_file))
+    monkeypatch.delenv(PASSWORD_ENV)
+    assert backup_target(context, "vms").snapshot_id
 
 
 def test_selection_by_folder_tag_and_glob(tmp_path, lab, monkeypatch, fast_kdf) -> None:

@@ -52,7 +52,7 @@ class VmwareSource:
         self.chunk_size = chunk_size
 
     def connect(self) -> tuple[Session, str]:
-        password = read_password(self.password_env, self.password_file)
+        password = read_password(self.server, self.password_env, self.password_file)
         return Session(self.server, self.user, password, insecure=self.insecure, ca_file=self.ca_file), password
 
     def list_vms(self) -> list[dict[str, Any]]:
@@ -90,6 +90,8 @@ class VmwareSource:
                        disks=backup.disks, incremental="cbt", token=backup.token(), warnings=backup.warnings)
         except BaseException as exc:
             problems = backup.cleanup()
+            for vm, label, detail in problems:
+                log.error("snapshot %s of VM %s could not be removed: %s", label, vm, detail)
             if isinstance(exc, VSphereBackupFailed):
                 raise VSphereBackupFailed(vm=exc.fields["vm"], detail=f"{exc.fields['detail']}; {backup.cleanup_summary(problems)}") from exc
             raise

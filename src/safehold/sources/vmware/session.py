@@ -160,17 +160,20 @@ def _distinct_types(objects: list[Any]) -> list[type]:
     return seen
 
 
-def read_password(password_env: str, password_file: str | None) -> str:
-    from ...errors import PasswordMissing
-
+def read_password(server: str, password_env: str, password_file: str | None) -> str:
+    """The vSphere password from source.password_file or the variable source.password_env names."""
     if password_file:
         try:
             with open(password_file, encoding="utf-8") as handle:
-                return handle.read().rstrip("\r\n")
+                password = handle.read().rstrip("\r\n")
         except OSError as exc:
-            raise PasswordMissing(detail=f"cannot read vSphere password file {password_file}: {exc.strerror}",
-                                  variable=password_env) from None
+            raise VSphereConnectFailed(server=server, detail=f"cannot read source.password_file {password_file}: "
+                                       f"{exc.strerror or exc}") from None
+        if not password:
+            raise VSphereConnectFailed(server=server, detail=f"source.password_file {password_file} is empty")
+        return password
     password = os.environ.get(password_env)
     if not password:
-        raise PasswordMissing(detail=f"the vSphere password variable {password_env} is not set", variable=password_env)
+        raise VSphereConnectFailed(server=server, detail=f"no password: the variable {password_env} "
+                                   "(source.password_env) is not set; export it or set source.password_file")
     return password

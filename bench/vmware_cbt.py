@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         assert restored.read_bytes() == lab.read(VM), "the incremental snapshot does not restore byte for byte"
     finally:
         lab.close()
+        shutil.rmtree(scratch, ignore_errors=True)  # the disk, the repository and the restore: 3x the size
 
     rows = [("full", full_time, full.summary["bytes_read"], full.summary["bytes_added"]),
             ("incremental (CBT)", incremental_time, incremental.summary["bytes_read"], incremental.summary["bytes_added"])]

@@ -74,7 +74,12 @@ class VmwareSource:
             session.logout()
 
     @contextmanager
-    def open(self, parent_token: dict | None = None) -> Iterator[View]:
+    def open(self, parent_token: dict | None = None, changed: list[Extent] | None = None) -> Iterator[View]:
+        if changed is not None:
+            from ...errors import UsageError
+
+            raise UsageError("changed extents come from vSphere's change tracking for vmware targets; "
+                             "they cannot be given by hand")
         session, password = self.connect()
         backup = _Backup(session, self, parent_token or {})
         try:

@@ -291,6 +291,44 @@ class EbsInstanceInOtherRegion(SafeholdError):
               "to an instance in {region}")
     exit_code = 47
 
+# --- VMware vSphere (codes 54-57) ---------------------------------------------
+
+
+class VSphereConnectFailed(SafeholdError):
+    template = "cannot connect to vSphere at {server}: {detail}"
+    remedy = (
+        "check source.server, source.user and the password variable; for a certificate error set "
+        "source.ca_file to the CA that signed the vCenter certificate (source.insecure: true only in a lab)"
+    )
+    exit_code = 54
+
+
+class VMNotFound(SafeholdError):
+    template = "no VM on {server} matches {selection}"
+    remedy = (
+        "check the VM names, the folder (an inventory path such as DC0/vm/prod) and the tags in targets.yml; "
+        "'safehold vmware vms TARGET' lists what a target selects"
+    )
+    exit_code = 55
+
+
+class VSphereBackupFailed(SafeholdError):
+    template = "backup of VM {vm} failed: {detail}"
+    remedy = (
+        "safehold removed its VM snapshot (the job log says so) and stored no new snapshot: the previous one "
+        "stays the parent of the next run; fix the cause and run the backup again"
+    )
+    exit_code = 56
+
+
+class VSphereSnapshotLeft(SafeholdError):
+    template = "could not remove snapshot {snapshot} of VM {vm}: {detail}"
+    remedy = (
+        "remove it in the vSphere client (Snapshots > Manage Snapshots); the next safehold backup of this VM also "
+        "removes leftover 'safehold-' snapshots first"
+    )
+    exit_code = 57
+
 
 # --- catalog -------------------------------------------------------------------
 

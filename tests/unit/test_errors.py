@@ -18,6 +18,7 @@ STABLE = {
     "DestinationError": 33, "JobNotFound": 34, "CatalogSchemaTooNew": 35, "InternalError": 70,
     "HypervisorUnavailable": 50, "DomainNotFound": 51, "DomainVanished": 52, "DomainBusy": 53,
     "EbsSnapshotPending": 45, "EbsDeviceInUse": 46, "EbsInstanceInOtherRegion": 47,
+    "VSphereConnectFailed": 54, "VMNotFound": 55, "VSphereBackupFailed": 56, "VSphereSnapshotLeft": 57,
 }
 STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFailed": 60}
 

@@ -553,6 +553,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.hyperv",
     "safehold.cli.libvirt",
     "safehold.cli.ebs",
+    "safehold.cli.vmware",
 ]
 
 

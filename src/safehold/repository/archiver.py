@@ -80,6 +80,7 @@ class Archiver:
         before = (self.repository.stats.blobs_added, self.repository.stats.bytes_added,
                   self.repository.stats.plain_bytes_added)
         tree = TreeWriter(self.repository)
+        # The source's own warnings (a crash-consistent VM snapshot, CBT just enabled) stay with the snapshot.
         with ThreadPoolExecutor(self.threads, thread_name_prefix="safehold-chunk") as pool:
             if view.kind == "files":
                 assert view.items is not None

@@ -22,6 +22,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "hyperv": ("safehold.sources.hyperv", "HyperVSource", "hyperv-vm"),
     "libvirt": ("safehold.sources.libvirt", "LibvirtSource", "libvirt"),
     "ebs": ("safehold.sources.ebs", "EbsSource", "ebs"),
+    "vmware": ("safehold.sources.vmware", "VmwareSource", "vmware"),
 }
 
 

@@ -346,6 +346,8 @@ def _print_prune(report) -> None:
                f"repacked, {report.blobs_removed} unused blob(s); {verb} {human_bytes(report.bytes_freed)}")
     for warning in report.warnings:
         error_console.print(f"[yellow]warning[/]: {warning}")
+    for kept in getattr(report, "retained", []):
+        typer.echo(f"kept {kept['kind']}/{kept['name'][:16]} until {kept['until']}: {kept['reason']} (Object Lock)")
 
 
 @app.command()
@@ -528,6 +530,7 @@ def _print_error(exc: SafeholdError, prefix: str = "") -> None:
 # ``register(app)`` that adds its commands; importing them is cheap because
 # they, too, import the engine only inside each command.
 COMMAND_MODULES: list[str] = [
+    "safehold.cli.immutability",
 ]
 
 

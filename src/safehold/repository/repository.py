@@ -312,7 +312,14 @@ class Repository:
         self._write_index()
 
     def retain_until(self) -> datetime | None:
-        return None  # object-lock retention belongs to the S3 backend issue
+        """When a data, index or snapshot object written now may first be deleted (None: no retention).
+
+        The backend carries the period (S3 Object Lock ``days``); it is applied
+        from the moment of writing, and ``safehold maintenance`` extends it on
+        objects that kept snapshots still use.
+        """
+        period = getattr(self.backend, "retention_period", None)
+        return None if period is None else datetime.now(timezone.utc) + period
 
     def locate(self, blob_id: bytes) -> BlobLocation:
         location = self.index.lookup(blob_id)

@@ -298,6 +298,27 @@ class S3Backend:
         except Exception as exc:
             raise _storage_error(exc, f"reading the versioning state of {self.bucket}") from exc
 
+    def immutability_facts(self) -> dict:
+        """What the bucket enforces, for ``safehold repo audit-immutability``."""
+        lock = self.bucket_object_lock()
+        default = lock.get("Rule", {}).get("DefaultRetention")
+        try:
+            rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+        except Exception as exc:
+            if _error_code(exc) != "NoSuchLifecycleConfiguration":
+                raise _storage_error(exc, f"reading the lifecycle rules of {self.bucket}") from exc
+            rules = []
+        noncurrent = [r["NoncurrentVersionExpiration"].get("NoncurrentDays") for r in rules
+                      if r.get("Status") == "Enabled" and "NoncurrentVersionExpiration" in r
+                      and _rule_covers(r, self.prefix)]
+        return {
+            "store": f"s3 bucket {self.bucket}",
+            "object_lock_enabled": lock.get("ObjectLockEnabled") == "Enabled",
+            "versioning": self.bucket_versioning(),
+            "default_retention": default,
+            "noncurrent_version_expiration_days": min((d for d in noncurrent if d), default=None),
+        }
+
     def remove_temporary_files(self) -> int:
         """Abort multipart uploads under the prefix left by killed writers; returns how many.
 
@@ -317,6 +338,12 @@ class S3Backend:
         except Exception as exc:
             raise _storage_error(exc, "aborting stale multipart uploads") from exc
         return aborted
+
+
+def _rule_covers(rule: dict, prefix: str) -> bool:
+    """Whether a lifecycle rule applies to the repository's keys (no filter, or a prefix filter above ours)."""
+    rule_prefix = rule.get("Filter", {}).get("Prefix", rule.get("Prefix", "")) or ""
+    return (prefix + "/").startswith(rule_prefix) or not rule_prefix
 
 
 def _rechunk(parts: Sequence, size: int) -> Iterator[bytes]:

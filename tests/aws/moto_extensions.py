@@ -12,6 +12,9 @@ wrong reason. Each extension below patches moto *in the moto server process*
 2. ``atomic_conditional_put``: AWS decides ``If-None-Match: *`` atomically (one
    of racing writers wins, the rest get 412); moto checks and then writes
    without a lock, so two racing writers can both succeed.
+3. ``multipart_initiated_time``: AWS's ListMultipartUploads gives each upload's
+   ``Initiated`` time; moto answers 2010-11-10T20:48:33Z for every upload, so
+   "abort only stale uploads" could not be tested.
 """
 
 from __future__ import annotations
@@ -96,6 +99,48 @@ def atomic_conditional_put() -> None:
     APPLIED.append("atomic_conditional_put")
 
 
+def multipart_initiated_time() -> None:
+    import re
+
+    from moto.s3.models import S3Backend
+    from moto.s3.responses import S3Response
+
+    original_create = S3Backend.create_multipart_upload
+    original_list = S3Response.list_multipart_uploads
+
+    def create_multipart_upload(self, *args, **kwargs):
+        multipart = original_create(self, *args, **kwargs)
+        multipart.safehold_initiated = _now()
+        return multipart
+
+    def list_multipart_uploads(self):
+        status, headers, body = original_list(self)
+        uploads = self.backend.list_multipart_uploads(self.bucket_name)
+        text = body.decode() if isinstance(body, bytes) else body
+
+        def fix(match: re.Match) -> str:
+            block = match.group(0)
+            upload_id = re.search(r"<UploadId>([^<]+)</UploadId>", block)
+            upload = uploads.get(upload_id.group(1)) if upload_id else None
+            initiated = getattr(upload, "safehold_initiated", None)
+            if initiated is None:
+                return block
+            return re.sub(r"<Initiated>[^<]*</Initiated>", f"<Initiated>{initiated}</Initiated>", block)
+
+        text = re.sub(r"<Upload>.*?</Upload>", fix, text, flags=re.S)
+        return status, headers, text.encode() if isinstance(body, bytes) else text
+
+    S3Backend.create_multipart_upload = create_multipart_upload
+    S3Response.list_multipart_uploads = list_multipart_uploads
+    APPLIED.append("multipart_initiated_time")
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
 def _aws_date(value: str) -> str:
     """moto stores retain-until as ``%Y-%m-%dT%H:%M:%SZ``; headers may carry fractions or an offset."""
     from datetime import datetime, timezone
@@ -104,7 +149,7 @@ def _aws_date(value: str) -> str:
     return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-ALL = [multipart_object_lock, atomic_conditional_put]
+ALL = [multipart_object_lock, atomic_conditional_put, multipart_initiated_time]
 
 
 def apply_all() -> list[str]:

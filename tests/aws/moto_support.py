@@ -25,7 +25,10 @@ class MotoServer:
     def __init__(self, vanilla: bool = False) -> None:
         env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
         command = [sys.executable, str(HERE / "moto_launch.py")] + (["--vanilla"] if vanilla else [])
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        # moto logs every request on stderr; SAFEHOLD_MOTO_LOG=FILE keeps it for debugging.
+        log = open(os.environ["SAFEHOLD_MOTO_LOG"], "ab") if os.environ.get("SAFEHOLD_MOTO_LOG") else subprocess.DEVNULL
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+                                        text=True)
         line = self.process.stdout.readline()
         if not line.startswith("PORT "):
             self.stop()

@@ -77,13 +77,15 @@ def make_client(region: str | None = None, endpoint_url: str | None = None,
     endpoint_url = endpoint_url or None
     custom_endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     config = Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},  # the first try included
         max_pool_connections=pool_size,
         # S3-compatible endpoints (MinIO, moto, Ceph) rarely resolve virtual-hosted names.
         s3={"addressing_style": "path" if custom_endpoint else "auto"},
     )
+    # botocore itself reads only AWS_DEFAULT_REGION; AWS_REGION is what the other SDKs and Lambda set.
+    region = region or os.environ.get("AWS_REGION") or None
     session = boto3.session.Session()
-    return session.client("s3", region_name=region or None, endpoint_url=endpoint_url, config=config)
+    return session.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
 
 
 class S3Backend:
@@ -386,6 +388,6 @@ def _storage_error(exc: BaseException, what: str) -> OSError:
     if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}:
         return S3RequestFailed(errno.EACCES, f"{what}: access denied by S3 ({code}); check the credentials "
                                              "and the IAM policy (deploy/iam/)")
-    if code == "NoSuchBucket":
+    if code in {"NoSuchBucket"} or (code == "404" and what.startswith("bucket ")):
         return S3RequestFailed(errno.ENOENT, f"{what}: the bucket does not exist")
     return S3RequestFailed(errno.EIO, f"{what}: {code or type(exc).__name__}: {exc}")

@@ -104,11 +104,12 @@ def chain_of(repository: Repository, snapshots: list[Snapshot]) -> Chain:
         if location is not None:
             packs.add(location.pack)
     named = packs_named_by(repository, repository.index_names())
-    # Greedy cover, largest first: after a prune the fresh index objects name every
-    # kept pack, so they are chosen and the superseded ones are left to expire.
+    # Greedy cover: most needed packs first, then fewest packs named in all. After a
+    # prune the fresh index objects name every kept pack and no garbage, so they are
+    # chosen and superseded ones (which may pin garbage) are left to expire.
     uncovered = set(packs)
     chosen: list[str] = []
-    for name in sorted(named, key=lambda n: (-len(named[n] & packs), n)):
+    for name in sorted(named, key=lambda n: (-len(named[n] & packs), len(named[n]), n)):
         if not uncovered:
             break
         if named[name] & uncovered:

@@ -133,7 +133,7 @@ def prune(repository: Repository, dry_run: bool = False,
             repack.append(pack)
         report.blobs_removed += sum(1 for _, keep in entries if not keep)
     unindexed = [pack for pack in stored if pack not in pack_entries]
-    kept_indexes = _hold_retained(repository, old_indexes, delete, repack, unindexed, report)
+    kept_indexes, held_garbage = _hold_retained(repository, old_indexes, delete, repack, unindexed, report)
     report.packs_deleted = len(delete)
     report.packs_repacked = len(repack)
     report.unindexed_packs_deleted = len(unindexed)
@@ -164,12 +164,15 @@ def prune(repository: Repository, dry_run: bool = False,
     report.packs_written = repository.stats.packs_written - before
     report.bytes_freed += sum(stored[p] for p in repack if p not in failed_repack)
     gone = set(delete) | (set(repack) - failed_repack) | set(unindexed)
+    # Retained packs holding only garbage stay stored but leave the index: a new index
+    # object naming them would pin them again and again (see _hold_retained).
+    unlisted = gone | held_garbage
 
     # 2. new index of everything kept, 3. old index objects away, 4. packs away.
     on_progress("writing the new index")
     by_pack: dict[str, list[PackEntry]] = {}
     for blob_id, location in repository.index.entries():
-        if location.pack in gone:
+        if location.pack in unlisted:
             continue
         by_pack.setdefault(location.pack, []).append(
             PackEntry(location.blob_type, blob_id, location.offset, location.length, location.plain_length)
@@ -195,15 +198,18 @@ def prune(repository: Repository, dry_run: bool = False,
 
 
 def _hold_retained(repository: Repository, old_indexes: list[str], delete: list[str], repack: list[str],
-                   unindexed: list[str], report: PruneReport) -> set[str]:
-    """Take packs under retention out of the plan (in place) and return the index objects that must stay.
+                   unindexed: list[str], report: PruneReport) -> tuple[set[str], set[str]]:
+    """Take packs under retention out of the plan (in place). Returns the old index objects
+    that must stay, and the held packs that hold nothing any snapshot uses.
 
     Prune never asks the store to delete a retained object. A pack named by a
     retained index object is kept as well (pinned), so no index object that
-    survives this prune names a missing pack.
+    survives this prune names a missing pack. Held garbage packs are left out of
+    the new index, so once the old index objects naming them expire, they are
+    unindexed packs that the first prune after their own retention deletes.
     """
     if retention_backend(repository) is None:
-        return set()
+        return set(), set()
     now = datetime.now(timezone.utc)
     kept_indexes = retained(repository, Kind.INDEX, old_indexes, now)
     pinned: dict[str, datetime] = {}
@@ -218,12 +224,14 @@ def _hold_retained(repository: Repository, old_indexes: list[str], delete: list[
             held[pack] = RetainedObject(Kind.DATA, pack, max(own[pack], pinned.get(pack, own[pack])))
         elif pack in pinned:
             held[pack] = RetainedObject(Kind.DATA, pack, pinned[pack], "named by a retained index object")
+    in_use = {p for p in repack if p in held}
     delete[:] = [p for p in delete if p not in held]
     repack[:] = [p for p in repack if p not in held]
     unindexed[:] = [p for p in unindexed if p not in held]
     report.retained += [RetainedObject(Kind.INDEX, name, until).as_dict() for name, until in sorted(kept_indexes.items())]
     report.retained += [held[p].as_dict() for p in sorted(held)]
-    return set(kept_indexes)
+    garbage = set(held) - in_use
+    return set(kept_indexes), garbage
 
 
 def _remove_temporary_files(repository: Repository, report: PruneReport) -> None:

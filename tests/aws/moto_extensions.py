@@ -15,10 +15,25 @@ wrong reason. Each extension below patches moto *in the moto server process*
 3. ``multipart_initiated_time``: AWS's ListMultipartUploads gives each upload's
    ``Initiated`` time; moto answers 2010-11-10T20:48:33Z for every upload, so
    "abort only stale uploads" could not be tested.
+4. ``s3_object_lock_actions``: AWS authorises PutObjectRetention,
+   GetObjectRetention, Put/GetObjectLegalHold and Get/PutBucketObjectLockConfiguration
+   as those actions; moto maps them to s3:PutObject, s3:GetObject, s3:ListBucket
+   and s3:CreateBucket.
+5. ``iam_policy_evaluation``: under IAM enforcement moto evaluates identity
+   policies without a request context (a statement with any Condition denies,
+   even an Allow), ignores bucket policies, checks EC2 actions against Resource
+   "*" only, and lets anyone send ``x-amz-bypass-governance-retention``. The
+   extension evaluates as AWS documents (``iam_evaluation``) with the request
+   context AWS would supply: resource ARNs per EC2 action, ``aws:ResourceTag/*``
+   and ``ec2:ResourceTag/*`` from moto's tags, ``aws:RequestTag/*`` and
+   ``aws:TagKeys`` from the request, ``s3:prefix``, ``aws:PrincipalArn``,
+   ``aws:SecureTransport`` (true: loopback stands in for TLS), the bucket policy,
+   and s3:BypassGovernanceRetention for deletes that ask to bypass.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 
 APPLIED: list[str] = []
@@ -135,6 +150,168 @@ def multipart_initiated_time() -> None:
     APPLIED.append("multipart_initiated_time")
 
 
+def s3_object_lock_actions() -> None:
+    from moto.s3.responses import ACTION_MAP
+
+    ACTION_MAP["KEY"]["PUT"].update({"retention": "PutObjectRetention", "legal-hold": "PutObjectLegalHold"})
+    ACTION_MAP["KEY"]["GET"].update({"retention": "GetObjectRetention", "legal-hold": "GetObjectLegalHold"})
+    ACTION_MAP["BUCKET"]["GET"]["object-lock"] = "GetBucketObjectLockConfiguration"
+    ACTION_MAP["BUCKET"]["PUT"]["object-lock"] = "PutBucketObjectLockConfiguration"
+    APPLIED.append("s3_object_lock_actions")
+
+
+def iam_policy_evaluation() -> None:
+    import json
+
+    from moto.iam.access_control import IAMPolicy, IAMRequestBase
+
+    import iam_evaluation
+
+    def check_action_permitted(self, resource: str) -> None:
+        if self._action == "sts:GetCallerIdentity":
+            return
+        policies = [IAMPolicy(policy)._policy_json for policy in self._access_key.collect_policies()]
+        principal = _principal_arn(self._access_key)
+        checks = list(_requests(self, resource))
+        for action, arn, context, bucket_policy in checks:
+            context = dict(context, **{"aws:PrincipalArn": [principal], "aws:SecureTransport": ["true"],
+                                       "aws:PrincipalAccount": [self.account_id]})
+            decision = iam_evaluation.decide(policies, action, arn, context,
+                                             json.loads(bucket_policy) if bucket_policy else None,
+                                             principal, self.account_id)
+            if decision != "allow":
+                self._raise_access_denied()
+
+    IAMRequestBase.check_action_permitted = check_action_permitted
+    APPLIED.append("iam_policy_evaluation")
+
+
+def _principal_arn(access_key) -> str:
+    # For an assumed role, policies name the role (aws:PrincipalArn is the role's ARN).
+    arn = access_key.arn
+    match = re.match(r"arn:aws:sts::(\d+):assumed-role/([^/]+)/", arn)
+    return f"arn:aws:iam::{match.group(1)}:role/{match.group(2)}" if match else arn
+
+
+def _requests(request, resource: str):
+    """(action, resource ARN, context, bucket policy) for every authorisation AWS makes for this request."""
+    action = request._action
+    service = action.split(":")[0]
+    if service == "s3":
+        yield from _s3_requests(request, action, resource)
+    elif service == "ec2":
+        yield from _ec2_requests(request, action)
+    else:
+        yield action, resource, {}, None
+
+
+def _s3_requests(request, action: str, resource: str):
+    from moto.s3.models import s3_backends
+
+    bucket_name = resource.split(":::", 1)[1].split("/", 1)[0] if ":::" in resource else ""
+    policy = None
+    try:
+        bucket = s3_backends[request.account_id]["aws"].buckets.get(bucket_name)
+        policy = bucket.policy.decode() if bucket is not None and bucket.policy else None
+    except KeyError:
+        pass
+    context: dict[str, list[str]] = {}
+    prefix = request._data.get("prefix")
+    if prefix is not None:
+        context["s3:prefix"] = _as_list(prefix)
+    headers = {k.lower(): v for k, v in request._headers.items()}
+    if "x-amz-object-lock-mode" in headers:
+        context["s3:object-lock-mode"] = [headers["x-amz-object-lock-mode"]]
+    yield action, resource, context, policy
+    if action in ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention") and \
+            headers.get("x-amz-bypass-governance-retention", "").lower() == "true":
+        yield "s3:BypassGovernanceRetention", resource, context, policy
+    if action == "s3:PutObject" and ("x-amz-object-lock-mode" in headers
+                                     or "x-amz-object-lock-retain-until-date" in headers):
+        yield "s3:PutObjectRetention", resource, context, policy  # writing a locked object sets its retention
+    if action == "s3:PutObject" and "x-amz-object-lock-legal-hold" in headers:
+        yield "s3:PutObjectLegalHold", resource, context, policy
+
+
+def _ec2_requests(request, action: str):
+    from moto.ec2.models import ec2_backends
+
+    region, account, data = request._region, request.account_id, request._data
+
+    def values(key: str) -> list[str]:
+        return _as_list(data.get(key))
+
+    def tags_of(resource_id: str, region_name: str = region) -> dict[str, str]:
+        return dict(ec2_backends[account][region_name].tags.get(resource_id, {}))
+
+    def arn(resource_id: str, region_name: str = region) -> str:
+        kind = {"snap": "snapshot", "vol": "volume", "i": "instance", "ami": "image"}.get(
+            resource_id.split("-")[0], "resource")
+        owner = "" if kind in ("snapshot", "image") else account
+        return f"arn:aws:ec2:{region_name}:{owner}:{kind}/{resource_id}"
+
+    def resource_context(tags: dict[str, str]) -> dict[str, list[str]]:
+        context = {}
+        for key, value in tags.items():
+            context[f"aws:ResourceTag/{key}"] = [value]
+            context[f"ec2:ResourceTag/{key}"] = [value]
+        return context
+
+    request_tags: dict[str, str] = {}
+    for key in data:
+        found = re.fullmatch(r"(TagSpecification\.\d+\.)?Tag\.(\d+)\.Key", key)
+        if found:
+            request_tags[values(key)[0]] = (values(key.replace(".Key", ".Value")) or [""])[0]
+    request_context: dict[str, list[str]] = {f"aws:RequestTag/{k}": [v] for k, v in request_tags.items()}
+    if request_tags:
+        request_context["aws:TagKeys"] = list(request_tags)
+
+    name = action.split(":")[1]
+    if request_tags and name in ("CreateSnapshot", "CopySnapshot", "CreateVolume"):
+        # Tagging on create is also authorised as ec2:CreateTags with ec2:CreateAction set.
+        kind = "volume" if name == "CreateVolume" else "snapshot"
+        owner = account if kind == "volume" else ""
+        yield "ec2:CreateTags", f"arn:aws:ec2:{region}:{owner}:{kind}/*", {
+            **request_context, "ec2:CreateAction": [name]}, None
+    if name == "CreateSnapshot":
+        volume = values("VolumeId")[0]
+        yield action, arn(volume), {**resource_context(tags_of(volume)), **request_context}, None
+        yield action, f"arn:aws:ec2:{region}::snapshot/*", request_context, None
+    elif name == "CopySnapshot":
+        source_region = (values("SourceRegion") or [region])[0]
+        source = values("SourceSnapshotId")[0]
+        yield action, arn(source, source_region), {**resource_context(tags_of(source, source_region)),
+                                                   **request_context}, None
+        yield action, f"arn:aws:ec2:{region}::snapshot/*", request_context, None
+    elif name in ("DeleteSnapshot", "ModifySnapshotAttribute", "DeleteVolume"):
+        resource_id = (values("SnapshotId") or values("VolumeId"))[0]
+        yield action, arn(resource_id), resource_context(tags_of(resource_id)), None
+    elif name in ("CreateTags", "DeleteTags"):
+        for key in sorted(k for k in data if re.fullmatch(r"ResourceId\.\d+", k)):
+            resource_id = values(key)[0]
+            yield action, arn(resource_id), {**resource_context(tags_of(resource_id)), **request_context}, None
+    elif name == "CreateVolume":
+        yield action, f"arn:aws:ec2:{region}:{account}:volume/*", request_context, None
+        if values("SnapshotId"):
+            snapshot = values("SnapshotId")[0]
+            yield action, arn(snapshot), {**resource_context(tags_of(snapshot)), **request_context}, None
+    elif name in ("AttachVolume", "DetachVolume"):
+        for resource_id in values("InstanceId") + values("VolumeId"):
+            yield action, arn(resource_id), resource_context(tags_of(resource_id)), None
+    elif name in ("TerminateInstances", "StopInstances", "StartInstances"):
+        for key in sorted(k for k in data if re.fullmatch(r"InstanceId\.\d+", k)):
+            resource_id = values(key)[0]
+            yield action, arn(resource_id), resource_context(tags_of(resource_id)), None
+    else:  # Describe* and the rest: AWS authorises these against "*"
+        yield action, "*", request_context, None
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _now() -> str:
     from datetime import datetime, timezone
 
@@ -149,7 +326,8 @@ def _aws_date(value: str) -> str:
     return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-ALL = [multipart_object_lock, atomic_conditional_put, multipart_initiated_time]
+ALL = [multipart_object_lock, atomic_conditional_put, multipart_initiated_time, s3_object_lock_actions,
+       iam_policy_evaluation]
 
 
 def apply_all() -> list[str]:

@@ -135,7 +135,8 @@ class S3Backend:
         if self.exists():
             raise ObjectExists(f"a repository exists at {self.url}")
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            # A listing under our prefix, not HeadBucket: least-privilege roles may list only the prefix.
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1)
         except Exception as exc:  # botocore ClientError or connection failure
             raise _storage_error(exc, f"bucket {self.bucket}") from exc
         if self.lock_mode is not None and not self.bucket_object_lock_enabled():

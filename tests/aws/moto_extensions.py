@@ -28,7 +28,14 @@ wrong reason. Each extension below patches moto *in the moto server process*
    and ``ec2:ResourceTag/*`` from moto's tags, ``aws:RequestTag/*`` and
    ``aws:TagKeys`` from the request, ``s3:prefix``, ``aws:PrincipalArn``,
    ``aws:SecureTransport`` (true: loopback stands in for TLS), the bucket policy,
-   and s3:BypassGovernanceRetention for deletes that ask to bypass.
+   and s3:BypassGovernanceRetention for deletes that ask to bypass. moto's own
+   context-free bucket-policy check (which denies on any Condition) is turned
+   off: bucket policies are evaluated only under IAM enforcement, here.
+6. ``retention_only_extends``: AWS lets PutObjectRetention only lengthen a
+   COMPLIANCE retention (never shorten it, remove it or change its mode), and
+   shorten a GOVERNANCE one only with ``x-amz-bypass-governance-retention``;
+   moto overwrites the retention with whatever it is sent, so anyone allowed
+   s3:PutObjectRetention (safehold's maintenance needs it) could unlock anything.
 """
 
 from __future__ import annotations
@@ -164,6 +171,7 @@ def iam_policy_evaluation() -> None:
     import json
 
     from moto.iam.access_control import IAMPolicy, IAMRequestBase
+    from moto.s3.models import FakeBucket
 
     import iam_evaluation
 
@@ -182,7 +190,16 @@ def iam_policy_evaluation() -> None:
             if decision != "allow":
                 self._raise_access_denied()
 
+    def get_permission(self, action: str, resource: str):
+        # moto's own bucket-policy check (before every object GET/HEAD/PUT/DELETE, signed or
+        # not) has no request context, so it denies on any Condition. The bucket policy is
+        # evaluated above instead, with the caller and the context, when IAM is enforced.
+        from moto.iam.access_control import PermissionResult
+
+        return PermissionResult.NEUTRAL
+
     IAMRequestBase.check_action_permitted = check_action_permitted
+    FakeBucket.get_permission = get_permission
     APPLIED.append("iam_policy_evaluation")
 
 
@@ -312,6 +329,33 @@ def _as_list(value) -> list[str]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def retention_only_extends() -> None:
+    from datetime import datetime, timezone
+
+    from moto.s3.exceptions import AccessDeniedByLock
+    from moto.s3.responses import S3Response
+
+    original = S3Response.put_object_retention
+
+    def when(value: str | None) -> datetime | None:
+        return None if not value else datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+    def put_object_retention(self):
+        key = self.backend.get_object(self.bucket_name, self.parse_key_name(),
+                                      version_id=self._get_param("versionId"))
+        current = when(getattr(key, "lock_until", None)) if key is not None else None
+        if current is not None and current > datetime.now(timezone.utc) and key.lock_mode:
+            mode, until = self._mode_until_from_body()
+            weaker = mode != key.lock_mode or when(until) is None or when(until) < current
+            bypass = self.headers.get("x-amz-bypass-governance-retention", "").lower() == "true"
+            if weaker and (key.lock_mode == "COMPLIANCE" or not bypass):
+                raise AccessDeniedByLock()
+        return original(self)
+
+    S3Response.put_object_retention = put_object_retention
+    APPLIED.append("retention_only_extends")
+
+
 def _now() -> str:
     from datetime import datetime, timezone
 
@@ -327,7 +371,7 @@ def _aws_date(value: str) -> str:
 
 
 ALL = [multipart_object_lock, atomic_conditional_put, multipart_initiated_time, s3_object_lock_actions,
-       iam_policy_evaluation]
+       iam_policy_evaluation, retention_only_extends]
 
 
 def apply_all() -> list[str]:

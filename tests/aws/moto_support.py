@@ -48,6 +48,7 @@ class MotoServer:
                 time.sleep(0.1)
 
     def client(self, service: str, region: str = REGION, **credentials):
+        """A boto3 client for this server (default credentials: anything, as moto accepts without IAM)."""
         import boto3
         from botocore.config import Config
 
@@ -93,8 +94,11 @@ def shared_server() -> MotoServer:
 
 
 def make_bucket(server: MotoServer, object_lock: bool = False, name: str | None = None) -> str:
+    return make_bucket_with(server.client("s3"), object_lock, name)
+
+
+def make_bucket_with(s3, object_lock: bool = False, name: str | None = None) -> str:
     name = name or f"safehold-test-{uuid.uuid4().hex[:12]}"
-    s3 = server.client("s3")
     s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION},
                      ObjectLockEnabledForBucket=object_lock)
     return name

@@ -1,9 +1,10 @@
 """IAM policy evaluation as AWS documents it, for the moto extension ``iam_policy_evaluation``.
 
 moto 5.2 evaluates identity policies only by Action and Resource: it passes no
-request context, so every statement with a Condition answers *deny* (even an
-Allow), it ignores bucket policies, and EC2 actions are checked against
-Resource "*" only. This module is the evaluation logic (pure functions, tested
+request context and skips conditions it has no values for, so every
+conditional statement applies unconditionally (a tag-scoped Allow allows
+everything, a conditional Deny denies everyone); its bucket-policy check has
+the same flaw, and EC2 actions are checked against Resource "*" only. This module is the evaluation logic (pure functions, tested
 in test_moto_extensions.py); ``moto_extensions`` feeds it the request context.
 
 Covered, following the IAM policy evaluation logic of the AWS documentation:

@@ -20,16 +20,18 @@ wrong reason. Each extension below patches moto *in the moto server process*
    as those actions; moto maps them to s3:PutObject, s3:GetObject, s3:ListBucket
    and s3:CreateBucket.
 5. ``iam_policy_evaluation``: under IAM enforcement moto evaluates identity
-   policies without a request context (a statement with any Condition denies,
-   even an Allow), ignores bucket policies, checks EC2 actions against Resource
-   "*" only, and lets anyone send ``x-amz-bypass-governance-retention``. The
+   policies without a request context and skips every condition it has no value
+   for (a tag-scoped Allow allows any snapshot, a conditional Deny denies
+   everyone), evaluates bucket policies the same way on every object request,
+   checks EC2 actions against Resource "*" only, and lets anyone send
+   ``x-amz-bypass-governance-retention``. The
    extension evaluates as AWS documents (``iam_evaluation``) with the request
    context AWS would supply: resource ARNs per EC2 action, ``aws:ResourceTag/*``
    and ``ec2:ResourceTag/*`` from moto's tags, ``aws:RequestTag/*`` and
    ``aws:TagKeys`` from the request, ``s3:prefix``, ``aws:PrincipalArn``,
    ``aws:SecureTransport`` (true: loopback stands in for TLS), the bucket policy,
    and s3:BypassGovernanceRetention for deletes that ask to bypass. moto's own
-   context-free bucket-policy check (which denies on any Condition) is turned
+   context-free bucket-policy check is turned
    off: bucket policies are evaluated only under IAM enforcement, here.
 6. ``retention_only_extends``: AWS lets PutObjectRetention only lengthen a
    COMPLIANCE retention (never shorten it, remove it or change its mode), and
@@ -192,7 +194,7 @@ def iam_policy_evaluation() -> None:
 
     def get_permission(self, action: str, resource: str):
         # moto's own bucket-policy check (before every object GET/HEAD/PUT/DELETE, signed or
-        # not) has no request context, so it denies on any Condition. The bucket policy is
+        # not) has no request context, so any conditional Deny statement denies everyone. The bucket policy is
         # evaluated above instead, with the caller and the context, when IAM is enforced.
         from moto.iam.access_control import PermissionResult
 

@@ -165,9 +165,10 @@ class Repository:
             raise errors.IntegrityError(detail=f"{kind.value}/{name}: {exc}") from None
         return msgpack.unpackb(plain, strict_map_key=False)
 
-    def _put(self, kind: Kind, name: str, data: bytes | list[bytes], retain_until: datetime | None = None) -> None:
+    def _put(self, kind: Kind, name: str, data: bytes | list[bytes], retain_until: datetime | None = None,
+             exclusive: bool = False) -> None:
         try:
-            self.backend.put(kind, name, data, retain_until=retain_until)
+            self.backend.put(kind, name, data, retain_until=retain_until, exclusive=exclusive)
         except OSError as exc:
             raise errors.from_os_error(exc, f"writing {kind.value}/{name[:16]}") from exc
 

@@ -189,8 +189,10 @@ def test_restore_role_creates_and_attaches_a_volume_from_a_safehold_snapshot(wor
     snapshot = backup.create_snapshot(VolumeId=world.volume, TagSpecifications=[
         {"ResourceType": "snapshot", "Tags": [TAG]}])["SnapshotId"]
     ec2 = world.client("restore", "ec2")
+    restored = {"Key": "safehold:restored-from", "Value": snapshot}  # what safehold's EBS restore tags
+    denied(lambda: ec2.create_volume(SnapshotId=snapshot, AvailabilityZone=f"{REGION}a"))  # untagged: no
     volume = ec2.create_volume(SnapshotId=snapshot, AvailabilityZone=f"{REGION}a", TagSpecifications=[
-        {"ResourceType": "volume", "Tags": [TAG]}])["VolumeId"]
+        {"ResourceType": "volume", "Tags": [restored]}])["VolumeId"]
     ec2.attach_volume(VolumeId=volume, InstanceId=world.instance, Device="/dev/sdf")
     [attached] = world.client("admin", "ec2").describe_volumes(VolumeIds=[volume])["Volumes"]
     assert attached["Attachments"][0]["InstanceId"] == world.instance

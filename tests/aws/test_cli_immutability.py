@@ -13,12 +13,14 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 import yaml
 
 import moto_support
+from safehold.repository.backends import Kind
+from safehold.repository.backends.s3 import S3Backend
 
 PASSWORD = "cli correct horse"
 
@@ -120,3 +122,21 @@ def test_maintenance_without_object_lock_says_there_is_nothing_to_do(moto, plain
     ws = Workspace(tmp_path / "ws", moto, plain_bucket, None)
     ws.run("init")
     assert "no object_lock configured" in ws.run("maintenance").stdout
+
+
+def test_prune_says_what_it_kept_under_object_lock_and_until_when(moto, lock_bucket, tmp_path):
+    ws = Workspace(tmp_path / "ws", moto, lock_bucket, {"mode": "GOVERNANCE", "days": 1}, {"keep_last": 1})
+    ws.run("init")
+    ws.run("backup", "--target", "docs")
+    (ws.root / "data" / "file.txt").write_text("x" * 100_000)
+    ws.run("backup", "--target", "docs")
+    # An object under retention that no index names: what a backup killed before its index leaves.
+    backend = S3Backend(f"s3://{lock_bucket}/safehold", client=moto.client("s3"), object_lock_mode="GOVERNANCE",
+                        object_lock_days=1)
+    until = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=5)
+    backend.put(Kind.DATA, "ff" * 32, b"orphan", retain_until=until)
+    proc = ws.run("prune")
+    assert "kept under Object Lock: 1 data" in proc.stdout
+    assert f"data/{'ff' * 8} until {until.isoformat()}" in proc.stdout
+    report = json.loads(ws.run("prune", "--json").stdout)
+    assert [(r["kind"], r["name"]) for r in report["retained"]] == [("data", "ff" * 32)]

@@ -139,6 +139,9 @@ def prune(repository: Repository, dry_run: bool = False,
     report.unindexed_packs_deleted = len(unindexed)
     report.bytes_freed = sum(stored[p] for p in delete + unindexed)
     if dry_run:
+        if delete or repack or unindexed:
+            report.retained += [RetainedObject(Kind.INDEX, name, until).as_dict()
+                                for name, until in sorted(kept_indexes.items())]
         # Repacking frees about the unused part of each repacked pack.
         report.bytes_freed += sum(e.length for p in repack for e, keep in pack_entries[p] if not keep)
         return report
@@ -185,6 +188,8 @@ def prune(repository: Repository, dry_run: bool = False,
     fresh_retained = retained(repository, Kind.INDEX, written_indexes)
     for name in list(old_indexes) + sorted(written_indexes):
         if name in kept_indexes or name in fresh_retained:
+            until = kept_indexes.get(name) or fresh_retained[name]
+            report.retained.append(RetainedObject(Kind.INDEX, name, until).as_dict())
             continue
         repository.backend.delete(Kind.INDEX, name)
         report.index_objects_replaced += 1
@@ -198,9 +203,12 @@ def prune(repository: Repository, dry_run: bool = False,
 
 
 def _hold_retained(repository: Repository, old_indexes: list[str], delete: list[str], repack: list[str],
-                   unindexed: list[str], report: PruneReport) -> tuple[set[str], set[str]]:
+                   unindexed: list[str], report: PruneReport) -> tuple[dict[str, datetime], set[str]]:
     """Take packs under retention out of the plan (in place). Returns the old index objects
     that must stay, and the held packs that hold nothing any snapshot uses.
+
+    Index objects are reported only when prune goes on to replace them (a prune
+    with nothing to do leaves every index object alone anyway).
 
     Prune never asks the store to delete a retained object. A pack named by a
     retained index object is kept as well (pinned), so no index object that
@@ -209,7 +217,7 @@ def _hold_retained(repository: Repository, old_indexes: list[str], delete: list[
     unindexed packs that the first prune after their own retention deletes.
     """
     if retention_backend(repository) is None:
-        return set(), set()
+        return {}, set()
     now = datetime.now(timezone.utc)
     kept_indexes = retained(repository, Kind.INDEX, old_indexes, now)
     pinned: dict[str, datetime] = {}
@@ -228,10 +236,9 @@ def _hold_retained(repository: Repository, old_indexes: list[str], delete: list[
     delete[:] = [p for p in delete if p not in held]
     repack[:] = [p for p in repack if p not in held]
     unindexed[:] = [p for p in unindexed if p not in held]
-    report.retained += [RetainedObject(Kind.INDEX, name, until).as_dict() for name, until in sorted(kept_indexes.items())]
     report.retained += [held[p].as_dict() for p in sorted(held)]
     garbage = set(held) - in_use
-    return set(kept_indexes), garbage
+    return kept_indexes, garbage
 
 
 def _remove_temporary_files(repository: Repository, report: PruneReport) -> None:

@@ -117,8 +117,8 @@ def audit_immutability(context: Context, min_remaining: timedelta = DEFAULT_MIN_
         if facts and facts.get("noncurrent_version_expiration_days") is None:
             report.add("warning", "lifecycle", "no lifecycle rule expires noncurrent versions: objects prune deletes "
                        "stay stored (and billed) forever as hidden versions",
-                       f"add a lifecycle rule with NoncurrentVersionExpiration (e.g. 7 days) and "
-                       "AbortIncompleteMultipartUpload to bucket " + str(bucket))
+                       "add a lifecycle rule with NoncurrentVersionExpiration (e.g. 7 days) and "
+                       f"AbortIncompleteMultipartUpload to bucket {bucket}")
         if lock is not None:
             _audit_policies(context, report, timedelta(days=lock.days), min_remaining)
         with context.locked(purpose="audit-immutability", load_index=False) as locked:

@@ -31,16 +31,12 @@ Why it is built this way:
 from __future__ import annotations
 
 import errno
-import threading
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 from ... import errors
 from .base import Kind, ObjectExists, ObjectInfo, ObjectNotFound, ObjectRetained
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client  # noqa: F401 (type only, not installed)
 
 MIB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD = 32 * MIB
@@ -108,7 +104,6 @@ class S3Backend:
         self.multipart_threshold = max(multipart_threshold, MIN_PART_SIZE)
         self.part_size = part_size
         self.client = client if client is not None else make_client(region, endpoint_url, max_attempts)
-        self._local = threading.local()
 
     # -- keys -----------------------------------------------------------------
     def key(self, kind: Kind, name: str) -> str:
@@ -142,7 +137,9 @@ class S3Backend:
         if self.lock_mode is not None and not self.bucket_object_lock_enabled():
             raise errors.BackendError(
                 detail=f"object_lock is configured but bucket {self.bucket} was created without Object Lock; "
-                "Object Lock can only be turned on for a bucket created with it (--object-lock-enabled-for-bucket)"
+                f"turn it on (aws s3api put-bucket-versioning --bucket {self.bucket} --versioning-configuration "
+                f"Status=Enabled, then aws s3api put-object-lock-configuration --bucket {self.bucket} "
+                "--object-lock-configuration ObjectLockEnabled=Enabled) or use a bucket created with it"
             )
 
     def put(self, kind: Kind, name: str, data: bytes | Sequence[bytes], *, exclusive: bool = False,
@@ -159,9 +156,9 @@ class S3Backend:
                 if size >= self.multipart_threshold:
                     self._put_multipart(key, parts, exclusive, extra)
                 else:
-                    body = b"".join(bytes(part) if isinstance(part, memoryview) else part for part in parts)
+                    body = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
                     condition = {"IfNoneMatch": "*"} if exclusive else {}
-                    self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body), **extra, **condition)
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra, **condition)
                 return
             except Exception as exc:
                 code = _error_code(exc)

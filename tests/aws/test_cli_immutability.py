@@ -66,6 +66,8 @@ def test_locked_repository_through_the_cli(moto, lock_bucket, s3, tmp_path):
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=lock_bucket, Prefix="safehold/data/")["Contents"]]
     assert keys and all(s3.head_object(Bucket=lock_bucket, Key=k)["ObjectLockMode"] == "COMPLIANCE" for k in keys)
 
+    planned = json.loads(ws.run("forget", "--dry-run", "--json").stdout)
+    assert [d["keep"] for d in planned["decisions"]] == [True, True]  # a dry run knows about the lock too
     forgot = json.loads(ws.run("forget", "--json").stdout)
     assert forgot["removed"] == []
     held = [d for d in forgot["decisions"] if "retained by Object Lock until" in " ".join(d["reasons"])]

@@ -345,6 +345,17 @@ class CatalogSchemaTooNew(SafeholdError):
     exit_code = 35
 
 
+# --- immutability (S3 Object Lock) ------------------------------------------------
+
+
+class ImmutabilityAuditFailed(SafeholdError):
+    """``safehold repo audit-immutability`` found something that lets backups be deleted or altered."""
+
+    template = "the immutability audit found {count} problem(s)"
+    remedy = "apply the fixes listed above, then run 'safehold repo audit-immutability' again"
+    exit_code = 40
+
+
 class UsageError(SafeholdError):
     template = "{message}"
     exit_code = 2

@@ -2,13 +2,14 @@
 
 One suite, run against every backend. To add a backend (S3 against MinIO, say),
 append a factory to ``BACKEND_FACTORIES``: a function taking pytest's
-``tmp_path`` and returning a :class:`Harness`. A factory may call
-``pytest.skip`` when its service is not available.
+``tmp_path`` and returning a :class:`Harness`. S3 runs against a moto server
+process on loopback (``tests/aws/moto_support.py``), with and without Object Lock.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,9 +50,33 @@ def _memory(tmp_path: Path) -> Harness:
     return Harness(MemoryBackend())
 
 
+def _s3(tmp_path: Path, object_lock: bool = False) -> Harness:
+    # A moto server process on loopback (tests/aws/moto_support.py), one per session.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aws"))
+    import moto_support
+
+    from safehold.repository.backends.s3 import S3Backend
+
+    server = moto_support.shared_server()
+    bucket = moto_support.make_bucket(server, object_lock=object_lock)
+    client = server.client("s3")
+    backend = S3Backend(f"s3://{bucket}/repo/{tmp_path.name}", client=client,
+                        object_lock_mode="GOVERNANCE" if object_lock else None, object_lock_days=1)
+
+    def interrupted(kind: Kind, name: str, data: bytes) -> None:
+        # What S3Backend.put leaves if killed mid-upload: a multipart upload never completed.
+        upload = client.create_multipart_upload(Bucket=bucket, Key=backend.key(kind, name))
+        client.upload_part(Bucket=bucket, Key=backend.key(kind, name), UploadId=upload["UploadId"],
+                           PartNumber=1, Body=data)
+
+    return Harness(backend, interrupted)
+
+
 BACKEND_FACTORIES: list[tuple[str, Callable[[Path], Harness]]] = [
     ("local", _local),
     ("memory", _memory),
+    ("s3", _s3),
+    ("s3-object-lock", lambda tmp_path: _s3(tmp_path, object_lock=True)),
 ]
 
 

@@ -367,6 +367,17 @@ def _print_prune(report) -> None:
                f"repacked, {report.blobs_removed} unused blob(s); {verb} {human_bytes(report.bytes_freed)}")
     for warning in report.warnings:
         error_console.print(f"[yellow]warning[/]: {warning}")
+    retained = getattr(report, "retained", [])
+    if retained:
+        counts: dict[str, int] = {}
+        for kept in retained:
+            counts[kept["kind"]] = counts.get(kept["kind"], 0) + 1
+        typer.echo("kept under Object Lock: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+                   + f"; the last lock ends {max(k['until'] for k in retained)}")
+        for kept in sorted(retained, key=lambda k: k["until"])[:10]:
+            typer.echo(f"  {kept['kind']}/{kept['name'][:16]} until {kept['until']} ({kept['reason']})")
+        if len(retained) > 10:
+            typer.echo(f"  ... and {len(retained) - 10} more (--json lists them all)")
 
 
 @app.command()
@@ -554,6 +565,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.libvirt",
     "safehold.cli.ebs",
     "safehold.cli.vmware",
+    "safehold.cli.immutability",
 ]
 
 

@@ -321,6 +321,22 @@ class RepositoryConfig(_Model):
         ),
         examples=[{"mode": "COMPLIANCE", "days": 30}],
     )
+    region: str | None = Field(
+        None,
+        description=(
+            "AWS region of the bucket (s3:// repositories only). Default: boto3's own lookup (AWS_REGION, "
+            "AWS_DEFAULT_REGION, ~/.aws/config). Credentials always come from the standard AWS chain."
+        ),
+        examples=["eu-central-1"],
+    )
+    endpoint_url: str | None = Field(
+        None,
+        description=(
+            "S3 endpoint for S3-compatible storage or a test server (s3:// repositories only); implies path-style "
+            "addressing. Default: AWS, or the AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL environment variable."
+        ),
+        examples=["https://minio.internal:9000"],
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -389,6 +405,19 @@ class RepositoryConfig(_Model):
 
     @model_validator(mode="after")
     def _object_lock_needs_s3(self) -> RepositoryConfig:
+        for option in ("region", "endpoint_url"):
+            if getattr(self, option) is not None and self.scheme != "s3":
+                raise ValidationError.from_exception_data(
+                    type(self).__name__,
+                    [_problem((option,), f"{option} only applies to s3:// repositories; remove it or use an "
+                              "s3://bucket/prefix url", getattr(self, option))],
+                )
+        if self.endpoint_url is not None and not re.match(r"^https?://[^/\s]+", self.endpoint_url):
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [_problem(("endpoint_url",), f"{self.endpoint_url!r} is not an endpoint; expected "
+                          "http(s)://host[:port]", self.endpoint_url)],
+            )
         if self.object_lock is not None and self.scheme != "s3":
             raise ValidationError.from_exception_data(
                 type(self).__name__,
@@ -407,6 +436,16 @@ class RepositoryConfig(_Model):
     def scheme(self) -> str:
         """``"file"`` or ``"s3"``."""
         return self.url.split("://", 1)[0]
+
+    def backend_options(self) -> dict[str, object]:
+        """Constructor options for the storage backend (empty for local repositories)."""
+        if self.scheme != "s3":
+            return {}
+        options: dict[str, object] = {"region": self.region, "endpoint_url": self.endpoint_url}
+        if self.object_lock is not None:
+            options["object_lock_mode"] = self.object_lock.mode
+            options["object_lock_days"] = self.object_lock.days
+        return options
 
     @property
     def local_path(self) -> Path | None:

@@ -67,7 +67,7 @@ class Context:
         return self.config.repository.url
 
     def backend(self):
-        return open_backend(self.repository_url)
+        return open_backend(self.repository_url, **self.config.repository.backend_options())
 
     def password(self, new: bool = False) -> bytes:
         from ..errors import PasswordMissing

@@ -8,7 +8,7 @@ from .. import errors
 from ..repository import Repository
 from ..repository.check import CheckReport, check
 from ..repository.locks import LockInfo, remove_locks
-from ..repository.prune import ForgetDecision, PruneReport, forget, plan_forget, prune
+from ..repository.prune import ForgetDecision, PruneReport, forget, hold_retained_snapshots, plan_forget, prune
 from ..repository.retention import RetentionPolicy
 from .context import Context
 
@@ -75,6 +75,8 @@ def forget_snapshots(context: Context, *, target: str | None = None, override: R
             decisions = plan_forget(repository, policies)
             if target is not None:
                 decisions = [d for d in decisions if d.snapshot.target == target]
+            if dry_run:
+                hold_retained_snapshots(repository, decisions)
             removed = [] if dry_run else [s.id for s in forget(repository, decisions)]
             for snapshot_id in removed:
                 job.log(f"forgot snapshot {snapshot_id[:8]}")

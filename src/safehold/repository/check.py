@@ -18,7 +18,7 @@ import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from .. import errors
 from ..items import HOLE
@@ -26,7 +26,7 @@ from ..concurrency import ordered_map
 from .backends import Kind
 from .crypto import DecryptionFailed
 from .pack import BlobType, decode_blob, pack_name_of, read_pack_header
-from .repository import Repository
+from .repository import Repository, Snapshot
 
 
 @dataclass
@@ -62,11 +62,14 @@ class CheckReport:
 
 
 def referenced_blobs(repository: Repository, on_item: Callable[[str, dict, bytes], None] | None = None,
-                     report: CheckReport | None = None) -> set[bytes]:
-    """Every blob id any snapshot uses (TREE and DATA). Unreadable snapshots are reported, not fatal."""
+                     report: CheckReport | None = None, snapshots: Iterable[Snapshot] | None = None) -> set[bytes]:
+    """Every blob id any snapshot (or each of ``snapshots``) uses, TREE and DATA. Unreadable
+    snapshots are reported, not fatal."""
     used: set[bytes] = set()
     on_error = None if report is None else (lambda name, exc: None)  # check reports these itself
-    for snapshot in repository.list_snapshots(on_error=on_error):
+    if snapshots is None:
+        snapshots = repository.list_snapshots(on_error=on_error)
+    for snapshot in snapshots:
         used.update(bytes.fromhex(h) for h in snapshot.tree)
         try:
             for item in repository.read_tree(snapshot):

@@ -101,20 +101,27 @@ class Lock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _write(self) -> None:
+    def _encrypted(self) -> bytes:
         document = {
             "exclusive": self.exclusive, "hostname": socket.gethostname(), "pid": os.getpid(),
             "purpose": self.purpose, "created": self.created, "heartbeat": time.time(),
             "namespace": process_namespace(),
         }
-        data = self.repository.cipher.encrypt(json.dumps(document).encode(), _AAD)
-        self.repository._put(Kind.LOCKS, self.name, data)
+        return self.repository.cipher.encrypt(json.dumps(document).encode(), _AAD)
+
+    def _create(self) -> None:
+        # A conditional write (S3: If-None-Match), so a lock is never silently
+        # replaced, even by a name collision; heartbeats then overwrite it.
+        self.repository._put(Kind.LOCKS, self.name, self._encrypted(), exclusive=True)
+
+    def _write(self) -> None:
+        self.repository._put(Kind.LOCKS, self.name, self._encrypted())
 
     def acquire(self, wait: float = 0.0) -> "Lock":
         deadline = time.monotonic() + wait
         delay = 0.2
         while True:
-            self._write()
+            self._create()
             conflict = self._conflict()
             if conflict is None:
                 break

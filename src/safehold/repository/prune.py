@@ -19,6 +19,7 @@ from typing import Callable
 from .. import errors
 from .backends import Kind
 from .check import referenced_blobs
+from .immutability import RetainedObject, packs_named_by, retained, retention_backend
 from .pack import PackEntry
 from .repository import Repository, Snapshot
 from .retention import RetentionPolicy, apply_policy
@@ -48,6 +49,8 @@ class PruneReport:
     temporary_files_removed: int = 0
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
+    # Objects prune would have deleted but left alone: under Object Lock retention (kind, name, until, reason).
+    retained: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -72,7 +75,19 @@ def plan_forget(repository: Repository, policies: dict[str, RetentionPolicy],
     return decisions
 
 
+def hold_retained_snapshots(repository: Repository, decisions: list[ForgetDecision]) -> None:
+    """Turn each removal of a snapshot still under retention into a keep, giving its retain-until as the reason."""
+    locked = retained(repository, Kind.SNAPSHOTS, [d.snapshot.id for d in decisions if not d.keep])
+    for decision in decisions:
+        if not decision.keep and decision.snapshot.id in locked:
+            decision.keep = True
+            until = locked[decision.snapshot.id].isoformat(timespec="seconds")
+            decision.reasons = [f"retained by Object Lock until {until} (the policy would remove it)"]
+
+
 def forget(repository: Repository, decisions: list[ForgetDecision]) -> list[Snapshot]:
+    """Delete the snapshots the decisions remove, except those under retention (kept, see above)."""
+    hold_retained_snapshots(repository, decisions)
     removed = []
     for decision in decisions:
         if not decision.keep:
@@ -118,11 +133,15 @@ def prune(repository: Repository, dry_run: bool = False,
             repack.append(pack)
         report.blobs_removed += sum(1 for _, keep in entries if not keep)
     unindexed = [pack for pack in stored if pack not in pack_entries]
+    kept_indexes, held_garbage = _hold_retained(repository, old_indexes, delete, repack, unindexed, report)
     report.packs_deleted = len(delete)
     report.packs_repacked = len(repack)
     report.unindexed_packs_deleted = len(unindexed)
     report.bytes_freed = sum(stored[p] for p in delete + unindexed)
     if dry_run:
+        if delete or repack or unindexed:
+            report.retained += [RetainedObject(Kind.INDEX, name, until).as_dict()
+                                for name, until in sorted(kept_indexes.items())]
         # Repacking frees about the unused part of each repacked pack.
         report.bytes_freed += sum(e.length for p in repack for e, keep in pack_entries[p] if not keep)
         return report
@@ -148,12 +167,15 @@ def prune(repository: Repository, dry_run: bool = False,
     report.packs_written = repository.stats.packs_written - before
     report.bytes_freed += sum(stored[p] for p in repack if p not in failed_repack)
     gone = set(delete) | (set(repack) - failed_repack) | set(unindexed)
+    # Retained packs holding only garbage stay stored but leave the index: a new index
+    # object naming them would pin them again and again (see _hold_retained).
+    unlisted = gone | held_garbage
 
     # 2. new index of everything kept, 3. old index objects away, 4. packs away.
     on_progress("writing the new index")
     by_pack: dict[str, list[PackEntry]] = {}
     for blob_id, location in repository.index.entries():
-        if location.pack in gone:
+        if location.pack in unlisted:
             continue
         by_pack.setdefault(location.pack, []).append(
             PackEntry(location.blob_type, blob_id, location.offset, location.length, location.plain_length)
@@ -162,7 +184,13 @@ def prune(repository: Repository, dry_run: bool = False,
     packs = sorted(by_pack.items())
     for start in range(0, len(packs), INDEX_PACKS_PER_OBJECT):
         repository.write_index_object(packs[start : start + INDEX_PACKS_PER_OBJECT])
+    # Index objects this prune's repacking wrote are retained from birth: they stay as duplicates.
+    fresh_retained = retained(repository, Kind.INDEX, written_indexes)
     for name in list(old_indexes) + sorted(written_indexes):
+        if name in kept_indexes or name in fresh_retained:
+            until = kept_indexes.get(name) or fresh_retained[name]
+            report.retained.append(RetainedObject(Kind.INDEX, name, until).as_dict())
+            continue
         repository.backend.delete(Kind.INDEX, name)
         report.index_objects_replaced += 1
     on_progress(f"deleting {len(gone)} pack(s)")
@@ -172,6 +200,45 @@ def prune(repository: Repository, dry_run: bool = False,
     # The in-memory index still names deleted packs: read the new one.
     repository.reload_index()
     return report
+
+
+def _hold_retained(repository: Repository, old_indexes: list[str], delete: list[str], repack: list[str],
+                   unindexed: list[str], report: PruneReport) -> tuple[dict[str, datetime], set[str]]:
+    """Take packs under retention out of the plan (in place). Returns the old index objects
+    that must stay, and the held packs that hold nothing any snapshot uses.
+
+    Index objects are reported only when prune goes on to replace them (a prune
+    with nothing to do leaves every index object alone anyway).
+
+    Prune never asks the store to delete a retained object. A pack named by a
+    retained index object is kept as well (pinned), so no index object that
+    survives this prune names a missing pack. Held garbage packs are left out of
+    the new index, so once the old index objects naming them expire, they are
+    unindexed packs that the first prune after their own retention deletes.
+    """
+    if retention_backend(repository) is None:
+        return {}, set()
+    now = datetime.now(timezone.utc)
+    kept_indexes = retained(repository, Kind.INDEX, old_indexes, now)
+    pinned: dict[str, datetime] = {}
+    for index_name, packs in packs_named_by(repository, kept_indexes).items():
+        for pack in packs:
+            pinned[pack] = max(pinned.get(pack, kept_indexes[index_name]), kept_indexes[index_name])
+    candidates = delete + repack + unindexed
+    own = retained(repository, Kind.DATA, candidates, now)
+    held: dict[str, RetainedObject] = {}
+    for pack in candidates:
+        if pack in own:
+            held[pack] = RetainedObject(Kind.DATA, pack, max(own[pack], pinned.get(pack, own[pack])))
+        elif pack in pinned:
+            held[pack] = RetainedObject(Kind.DATA, pack, pinned[pack], "named by a retained index object")
+    in_use = {p for p in repack if p in held}
+    delete[:] = [p for p in delete if p not in held]
+    repack[:] = [p for p in repack if p not in held]
+    unindexed[:] = [p for p in unindexed if p not in held]
+    report.retained += [held[p].as_dict() for p in sorted(held)]
+    garbage = set(held) - in_use
+    return kept_indexes, garbage
 
 
 def _remove_temporary_files(repository: Repository, report: PruneReport) -> None:

@@ -165,9 +165,10 @@ class Repository:
             raise errors.IntegrityError(detail=f"{kind.value}/{name}: {exc}") from None
         return msgpack.unpackb(plain, strict_map_key=False)
 
-    def _put(self, kind: Kind, name: str, data: bytes | list[bytes], retain_until: datetime | None = None) -> None:
+    def _put(self, kind: Kind, name: str, data: bytes | list[bytes], retain_until: datetime | None = None,
+             exclusive: bool = False) -> None:
         try:
-            self.backend.put(kind, name, data, retain_until=retain_until)
+            self.backend.put(kind, name, data, retain_until=retain_until, exclusive=exclusive)
         except OSError as exc:
             raise errors.from_os_error(exc, f"writing {kind.value}/{name[:16]}") from exc
 
@@ -312,7 +313,14 @@ class Repository:
         self._write_index()
 
     def retain_until(self) -> datetime | None:
-        return None  # object-lock retention belongs to the S3 backend issue
+        """When a data, index or snapshot object written now may first be deleted (None: no retention).
+
+        The backend carries the period (S3 Object Lock ``days``); it is applied
+        from the moment of writing, and ``safehold maintenance`` extends it on
+        objects that kept snapshots still use.
+        """
+        period = getattr(self.backend, "retention_period", None)
+        return None if period is None else datetime.now(timezone.utc) + period
 
     def locate(self, blob_id: bytes) -> BlobLocation:
         location = self.index.lookup(blob_id)

@@ -11,16 +11,18 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ...errors import UsageError
-from .base import Backend, Kind, MUTABLE_KINDS, ObjectExists, ObjectInfo, ObjectNotFound
+from .base import Backend, Kind, MUTABLE_KINDS, ObjectExists, ObjectInfo, ObjectNotFound, ObjectRetained, RetentionBackend
 
 # scheme -> (module, class); imported only when used.
 REGISTRY: dict[str, tuple[str, str]] = {
     "file": ("safehold.repository.backends.local", "LocalBackend"),
     "memory": ("safehold.repository.backends.memory", "MemoryBackend"),
+    "s3": ("safehold.repository.backends.s3", "S3Backend"),
 }
 
 
-def open_backend(url: str) -> Backend:
+def open_backend(url: str, **options: object) -> Backend:
+    """The backend for ``url``; ``options`` go to its constructor (S3: region, endpoint_url, object lock)."""
     parsed = urlparse(url)
     scheme = parsed.scheme or "file"
     if scheme not in REGISTRY:
@@ -33,7 +35,8 @@ def open_backend(url: str) -> Backend:
     if scheme == "file":
         path = unquote(parsed.path) if parsed.scheme else url
         return cls(Path(path).expanduser())
-    return cls(url)
+    return cls(url, **options)
 
 
-__all__ = ["Backend", "Kind", "MUTABLE_KINDS", "ObjectExists", "ObjectInfo", "ObjectNotFound", "open_backend"]
+__all__ = ["Backend", "Kind", "MUTABLE_KINDS", "ObjectExists", "ObjectInfo", "ObjectNotFound", "ObjectRetained",
+           "RetentionBackend", "open_backend"]

@@ -12,7 +12,7 @@ Every implementation passes ``tests/contract/test_backend_contract.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
@@ -46,6 +46,16 @@ class ObjectNotFound(LookupError):
 
 class ObjectExists(Exception):
     """``put(..., exclusive=True)`` found an object of that name already."""
+
+
+class ObjectRetained(Exception):
+    """``delete`` was refused because the object is under retention (S3 Object Lock) until ``until``."""
+
+    def __init__(self, kind: Kind, name: str, until: datetime) -> None:
+        super().__init__(f"{kind.value}/{name} is retained until {until.isoformat()}")
+        self.kind = kind
+        self.name = name
+        self.until = until
 
 
 @runtime_checkable
@@ -89,3 +99,25 @@ class Backend(Protocol):
     def create(self) -> None:
         """Prepare an empty store (create directories); fails if a repository exists."""
         ...
+
+
+@runtime_checkable
+class RetentionBackend(Protocol):
+    """A backend that enforces retention (``supports_retention`` is True). Contract:
+
+    - ``retention`` returns the retain-until time of the object's current
+      version (timezone-aware UTC), or None when it carries none; raises
+      :class:`ObjectNotFound`.
+    - ``extend_retention`` sets a later retain-until; the store refuses to
+      shorten a COMPLIANCE retention, so callers only ever extend.
+    - ``delete`` of an object still under retention raises :class:`ObjectRetained`
+      (callers check ``retention`` first and never rely on this).
+    - ``retention_period`` is how long new objects are retained (None: not at all).
+    """
+
+    supports_retention: bool
+    retention_period: timedelta | None
+
+    def retention(self, kind: Kind, name: str) -> datetime | None: ...
+
+    def extend_retention(self, kind: Kind, name: str, until: datetime) -> None: ...

@@ -1,0 +1,391 @@
+"""S3 backend: ``s3://bucket/prefix`` through boto3, with Object Lock retention.
+
+Layout under the prefix: ``config``, ``keys/<name>``, ``locks/<name>``,
+``snapshots/<name>``, ``index/<name>``, ``data/<name>`` (S3 needs no fan-out
+directories). Credentials come from boto3's standard chain (environment,
+shared files, instance or task role); region and endpoint come from the
+repository configuration or boto3's own variables (``AWS_REGION``,
+``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``).
+
+Why it is built this way:
+
+- **Atomic objects.** A single PUT or a completed multipart upload is atomic in
+  S3: readers see the whole object or nothing, so there are no temporary names.
+  A writer killed mid-upload leaves an incomplete multipart upload, invisible to
+  ``list``; ``remove_temporary_files`` (called by prune) aborts old ones.
+- **Multipart** above ``multipart_threshold`` (packs are 16-32 MiB), parts sent
+  from the caller's parts without one joined copy of the whole pack.
+- **Retries** are botocore's "standard" mode: exponential backoff with jitter on
+  throttling (SlowDown, 503) and 5xx/connection errors, ``max_attempts`` tries.
+- **Conditional writes.** ``exclusive=True`` sends ``If-None-Match: *`` (PUT and
+  CompleteMultipartUpload), so of racing lock writers exactly one wins.
+- **Object Lock.** With a lock mode configured, ``retain_until`` is sent with
+  the object itself (single PUT and CreateMultipartUpload alike), so no object
+  is ever stored unlocked, not even for a moment.
+- **Delete** never names a version: on a versioned (Object Lock) bucket it adds
+  a delete marker and the bucket's lifecycle rule expires noncurrent versions.
+  So safehold's credentials need no ``s3:DeleteObjectVersion`` at all: a stolen
+  key can hide objects but not destroy them (see deploy/iam/).
+"""
+
+from __future__ import annotations
+
+import errno
+from datetime import datetime, timedelta, timezone
+from typing import Iterator, Sequence
+from urllib.parse import urlparse
+
+from ... import errors
+from .base import Kind, ObjectExists, ObjectInfo, ObjectNotFound, ObjectRetained
+
+MIB = 1024 * 1024
+DEFAULT_MULTIPART_THRESHOLD = 32 * MIB
+DEFAULT_PART_SIZE = 16 * MIB
+MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
+DEFAULT_MAX_ATTEMPTS = 10
+STALE_UPLOAD_AGE = timedelta(hours=6)
+LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_PRECONDITION = {"PreconditionFailed", "412"}
+_CONFLICT = {"ConditionalRequestConflict", "409"}
+
+
+class S3RequestFailed(OSError):
+    """An S3 call failed after botocore's retries; the repository maps it to BackendError."""
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix")."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise errors.UsageError(f"{url!r} is not an S3 url; expected s3://bucket/prefix")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def make_client(region: str | None = None, endpoint_url: str | None = None,
+                max_attempts: int = DEFAULT_MAX_ATTEMPTS, pool_size: int = 32):
+    """A thread-safe S3 client from the standard credential chain."""
+    import os
+
+    import boto3
+    from botocore.config import Config
+
+    endpoint_url = endpoint_url or None
+    custom_endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": max_attempts},  # the first try included
+        max_pool_connections=pool_size,
+        # S3-compatible endpoints (MinIO, moto, Ceph) rarely resolve virtual-hosted names.
+        s3={"addressing_style": "path" if custom_endpoint else "auto"},
+    )
+    # botocore itself reads only AWS_DEFAULT_REGION; AWS_REGION is what the other SDKs and Lambda set.
+    region = region or os.environ.get("AWS_REGION") or None
+    session = boto3.session.Session()
+    return session.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+
+
+class S3Backend:
+    """Contract: see :class:`safehold.repository.backends.base.Backend` and ``RetentionBackend``."""
+
+    def __init__(self, url: str, *, region: str | None = None, endpoint_url: str | None = None,
+                 object_lock_mode: str | None = None, object_lock_days: int | None = None,
+                 multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD, part_size: int = DEFAULT_PART_SIZE,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, client=None) -> None:
+        self.bucket, self.prefix = parse_url(url)
+        self.url = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        if object_lock_mode is not None and object_lock_mode not in LOCK_MODES:
+            raise errors.UsageError(f"object lock mode {object_lock_mode!r}; expected one of {', '.join(LOCK_MODES)}")
+        if part_size < MIN_PART_SIZE:
+            raise errors.UsageError(f"part_size {part_size} is below S3's minimum of {MIN_PART_SIZE} bytes")
+        self.lock_mode = object_lock_mode
+        self.supports_retention = object_lock_mode is not None
+        # The repository asks for now + this on every data, index and snapshot object.
+        self.retention_period = timedelta(days=object_lock_days) if object_lock_mode and object_lock_days else None
+        self.multipart_threshold = max(multipart_threshold, MIN_PART_SIZE)
+        self.part_size = part_size
+        self.client = client if client is not None else make_client(region, endpoint_url, max_attempts)
+
+    # -- keys -----------------------------------------------------------------
+    def key(self, kind: Kind, name: str) -> str:
+        if kind is Kind.CONFIG:
+            relative = "config"
+        else:
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"invalid object name {name!r}")
+            relative = f"{kind.value}/{name}"
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def _kind_prefix(self, kind: Kind) -> str:
+        return f"{self.prefix}/{kind.value}/" if self.prefix else f"{kind.value}/"
+
+    # -- contract -------------------------------------------------------------
+    def exists(self) -> bool:
+        try:
+            self.stat(Kind.CONFIG, "config")
+            return True
+        except ObjectNotFound:
+            return False
+
+    def create(self) -> None:
+        if self.exists():
+            raise ObjectExists(f"a repository exists at {self.url}")
+        try:
+            # A listing under our prefix, not HeadBucket: least-privilege roles may list only the prefix.
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1)
+        except Exception as exc:  # botocore ClientError or connection failure
+            raise _storage_error(exc, f"bucket {self.bucket}") from exc
+        if self.lock_mode is not None and not self.bucket_object_lock_enabled():
+            raise errors.BackendError(
+                detail=f"object_lock is configured but bucket {self.bucket} was created without Object Lock; "
+                f"turn it on (aws s3api put-bucket-versioning --bucket {self.bucket} --versioning-configuration "
+                f"Status=Enabled, then aws s3api put-object-lock-configuration --bucket {self.bucket} "
+                "--object-lock-configuration ObjectLockEnabled=Enabled) or use a bucket created with it"
+            )
+
+    def put(self, kind: Kind, name: str, data: bytes | Sequence[bytes], *, exclusive: bool = False,
+            retain_until: datetime | None = None) -> None:
+        key = self.key(kind, name)
+        parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+        size = sum(memoryview(part).nbytes for part in parts)
+        extra: dict = {}
+        if retain_until is not None and self.lock_mode is not None:
+            extra["ObjectLockMode"] = self.lock_mode
+            extra["ObjectLockRetainUntilDate"] = _utc(retain_until)
+        for _attempt in range(5):
+            try:
+                if size >= self.multipart_threshold:
+                    self._put_multipart(key, parts, exclusive, extra)
+                else:
+                    body = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
+                    condition = {"IfNoneMatch": "*"} if exclusive else {}
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra, **condition)
+                return
+            except Exception as exc:
+                code = _error_code(exc)
+                if exclusive and code in _PRECONDITION:
+                    raise ObjectExists(f"{kind.value}/{name}") from None
+                if exclusive and code in _CONFLICT:
+                    continue  # a concurrent conditional write was in flight: ask again who won
+                raise _storage_error(exc, f"writing {kind.value}/{name[:16]}") from exc
+        raise S3RequestFailed(errno.EAGAIN, f"writing {kind.value}/{name[:16]}: conditional write kept conflicting")
+
+    def _put_multipart(self, key: str, parts: list, exclusive: bool, extra: dict) -> None:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
+        upload_id = upload["UploadId"]
+        try:
+            completed = []
+            for number, chunk in enumerate(_rechunk(parts, self.part_size), start=1):
+                answer = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                 PartNumber=number, Body=chunk)
+                completed.append({"PartNumber": number, "ETag": answer["ETag"]})
+            options = {"IfNoneMatch": "*"} if exclusive else {}
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": completed}, **options)
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except Exception:
+                pass  # the upload expires through the bucket's lifecycle rule or the next prune
+            raise
+
+    def get(self, kind: Kind, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        key = self.key(kind, name)
+        if length == 0:
+            self.stat(kind, name)  # still report a missing object
+            return b""
+        options = {}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            options["Range"] = f"bytes={offset}-{end}"
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=key, **options)
+            return answer["Body"].read()
+        except Exception as exc:
+            code = _error_code(exc)
+            if code in _NOT_FOUND:
+                raise ObjectNotFound(kind, name) from None
+            if code == "InvalidRange":  # offset at or past the end: nothing to read
+                return b""
+            raise _storage_error(exc, f"reading {kind.value}/{name[:16]}") from exc
+
+    def _head(self, kind: Kind, name: str) -> dict:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(kind, name))
+        except Exception as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                raise ObjectNotFound(kind, name) from None
+            raise _storage_error(exc, f"stat {kind.value}/{name[:16]}") from exc
+
+    def stat(self, kind: Kind, name: str) -> ObjectInfo:
+        return ObjectInfo(name, int(self._head(kind, name)["ContentLength"]))
+
+    def list(self, kind: Kind) -> Iterator[ObjectInfo]:
+        if kind is Kind.CONFIG:
+            try:
+                yield self.stat(Kind.CONFIG, "config")
+            except ObjectNotFound:
+                pass
+            return
+        prefix = self._kind_prefix(kind)
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for entry in page.get("Contents", []):
+                    name = entry["Key"][len(prefix):]
+                    if name and "/" not in name:
+                        yield ObjectInfo(name, int(entry["Size"]))
+        except Exception as exc:
+            raise _storage_error(exc, f"listing {kind.value}") from exc
+
+    def delete(self, kind: Kind, name: str) -> None:
+        key = self.key(kind, name)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                return
+            if _error_code(exc) == "AccessDenied" and self.supports_retention:
+                until = self._retention_or_none(kind, name)
+                if until is not None and until > datetime.now(timezone.utc):
+                    raise ObjectRetained(kind, name, until) from None
+            raise _storage_error(exc, f"deleting {kind.value}/{name[:16]}") from exc
+
+    # -- retention (RetentionBackend) -------------------------------------------
+    def retention(self, kind: Kind, name: str) -> datetime | None:
+        """Retain-until of the current version, None when it carries no retention.
+
+        Read through HEAD, which returns the lock fields to callers allowed
+        s3:GetObjectRetention (moto also lacks GetObjectRetention itself).
+        """
+        until = self._head(kind, name).get("ObjectLockRetainUntilDate")
+        return _utc(until) if until is not None else None
+
+    def _retention_or_none(self, kind: Kind, name: str) -> datetime | None:
+        try:
+            return self.retention(kind, name)
+        except (ObjectNotFound, OSError):
+            return None
+
+    def extend_retention(self, kind: Kind, name: str, until: datetime) -> None:
+        if self.lock_mode is None:
+            raise errors.UsageError("this repository has no object_lock configured; there is no retention to extend")
+        try:
+            self.client.put_object_retention(
+                Bucket=self.bucket, Key=self.key(kind, name),
+                Retention={"Mode": self.lock_mode, "RetainUntilDate": _utc(until)},
+            )
+        except Exception as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                raise ObjectNotFound(kind, name) from None
+            raise _storage_error(exc, f"extending retention of {kind.value}/{name[:16]}") from exc
+
+    # -- bucket facts (for the immutability audit) --------------------------------
+    def bucket_object_lock_enabled(self) -> bool:
+        return self.bucket_object_lock().get("ObjectLockEnabled") == "Enabled"
+
+    def bucket_object_lock(self) -> dict:
+        """The bucket's Object Lock configuration ({} when it has none)."""
+        try:
+            return self.client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
+        except Exception as exc:
+            if _error_code(exc) in {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}:
+                return {}
+            raise _storage_error(exc, f"reading the Object Lock configuration of {self.bucket}") from exc
+
+    def bucket_versioning(self) -> str:
+        try:
+            return self.client.get_bucket_versioning(Bucket=self.bucket).get("Status", "Disabled")
+        except Exception as exc:
+            raise _storage_error(exc, f"reading the versioning state of {self.bucket}") from exc
+
+    def immutability_facts(self) -> dict:
+        """What the bucket enforces, for ``safehold repo audit-immutability``."""
+        lock = self.bucket_object_lock()
+        default = lock.get("Rule", {}).get("DefaultRetention")
+        try:
+            rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+        except Exception as exc:
+            if _error_code(exc) != "NoSuchLifecycleConfiguration":
+                raise _storage_error(exc, f"reading the lifecycle rules of {self.bucket}") from exc
+            rules = []
+        noncurrent = [r["NoncurrentVersionExpiration"].get("NoncurrentDays") for r in rules
+                      if r.get("Status") == "Enabled" and "NoncurrentVersionExpiration" in r
+                      and _rule_covers(r, self.prefix)]
+        return {
+            "store": f"s3 bucket {self.bucket}",
+            "object_lock_enabled": lock.get("ObjectLockEnabled") == "Enabled",
+            "versioning": self.bucket_versioning(),
+            "default_retention": default,
+            "noncurrent_version_expiration_days": min((d for d in noncurrent if d), default=None),
+        }
+
+    def remove_temporary_files(self) -> int:
+        """Abort multipart uploads under the prefix left by killed writers; returns how many.
+
+        Called by prune under the exclusive lock; only uploads older than
+        ``STALE_UPLOAD_AGE`` go, in case a writer ignores the lock.
+        """
+        cutoff = datetime.now(timezone.utc) - STALE_UPLOAD_AGE
+        aborted = 0
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""):
+                for upload in page.get("Uploads", []):
+                    if _utc(upload["Initiated"]) < cutoff:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                        aborted += 1
+        except Exception as exc:
+            raise _storage_error(exc, "aborting stale multipart uploads") from exc
+        return aborted
+
+
+def _rule_covers(rule: dict, prefix: str) -> bool:
+    """Whether a lifecycle rule applies to the repository's keys (no filter, or a prefix filter above ours)."""
+    rule_prefix = rule.get("Filter", {}).get("Prefix", rule.get("Prefix", "")) or ""
+    return (prefix + "/").startswith(rule_prefix) or not rule_prefix
+
+
+def _rechunk(parts: Sequence, size: int) -> Iterator[bytes]:
+    """Cut a sequence of byte strings into ``size``-byte pieces (the last may be shorter)."""
+    buffer = bytearray()
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view:
+            take = min(size - len(buffer), len(view))
+            buffer += view[:take]
+            view = view[take:]
+            if len(buffer) == size:
+                yield bytes(buffer)
+                buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        code = error.get("Code")
+        if code:
+            return str(code)
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return str(status) if status else None
+    return None
+
+
+def _storage_error(exc: BaseException, what: str) -> OSError:
+    """An OSError naming the S3 error, so the repository reports it as BackendError with the cause."""
+    if isinstance(exc, OSError):
+        return exc
+    code = _error_code(exc)
+    if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}:
+        return S3RequestFailed(errno.EACCES, f"{what}: access denied by S3 ({code}); check the credentials "
+                                             "and the IAM policy (deploy/iam/)")
+    if code in {"NoSuchBucket"} or (code == "404" and what.startswith("bucket ")):
+        return S3RequestFailed(errno.ENOENT, f"{what}: the bucket does not exist")
+    return S3RequestFailed(errno.EIO, f"{what}: {code or type(exc).__name__}: {exc}")

@@ -102,9 +102,11 @@ def test_an_insertion_near_the_start_leaves_later_chunks_unchanged(seed, size, p
     after = chunk_all(edited, 8192)
     kept = set(before) & set(after)
     # Only chunks near the edit change; everything from a few chunks later on is identical.
+    # Resynchronising is probabilistic: a shifted cut can skip (min size) past the old cut
+    # points a few times in a row; hypothesis found 5 chunks, so the bound leaves room for 8.
     changed_bytes = sum(len(c) for c in before if c not in kept)
-    assert changed_bytes <= position + 4 * MAX
-    assert len(kept) >= len(before) - (position // MIN + 4)
+    assert changed_bytes <= position + 8 * MAX
+    assert len(kept) >= len(before) - (position // MIN + 8)
     assert before[-10:] == after[-10:]
 
 

@@ -529,6 +529,7 @@ def _print_error(exc: SafeholdError, prefix: str = "") -> None:
 # they, too, import the engine only inside each command.
 COMMAND_MODULES: list[str] = [
     "safehold.cli.control",
+    "safehold.cli.server",
 ]
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -110,7 +111,11 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
         # One error shape for every non-validation error (401, 403, 404, 409), as declared in the OpenAPI.
         name = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
                 409: "Conflict"}.get(error.status_code, "HTTPError")
-        return JSONResponse(status_code=error.status_code, headers=getattr(error, "headers", None),
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:
+            # Starlette names only the first route matching the path; GET and POST of one path are two routes.
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return JSONResponse(status_code=error.status_code, headers=headers or None,
                             content={"error": name, "message": str(error.detail), "remedy": ""})
 
     @app.get("/healthz", response_model=schemas.Health, tags=["probes"])
@@ -143,6 +148,15 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
 
     app.include_router(router)
     return app
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _scheduler_alive(scheduler: Scheduler) -> bool:

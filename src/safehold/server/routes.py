@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 
 from .. import errors
 from ..catalog.store import JobRecord
@@ -107,7 +107,7 @@ def get_job_log(job_id: int, request: Request, _: TokenRecord = viewer) -> dict[
 
 @router.post("/jobs", response_model=schemas.Job, status_code=status.HTTP_202_ACCEPTED, tags=["jobs"],
              responses={**NOT_FOUND, **INVALID})
-def submit_job(body: schemas.JobRequest, request: Request, _: TokenRecord = operator) -> dict[str, Any]:
+def submit_job(request: Request, body: schemas.JobRequest = Body(), _: TokenRecord = operator) -> dict[str, Any]:
     """Queue a backup, restore, restore-test, check, prune or forget; a worker runs it.
 
     Answers 202 with the queued job; follow it with ``GET /api/v1/jobs/{id}``.
@@ -115,10 +115,10 @@ def submit_job(body: schemas.JobRequest, request: Request, _: TokenRecord = oper
     from ..engine.jobs import submit_job as submit
 
     context = _context(request)
-    params = dict(body.params)
-    if body.kind == "restore" and isinstance(params.get("destination"), str) and params["destination"]:
-        params["destination"] = str(_inside_restore_root(request, params["destination"]))
-    job_id = submit(context, body.kind, body.target, params, trigger="api")
+    params = body.params.model_dump(exclude_defaults=True)
+    if isinstance(body, schemas.RestoreJob):
+        params["destination"] = str(_inside_restore_root(request, body.params.destination))
+    job_id = submit(context, body.kind, getattr(body, "target", None), params, trigger="api")
     return job_dict(context.catalog.get_job(job_id))
 
 
@@ -136,8 +136,6 @@ def cancel_job(job_id: int, request: Request, _: TokenRecord = operator) -> dict
 
 def _inside_restore_root(request: Request, destination: str) -> Path:
     root: Path = request.app.state.restore_root
-    if "\x00" in destination:
-        raise errors.UsageError("params.destination contains a NUL character")
     path = (root / destination).resolve()  # an absolute destination replaces root here, then is checked
     if path != root and root not in path.parents:
         raise errors.UsageError(
@@ -163,8 +161,6 @@ def list_tokens(request: Request, include_revoked: bool = Query(False), _: Token
              responses=INVALID)
 def create_token(body: schemas.TokenRequest, request: Request, _: TokenRecord = admin) -> dict[str, Any]:
     """Create a token; the answer holds the token itself, shown this once."""
-    if not body.name.strip():
-        raise errors.UsageError("a token needs a name that is not blank")
     record, secret = _tokens(request).create(body.name, body.role)
     return {"token": record.as_dict(), "secret": secret}
 

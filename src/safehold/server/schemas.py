@@ -7,7 +7,7 @@ models only fix their shape for clients and for schemathesis' conformance checks
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,11 +17,10 @@ Role = Literal["viewer", "operator", "admin"]
 assert tuple(Role.__args__) == ROLES  # type: ignore[attr-defined]  # one list of roles, checked at import
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "interrupted", "cancelled"]
-SubmittableKind = Literal["backup", "restore", "restore-test", "check", "prune", "forget"]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Problem(BaseModel):
@@ -121,16 +120,87 @@ class JobLog(BaseModel):
     lines: list[LogLine]
 
 
-class JobRequest(_Body):
-    """A job to queue. ``params`` depend on the kind (unknown names are refused):
-    backup ``tags``; restore ``destination`` (required; relative paths land under the server's
-    restore root, absolute ones must lie inside it), ``snapshot`` (default latest), ``overwrite``,
-    ``includes``; check ``read_data_percent``; forget ``prune``."""
+#: A restore destination as the API accepts it: relative (to the server's restore root), without '..'.
+RELATIVE_PATH = r"^(?!/)(?!(.*/)?\.\.(/|$))[^\x00]+$"
+TARGET = Field(min_length=1, max_length=255, description="Target name from targets.yml.", examples=["web-01"])
 
-    kind: SubmittableKind
-    target: str | None = Field(None, description="Target name; required for backup and restore-test.",
-                               examples=["web-01"])
-    params: dict[str, Any] = Field(default_factory=dict, examples=[{"destination": "web-01-2026-11-26"}])
+
+class NoParams(_Body):
+    pass
+
+
+class BackupParams(_Body):
+    tags: list[str] = Field(default_factory=list, description="Extra tags for the snapshot.")
+
+
+class RestoreParams(_Body):
+    # The destination pattern needs look-ahead, which pydantic's default (Rust) regex engine lacks.
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
+
+    destination: str = Field(
+        max_length=4096, pattern=RELATIVE_PATH, examples=["web-01-2026-11-26"],
+        description="Directory (files) or image file to restore into, relative to the server's restore root.")
+    snapshot: str = Field("latest", min_length=1, max_length=128, description="Snapshot id (prefix) or 'latest'.")
+    overwrite: bool = Field(False, description="Replace existing files.")
+    includes: list[str] | None = Field(None, description="Only these paths.")
+
+
+class CheckParams(_Body):
+    read_data_percent: float = Field(0.0, ge=0, le=100, description="Share of packs to read and verify.")
+
+
+class ForgetParams(_Body):
+    prune: bool = Field(False, description="Also prune after forgetting.")
+
+
+class BackupJob(_Body):
+    """Back up a target into a new snapshot (retention applied after it when configured)."""
+
+    kind: Literal["backup"]
+    target: str = TARGET
+    params: BackupParams = Field(default_factory=BackupParams)
+
+
+class RestoreJob(_Body):
+    """Restore a target's snapshot into the server's restore root."""
+
+    kind: Literal["restore"]
+    target: str = TARGET
+    params: RestoreParams
+
+
+class RestoreTestJob(_Body):
+    """Restore the target's newest snapshot into a sandbox, run its health check, record the ART."""
+
+    kind: Literal["restore-test"]
+    target: str = TARGET
+    params: NoParams = Field(default_factory=NoParams)
+
+
+class CheckJob(_Body):
+    """Verify the repository's structure and, optionally, a share of its data."""
+
+    kind: Literal["check"]
+    params: CheckParams = Field(default_factory=CheckParams)
+
+
+class PruneJob(_Body):
+    """Remove data no snapshot references."""
+
+    kind: Literal["prune"]
+    params: NoParams = Field(default_factory=NoParams)
+
+
+class ForgetJob(_Body):
+    """Apply retention: one target's, or every target's with retention when no target is given."""
+
+    kind: Literal["forget"]
+    target: str | None = Field(None, min_length=1, max_length=255, description="Target name; all when omitted.")
+    params: ForgetParams = Field(default_factory=ForgetParams)
+
+
+JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob,
+                       Field(discriminator="kind")]
 
 
 class Token(BaseModel):
@@ -148,7 +218,8 @@ class TokenList(BaseModel):
 
 
 class TokenRequest(_Body):
-    name: str = Field(min_length=1, max_length=255, description="Who or what uses the token.",
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]*[^\s\x00-\x1f][^\x00-\x1f]*$",
+                      description="Who or what uses the token (not blank, no control characters).",
                       examples=["grafana"])
     role: Role
 

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from sqlalchemy import text
 
 from .. import __version__, errors
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from ..scheduler import Scheduler
 
 log = logging.getLogger("safehold.server")
+
+#: The classic Prometheus text format, which generate_latest writes for our (plain ASCII) names and which
+#: every Prometheus parses; newer prometheus-client versions would announce 1.0.0, unknown to Prometheus 2.x.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: HTTP status of each expected safehold error; anything else is a 500.
 STATUS_OF: dict[type[errors.SafeholdError], int] = {
@@ -140,11 +144,11 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
         return body if ready else JSONResponse(status_code=503, content=body)
 
     @app.get("/metrics", tags=["probes"], response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+             responses={200: {"content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}},
                               "description": "Prometheus text exposition"}})
     def metrics() -> Response:
         """Prometheus metrics, computed from the catalog at scrape time (see docs/architecture.md)."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=METRICS_CONTENT_TYPE)
 
     app.include_router(router)
     return app

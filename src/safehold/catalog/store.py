@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
@@ -327,6 +327,21 @@ class Catalog:
             query = query.limit(limit)
         with self._read() as session:
             return [JobRecord.from_row(row) for row in session.scalars(query)]
+
+    def latest_jobs(self, kind: str, status: str | Iterable[str] | None = None) -> dict[str | None, JobRecord]:
+        """The newest job of ``kind`` (optionally in ``status``) for every target, in one query.
+
+        Keyed by target name (None for repository-wide jobs); the scheduler
+        asks this for all targets on every pass.
+        """
+        newest = select(func.max(Job.id)).where(Job.kind == kind)
+        if isinstance(status, str):
+            newest = newest.where(Job.status == status)
+        elif status is not None:
+            newest = newest.where(Job.status.in_(list(status)))
+        query = select(Job).where(Job.id.in_(newest.group_by(Job.target).scalar_subquery()))
+        with self._read() as session:
+            return {row.target: JobRecord.from_row(row) for row in session.scalars(query)}
 
     def job_logs(self, job_id: int) -> list[LogRecord]:
         """The job's log lines in the order they were written."""

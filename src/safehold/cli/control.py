@@ -90,7 +90,7 @@ def scheduler_run(
         import datetime as dt
 
         scheduler = Scheduler(ctx, poll_interval=poll, jitter=dt.timedelta(0))
-        ctx.catalog.mark_interrupted()
+        scheduler.recover()
         report = scheduler.run_until_idle()
         scheduler.stop(timeout=None)
         typer.echo(f"queued {len(report.queued)} job(s), ran {len(report.dispatched)}")

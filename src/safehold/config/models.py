@@ -793,8 +793,8 @@ class Target(_Model):
     forget_after_backup: bool = Field(
         True,
         description=(
-            "Apply 'retention' (forget, without prune) after each successful scheduled backup; prune runs on "
-            "its own schedule (scheduler.prune_schedule)."
+            "Apply 'retention' (forget, without prune) after each successful backup the control plane runs; "
+            "prune runs on its own schedule (scheduler.prune_schedule)."
         ),
         examples=[False],
     )

@@ -28,6 +28,8 @@ def check_repository(context: Context, read_data_percent: float = 0.0, *, job_id
                            on_progress=lambda done, total: context.progress(
                                {"event": "check", "packs_done": done, "packs_total": total}))
         job.update(bytes_read=report.bytes_read)
+        job.log(f"checked {report.snapshots} snapshot(s), {report.packs} pack(s), {report.blobs} blob(s); "
+                f"read and verified {report.packs_read} pack(s), {report.bytes_read} bytes")
         for line in report.errors:
             job.log(line, level="error")
         for damaged in report.damaged_packs:

@@ -8,8 +8,10 @@ failed restore, or an interruption.
 
 Health checks (``restore_test.health_check`` in targets.yml):
 ``command`` (a shell command run in the restored tree, exit 0 passes, with a
-timeout), ``file_exists`` and ``checksum`` (SHA-256 of a restored file). For an
-image snapshot the sandbox holds the image as ``<sandbox>/<image name>``.
+timeout), ``file_exists`` and ``checksum`` (SHA-256 of a restored file). A file
+snapshot is restored to ``<sandbox>/restore/`` and checks run there; an image
+snapshot is restored to the file ``<sandbox>/restore`` and checks run in the
+sandbox, so they name the image ``restore``.
 Without a health check a test passes when every byte restored and verified.
 """
 
@@ -18,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +35,20 @@ from .context import Context
 
 SANDBOX_PREFIX = "safehold-restore-test-"
 OUTPUT_LIMIT = 4000  # characters of a failing command's output kept in the job log
+
+# Health-check processes now running, so that a stopping control plane can end
+# them (abort_health_checks) instead of leaving them behind as orphans.
+_checks_lock = threading.Lock()
+_running_checks: set[subprocess.Popen[str]] = set()
+_aborted: set[int] = set()  # pids of health checks ended by abort_health_checks
+
+
+class RestoreTestAborted(BaseException):
+    """The control plane stopped while the health check ran.
+
+    A BaseException, like KeyboardInterrupt, so that the catalog records the
+    job as 'interrupted' rather than 'failed': the data was not found wanting.
+    """
 
 
 @dataclass
@@ -118,15 +136,7 @@ def run_health_check(check: CommandCheck | FileExistsCheck | ChecksumCheck | Non
     # command can find it, and paths name it relative to the sandbox.
     where = tree if kind == "files" else tree.parent
     if isinstance(check, CommandCheck):
-        try:
-            completed = subprocess.run(check.run, shell=True, cwd=where, capture_output=True, text=True,
-                                       timeout=check.timeout.total_seconds(), stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return False, f"command still running after {check.timeout.total_seconds():.0f}s"
-        output = (completed.stdout + completed.stderr).strip()[-OUTPUT_LIMIT:]
-        if completed.returncode == 0:
-            return True, "exit status 0"
-        return False, f"exit status {completed.returncode}" + (f": {output}" if output else "")
+        return _run_command(check, where)
     path = where / check.path
     if isinstance(check, FileExistsCheck):
         return (True, f"{check.path} exists") if path.exists() else (False, f"{check.path} does not exist")
@@ -140,6 +150,68 @@ def run_health_check(check: CommandCheck | FileExistsCheck | ChecksumCheck | Non
     if digest.hexdigest() == check.sha256:
         return True, f"{check.path} has the expected SHA-256"
     return False, f"{check.path} has SHA-256 {digest.hexdigest()}, expected {check.sha256}"
+
+
+def _run_command(check: CommandCheck, where: Path) -> tuple[bool, str]:
+    # Its own process group, so that a timeout or an abort ends the whole
+    # pipeline the shell started, not only the shell.
+    process = subprocess.Popen(check.run, shell=True, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    with _checks_lock:
+        _running_checks.add(process)
+    try:
+        try:
+            output, _ = process.communicate(timeout=check.timeout.total_seconds())
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.communicate()
+            return False, f"command still running after {check.timeout.total_seconds():.0f}s"
+    finally:
+        with _checks_lock:
+            _running_checks.discard(process)
+            aborted = process.pid in _aborted
+            _aborted.discard(process.pid)
+    if aborted:
+        raise RestoreTestAborted("the control plane stopped during the health check")
+    output = (output or "").strip()[-OUTPUT_LIMIT:]
+    if process.returncode == 0:
+        return True, "exit status 0"
+    return False, f"exit status {process.returncode}" + (f": {output}" if output else "")
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def abort_health_checks() -> int:
+    """End every running health-check command (the control plane is stopping); returns how many.
+
+    Their restore tests are recorded as 'interrupted' and remove their sandboxes.
+    """
+    with _checks_lock:
+        processes = list(_running_checks)
+        _aborted.update(process.pid for process in processes)
+    for process in processes:
+        _kill_group(process)
+    return len(processes)
+
+
+def remove_stale_sandboxes(context: Context) -> list[Path]:
+    """Remove sandboxes left by a process that was killed (SIGKILL, power loss) mid-test.
+
+    Call only when no restore test runs on this host (the scheduler does at start).
+    """
+    root = sandbox_root(context)
+    removed = []
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.startswith(SANDBOX_PREFIX) and entry.is_dir():
+                remove_sandbox(entry)
+                removed.append(entry)
+    return removed
 
 
 def remove_sandbox(sandbox: Path) -> None:

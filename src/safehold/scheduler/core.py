@@ -93,9 +93,19 @@ class Scheduler:
 
     def start(self) -> None:
         """Recover, then tick every ``poll_interval`` seconds in a background thread."""
-        self.context.catalog.mark_interrupted()
+        self.recover()
         self._thread = threading.Thread(target=self._loop, name="safehold-scheduler", daemon=True)
         self._thread.start()
+
+    def recover(self) -> None:
+        """Mark jobs of dead processes interrupted; remove sandboxes a killed restore test left."""
+        from ..engine.restore_test import remove_stale_sandboxes
+
+        catalog = self.context.catalog
+        catalog.mark_interrupted()
+        if not catalog.list_jobs(kind="restore-test", status="running", limit=1):
+            for sandbox in remove_stale_sandboxes(self.context):
+                log.warning("removed sandbox %s left by an interrupted restore test", sandbox)
 
     def stop(self, timeout: float | None = 30.0) -> list[int]:
         """Stop; running jobs get ``timeout`` seconds (None: all the time they need) to finish,
@@ -113,14 +123,21 @@ class Scheduler:
         for entry in running:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             futures.wait([entry.future], timeout=remaining)
-        interrupted: list[int] = []
+        if any(not entry.future.done() for entry in running):
+            from ..engine.restore_test import abort_health_checks
+
+            # Health checks are the one part of a job that can be ended cleanly
+            # from outside; their jobs record 'interrupted' and remove their sandboxes.
+            if abort_health_checks():
+                futures.wait([entry.future for entry in running], timeout=5)
         for entry in running:
             if not entry.future.done():
                 reason = f"safehold stopped before the job finished (waited {timeout:g}s)"
-                if self.context.catalog.interrupt_job(entry.job_id, reason):
-                    interrupted.append(entry.job_id)
-                    log.warning("job %s (%s %s) recorded as interrupted", entry.job_id, entry.kind,
-                                entry.target or "")
+                self.context.catalog.interrupt_job(entry.job_id, reason)
+        interrupted = [entry.job_id for entry in running
+                       if self.context.catalog.get_job(entry.job_id).status == "interrupted"]
+        for job_id in interrupted:
+            log.warning("job %s recorded as interrupted", job_id)
         self.executor.shutdown(wait=False)
         return interrupted
 
@@ -181,17 +198,26 @@ class Scheduler:
     # --- what is due ----------------------------------------------------------
 
     def _queue_due(self, now: dt.datetime, report: TickReport) -> None:
+        # A handful of queries per pass whatever the number of targets: the
+        # newest job of each kind for every target at once.
         catalog = self.context.catalog
         config = self.context.config
         settings = self.settings
         assert self.started_at is not None
+        active = catalog.list_jobs(status=ACTIVE_STATUSES, limit=None)
+        busy = {job.target for job in active if job.target is not None}
+        busy_kinds = {job.kind for job in active if job.target is None}
+        last_backups = catalog.latest_jobs("backup")
+        last_tests = catalog.latest_jobs("restore-test")
+        good_backups = catalog.latest_jobs("backup", status="succeeded")
         for target in config.targets:
-            if catalog.list_jobs(target=target.name, status=ACTIVE_STATUSES, limit=1):
+            if target.name in busy:
                 continue  # never two jobs of one target
-            decision = self._backup_decision(target, now)
+            decision = self._backup_decision(target, last_backups.get(target.name), now)
             kind = "backup"
             if not decision.due and target.restore_test is not None:
-                decision = self._restore_test_decision(target, now)
+                has_data = target.name in good_backups or bool(catalog.list_snapshots(target=target.name, limit=1))
+                decision = self._restore_test_decision(target, last_tests.get(target.name), has_data, now)
                 kind = "restore-test"
             if decision.due:
                 self._queue(kind, target.name, {}, decision, report)
@@ -199,19 +225,18 @@ class Scheduler:
             ("prune", settings.prune_schedule, {}),
             ("check", settings.check_schedule, {"read_data_percent": settings.check_read_data_percent}),
         ):
-            if expression is None or catalog.list_jobs(kind=kind, status=ACTIVE_STATUSES, limit=1):
+            if expression is None or kind in busy_kinds:
                 continue
-            last = self._last(kind, None)
+            last = catalog.latest_jobs(kind).get(None)
             decision = timing.retry_decision(last, now, settings.retries, settings.retry_backoff) or \
                 timing.cron_decision(f"repository:{kind}", expression, last, now, started_at=self.started_at,
                                      jitter=self.jitter, timezone=self.timezone)
             if decision.due:
                 self._queue(kind, None, params, decision, report)
 
-    def _backup_decision(self, target: Any, now: dt.datetime) -> timing.Decision:
+    def _backup_decision(self, target: Any, last: Any, now: dt.datetime) -> timing.Decision:
         settings = self.settings
         assert self.started_at is not None
-        last = self._last("backup", target.name)
         retry = timing.retry_decision(last, now, settings.retries, settings.retry_backoff)
         if retry is not None:
             return retry
@@ -222,26 +247,16 @@ class Scheduler:
         return timing.interval_decision(target.name, interval, last, now, started_at=self.started_at,
                                         jitter=self.jitter)
 
-    def _restore_test_decision(self, target: Any, now: dt.datetime) -> timing.Decision:
-        catalog = self.context.catalog
+    def _restore_test_decision(self, target: Any, last: Any, has_data: bool, now: dt.datetime) -> timing.Decision:
         settings = self.settings
         assert self.started_at is not None
-        if not (catalog.list_jobs(target=target.name, kind="backup", status="succeeded", limit=1)
-                or catalog.list_snapshots(target=target.name, limit=1)):
+        if not has_data:
             return timing.Decision(False, reason="nothing to restore yet")
-        last = self._last("restore-test", target.name)
         retry = timing.retry_decision(last, now, settings.retries, settings.retry_backoff)
         if retry is not None:
             return retry
         return timing.interval_decision(f"{target.name}:restore-test", target.restore_test.every, last, now,
                                         started_at=self.started_at, jitter=self.jitter)
-
-    def _last(self, kind: str, target: str | None) -> Any:
-        if target is not None:
-            jobs = self.context.catalog.list_jobs(target=target, kind=kind, limit=1)
-        else:  # list_jobs(target=None) means any target; repository jobs have none
-            jobs = [job for job in self.context.catalog.list_jobs(kind=kind, limit=20) if job.target is None][:1]
-        return jobs[0] if jobs else None
 
     def _queue(self, kind: str, target: str | None, params: dict[str, Any], decision: timing.Decision,
                report: TickReport) -> None:
@@ -255,7 +270,17 @@ class Scheduler:
 
     def _dispatch(self, report: TickReport) -> None:
         catalog = self.context.catalog
+        if len(self._running) >= self.settings.max_concurrent:
+            return
         queued = sorted(catalog.list_jobs(status="queued", limit=None), key=lambda job: job.id)
+        if not queued:
+            return
+        # Running anywhere (other processes too: a CLI backup), read once for this pass.
+        running_elsewhere = [job for job in catalog.list_jobs(status="running", limit=None)
+                             if job.id not in self._running]
+        busy_elsewhere = {job.target for job in running_elsewhere if job.target is not None}
+        hosts = {target.name: getattr(target.source, "host", None) or LOCAL_HOST
+                 for target in self.context.config.targets}
         for job in queued:
             if len(self._running) >= self.settings.max_concurrent:
                 return
@@ -264,14 +289,14 @@ class Scheduler:
             if job.id in self._running:
                 continue
             if job.kind in EXCLUSIVE_KINDS:
-                if self._running or catalog.list_jobs(status="running", limit=1):
+                if self._running or running_elsewhere:
                     return  # a barrier: nothing starts before the prune, which waits for a quiet repository
             busy_key = job.target if job.target is not None else f"repository:{job.kind}"
             if any(self._key(entry) == busy_key for entry in self._running.values()):
                 continue
-            if job.target is not None and catalog.list_jobs(target=job.target, status="running", limit=1):
+            if job.target in busy_elsewhere:
                 continue  # run by another process (a CLI backup)
-            host = self._host(job.target)
+            host = self._host(job.target, hosts)
             if host is not None and sum(entry.host == host for entry in self._running.values()) \
                     >= self.settings.max_per_host:
                 continue
@@ -286,11 +311,9 @@ class Scheduler:
     def _key(entry: Running) -> str:
         return entry.target if entry.target is not None else f"repository:{entry.kind}"
 
-    def _host(self, target_name: str | None) -> str | None:
-        """The host a target's source reads from: its ``host`` field, else this host."""
+    @staticmethod
+    def _host(target_name: str | None, hosts: dict[str, str]) -> str | None:
+        """The host a target's source reads from (its ``host`` field, else this host); None for the repository."""
         if target_name is None:
             return None
-        for target in self.context.config.targets:
-            if target.name == target_name:
-                return getattr(target.source, "host", None) or LOCAL_HOST
-        return LOCAL_HOST
+        return hosts.get(target_name, LOCAL_HOST)

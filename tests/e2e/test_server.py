@@ -377,3 +377,30 @@ def test_schemathesis_finds_no_server_error(tmp_path, servers) -> None:
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""})
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-4000:] + server.log[-4000:]
     assert "No issues found" in run.stdout
+
+
+# --- the token commands -------------------------------------------------------------------
+
+
+def test_token_commands(workspace: Workspace) -> None:
+    from e2e_support import assert_clean_error
+
+    created = workspace.json("token", "create", "--name", "grafana", "--role", "viewer")
+    secret = created["secret"]
+    plain = workspace.run("token", "create", "--name", "ci", "--role", "operator")
+    assert plain.stdout.strip().startswith("sht_") and "cannot be shown again" in plain.stderr
+    listed = workspace.json("token", "list")["tokens"]
+    assert [(t["name"], t["role"], t["active"]) for t in listed] == [("grafana", "viewer", True),
+                                                                      ("ci", "operator", True)]
+    listing = workspace.run("token", "list").stdout
+    assert secret not in listing and "grafana" in listing
+    catalog_bytes = b"".join(path.read_bytes() for path in workspace.state.glob("catalog.db*"))  # with the WAL
+    assert b"grafana" in catalog_bytes
+    assert secret.encode() not in catalog_bytes
+    revoked = workspace.json("token", "revoke", str(created["token"]["id"]))
+    assert revoked["active"] is False
+    assert [t["name"] for t in workspace.json("token", "list")["tokens"]] == ["ci"]
+    assert len(workspace.json("token", "list", "--all")["tokens"]) == 2
+    assert_clean_error(workspace.run("token", "revoke", "999", ok=False), 36, "no API token 999")
+    assert_clean_error(workspace.run("token", "create", "--name", "x", "--role", "root", ok=False), 2, "root",
+                       hint=False)

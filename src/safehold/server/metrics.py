@@ -211,18 +211,28 @@ class SafeholdCollector(Collector):
             return {target: status for target, status in rows if target is not None}
 
     def _last_passed_restore_tests(self) -> dict[str, tuple[float, float | None]]:
-        """Per target: (finish time, ART seconds) of the newest passed restore test."""
-        catalog = self.context.catalog
+        """Per target: (finish time, ART seconds) of the newest passed restore test, in one query.
+
+        A restore test whose health check fails ends 'failed' (RestoreTestFailed), so the newest
+        'succeeded' row is the newest passed test; ``details.passed`` is checked all the same.
+        """
+        newest = (
+            select(func.max(Job.id).label("id"))
+            .where(Job.kind == "restore-test", Job.status == "succeeded")
+            .group_by(Job.target)
+            .subquery()
+        )
         result: dict[str, tuple[float, float | None]] = {}
-        for target in self.context.config.targets:
-            for job in catalog.list_jobs(target=target.name, kind="restore-test", status="succeeded", limit=5):
+        with self.context.catalog._read() as session:
+            for job in session.scalars(select(Job).join(newest, Job.id == newest.c.id)):
                 details = job.details or {}
-                if not details.get("passed", True):
+                if job.target is None or not details.get("passed", True):
                     continue
                 art = details.get("art_seconds")
-                result[target.name] = (_timestamp(job.finished_at or job.created_at),
-                                       float(art) if art is not None else job.duration_seconds)
-                break
+                duration = (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at \
+                    else None
+                result[job.target] = (_timestamp(job.finished_at or job.created_at),
+                                      float(art) if art is not None else duration)
         return result
 
     def _repository_values(self) -> dict[str, float] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 from sqlalchemy import text
@@ -89,3 +90,38 @@ def test_roles_are_ordered() -> None:
 def test_bad_requests_are_usage_errors(tokens: TokenStore, name: str, role: str) -> None:
     with pytest.raises(UsageError):
         tokens.create(name, role)
+
+
+def test_a_catalog_at_revision_0001_gains_the_token_table_and_keeps_its_jobs(tmp_path) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine, inspect
+
+    from safehold.catalog import migrate
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(migrate.alembic_config(connection=connection), "0001")
+        connection.execute(text("INSERT INTO jobs (kind, status, created_at, bytes_read, bytes_added, files) "
+                                "VALUES ('backup', 'succeeded', '2025-01-01 00:00:00.000000', 1, 2, 3)"))
+    assert "api_tokens" not in inspect(engine).get_table_names()
+    engine.dispose()
+    with Catalog.open(url) as catalog:
+        assert [job.bytes_added for job in catalog.list_jobs()] == [2]
+        record, secret = TokenStore(catalog).create("after-upgrade", "admin")
+        assert TokenStore(catalog).authenticate(secret) == record
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SAFEHOLD_TEST_POSTGRES_URL"),
+    reason="set SAFEHOLD_TEST_POSTGRES_URL=postgresql+psycopg://... to run against PostgreSQL",
+)
+def test_tokens_on_postgresql() -> None:
+    url = os.environ["SAFEHOLD_TEST_POSTGRES_URL"]
+    with Catalog.open(url) as catalog:
+        tokens = TokenStore(catalog)
+        record, secret = tokens.create(f"pg-{os.getpid()}", "operator")
+        assert tokens.authenticate(secret).id == record.id
+        assert tokens.get(record.id).last_used_at is not None
+        assert tokens.revoke(record.id).revoked_at is not None
+        assert tokens.authenticate(secret) is None

@@ -171,7 +171,8 @@ def test_every_operation_refuses_a_missing_or_wrong_role_token(api) -> None:
     server.workspace.run("token", "revoke", str(revoked["token"]["id"]))
 
     for (method, template), required in sorted(REQUIRED_ROLE.items()):
-        def call(token: str | None, headers: dict | None = None) -> httpx.Response:
+        def call(token: str | None, headers: dict | None = None, method: str = method,
+                 template: str = template) -> httpx.Response:
             path, body = _instance(server, tokens, method, template)
             return server.request(method, path, token, json=body, headers=headers or {})
 

@@ -46,7 +46,7 @@ def test_only_the_hash_is_stored(tokens: TokenStore) -> None:
 
 def test_authenticate_finds_the_token_and_refuses_others(tokens: TokenStore) -> None:
     record, secret = tokens.create("ci", "operator")
-    other, other_secret = tokens.create("ops", "admin")
+    _, other_secret = tokens.create("ops", "admin")
     assert tokens.authenticate(secret).id == record.id
     assert tokens.authenticate(other_secret).role == "admin"
     assert tokens.authenticate(secret + "x") is None

@@ -405,3 +405,47 @@ def test_token_commands(workspace: Workspace) -> None:
     assert_clean_error(workspace.run("token", "revoke", "999", ok=False), 36, "no API token 999")
     assert_clean_error(workspace.run("token", "create", "--name", "x", "--role", "root", ok=False), 2, "root",
                        hint=False)
+
+
+def test_prometheus_scrapes_the_server(api, tmp_path) -> None:
+    """Debian's Prometheus 2.42 itself scrapes /metrics: the content type, names and labels it stores."""
+    import socket
+
+    server, _ = api
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: scripts/services.d/prometheus.sh install (Debian's prometheus)"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: safehold\n    static_configs: [{{targets: ['{server.url.removeprefix('http://')}']}}]\n")
+    process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                                f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        result: list = []
+        while not result:
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "Prometheus stored no safehold_target_rpo_seconds within 90 s"
+            time.sleep(1)
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
+                                   params={"query": "safehold_target_rpo_seconds"}, timeout=10).json()
+            except httpx.TransportError:
+                continue
+            result = answer.get("data", {}).get("result", [])
+        series = {item["metric"]["target"]: item for item in result}
+        assert float(series["files"]["value"][1]) == 43200
+        assert series["broken"]["metric"] == {"__name__": "safehold_target_rpo_seconds", "job": "safehold",
+                                              "instance": server.url.removeprefix("http://"), "target": "broken",
+                                              "tier": "1", "source": "files"}
+        up = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": 'up{job="safehold"}'},
+                       timeout=10).json()["data"]["result"]
+        assert [item["value"][1] for item in up] == ["1"]
+    finally:
+        process.terminate()
+        process.wait(30)

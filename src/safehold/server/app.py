@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import generate_latest
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from .. import __version__, errors
 from ..catalog.tokens import TokenStore
@@ -155,10 +154,13 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    # Matched by path pattern over every route with one (the API router's routes and the app's own),
+    # not by Route.matches, whose behaviour for included routers differs between FastAPI releases.
     methods: set[str] = set()
-    for route in app.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
+    path = request.url.path
+    for route in [*app.routes, *router.routes]:
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
             methods.update(getattr(route, "methods", None) or ())
     return sorted(methods)
 

@@ -29,7 +29,8 @@ SCHEDULER = "scheduler: {jitter: 1s, retries: 0, prune_schedule: null, check_sch
 TARGETS = [
     {"name": "files", "tier": 2, "source": {"type": "files", "paths": ["data"]}, "retention": {"keep_last": 5},
      # Snapshots keep absolute paths, so the restored tree holds <workspace>/data/index.html.
-     "restore_test": {"every": "7d", "health_check": {"type": "command", "run": "test -n \"$(find . -name index.html)\""}}},
+     "restore_test": {"every": "7d",
+                      "health_check": {"type": "command", "run": "test -n \"$(find . -name index.html)\""}}},
     {"name": "broken", "tier": 1, "source": {"type": "files", "paths": ["missing"]}},
 ]
 
@@ -245,10 +246,13 @@ def test_cancel_and_refusals(api) -> None:
     cancelled = server.request("POST", f"/api/v1/jobs/{job_id}/cancel", operator)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = server.request("POST", f"/api/v1/jobs/{job_id}/cancel", operator)
-    assert again.status_code == 409 and again.json()["error"] == "JobNotRunnable"
+    assert again.status_code == 409
+    assert again.json()["message"] == f"job {job_id} is cancelled; only a queued job can be cancelled"
     for path in ("/api/v1/jobs/999999", "/api/v1/jobs/999999/log"):
         assert server.request("GET", path, operator).json()["error"] == "JobNotFound"
     assert server.request("POST", "/api/v1/jobs/999999/cancel", operator).status_code == 404
+    for huge in (2**31, 10**19):  # beyond the catalog's 32-bit ids: refused, not an overflow inside
+        assert server.request("GET", f"/api/v1/jobs/{huge}", operator).status_code == 422
     unknown = server.request("POST", "/api/v1/jobs", operator, json={"kind": "backup", "target": "nope"})
     assert unknown.status_code == 404 and "files" in unknown.json()["remedy"]  # names the known targets
     assert server.request("GET", "/api/v1/targets/nope", operator).status_code == 404
@@ -279,6 +283,9 @@ def test_jobs_triggered_over_http_run_in_the_server(tmp_path, servers) -> None:
     assert backup["bytes_read"] > 0 and backup["snapshot_id"] and backup["duration_seconds"] >= 0
     log = server.request("GET", f"/api/v1/jobs/{backup['id']}/log", viewer).json()["lines"]
     assert any("snapshot" in line["message"] for line in log), log
+    following = server.request("GET", f"/api/v1/jobs/{backup['id']}/log", viewer,
+                               params={"after": log[0]["id"]}).json()["lines"]
+    assert following == log[1:]
 
     test = submit({"kind": "restore-test", "target": "files"})
     assert test["status"] == "succeeded", test

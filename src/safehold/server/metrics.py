@@ -149,7 +149,8 @@ class SafeholdCollector(Collector):
             for target, started, finished in rows:
                 durations[target].append(max(0.0, (finished - started).total_seconds()))
             sums = connection.execute(
-                select(Job.target, func.coalesce(func.sum(Job.bytes_read), 0), func.coalesce(func.sum(Job.bytes_added), 0))
+                select(Job.target, func.coalesce(func.sum(Job.bytes_read), 0),
+                       func.coalesce(func.sum(Job.bytes_added), 0))
                 .where(Job.kind == "backup", Job.finished_at.is_not(None))
                 .group_by(Job.target)
             )

@@ -10,10 +10,10 @@ catalog block.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
+from pathlib import Path as FilePath
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
 
 from .. import errors
 from ..catalog.store import JobRecord
@@ -29,6 +29,10 @@ admin = Depends(require("admin"))
 
 NOT_FOUND = {404: {"model": schemas.Problem, "description": "No such object"}}
 CONFLICT = {409: {"model": schemas.Problem, "description": "Not possible in the object's current state"}}
+#: Ids are 32-bit on every catalog database (SQLite would overflow at 2**63, PostgreSQL's integer at 2**31).
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id.")]
+TokenId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Token id.")]
+
 INVALID = {400: {"model": schemas.Problem, "description": "The request is well-formed but not valid for safehold"}}
 
 
@@ -91,17 +95,20 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.Job, tags=["jobs"], responses=NOT_FOUND)
-def get_job(job_id: int, request: Request, _: TokenRecord = viewer) -> dict[str, Any]:
+def get_job(job_id: JobId, request: Request, _: TokenRecord = viewer) -> dict[str, Any]:
     """One job."""
     return job_dict(_context(request).catalog.get_job(job_id))
 
 
 @router.get("/jobs/{job_id}/log", response_model=schemas.JobLog, tags=["jobs"], responses=NOT_FOUND)
-def get_job_log(job_id: int, request: Request, _: TokenRecord = viewer) -> dict[str, Any]:
+def get_job_log(job_id: JobId, request: Request,
+                after: int = Query(0, ge=0, description="Only lines with a greater id (to follow a running job)."),
+                _: TokenRecord = viewer) -> dict[str, Any]:
     """A job's log lines in the order they were written."""
     catalog = _context(request).catalog
     catalog.get_job(job_id)  # JobNotFound -> 404 rather than an empty log
-    lines = [{"time": line.time, "level": line.level, "message": line.message} for line in catalog.job_logs(job_id)]
+    lines = [{"id": line.id, "time": line.time, "level": line.level, "message": line.message}
+             for line in catalog.job_logs(job_id) if line.id > after]
     return {"job_id": job_id, "lines": lines}
 
 
@@ -123,19 +130,20 @@ def submit_job(request: Request, body: schemas.JobRequest = Body(), _: TokenReco
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.Job, tags=["jobs"], responses={**NOT_FOUND, **CONFLICT})
-def cancel_job(job_id: int, request: Request, _: TokenRecord = operator) -> dict[str, Any]:
+def cancel_job(job_id: JobId, request: Request, _: TokenRecord = operator) -> dict[str, Any]:
     """Cancel a queued job. A job that already started or ended gives 409."""
     from ..engine.jobs import cancel_job as cancel
 
     context = _context(request)
     if not cancel(context, job_id):
         current = context.catalog.get_job(job_id).status
-        raise errors.JobNotRunnable(job_id=job_id, detail=f"only a queued job can be cancelled; it is {current}")
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"job {job_id} is {current}; only a queued job can be cancelled")
     return job_dict(context.catalog.get_job(job_id))
 
 
-def _inside_restore_root(request: Request, destination: str) -> Path:
-    root: Path = request.app.state.restore_root
+def _inside_restore_root(request: Request, destination: str) -> FilePath:
+    root: FilePath = request.app.state.restore_root
     path = (root / destination).resolve()  # an absolute destination replaces root here, then is checked
     if path != root and root not in path.parents:
         raise errors.UsageError(
@@ -167,7 +175,7 @@ def create_token(body: schemas.TokenRequest, request: Request, _: TokenRecord = 
 
 @router.delete("/tokens/{token_id}", response_model=schemas.Token, tags=["tokens"],
                responses={**NOT_FOUND, **CONFLICT})
-def revoke_token(token_id: int, request: Request, caller: TokenRecord = admin) -> dict[str, Any]:
+def revoke_token(token_id: TokenId, request: Request, caller: TokenRecord = admin) -> dict[str, Any]:
     """Revoke a token. An admin cannot revoke the token it is calling with (409), so it cannot lock itself out."""
     if token_id == caller.id:
         raise HTTPException(status.HTTP_409_CONFLICT,

@@ -110,6 +110,7 @@ class JobList(BaseModel):
 
 
 class LogLine(BaseModel):
+    id: int
     time: dt.datetime
     level: str
     message: str

@@ -125,11 +125,12 @@ class Server:
             self.process.wait(10)
 
 
-def prepare(root: Path) -> tuple[Workspace, dict[str, str]]:
+def prepare(root: Path, catalog_url: str | None = None) -> tuple[Workspace, dict[str, str]]:
     """A workspace with a repository, one file to back up and a token per role."""
     workspace = make_workspace(root)
     config = workspace.write_config(TARGETS)
-    config.write_text(config.read_text() + SCHEDULER + "\n")
+    extra = SCHEDULER + "\n" + (f"catalog: {{url: '{catalog_url}'}}\n" if catalog_url else "")
+    config.write_text(config.read_text() + extra)
     (workspace.data / "index.html").write_text("<h1>safehold</h1>\n")
     workspace.run("init")
     tokens = {role: workspace.json("token", "create", "--name", f"test-{role}", "--role", role)["secret"]
@@ -372,9 +373,16 @@ def test_metrics_of_a_fresh_control_plane_pass_promtool(api) -> None:
     assert_promtool_clean(response.text)
 
 
-def test_schemathesis_finds_no_server_error(tmp_path, servers) -> None:
+@pytest.mark.parametrize("catalog", ["sqlite", "postgresql"])
+def test_schemathesis_finds_no_server_error(tmp_path, servers, catalog: str) -> None:
     # Its own server: schemathesis creates and revokes tokens and queues and cancels jobs at random.
-    workspace, tokens = prepare(tmp_path / "ws")
+    # On PostgreSQL too, which refuses what SQLite lets pass (NUL in strings, ids past 2**31).
+    catalog_url = None
+    if catalog == "postgresql":
+        catalog_url = os.environ.get("SAFEHOLD_TEST_POSTGRES_URL")
+        if not catalog_url:
+            pytest.skip("set SAFEHOLD_TEST_POSTGRES_URL=postgresql+psycopg://... (scripts/services.sh start does)")
+    workspace, tokens = prepare(tmp_path / "ws", catalog_url=catalog_url)
     server = servers(workspace, "--no-scheduler")
     script = Path(sys.executable).with_name("schemathesis")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "schemathesis.cli"]

@@ -83,8 +83,9 @@ def list_snapshots(request: Request, target: str | None = Query(None, descriptio
 @router.get("/jobs", response_model=schemas.JobList, tags=["jobs"])
 def list_jobs(
     request: Request,
-    target: str | None = Query(None),
-    kind: str | None = Query(None, examples=["backup"]),
+    # No NUL: PostgreSQL refuses it in a string literal, which would surface as a 500.
+    target: str | None = Query(None, max_length=255, pattern=r"^[^\x00]*$"),
+    kind: str | None = Query(None, max_length=32, pattern=r"^[^\x00]*$", examples=["backup"]),
     status_filter: schemas.JobStatus | None = Query(None, alias="status"),
     limit: int = Query(50, ge=1, le=1000),
     _: TokenRecord = viewer,

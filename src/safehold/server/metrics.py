@@ -200,40 +200,23 @@ class SafeholdCollector(Collector):
 
     def _last_backup_outcomes(self) -> dict[str, str]:
         """The status of each target's newest finished (succeeded, failed, interrupted) backup job."""
-        catalog = self.context.catalog
-        newest = (
-            select(Job.target, func.max(Job.id).label("id"))
-            .where(Job.kind == "backup", Job.status.in_(("succeeded",) + FAILED_OUTCOMES))
-            .group_by(Job.target)
-            .subquery()
-        )
-        with catalog.engine.connect() as connection:
-            rows = connection.execute(select(Job.target, Job.status).join(newest, Job.id == newest.c.id))
-            return {target: status for target, status in rows if target is not None}
+        latest = self.context.catalog.latest_jobs("backup", status=("succeeded",) + FAILED_OUTCOMES)
+        return {target: job.status for target, job in latest.items() if target is not None}
 
     def _last_passed_restore_tests(self) -> dict[str, tuple[float, float | None]]:
-        """Per target: (finish time, ART seconds) of the newest passed restore test, in one query.
+        """Per target: (finish time, ART seconds) of the newest passed restore test.
 
         A restore test whose health check fails ends 'failed' (RestoreTestFailed), so the newest
-        'succeeded' row is the newest passed test; ``details.passed`` is checked all the same.
+        'succeeded' job is the newest passed test; ``details.passed`` is checked all the same.
         """
-        newest = (
-            select(func.max(Job.id).label("id"))
-            .where(Job.kind == "restore-test", Job.status == "succeeded")
-            .group_by(Job.target)
-            .subquery()
-        )
         result: dict[str, tuple[float, float | None]] = {}
-        with self.context.catalog._read() as session:
-            for job in session.scalars(select(Job).join(newest, Job.id == newest.c.id)):
-                details = job.details or {}
-                if job.target is None or not details.get("passed", True):
-                    continue
-                art = details.get("art_seconds")
-                duration = (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at \
-                    else None
-                result[job.target] = (_timestamp(job.finished_at or job.created_at),
-                                      float(art) if art is not None else duration)
+        for target, job in self.context.catalog.latest_jobs("restore-test", status="succeeded").items():
+            details = job.details or {}
+            if target is None or not details.get("passed", True):
+                continue
+            art = details.get("art_seconds")
+            result[target] = (_timestamp(job.finished_at or job.created_at),
+                              float(art) if art is not None else job.duration_seconds)
         return result
 
     def _repository_values(self) -> dict[str, float] | None:

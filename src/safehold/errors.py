@@ -345,6 +345,15 @@ class CatalogSchemaTooNew(SafeholdError):
     exit_code = 35
 
 
+# --- control plane API ------------------------------------------------------------
+
+
+class TokenNotFound(SafeholdError, LookupError):
+    template = "no API token {token_id} in the catalog"
+    remedy = "list the tokens with 'safehold token list'"
+    exit_code = 36
+
+
 # --- immutability (S3 Object Lock) ------------------------------------------------
 
 

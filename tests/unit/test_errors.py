@@ -20,7 +20,7 @@ STABLE = {
     "EbsSnapshotPending": 45, "EbsDeviceInUse": 46, "EbsInstanceInOtherRegion": 47,
     "VSphereConnectFailed": 54, "VMNotFound": 55, "VSphereBackupFailed": 56, "VSphereSnapshotLeft": 57,
 }
-STABLE |= {"ImmutabilityAuditFailed": 40}
+STABLE |= {"TokenNotFound": 36, "ImmutabilityAuditFailed": 40}
 STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFailed": 60}
 
 

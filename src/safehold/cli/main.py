@@ -566,6 +566,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.ebs",
     "safehold.cli.vmware",
     "safehold.cli.immutability",
+    "safehold.cli.server",
 ]
 
 

@@ -245,7 +245,7 @@ def overview() -> dashboard.Dashboard:
         .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(model.DataTransformerConfig(id_val="organize", options={
             "excludeByName": {"Time": True, "__name__": True, "instance": True, "job": True},
-            "renameByName": {"Value #status": "Last test", "Value #art": "ART", "Value #rto": "RTO",
+            "renameByName": {"Value #status": "Last test", "Value #art": "ART (last pass)", "Value #rto": "RTO",
                              "Value #age": "Last pass (ago)", "target": "Target", "tier": "Tier", "source": "Source"},
             "indexByName": {"target": 0, "tier": 1, "source": 2, "Value #status": 3, "Value #art": 4,
                             "Value #rto": 5, "Value #age": 6},
@@ -256,7 +256,7 @@ def overview() -> dashboard.Dashboard:
             model.DynamicConfigValue(id_val="mappings", value=status_mappings("passed", "failed")),
             model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
         ])
-        .override_by_name("ART", [model.DynamicConfigValue(id_val="unit", value="s")])
+        .override_by_name("ART (last pass)", [model.DynamicConfigValue(id_val="unit", value="s")])
         .override_by_name("RTO", [model.DynamicConfigValue(id_val="unit", value="s")])
         .override_by_name("Last pass (ago)", [model.DynamicConfigValue(id_val="unit", value="s")])
         .grid_pos(position(0, 21, 14, 9))

@@ -250,6 +250,7 @@ def localized_alertmanager_config(folder: Path, *, http: HTTPRecorder, smtp: SMT
 @contextlib.contextmanager
 def alertmanager(folder: Path, config: Path) -> Iterator[str]:
     """Start prometheus-alertmanager with ``config``; yields its base URL."""
+    folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     process = Process(
         [tool("prometheus-alertmanager"), f"--config.file={config}", f"--storage.path={folder / 'am-data'}",
@@ -269,6 +270,7 @@ def prometheus(folder: Path, *, scrape_target: str, alertmanager_url: str, inter
                rules: Path = RULES) -> Iterator[str]:
     """Start Debian's prometheus scraping ``scrape_target`` (host:port) as job "safehold",
     evaluating the shipped rules; yields its base URL."""
+    folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},

@@ -28,7 +28,7 @@ from e2e_support import CLI, make_workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "monitoring"))
 
-from monitoring_support import EXPORTED_METRICS, tool  # noqa: E402
+from monitoring_support import EXPORTED_METRICS, dashboard_queries, tool  # noqa: E402
 from stack_support import (  # noqa: E402
     HTTPRecorder,
     Process,
@@ -181,6 +181,16 @@ def run_scenario(workspace, http: HTTPRecorder, smtp: SMTPRecorder, am_url: str,
     rpo_text = next(text for title, text in messages.items() if "web: RPOViolated" in title)
     assert "recovery point objective is 30s" in rpo_text, rpo_text
     assert smtp.messages, "the e-mail digest"
+
+    # every dashboard query runs against this Prometheus; nearly all have data after a minute
+    empty = []
+    for name, expressions in dashboard_queries().items():
+        for expression in expressions:
+            response = http_json(f"{prom}/api/v1/query?query={urllib.parse.quote(expression)}")
+            assert response["status"] == "success", (name, expression, response)
+            if not response["data"]["result"]:
+                empty.append(expression)
+    assert empty == [], f"dashboard queries without data on a real safehold: {empty}"
 
     # fix everything: the source is back, fresh backups, the big file is forgotten and pruned
     shutil.move(workspace.data / "db-moved", workspace.data / "db")

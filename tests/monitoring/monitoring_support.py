@@ -121,6 +121,40 @@ def promtool_parse(expressions: Iterable[str]) -> subprocess.CompletedProcess[st
         )
 
 
+# Example values for Grafana's variables, so that PromQL parsers see what Prometheus will.
+DASHBOARD_VARIABLES = {"target": ".+", "__rate_interval": "1m", "__interval": "15s", "__range": "1d"}
+
+
+def panels(document: dict) -> list[dict]:
+    found = []
+    for panel in document["panels"]:
+        found.append(panel)
+        found.extend(panel.get("panels", []))
+    return found
+
+
+def queries(document: dict) -> list[str]:
+    """Every PromQL expression of a dashboard: panel targets and label_values() variable queries."""
+    found = [target["expr"] for panel in panels(document) for target in panel.get("targets", [])]
+    for variable in document.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        text = query.get("query") if isinstance(query, dict) else query
+        match = re.fullmatch(r"label_values\((.+),\s*\w+\)", text or "")
+        if match:
+            found.append(match.group(1))
+    return found
+
+
+def dashboard_queries() -> dict[str, list[str]]:
+    """Dashboard file name -> its queries with example values for Grafana's variables."""
+    import json
+
+    return {
+        path.name: [expand_grafana_variables(text, DASHBOARD_VARIABLES) for text in queries(json.loads(path.read_text()))]
+        for path in sorted(DASHBOARDS.glob("*.json"))
+    }
+
+
 GRAFANA_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
 
 

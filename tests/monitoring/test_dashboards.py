@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 import yaml
 from monitoring_support import (
+    DASHBOARD_VARIABLES,
     DASHBOARDS,
     EXPORTED_METRICS,
     MONITORING,
@@ -23,13 +24,13 @@ from monitoring_support import (
     ROOT,
     expand_grafana_variables,
     metric_names,
+    panels,
     promtool_parse,
+    queries,
 )
 
 SCHEMA = MONITORING / "grafana" / "schema"
 DASHBOARD_FILES = sorted(DASHBOARDS.glob("*.json"))
-# Example values for Grafana's variables, so that PromQL parsers see what Prometheus will.
-VARIABLES = {"target": "db|web", "__rate_interval": "1m", "__interval": "15s", "__range": "1d"}
 
 
 @cache
@@ -40,25 +41,6 @@ def schema(name: str) -> dict:
 def validate(instance: object, schema_name: str) -> list[str]:
     validator = jsonschema.Draft7Validator(schema(schema_name))
     return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(instance)]
-
-
-def panels(document: dict) -> list[dict]:
-    found = []
-    for panel in document["panels"]:
-        found.append(panel)
-        found.extend(panel.get("panels", []))
-    return found
-
-
-def queries(document: dict) -> list[str]:
-    found = [target["expr"] for panel in panels(document) for target in panel.get("targets", [])]
-    for variable in document.get("templating", {}).get("list", []):
-        query = variable.get("query")
-        text = query.get("query") if isinstance(query, dict) else query
-        match = re.fullmatch(r"label_values\((.+),\s*\w+\)", text or "")
-        if match:
-            found.append(match.group(1))
-    return found
 
 
 def load(path: Path) -> dict:
@@ -122,7 +104,7 @@ def test_dashboard_structure(path):
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda path: path.name)
 def test_every_query_parses_and_reads_only_safehold_metrics(path):
-    expressions = [expand_grafana_variables(text, VARIABLES) for text in queries(load(path))]
+    expressions = [expand_grafana_variables(text, DASHBOARD_VARIABLES) for text in queries(load(path))]
     assert expressions
     result = promtool_parse(expressions)
     assert result.returncode == 0, result.stdout + result.stderr

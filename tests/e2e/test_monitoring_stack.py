@@ -14,6 +14,7 @@ happens; the scheduler has its own tests).
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ from e2e_support import CLI, make_workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "monitoring"))
 
-from monitoring_support import EXPORTED_METRICS, dashboard_queries, tool  # noqa: E402
+from monitoring_support import EXPORTED_METRICS, ROOT, dashboard_queries, tool  # noqa: E402
 from stack_support import (  # noqa: E402
     HTTPRecorder,
     Process,
@@ -191,6 +192,13 @@ def run_scenario(workspace, http: HTTPRecorder, smtp: SMTPRecorder, am_url: str,
             if not response["data"]["result"]:
                 empty.append(expression)
     assert empty == [], f"dashboard queries without data on a real safehold: {empty}"
+    if os.environ.get("SAFEHOLD_RENDER_DASHBOARDS"):  # previews for docs/monitoring.md
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("render", ROOT / "dashboards" / "render.py")
+        render = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(render)
+        render.render_all(prom, Path(os.environ["SAFEHOLD_RENDER_DASHBOARDS"]), time.monotonic() - started + 60)
 
     # fix everything: the source is back, fresh backups, the big file is forgotten and pruned
     shutil.move(workspace.data / "db-moved", workspace.data / "db")

@@ -40,6 +40,14 @@ ART_OVER_RTO = (
     f"safehold_restore_test_last_duration_seconds{{{TARGETS}}}"
     " / on (instance, target) group_left () safehold_target_rto_seconds"
 )
+# Failures in the last 24 h: increase() for counters that existed a day ago, the whole value for
+# counters born since (increase() needs two samples, so a counter that starts above 0 adds nothing).
+FAILURES = f"safehold_job_failures_total{{{TARGETS}}}"
+FAILED_24H = (
+    f"(sum(increase({FAILURES}[24h]) and {FAILURES} offset 24h) or vector(0))"
+    f" + (sum({FAILURES} unless {FAILURES} offset 24h) or vector(0))"
+)
+
 # One value per series: the newest one (Grafana's own default for stat panels).
 LAST_VALUE = common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
 COMPLIANT = (
@@ -147,9 +155,9 @@ def overview() -> dashboard.Dashboard:
          f"count(safehold_backup_last_status{{{TARGETS}}} == 0) or vector(0)", [(None, "green"), (1, "red")]),
         ("Jobs running", "Jobs running now, of every kind.",
          "sum(safehold_jobs_running) or vector(0)", [(None, "blue")]),
-        ("Failed jobs (24h)", "Jobs of every kind that failed in the last 24 hours.",
-         f"sum(increase(safehold_job_failures_total{{{TARGETS}}}[24h])) or vector(0)",
-         [(None, "green"), (1, "orange")]),
+        ("Failed jobs (24h)", "Jobs of every kind that failed in the last 24 hours. A failure counter first seen "
+         "within the window counts in full (increase() alone would miss one that began above 0).",
+         FAILED_24H, [(None, "green"), (1, "orange")]),
     ]
     for index, (title, description, expr, steps) in enumerate(stats):
         board = board.with_panel(
@@ -240,7 +248,7 @@ def overview() -> dashboard.Dashboard:
         .with_target(query(f"safehold_restore_test_last_duration_seconds{{{TARGETS}}}", ref="art", instant=True,
                            table_format=True))
         .with_target(query(f"safehold_target_rto_seconds{{{TARGETS}}}", ref="rto", instant=True, table_format=True))
-        .with_target(query(f"time() - safehold_restore_test_last_success_timestamp_seconds{{{TARGETS}}} > 0",
+        .with_target(query(f"time() - (safehold_restore_test_last_success_timestamp_seconds{{{TARGETS}}} > 0)",
                            ref="age", instant=True, table_format=True))
         .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(model.DataTransformerConfig(id_val="organize", options={

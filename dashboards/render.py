@@ -79,11 +79,9 @@ def format_value(unit: str | None, value: float) -> str:
 
 def draw_panel(axes, panel: dict, prometheus: str, start: float, end: float) -> None:
     kind = panel["type"]
-    axes.set_title(panel["title"], fontsize=8, loc="left", color="#d8d9da")
+    axes.set_title(panel["title"], fontsize=8, loc="left", color="#d8d9da", pad=3)
     targets = panel.get("targets", [])
     unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
-    axes.set_xticks([])
-    axes.set_yticks([])
     if kind == "timeseries":
         for index, target in enumerate(targets):
             step = max(1.0, (end - start) / 200)
@@ -93,14 +91,18 @@ def draw_panel(axes, panel: dict, prometheus: str, start: float, end: float) -> 
                 ys = [float(v) for _, v in series["values"]]
                 axes.plot(xs, ys, linewidth=1.2, color=SERIES_COLORS[(index * 3 + number) % len(SERIES_COLORS)],
                           label=legend(target.get("legendFormat", ""), series["metric"])[:40])
-        axes.tick_params(labelsize=6, colors="#999")
-        axes.set_yticks(axes.get_yticks())
-        axes.set_yticklabels([format_value(unit, tick) for tick in axes.get_yticks()], fontsize=6)
-        axes.set_xlabel("seconds before now", fontsize=6, color="#999")
-        axes.xaxis.set_major_locator(__import__("matplotlib").ticker.MaxNLocator(5))
+        ticker = __import__("matplotlib").ticker
+        axes.tick_params(labelsize=6, colors="#999", pad=1)
+        axes.yaxis.set_major_locator(ticker.MaxNLocator(4))
+        axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda tick, _: format_value(unit, tick)))
+        axes.xaxis.set_major_locator(ticker.MaxNLocator(5))
+        axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda tick, _: f"{-tick:.0f}s ago" if tick else "now"))
+        axes.grid(color="#2a2d33", linewidth=0.5)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=5, loc="upper left", framealpha=0.3)
         return
+    axes.set_xticks([])
+    axes.set_yticks([])
     results = [(target, series) for target in targets
                for series in fetch(prometheus, "/api/v1/query", query=expand(target["expr"]), time=end)]
     if kind in ("stat", "gauge"):
@@ -159,14 +161,16 @@ def render(dashboard: dict, prometheus: str, output: Path, range_seconds: float)
 
     end = time.time()
     height = max(panel["gridPos"]["y"] + panel["gridPos"]["h"] for panel in dashboard["panels"])
-    figure = plt.figure(figsize=(16, height * 0.42 + 0.6), facecolor="#111217")
-    figure.suptitle(f"{dashboard['title']} (preview from live data; not Grafana)", color="#d8d9da", fontsize=11,
-                    x=0.01, ha="left")
+    figure = plt.figure(figsize=(16, height * 0.42 + 1.0), facecolor="#111217")
+    figure.text(0.005, 0.995, f"{dashboard['title']}: preview drawn from live data by dashboards/render.py (not Grafana)",
+                color="#d8d9da", fontsize=11, va="top")
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
         left, width = grid["x"] / 24, grid["w"] / 24
-        bottom = 1 - (grid["y"] + grid["h"]) / (height + 1) - 0.02
-        box = [left + 0.004, bottom + 0.004, width - 0.008, grid["h"] / (height + 1) - 0.012]
+        scale = 0.96 / height                     # the top 4 % hold the heading
+        bottom = 0.96 - (grid["y"] + grid["h"]) * scale
+        box = [left + 0.02 * width + 0.01 * (panel["type"] == "timeseries"), bottom + 0.012,
+               width * 0.96 - 0.01 * (panel["type"] == "timeseries"), grid["h"] * scale - 0.03]
         axes = figure.add_axes(box, facecolor="#181b1f")
         for spine in axes.spines.values():
             spine.set_color("#333")

@@ -119,6 +119,78 @@ def test_backup_failure_rpo_lapse_and_full_repository_alert_and_resolve(tmp_path
         server.stop()
 
 
+def start_server(workspace, port: int, log: Path) -> Process:
+    server = Process([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-scheduler"], log,
+                     env=workspace.environment(), cwd=workspace.root)
+    wait_for(lambda: server.assert_running() or http_ok(f"http://127.0.0.1:{port}/healthz"), 60, what="safehold serve")
+    return server
+
+
+# Lapses well after SafeholdDown fired: the outage starts ~15 s after the backup (once Prometheus
+# has scraped it) and SafeholdDown needs a minute of failed scrapes.
+DOWN_RPO_SECONDS = 150
+
+
+def test_safehold_down_pages_once_and_silences_what_the_outage_causes(tmp_path):
+    """The control plane stops: SafeholdDown pages; web's RPO lapses during the outage (its last
+    value is kept and keeps ageing) but the inhibition keeps it quiet; when the control plane is
+    back SafeholdDown resolves and the RPO violation, still true, is delivered."""
+    workspace = make_workspace(tmp_path / "ws")
+    (workspace.data / "web").mkdir()
+    (workspace.data / "web" / "index.html").write_text("<h1>web</h1>\n")
+    workspace.write_config(
+        text=f"""\
+        repository: {{url: repo, password_env: SAFEHOLD_PASSWORD}}
+        state_dir: state
+        tiers:
+          2: {{rpo: {DOWN_RPO_SECONDS}s, rto: 4h}}
+        targets:
+          - {{name: web, tier: 2, source: {{type: files, paths: [data/web]}}}}
+        """
+    )
+    workspace.run("init")
+    workspace.run("backup", "--target", "web")                    # its RPO starts now
+    backed_up_at = time.monotonic()
+    port = free_port()
+    server = start_server(workspace, port, tmp_path / "serve-1.log")
+    try:
+        with HTTPRecorder() as http, SMTPRecorder() as smtp:
+            config = localized_alertmanager_config(tmp_path / "am", http=http, smtp=smtp)
+            with alertmanager(tmp_path / "am", config) as am_url, \
+                    prometheus(tmp_path / "prom", scrape_target=f"127.0.0.1:{port}", alertmanager_url=am_url) as prom:
+                wait_for(lambda: query(prom, "safehold_backup_last_success_timestamp_seconds > 0"), 60,
+                         what="Prometheus scraping safehold")
+                server.stop()                                     # the outage begins
+                down_at = time.monotonic()
+                assert down_at - backed_up_at < DOWN_RPO_SECONDS - 75, "too slow to start: the RPO would lapse first"
+
+                wait_for(lambda: ("trigger", "[FIRING:1] SafeholdDown") in pagerduty_events(http), 120, interval=1,
+                         what=f"the SafeholdDown page (got {pagerduty_events(http)})")
+                assert time.monotonic() - down_at >= 60, "SafeholdDown waits a minute of failed scrapes"
+                assert slack_titles(http) == ["[FIRING:1] SafeholdDown"], "nothing else so far"
+
+                def suppressed() -> dict | None:
+                    for alert in http_json(f"{am_url}/api/v2/alerts"):
+                        if alert["labels"]["alertname"] == "RPOViolated" and alert["status"]["state"] == "suppressed":
+                            return alert
+                    return None
+
+                alert = wait_for(suppressed, 90, interval=1, what="RPOViolated for web, inhibited")
+                assert alert["labels"]["target"] == "web" and alert["labels"]["severity"] == "warning"
+                assert alert["status"]["inhibitedBy"]
+                time.sleep(3)                                     # several group intervals
+                assert not [title for title in slack_titles(http) if "RPOViolated" in title], slack_titles(http)
+
+                server = start_server(workspace, port, tmp_path / "serve-2.log")   # the outage ends
+                wait_for(lambda: ("resolve", "[RESOLVED] SafeholdDown") in pagerduty_events(http), 60, interval=1,
+                         what=f"SafeholdDown resolved (got {pagerduty_events(http)})")
+                wait_for(lambda: "[FIRING:1] web: RPOViolated" in slack_titles(http), 60, interval=1,
+                         what=f"the RPO violation delivered after the outage (got {slack_titles(http)})")
+                assert all("web" not in summary for _, summary in pagerduty_events(http)), "a tier-2 target never pages"
+    finally:
+        server.stop()
+
+
 def query(prom: str, expression: str) -> list[dict]:
     return http_json(f"{prom}/api/v1/query?query={urllib.parse.quote(expression)}")["data"]["result"]
 

@@ -144,7 +144,8 @@ def overview() -> dashboard.Dashboard:
     board = new_dashboard(
         "safehold-overview",
         "safehold overview",
-        "Job status, RPO compliance per target and tier, and the last restore tests with their recovery time against the RTO.",
+        "Job status, RPO compliance per target and tier, and the last restore tests with their recovery time "
+        "against the RTO.",
         "now-24h",
     )
     board = board.with_row(dashboard.Row("Jobs").grid_pos(position(0, 0, 24, 1)))
@@ -374,7 +375,8 @@ def capacity() -> dashboard.Dashboard:
     board = board.with_panel(
         stat.Panel()
         .title("Full in (at the last 7 days' growth)")
-        .description("Free space divided by the growth rate of the last 7 days; empty while the repository does not grow.")
+        .description("Free space divided by the growth rate of the last 7 days; empty while the repository "
+                     "does not grow.")
         .datasource(DATASOURCE)
         .with_target(query(
             "(safehold_repository_capacity_bytes - safehold_repository_stored_bytes)"

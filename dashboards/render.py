@@ -114,11 +114,11 @@ def draw_panel(axes, panel: dict, prometheus: str, start: float, end: float) -> 
             color = color or threshold_color(panel, value)
             axes.add_patch(__import__("matplotlib").patches.Rectangle((number * width + 0.01, 0.05), width - 0.02, 0.8,
                                                                        color=color, alpha=0.85))
-            axes.text(number * width + width / 2, 0.45, text, ha="center", va="center", fontsize=14 if len(cells) < 4 else 9,
-                      color="white", weight="bold")
+            axes.text(number * width + width / 2, 0.45, text, ha="center", va="center",
+                      fontsize=14 if len(cells) < 4 else 9, color="white", weight="bold")
             if len(cells) > 1:
-                axes.text(number * width + width / 2, 0.15, legend(target.get("legendFormat", ""), series["metric"])[:18],
-                          ha="center", fontsize=6, color="white")
+                name = legend(target.get("legendFormat", ""), series["metric"])[:18]
+                axes.text(number * width + width / 2, 0.15, name, ha="center", fontsize=6, color="white")
     elif kind == "bargauge":
         maximum = panel.get("fieldConfig", {}).get("defaults", {}).get("max", 1) or 1
         rows = sorted(results, key=lambda item: legend(item[0].get("legendFormat", ""), item[1]["metric"]))
@@ -162,8 +162,8 @@ def render(dashboard: dict, prometheus: str, output: Path, range_seconds: float)
     end = time.time()
     height = max(panel["gridPos"]["y"] + panel["gridPos"]["h"] for panel in dashboard["panels"])
     figure = plt.figure(figsize=(16, height * 0.42 + 1.0), facecolor="#111217")
-    figure.text(0.005, 0.995, f"{dashboard['title']}: preview drawn from live data by dashboards/render.py (not Grafana)",
-                color="#d8d9da", fontsize=11, va="top")
+    heading = f"{dashboard['title']}: preview drawn from live data by dashboards/render.py (not Grafana)"
+    figure.text(0.005, 0.995, heading, color="#d8d9da", fontsize=11, va="top")
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
         left, width = grid["x"] / 24, grid["w"] / 24

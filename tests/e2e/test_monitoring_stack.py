@@ -266,7 +266,8 @@ def run_scenario(workspace, http: HTTPRecorder, smtp: SMTPRecorder, am_url: str,
     assert empty == [], f"dashboard queries without data on a real safehold: {empty}"
     # db's failure counter began at 1 (its first failure): the overview still counts it
     overview = json.loads((ROOT / "dashboards" / "safehold-overview.json").read_text())
-    (failed_24h,) = [panel["targets"][0]["expr"] for panel in overview["panels"] if panel["title"] == "Failed jobs (24h)"]
+    (failed_24h,) = [panel["targets"][0]["expr"] for panel in overview["panels"]
+                     if panel["title"] == "Failed jobs (24h)"]
     (result,) = http_json(f"{prom}/api/v1/query?query={urllib.parse.quote(failed_24h.replace('$target', '.+'))}")[
         "data"]["result"]
     assert float(result["value"][1]) == 1.0, result

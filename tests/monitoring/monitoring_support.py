@@ -150,7 +150,8 @@ def dashboard_queries() -> dict[str, list[str]]:
     import json
 
     return {
-        path.name: [expand_grafana_variables(text, DASHBOARD_VARIABLES) for text in queries(json.loads(path.read_text()))]
+        path.name: [expand_grafana_variables(text, DASHBOARD_VARIABLES)
+                    for text in queries(json.loads(path.read_text()))]
         for path in sorted(DASHBOARDS.glob("*.json"))
     }
 

@@ -106,7 +106,8 @@ def test_annotation_queries_are_found_and_parse():
     """The texts' own queries are real PromQL (else the texts would silently lose their numbers)."""
     from monitoring_support import promtool_parse
 
-    queries = [query for rule in alert_rules() for text in rule["annotations"].values() for query in template_queries(text)]
+    queries = [query for rule in alert_rules() for text in rule["annotations"].values()
+               for query in template_queries(text)]
     assert len(queries) >= 8
     result = promtool_parse(queries)
     assert result.returncode == 0, result.stdout + result.stderr

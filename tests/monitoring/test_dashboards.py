@@ -94,7 +94,8 @@ def test_dashboard_structure(path):
     for panel in document["panels"]:
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24, panel["title"]
-        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"])
+                 for y in range(grid["y"], grid["y"] + grid["h"])}
         assert not cells & occupied, f"{panel['title']} overlaps another panel"
         occupied |= cells
         for target in panel.get("targets", []):

@@ -161,6 +161,24 @@ class BackendError(SafeholdError):
     exit_code = 21
 
 
+# --- control plane: jobs, restore tests -------------------------------------
+
+
+class RestoreTestFailed(SafeholdError):
+    template = "restore test of {target} failed: {detail}"
+    remedy = (
+        "'safehold jobs --id {job_id}' shows the log; fix the health check in targets.yml or the data, "
+        "then run 'safehold restore-test --target {target}'"
+    )
+    exit_code = 22
+
+
+class JobNotRunnable(SafeholdError):
+    template = "job {job_id} cannot run: {detail}"
+    remedy = "'safehold jobs --id {job_id}' shows its status; only a queued job can be run or cancelled"
+    exit_code = 23
+
+
 # --- configuration and targets ----------------------------------------------
 
 
@@ -213,6 +231,15 @@ class CatalogSchemaTooNew(SafeholdError):
     template = "the catalog at {url} has schema revision {revision}, newer than this safehold knows ({head})"
     remedy = "upgrade safehold on this host to the version that last wrote the catalog"
     exit_code = 35
+
+
+# --- control plane API ------------------------------------------------------------
+
+
+class TokenNotFound(SafeholdError, LookupError):
+    template = "no API token {token_id} in the catalog"
+    remedy = "list the tokens with 'safehold token list'"
+    exit_code = 36
 
 
 class UsageError(SafeholdError):

@@ -14,8 +14,8 @@ STABLE = {
     "ForeignRepository": 12, "UnsupportedRepositoryVersion": 12, "WrongPassword": 13, "PasswordMissing": 13,
     "RepositoryLocked": 14, "KeyNotFound": 15, "LastKey": 15, "SnapshotNotFound": 16, "AmbiguousSnapshot": 16,
     "PathNotInSnapshot": 16, "IntegrityError": 17, "RestoreIncomplete": 18, "CheckFailed": 19, "StorageFull": 20,
-    "BackendError": 21, "ConfigError": 30, "ConfigNotFound": 30, "TargetNotFound": 31, "SourceError": 32,
-    "DestinationError": 33, "JobNotFound": 34, "CatalogSchemaTooNew": 35, "InternalError": 70,
+    "BackendError": 21, "RestoreTestFailed": 22, "JobNotRunnable": 23, "ConfigError": 30, "ConfigNotFound": 30, "TargetNotFound": 31, "SourceError": 32,
+    "DestinationError": 33, "JobNotFound": 34, "CatalogSchemaTooNew": 35, "TokenNotFound": 36, "InternalError": 70,
 }
 
 

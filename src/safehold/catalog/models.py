@@ -1,4 +1,4 @@
-"""ORM models of the catalog tables: ``jobs``, ``job_logs`` and ``snapshots``.
+"""ORM models of the catalog tables: ``jobs``, ``job_logs``, ``snapshots`` and ``api_tokens``.
 
 These classes describe the schema *as it is after the newest migration*. The
 migrations under ``migrations/versions/`` are the record of how a database gets
@@ -150,3 +150,21 @@ class Snapshot(Base):
     files: Mapped[int] = mapped_column(BigInteger, default=0)
     added_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     tags: Mapped[list[str] | None] = mapped_column(JSONText())
+
+
+class ApiToken(Base):
+    """An API token of the control plane. Only the token's SHA-256 is stored, never the token.
+
+    Tokens are 256-bit random strings, so a fast hash is enough: nobody can
+    guess a preimage, and a lookup by hash needs no per-token salt.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

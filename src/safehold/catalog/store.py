@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
@@ -328,6 +328,21 @@ class Catalog:
         with self._read() as session:
             return [JobRecord.from_row(row) for row in session.scalars(query)]
 
+    def latest_jobs(self, kind: str, status: str | Iterable[str] | None = None) -> dict[str | None, JobRecord]:
+        """The newest job of ``kind`` (optionally in ``status``) for every target, in one query.
+
+        Keyed by target name (None for repository-wide jobs); the scheduler
+        asks this for all targets on every pass.
+        """
+        newest = select(func.max(Job.id)).where(Job.kind == kind)
+        if isinstance(status, str):
+            newest = newest.where(Job.status == status)
+        elif status is not None:
+            newest = newest.where(Job.status.in_(list(status)))
+        query = select(Job).where(Job.id.in_(newest.group_by(Job.target).scalar_subquery()))
+        with self._read() as session:
+            return {row.target: JobRecord.from_row(row) for row in session.scalars(query)}
+
     def job_logs(self, job_id: int) -> list[LogRecord]:
         """The job's log lines in the order they were written."""
         query = select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id)
@@ -371,19 +386,52 @@ class Catalog:
                 marked += result.rowcount  # type: ignore[attr-defined]
         return marked
 
+    def cancel_job(self, job_id: int, reason: str = "cancelled before it started") -> bool:
+        """Mark a queued job 'cancelled'; False if it is no longer queued (JobNotFound if unknown)."""
+        with self._write.begin() as session:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(status="cancelled", finished_at=self._clock(), error=reason, error_type="Cancelled")
+            )
+            cancelled = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        if not cancelled:
+            self.get_job(job_id)  # raises JobNotFound for an unknown id
+        return cancelled
+
+    def interrupt_job(self, job_id: int, reason: str) -> bool:
+        """Mark a running job 'interrupted' (its worker is being stopped); False if it is not running."""
+        with self._write.begin() as session:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running")
+                .values(status="interrupted", finished_at=self._clock(), error=reason, error_type="Interrupted")
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
     @contextmanager
     def job(
-        self, kind: str, target: str | None = None, details: Mapping[str, Any] | None = None
+        self,
+        kind: str,
+        target: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        *,
+        job_id: int | None = None,
     ) -> Iterator[JobHandle]:
         """Run a block as a recorded job.
 
-        Normal exit marks it 'succeeded'; an exception marks it 'failed' with
+        Without ``job_id`` a new row is started now; with it, the block runs as
+        that job, which the caller has already claimed (``claim_job``: queued
+        jobs run by a worker), and ``details`` are merged into its own. Normal exit marks it 'succeeded'; an exception marks it 'failed' with
         the message and the exception's class name, and is re-raised;
         KeyboardInterrupt or SystemExit mark it 'interrupted', asyncio
         cancellation 'cancelled'. A failure to record the outcome never hides
         the job's own exception.
         """
-        handle = JobHandle(self, self.start_job(kind, target, details))
+        if job_id is None:
+            handle = JobHandle(self, self.start_job(kind, target, details))
+        else:
+            handle = JobHandle(self, job_id, details=dict(details or {}))
         try:
             yield handle
         except asyncio.CancelledError as exc:

@@ -528,6 +528,8 @@ def _print_error(exc: SafeholdError, prefix: str = "") -> None:
 # ``register(app)`` that adds its commands; importing them is cheap because
 # they, too, import the engine only inside each command.
 COMMAND_MODULES: list[str] = [
+    "safehold.cli.control",
+    "safehold.cli.server",
 ]
 
 

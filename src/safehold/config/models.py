@@ -22,7 +22,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit
@@ -64,6 +64,7 @@ __all__ = [
     "RepositoryConfig",
     "RestoreTest",
     "Retention",
+    "SchedulerConfig",
     "Source",
     "Target",
     "TierConfig",
@@ -607,6 +608,25 @@ Source = Annotated[FilesSource | ImageSource, Field(discriminator="type")]
 # --- restore tests ----------------------------------------------------------
 
 
+def _inside_tree(value: str) -> str:
+    """A path relative to the restored tree's root that cannot leave it."""
+    parts = [part for part in value.strip().split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise _invalid(
+            f"{value!r} is not valid; expected a path inside the restored tree, relative to its root "
+            "and without '..', e.g. etc/hostname"
+        )
+    return "/".join(parts)
+
+
+TreePath = Annotated[
+    str,
+    BeforeValidator(lambda value: _inside_tree(value) if isinstance(value, str) else value),
+    WithJsonSchema({"type": "string", "minLength": 1, "examples": ["etc/hostname"]}),
+]
+"""A path inside a restored tree; a leading '/' is allowed and means the tree's root."""
+
+
 class CommandCheck(_Model):
     """Run a shell command in the restored tree; exit status 0 means healthy."""
 
@@ -616,14 +636,19 @@ class CommandCheck(_Model):
         description="Shell command, run with the restore destination as working directory.",
         examples=["test -f etc/hostname"],
     )
+    timeout: Duration = Field(
+        timedelta(minutes=10),
+        description="The check fails when the command runs longer than this.",
+        examples=["30s", "10m"],
+    )
 
 
 class FileExistsCheck(_Model):
     """Healthy when a file exists in the restored tree."""
 
     type: Literal["file_exists"] = Field(description="Health check kind.", examples=["file_exists"])
-    path: str = Field(
-        min_length=1, description="Path inside the restored tree (relative to its root).", examples=["etc/hostname"]
+    path: TreePath = Field(
+        description="Path inside the restored tree (relative to its root).", examples=["etc/hostname"]
     )
 
 
@@ -631,8 +656,7 @@ class ChecksumCheck(_Model):
     """Healthy when a restored file has the expected SHA-256."""
 
     type: Literal["checksum"] = Field(description="Health check kind.", examples=["checksum"])
-    path: str = Field(
-        min_length=1,
+    path: TreePath = Field(
         description="Path inside the restored tree (relative to its root).",
         examples=["srv/docs/index.html"],
     )
@@ -676,38 +700,57 @@ class RestoreTest(_Model):
 # --- targets ----------------------------------------------------------------
 
 _CRON_FIELDS = (
-    ("minute", 0, 59, ()),
-    ("hour", 0, 23, ()),
-    ("day of month", 1, 31, ()),
-    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
-    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day of week", "0-7 or sun-sat, 0 and 7 are Sunday"),
 )
-_CRON_PART = re.compile(r"^(\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/(\d+))?$")
+_CRON_NICKNAMES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+CRON_USAGE = "expected 5 fields: minute hour day-of-month month day-of-week, e.g. '0 */6 * * *', or @hourly/@daily/@weekly/@monthly"
 
 
 def _check_cron(expression: str) -> str:
-    """Check a 5-field cron expression; returns it with single spaces."""
+    """Check a 5-field cron expression with croniter; returns it with single spaces.
+
+    croniter does the parsing. It also accepts 6 and 7 fields (seconds, years)
+    which the scheduler does not promise, so the field count is checked here,
+    and each field is tried alone to name the bad one in the message.
+    """
+    from croniter import CroniterBadDateError, CroniterError, croniter
+
     fields = expression.split()
-    usage = "expected 5 fields: minute hour day-of-month month day-of-week, e.g. '0 */6 * * *'"
+    if len(fields) == 1 and fields[0].lower() in _CRON_NICKNAMES:
+        return fields[0].lower()
     if len(fields) != 5:
-        raise _invalid(f"{expression!r} has {len(fields)} field(s); {usage}")
-    for text, (field, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for part in text.split(","):
-            match = _CRON_PART.match(part)
-            if match is None or (match.group(2) is not None and int(match.group(2)) == 0):
-                raise _invalid(f"{expression!r}: {part!r} is not a valid {field} field; {usage}")
-            if match.group(1) == "*":
-                continue
-            for item in match.group(1).split("-"):
-                if item.isdigit():
-                    number = int(item)
-                elif item.lower() in names:
-                    number = names.index(item.lower()) + (1 if field == "month" else 0)
-                else:
-                    number = -1
-                if not low <= number <= high:
-                    raise _invalid(f"{expression!r}: {item!r} is out of range for {field} ({low}-{high})")
-    return " ".join(fields)
+        raise _invalid(f"{expression!r} has {len(fields)} field(s); {CRON_USAGE}")
+    for position, (field, valid) in enumerate(_CRON_FIELDS):
+        alone = ["*"] * 5
+        alone[position] = fields[position]
+        try:
+            croniter(" ".join(alone))
+        except (CroniterError, ValueError):
+            raise _invalid(
+                f"{expression!r}: {fields[position]!r} is not a valid {field} field (valid: {valid}, lists a,b, "
+                f"ranges a-b, steps */n); {CRON_USAGE}"
+            ) from None
+    normal = " ".join(fields)
+    try:
+        # A date that never comes (31 February) is only found by iterating.
+        croniter(normal, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:
+        raise _invalid(f"{expression!r} never matches a date; {CRON_USAGE}") from None
+    except (CroniterError, ValueError) as error:
+        raise _invalid(f"{expression!r} is not valid ({error}); {CRON_USAGE}") from None
+    return normal
+
+
+Cron = Annotated[
+    str,
+    BeforeValidator(lambda value: _check_cron(value) if isinstance(value, str) else value),
+    WithJsonSchema({"type": "string", "description": CRON_USAGE, "examples": ["0 */6 * * *", "@daily"]}),
+]
+"""A 5-field cron expression (local time) or a nickname such as ``@daily``."""
 
 
 class Target(_Model):
@@ -726,11 +769,11 @@ class Target(_Model):
         description=f"What to back up; 'type' is one of: {', '.join(SOURCE_TYPES)}.",
         examples=[{"type": "files", "paths": ["/srv/docs"], "exclude": ["*.tmp"]}],
     )
-    schedule: str | None = Field(
+    schedule: Cron | None = Field(
         None,
         description=(
-            "Cron expression (5 fields, local time) for backups; without it the target is due when its last "
-            "backup is older than its tier's RPO."
+            "Cron expression (5 fields, local time) for backups; without it the scheduler backs the target up "
+            "every half RPO of its tier, so a failed run can be retried before the RPO is missed."
         ),
         examples=["0 */6 * * *"],
     )
@@ -746,6 +789,14 @@ class Target(_Model):
     )
     tags: list[str] = Field(
         default_factory=list, description="Free-form labels stored with each snapshot.", examples=[["prod"]]
+    )
+    forget_after_backup: bool = Field(
+        True,
+        description=(
+            "Apply 'retention' (forget, without prune) after each successful backup the control plane runs; "
+            "prune runs on its own schedule (scheduler.prune_schedule)."
+        ),
+        examples=[False],
     )
 
     @field_validator("name")
@@ -763,10 +814,72 @@ class Target(_Model):
     def _check_source_kind(cls, value: object) -> object:
         return _check_kind(value, what="source", supported=SOURCE_TYPES, planned=PLANNED_SOURCE_TYPES)
 
-    @field_validator("schedule")
+
+
+# --- scheduler --------------------------------------------------------------
+
+
+class SchedulerConfig(_Model):
+    """How the control plane's scheduler spreads, limits and retries jobs."""
+
+    max_concurrent: int = Field(
+        2, ge=1, description="Jobs run at once in this control plane, all kinds together.", examples=[2, 8]
+    )
+    max_per_host: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Jobs run at once against one source host (local sources count as host 'localhost'), so a host "
+            "is not read by several backups at once."
+        ),
+        examples=[1],
+    )
+    jitter: Duration = Field(
+        timedelta(minutes=5),
+        description=(
+            "Each target starts up to this long after it is due, at an offset fixed per target name, so a "
+            "hundred targets due at the same minute do not start in the same second."
+        ),
+        examples=["5m", "30s"],
+    )
+    retries: int = Field(
+        3, ge=0, description="Extra attempts of a failed scheduled job before waiting for its next slot.", examples=[3]
+    )
+    retry_backoff: Duration = Field(
+        timedelta(minutes=1),
+        description="Wait before the first retry; doubled for each further retry.",
+        examples=["1m", "10m"],
+    )
+    prune_schedule: Cron | None = Field(
+        "0 3 * * 0",
+        description="Cron expression for 'prune' (removing data no snapshot uses); null turns it off.",
+        examples=["0 3 * * 0"],
+    )
+    check_schedule: Cron | None = Field(
+        "0 4 * * *",
+        description="Cron expression for 'check' of the repository; null turns it off.",
+        examples=["0 4 * * *"],
+    )
+    check_read_data_percent: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="Share of the packs a scheduled check reads and verifies (a different random subset each time).",
+        examples=[5, 100],
+    )
+    sandbox_dir: str | None = Field(
+        None,
+        description=(
+            "Directory in which restore tests create (and always remove) their sandbox; default "
+            "<state_dir>/restore-tests. Relative paths are relative to this file's directory."
+        ),
+        examples=["/var/tmp/safehold"],
+    )
+
+    @field_validator("sandbox_dir")
     @classmethod
-    def _check_schedule(cls, value: str | None) -> str | None:
-        return None if value is None else _check_cron(value)
+    def _resolve_sandbox(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _resolve_path(value, info)
 
 
 # --- the whole file ---------------------------------------------------------
@@ -859,6 +972,11 @@ class Config(_Model):
     targets: list[Target] = Field(
         default_factory=list,
         description="Everything to back up.",
+    )
+    scheduler: SchedulerConfig = Field(
+        default_factory=SchedulerConfig,
+        description="Concurrency limits, jitter, retries and the maintenance schedules of the scheduler.",
+        examples=[{"max_concurrent": 4, "max_per_host": 1, "jitter": "5m", "retries": 3}],
     )
 
     _path: Path | None = PrivateAttr(None)

@@ -34,15 +34,17 @@ class BackupRun:
 
 
 def backup_target(context: Context, target_name: str, *, tags: list[str] | None = None,
-                  changed: list[Extent] | None = None) -> BackupResult:
+                  changed: list[Extent] | None = None, job_id: int | None = None) -> BackupResult:
     """Back up one target into a new snapshot and record the job.
 
     ``changed``: for image targets, extents known to have changed since the
     target's latest snapshot; chunks outside them are taken from it unread.
+    ``job_id``: run as this queued job, already claimed (see engine.jobs).
     """
     target = context.config.target(target_name)
     started = time.monotonic()
-    with context.catalog.job("backup", target.name, {"tier": target.tier, "source": target.source.type}) as job:
+    with context.catalog.job("backup", target.name, {"tier": target.tier, "source": target.source.type},
+                             job_id=job_id) as job:
         with context.locked(purpose=f"backup {target.name}") as repository:
             parents = repository.list_snapshots(target.name)
             parent: Snapshot | None = parents[-1] if parents else None

@@ -20,14 +20,16 @@ def init_repository(context: Context) -> dict:
         return {"id": repository.id, "url": repository.backend.url}
 
 
-def check_repository(context: Context, read_data_percent: float = 0.0) -> CheckReport:
+def check_repository(context: Context, read_data_percent: float = 0.0, *, job_id: int | None = None) -> CheckReport:
     """Raises CheckFailed (carrying the report) when anything is wrong."""
-    with context.catalog.job("check", details={"read_data_percent": read_data_percent}) as job:
+    with context.catalog.job("check", details={"read_data_percent": read_data_percent}, job_id=job_id) as job:
         with context.locked(purpose="check", load_index=False) as repository:
             report = check(repository, read_data_percent,
                            on_progress=lambda done, total: context.progress(
                                {"event": "check", "packs_done": done, "packs_total": total}))
         job.update(bytes_read=report.bytes_read)
+        job.log(f"checked {report.snapshots} snapshot(s), {report.packs} pack(s), {report.blobs} blob(s); "
+                f"read and verified {report.packs_read} pack(s), {report.bytes_read} bytes")
         for line in report.errors:
             job.log(line, level="error")
         for damaged in report.damaged_packs:
@@ -62,11 +64,12 @@ class ForgetOutcome:
 
 
 def forget_snapshots(context: Context, *, target: str | None = None, override: RetentionPolicy | None = None,
-                     dry_run: bool = False, and_prune: bool = False, wait: float = 0.0) -> ForgetOutcome:
+                     dry_run: bool = False, and_prune: bool = False, wait: float = 0.0,
+                     job_id: int | None = None) -> ForgetOutcome:
     if target is not None and override is None:
         context.config.target(target)  # a clear error for a typo
     policies = policies_from_config(context, override, target)
-    with context.catalog.job("forget", target, {"dry_run": dry_run}) as job:
+    with context.catalog.job("forget", target, {"dry_run": dry_run}, job_id=job_id) as job:
         exclusive = and_prune and not dry_run
         with context.locked(exclusive=exclusive, purpose="forget", wait=wait, load_index=False) as repository:
             decisions = plan_forget(repository, policies)
@@ -81,8 +84,9 @@ def forget_snapshots(context: Context, *, target: str | None = None, override: R
         return ForgetOutcome(decisions, removed, report, dry_run)
 
 
-def prune_repository(context: Context, *, dry_run: bool = False, wait: float = 0.0) -> PruneReport:
-    with context.catalog.job("prune", details={"dry_run": dry_run}) as job:
+def prune_repository(context: Context, *, dry_run: bool = False, wait: float = 0.0,
+                     job_id: int | None = None) -> PruneReport:
+    with context.catalog.job("prune", details={"dry_run": dry_run}, job_id=job_id) as job:
         with context.locked(exclusive=not dry_run, purpose="prune", wait=wait, load_index=False) as repository:
             report = prune(repository, dry_run=dry_run,
                            on_progress=lambda message: context.progress({"event": "prune", "message": message}))

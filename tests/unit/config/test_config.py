@@ -441,7 +441,7 @@ def test_several_problems_reported_at_once_in_line_order() -> None:
         "targets.yml:8: targets[0].source.paths: expected a list, got str '/etc'; write [/etc] or one '- item' per line",
         "targets.yml:9: targets[1].name: duplicate target name 'web-01': targets[0] has it too; names must be unique",
         "targets.yml:12: targets[1].schedule: '*/5 * * *' has 4 field(s); expected 5 fields: minute hour "
-        "day-of-month month day-of-week, e.g. '0 */6 * * *'",
+        "day-of-month month day-of-week, e.g. '0 */6 * * *', or @hourly/@daily/@weekly/@monthly",
         "targets.yml:13: targets[bad name].name: 'bad name' is not a valid target name; use letters, digits, '_', '.' "
         "and '-', starting with a letter or digit (e.g. web-01)",
         "targets.yml:16: targets[bad name].restore_test.every: '0s' is not valid; the duration must be longer than zero, e.g. 15m",
@@ -598,7 +598,7 @@ def test_bad_chunk_sizes(written: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "schedule", ["0 */6 * * *", "*/15 * * * *", "30 2 * * mon-fri", "0 0 1 jan,jul *", "0 3 * * 7"]
+    "schedule", ["0 */6 * * *", "*/15 * * * *", "30 2 * * mon-fri", "0 0 1 jan,jul *", "0 3 * * 7", "@daily"]
 )
 def test_valid_schedules(schedule: str) -> None:
     text = f"repository: {{url: /r}}\ntargets:\n  - {{name: x, tier: 1, source: {{type: files, paths: [/a]}}, schedule: '{schedule}'}}\n"
@@ -608,12 +608,14 @@ def test_valid_schedules(schedule: str) -> None:
 @pytest.mark.parametrize(
     ("schedule", "message"),
     [
-        ("@daily", "has 1 field(s)"),
-        ("0 24 * * *", "'24' is out of range for hour"),
-        ("60 * * * *", "'60' is out of range for minute"),
-        ("0 0 * * fun", "'fun' is out of range for day of week"),
-        ("*/0 * * * *", "not a valid minute field"),
+        ("@sometimes", "has 1 field(s)"),
+        ("0 24 * * *", "'24' is not a valid hour field (valid: 0-23"),
+        ("60 * * * *", "'60' is not a valid minute field (valid: 0-59"),
+        ("0 0 * * fun", "'fun' is not a valid day of week field (valid: 0-7 or sun-sat"),
+        ("*/0 * * * *", "'*/0' is not a valid minute field"),
+        ("0 0 * 13 *", "'13' is not a valid month field"),
         ("0 0 * * * *", "has 6 field(s)"),
+        ("0 0 31 2 *", "never matches a date"),
     ],
 )
 def test_invalid_schedules(schedule: str, message: str) -> None:

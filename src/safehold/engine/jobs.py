@@ -1,0 +1,191 @@
+"""Queued jobs: the catalog is the job queue shared by the API, the CLI and the scheduler.
+
+``submit_job`` validates a request and queues a catalog row; ``run_job`` claims
+a queued row and runs the matching engine function *as that row* (the engine
+functions take ``job_id``), so its log lines, bytes, duration and error land in
+the job that was submitted; ``cancel_job`` cancels a job that has not started.
+
+Everything here takes a :class:`Context` and plain values (kind, target name,
+a JSON-able ``params`` dict, ids), never live objects: the same functions run
+in the in-process worker pool or as tasks of a distributed queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import errors
+from .context import Context
+
+SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget")
+"""Kinds a user or the scheduler may queue."""
+
+NEEDS_TARGET = ("backup", "restore-test")
+"""Kinds that act on one target; check and prune act on the whole repository."""
+
+# Allowed params per kind: name -> (type(s), description). Unknown names are refused
+# so that a typo in an API call is an error, not a silently ignored option.
+PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
+    "backup": {"tags": (list, "extra tags for the snapshot")},
+    "restore": {
+        "snapshot": (str, "snapshot id (prefix) or 'latest' (default) of the target"),
+        "destination": (str, "directory (files) or image file to restore into; required"),
+        "overwrite": (bool, "replace existing files"),
+        "includes": (list, "only these paths"),
+    },
+    "restore-test": {},
+    "check": {"read_data_percent": ((int, float), "share of packs to read and verify, 0-100")},
+    "prune": {},
+    "forget": {"prune": (bool, "also prune after forgetting")},
+}
+
+
+def submit_job(
+    context: Context,
+    kind: str,
+    target: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    trigger: str = "api",
+    attempt: int = 1,
+) -> int:
+    """Validate and queue a job; returns its id.
+
+    Raises UsageError for an unknown kind or bad params and TargetNotFound
+    for a target that is not in the configuration. ``trigger`` (api,
+    scheduler, cli) and ``attempt`` (retries count from 1) are recorded in the
+    job's details.
+    """
+    if kind not in SUBMITTABLE_KINDS:
+        raise errors.UsageError(f"unknown job kind {kind!r}; expected one of: {', '.join(SUBMITTABLE_KINDS)}")
+    if target is not None:
+        context.config.target(target)  # TargetNotFound listing the known names
+    elif kind in NEEDS_TARGET:
+        raise errors.UsageError(f"a {kind} job needs a target")
+    checked = _check_params(kind, target, dict(params or {}))
+    details: dict[str, Any] = {"params": checked, "trigger": trigger, "attempt": attempt}
+    return context.catalog.queue_job(kind, target, details)
+
+
+def cancel_job(context: Context, job_id: int) -> bool:
+    """Cancel a queued job; False if it already started or ended. JobNotFound for an unknown id."""
+    return context.catalog.cancel_job(job_id)
+
+
+def run_job(context: Context, job_id: int, *, raise_errors: bool = False) -> Any:
+    """Claim queued job ``job_id`` and run it in this thread; returns the final JobRecord.
+
+    A failing job is recorded as failed (message, error class, log lines) and,
+    unless ``raise_errors``, not raised: a worker pool keeps going. The job is
+    never left 'running', also when the failure happens before the engine
+    function started recording (a target removed from the configuration).
+    Raises JobNotRunnable when the job is not queued (run or cancelled already).
+    """
+    catalog = context.catalog
+    record = catalog.get_job(job_id)
+    if not catalog.claim_job(job_id):
+        raise errors.JobNotRunnable(job_id=job_id, detail=f"it is {catalog.get_job(job_id).status}, not queued")
+    details = record.details or {}
+    params = dict(details.get("params") or {})
+    catalog.log(job_id, f"started ({details.get('trigger', 'api')}, attempt {details.get('attempt', 1)})")
+    try:
+        _dispatch(context, record.kind, record.target, params, job_id)
+    except Exception as error:
+        _ensure_finished(context, job_id, error)
+        if raise_errors:
+            raise
+    except BaseException as error:  # SystemExit, KeyboardInterrupt: the process is going away
+        _ensure_finished(context, job_id, error, status="interrupted")
+        raise
+    else:
+        _ensure_finished(context, job_id, None)
+    return catalog.get_job(job_id)
+
+
+def _dispatch(context: Context, kind: str, target: str | None, params: dict[str, Any], job_id: int) -> None:
+    if kind == "backup":
+        from .backup import backup_target
+
+        result = backup_target(context, target or "", tags=params.get("tags"), job_id=job_id)
+        _forget_after_backup(context, target or "", job_id, result.snapshot_id)
+    elif kind == "restore":
+        from .restore import restore_snapshot
+
+        restore_snapshot(context, params.get("snapshot", "latest"), params["destination"], target=target,
+                         includes=params.get("includes"), overwrite=bool(params.get("overwrite")), job_id=job_id)
+    elif kind == "restore-test":
+        from .restore_test import run_restore_test
+
+        run_restore_test(context, target or "", job_id=job_id)
+    elif kind == "check":
+        from .maintenance import check_repository
+
+        check_repository(context, float(params.get("read_data_percent", 0.0)), job_id=job_id)
+    elif kind == "prune":
+        from .maintenance import prune_repository
+
+        prune_repository(context, job_id=job_id)
+    elif kind == "forget":
+        from .maintenance import forget_snapshots
+
+        forget_snapshots(context, target=target, and_prune=bool(params.get("prune")), job_id=job_id)
+    else:  # submit_job refuses these; a row written by a newer release could still carry one
+        raise errors.UsageError(f"this safehold cannot run jobs of kind {kind!r}")
+
+
+def _forget_after_backup(context: Context, target: str, backup_job_id: int, snapshot_id: str) -> None:
+    """Apply the target's retention after a backup, as its own 'forget' job.
+
+    A failing forget does not fail the backup (the data is safe); it is
+    recorded in its own job and noted in the backup's log.
+    """
+    configured = context.config.target(target)
+    if configured.retention is None or not configured.forget_after_backup:
+        return
+    from .maintenance import forget_snapshots
+
+    try:
+        outcome = forget_snapshots(context, target=target)
+    except errors.SafeholdError as error:
+        if error.bug:
+            raise
+        context.catalog.log(backup_job_id, f"retention not applied: {error}", level="warning")
+        return
+    context.catalog.log(backup_job_id, f"retention applied after snapshot {snapshot_id[:8]}: "
+                                       f"forgot {len(outcome.removed)} snapshot(s)")
+
+
+def _ensure_finished(context: Context, job_id: int, error: BaseException | None, status: str = "failed") -> None:
+    catalog = context.catalog
+    record = catalog.get_job(job_id)
+    if record.status != "running":
+        return
+    if error is None:
+        # The engine function returned without recording an end: cannot happen with
+        # Catalog.job, but a running row must never outlive its worker.
+        catalog.finish_job(job_id, "succeeded")
+        return
+    catalog.log(job_id, f"{type(error).__name__}: {error}", level="error")
+    catalog.finish_job(job_id, status, error=str(error) or repr(error), error_type=type(error).__name__)
+
+
+def _check_params(kind: str, target: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    allowed = PARAMS[kind]
+    for name, value in params.items():
+        if name not in allowed:
+            valid = ", ".join(allowed) or "none"
+            raise errors.UsageError(f"unknown parameter {name!r} for a {kind} job; valid: {valid}")
+        expected, _ = allowed[name]
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise errors.UsageError(f"parameter {name!r} of a {kind} job has the wrong type: {value!r}")
+    if kind == "restore":
+        if not params.get("destination"):
+            raise errors.UsageError("a restore job needs params.destination (a directory or image file)")
+        if target is None and params.get("snapshot", "latest").startswith("latest"):
+            raise errors.UsageError("a restore of 'latest' needs a target, or name a snapshot id")
+    if kind == "check":
+        percent = params.get("read_data_percent", 0)
+        if not 0 <= percent <= 100:
+            raise errors.UsageError(f"read_data_percent must be between 0 and 100, got {percent}")
+    return params

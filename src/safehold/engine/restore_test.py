@@ -1,0 +1,230 @@
+"""Restore tests: restore a target's newest snapshot into a sandbox, check it, measure the ART.
+
+The actual recovery time (ART) runs from the start of the restore to the end
+of a passing health check and is compared with the tier's RTO. The sandbox is
+a fresh directory under ``scheduler.sandbox_dir`` (default
+``<state_dir>/restore-tests``) and is removed in every case: pass, failed check,
+failed restore, or an interruption.
+
+Health checks (``restore_test.health_check`` in targets.yml):
+``command`` (a shell command run in the restored tree, exit 0 passes, with a
+timeout), ``file_exists`` and ``checksum`` (SHA-256 of a restored file). A file
+snapshot is restored to ``<sandbox>/restore/`` and checks run there; an image
+snapshot is restored to the file ``<sandbox>/restore`` and checks run in the
+sandbox, so they name the image ``restore``.
+Without a health check a test passes when every byte restored and verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import errors
+from ..config.models import ChecksumCheck, CommandCheck, FileExistsCheck
+from .context import Context
+
+SANDBOX_PREFIX = "safehold-restore-test-"
+OUTPUT_LIMIT = 4000  # characters of a failing command's output kept in the job log
+
+# Health-check processes now running, so that a stopping control plane can end
+# them (abort_health_checks) instead of leaving them behind as orphans.
+_checks_lock = threading.Lock()
+_running_checks: set[subprocess.Popen[str]] = set()
+_aborted: set[int] = set()  # pids of health checks ended by abort_health_checks
+
+
+class RestoreTestAborted(BaseException):
+    """The control plane stopped while the health check ran.
+
+    A BaseException, like KeyboardInterrupt, so that the catalog records the
+    job as 'interrupted' rather than 'failed': the data was not found wanting.
+    """
+
+
+@dataclass
+class RestoreTestResult:
+    target: str
+    snapshot_id: str
+    passed: bool
+    art_seconds: float
+    rto_seconds: float
+    rto_met: bool
+    health_check: str
+    detail: str
+    bytes_restored: int
+    files: int
+    job_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sandbox_root(context: Context) -> Path:
+    configured = context.config.scheduler.sandbox_dir
+    return Path(configured) if configured else Path(context.config.state_dir) / "restore-tests"
+
+
+def run_restore_test(context: Context, target_name: str, *, job_id: int | None = None) -> RestoreTestResult:
+    """Restore the newest snapshot of ``target_name`` into a sandbox and run its health check.
+
+    Records a 'restore-test' job whose details hold ``passed``,
+    ``art_seconds``, ``rto_seconds`` and ``rto_met``. Raises RestoreTestFailed
+    when the health check fails (the job is recorded failed with the same
+    details), and the restore's own errors when the restore fails.
+    """
+    from .restore import restore_in_job
+
+    target = context.config.target(target_name)
+    rto = context.config.tier_of(target).rto.total_seconds()
+    check = target.restore_test.health_check if target.restore_test else None
+    root = sandbox_root(context)
+    root.mkdir(parents=True, exist_ok=True)
+    with context.catalog.job("restore-test", target.name, {"tier": target.tier, "rto_seconds": rto},
+                             job_id=job_id) as job:
+        sandbox = Path(tempfile.mkdtemp(prefix=SANDBOX_PREFIX, dir=root))
+        job.details["sandbox"] = str(sandbox)
+        job.log(f"sandbox {sandbox}")
+        try:
+            started = time.monotonic()
+            destination = sandbox / "restore"
+            outcome = restore_in_job(context, job, "latest", str(destination), target=target.name)
+            job.log(f"restored snapshot {outcome.snapshot_id[:8]}: {outcome.files} item(s), "
+                    f"{outcome.bytes_written} bytes in {outcome.duration:.2f}s")
+            passed, detail = run_health_check(check, destination, outcome.kind)
+            art = time.monotonic() - started
+        finally:
+            remove_sandbox(sandbox)
+        rto_met = passed and art <= rto
+        job.details.update({"passed": passed, "art_seconds": round(art, 3), "rto_seconds": rto,
+                            "rto_met": rto_met, "health_check": describe(check), "check_detail": detail})
+        verdict = "passed" if passed else "FAILED"
+        job.log(f"health check {describe(check)} {verdict}: {detail}", level="info" if passed else "error")
+        job.log(f"actual recovery time {art:.2f}s against an RTO of {rto:.0f}s: "
+                f"{'met' if rto_met else 'NOT met'}", level="info" if rto_met else "warning")
+        if not passed:
+            raise errors.RestoreTestFailed(target=target.name, detail=detail, job_id=job.id)
+        return RestoreTestResult(target.name, outcome.snapshot_id, passed, art, rto, rto_met, describe(check),
+                                 detail, outcome.bytes_written, outcome.files, job.id)
+
+
+def describe(check: CommandCheck | FileExistsCheck | ChecksumCheck | None) -> str:
+    if check is None:
+        return "restore verified"
+    if isinstance(check, CommandCheck):
+        return f"command {check.run!r}"
+    if isinstance(check, FileExistsCheck):
+        return f"file_exists {check.path!r}"
+    return f"checksum {check.path!r}"
+
+
+def run_health_check(check: CommandCheck | FileExistsCheck | ChecksumCheck | None, tree: Path,
+                     kind: str = "files") -> tuple[bool, str]:
+    """Run ``check`` against the restored ``tree``; returns (passed, one-line detail)."""
+    if check is None:
+        return True, "every restored byte verified against its chunk id"
+    # An image restore writes one file; checks still run in the sandbox so a
+    # command can find it, and paths name it relative to the sandbox.
+    where = tree if kind == "files" else tree.parent
+    if isinstance(check, CommandCheck):
+        return _run_command(check, where)
+    path = where / check.path
+    if isinstance(check, FileExistsCheck):
+        return (True, f"{check.path} exists") if path.exists() else (False, f"{check.path} does not exist")
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        return False, f"cannot read {check.path}: {error.strerror or error}"
+    if digest.hexdigest() == check.sha256:
+        return True, f"{check.path} has the expected SHA-256"
+    return False, f"{check.path} has SHA-256 {digest.hexdigest()}, expected {check.sha256}"
+
+
+def _run_command(check: CommandCheck, where: Path) -> tuple[bool, str]:
+    # Its own process group, so that a timeout or an abort ends the whole
+    # pipeline the shell started, not only the shell.
+    process = subprocess.Popen(check.run, shell=True, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    with _checks_lock:
+        _running_checks.add(process)
+    try:
+        try:
+            output, _ = process.communicate(timeout=check.timeout.total_seconds())
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.communicate()
+            return False, f"command still running after {check.timeout.total_seconds():.0f}s"
+    finally:
+        with _checks_lock:
+            _running_checks.discard(process)
+            aborted = process.pid in _aborted
+            _aborted.discard(process.pid)
+    if aborted:
+        raise RestoreTestAborted("the control plane stopped during the health check")
+    output = (output or "").strip()[-OUTPUT_LIMIT:]
+    if process.returncode == 0:
+        return True, "exit status 0"
+    return False, f"exit status {process.returncode}" + (f": {output}" if output else "")
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def abort_health_checks() -> int:
+    """End every running health-check command (the control plane is stopping); returns how many.
+
+    Their restore tests are recorded as 'interrupted' and remove their sandboxes.
+    """
+    with _checks_lock:
+        processes = list(_running_checks)
+        _aborted.update(process.pid for process in processes)
+    for process in processes:
+        _kill_group(process)
+    return len(processes)
+
+
+def remove_stale_sandboxes(context: Context) -> list[Path]:
+    """Remove sandboxes left by a process that was killed (SIGKILL, power loss) mid-test.
+
+    Call only when no restore test runs on this host (the scheduler does at start).
+    """
+    root = sandbox_root(context)
+    removed = []
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.startswith(SANDBOX_PREFIX) and entry.is_dir():
+                remove_sandbox(entry)
+                removed.append(entry)
+    return removed
+
+
+def remove_sandbox(sandbox: Path) -> None:
+    """Remove the sandbox whatever the restored tree's permissions (read-only directories included)."""
+
+    def make_writable_and_retry(function, path, _excinfo) -> None:
+        parent = os.path.dirname(path)
+        for directory in (parent, path):
+            try:
+                os.chmod(directory, 0o700, follow_symlinks=False)
+            except (OSError, NotImplementedError):
+                pass
+        function(path)
+
+    if sandbox.exists():
+        shutil.rmtree(sandbox, onerror=make_writable_and_retry)

@@ -1,0 +1,118 @@
+"""Each target's recovery posture: tier, RPO, age of its last good backup, last restore test.
+
+Computed from the configuration and the catalog alone (no repository access),
+so ``safehold status``, the API and the metrics collector can call it often.
+The last good backup is the newer of the last succeeded backup job and the
+newest cached snapshot, so a catalog rebuilt from the repository
+(``safehold catalog rebuild``) still knows how old each target's data is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from .context import Context
+
+UTC = dt.UTC
+
+
+@dataclass(frozen=True)
+class RestoreTestStatus:
+    time: dt.datetime
+    passed: bool
+    art_seconds: float | None
+    rto_seconds: float
+    rto_met: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"time": self.time.isoformat(), "passed": self.passed, "art_seconds": self.art_seconds,
+                "rto_seconds": self.rto_seconds, "rto_met": self.rto_met}
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    name: str
+    tier: int
+    source_type: str
+    rpo_seconds: float
+    rto_seconds: float
+    last_success: dt.datetime | None
+    last_attempt: dt.datetime | None
+    last_status: str | None
+    age_seconds: float | None
+    compliant: bool
+    last_restore_test: RestoreTestStatus | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tier": self.tier,
+            "source_type": self.source_type,
+            "rpo_seconds": self.rpo_seconds,
+            "rto_seconds": self.rto_seconds,
+            "last_success": self.last_success.isoformat() if self.last_success else None,
+            "last_attempt": self.last_attempt.isoformat() if self.last_attempt else None,
+            "last_status": self.last_status,
+            "age_seconds": self.age_seconds,
+            "compliant": self.compliant,
+            "last_restore_test": self.last_restore_test.as_dict() if self.last_restore_test else None,
+        }
+
+
+def target_statuses(context: Context, now: dt.datetime | None = None) -> list[TargetStatus]:
+    """The status of every configured target, in configuration order.
+
+    ``compliant``: a good backup exists and is no older than the tier's RPO.
+    ``last_status``: the outcome of the newest finished backup job
+    (succeeded, failed, interrupted, cancelled), or 'running'/'queued' while
+    one is under way, or None when the target never had one.
+    """
+    now = now or dt.datetime.now(UTC)
+    catalog = context.catalog
+    statuses: list[TargetStatus] = []
+    for target in context.config.targets:
+        tier = context.config.tier_of(target)
+        rpo, rto = tier.rpo.total_seconds(), tier.rto.total_seconds()
+        backups = catalog.list_jobs(target=target.name, kind="backup", limit=1)
+        last_job = backups[0] if backups else None
+        succeeded = catalog.list_jobs(target=target.name, kind="backup", status="succeeded", limit=1)
+        last_success = (succeeded[0].finished_at or succeeded[0].created_at) if succeeded else None
+        snapshots = catalog.list_snapshots(target=target.name, limit=1)
+        if snapshots and (last_success is None or snapshots[0].time > last_success):
+            last_success = snapshots[0].time
+        last_attempt = (last_job.started_at or last_job.created_at) if last_job else None
+        age = (now - last_success).total_seconds() if last_success else None
+        statuses.append(TargetStatus(
+            name=target.name,
+            tier=target.tier,
+            source_type=target.source.type,
+            rpo_seconds=rpo,
+            rto_seconds=rto,
+            last_success=last_success,
+            last_attempt=last_attempt,
+            last_status=last_job.status if last_job else None,
+            age_seconds=round(age, 3) if age is not None else None,
+            compliant=age is not None and age <= rpo,
+            last_restore_test=_last_restore_test(context, target.name, rto),
+        ))
+    return statuses
+
+
+def _last_restore_test(context: Context, target: str, rto: float) -> RestoreTestStatus | None:
+    finished = context.catalog.list_jobs(target=target, kind="restore-test",
+                                         status=("succeeded", "failed", "interrupted"), limit=1)
+    if not finished:
+        return None
+    job = finished[0]
+    details = job.details or {}
+    art = details.get("art_seconds")
+    passed = job.status == "succeeded" and bool(details.get("passed", True))
+    return RestoreTestStatus(
+        time=job.finished_at or job.created_at,
+        passed=passed,
+        art_seconds=float(art) if art is not None else None,
+        rto_seconds=float(details.get("rto_seconds", rto)),
+        rto_met=passed and art is not None and float(art) <= rto,
+    )

@@ -1,0 +1,319 @@
+"""The scheduler: queues due jobs and runs queued jobs within the limits.
+
+Each ``tick(now)``
+1. reaps the jobs it dispatched that have ended;
+2. queues what is due (see ``timing``): per target a backup, or else a restore
+   test; for the repository a prune and a check on their cron schedules.
+   Nothing is queued for a target that already has a queued or running job;
+3. dispatches queued jobs, oldest first, whoever queued them (the API, the
+   CLI, step 2), to the executor while the limits allow: at most
+   ``max_concurrent`` at once, ``max_per_host`` per source host, one per
+   target, and a prune alone (it takes the repository's exclusive lock).
+
+``start()`` runs ticks in a background thread; ``stop(timeout)`` (SIGTERM)
+stops queuing and dispatching, waits up to ``timeout`` for running jobs and
+records those still running as 'interrupted', so no job stays 'running'.
+A job left 'running' by a process that died (SIGKILL, power loss) is marked
+'interrupted' when the catalog is next opened on that host, and again by
+``start()``. One scheduler per catalog: two would both queue due jobs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from concurrent import futures
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..catalog.store import ACTIVE_STATUSES
+from ..engine.context import Context
+from ..engine.jobs import run_job, submit_job
+from . import timing
+from .executor import Executor, ThreadExecutor
+
+log = logging.getLogger("safehold.scheduler")
+
+Clock = Callable[[], dt.datetime]
+LOCAL_HOST = "localhost"
+REPOSITORY_KINDS = ("check", "prune")
+EXCLUSIVE_KINDS = ("prune",)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def local_timezone() -> dt.tzinfo:
+    zone = dt.datetime.now().astimezone().tzinfo
+    return zone if zone is not None else dt.UTC
+
+
+@dataclass
+class Running:
+    job_id: int
+    kind: str
+    target: str | None
+    host: str | None
+    future: Future[Any]
+
+
+@dataclass
+class TickReport:
+    """What one tick did: ids of the jobs it queued and dispatched, and why they were queued."""
+
+    queued: list[int] = field(default_factory=list)
+    dispatched: list[int] = field(default_factory=list)
+    reasons: dict[int, str] = field(default_factory=dict)
+
+
+class Scheduler:
+    def __init__(self, context: Context, *, clock: Clock = utc_now, executor: Executor | None = None,
+                 timezone: dt.tzinfo | None = None, poll_interval: float = 5.0,
+                 jitter: dt.timedelta | None = None) -> None:
+        self.context = context
+        self.settings = context.config.scheduler
+        # Overridable for one-shot runs (--once), where spreading start times means nothing.
+        self.jitter = self.settings.jitter if jitter is None else jitter
+        self.clock = clock
+        self.executor: Executor = executor or ThreadExecutor(self.settings.max_concurrent)
+        self.timezone = timezone or local_timezone()
+        self.poll_interval = poll_interval
+        self.started_at: dt.datetime | None = None
+        self._running: dict[int, Running] = {}
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover, then tick every ``poll_interval`` seconds in a background thread."""
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="safehold-scheduler", daemon=True)
+        self._thread.start()
+
+    def recover(self) -> None:
+        """Mark jobs of dead processes interrupted; remove sandboxes a killed restore test left."""
+        from ..engine.restore_test import remove_stale_sandboxes
+
+        catalog = self.context.catalog
+        catalog.mark_interrupted()
+        if not catalog.list_jobs(kind="restore-test", status="running", limit=1):
+            for sandbox in remove_stale_sandboxes(self.context):
+                log.warning("removed sandbox %s left by an interrupted restore test", sandbox)
+
+    def stop(self, timeout: float | None = 30.0) -> list[int]:
+        """Stop; running jobs get ``timeout`` seconds (None: all the time they need) to finish,
+        the rest are recorded interrupted.
+
+        Returns the ids of the jobs recorded as interrupted. Queued jobs stay
+        queued for the next start.
+        """
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(self.poll_interval, 1.0) + 5)
+        with self._lock:
+            running = list(self._running.values())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for entry in running:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            futures.wait([entry.future], timeout=remaining)
+        if any(not entry.future.done() for entry in running):
+            from ..engine.restore_test import abort_health_checks
+
+            # Health checks are the one part of a job that can be ended cleanly
+            # from outside; their jobs record 'interrupted' and remove their sandboxes.
+            if abort_health_checks():
+                futures.wait([entry.future for entry in running], timeout=5)
+        for entry in running:
+            if not entry.future.done():
+                reason = f"safehold stopped before the job finished (waited {timeout:g}s)"
+                self.context.catalog.interrupt_job(entry.job_id, reason)
+        interrupted = [entry.job_id for entry in running
+                       if self.context.catalog.get_job(entry.job_id).status == "interrupted"]
+        for job_id in interrupted:
+            log.warning("job %s recorded as interrupted", job_id)
+        self.executor.shutdown(wait=False)
+        return interrupted
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except Exception:  # one bad tick (a database hiccup) must not end scheduling
+                log.exception("scheduler tick failed")
+            self._stopping.wait(self.poll_interval)
+
+    # --- one step -----------------------------------------------------------
+
+    def tick(self, now: dt.datetime | None = None) -> TickReport:
+        now = now or self.clock()
+        report = TickReport()
+        with self._lock:
+            if self.started_at is None:
+                self.started_at = now
+            self._reap()
+            if self._stopping.is_set():
+                return report
+            self._queue_due(now, report)
+            self._dispatch(report)
+        return report
+
+    def run_until_idle(self, timeout: float | None = None) -> TickReport:
+        """Tick and wait for what was dispatched, again and again, until a tick starts nothing.
+
+        For one-shot runs (``safehold scheduler run --once``, a systemd timer):
+        a job held back by a limit runs in a later round, and a restore test
+        that became due because its first backup just succeeded runs too.
+        """
+        total = TickReport()
+        while True:
+            report = self.tick()
+            total.queued += report.queued
+            total.dispatched += report.dispatched
+            total.reasons.update(report.reasons)
+            with self._lock:
+                pending = [entry.future for entry in self._running.values()]
+            if not report.dispatched and not pending:
+                return total
+            futures.wait(pending, timeout=timeout)
+
+    def running_jobs(self) -> list[int]:
+        with self._lock:
+            self._reap()
+            return sorted(self._running)
+
+    def _reap(self) -> None:
+        for job_id in [job_id for job_id, entry in self._running.items() if entry.future.done()]:
+            entry = self._running.pop(job_id)
+            error = entry.future.exception()
+            if error is not None:
+                log.error("job %s ended with %s: %s", job_id, type(error).__name__, error)
+
+    # --- what is due ----------------------------------------------------------
+
+    def _queue_due(self, now: dt.datetime, report: TickReport) -> None:
+        # A handful of queries per pass whatever the number of targets: the
+        # newest job of each kind for every target at once.
+        catalog = self.context.catalog
+        config = self.context.config
+        settings = self.settings
+        assert self.started_at is not None
+        active = catalog.list_jobs(status=ACTIVE_STATUSES, limit=None)
+        busy = {job.target for job in active if job.target is not None}
+        busy_kinds = {job.kind for job in active if job.target is None}
+        last_backups = catalog.latest_jobs("backup")
+        last_tests = catalog.latest_jobs("restore-test")
+        good_backups = catalog.latest_jobs("backup", status="succeeded")
+        for target in config.targets:
+            if target.name in busy:
+                continue  # never two jobs of one target
+            decision = self._backup_decision(target, last_backups.get(target.name), now)
+            kind = "backup"
+            if not decision.due and target.restore_test is not None:
+                has_data = target.name in good_backups or bool(catalog.list_snapshots(target=target.name, limit=1))
+                decision = self._restore_test_decision(target, last_tests.get(target.name), has_data, now)
+                kind = "restore-test"
+            if decision.due:
+                self._queue(kind, target.name, {}, decision, report)
+        for kind, expression, params in (
+            ("prune", settings.prune_schedule, {}),
+            ("check", settings.check_schedule, {"read_data_percent": settings.check_read_data_percent}),
+        ):
+            if expression is None or kind in busy_kinds:
+                continue
+            last = catalog.latest_jobs(kind).get(None)
+            decision = timing.retry_decision(last, now, settings.retries, settings.retry_backoff) or \
+                timing.cron_decision(f"repository:{kind}", expression, last, now, started_at=self.started_at,
+                                     jitter=self.jitter, timezone=self.timezone)
+            if decision.due:
+                self._queue(kind, None, params, decision, report)
+
+    def _backup_decision(self, target: Any, last: Any, now: dt.datetime) -> timing.Decision:
+        settings = self.settings
+        assert self.started_at is not None
+        retry = timing.retry_decision(last, now, settings.retries, settings.retry_backoff)
+        if retry is not None:
+            return retry
+        if target.schedule is not None:
+            return timing.cron_decision(target.name, target.schedule, last, now, started_at=self.started_at,
+                                        jitter=self.jitter, timezone=self.timezone)
+        interval = self.context.config.tier_of(target).rpo * timing.INTERVAL_SHARE
+        return timing.interval_decision(target.name, interval, last, now, started_at=self.started_at,
+                                        jitter=self.jitter)
+
+    def _restore_test_decision(self, target: Any, last: Any, has_data: bool, now: dt.datetime) -> timing.Decision:
+        settings = self.settings
+        assert self.started_at is not None
+        if not has_data:
+            return timing.Decision(False, reason="nothing to restore yet")
+        retry = timing.retry_decision(last, now, settings.retries, settings.retry_backoff)
+        if retry is not None:
+            return retry
+        return timing.interval_decision(f"{target.name}:restore-test", target.restore_test.every, last, now,
+                                        started_at=self.started_at, jitter=self.jitter)
+
+    def _queue(self, kind: str, target: str | None, params: dict[str, Any], decision: timing.Decision,
+               report: TickReport) -> None:
+        job_id = submit_job(self.context, kind, target, params, trigger="scheduler", attempt=decision.attempt)
+        self.context.catalog.log(job_id, f"queued by the scheduler: {decision.reason}")
+        report.queued.append(job_id)
+        report.reasons[job_id] = decision.reason
+        log.info("queued job %s: %s %s (%s)", job_id, kind, target or "", decision.reason)
+
+    # --- what runs ------------------------------------------------------------
+
+    def _dispatch(self, report: TickReport) -> None:
+        catalog = self.context.catalog
+        if len(self._running) >= self.settings.max_concurrent:
+            return
+        queued = sorted(catalog.list_jobs(status="queued", limit=None), key=lambda job: job.id)
+        if not queued:
+            return
+        # Running anywhere (other processes too: a CLI backup), read once for this pass.
+        running_elsewhere = [job for job in catalog.list_jobs(status="running", limit=None)
+                             if job.id not in self._running]
+        busy_elsewhere = {job.target for job in running_elsewhere if job.target is not None}
+        hosts = {target.name: getattr(target.source, "host", None) or LOCAL_HOST
+                 for target in self.context.config.targets}
+        for job in queued:
+            if len(self._running) >= self.settings.max_concurrent:
+                return
+            if any(entry.kind in EXCLUSIVE_KINDS for entry in self._running.values()):
+                return
+            if job.id in self._running:
+                continue
+            if job.kind in EXCLUSIVE_KINDS:
+                if self._running or running_elsewhere:
+                    return  # a barrier: nothing starts before the prune, which waits for a quiet repository
+            busy_key = job.target if job.target is not None else f"repository:{job.kind}"
+            if any(self._key(entry) == busy_key for entry in self._running.values()):
+                continue
+            if job.target in busy_elsewhere:
+                continue  # run by another process (a CLI backup)
+            host = self._host(job.target, hosts)
+            if host is not None and sum(entry.host == host for entry in self._running.values()) \
+                    >= self.settings.max_per_host:
+                continue
+            future = self.executor.submit(self._run, job.id)
+            self._running[job.id] = Running(job.id, job.kind, job.target, host, future)
+            report.dispatched.append(job.id)
+
+    def _run(self, job_id: int) -> Any:
+        return run_job(self.context, job_id)
+
+    @staticmethod
+    def _key(entry: Running) -> str:
+        return entry.target if entry.target is not None else f"repository:{entry.kind}"
+
+    @staticmethod
+    def _host(target_name: str | None, hosts: dict[str, str]) -> str | None:
+        """The host a target's source reads from (its ``host`` field, else this host); None for the repository."""
+        if target_name is None:
+            return None
+        return hosts.get(target_name, LOCAL_HOST)

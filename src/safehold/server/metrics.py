@@ -1,0 +1,282 @@
+"""``/metrics``: the Prometheus metrics of docs/architecture.md, computed from the catalog at scrape time.
+
+Nothing is counted in process memory: every scrape reads the catalog (and,
+at most once per ``REPOSITORY_TTL_SECONDS``, lists the repository's objects),
+so a restart of ``safehold serve`` loses nothing and several control planes
+on one PostgreSQL catalog report the same numbers.
+
+The names and labels are a contract with the alert rules and dashboards
+(``monitoring/``): the target is labelled ``target``, never ``job`` (that
+collides with Prometheus's own label), per-target metrics also carry ``tier``
+and ``source``. Timestamps of things that never happened are exported as 0
+rather than left out, so a rule can tell "never backed up" from "no data".
+Only safehold's own families are exported (a private registry, no process or
+Python collectors), so the exposition is exactly the documented set.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import func, select
+
+from .. import __version__
+from ..catalog.models import Job
+
+if TYPE_CHECKING:
+    from ..engine.context import Context
+
+log = logging.getLogger("safehold.server.metrics")
+
+#: Upper bounds (seconds) of the backup duration histogram: a second to a day.
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+                    86400.0)
+
+#: How long a listing of the repository's objects is reused (listing S3 costs requests and time).
+REPOSITORY_TTL_SECONDS = 60.0
+
+#: Kinds always reported by safehold_jobs_running, also at 0, so a dashboard has a line for each.
+RUNNING_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget")
+
+#: Finished backup outcomes that count as a failed last attempt (cancelled jobs never ran and say nothing).
+FAILED_OUTCOMES = ("failed", "interrupted")
+
+TARGET_LABELS = ("target", "tier", "source")
+
+
+class SafeholdCollector(Collector):
+    """A prometheus-client collector reading the catalog and configuration of ``context`` on each scrape."""
+
+    def __init__(self, context: Context, *, repository_ttl: float = REPOSITORY_TTL_SECONDS) -> None:
+        self.context = context
+        self.repository_ttl = repository_ttl
+        self._repository_lock = threading.Lock()
+        self._repository_cache: tuple[float, dict[str, float] | None] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._build_info()
+        yield from self._targets()
+        yield from self._jobs()
+        yield from self._repository()
+
+    # --- families -------------------------------------------------------------
+
+    def _build_info(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("safehold_build_info", "safehold version and Python it runs on; always 1",
+                                 labels=("version", "python"))
+        info.add_metric((__version__, platform.python_version()), 1.0)
+        yield info
+
+    def _targets(self) -> Iterator[Metric]:
+        from ..engine.status import target_statuses
+
+        config = self.context.config
+        statuses = {status.name: status for status in target_statuses(self.context)}
+        labels = {target.name: (target.name, str(target.tier), target.source.type) for target in config.targets}
+
+        rpo = GaugeMetricFamily("safehold_target_rpo_seconds", "Recovery point objective of the target's tier",
+                                labels=TARGET_LABELS)
+        rto = GaugeMetricFamily("safehold_target_rto_seconds", "Recovery time objective of the target's tier",
+                                labels=TARGET_LABELS)
+        last_success = GaugeMetricFamily(
+            "safehold_backup_last_success_timestamp_seconds",
+            "Unix time of the newest good backup (succeeded job or cached snapshot); 0 if none", labels=TARGET_LABELS)
+        last_attempt = GaugeMetricFamily(
+            "safehold_backup_last_attempt_timestamp_seconds",
+            "Unix time the newest backup job started (or was queued); 0 if none", labels=TARGET_LABELS)
+        last_status = GaugeMetricFamily(
+            "safehold_backup_last_status",
+            "Outcome of the newest finished backup: 1 succeeded, 0 failed or interrupted; absent before the first",
+            labels=TARGET_LABELS)
+        test_success = GaugeMetricFamily(
+            "safehold_restore_test_last_success_timestamp_seconds",
+            "Unix time of the newest passed restore test; 0 if none", labels=TARGET_LABELS)
+        test_status = GaugeMetricFamily(
+            "safehold_restore_test_last_status",
+            "Outcome of the newest restore test: 1 passed, 0 failed; absent before the first", labels=TARGET_LABELS)
+        test_duration = GaugeMetricFamily(
+            "safehold_restore_test_last_duration_seconds",
+            "Actual recovery time (restore start to passing health check) of the newest passed restore test",
+            labels=TARGET_LABELS)
+
+        outcomes = self._last_backup_outcomes()
+        passed_tests = self._last_passed_restore_tests()
+        for name, values in labels.items():
+            tier = config.tier_of(name)
+            rpo.add_metric(values, tier.rpo.total_seconds())
+            rto.add_metric(values, tier.rto.total_seconds())
+            status = statuses.get(name)
+            last_success.add_metric(values, _timestamp(status.last_success if status else None))
+            last_attempt.add_metric(values, _timestamp(status.last_attempt if status else None))
+            if name in outcomes:
+                last_status.add_metric(values, 1.0 if outcomes[name] == "succeeded" else 0.0)
+            test = status.last_restore_test if status else None
+            if test is not None:
+                test_status.add_metric(values, 1.0 if test.passed else 0.0)
+            passed = passed_tests.get(name)
+            test_success.add_metric(values, passed[0] if passed else 0.0)
+            if passed and passed[1] is not None:
+                test_duration.add_metric(values, passed[1])
+        yield from (rpo, rto, last_success, last_attempt, last_status, test_success, test_status, test_duration)
+        yield from self._backup_totals(labels)
+
+    def _backup_totals(self, labels: dict[str, tuple[str, str, str]]) -> Iterator[Metric]:
+        duration = HistogramMetricFamily("safehold_backup_duration_seconds",
+                                         "Duration of succeeded backup jobs", labels=TARGET_LABELS)
+        bytes_read = CounterMetricFamily("safehold_backup_bytes_read", "Bytes read from sources by finished backups",
+                                         labels=TARGET_LABELS)
+        bytes_added = CounterMetricFamily(
+            "safehold_backup_bytes_added", "Bytes added to the repository (after deduplication) by finished backups",
+            labels=TARGET_LABELS)
+        catalog = self.context.catalog
+        durations: dict[str, list[float]] = defaultdict(list)
+        totals: dict[str, tuple[int, int]] = {}
+        with catalog.engine.connect() as connection:
+            rows = connection.execute(
+                select(Job.target, Job.started_at, Job.finished_at)
+                .where(Job.kind == "backup", Job.status == "succeeded", Job.started_at.is_not(None),
+                       Job.finished_at.is_not(None))
+            )
+            for target, started, finished in rows:
+                durations[target].append(max(0.0, (finished - started).total_seconds()))
+            sums = connection.execute(
+                select(Job.target, func.coalesce(func.sum(Job.bytes_read), 0),
+                       func.coalesce(func.sum(Job.bytes_added), 0))
+                .where(Job.kind == "backup", Job.finished_at.is_not(None))
+                .group_by(Job.target)
+            )
+            for target, read, added in sums:
+                totals[target] = (int(read), int(added))
+        for name, values in labels.items():
+            buckets, total = _histogram(durations.get(name, []))
+            duration.add_metric(values, buckets, total)
+            read, added = totals.get(name, (0, 0))
+            bytes_read.add_metric(values, float(read))
+            bytes_added.add_metric(values, float(added))
+        yield from (duration, bytes_read, bytes_added)
+
+    def _jobs(self) -> Iterator[Metric]:
+        running = GaugeMetricFamily("safehold_jobs_running", "Jobs running now, by kind", labels=("kind",))
+        failures = CounterMetricFamily("safehold_job_failures", "Jobs that ended failed, by target and kind",
+                                       labels=("target", "kind"))
+        counts: dict[str, int] = dict.fromkeys(RUNNING_KINDS, 0)
+        with self.context.catalog.engine.connect() as connection:
+            for kind, count in connection.execute(
+                select(Job.kind, func.count()).where(Job.status == "running").group_by(Job.kind)
+            ):
+                counts[kind] = int(count)
+            failed = connection.execute(
+                select(Job.target, Job.kind, func.count()).where(Job.status == "failed").group_by(Job.target, Job.kind)
+            ).all()
+        for kind, count in sorted(counts.items()):
+            running.add_metric((kind,), float(count))
+        for target, kind, count in sorted(failed, key=lambda row: (row[0] or "", row[1])):
+            # Repository-wide jobs (check, prune) have no target: an empty label value.
+            failures.add_metric((target or "", kind), float(count))
+        yield from (running, failures)
+
+    def _repository(self) -> Iterator[Metric]:
+        values = self._repository_values()
+        if values is None:
+            return
+        yield _gauge("safehold_repository_snapshots", "Snapshots in the repository", values["snapshots"])
+        yield _gauge("safehold_repository_stored_bytes", "Bytes the repository's objects occupy in storage",
+                     values["stored_bytes"])
+        if "capacity_bytes" in values:
+            yield _gauge("safehold_repository_capacity_bytes",
+                         "Bytes the repository could occupy: its own plus the free space of its filesystem "
+                         "(absent for object stores without a limit)", values["capacity_bytes"])
+
+    # --- queries --------------------------------------------------------------
+
+    def _last_backup_outcomes(self) -> dict[str, str]:
+        """The status of each target's newest finished (succeeded, failed, interrupted) backup job."""
+        latest = self.context.catalog.latest_jobs("backup", status=("succeeded",) + FAILED_OUTCOMES)
+        return {target: job.status for target, job in latest.items() if target is not None}
+
+    def _last_passed_restore_tests(self) -> dict[str, tuple[float, float | None]]:
+        """Per target: (finish time, ART seconds) of the newest passed restore test.
+
+        A restore test whose health check fails ends 'failed' (RestoreTestFailed), so the newest
+        'succeeded' job is the newest passed test; ``details.passed`` is checked all the same.
+        """
+        result: dict[str, tuple[float, float | None]] = {}
+        for target, job in self.context.catalog.latest_jobs("restore-test", status="succeeded").items():
+            details = job.details or {}
+            if target is None or not details.get("passed", True):
+                continue
+            art = details.get("art_seconds")
+            result[target] = (_timestamp(job.finished_at or job.created_at),
+                              float(art) if art is not None else job.duration_seconds)
+        return result
+
+    def _repository_values(self) -> dict[str, float] | None:
+        with self._repository_lock:
+            now = time.monotonic()
+            if self._repository_cache is not None and now - self._repository_cache[0] < self.repository_ttl:
+                return self._repository_cache[1]
+            try:
+                values: dict[str, float] | None = repository_usage(self.context)
+            except Exception as error:  # an unreachable repository must not break the whole scrape
+                log.warning("repository metrics unavailable: %s", error)
+                values = None
+            self._repository_cache = (now, values)
+            return values
+
+
+def repository_usage(context: Context) -> dict[str, float]:
+    """Snapshot count, stored bytes and (for local repositories) capacity, from object listings alone.
+
+    Needs no password: sizes and names of objects are visible to anyone who
+    can list the store, and nothing is decrypted.
+    """
+    from ..repository.backends import Kind
+
+    backend = context.backend()
+    stored = 0
+    snapshots = 0
+    for kind in Kind:
+        for info in backend.list(kind):
+            stored += info.size
+            if kind is Kind.SNAPSHOTS:
+                snapshots += 1
+    values: dict[str, float] = {"snapshots": float(snapshots), "stored_bytes": float(stored)}
+    local_path = context.config.repository.local_path
+    if local_path is not None:
+        # The repository can grow into what is free on its filesystem; other data there is not ours to count.
+        values["capacity_bytes"] = float(stored + shutil.disk_usage(local_path).free)
+    return values
+
+
+def create_registry(context: Context, **options: Any) -> CollectorRegistry:
+    """A registry holding only safehold's collector (no process or Python metrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SafeholdCollector(context, **options))
+    return registry
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation)
+    family.add_metric((), value)
+    return family
+
+
+def _timestamp(moment: Any) -> float:
+    return moment.timestamp() if moment is not None else 0.0
+
+
+def _histogram(values: list[float]) -> tuple[list[tuple[str, float]], float]:
+    buckets: list[tuple[str, float]] = []
+    for bound in DURATION_BUCKETS:
+        buckets.append((repr(bound), float(sum(1 for value in values if value <= bound))))
+    buckets.append(("+Inf", float(len(values))))
+    return buckets, float(sum(values))

@@ -1,0 +1,230 @@
+"""Request and response bodies of the REST API (pydantic), so ``/openapi.json`` describes them exactly.
+
+Responses are built from the engine's and the catalog's plain records; these
+models only fix their shape for clients and for schemathesis' conformance checks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..catalog.tokens import ROLES
+
+Role = Literal["viewer", "operator", "admin"]
+assert tuple(Role.__args__) == ROLES  # type: ignore[attr-defined]  # one list of roles, checked at import
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "interrupted", "cancelled"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Problem(BaseModel):
+    """An error: the safehold error class, its message and what to do about it."""
+
+    error: str = Field(examples=["TargetNotFound"])
+    message: str
+    remedy: str = ""
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    catalog: bool = Field(description="The catalog database answers.")
+    scheduler: bool | None = Field(description="The in-process scheduler runs (null when started without one).")
+
+
+class RestoreTestStatus(BaseModel):
+    time: dt.datetime
+    passed: bool
+    art_seconds: float | None = Field(description="Actual recovery time: restore start to passing health check.")
+    rto_seconds: float
+    rto_met: bool
+
+
+class TargetStatus(BaseModel):
+    name: str
+    tier: int
+    source_type: str
+    rpo_seconds: float
+    rto_seconds: float
+    last_success: dt.datetime | None = Field(description="Newest good backup (succeeded job or snapshot).")
+    last_attempt: dt.datetime | None
+    last_status: str | None = Field(description="Status of the newest backup job, null if none.")
+    age_seconds: float | None = Field(description="Age of the newest good backup; null if there is none.")
+    compliant: bool = Field(description="A good backup exists and is no older than the tier's RPO.")
+    last_restore_test: RestoreTestStatus | None
+
+
+class TargetList(BaseModel):
+    targets: list[TargetStatus]
+
+
+class Snapshot(BaseModel):
+    id: str
+    short_id: str
+    time: dt.datetime
+    target: str | None
+    kind: str | None
+    hostname: str | None
+    paths: list[str] | None = None
+    parent: str | None
+    tags: list[str] | None = None
+    files: int
+    bytes_total: int
+    bytes_read: int
+    bytes_added: int
+
+
+class SnapshotList(BaseModel):
+    snapshots: list[Snapshot]
+
+
+class Job(BaseModel):
+    id: int
+    kind: str
+    target: str | None
+    status: JobStatus
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    duration_seconds: float | None
+    snapshot_id: str | None
+    bytes_read: int
+    bytes_added: int
+    files: int
+    error: str | None
+    error_type: str | None
+    details: dict[str, Any] | None
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+class LogLine(BaseModel):
+    id: int
+    time: dt.datetime
+    level: str
+    message: str
+
+
+class JobLog(BaseModel):
+    job_id: int
+    lines: list[LogLine]
+
+
+#: A restore destination as the API accepts it: relative (to the server's restore root), without '..'.
+RELATIVE_PATH = r"^(?!/)(?!(.*/)?\.\.(/|$))[^\x00]+$"
+TARGET = Field(min_length=1, max_length=255, description="Target name from targets.yml.", examples=["web-01"])
+
+
+class NoParams(_Body):
+    pass
+
+
+class BackupParams(_Body):
+    tags: list[str] = Field(default_factory=list, description="Extra tags for the snapshot.")
+
+
+class RestoreParams(_Body):
+    # The destination pattern needs look-ahead, which pydantic's default (Rust) regex engine lacks.
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
+
+    destination: str = Field(
+        max_length=4096, pattern=RELATIVE_PATH, examples=["web-01-2026-11-26"],
+        description="Directory (files) or image file to restore into, relative to the server's restore root.")
+    snapshot: str = Field("latest", min_length=1, max_length=128, description="Snapshot id (prefix) or 'latest'.")
+    overwrite: bool = Field(False, description="Replace existing files.")
+    includes: list[str] | None = Field(None, description="Only these paths.")
+
+
+class CheckParams(_Body):
+    read_data_percent: float = Field(0.0, ge=0, le=100, description="Share of packs to read and verify.")
+
+
+class ForgetParams(_Body):
+    prune: bool = Field(False, description="Also prune after forgetting.")
+
+
+class BackupJob(_Body):
+    """Back up a target into a new snapshot (retention applied after it when configured)."""
+
+    kind: Literal["backup"]
+    target: str = TARGET
+    params: BackupParams = Field(default_factory=BackupParams)
+
+
+class RestoreJob(_Body):
+    """Restore a target's snapshot into the server's restore root."""
+
+    kind: Literal["restore"]
+    target: str = TARGET
+    params: RestoreParams
+
+
+class RestoreTestJob(_Body):
+    """Restore the target's newest snapshot into a sandbox, run its health check, record the ART."""
+
+    kind: Literal["restore-test"]
+    target: str = TARGET
+    params: NoParams = Field(default_factory=NoParams)
+
+
+class CheckJob(_Body):
+    """Verify the repository's structure and, optionally, a share of its data."""
+
+    kind: Literal["check"]
+    params: CheckParams = Field(default_factory=CheckParams)
+
+
+class PruneJob(_Body):
+    """Remove data no snapshot references."""
+
+    kind: Literal["prune"]
+    params: NoParams = Field(default_factory=NoParams)
+
+
+class ForgetJob(_Body):
+    """Apply retention: one target's, or every target's with retention when no target is given."""
+
+    kind: Literal["forget"]
+    target: str | None = Field(None, min_length=1, max_length=255, description="Target name; all when omitted.")
+    params: ForgetParams = Field(default_factory=ForgetParams)
+
+
+JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob,
+                       Field(discriminator="kind")]
+
+
+class Token(BaseModel):
+    id: int
+    name: str
+    role: Role
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    active: bool
+
+
+class TokenList(BaseModel):
+    tokens: list[Token]
+
+
+class TokenRequest(_Body):
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]*[^\s\x00-\x1f][^\x00-\x1f]*$",
+                      description="Who or what uses the token (not blank, no control characters).",
+                      examples=["grafana"])
+    role: Role
+
+
+class CreatedToken(BaseModel):
+    token: Token
+    secret: str = Field(description="The token itself. Shown only now: the server keeps only its hash.")

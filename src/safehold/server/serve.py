@@ -1,0 +1,36 @@
+"""``safehold serve``: the API under uvicorn with the scheduler running in the same process.
+
+uvicorn turns SIGTERM and SIGINT into a graceful shutdown: it stops
+accepting connections, finishes open requests, then runs the app's lifespan
+shutdown, which stops the scheduler (running jobs get ``stop_timeout``
+seconds, then are recorded interrupted; queued jobs stay queued). The
+process then exits 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..engine.context import Context
+
+
+def serve(context: Context, *, host: str = "127.0.0.1", port: int = 8080, scheduler: bool = True,
+          stop_timeout: float = 30.0, restore_root: str | Path | None = None, log_level: str = "info") -> None:
+    """Run until SIGTERM/SIGINT. ``port`` 0 binds a free port (uvicorn logs the one it got)."""
+    import signal
+
+    import uvicorn
+
+    from ..scheduler import Scheduler
+    from .app import create_app
+
+    app = create_app(context, scheduler=Scheduler(context) if scheduler else None, stop_timeout=stop_timeout,
+                     restore_root=restore_root)
+    # uvicorn handles SIGTERM itself (graceful shutdown), then restores the previous handler and
+    # re-sends the signal to the process. With this no-op handler restored, the re-sent SIGTERM is
+    # absorbed and a completed graceful stop exits 0, which is what service managers expect.
+    signal.signal(signal.SIGTERM, lambda number, frame: None)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", proxy_headers=False,
+                server_header=False, timeout_graceful_shutdown=10)

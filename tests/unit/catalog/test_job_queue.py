@@ -1,0 +1,44 @@
+"""Catalog methods the job queue adds: newest job per target, cancel and interrupt guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safehold.catalog import Catalog, JobNotFound
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    with Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}") as opened:
+        yield opened
+
+
+def test_latest_jobs_per_target(catalog: Catalog) -> None:
+    ids = {}
+    for target, status in (("a", "succeeded"), ("a", "failed"), ("b", "succeeded"), (None, "succeeded")):
+        job_id = catalog.start_job("backup" if target else "prune", target)
+        catalog.finish_job(job_id, status)
+        ids.setdefault(target, []).append(job_id)
+    catalog.start_job("restore-test", "a")
+    newest = catalog.latest_jobs("backup")
+    assert {target: job.id for target, job in newest.items()} == {"a": ids["a"][1], "b": ids["b"][0]}
+    good = catalog.latest_jobs("backup", status="succeeded")
+    assert good["a"].id == ids["a"][0]
+    assert catalog.latest_jobs("prune")[None].id == ids[None][0]
+    assert catalog.latest_jobs("check") == {}
+
+
+def test_cancel_and_interrupt_only_touch_the_right_status(catalog: Catalog) -> None:
+    queued = catalog.queue_job("backup", "a")
+    running = catalog.start_job("backup", "b")
+    assert catalog.interrupt_job(queued, "stop") is False
+    assert catalog.cancel_job(running) is False
+    assert catalog.cancel_job(queued) is True and catalog.get_job(queued).status == "cancelled"
+    assert catalog.interrupt_job(running, "stopping") is True
+    job = catalog.get_job(running)
+    assert (job.status, job.error, job.error_type) == ("interrupted", "stopping", "Interrupted")
+    assert job.finished_at is not None
+    with pytest.raises(JobNotFound):
+        catalog.cancel_job(12345)

@@ -167,6 +167,8 @@ def test_safehold_down_pages_once_and_silences_what_the_outage_causes(tmp_path):
                 wait_for(lambda: ("trigger", "[FIRING:1] SafeholdDown") in pagerduty_events(http), 120, interval=1,
                          what=f"the SafeholdDown page (got {pagerduty_events(http)})")
                 assert time.monotonic() - down_at >= 60, "SafeholdDown waits a minute of failed scrapes"
+                # Slack is notified alongside PagerDuty, not necessarily before it
+                wait_for(lambda: slack_titles(http), 20, what="the SafeholdDown message in Slack")
                 assert slack_titles(http) == ["[FIRING:1] SafeholdDown"], "nothing else so far"
 
                 def suppressed() -> dict | None:

@@ -39,7 +39,7 @@ from safehold.catalog.processes import process_alive
 from safehold.errors import JobNotFound
 
 JOB_KINDS = ("backup", "restore", "check", "forget", "prune", "restore-test", "copy", "key", "init", "unlock",
-             "catalog-rebuild")
+             "catalog-rebuild", "maintenance", "audit-immutability")
 """Kinds the engine records. Not enforced: a new kind needs no migration."""
 
 ACTIVE_STATUSES = ("queued", "running")

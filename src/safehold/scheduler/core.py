@@ -3,7 +3,8 @@
 Each ``tick(now)``
 1. reaps the jobs it dispatched that have ended;
 2. queues what is due (see ``timing``): per target a backup, or else a restore
-   test; for the repository a prune and a check on their cron schedules.
+   test; for the repository a prune, a check and (with S3 Object Lock) a
+   maintenance on their cron schedules.
    Nothing is queued for a target that already has a queued or running job;
 3. dispatches queued jobs, oldest first, whoever queued them (the API, the
    CLI, step 2), to the executor while the limits allow: at most
@@ -40,7 +41,7 @@ log = logging.getLogger("safehold.scheduler")
 
 Clock = Callable[[], dt.datetime]
 LOCAL_HOST = "localhost"
-REPOSITORY_KINDS = ("check", "prune")
+REPOSITORY_KINDS = ("check", "prune", "maintenance")
 EXCLUSIVE_KINDS = ("prune",)
 
 
@@ -221,9 +222,12 @@ class Scheduler:
                 kind = "restore-test"
             if decision.due:
                 self._queue(kind, target.name, {}, decision, report)
+        # Maintenance extends Object Lock retention: without a lock there is nothing to extend.
+        locked = config.repository.object_lock is not None
         for kind, expression, params in (
             ("prune", settings.prune_schedule, {}),
             ("check", settings.check_schedule, {"read_data_percent": settings.check_read_data_percent}),
+            ("maintenance", settings.maintenance_schedule if locked else None, {}),
         ):
             if expression is None or kind in busy_kinds:
                 continue

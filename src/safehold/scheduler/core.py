@@ -98,6 +98,13 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="safehold-scheduler", daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """True while the background loop started by ``start()`` is alive (False before, after
+        ``stop()``, or if the thread died)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def recover(self) -> None:
         """Mark jobs of dead processes interrupted; remove sandboxes a killed restore test left."""
         from ..engine.restore_test import remove_stale_sandboxes

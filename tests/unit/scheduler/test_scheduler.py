@@ -269,6 +269,18 @@ def test_maintenance_is_not_queued_without_object_lock_or_schedule(
     assert [context.catalog.get_job(job_id).kind for job_id in queued] == ["check", "check"]
 
 
+def test_alive_follows_the_background_loop(tmp_path: Path) -> None:
+    context = make_context(tmp_path / "ws", [], quiet(), init=False)
+    scheduler = Scheduler(context, poll_interval=0.05)
+    assert scheduler.alive is False  # not started
+    scheduler.start()
+    try:
+        assert scheduler.alive is True
+    finally:
+        scheduler.stop(timeout=5)
+    assert scheduler.alive is False
+
+
 def test_restart_marks_a_job_left_running_by_a_dead_process_interrupted(
         tmp_path: Path, clock: FakeClock, executor: ManualExecutor) -> None:
     context = make_context(tmp_path / "ws", [files_target(tmp_path, "web")], quiet(), clock)

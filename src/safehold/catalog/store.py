@@ -463,6 +463,12 @@ class Catalog:
                 session.execute(insert(Snapshot), rows)
         return len(rows)
 
+    def latest_snapshot_times(self) -> dict[str | None, dt.datetime]:
+        """The time of the newest cached snapshot of every target (any repository), in one query."""
+        query = select(Snapshot.target, func.max(Snapshot.time)).group_by(Snapshot.target)
+        with self._read() as session:
+            return {target: when for target, when in session.execute(query)}
+
     def list_snapshots(
         self,
         repository_id: str | None = None,

@@ -134,3 +134,21 @@ def test_status_json_is_the_engine_view(workspace: Workspace) -> None:
     assert [entry["name"] for entry in data["targets"]] == ["files", "disk"]
     assert [entry["tier"] for entry in data["targets"]] == [2, 3]
     assert all(entry["compliant"] is False for entry in data["targets"])
+
+
+def test_the_maintenance_unit_runs_its_commands_on_a_repository_without_object_lock(workspace: Workspace) -> None:
+    """Every ExecStart of deploy/systemd/safehold-maintenance.service, in order, as systemd would run them:
+    without object_lock `safehold maintenance` says there is nothing to extend and succeeds, so
+    the prune and check after it still run."""
+    ws = workspace
+    ws.write_config(targets(ws))
+    ws.run("init")
+    ws.run("backup", "--target", "web")
+    unit = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "safehold-maintenance.service"
+    commands = [line.split("=", 1)[1].split()[1:] for line in unit.read_text().splitlines()
+                if line.startswith("ExecStart=")]
+    assert [command[0] for command in commands] == ["maintenance", "prune", "check"]
+    outputs = [ws.run(*command).stdout for command in commands]  # each exits 0
+    assert "nothing to extend" in outputs[0]
+    kinds = {job["kind"]: job["status"] for job in ws.json("jobs")}
+    assert kinds["maintenance"] == kinds["prune"] == kinds["check"] == "succeeded"

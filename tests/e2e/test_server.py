@@ -262,7 +262,9 @@ def test_cancel_and_refusals(api) -> None:
             "kind": "restore", "target": "files", "params": {"destination": destination}})
         assert refused.status_code == 422, destination
     for body in ({"kind": "backup"}, {"kind": "check", "params": {"read_data_percent": 101}},
-                 {"kind": "backup", "target": "files", "params": {"tag": ["x"]}}, {"kind": "rm -rf"}):
+                 {"kind": "backup", "target": "files", "params": {"tag": ["x"]}}, {"kind": "rm -rf"},
+                 {"kind": "maintenance", "params": {"renew_within_days": -1}},
+                 {"kind": "maintenance", "target": "files"}):
         assert server.request("POST", "/api/v1/jobs", operator, json=body).status_code == 422, body
     listed = server.request("GET", "/api/v1/jobs", operator, params={"status": "cancelled", "limit": 5}).json()
     assert job_id in [job["id"] for job in listed["jobs"]]
@@ -296,6 +298,12 @@ def test_jobs_triggered_over_http_run_in_the_server(tmp_path, servers) -> None:
     assert restore["status"] == "succeeded", restore
     restored = list((workspace.state / "restores" / "from-api").rglob("index.html"))
     assert [path.read_text() for path in restored] == ["<h1>safehold</h1>\n"]
+
+    # Object Lock maintenance on a local repository: nothing to extend, said in the job's own log.
+    maintenance = submit({"kind": "maintenance", "params": {"renew_within_days": 1}})
+    assert maintenance["status"] == "succeeded" and maintenance["details"]["retention_enabled"] is False, maintenance
+    lines = server.request("GET", f"/api/v1/jobs/{maintenance['id']}/log", viewer).json()["lines"]
+    assert [line["message"] for line in lines][-1] == "the repository has no object_lock: nothing to extend"
 
     snapshots = server.request("GET", "/api/v1/snapshots", viewer, params={"target": "files"}).json()["snapshots"]
     assert backup["snapshot_id"] in [snapshot["id"] for snapshot in snapshots]

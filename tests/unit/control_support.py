@@ -73,9 +73,13 @@ class ManualExecutor:
         self.shut_down = True
 
 
-def write_config(root: Path, targets: list[dict], scheduler: dict | None = None) -> Path:
+def write_config(root: Path, targets: list[dict], scheduler: dict | None = None,
+                 repository: dict | None = None) -> Path:
+    """targets.yml in ``root``; ``repository`` replaces the local repository ``repo`` (its
+    password_file is added)."""
     (root / "password").write_text("pw\n")
-    lines = ["repository: {url: repo, password_file: password}", "state_dir: state"]
+    repository = {"url": "repo", **(repository or {}), "password_file": "password"}
+    lines = [f"repository: {json.dumps(repository)}", "state_dir: state"]
     if scheduler is not None:
         lines.append(f"scheduler: {json.dumps(scheduler)}")
     lines.append("targets:" if targets else "targets: []")
@@ -93,14 +97,14 @@ def files_target(root: Path, name: str, tier: int = 1, **extra: Any) -> dict:
 
 
 def make_context(root: Path, targets: list[dict], scheduler: dict | None = None,
-                 clock: FakeClock | None = None, init: bool = True):
+                 clock: FakeClock | None = None, init: bool = True, repository: dict | None = None):
     """A Context on a fresh workspace; its catalog runs on ``clock``."""
     from safehold.catalog import Catalog
     from safehold.config import load_config
     from safehold.engine.context import Context
 
     root.mkdir(parents=True, exist_ok=True)
-    config = load_config(write_config(root, targets, scheduler))
+    config = load_config(write_config(root, targets, scheduler, repository))
     context = Context(config)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     context._catalog = Catalog.open(config.catalog_url, clock=clock or FakeClock())

@@ -39,7 +39,7 @@ from safehold.catalog.processes import process_alive
 from safehold.errors import JobNotFound
 
 JOB_KINDS = ("backup", "restore", "check", "forget", "prune", "restore-test", "copy", "key", "init", "unlock",
-             "catalog-rebuild")
+             "catalog-rebuild", "maintenance", "audit-immutability")
 """Kinds the engine records. Not enforced: a new kind needs no migration."""
 
 ACTIVE_STATUSES = ("queued", "running")
@@ -462,6 +462,12 @@ class Catalog:
             if rows:
                 session.execute(insert(Snapshot), rows)
         return len(rows)
+
+    def latest_snapshot_times(self) -> dict[str | None, dt.datetime]:
+        """The time of the newest cached snapshot of every target (any repository), in one query."""
+        query = select(Snapshot.target, func.max(Snapshot.time)).group_by(Snapshot.target)
+        with self._read() as session:
+            return {target: when for target, when in session.execute(query)}
 
     def list_snapshots(
         self,

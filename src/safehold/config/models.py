@@ -1195,6 +1195,15 @@ class SchedulerConfig(_Model):
         description="Cron expression for 'check' of the repository; null turns it off.",
         examples=["0 4 * * *"],
     )
+    maintenance_schedule: Cron | None = Field(
+        "30 2 * * *",
+        description=(
+            "Cron expression for 'maintenance' (extending S3 Object Lock retention on what kept snapshots need, "
+            "before it runs out); runs only when repository.object_lock is set; null turns it off. Runs must be less "
+            "than half of object_lock.days apart, or retention can end between two runs."
+        ),
+        examples=["30 2 * * *"],
+    )
     check_read_data_percent: float = Field(
         5.0,
         ge=0,

@@ -22,9 +22,14 @@ from .maintenance import policies_from_config
 DEFAULT_MIN_REMAINING = timedelta(days=1)
 
 
-def run_maintenance(context: Context, renew_within: timedelta | None = None) -> MaintenanceReport:
-    """Extend retention where it ends within ``renew_within`` (default: half the lock period)."""
-    with context.catalog.job("maintenance", details={"renew_within_s": renew_within and renew_within.total_seconds()}) as job:
+def run_maintenance(context: Context, renew_within: timedelta | None = None, *,
+                    job_id: int | None = None) -> MaintenanceReport:
+    """Extend retention where it ends within ``renew_within`` (default: half the lock period).
+
+    ``job_id``: run as that queued job, already claimed (``engine.jobs.run_job``).
+    """
+    with context.catalog.job("maintenance", details={"renew_within_s": renew_within and renew_within.total_seconds()},
+                             job_id=job_id) as job:
         # Shared lock: extending retention never conflicts with backups; prune waits for us.
         with context.locked(purpose="maintenance", load_index=False) as repository:
             decisions = plan_forget(repository, policies_from_config(context))
@@ -38,6 +43,8 @@ def run_maintenance(context: Context, renew_within: timedelta | None = None) -> 
                     f"extended {extended} to {report.retained_until or '-'}")
             for name in report.missing:
                 job.log(f"{name} is missing (run 'safehold check')", level="error")
+        # The outcome in the job's row too, so API clients read it without parsing log lines.
+        job.details.update({key: value for key, value in report.as_dict().items() if key != "missing"})
         return report
 
 

@@ -18,11 +18,14 @@ from typing import Any
 from .. import errors
 from .context import Context
 
-SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget")
+SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance")
 """Kinds a user or the scheduler may queue."""
 
 NEEDS_TARGET = ("backup", "restore-test")
-"""Kinds that act on one target; check and prune act on the whole repository."""
+"""Kinds that act on one target; check, prune and maintenance act on the whole repository."""
+
+MAX_RENEW_WITHIN_DAYS = 36500
+"""S3 Object Lock allows retention of up to 100 years."""
 
 # Allowed params per kind: name -> (type(s), description). Unknown names are refused
 # so that a typo in an API call is an error, not a silently ignored option.
@@ -38,6 +41,8 @@ PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
     "check": {"read_data_percent": ((int, float), "share of packs to read and verify, 0-100")},
     "prune": {},
     "forget": {"prune": (bool, "also prune after forgetting")},
+    "maintenance": {"renew_within_days": ((int, float), "extend Object Lock retention ending within this many days "
+                                                        "(default: half of object_lock.days)")},
 }
 
 
@@ -130,6 +135,13 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
         from .maintenance import forget_snapshots
 
         forget_snapshots(context, target=target, and_prune=bool(params.get("prune")), job_id=job_id)
+    elif kind == "maintenance":
+        from datetime import timedelta
+
+        from .immutability import run_maintenance
+
+        days = params.get("renew_within_days")
+        run_maintenance(context, None if days is None else timedelta(days=days), job_id=job_id)
     else:  # submit_job refuses these; a row written by a newer release could still carry one
         raise errors.UsageError(f"this safehold cannot run jobs of kind {kind!r}")
 
@@ -188,4 +200,8 @@ def _check_params(kind: str, target: str | None, params: dict[str, Any]) -> dict
         percent = params.get("read_data_percent", 0)
         if not 0 <= percent <= 100:
             raise errors.UsageError(f"read_data_percent must be between 0 and 100, got {percent}")
+    if kind == "maintenance":
+        days = params.get("renew_within_days", 0)
+        if not 0 <= days <= MAX_RENEW_WITHIN_DAYS:
+            raise errors.UsageError(f"renew_within_days must be between 0 and {MAX_RENEW_WITHIN_DAYS}, got {days}")
     return params

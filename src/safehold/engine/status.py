@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .context import Context
 
+if TYPE_CHECKING:
+    from ..catalog.store import JobRecord
+
 UTC = dt.UTC
+FINISHED_TEST_STATUSES = ("succeeded", "failed", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -68,20 +72,26 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
     ``last_status``: the outcome of the newest finished backup job
     (succeeded, failed, interrupted, cancelled), or 'running'/'queued' while
     one is under way, or None when the target never had one.
+
+    Four catalog queries whatever the number of targets (each answers for all
+    of them at once): the metrics collector calls this on every scrape.
     """
     now = now or dt.datetime.now(UTC)
     catalog = context.catalog
+    last_jobs = catalog.latest_jobs("backup")
+    good_jobs = catalog.latest_jobs("backup", status="succeeded")
+    snapshot_times = catalog.latest_snapshot_times()
+    tests = catalog.latest_jobs("restore-test", status=FINISHED_TEST_STATUSES)
     statuses: list[TargetStatus] = []
     for target in context.config.targets:
         tier = context.config.tier_of(target)
         rpo, rto = tier.rpo.total_seconds(), tier.rto.total_seconds()
-        backups = catalog.list_jobs(target=target.name, kind="backup", limit=1)
-        last_job = backups[0] if backups else None
-        succeeded = catalog.list_jobs(target=target.name, kind="backup", status="succeeded", limit=1)
-        last_success = (succeeded[0].finished_at or succeeded[0].created_at) if succeeded else None
-        snapshots = catalog.list_snapshots(target=target.name, limit=1)
-        if snapshots and (last_success is None or snapshots[0].time > last_success):
-            last_success = snapshots[0].time
+        last_job = last_jobs.get(target.name)
+        succeeded = good_jobs.get(target.name)
+        last_success = (succeeded.finished_at or succeeded.created_at) if succeeded else None
+        snapshot_time = snapshot_times.get(target.name)
+        if snapshot_time is not None and (last_success is None or snapshot_time > last_success):
+            last_success = snapshot_time
         last_attempt = (last_job.started_at or last_job.created_at) if last_job else None
         age = (now - last_success).total_seconds() if last_success else None
         statuses.append(TargetStatus(
@@ -95,17 +105,15 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
             last_status=last_job.status if last_job else None,
             age_seconds=round(age, 3) if age is not None else None,
             compliant=age is not None and age <= rpo,
-            last_restore_test=_last_restore_test(context, target.name, rto),
+            last_restore_test=_restore_test_status(tests.get(target.name), rto),
         ))
     return statuses
 
 
-def _last_restore_test(context: Context, target: str, rto: float) -> RestoreTestStatus | None:
-    finished = context.catalog.list_jobs(target=target, kind="restore-test",
-                                         status=("succeeded", "failed", "interrupted"), limit=1)
-    if not finished:
+def _restore_test_status(job: JobRecord | None, rto: float) -> RestoreTestStatus | None:
+    """The newest finished (succeeded, failed, interrupted) restore test job as a status."""
+    if job is None:
         return None
-    job = finished[0]
     details = job.details or {}
     art = details.get("art_seconds")
     passed = job.status == "succeeded" and bool(details.get("passed", True))

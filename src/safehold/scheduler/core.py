@@ -3,7 +3,8 @@
 Each ``tick(now)``
 1. reaps the jobs it dispatched that have ended;
 2. queues what is due (see ``timing``): per target a backup, or else a restore
-   test; for the repository a prune and a check on their cron schedules.
+   test; for the repository a prune, a check and (with S3 Object Lock) a
+   maintenance on their cron schedules.
    Nothing is queued for a target that already has a queued or running job;
 3. dispatches queued jobs, oldest first, whoever queued them (the API, the
    CLI, step 2), to the executor while the limits allow: at most
@@ -40,7 +41,7 @@ log = logging.getLogger("safehold.scheduler")
 
 Clock = Callable[[], dt.datetime]
 LOCAL_HOST = "localhost"
-REPOSITORY_KINDS = ("check", "prune")
+REPOSITORY_KINDS = ("check", "prune", "maintenance")
 EXCLUSIVE_KINDS = ("prune",)
 
 
@@ -96,6 +97,13 @@ class Scheduler:
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="safehold-scheduler", daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """True while the background loop started by ``start()`` is alive (False before, after
+        ``stop()``, or if the thread died)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def recover(self) -> None:
         """Mark jobs of dead processes interrupted; remove sandboxes a killed restore test left."""
@@ -221,9 +229,12 @@ class Scheduler:
                 kind = "restore-test"
             if decision.due:
                 self._queue(kind, target.name, {}, decision, report)
+        # Maintenance extends Object Lock retention: without a lock there is nothing to extend.
+        locked = config.repository.object_lock is not None
         for kind, expression, params in (
             ("prune", settings.prune_schedule, {}),
             ("check", settings.check_schedule, {"read_data_percent": settings.check_read_data_percent}),
+            ("maintenance", settings.maintenance_schedule if locked else None, {}),
         ):
             if expression is None or kind in busy_kinds:
                 continue

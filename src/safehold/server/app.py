@@ -137,7 +137,7 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
         except Exception as error:
             log.warning("readiness: catalog unavailable: %s", error)
             catalog_ok = False
-        scheduler_ok = None if scheduler is None else _scheduler_alive(scheduler)
+        scheduler_ok = None if scheduler is None else scheduler.alive
         ready = catalog_ok and scheduler_ok is not False
         body = {"status": "ready" if ready else "not ready", "catalog": catalog_ok, "scheduler": scheduler_ok}
         return body if ready else JSONResponse(status_code=503, content=body)
@@ -163,9 +163,3 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
         if pattern is not None and pattern.match(path):
             methods.update(getattr(route, "methods", None) or ())
     return sorted(methods)
-
-
-def _scheduler_alive(scheduler: Scheduler) -> bool:
-    # The Scheduler has no public liveness flag yet; its loop thread is what must be alive.
-    thread = getattr(scheduler, "_thread", None)
-    return thread is not None and thread.is_alive()

@@ -154,6 +154,12 @@ class ForgetParams(_Body):
     prune: bool = Field(False, description="Also prune after forgetting.")
 
 
+class MaintenanceParams(_Body):
+    renew_within_days: float | None = Field(
+        None, ge=0, le=36500, description="Extend Object Lock retention ending within this many days; default: half of "
+                                "object_lock.days.")
+
+
 class BackupJob(_Body):
     """Back up a target into a new snapshot (retention applied after it when configured)."""
 
@@ -200,7 +206,14 @@ class ForgetJob(_Body):
     params: ForgetParams = Field(default_factory=ForgetParams)
 
 
-JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob,
+class MaintenanceJob(_Body):
+    """Extend S3 Object Lock retention on what the kept snapshots need (nothing to do without object_lock)."""
+
+    kind: Literal["maintenance"]
+    params: MaintenanceParams = Field(default_factory=MaintenanceParams)
+
+
+JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob,
                        Field(discriminator="kind")]
 
 

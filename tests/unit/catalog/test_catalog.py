@@ -653,6 +653,8 @@ def test_postgresql_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
 
         catalog.replace_snapshots("repo", [_snapshot("s1", 1), _snapshot("s2", 2)])
         assert [s.id for s in catalog.list_snapshots(repository_id="repo")] == ["s2", "s1"]
+        assert catalog.latest_snapshot_times() == {"web-01": dt.datetime(2025, 3, 1, 2, tzinfo=UTC)}
+        assert catalog.latest_jobs("backup", status="failed")["pg"].id == job.id
 
     monkeypatch.setattr(migrate, "upgrade", lambda engine: pytest.fail("migrated a current catalog"))
     Catalog.open(pg_url).close()

@@ -30,6 +30,22 @@ def test_latest_jobs_per_target(catalog: Catalog) -> None:
     assert catalog.latest_jobs("check") == {}
 
 
+def test_latest_snapshot_times_per_target_over_every_repository(catalog: Catalog) -> None:
+    import datetime as dt
+
+    base = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    catalog.replace_snapshots("repo-a", [{"id": "a1", "target": "web", "time": base},
+                                         {"id": "a2", "target": "web", "time": base + dt.timedelta(hours=2)},
+                                         {"id": "a3", "target": None, "time": base}])
+    # Another repository's newer snapshot of web counts; its time arrives in another zone.
+    newer = (base + dt.timedelta(hours=3)).astimezone(dt.timezone(dt.timedelta(hours=-5)))
+    catalog.replace_snapshots("repo-b", [{"id": "b1", "target": "web", "time": newer},
+                                         {"id": "b2", "target": "db", "time": base - dt.timedelta(days=400)}])
+    assert catalog.latest_snapshot_times() == {"web": base + dt.timedelta(hours=3), None: base,
+                                               "db": base - dt.timedelta(days=400)}
+    assert catalog.latest_snapshot_times()["web"].tzinfo is not None
+
+
 def test_cancel_and_interrupt_only_touch_the_right_status(catalog: Catalog) -> None:
     queued = catalog.queue_job("backup", "a")
     running = catalog.start_job("backup", "b")

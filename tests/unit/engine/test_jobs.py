@@ -32,6 +32,9 @@ def context(tmp_path: Path, clock: FakeClock):
         ("check", None, {"read_data_percent": 150}, "between 0 and 100"),
         ("check", None, {"read_data_percent": True}, "wrong type"),
         ("forget", "web", {"prune": "yes"}, "wrong type"),
+        ("maintenance", None, {"renew_within_days": -1}, "between 0 and 36500"),
+        ("maintenance", None, {"renew_within_days": "2"}, "wrong type"),
+        ("maintenance", None, {"days": 2}, "valid: renew_within_days"),
     ],
 )
 def test_submit_refuses_bad_requests(context, kind, target, params, message) -> None:
@@ -113,3 +116,16 @@ def test_run_restore_job_into_a_directory(context, tmp_path: Path) -> None:
     job = run_job(context, submit_job(context, "restore", "docs", {"destination": str(tmp_path / "out")}))
     assert job.status == "succeeded", job.error
     assert (tmp_path / "out" / "docs" / "hostname").read_text() == "docs\n"
+
+
+def test_maintenance_job_runs_as_the_submitted_row_and_records_its_log(context) -> None:
+    """A local repository has no Object Lock: the job succeeds saying so, in its own row
+    (tests/aws/test_object_lock_jobs.py runs it against a locked S3 repository)."""
+    job_id = submit_job(context, "maintenance", None, {"renew_within_days": 2}, trigger="scheduler")
+    job = run_job(context, job_id)
+    assert (job.id, job.kind, job.target, job.status) == (job_id, "maintenance", None, "succeeded"), job.error
+    assert [line.message for line in context.catalog.job_logs(job_id)] == [
+        "started (scheduler, attempt 1)", "the repository has no object_lock: nothing to extend"]
+    assert job.details["params"] == {"renew_within_days": 2} and job.details["renew_within_s"] == 2 * 86400
+    assert job.details["retention_enabled"] is False
+    assert [row.id for row in context.catalog.list_jobs(kind="maintenance", limit=None)] == [job_id]

@@ -204,6 +204,83 @@ def test_prune_and_check_run_on_their_schedule_and_prune_runs_alone(
     assert [context.catalog.get_job(j).kind for j in scheduler.tick().queued] == ["prune"]
 
 
+#: An S3 repository with Object Lock, as far as the scheduler sees it: it only queues here, and the
+#: maintenance jobs themselves run against moto in tests/aws/test_object_lock_jobs.py.
+LOCKED_REPOSITORY = {"url": "s3://backups/safehold", "region": "us-east-1",
+                     "object_lock": {"mode": "COMPLIANCE", "days": 30}}
+
+
+def finish_dispatched(context, executor: ManualExecutor) -> list[int]:
+    """End every dispatched job as succeeded without running it (no S3 here); returns their ids."""
+    finished = []
+    while executor.pending:
+        future, _, (job_id,) = executor.pending.pop(0)
+        assert context.catalog.claim_job(job_id)
+        context.catalog.finish_job(job_id, "succeeded")
+        future.set_result(None)
+        finished.append(job_id)
+    return finished
+
+
+def test_maintenance_is_queued_daily_beside_other_jobs_with_object_lock(
+        tmp_path: Path, clock: FakeClock, executor: ManualExecutor) -> None:
+    context = make_context(tmp_path / "ws", [], quiet(), clock, init=False, repository=LOCKED_REPOSITORY)
+    assert context.config.scheduler.maintenance_schedule == "30 2 * * *"  # the default
+    clock.set(dt.datetime(2026, 3, 2, 2, 29, tzinfo=UTC))
+    scheduler = scheduler_for(context, clock, executor)
+    # Yesterday's 02:30 slot never ran: overdue, queued once, as a repository-wide job.
+    first = scheduler.tick()
+    [job_id] = first.queued
+    job = context.catalog.get_job(job_id)
+    assert (job.kind, job.target, job.details["trigger"]) == ("maintenance", None, "scheduler")
+    assert first.dispatched == [job_id]
+    assert scheduler.tick(clock.advance(seconds=30)).queued == []  # running: not queued twice
+    finish_dispatched(context, executor)
+    assert scheduler.tick(clock.advance(seconds=20)).queued == []  # 02:29:50: yesterday's slot is done
+    # 02:30 is today's slot. It is no barrier: a check queued meanwhile starts in the same tick.
+    check = submit_job(context, "check", None, {"read_data_percent": 1})
+    report = scheduler.tick(clock.set(dt.datetime(2026, 3, 2, 2, 30, tzinfo=UTC)))
+    [today] = report.queued
+    assert context.catalog.get_job(today).kind == "maintenance"
+    assert sorted(report.dispatched) == sorted([check, today])
+    finish_dispatched(context, executor)
+    # Then nothing until tomorrow's 02:30.
+    assert scheduler.tick(clock.set(dt.datetime(2026, 3, 3, 2, 29, 59, tzinfo=UTC))).queued == []
+    [tomorrow] = scheduler.tick(clock.set(dt.datetime(2026, 3, 3, 2, 30, tzinfo=UTC))).queued
+    assert context.catalog.get_job(tomorrow).kind == "maintenance"
+
+
+@pytest.mark.parametrize(
+    ("repository", "schedule"),
+    [(None, "30 2 * * *"), (LOCKED_REPOSITORY, None), ({"url": "s3://backups/safehold"}, "30 2 * * *")],
+    ids=["local", "turned-off", "s3-without-object-lock"],
+)
+def test_maintenance_is_not_queued_without_object_lock_or_schedule(
+        tmp_path: Path, clock: FakeClock, executor: ManualExecutor, repository, schedule) -> None:
+    context = make_context(tmp_path / "ws", [], quiet(maintenance_schedule=schedule, check_schedule="0 4 * * *"),
+                           clock, init=False, repository=repository)
+    clock.set(dt.datetime(2026, 3, 2, 2, 29, tzinfo=UTC))
+    scheduler = scheduler_for(context, clock, executor)
+    queued = []
+    for when in (dt.datetime(2026, 3, 2, 2, 29, tzinfo=UTC), dt.datetime(2026, 3, 3, 2, 31, tzinfo=UTC)):
+        queued += scheduler.tick(clock.set(when)).queued
+        finish_dispatched(context, executor)
+    # The overdue check shows the scheduler did queue repository jobs, just no maintenance.
+    assert [context.catalog.get_job(job_id).kind for job_id in queued] == ["check", "check"]
+
+
+def test_alive_follows_the_background_loop(tmp_path: Path) -> None:
+    context = make_context(tmp_path / "ws", [], quiet(), init=False)
+    scheduler = Scheduler(context, poll_interval=0.05)
+    assert scheduler.alive is False  # not started
+    scheduler.start()
+    try:
+        assert scheduler.alive is True
+    finally:
+        scheduler.stop(timeout=5)
+    assert scheduler.alive is False
+
+
 def test_restart_marks_a_job_left_running_by_a_dead_process_interrupted(
         tmp_path: Path, clock: FakeClock, executor: ManualExecutor) -> None:
     context = make_context(tmp_path / "ws", [files_target(tmp_path, "web")], quiet(), clock)

@@ -167,7 +167,8 @@ def test_repository_usage_is_read_from_the_object_listing(context: Context) -> N
 def test_restore_test_series_only_for_targets_with_restore_tests(context: Context, clock: Clock) -> None:
     # 'disk' has no restore_test: even a restore test run by hand exports nothing for it, so
     # RestoreTestOverdue (which needs the interval series) never reports a target not meant to be tested.
-    run_job(context.catalog, clock, "restore-test", "disk", 5, "succeeded", details={"art_seconds": 4.0, "passed": True})
+    run_job(context.catalog, clock, "restore-test", "disk", 5, "succeeded",
+            details={"art_seconds": 4.0, "passed": True})
     families = scrape(context)
     for name in RESTORE_TEST:
         assert {sample.labels["target"] for sample in families[name]} <= {"web", "db"}, name
@@ -175,7 +176,8 @@ def test_restore_test_series_only_for_targets_with_restore_tests(context: Contex
             assert set(sample.labels) == {"target", "tier", "source"}, sample
     # The interval is each target's restore_test.every, labelled like the other per-target series.
     interval = families["safehold_restore_test_interval_seconds"]
-    assert value(interval, "safehold_restore_test_interval_seconds", target="web", tier="1", source="files") == 7 * 86400
+    assert value(interval, "safehold_restore_test_interval_seconds", target="web", tier="1",
+                 source="files") == 7 * 86400
     assert value(interval, "safehold_restore_test_interval_seconds", target="db", tier="1", source="files") == 86400
     assert len(interval) == 2
     # Configured but never run: a 0 timestamp ("never passed"), no status, no duration.

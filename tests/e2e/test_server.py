@@ -58,7 +58,8 @@ METRIC_FAMILIES = {
     "safehold_backup_last_status", "safehold_backup_duration_seconds", "safehold_backup_bytes_read",
     "safehold_backup_bytes_added", "safehold_target_rpo_seconds", "safehold_target_rto_seconds",
     "safehold_restore_test_last_success_timestamp_seconds", "safehold_restore_test_last_status",
-    "safehold_restore_test_last_duration_seconds", "safehold_jobs_running", "safehold_job_failures",
+    "safehold_restore_test_last_duration_seconds", "safehold_restore_test_interval_seconds",
+    "safehold_jobs_running", "safehold_job_failures",
     "safehold_repository_stored_bytes", "safehold_repository_capacity_bytes", "safehold_repository_snapshots",
     "safehold_build_info",
 }
@@ -335,6 +336,10 @@ def test_jobs_triggered_over_http_run_in_the_server(tmp_path, servers) -> None:
     assert sample("safehold_job_failures_total", target="broken", kind="backup") >= 1
     assert sample("safehold_restore_test_last_duration_seconds", target="files") == test["details"]["art_seconds"]
     assert sample("safehold_backup_last_success_timestamp_seconds", target="broken") == 0
+    assert sample("safehold_restore_test_interval_seconds", target="files", tier="2", source="files") == 7 * 86400
+    # 'broken' has no restore_test: none of the restore-test series, so RestoreTestOverdue cannot report it.
+    assert not [s for name, samples in families.items() if name.startswith("safehold_restore_test_")
+                for s in samples if s.labels.get("target") == "broken"]
     assert sample("safehold_repository_snapshots") >= 1
 
     assert server.stop() == 0, server.log

@@ -43,6 +43,7 @@ EXPORTED_METRICS = frozenset(
         "safehold_restore_test_last_success_timestamp_seconds",
         "safehold_restore_test_last_status",
         "safehold_restore_test_last_duration_seconds",
+        "safehold_restore_test_interval_seconds",
         "safehold_jobs_running",
         "safehold_job_failures_total",
         "safehold_repository_stored_bytes",

@@ -10,6 +10,9 @@ The names and labels are a contract with the alert rules and dashboards
 collides with Prometheus's own label), per-target metrics also carry ``tier``
 and ``source``. Timestamps of things that never happened are exported as 0
 rather than left out, so a rule can tell "never backed up" from "no data".
+The restore-test families exist only for targets with ``restore_test:``
+configured (with their interval), so a target that is not meant to be
+tested never looks "never tested" to RestoreTestOverdue.
 Only safehold's own families are exported (a private registry, no process or
 Python collectors), so the exposition is exactly the documented set.
 """
@@ -82,6 +85,8 @@ class SafeholdCollector(Collector):
         config = self.context.config
         statuses = {status.name: status for status in target_statuses(self.context)}
         labels = {target.name: (target.name, str(target.tier), target.source.type) for target in config.targets}
+        test_intervals = {target.name: target.restore_test.every.total_seconds()
+                          for target in config.targets if target.restore_test is not None}
 
         rpo = GaugeMetricFamily("safehold_target_rpo_seconds", "Recovery point objective of the target's tier",
                                 labels=TARGET_LABELS)
@@ -107,6 +112,10 @@ class SafeholdCollector(Collector):
             "safehold_restore_test_last_duration_seconds",
             "Actual recovery time (restore start to passing health check) of the newest passed restore test",
             labels=TARGET_LABELS)
+        test_interval = GaugeMetricFamily(
+            "safehold_restore_test_interval_seconds",
+            "Configured interval between restore tests (restore_test.every); only targets with restore tests",
+            labels=TARGET_LABELS)
 
         outcomes = self._last_backup_outcomes()
         passed_tests = self._last_passed_restore_tests()
@@ -119,6 +128,11 @@ class SafeholdCollector(Collector):
             last_attempt.add_metric(values, _timestamp(status.last_attempt if status else None))
             if name in outcomes:
                 last_status.add_metric(values, 1.0 if outcomes[name] == "succeeded" else 0.0)
+            if name not in test_intervals:
+                # No restore_test: configured: nothing to be overdue or failed, so no restore-test series
+                # at all (a 0 timestamp would read as "never passed" to RestoreTestOverdue).
+                continue
+            test_interval.add_metric(values, test_intervals[name])
             test = status.last_restore_test if status else None
             if test is not None:
                 test_status.add_metric(values, 1.0 if test.passed else 0.0)
@@ -126,7 +140,8 @@ class SafeholdCollector(Collector):
             test_success.add_metric(values, passed[0] if passed else 0.0)
             if passed and passed[1] is not None:
                 test_duration.add_metric(values, passed[1])
-        yield from (rpo, rto, last_success, last_attempt, last_status, test_success, test_status, test_duration)
+        yield from (rpo, rto, last_success, last_attempt, last_status, test_success, test_status, test_duration,
+                    test_interval)
         yield from self._backup_totals(labels)
 
     def _backup_totals(self, labels: dict[str, tuple[str, str, str]]) -> Iterator[Metric]:

@@ -20,8 +20,10 @@ PER_TARGET = {
     "safehold_backup_last_status", "safehold_backup_duration_seconds", "safehold_backup_bytes_read",
     "safehold_backup_bytes_added", "safehold_target_rpo_seconds", "safehold_target_rto_seconds",
     "safehold_restore_test_last_success_timestamp_seconds", "safehold_restore_test_last_status",
-    "safehold_restore_test_last_duration_seconds",
+    "safehold_restore_test_last_duration_seconds", "safehold_restore_test_interval_seconds",
 }
+#: Exported only for targets with ``restore_test:`` configured.
+RESTORE_TEST = {name for name in PER_TARGET if name.startswith("safehold_restore_test_")}
 CONTRACT = PER_TARGET | {
     "safehold_jobs_running", "safehold_job_failures", "safehold_repository_stored_bytes",
     "safehold_repository_capacity_bytes", "safehold_repository_snapshots", "safehold_build_info",
@@ -54,6 +56,7 @@ def context(tmp_path, clock, monkeypatch):
           - {name: web, tier: 1, source: {type: files, paths: [data]},
              restore_test: {every: 7d, health_check: {type: file_exists, path: index.html}}}
           - {name: disk, tier: 3, source: {type: image, path: disk.img}}
+          - {name: db, tier: 1, source: {type: files, paths: [db]}, restore_test: {every: 1d}}
         """), tmp_path / "targets.yml")
     catalog = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}", clock=clock)
     context = Context(config, _catalog=catalog)
@@ -135,7 +138,8 @@ def test_values_follow_the_catalog(context: Context, clock: Clock) -> None:
     assert get("safehold_restore_test_last_status", target="web") == 1
     assert get("safehold_restore_test_last_duration_seconds", target="web") == 6.5
     assert get("safehold_restore_test_last_success_timestamp_seconds", target="web") == test_time.timestamp()
-    assert get("safehold_restore_test_last_success_timestamp_seconds", target="disk") == 0
+    assert get("safehold_restore_test_last_success_timestamp_seconds", target="db") == 0  # configured, never run
+    assert not [sample for name in RESTORE_TEST for sample in families[name] if sample.labels["target"] == "disk"]
 
     catalog.finish_job(running, "succeeded")
     run_job(catalog, clock, "restore-test", "web", 2, "failed", details={"passed": False})
@@ -158,3 +162,27 @@ def test_repository_usage_is_read_from_the_object_listing(context: Context) -> N
     capacity = value(families["safehold_repository_capacity_bytes"], "safehold_repository_capacity_bytes")
     assert 0 < stored < capacity
     assert value(families["safehold_repository_snapshots"], "safehold_repository_snapshots") == 0
+
+
+def test_restore_test_series_only_for_targets_with_restore_tests(context: Context, clock: Clock) -> None:
+    # 'disk' has no restore_test: even a restore test run by hand exports nothing for it, so
+    # RestoreTestOverdue (which needs the interval series) never reports a target not meant to be tested.
+    run_job(context.catalog, clock, "restore-test", "disk", 5, "succeeded",
+            details={"art_seconds": 4.0, "passed": True})
+    families = scrape(context)
+    for name in RESTORE_TEST:
+        assert {sample.labels["target"] for sample in families[name]} <= {"web", "db"}, name
+        for sample in families[name]:
+            assert set(sample.labels) == {"target", "tier", "source"}, sample
+    # The interval is each target's restore_test.every, labelled like the other per-target series.
+    interval = families["safehold_restore_test_interval_seconds"]
+    assert value(interval, "safehold_restore_test_interval_seconds", target="web", tier="1",
+                 source="files") == 7 * 86400
+    assert value(interval, "safehold_restore_test_interval_seconds", target="db", tier="1", source="files") == 86400
+    assert len(interval) == 2
+    # Configured but never run: a 0 timestamp ("never passed"), no status, no duration.
+    assert value(families["safehold_restore_test_last_success_timestamp_seconds"],
+                 "safehold_restore_test_last_success_timestamp_seconds", target="db") == 0
+    assert not [s for s in families["safehold_restore_test_last_status"] if s.labels["target"] == "db"]
+    # Other per-target families still cover every target.
+    assert {s.labels["target"] for s in families["safehold_target_rto_seconds"]} == {"web", "disk", "db"}

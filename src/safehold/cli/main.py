@@ -367,7 +367,7 @@ def _print_prune(report) -> None:
                f"repacked, {report.blobs_removed} unused blob(s); {verb} {human_bytes(report.bytes_freed)}")
     for warning in report.warnings:
         error_console.print(f"[yellow]warning[/]: {warning}")
-    retained = getattr(report, "retained", [])
+    retained = report.retained
     if retained:
         counts: dict[str, int] = {}
         for kept in retained:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-# --import-mode=importlib puts no test folder on sys.path; the helpers live beside this file.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# --import-mode=importlib puts no test folder on sys.path; control_support lives beside this file.
+# The scheduler and engine tests share these fixtures; a module defining its own clock wins.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from control_support import FakeClock, ManualExecutor  # noqa: E402
 

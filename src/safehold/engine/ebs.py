@@ -15,6 +15,7 @@ from .. import errors
 from ..restore.ebs import EbsRestoreResult, image_to_ebs_snapshot, restore_to_instance
 from ..sources import aws
 from .context import Context
+from .restore import find_snapshot_in_job
 
 
 def _ebs_sources(context: Context) -> list[Any]:
@@ -63,10 +64,7 @@ def restore_ebs(context: Context, snapshot_ref: str, instance_id: str, *, device
 
             instance, instance_region = find_instance(clients, instance_id, region)
             with context.locked(purpose="restore") as repository:
-                snapshot = repository.find_snapshot(snapshot_ref, target)
-                job.update(snapshot_id=snapshot.id)
-                if target is None:
-                    context.catalog.update_job(job.id, target=snapshot.target)
+                snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
                 images = [i for i in repository.read_tree(snapshot) if i["type"] == "image"]
                 chosen = [i for i in images if include is None or i["path"].decode(errors="replace") == include]
                 names = ", ".join(i["path"].decode(errors="replace") for i in images) or "(none)"

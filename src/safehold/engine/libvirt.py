@@ -17,6 +17,7 @@ from ..restore.libvirt import (
     restore_disk,
 )
 from .context import Context
+from .restore import find_snapshot_in_job
 
 
 @dataclass
@@ -52,10 +53,7 @@ def restore_domain(context: Context, snapshot_ref: str, *, target: str | None = 
     details = {"snapshot": snapshot_ref, "define": define, "replace": replace, "images_dir": images_dir}
     with context.catalog.job("restore", target, details) as job:
         with context.locked(purpose="restore") as repository:
-            snapshot = repository.find_snapshot(snapshot_ref, target)
-            job.update(snapshot_id=snapshot.id)
-            if target is None:
-                context.catalog.update_job(job.id, target=snapshot.target)
+            snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
             token = snapshot.source or {}
             if "domain_xml" not in token:
                 raise errors.UsageError(f"snapshot {snapshot.short_id} is not of a libvirt domain; "

@@ -14,6 +14,7 @@ from .context import Context
 
 if TYPE_CHECKING:
     from ..catalog import JobHandle
+    from ..repository import Repository, Snapshot
 
 
 @dataclass
@@ -46,16 +47,24 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str, *, t
                               overwrite=overwrite)
 
 
+def find_snapshot_in_job(context: Context, repository: Repository, job: JobHandle, snapshot_ref: str,
+                         target: str | None) -> Snapshot:
+    """Resolve the snapshot a restore job works on and record it (and, for 'latest' without a
+    target, the snapshot's target) in the job row, so history and metrics name what was restored."""
+    snapshot = repository.find_snapshot(snapshot_ref, target)
+    job.update(snapshot_id=snapshot.id)
+    if target is None:
+        context.catalog.update_job(job.id, target=snapshot.target)
+    return snapshot
+
+
 def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destination: str, *,
                    target: str | None = None, includes: list[str] | None = None,
                    overwrite: bool = False) -> RestoreOutcome:
     """The restore itself, recorded in a job the caller runs (a restore, or a restore test)."""
     started = time.monotonic()
     with context.locked(purpose="restore") as repository:
-        snapshot = repository.find_snapshot(snapshot_ref, target)
-        job.update(snapshot_id=snapshot.id)
-        if target is None:
-            context.catalog.update_job(job.id, target=snapshot.target)
+        snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
         total = snapshot.summary.get("bytes_total")
 
         def report(done: int, current: str = "") -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .. import errors
 from .context import Context
+from .restore import find_snapshot_in_job
 
 
 @dataclass
@@ -55,10 +56,7 @@ def restore_vm(context: Context, snapshot_ref: str, *, target: str | None = None
     details = {"snapshot": snapshot_ref, "destination": f"vmware:{new_vm or onto_vm}"}
     with context.catalog.job("restore", target, details) as job:
         with context.locked(purpose="restore") as repository:
-            snapshot = repository.find_snapshot(snapshot_ref, target)
-            job.update(snapshot_id=snapshot.id)
-            if target is None:
-                context.catalog.update_job(job.id, target=snapshot.target)
+            snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
             source = _vmware_source(context, snapshot.target)
             items = [item for item in repository.read_tree(snapshot) if item.get("type") == "image"]
             vms = sorted({(item.get("metadata") or {}).get("vm", {}).get("name", "") for item in items})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DR_REGION, REGION, Aws
+from ebs_support import DR_REGION, REGION, Aws
 
 from safehold import errors
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DR_REGION, REGION, Aws
+from ebs_support import DR_REGION, REGION, Aws
 from test_ebs_backup import BLOCK, make_context, pattern
 
 from safehold import errors

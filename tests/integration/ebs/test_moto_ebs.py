@@ -11,7 +11,7 @@ import hashlib
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import DR_REGION, REGION, Aws
+from ebs_support import DR_REGION, REGION, Aws
 
 BLOCK = 512 * 1024
 

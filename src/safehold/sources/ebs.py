@@ -284,7 +284,7 @@ class EbsSource:
                     SnapshotRef(snapshot["SnapshotId"], aws.as_utc(snapshot["StartTime"])))
             deleted: list[str] = []
             for refs in by_volume.values():
-                refs.sort(key=lambda ref: ref.time, reverse=True)
+                refs = _newest_first(refs, keep)
                 for ref in apply_policy(refs, policy, now).remove:
                     if ref.id in keep:
                         continue
@@ -295,6 +295,21 @@ class EbsSource:
                         log.warning("retention: could not delete %s in %s: %s", ref.id, region, exc)
             self.retention_report[region] = deleted
         return self.retention_report
+
+
+def _newest_first(refs: list, keep: set[str]) -> list:
+    """The snapshots this run just made are the newest by construction, but EBS reports StartTime
+    to the second (moto) or millisecond (AWS): several runs within one tick tie, and the policy's id
+    tie-break would then count an older snapshot as the newest and keep one too many. Place the
+    just-made ones a microsecond after everything else."""
+    from ..repository.retention import SnapshotRef
+
+    if not refs:
+        return refs
+    latest = max(ref.time for ref in refs)
+    bumped = [SnapshotRef(ref.id, latest + timedelta(microseconds=1)) if ref.id in keep and ref.time >= latest
+              else ref for ref in refs]
+    return sorted(bumped, key=lambda ref: (ref.time, ref.id), reverse=True)
 
 
 __all__ = ["EbsSource", "TargetInfo"]

@@ -246,6 +246,34 @@ def test_image_restore_is_identical_and_sparse(populated: Populated, tmp_path: P
     assert filecmp.cmp(ws.image, out, shallow=False)
 
 
+def test_restore_all_brings_every_target_back_in_one_command(populated: Populated, tmp_path: Path):
+    ws = populated.ws
+    out = tmp_path / "estate"
+    result = ws.json("restore", "--all", "--to", out)
+    assert result["failures"] == {} and result["without_snapshot"] == []
+    by_target = {r["target"]: r for r in result["results"]}
+    assert set(by_target) == {"files", "disk"}
+    assert by_target["files"]["snapshot_id"] == populated.second["id"]  # the newest of each target
+    assert by_target["disk"]["snapshot_id"] == populated.disk["id"]
+    assert_same_tree(ws.data, out / "files" / "data", exclude=EXCLUDED)
+    assert filecmp.cmp(ws.image, out / "disk" / "disk.img", shallow=False)
+    assert sorted(os.listdir(out)) == ["disk", "files"]
+    jobs = [j for j in ws.json("jobs", "--kind", "restore") if j["id"] in
+            {by_target["files"]["job_id"], by_target["disk"]["job_id"]}]
+    assert sorted((j["target"], j["status"]) for j in jobs) == [("disk", "succeeded"), ("files", "succeeded")]
+
+    # Again into the same directory: each target refuses, nothing already there is touched.
+    before = tree_manifest(out)
+    again = ws.run("restore", "--all", "--to", out, ok=False)
+    assert again.returncode == 3, again.stderr
+    assert "files: " in again.stderr and "disk: " in again.stderr and "2 of 2 target(s) failed" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert tree_manifest(out) == before
+
+    mixed = ws.run("restore", "latest", "--all", "--to", tmp_path / "x", ok=False)
+    assert_clean_error(mixed, 2, "--all", hint=False)
+
+
 def test_check_structure_and_data(populated: Populated):
     ws = populated.ws
     plain = ws.run("check").stdout

@@ -200,6 +200,8 @@ def restore(
     to: Optional[str] = typer.Option(None, "--to", help="Directory (file snapshots) or image file / block device."),
     include: list[str] = typer.Option([], "--include", "-i", help="Restore only this path (repeatable)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="With 'latest': the target's newest."),
+    all_targets: bool = typer.Option(False, "--all", help="Restore the newest snapshot of every target into "
+                                     "--to DIR/<target>, in one process (the whole estate)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty directory or existing file."),
     snapshot_id: Optional[str] = typer.Option(
         None, "--snapshot-id", help="Same as SNAPSHOT; also an EBS snapshot id (snap-...) with --destination-instance."),
@@ -214,6 +216,14 @@ def restore(
     """Restore a snapshot. Every chunk is verified; damaged files are named, never written wrong."""
     from ..errors import RestoreIncomplete
 
+    if all_targets:
+        if snapshot or snapshot_id or target or include or destination_instance:
+            raise UsageError("--all restores the newest snapshot of every target: give only --to DIR "
+                             "(and --overwrite, --threads, --json)")
+        if not to:
+            raise UsageError("name the directory to restore every target into with --to DIR")
+        _restore_all(to, overwrite, threads, json_output)
+        return
     if snapshot and snapshot_id and snapshot != snapshot_id:
         raise UsageError("give the snapshot once: as an argument or with --snapshot-id")
     snapshot = snapshot or snapshot_id
@@ -238,6 +248,30 @@ def restore(
         _print_restore(outcome, json_output)
         raise
     _print_restore(outcome, json_output)
+
+
+def _restore_all(to: str, overwrite: bool, threads: Optional[int], json_output: bool) -> None:
+    from ..engine.restore import restore_targets
+    from ..errors import PartialFailure, RestoreIncomplete
+
+    ctx, display = context(json_output, threads)
+    names = [t.name for t in ctx.config.targets]
+    with display:
+        run = restore_targets(ctx, to, names, overwrite=overwrite)
+    if json_output:
+        print_json(run.as_dict())
+    else:
+        for outcome in run.results:
+            _print_restore(outcome, False)
+        for name in run.without_snapshot:
+            error_console.print(f"[yellow]warning[/]: {name}: no snapshot to restore")
+    for name, exc in run.failures.items():
+        if isinstance(exc, RestoreIncomplete) and not json_output:
+            _print_restore(exc.fields["outcome"], False)
+        _print_error(exc, prefix=f"{name}: ")
+    if run.failures:
+        raise PartialFailure(failed=len(run.failures), total=len(run.results) + len(run.failures),
+                             names=", ".join(run.failures))
 
 
 def _print_restore(outcome, json_output: bool) -> None:

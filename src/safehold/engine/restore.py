@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import errors
@@ -36,7 +36,7 @@ class RestoreOutcome:
 
 def restore_snapshot(context: Context, snapshot_ref: str, destination: str, *, target: str | None = None,
                      includes: list[str] | None = None, overwrite: bool = False,
-                     job_id: int | None = None) -> RestoreOutcome:
+                     job_id: int | None = None, images_into_directory: bool = False) -> RestoreOutcome:
     """Restore; raises RestoreIncomplete (after restoring everything undamaged) if any data was damaged.
 
     ``job_id``: run as this queued job, already claimed (see engine.jobs).
@@ -44,7 +44,7 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str, *, t
     with context.catalog.job("restore", target, {"snapshot": snapshot_ref, "destination": destination},
                              job_id=job_id) as job:
         return restore_in_job(context, job, snapshot_ref, destination, target=target, includes=includes,
-                              overwrite=overwrite)
+                              overwrite=overwrite, images_into_directory=images_into_directory)
 
 
 def find_snapshot_in_job(context: Context, repository: Repository, job: JobHandle, snapshot_ref: str,
@@ -60,8 +60,11 @@ def find_snapshot_in_job(context: Context, repository: Repository, job: JobHandl
 
 def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destination: str, *,
                    target: str | None = None, includes: list[str] | None = None,
-                   overwrite: bool = False) -> RestoreOutcome:
-    """The restore itself, recorded in a job the caller runs (a restore, or a restore test)."""
+                   overwrite: bool = False, images_into_directory: bool = False) -> RestoreOutcome:
+    """The restore itself, recorded in a job the caller runs (a restore, or a restore test).
+
+    An image snapshot with one disk restores to ``destination`` itself, unless
+    ``images_into_directory``; several disks (or that flag) go into it as a directory."""
     started = time.monotonic()
     with context.locked(purpose="restore") as repository:
         snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
@@ -88,9 +91,13 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
             for item in selected:
                 # One image restores to the destination itself; several go into it as a directory.
                 path = destination
-                if len(selected) > 1:
+                if len(selected) > 1 or images_into_directory:
+                    name = os.fsdecode(item["path"])
+                    if not _safe_name(name):  # a crafted snapshot must not write outside the destination
+                        damaged.append(f"{name}: unsafe disk name, not restored")
+                        continue
                     os.makedirs(destination, exist_ok=True)
-                    path = os.path.join(destination, os.fsdecode(item["path"]))
+                    path = os.path.join(destination, name)
                 result = restore_image(repository, item, path, overwrite=overwrite, threads=context.threads,
                                        on_progress=report)
                 files += 1
@@ -107,3 +114,82 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
             raise errors.RestoreIncomplete(count=len(damaged), paths=", ".join(damaged[:10]),
                                            outcome=outcome)
         return outcome
+
+
+def _safe_name(name: str) -> bool:
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+@dataclass
+class RestoreRun:
+    """What ``restore_targets`` did: an outcome per restored target, the failures, and the
+    targets that had no snapshot to restore."""
+
+    destination: str
+    results: list[RestoreOutcome] = field(default_factory=list)
+    failures: dict[str, errors.SafeholdError] = field(default_factory=dict)
+    without_snapshot: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"destination": self.destination, "results": [r.as_dict() for r in self.results],
+                "failures": {name: _failure(exc) for name, exc in self.failures.items()},
+                "without_snapshot": self.without_snapshot, "duration": self.duration}
+
+
+def _failure(exc: errors.SafeholdError) -> dict:
+    found = exc.as_dict()
+    if isinstance(exc, errors.RestoreIncomplete):  # what did restore is worth knowing too
+        found["outcome"] = exc.fields["outcome"].as_dict()
+    return found
+
+
+def restore_targets(context: Context, destination: str, names: list[str], *, overwrite: bool = False,
+                    concurrent: int = 2) -> RestoreRun:
+    """Restore the newest snapshot of each named target into ``destination/<target>``.
+
+    This is the disaster-recovery case, "bring the whole estate back", in one process: the key
+    is derived once, and up to ``concurrent`` targets restore side by side, each with its own
+    pool of ``context.threads`` workers, so the cores stay busy while one target's main thread
+    walks its tree between files. Every target is its own restore job in the catalog. A target
+    that fails (damaged data, a full disk) does not stop the others; a target without any
+    snapshot is reported, not an error.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.monotonic()
+    run = RestoreRun(destination=os.path.abspath(destination))
+    for name in names:
+        context.config.target(name)  # unknown names fail before anything is written
+    if os.path.exists(destination) and not os.path.isdir(destination):
+        raise errors.DestinationError(destination=destination, detail="exists and is not a directory")
+    with context.locked(purpose="restore", load_index=False) as repository:
+        # One listing for every target (each 'latest:NAME' would list all snapshots again); this
+        # also derives the key, once, before the threads start.
+        newest: dict[str, Snapshot] = {}
+        for snapshot in repository.list_snapshots():
+            newest[snapshot.target] = snapshot
+    wanted = []
+    for name in names:
+        if name in newest:
+            wanted.append((name, newest[name].id))
+        else:
+            run.without_snapshot.append(name)
+    context.catalog  # opened here, not by the first two threads at once
+
+    def one(name: str, snapshot_id: str) -> RestoreOutcome:
+        return restore_snapshot(context, snapshot_id, os.path.join(destination, name), target=name,
+                                overwrite=overwrite, images_into_directory=True)
+
+    with ThreadPoolExecutor(max(1, concurrent), thread_name_prefix="safehold-target") as pool:
+        futures = {name: pool.submit(one, name, snapshot_id) for name, snapshot_id in wanted}
+        for name, future in futures.items():
+            try:
+                run.results.append(future.result())
+            except errors.SafeholdError as exc:
+                if exc.bug:
+                    raise
+                run.failures[name] = exc
+    run.duration = time.monotonic() - started
+    return run

@@ -13,13 +13,33 @@ Stored index objects hold, per pack, the packed entries of its blobs (the
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from .pack import BlobType, PackEntry
+
+
+def _import_numpy_without_blas_threads():
+    """NumPy's OpenBLAS starts a thread per core when it loads, and we never multiply a matrix:
+    the idle server threads still showed up in profiles of restores (perf: blas_thread_server).
+    OpenBLAS reads its thread count only while loading, so the variable is set for the import
+    alone and put back, keeping the environment of commands safehold runs (health checks) as
+    the user gave it."""
+    saved = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = saved or "1"
+    try:
+        import numpy
+    finally:
+        if saved is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = saved
+    return numpy
+
+
+np = _import_numpy_without_blas_threads()
 
 ENTRY_DTYPE = np.dtype([("id", "V32"), ("type", "u1"), ("offset", "<u4"), ("length", "<u4"), ("plain", "<u4")])
 

@@ -250,7 +250,7 @@ def test_restore_all_brings_every_target_back_in_one_command(populated: Populate
     ws = populated.ws
     out = tmp_path / "estate"
     result = ws.json("restore", "--all", "--to", out)
-    assert result["failures"] == {} and result["without_snapshot"] == []
+    assert result["failures"] == {} and result["skipped"] == {}
     by_target = {r["target"]: r for r in result["results"]}
     assert set(by_target) == {"files", "disk"}
     assert by_target["files"]["snapshot_id"] == populated.second["id"]  # the newest of each target

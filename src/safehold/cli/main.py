@@ -263,8 +263,8 @@ def _restore_all(to: str, overwrite: bool, threads: Optional[int], json_output: 
     else:
         for outcome in run.results:
             _print_restore(outcome, False)
-        for name in run.without_snapshot:
-            error_console.print(f"[yellow]warning[/]: {name}: no snapshot to restore")
+        for name, why in run.skipped.items():
+            error_console.print(f"[yellow]skipped[/]: {name}: {why}", highlight=False)
     for name, exc in run.failures.items():
         if isinstance(exc, RestoreIncomplete) and not json_output:
             _print_restore(exc.fields["outcome"], False)

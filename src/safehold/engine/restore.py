@@ -129,13 +129,13 @@ class RestoreRun:
     destination: str
     results: list[RestoreOutcome] = field(default_factory=list)
     failures: dict[str, errors.SafeholdError] = field(default_factory=dict)
-    without_snapshot: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # target -> why nothing was restored
     duration: float = 0.0
 
     def as_dict(self) -> dict:
         return {"destination": self.destination, "results": [r.as_dict() for r in self.results],
                 "failures": {name: _failure(exc) for name, exc in self.failures.items()},
-                "without_snapshot": self.without_snapshot, "duration": self.duration}
+                "skipped": self.skipped, "duration": self.duration}
 
 
 def _failure(exc: errors.SafeholdError) -> dict:
@@ -154,7 +154,8 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
     pool of ``context.threads`` workers, so the cores stay busy while one target's main thread
     walks its tree between files. Every target is its own restore job in the catalog. A target
     that fails (damaged data, a full disk) does not stop the others; a target without any
-    snapshot is reported, not an error.
+    snapshot, or whose snapshots hold no data in the repository (EBS with ``copy_blocks: false``),
+    is reported as skipped, with the reason, not as an error.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -172,10 +173,14 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
             newest[snapshot.target] = snapshot
     wanted = []
     for name in names:
-        if name in newest:
-            wanted.append((name, newest[name].id))
+        snapshot = newest.get(name)
+        if snapshot is None:
+            run.skipped[name] = "no snapshot yet"
+        elif (snapshot.source or {}).get("blocks_copied") is False:
+            run.skipped[name] = ("its EBS snapshots are not copied into the repository (copy_blocks: false); "
+                                 "restore one with 'safehold restore --snapshot-id snap-... --destination-instance i-...'")
         else:
-            run.without_snapshot.append(name)
+            wanted.append((name, snapshot.id))
     context.catalog  # opened here, not by the first two threads at once
 
     def one(name: str, snapshot_id: str) -> RestoreOutcome:

@@ -286,3 +286,18 @@ def test_block_listings_follow_every_page(aws: Aws):
     assert sorted(changed) == list(range(1, 500, 2)) and all(changed.values())
     stats = aws.stats()
     assert stats["list_snapshot_blocks"] == 5 and stats["list_changed_blocks"] == 3
+
+
+def test_restore_all_skips_a_target_whose_blocks_stay_in_ebs(aws: Aws, tmp_path: Path, fast_kdf):
+    """`restore --all` brings back what the repository holds; an EBS target without copy_blocks
+    holds nothing there, so it is reported as skipped with the way to restore it, not failed."""
+    from safehold.engine.backup import backup_target
+    from safehold.engine.restore import restore_targets
+
+    volume = aws.volume()
+    aws.write(volume, 0, pattern(3))
+    context = make_context(tmp_path, {"volume_ids": [volume], "copy_blocks": False})
+    backup_target(context, "db-ebs")
+    run = restore_targets(context, str(tmp_path / "estate"), ["db-ebs"])
+    assert run.results == [] and run.failures == {}
+    assert "copy_blocks: false" in run.skipped["db-ebs"] and "--destination-instance" in run.skipped["db-ebs"]

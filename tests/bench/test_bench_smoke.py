@@ -65,7 +65,9 @@ def test_harness_runs_every_tool_and_phase_and_verifies_restores(tmp_path: Path)
         for phase in PHASES:
             ratios = res["ratios"][pair][phase]
             assert ratios["wall"] > 0 and ratios["cpu"] > 0 and ratios["peak_rss"] > 0, (pair, phase)
-    assert len(res["goals"]) == 12
+    assert len(res["goals"]) == 13
+    engine = res["tools"]["safehold"]["image_incremental"]["engine_s"]
+    assert 0 < engine < res["tools"]["safehold"]["image_incremental"]["wall_s"]  # a part of the process's time
     assert all(g["measured"] is not None and g["met"] in (True, False) for g in res["goals"]), res["goals"]
 
     index = res["index"]

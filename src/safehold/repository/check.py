@@ -171,9 +171,10 @@ def _verify_pack(repository: Repository, pack: str, expected: dict[bytes, tuple]
         if entries and blob_id not in header_ids:
             problems.append(f"blob {blob_id.hex()[:16]} is indexed but not in the pack header")
     bad_blobs: set[bytes] = set()
+    view = memoryview(data)  # slices of a view are not copies
     for blob_id, (blob_type, offset, length) in expected.items():
         try:
-            decode_blob(repository.cipher, BlobType(blob_type), blob_id, data[offset : offset + length])
+            decode_blob(repository.cipher, BlobType(blob_type), blob_id, view[offset : offset + length])
         except Exception:
             bad_blobs.add(blob_id)
     if bad_blobs:

@@ -90,8 +90,8 @@ class Cipher:
         if len(ciphertext) < OVERHEAD or ciphertext[0] != CIPHER_VERSION:
             raise DecryptionFailed("unknown cipher version or truncated object")
         nonce = bytes(ciphertext[1 : 1 + NONCE_SIZE])
-        try:
-            return self._aead.decrypt(nonce, bytes(ciphertext[1 + NONCE_SIZE :]), associated)
+        try:  # a view, not a copy: the AEAD reads any buffer
+            return self._aead.decrypt(nonce, memoryview(ciphertext)[1 + NONCE_SIZE :], associated)
         except InvalidTag:
             raise DecryptionFailed("authentication failed") from None
 

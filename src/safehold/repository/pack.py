@@ -86,7 +86,7 @@ def decode_blob(cipher: Cipher, blob_type: BlobType, blob_id: bytes, stored: byt
     """Decrypt, decompress and verify the id. Raises DecryptionFailed on any mismatch."""
     body = cipher.decrypt(stored, blob_associated_data(blob_type, blob_id))
     if body[0] == ZSTD:
-        data = _decompressor().decompress(body[1:], max_output_size=plain_length or 0)
+        data = _decompressor().decompress(memoryview(body)[1:], max_output_size=plain_length or 0)
     elif body[0] == RAW:
         data = body[1:]
     else:

@@ -42,6 +42,10 @@ class FileItem:
 
 
 class DiskReader(Protocol):
+    """Reads a disk at offsets. A reader may also offer ``prefetch(offset, length)``: a hint,
+    given a little ahead of scattered reads, that the range will be read soon (a file reader
+    asks the kernel to start reading it, so scattered reads overlap instead of queueing)."""
+
     def read_at(self, offset: int, length: int) -> bytes: ...
 
     def close(self) -> None: ...

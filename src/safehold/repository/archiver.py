@@ -14,6 +14,7 @@ extents, chunks outside them are copied from the parent unread.
 
 from __future__ import annotations
 
+import bisect
 import os
 import socket
 import threading
@@ -202,6 +203,7 @@ class Archiver:
         futures: deque[tuple[int, Future]] = deque()
         zero = bytes(chunk_size)
         reader = disk.open()
+        prefetch = _prefetcher(reader, changed, reusable_until, count, chunk_size, disk.size)
         try:
             for i in range(count):
                 length = min(chunk_size, disk.size - i * chunk_size)
@@ -211,6 +213,8 @@ class Archiver:
                 elif allocated is not None and i not in allocated:
                     self.summary.holes += 1
                 else:
+                    if prefetch is not None:
+                        prefetch(i)
                     data = reader.read_at(i * chunk_size, length)
                     self.summary.bytes_read += length
                     if data == zero[:length]:
@@ -230,6 +234,33 @@ class Archiver:
         self.on_progress(self.progress)
         tree.add({"path": disk.name.encode(), "type": "image", "size": disk.size, "chunk_size": chunk_size,
                   "chunks": bytes(chunks), "metadata": disk.metadata})
+
+
+PREFETCH_CHUNKS = 32  # scattered chunks hinted ahead of the reader (16 MiB at 512 KiB chunks)
+
+
+def _prefetcher(reader, changed: set[int], reusable_until: int, count: int, chunk_size: int,
+                size: int) -> Callable[[int], None] | None:
+    """For an incremental that reads scattered changed chunks: a function to call before reading
+    chunk ``index``, which keeps the next PREFETCH_CHUNKS changed chunks hinted to the reader so
+    that their reads overlap instead of queueing one behind the other (cold scattered reads of
+    166 chunks of a 1 GiB image file: ~0.11 s unhinted, ~0.06-0.10 s hinted). None when the
+    reader takes no hints or nothing is scattered."""
+    hint = getattr(reader, "prefetch", None)
+    if hint is None or not changed:
+        return None
+    wanted = sorted(i for i in changed if i < min(reusable_until, count))
+    hinted = 0  # wanted[:hinted] have been hinted
+
+    def advance(index: int) -> None:
+        nonlocal hinted
+        until = min(len(wanted), bisect.bisect_left(wanted, index) + PREFETCH_CHUNKS)
+        while hinted < until:
+            chunk = wanted[hinted]
+            hint(chunk * chunk_size, min(chunk_size, size - chunk * chunk_size))
+            hinted += 1
+
+    return advance
 
 
 def _file_record(item: FileItem) -> dict:

@@ -215,3 +215,47 @@ def test_image_source_errors(tmp_path: Path) -> None:
     with pytest.raises(errors.SourceError, match="not a regular file"):
         with ImageSource(str(tmp_path), CHUNK).open():
             pass
+
+
+class HintingReader(RecordingReader):
+    """Records reads and prefetch hints in one ordered log."""
+
+    def __init__(self, reader, log: list[tuple[str, int]]) -> None:
+        super().__init__(reader, [])
+        self.log = log
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        self.log.append(("read", offset // CHUNK))
+        return self.reader.read_at(offset, length)
+
+    def prefetch(self, offset: int, length: int) -> None:
+        assert length == CHUNK
+        self.log.append(("hint", offset // CHUNK))
+
+
+def test_scattered_changed_chunks_are_hinted_ahead_within_a_window(repository: Repository, tmp_path: Path,
+                                                                   rng: random.Random) -> None:
+    from safehold.repository.archiver import PREFETCH_CHUNKS
+
+    image = tmp_path / "big.img"
+    image.write_bytes(rng.randbytes(128 * CHUNK))
+    parent, _ = backup(repository, image)
+    wanted = sorted(rng.sample(range(128), PREFETCH_CHUNKS + 20))
+    for index in wanted:
+        write_at(image, index * CHUNK + 100, rng.randbytes(200))
+    log: list[tuple[str, int]] = []
+    archiver = Archiver(repository, threads=2)
+    with ImageSource(str(image), CHUNK).open(None, changed=[(i * CHUNK + 100, 200) for i in wanted]) as view:
+        original = view.disks[0].open
+        view.disks[0].open = lambda: HintingReader(original(), log)
+        child = archiver.snapshot(view, "disk", parent, chunk_size=CHUNK)
+    hints = [chunk for kind, chunk in log if kind == "hint"]
+    reads = [chunk for kind, chunk in log if kind == "read"]
+    assert hints == wanted and reads == wanted  # each changed chunk hinted once, in order, and read
+    for position, (kind, chunk) in enumerate(log):
+        if kind == "read":
+            hinted = [c for k, c in log[:position] if k == "hint"]
+            assert chunk in hinted  # hinted before it is read
+            assert len(hinted) <= wanted.index(chunk) + PREFETCH_CHUNKS  # never more than the window ahead
+    restore(repository, child, tmp_path / "restored.img")
+    assert (tmp_path / "restored.img").read_bytes() == image.read_bytes()

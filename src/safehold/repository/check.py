@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 import random
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .. import errors
 from ..items import HOLE
-from ..concurrency import ordered_map
 from .backends import Kind
 from .crypto import DecryptionFailed
 from .pack import BlobType, decode_blob, pack_name_of, read_pack_header
@@ -108,21 +107,11 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
             report.errors.append(f"pack {pack} is truncated: {stored[pack]} bytes, index needs {end}")
     report.unreferenced_packs = sorted(set(stored) - set(indexed_packs))
 
-    snapshots = repository.list_snapshots(
-        on_error=lambda name, exc: report.errors.append(f"snapshot {name[:8]}: {exc}"))
-    report.snapshots = len(snapshots)
-    used = referenced_blobs(repository, report=report)
-    for snapshot in snapshots:
-        for hex_id in snapshot.tree:
-            if bytes.fromhex(hex_id) not in repository.index:
-                report.errors.append(f"snapshot {snapshot.short_id}: tree blob {hex_id[:16]} missing")
-    missing = [blob_id for blob_id in used if blob_id not in repository.index]
-    report.missing_blobs = len(missing)
-    for blob_id in missing[:20]:
-        report.errors.append(f"blob {blob_id.hex()[:16]} is used by a snapshot but not in the index")
-    indexed_ids = {blob_id for blob_id, _ in repository.index.entries()}
-    report.unused_blobs = len(indexed_ids - used)
-
+    # Reading the data is started first and runs in the pool while this thread walks every
+    # snapshot's items below (Python work that holds the GIL; the pool's reading, hashing,
+    # decryption and decompression mostly release it), so the two overlap.
+    pool: ThreadPoolExecutor | None = None
+    verifying: list[tuple[str, Future]] = []
     if read_data_percent > 0:
         candidates = sorted(p for p in indexed_packs if p in stored)
         if read_data_percent < 100:
@@ -132,23 +121,44 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
         expected: dict[str, dict[bytes, tuple]] = {}
         for blob_id, location in repository.index.entries():
             expected.setdefault(location.pack, {})[blob_id] = (location.blob_type, location.offset, location.length)
+        workers = max(1, threads or os.cpu_count() or 1)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="safehold-check")
+        # All submitted at once: a result is a few ids, the pack itself is freed by its worker.
+        verifying = [(pack, pool.submit(_verify_pack, repository, pack, expected.get(pack, {})))
+                     for pack in candidates]
+    try:
+        if verifying:
+            on_progress(0, len(verifying))
+        snapshots = repository.list_snapshots(
+            on_error=lambda name, exc: report.errors.append(f"snapshot {name[:8]}: {exc}"))
+        report.snapshots = len(snapshots)
+        used = referenced_blobs(repository, report=report, snapshots=snapshots)
+        for snapshot in snapshots:
+            for hex_id in snapshot.tree:
+                if bytes.fromhex(hex_id) not in repository.index:
+                    report.errors.append(f"snapshot {snapshot.short_id}: tree blob {hex_id[:16]} missing")
+        missing = [blob_id for blob_id in used if blob_id not in repository.index]
+        report.missing_blobs = len(missing)
+        for blob_id in missing[:20]:
+            report.errors.append(f"blob {blob_id.hex()[:16]} is used by a snapshot but not in the index")
+        indexed_ids = {blob_id for blob_id, _ in repository.index.entries()}
+        report.unused_blobs = len(indexed_ids - used)
+
         damaged: dict[str, str] = {}
         failing: dict[bytes, str] = {}
-        # Packs are verified in parallel: reading, hashing, decryption and decompression
-        # all release the GIL.
-        workers = max(1, threads or os.cpu_count() or 1)
-        with ThreadPoolExecutor(workers, thread_name_prefix="safehold-check") as pool:
-            verified = ordered_map(pool, lambda pack: (pack, *_verify_pack(repository, pack, expected.get(pack, {}))),
-                                   candidates, window=2 * workers)
-            for done, (pack, reason, bad) in enumerate(verified, 1):
-                report.packs_read += 1
-                report.bytes_read += stored[pack]
-                if reason:
-                    damaged[pack] = reason
-                    failing.update((blob_id, pack) for blob_id in bad)
-                on_progress(done, len(candidates))
-        if damaged:
-            _attribute_damage(repository, damaged, failing, report)
+        for done, (pack, future) in enumerate(verifying, 1):
+            reason, bad = future.result()
+            report.packs_read += 1
+            report.bytes_read += stored[pack]
+            if reason:
+                damaged[pack] = reason
+                failing.update((blob_id, pack) for blob_id in bad)
+            on_progress(done, len(verifying))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if damaged:
+        _attribute_damage(repository, damaged, failing, report)
     return report
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -66,7 +67,8 @@ class ProgressDisplay:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and error_console.is_terminal
         self._progress = None
-        self._task = None
+        self._tasks: dict[str, object] = {}  # a bar per description: targets restored side by side
+        self._lock = threading.Lock()  # events may come from several jobs' threads at once
 
     def __enter__(self) -> "ProgressDisplay":
         if self.enabled:
@@ -84,15 +86,18 @@ class ProgressDisplay:
     def __call__(self, event: dict) -> None:
         if self._progress is None:
             return
-        description = event.get("target") or event.get("event", "")
-        if self._task is None or self._progress.tasks[self._task].description != description:
-            self._task = self._progress.add_task(description, total=event.get("bytes_total"), current="")
-        current = str(event.get("current", ""))[-40:]
-        if "bytes_done" in event:
-            self._progress.update(self._task, completed=event["bytes_done"], total=event.get("bytes_total"),
-                                  current=current)
-        elif "packs_done" in event:
-            self._progress.update(self._task, completed=event["packs_done"], total=event["packs_total"])
+        description = " ".join(str(event[key]) for key in ("event", "target") if event.get(key))
+        with self._lock:
+            task = self._tasks.get(description)
+            if task is None:
+                task = self._tasks[description] = self._progress.add_task(
+                    description, total=event.get("bytes_total"), current="")
+            current = str(event.get("current", ""))[-40:]
+            if "bytes_done" in event:
+                self._progress.update(task, completed=event["bytes_done"], total=event.get("bytes_total"),
+                                      current=current)
+            elif "packs_done" in event:
+                self._progress.update(task, completed=event["packs_done"], total=event["packs_total"])
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:

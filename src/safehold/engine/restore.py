@@ -72,7 +72,8 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
 
         def report(done: int, current: str = "") -> None:
             job.update(bytes_read=done)
-            context.progress({"event": "restore", "bytes_done": done, "bytes_total": total, "current": current})
+            context.progress({"event": "restore", "target": snapshot.target, "bytes_done": done,
+                              "bytes_total": total, "current": current})
 
         damaged: list[str] = []
         warnings: list[str] = []

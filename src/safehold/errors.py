@@ -179,6 +179,13 @@ class JobNotRunnable(SafeholdError):
     exit_code = 23
 
 
+class SchedulerRunning(SafeholdError):
+    template = "another scheduler already runs on the catalog {catalog}: {holder}"
+    remedy = ("one scheduler per catalog: stop that one first, or start this control plane with "
+              "'safehold serve --no-scheduler' (its API still queues jobs for the running scheduler)")
+    exit_code = 24
+
+
 # --- configuration and targets ----------------------------------------------
 
 

@@ -127,6 +127,24 @@ def test_sigkill_then_restart_marks_interrupted_and_cleans_the_sandbox(workspace
     assert sandboxes(ws) == []
 
 
+def test_a_second_scheduler_on_the_catalog_is_refused_and_the_holder_named(workspace: Workspace,
+                                                                           tmp_path: Path) -> None:
+    """Two schedulers on one catalog would queue every due job twice: the second is refused
+    (scheduler run, and serve with its scheduler), and the lease goes with the holder's death."""
+    ws = workspace
+    process = start_scheduler_with_a_long_health_check(ws, tmp_path / "started", 60)
+    try:
+        once = ws.run("scheduler", "run", "--once", ok=False)
+        assert_clean_error(once, 24, "another scheduler already runs", f"pid {process.pid} on ")
+        serve = ws.run("serve", "--port", "0", ok=False, timeout=60)
+        assert_clean_error(serve, 24, f"pid {process.pid} on ")
+        # The API alone (no scheduler) may run beside it; it only queues jobs.
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+    assert "queued" in ws.run("scheduler", "run", "--once").stdout  # the kernel released the dead holder's lease
+
+
 def test_status_json_is_the_engine_view(workspace: Workspace) -> None:
     ws = workspace
     ws.run("init")

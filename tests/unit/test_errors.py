@@ -14,7 +14,7 @@ STABLE = {
     "ForeignRepository": 12, "UnsupportedRepositoryVersion": 12, "WrongPassword": 13, "PasswordMissing": 13,
     "RepositoryLocked": 14, "KeyNotFound": 15, "LastKey": 15, "SnapshotNotFound": 16, "AmbiguousSnapshot": 16,
     "PathNotInSnapshot": 16, "IntegrityError": 17, "RestoreIncomplete": 18, "CheckFailed": 19, "StorageFull": 20,
-    "BackendError": 21, "RestoreTestFailed": 22, "JobNotRunnable": 23, "ConfigError": 30, "ConfigNotFound": 30, "TargetNotFound": 31, "SourceError": 32,
+    "BackendError": 21, "RestoreTestFailed": 22, "JobNotRunnable": 23, "SchedulerRunning": 24, "ConfigError": 30, "ConfigNotFound": 30, "TargetNotFound": 31, "SourceError": 32,
     "DestinationError": 33, "JobNotFound": 34, "CatalogSchemaTooNew": 35, "InternalError": 70,
     "HypervisorUnavailable": 50, "DomainNotFound": 51, "DomainVanished": 52, "DomainBusy": 53,
     "EbsSnapshotPending": 45, "EbsDeviceInUse": 46, "EbsInstanceInOtherRegion": 47,

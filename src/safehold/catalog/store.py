@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import URL
@@ -37,6 +37,9 @@ from safehold.catalog.database import create_catalog_engine
 from safehold.catalog.models import UTC, Job, JobLog, Snapshot
 from safehold.catalog.processes import process_alive
 from safehold.errors import JobNotFound
+
+if TYPE_CHECKING:
+    from safehold.catalog.lease import SchedulerLease
 
 JOB_KINDS = ("backup", "restore", "check", "forget", "prune", "restore-test", "copy", "key", "init", "unlock",
              "catalog-rebuild", "maintenance", "audit-immutability")
@@ -156,6 +159,12 @@ class Catalog:
         self.hostname = socket.gethostname()
 
     # --- lifecycle ----------------------------------------------------------
+
+    def scheduler_lease(self) -> "SchedulerLease":
+        """The lease a scheduler must hold to run on this catalog (see ``catalog.lease``)."""
+        from safehold.catalog.lease import SchedulerLease
+
+        return SchedulerLease(self.engine)
 
     @classmethod
     def open(cls, url: str | URL, *, clock: Clock = utc_now, recover: bool = True) -> Catalog:

@@ -90,12 +90,14 @@ def scheduler_run(
         import datetime as dt
 
         scheduler = Scheduler(ctx, poll_interval=poll, jitter=dt.timedelta(0))
+        scheduler.acquire_lease()
         scheduler.recover()
         report = scheduler.run_until_idle()
         scheduler.stop(timeout=None)
         typer.echo(f"queued {len(report.queued)} job(s), ran {len(report.dispatched)}")
         return
     scheduler = Scheduler(ctx, poll_interval=poll)
+    scheduler.acquire_lease()  # refused here, with the holder named, before any signal handling
     stopping = threading.Event()
 
     def on_signal(number: int, _frame: object) -> None:

@@ -89,11 +89,24 @@ class Scheduler:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lease: Any = None
 
     # --- lifecycle ----------------------------------------------------------
 
+    def acquire_lease(self) -> None:
+        """Take the catalog's scheduler lease (one scheduler per catalog); raises SchedulerRunning,
+        naming the holder, when another scheduler has it. Idempotent; ``stop()`` gives it back."""
+        if self._lease is None:
+            self._lease = self.context.catalog.scheduler_lease()
+        self._lease.acquire()
+
+    def release_lease(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+
     def start(self) -> None:
-        """Recover, then tick every ``poll_interval`` seconds in a background thread."""
+        """Take the lease, recover, then tick every ``poll_interval`` seconds in a background thread."""
+        self.acquire_lease()
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="safehold-scheduler", daemon=True)
         self._thread.start()
@@ -147,6 +160,7 @@ class Scheduler:
         for job_id in interrupted:
             log.warning("job %s recorded as interrupted", job_id)
         self.executor.shutdown(wait=False)
+        self.release_lease()
         return interrupted
 
     def _loop(self) -> None:

@@ -26,8 +26,10 @@ def serve(context: Context, *, host: str = "127.0.0.1", port: int = 8080, schedu
     from ..scheduler import Scheduler
     from .app import create_app
 
-    app = create_app(context, scheduler=Scheduler(context) if scheduler else None, stop_timeout=stop_timeout,
-                     restore_root=restore_root)
+    runner = Scheduler(context) if scheduler else None
+    if runner is not None:
+        runner.acquire_lease()  # a second scheduler on this catalog is refused before the port opens
+    app = create_app(context, scheduler=runner, stop_timeout=stop_timeout, restore_root=restore_root)
     # uvicorn handles SIGTERM itself (graceful shutdown), then restores the previous handler and
     # re-sends the signal to the process. With this no-op handler restored, the re-sent SIGTERM is
     # absorbed and a completed graceful stop exits 0, which is what service managers expect.

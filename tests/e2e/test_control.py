@@ -132,7 +132,9 @@ def test_a_second_scheduler_on_the_catalog_is_refused_and_the_holder_named(works
     """Two schedulers on one catalog would queue every due job twice: the second is refused
     (scheduler run, and serve with its scheduler), and the lease goes with the holder's death."""
     ws = workspace
-    process = start_scheduler_with_a_long_health_check(ws, tmp_path / "started", 60)
+    # The lease lasts as long as the process, not the job; a short health check keeps the
+    # '--once' run at the end quick (it runs the interrupted restore test again).
+    process = start_scheduler_with_a_long_health_check(ws, tmp_path / "started", 3)
     try:
         once = ws.run("scheduler", "run", "--once", ok=False)
         assert_clean_error(once, 24, "another scheduler already runs", f"pid {process.pid} on ")

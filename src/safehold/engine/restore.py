@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import errors
-from ..restore.directory import DirectoryRestorer
+from ..restore.directory import DirectoryRestorer, safe_relative_path
 from ..restore.image import restore_image
 from .context import Context
 
@@ -94,7 +94,7 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
                 path = destination
                 if len(selected) > 1 or images_into_directory:
                     name = os.fsdecode(item["path"])
-                    if not _safe_name(name):  # a crafted snapshot must not write outside the destination
+                    if not safe_relative_path(item["path"]):  # a crafted snapshot must not write outside
                         damaged.append(f"{name}: unsafe disk name, not restored")
                         continue
                     os.makedirs(destination, exist_ok=True)
@@ -115,11 +115,6 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
             raise errors.RestoreIncomplete(count=len(damaged), paths=", ".join(damaged[:10]),
                                            outcome=outcome)
         return outcome
-
-
-def _safe_name(name: str) -> bool:
-    parts = name.split("/")
-    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
 @dataclass

@@ -203,7 +203,7 @@ class Archiver:
         futures: deque[tuple[int, Future]] = deque()
         zero = bytes(chunk_size)
         reader = disk.open()
-        prefetch = _prefetcher(reader, changed, reusable_until, count, chunk_size, disk.size)
+        prefetch = _prefetcher(reader, changed, reusable_until, chunk_size, disk.size)
         try:
             for i in range(count):
                 length = min(chunk_size, disk.size - i * chunk_size)
@@ -239,7 +239,7 @@ class Archiver:
 PREFETCH_CHUNKS = 32  # scattered chunks hinted ahead of the reader (16 MiB at 512 KiB chunks)
 
 
-def _prefetcher(reader, changed: set[int], reusable_until: int, count: int, chunk_size: int,
+def _prefetcher(reader, changed: set[int], reusable_until: int, chunk_size: int,
                 size: int) -> Callable[[int], None] | None:
     """For an incremental that reads scattered changed chunks: a function to call before reading
     chunk ``index``, which keeps the next PREFETCH_CHUNKS changed chunks hinted to the reader so
@@ -249,7 +249,7 @@ def _prefetcher(reader, changed: set[int], reusable_until: int, count: int, chun
     hint = getattr(reader, "prefetch", None)
     if hint is None or not changed:
         return None
-    wanted = sorted(i for i in changed if i < min(reusable_until, count))
+    wanted = sorted(i for i in changed if i < reusable_until)  # later chunks are read anyway
     hinted = 0  # wanted[:hinted] have been hinted
 
     def advance(index: int) -> None:

@@ -112,6 +112,8 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
     # decryption and decompression mostly release it), so the two overlap.
     pool: ThreadPoolExecutor | None = None
     verifying: list[tuple[str, Future]] = []
+    damaged: dict[str, str] = {}
+    failing: dict[bytes, str] = {}
     if read_data_percent > 0:
         candidates = sorted(p for p in indexed_packs if p in stored)
         if read_data_percent < 100:
@@ -144,8 +146,6 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
         indexed_ids = {blob_id for blob_id, _ in repository.index.entries()}
         report.unused_blobs = len(indexed_ids - used)
 
-        damaged: dict[str, str] = {}
-        failing: dict[bytes, str] = {}
         for done, (pack, future) in enumerate(verifying, 1):
             reason, bad = future.result()
             report.packs_read += 1

@@ -63,7 +63,8 @@ def selected(path: bytes, includes: list[bytes]) -> bool:
     return False
 
 
-def _safe_path(path: bytes) -> bool:
+def safe_relative_path(path: bytes) -> bool:
+    """A snapshot path that stays inside the destination: relative, no '', '.' or '..' parts."""
     parts = path.split(b"/")
     return bool(path) and not path.startswith(b"/") and all(p not in (b"", b".", b"..") for p in parts)
 
@@ -110,7 +111,7 @@ class DirectoryRestorer:
                     file_items[path] = item  # a hard link may point at a file we skip
                 if not selected(path, self.includes):
                     continue
-                if not _safe_path(path):
+                if not safe_relative_path(path):
                     # A crafted or damaged snapshot must not write outside the destination.
                     self.result.warnings.append(f"{os.fsdecode(path)}: unsafe path, not restored")
                     self.result.damaged.append(os.fsdecode(path))

@@ -63,8 +63,8 @@ class SchedulerLease:
             self._acquire_file()
         elif dialect == "postgresql":
             self._acquire_advisory()
-        else:  # the catalog supports only these two; say so rather than run unguarded
-            raise SchedulerRunning(catalog=self._catalog, holder=f"no lease for {dialect} catalogs")
+        else:  # the configuration accepts only these two (catalog.url); never run unguarded
+            raise ValueError(f"no scheduler lease for {dialect} catalogs: SQLite or PostgreSQL only")
 
     def release(self) -> None:
         if self._fd is not None:

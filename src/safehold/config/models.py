@@ -488,7 +488,8 @@ class CatalogConfig(_Model):
 
     url: str = Field(
         description=(
-            "SQLAlchemy database URL. Default: sqlite:///<state_dir>/catalog.db. A relative SQLite path is "
+            "SQLite or PostgreSQL database URL (SQLAlchemy form). Default: sqlite:///<state_dir>/catalog.db. "
+            "A relative SQLite path is "
             "relative to this file's directory. Put a PostgreSQL password in PGPASSWORD or ~/.pgpass, not here."
         ),
         examples=["sqlite:////var/lib/safehold/catalog.db", "postgresql+psycopg://safehold@db.internal/safehold"],
@@ -514,6 +515,12 @@ class CatalogConfig(_Model):
                 "(secrets never go in the configuration)"
             )
         scheme, rest = value.split("://", 1)
+        if scheme.split("+")[0] not in ("sqlite", "postgresql"):
+            # The migration lock and the scheduler's lease exist for these two only.
+            raise _invalid(
+                f"{scheme!r} is not a catalog database safehold runs on; use SQLite (the default, "
+                "sqlite:////var/lib/safehold/catalog.db) or PostgreSQL (postgresql+psycopg://safehold@db/safehold)"
+            )
         if scheme.split("+")[0] == "sqlite" and rest.startswith("/"):
             database, question, query = rest[1:].partition("?")
             if database and database != ":memory:" and not database.startswith(("/", "file:")):

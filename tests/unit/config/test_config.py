@@ -201,6 +201,8 @@ def test_catalog_url() -> None:
     assert config.catalog_url == "postgresql+psycopg://safehold@db/safehold"
     relative = load("repository: {url: /srv/repo}\ncatalog: {url: 'sqlite:///state/catalog.db'}\n")
     assert relative.catalog_url == "sqlite:////etc/safehold/state/catalog.db"
+    other = only_problem("repository: {url: /srv/repo}\ncatalog: {url: 'mysql+pymysql://safehold@db/safehold'}\n")
+    assert "'mysql+pymysql' is not a catalog database" in other and "postgresql+psycopg://" in other
 
 
 # --- relative paths -----------------------------------------------------------

@@ -84,3 +84,22 @@ def test_harness_runs_every_tool_and_phase_and_verifies_restores(tmp_path: Path)
         assert text in report, text
     assert not (tmp_path / "work").exists(), "the work directory is removed unless --keep"
     assert (docs.stat().st_mtime_ns if docs.exists() else None) == docs_before, "the smoke test touched docs/benchmarks.md"
+
+
+def test_restore_compare_runs_both_builds_and_writes_its_table_between_the_markers(tmp_path: Path) -> None:
+    # The baseline is this checkout's own src/ here; what matters is that both builds restore, every
+    # restore is verified (the script exits non-zero otherwise) and the table lands in --out only.
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\nbefore\n<!-- restore-compare:begin -->\nold table\n<!-- restore-compare:end -->\nafter\n")
+    cmd = [sys.executable, str(ROOT / "bench" / "restore_compare.py"), "--baseline-src", str(ROOT / "src"),
+           "--scale", "0.005", "--repeat", "2", "--no-drop-caches", "--workdir", str(tmp_path / "work"),
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = out.read_text()
+    assert "old table" not in text and text.startswith("# Benchmarks\n\nbefore\n") and text.endswith("\nafter\n")
+    rows = [line for line in text.splitlines() if line.startswith(("| after |", "| before |"))]
+    assert len(rows) == 2, text
+    assert "| 1.00x |" in next(row for row in rows if row.startswith("| before |"))
+    assert proc.stderr.count("equal the source (sha1)") == 4  # two builds x two rounds, each verified
+    assert not (tmp_path / "work").exists()

@@ -268,7 +268,7 @@ def _failure(exc: errors.SafeholdError) -> dict:
 
 
 def restore_targets(context: Context, destination: str, names: list[str], *, overwrite: bool = False,
-                    concurrent: int = 2) -> RestoreRun:
+                    concurrent: int = 2, special_files: bool = False) -> RestoreRun:
     """Restore the newest snapshot of each named target into ``destination/<target>``.
 
     This is the disaster-recovery case, "bring the whole estate back", in one process: the key
@@ -307,7 +307,7 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
 
     def one(name: str, snapshot_id: str) -> RestoreOutcome:
         return restore_snapshot(context, snapshot_id, os.path.join(destination, name), target=name,
-                                overwrite=overwrite, images_into_directory=True)
+                                overwrite=overwrite, images_into_directory=True, special_files=special_files)
 
     with ThreadPoolExecutor(max(1, concurrent), thread_name_prefix="safehold-target") as pool:
         futures = {name: pool.submit(one, name, snapshot_id) for name, snapshot_id in wanted}

@@ -176,8 +176,9 @@ def list_contents(
         print_json(items)
         return
     for item in items:
-        suffix = "/" if item["type"] == "dir" else f" -> {printable(item['target'])}" if item["type"] == "symlink" else ""
-        typer.echo(f"{item['type'][:4]:4} {item['mode']:>7} {human_bytes(item['size']):>10}  "
+        link = f" -> {printable(item['target'])}" if item["type"] == "symlink" else ""
+        suffix = "/" if item["type"] == "dir" else link
+        typer.echo(f"{printable(item['type'][:4]):4} {item['mode']:>7} {human_bytes(item['size']):>10}  "
                    f"{printable(item['path'])}{suffix}")
 
 

@@ -222,7 +222,8 @@ class DirectoryRestorer:
             # The destination itself is the operator's choice, symlinks in it included; everything
             # below it comes from the snapshot and is walked without following links.
             if os.path.lexists(self.destination) and not os.path.isdir(self.destination):
-                raise DestinationError(destination=os.fsdecode(self.destination), detail="exists and is not a directory")
+                raise DestinationError(destination=os.fsdecode(self.destination),
+                                       detail="exists and is not a directory")
             try:
                 os.makedirs(self.destination, exist_ok=True)
                 fd = os.open(self.destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -193,3 +193,30 @@ def test_a_queued_restore_into_a_symlink_made_by_an_earlier_restore(tmp_path, co
     assert_untouched(outside, before)
     assert first.status == "succeeded", first
     assert second.status == "failed" and second.error_type == "DestinationError", second
+
+
+def test_an_image_restore_below_the_restore_root_never_follows_a_symlink(tmp_path, context, outside) -> None:
+    root = tmp_path / "restores"
+    (root / "a").mkdir(parents=True)
+    os.symlink(outside, root / "a" / "link")
+    os.symlink(outside / "secret", root / "a" / "secret.img")
+    before = fingerprint(outside)
+    with context.locked() as repository:
+        snapshot = write_snapshot(repository, [disk(b"disk", b"pwned")], kind="image", target="web")
+    for where in ("a/link/disk.img", "a/secret.img", "../outside/x.img", "a/link"):
+        with pytest.raises(errors.DestinationError):
+            restore_snapshot(context, snapshot.id, str(root / where), restore_root=str(root), overwrite=True)
+    assert_untouched(outside, before)
+    restore_snapshot(context, snapshot.id, str(root / "a" / "new" / "ok.img"), restore_root=str(root))
+    assert (root / "a" / "new" / "ok.img").read_bytes()[:5] == b"pwned"
+
+
+def test_a_files_restore_outside_the_restore_root_is_refused_when_it_runs(tmp_path, context, outside) -> None:
+    root = tmp_path / "restores"
+    root.mkdir()
+    with context.locked() as repository:
+        snapshot = write_snapshot(repository, [file(b"f", b"x")], target="web")
+    before = fingerprint(outside)
+    with pytest.raises(errors.DestinationError):
+        restore_snapshot(context, snapshot.id, str(tmp_path / "outside"), restore_root=str(root), overwrite=True)
+    assert_untouched(outside, before)

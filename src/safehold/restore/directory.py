@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 from ..errors import DestinationError, IntegrityError
+from ..text import printable
 
 #: How a directory is opened on the way down: never through a symlink (ELOOP), never a non-directory.
 OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -236,7 +237,8 @@ class DirectoryRestorer:
         return fd
 
     def _name(self, parts: tuple[bytes, ...]) -> str:
-        return os.fsdecode(self.destination + b"/" + b"/".join(parts))
+        """A restored path for an error message: escaped, since the names come from the snapshot."""
+        return printable(self.destination + b"/" + b"/".join(parts))
 
     def _refuse(self, path: object, why: str) -> None:
         name = os.fsdecode(path) if isinstance(path, bytes) else repr(path)
@@ -331,7 +333,7 @@ class DirectoryRestorer:
     def _raise_worker_error(self) -> None:
         if self._error is not None:
             real, exc = self._error
-            raise DestinationError(destination=os.fsdecode(real), detail=exc.strerror or str(exc)) from exc
+            raise DestinationError(destination=printable(real), detail=exc.strerror or str(exc)) from exc
 
     def _wait_for_files(self) -> None:
         with self._state:

@@ -22,6 +22,7 @@ from typing import Callable
 from ..concurrency import ordered_map
 from ..errors import DestinationError, IntegrityError
 from ..items import HOLE
+from ..text import printable
 from .directory import BlobReader, valid_name
 
 
@@ -44,12 +45,12 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
     """Restore ``item`` to ``destination``: a path the operator chose, or, with ``dir_fd``, a single
     name inside that open directory (a disk name from the snapshot, or the last component of an API
     destination below the restore root)."""
-    shown = os.fspath(destination)
+    shown = printable(os.fspath(destination))  # for messages: a disk name comes from the snapshot
     on_progress = on_progress or (lambda done: None)
     if dir_fd is None:
-        fd, is_device = _open_path(shown, overwrite)
+        fd, is_device = _open_path(os.fspath(destination), overwrite)
     else:
-        fd, is_device = _open_at(dir_fd, os.fsencode(shown), shown, overwrite)
+        fd, is_device = _open_at(dir_fd, os.fsencode(os.fspath(destination)), shown, overwrite)
     size, chunk_size, chunks = item["size"], item["chunk_size"], item["chunks"]
     result = ImageRestoreResult(size=size)
     threads = max(1, threads or os.cpu_count() or 1)
@@ -88,7 +89,7 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
             if not special_files:
                 wanted &= 0o777  # no setuid/setgid/sticky image file unless asked for
             if wanted != stat.S_IMODE(mode):
-                result.special.append(f"{shown}: mode {stat.S_IMODE(mode):o} restored as {wanted:o} "
+                result.special.append(f"{os.fsdecode(destination)}: mode {stat.S_IMODE(mode):o} restored as {wanted:o} "
                                       "(restore with --special-files to keep it)")
             os.fchmod(fd, wanted)  # the descriptor we wrote, not a path that could have changed
     except OSError as exc:

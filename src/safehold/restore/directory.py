@@ -608,6 +608,8 @@ def _malformed(item: object) -> str:
         return "malformed chunk list"
     if item["type"] == "symlink" and b"\0" in item["target"]:
         return "symlink target with NUL"
+    if not isinstance(item.get("xattrs") or {}, dict):
+        return "malformed xattrs"
     for key in ("uid", "gid", "atime", "rdev"):
         if key in item and (not isinstance(item[key], int) or isinstance(item[key], bool)):
             return f"malformed {key}"

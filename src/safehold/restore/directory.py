@@ -594,9 +594,6 @@ def _malformed(item: object) -> str:
     """Why an item cannot be restored as given, or '' (a crafted stream may hold any msgpack value)."""
     if not isinstance(item, dict) or not isinstance(item.get("path"), bytes) or not isinstance(item.get("type"), str):
         return "malformed item"
-    for key in ("mode", "mtime"):
-        if not isinstance(item.get(key, 0), int) or isinstance(item.get(key, 0), bool):
-            return f"malformed {key}"
     if item["type"] not in ("dir", "file", "hardlink", "symlink", "fifo", "chardev", "blockdev", "socket"):
         return f"unknown item type {item['type']!r}"
     if item["type"] != "socket" and ("mode" not in item or "mtime" not in item):
@@ -610,7 +607,13 @@ def _malformed(item: object) -> str:
         return "symlink target with NUL"
     if not isinstance(item.get("xattrs") or {}, dict):
         return "malformed xattrs"
-    for key in ("uid", "gid", "atime", "rdev"):
-        if key in item and (not isinstance(item[key], int) or isinstance(item[key], bool)):
+    for key, (low, high) in _RANGES.items():
+        if key in item and (not isinstance(item[key], int) or isinstance(item[key], bool)
+                            or not low <= item[key] < high):
             return f"malformed {key}"
     return ""
+
+
+#: What the system calls accept; a crafted value outside would raise OverflowError mid-restore.
+_RANGES = {"mode": (0, 2**32), "mtime": (-(2**63), 2**63), "atime": (-(2**63), 2**63), "uid": (0, 2**32 - 1),
+           "gid": (0, 2**32 - 1), "rdev": (0, 2**64)}

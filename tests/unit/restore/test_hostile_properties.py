@@ -50,7 +50,14 @@ items = st.one_of(
               st.sampled_from(["chardev", "blockdev"])),
     st.builds(lambda p: base(p, "socket"), paths),
 )
-trees = st.lists(items, max_size=12)
+#: Valid items with one or two fields replaced by any msgpack value: wrong types, huge numbers, None.
+junk_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.binary(max_size=8),
+                        st.text(max_size=4), st.sampled_from(["file", "dir", "symlink", "hardlink", "fifo", "x"]),
+                        st.dictionaries(st.binary(max_size=4), st.binary(max_size=4), max_size=2))
+junk = st.builds(lambda item, patch: {**item, **patch}, items, st.dictionaries(
+    st.sampled_from(["path", "type", "mode", "mtime", "atime", "uid", "gid", "chunks", "target", "xattrs", "rdev"]),
+    junk_values, min_size=1, max_size=2))
+trees = st.lists(items | junk, max_size=12)
 #: Symlinks out that may already stand in the destination (a restore with --overwrite).
 planted = st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), st.sampled_from([OUT, OUT + b"/secret"])),
                    max_size=2, unique_by=lambda pair: pair[0])
@@ -145,7 +152,7 @@ def check_image_restore(names: list[bytes], plant: list[tuple[bytes, bytes]]) ->
         shutil.rmtree(base_dir)
 
 
-FEW = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FEW

@@ -123,3 +123,27 @@ def test_failed_restore_leaves_no_half_made_vm(workspace, host: FakeHyperVHost) 
     assert host.uploads == ["D:\\Restores\\half\\Virtual Hard Disks\\scsi-0-0.vhdx"]
     assert not host.local(host.uploads[0]).exists(), "the disk already uploaded is removed again"
     assert not any(vm.name == "half" for vm in host.vms.values())
+
+
+def test_a_disk_name_from_the_snapshot_cannot_climb_out_of_the_scratch_folder(workspace, host, tmp_path) -> None:
+    """A crafted snapshot (same VM, a disk named '../..'-something) is refused before any disk is written."""
+    from safehold.repository import Snapshot
+    from safehold.repository.repository import TreeWriter
+
+    real = backup_target(workspace, "vm1")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with workspace.locked() as repository:
+        original = repository.load_snapshot(real.snapshot_id)
+        tree = TreeWriter(repository)
+        for item in repository.read_tree(original):
+            tree.add(item | {"path": b"../../escaped"})
+        ids = tree.finish()
+        repository.flush()
+        crafted = Snapshot(id="", time=original.time, target=original.target, kind=original.kind,
+                           hostname=original.hostname, paths=original.paths, tree=ids, source=original.source)
+        repository.save_snapshot(crafted)
+    with pytest.raises(errors.DestinationError, match="single file name"):
+        restore_hyperv_vm(workspace, crafted.id, target="vm1", name="vm1-crafted", host_path="D:\\Restores",
+                          scratch=str(scratch))
+    assert not list(tmp_path.glob("escaped*")) and not list(scratch.parent.glob("**/escaped*.raw"))

@@ -17,6 +17,7 @@ import typer
 
 from .. import __version__
 from ..errors import PartialFailure, SafeholdError, UsageError
+from ..text import printable
 from .output import ProgressDisplay, error_console, human_bytes, print_json, print_table
 
 app = typer.Typer(
@@ -175,8 +176,10 @@ def list_contents(
         print_json(items)
         return
     for item in items:
-        suffix = "/" if item["type"] == "dir" else f" -> {item['target']}" if item["type"] == "symlink" else ""
-        typer.echo(f"{item['type'][:4]:4} {item['mode']:>7} {human_bytes(item['size']):>10}  {item['path']}{suffix}")
+        link = f" -> {printable(item['target'])}" if item["type"] == "symlink" else ""
+        suffix = "/" if item["type"] == "dir" else link
+        typer.echo(f"{printable(item['type'][:4]):4} {item['mode']:>7} {human_bytes(item['size']):>10}  "
+                   f"{printable(item['path'])}{suffix}")
 
 
 @app.command()
@@ -190,7 +193,7 @@ def diff(first: str, second: str, json_output: bool = JsonOption) -> None:
         print_json([d.as_dict() for d in differences])
         return
     for difference in differences:
-        typer.echo(f"{difference.change}  {difference.path}")
+        typer.echo(f"{difference.change}  {printable(difference.path)}")
     typer.echo(f"{len(differences)} difference(s)")
 
 
@@ -203,6 +206,8 @@ def restore(
     all_targets: bool = typer.Option(False, "--all", help="Restore the newest snapshot of every target into "
                                      "--to DIR/<target>, in one process (the whole estate)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty directory or existing file."),
+    special_files: bool = typer.Option(False, "--special-files", help="Create device nodes and keep setuid/setgid "
+                                       "bits (without it they are skipped or removed, and listed)."),
     snapshot_id: Optional[str] = typer.Option(
         None, "--snapshot-id", help="Same as SNAPSHOT; also an EBS snapshot id (snap-...) with --destination-instance."),
     destination_instance: Optional[str] = typer.Option(
@@ -222,7 +227,7 @@ def restore(
                              "(and --overwrite, --threads, --json)")
         if not to:
             raise UsageError("name the directory to restore every target into with --to DIR")
-        _restore_all(to, overwrite, threads, json_output)
+        _restore_all(to, overwrite, threads, json_output, special_files)
         return
     if snapshot and snapshot_id and snapshot != snapshot_id:
         raise UsageError("give the snapshot once: as an argument or with --snapshot-id")
@@ -242,7 +247,8 @@ def restore(
     ctx, display = context(json_output, threads)
     try:
         with display:
-            outcome = restore_snapshot(ctx, snapshot, to, target=target, includes=include, overwrite=overwrite)
+            outcome = restore_snapshot(ctx, snapshot, to, target=target, includes=include, overwrite=overwrite,
+                                       special_files=special_files)
     except RestoreIncomplete as exc:
         outcome = exc.fields["outcome"]
         _print_restore(outcome, json_output)
@@ -250,14 +256,15 @@ def restore(
     _print_restore(outcome, json_output)
 
 
-def _restore_all(to: str, overwrite: bool, threads: Optional[int], json_output: bool) -> None:
+def _restore_all(to: str, overwrite: bool, threads: Optional[int], json_output: bool,
+                 special_files: bool = False) -> None:
     from ..engine.restore import restore_targets
     from ..errors import PartialFailure, RestoreIncomplete
 
     ctx, display = context(json_output, threads)
     names = [t.name for t in ctx.config.targets]
     with display:
-        run = restore_targets(ctx, to, names, overwrite=overwrite)
+        run = restore_targets(ctx, to, names, overwrite=overwrite, special_files=special_files)
     if json_output:
         print_json(run.as_dict())
     else:
@@ -275,13 +282,17 @@ def _restore_all(to: str, overwrite: bool, threads: Optional[int], json_output: 
 
 
 def _print_restore(outcome, json_output: bool) -> None:
+    from rich.markup import escape
+
     if json_output:
         print_json(outcome.as_dict())
         return
     typer.echo(f"restored snapshot {outcome.snapshot_id[:8]} ({outcome.target}) to {outcome.destination}: "
                f"{outcome.files} file(s), {human_bytes(outcome.bytes_written)} in {outcome.duration:.1f}s")
     for line in outcome.damaged:
-        error_console.print(f"[red]damaged, not restored[/]: {line}")
+        error_console.print(f"[red]damaged, not restored[/]: {escape(printable(line))}", highlight=False)
+    for line in getattr(outcome, "special", []):
+        error_console.print(f"[yellow]special[/]: {escape(printable(line))}", highlight=False)
 
 
 @app.command()
@@ -450,7 +461,7 @@ def jobs(
         for key, value in dataclasses.asdict(job).items():
             typer.echo(f"{key}: {value}")
         for line in logs:
-            typer.echo(f"  {line.time:%Y-%m-%d %H:%M:%S} {line.level:7} {line.message}")
+            typer.echo(f"  {line.time:%Y-%m-%d %H:%M:%S} {line.level:7} {printable(line.message)}")
         return
     records = ctx.catalog.list_jobs(target=target, kind=kind, status=status, limit=limit)
     if json_output:

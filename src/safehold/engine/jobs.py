@@ -36,6 +36,9 @@ PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "destination": (str, "directory (files) or image file to restore into; required"),
         "overwrite": (bool, "replace existing files"),
         "includes": (list, "only these paths"),
+        "special_files": (bool, "create device nodes and keep setuid/setgid bits (off: skipped and listed)"),
+        "restore_root": (str, "set by the server: the destination must lie below this directory, "
+                              "checked when the job runs"),
     },
     "restore-test": {},
     "check": {"read_data_percent": ((int, float), "share of packs to read and verify, 0-100")},
@@ -118,7 +121,8 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
         from .restore import restore_snapshot
 
         restore_snapshot(context, params.get("snapshot", "latest"), params["destination"], target=target,
-                         includes=params.get("includes"), overwrite=bool(params.get("overwrite")), job_id=job_id)
+                         includes=params.get("includes"), overwrite=bool(params.get("overwrite")), job_id=job_id,
+                         special_files=bool(params.get("special_files")), restore_root=params.get("restore_root"))
     elif kind == "restore-test":
         from .restore_test import run_restore_test
 

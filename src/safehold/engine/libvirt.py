@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from .. import errors
+from ..restore.directory import valid_name
 from ..restore.libvirt import (
     FORMATS,
     DomainRestoreResult,
@@ -16,6 +17,7 @@ from ..restore.libvirt import (
     replaceable_disks,
     restore_disk,
 )
+from ..text import printable
 from .context import Context
 from .restore import find_snapshot_in_job
 
@@ -76,6 +78,13 @@ def restore_domain(context: Context, snapshot_ref: str, *, target: str | None = 
                 assert images_dir is not None
                 os.makedirs(images_dir, exist_ok=True)
                 prefix = define or token.get("domain") or snapshot.target
+                for name in wanted:
+                    # Disk names and the domain name come from the snapshot: each file must be one
+                    # name inside images_dir, never a path that climbs out of it.
+                    if not valid_name(os.fsencode(f"{prefix}-{name}.{image_format}")):
+                        raise errors.DestinationError(destination=printable(f"{prefix}-{name}.{image_format}"),
+                                                      detail="a disk or domain name in the snapshot is not a "
+                                                             "single file name")
                 places = {name: (os.path.join(os.path.abspath(images_dir), f"{prefix}-{name}.{image_format}"),
                                  image_format) for name in wanted}
                 final = {name: path for name, (path, _format) in places.items()}

@@ -20,7 +20,8 @@ from typing import Callable
 from ..errors import DestinationError
 from ..hyperv import scripts
 from ..hyperv.shell import PowerShell, PowerShellFailed
-from .directory import BlobReader
+from ..text import printable
+from .directory import BlobReader, valid_name
 from .image import restore_image
 
 
@@ -88,6 +89,9 @@ def _create_vm(reader: BlobReader, items: list[dict], source: dict, shell: Power
         raise DestinationError(destination=destination, detail=exc.message) from exc
     with tempfile.TemporaryDirectory(prefix="safehold-hyperv-", dir=scratch) as work:
         for item in items:
+            if not valid_name(item["path"]):  # from the snapshot: one name inside the scratch folder
+                raise DestinationError(destination=destination, detail=f"disk name {printable(item['path'])} "
+                                       "in the snapshot is not a single file name")
             disk = item["path"].decode()
             raw, vhdx = Path(work) / f"{disk}.raw", Path(work) / f"{disk}.vhdx"
             restored = restore_image(reader, item, raw, threads=threads, on_progress=on_progress)

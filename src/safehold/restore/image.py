@@ -3,6 +3,11 @@
 Holes are skipped in a file (it stays sparse) and written as zeros on a
 device, where old contents would otherwise show through. Chunks are read and
 verified in parallel and written at their offsets.
+
+The item is hostile input (see ``directory``): the file is opened relative to a
+directory descriptor with O_NOFOLLOW, so a symlink planted at its name is refused
+rather than written through, and the stored mode loses setuid/setgid/sticky bits
+unless ``special_files``.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Callable
 from ..concurrency import ordered_map
 from ..errors import DestinationError, IntegrityError
 from ..items import HOLE
-from .directory import BlobReader
-
+from ..text import printable
+from .directory import BlobReader, valid_name
 
 
 @dataclass
@@ -27,28 +32,27 @@ class ImageRestoreResult:
     bytes_written: int = 0
     holes: int = 0
     damaged_ranges: list[tuple[int, int]] = field(default_factory=list)
+    #: The stored mode's setuid/setgid/sticky bits, when removed.
+    special: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, overwrite: bool = False,
-                  threads: int | None = None, on_progress: Callable[[int], None] | None = None) -> ImageRestoreResult:
-    destination = os.fspath(destination)
+                  threads: int | None = None, on_progress: Callable[[int], None] | None = None,
+                  dir_fd: int | None = None, special_files: bool = False) -> ImageRestoreResult:
+    """Restore ``item`` to ``destination``: a path the operator chose, or, with ``dir_fd``, a single
+    name inside that open directory (a disk name from the snapshot, or the last component of an API
+    destination below the restore root)."""
+    shown = printable(os.fspath(destination))  # for messages: a disk name comes from the snapshot
     on_progress = on_progress or (lambda done: None)
-    is_device = os.path.exists(destination) and stat.S_ISBLK(os.stat(destination).st_mode)
-    if os.path.exists(destination) and not is_device and not overwrite:
-        raise DestinationError(destination=destination, detail="file exists")
-    if os.path.isdir(destination):
-        raise DestinationError(destination=destination, detail="is a directory; give a file name")
+    if dir_fd is None:
+        fd, is_device = _open_path(os.fspath(destination), overwrite)
+    else:
+        fd, is_device = _open_at(dir_fd, os.fsencode(os.fspath(destination)), shown, overwrite)
     size, chunk_size, chunks = item["size"], item["chunk_size"], item["chunks"]
     result = ImageRestoreResult(size=size)
-    try:
-        if not is_device:
-            os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
-        fd = os.open(destination, os.O_WRONLY | (0 if is_device else os.O_CREAT | os.O_TRUNC), 0o600)
-    except OSError as exc:
-        raise DestinationError(destination=destination, detail=exc.strerror or str(exc)) from exc
     threads = max(1, threads or os.cpu_count() or 1)
     try:
         if not is_device:
@@ -79,11 +83,70 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
                 on_progress(result.bytes_written)
         # No fsync here, like file restores (and restic, borg): callers that need the data
         # on stable storage before they use it run sync; the benchmark times both.
+        mode = (item.get("metadata") or {}).get("mode")
+        if isinstance(mode, int) and not isinstance(mode, bool) and not is_device:
+            wanted = stat.S_IMODE(mode)
+            if not special_files:
+                wanted &= 0o777  # no setuid/setgid/sticky image file unless asked for
+            if wanted != stat.S_IMODE(mode):
+                result.special.append(f"{os.fsdecode(destination)}: mode {stat.S_IMODE(mode):o} restored as {wanted:o} "
+                                      "(restore with --special-files to keep it)")
+            os.fchmod(fd, wanted)  # the descriptor we wrote, not a path that could have changed
     except OSError as exc:
-        raise DestinationError(destination=destination, detail=exc.strerror or str(exc)) from exc
+        raise DestinationError(destination=shown, detail=exc.strerror or str(exc)) from exc
     finally:
         os.close(fd)
-    if "mode" in item.get("metadata", {}) and not is_device:
-        os.chmod(destination, item["metadata"]["mode"])
     result.damaged_ranges.sort()
     return result
+
+
+def _open_path(destination: str, overwrite: bool) -> tuple[int, bool]:
+    """A path the operator typed. Its directories are theirs (made if missing); a block device
+    may be named through a symlink (/dev/disk/by-id/...); a file is opened like a snapshot name."""
+    path = os.path.abspath(destination)
+    if os.path.islink(path) and os.path.exists(path) and stat.S_ISBLK(os.stat(path).st_mode):
+        path = os.path.realpath(path)
+    parent, name = os.path.split(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DestinationError(destination=destination, detail=exc.strerror or str(exc)) from exc
+    try:
+        return _open_at(dir_fd, os.fsencode(name), destination, overwrite)
+    finally:
+        os.close(dir_fd)
+
+
+def _open_at(dir_fd: int, name: bytes, shown: str, overwrite: bool) -> tuple[int, bool]:
+    """Open ``name`` in ``dir_fd`` for writing, never through a symlink; returns (fd, is a device)."""
+    if not valid_name(name):
+        raise DestinationError(destination=shown, detail="not a single file name")
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise DestinationError(destination=shown, detail=exc.strerror or str(exc)) from exc
+    is_device = info is not None and stat.S_ISBLK(info.st_mode)
+    if info is not None:
+        if stat.S_ISLNK(info.st_mode):
+            raise DestinationError(destination=shown, detail="is a symlink; refusing to write through it")
+        if stat.S_ISDIR(info.st_mode):
+            raise DestinationError(destination=shown, detail="is a directory; give a file name")
+        if not is_device and not stat.S_ISREG(info.st_mode):
+            raise DestinationError(destination=shown, detail="exists and is neither a file nor a block device")
+        if not is_device and not overwrite:
+            raise DestinationError(destination=shown, detail="file exists")
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    if not is_device:
+        flags |= os.O_CREAT | (os.O_TRUNC if info is not None else os.O_EXCL)
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        raise DestinationError(destination=shown, detail=exc.strerror or str(exc)) from exc
+    opened = os.fstat(fd).st_mode
+    if stat.S_ISBLK(opened) != is_device or not (stat.S_ISBLK(opened) or stat.S_ISREG(opened)):
+        os.close(fd)  # swapped between the check and the open
+        raise DestinationError(destination=shown, detail="changed while it was opened")
+    return fd, is_device

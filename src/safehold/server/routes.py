@@ -10,6 +10,7 @@ catalog block.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -125,7 +126,10 @@ def submit_job(request: Request, body: schemas.JobRequest = Body(), _: TokenReco
     context = _context(request)
     params = body.params.model_dump(exclude_defaults=True)
     if isinstance(body, schemas.RestoreJob):
+        # Checked now for a quick answer, and again when the job runs: a restore queued earlier may
+        # plant a symlink on the way by then, so the engine walks down from the root itself.
         params["destination"] = str(_inside_restore_root(request, body.params.destination))
+        params["restore_root"] = str(request.app.state.restore_root)
     job_id = submit(context, body.kind, getattr(body, "target", None), params, trigger="api")
     return job_dict(context.catalog.get_job(job_id))
 
@@ -145,12 +149,14 @@ def cancel_job(job_id: JobId, request: Request, _: TokenRecord = operator) -> di
 
 def _inside_restore_root(request: Request, destination: str) -> FilePath:
     root: FilePath = request.app.state.restore_root
-    path = (root / destination).resolve()  # an absolute destination replaces root here, then is checked
-    if path != root and root not in path.parents:
+    lexical = FilePath(os.path.normpath(root / destination))  # an absolute destination replaces root here
+    path = lexical.resolve()
+    if (path != root and root not in path.parents) or (lexical != root and root not in lexical.parents):
         raise errors.UsageError(
             f"params.destination must lie inside the server's restore root {root}; got {destination!r} "
             "(use a relative path, or restore outside it with the CLI on the host)")
-    return path
+    # The lexical path: what the engine walks below the root (without following links) when the job runs.
+    return lexical
 
 
 # --- tokens --------------------------------------------------------------------

@@ -144,6 +144,8 @@ class RestoreParams(_Body):
     snapshot: str = Field("latest", min_length=1, max_length=128, description="Snapshot id (prefix) or 'latest'.")
     overwrite: bool = Field(False, description="Replace existing files.")
     includes: list[str] | None = Field(None, description="Only these paths.")
+    special_files: bool = Field(False, description="Create device nodes and keep setuid/setgid bits; without it "
+                                "they are skipped or removed and listed in the job's details and log.")
 
 
 class CheckParams(_Body):

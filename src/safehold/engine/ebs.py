@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import errors
 from ..restore.ebs import EbsRestoreResult, image_to_ebs_snapshot, restore_to_instance
-from ..sources import aws
+from ..platforms import aws
 from .context import Context
 from .restore import find_snapshot_in_job
 

@@ -32,9 +32,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 from ..errors import SourceError
-from . import aws
+from ..platforms import aws
 from .base import DiskItem, View
-from .ebs_blocks import SnapshotBlockReader, extents, list_blocks, list_changed_blocks
+from ..platforms.aws.ebs_direct import SnapshotBlockReader, extents, list_blocks, list_changed_blocks
 
 log = logging.getLogger(__name__)
 

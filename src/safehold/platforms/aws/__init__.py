@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 MARKER_KEY = "safehold:managed"  # present on every snapshot safehold creates; retention deletes only those
 TARGET_KEY = "safehold:target"

@@ -31,7 +31,7 @@ def aws_location(context: Context, region: str | None) -> tuple[str, str | None]
     regions = {s.region for s in sources}
     if len(regions) == 1:
         return regions.pop(), endpoint
-    default = aws.boto3_module().session.Session().region_name
+    default = aws.default_region()
     if not default:
         raise errors.UsageError("no AWS region: pass --region, or set AWS_DEFAULT_REGION")
     return default, endpoint

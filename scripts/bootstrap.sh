@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shared by quickstart.sh and test.sh: make sure Python can build a virtual
 # environment (Debian ships venv separately), then create .venv and install
-# safehold into it with the given extras. Safe to run again.
+# safehold into it with the given extras, every dependency pinned by a lock
+# file (requirements/). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,10 +38,21 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv --system-site-packages .venv
 fi
+# Every package comes from a lock file with hashes (scripts/lock.sh makes them), so a new release
+# upstream cannot change what the quickstart or the tests run: requirements/test.txt for the test
+# extras, requirements/base.txt otherwise. safehold itself is then installed editable without its
+# dependencies and without build isolation (the build tools are pinned in the same lock).
+case "$EXTRAS" in
+    "") lock=requirements/base.txt ;;
+    test) lock=requirements/test.txt ;;
+    *) echo "error: no lock file for extras '$EXTRAS' (known: none, test); see scripts/lock.sh" >&2; exit 2 ;;
+esac
 log=$(mktemp)
-if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}" >"$log" 2>&1; then
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$lock" >"$log" 2>&1 \
+   || ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+        -e ".${EXTRAS:+[$EXTRAS]}" >>"$log" 2>&1; then
     cat "$log" >&2
-    echo "error: installing safehold into .venv failed (pip output above)" >&2
+    echo "error: installing safehold into .venv from $lock failed (pip output above)" >&2
     rm -f "$log"
     exit 1
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (system packages, .venv with the test
-# extras), starts the real services on loopback, runs the whole test suite and
+# Installs everything the tests need (system packages, checked against
+# requirements/debian.txt; .venv with the test extras, pinned with hashes by
+# requirements/test.txt), starts the real services on loopback, runs the whole test suite and
 # stops the services again. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 bash scripts/services.sh install
+bash scripts/check_debian_versions.sh   # the upstream versions of requirements/debian.txt
 
 bash scripts/bootstrap.sh test
 export PATH="$PWD/.venv/bin:$PATH"

@@ -38,6 +38,20 @@ wrong reason. Each extension below patches moto *in the moto server process*
    shorten a GOVERNANCE one only with ``x-amz-bypass-governance-retention``;
    moto overwrites the retention with whatever it is sent, so anyone allowed
    s3:PutObjectRetention (safehold's maintenance needs it) could unlock anything.
+7. ``s3_iam_action_names``: AWS authorises each S3 request by its IAM action: HeadObject
+   and GetObject need ``s3:GetObject``, ListObjects(V2) needs ``s3:ListBucket``, a DELETE with a
+   version id needs ``s3:DeleteObjectVersion`` (Service Authorization Reference for Amazon S3;
+   HeadObject API reference: "To use HEAD, you must have the s3:GetObject permission"). moto 5.2.6
+   checks the API operation's name instead (``s3:HeadObject``, ``s3:ListObjectsV2``: no such IAM
+   actions), so a role allowed exactly what AWS asks for is refused a HEAD of an object it may
+   read, and a policy naming the operations would pass moto and fail on AWS. 5.2.5 used its own
+   IAM-action table (``ACTION_MAP``), which 5.2.6 still fills in for every request; the extension
+   authorises by that table again.
+8. ``s3_missing_key_needs_list_bucket``: AWS answers a GET or HEAD of a missing key with 404 only
+   to a caller that also has ``s3:ListBucket`` on the bucket, and with 403 otherwise (HeadObject
+   and GetObject API references). The ListBucket question is asked of the GET/HEAD request, which
+   carries no ``s3:prefix``, so a grant conditioned on a prefix does not count (the conservative
+   reading, which safehold's S3 backend must cope with either way). moto answers 404 to anyone.
 """
 
 from __future__ import annotations
@@ -184,13 +198,19 @@ def iam_policy_evaluation() -> None:
         principal = _principal_arn(self._access_key)
         checks = list(_requests(self, resource))
         for action, arn, context, bucket_policy in checks:
-            context = dict(context, **{"aws:PrincipalArn": [principal], "aws:SecureTransport": ["true"],
-                                       "aws:PrincipalAccount": [self.account_id]})
-            decision = iam_evaluation.decide(policies, action, arn, context,
-                                             json.loads(bucket_policy) if bucket_policy else None,
+            base = {"aws:PrincipalArn": [principal], "aws:SecureTransport": ["true"],
+                    "aws:PrincipalAccount": [self.account_id]}
+            bucket_policy = json.loads(bucket_policy) if bucket_policy else None
+            decision = iam_evaluation.decide(policies, action, arn, dict(context, **base), bucket_policy,
                                              principal, self.account_id)
             if decision != "allow":
                 self._raise_access_denied()
+            if action in ("s3:GetObject", "s3:GetObjectVersion") and "/" in arn.split(":::", 1)[-1]:
+                # Whether a missing key answers 404 or 403 (s3_missing_key_needs_list_bucket): the
+                # ListBucket question of this very request, which has no s3:prefix.
+                bucket_arn = arn.split("/", 1)[0]
+                _request.may_list = iam_evaluation.decide(policies, "s3:ListBucket", bucket_arn, base,
+                                                          bucket_policy, principal, self.account_id) == "allow"
 
     def get_permission(self, action: str, resource: str):
         # moto's own bucket-policy check (before every object GET/HEAD/PUT/DELETE, signed or
@@ -372,8 +392,61 @@ def _aws_date(value: str) -> str:
     return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def s3_iam_action_names() -> None:
+    from moto.iam.access_control import S3IAMRequest
+
+    original = S3IAMRequest.__init__
+
+    def __init__(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        # S3Response._set_action puts the request's IAM action (from moto's ACTION_MAP, with the
+        # object-lock actions of s3_object_lock_actions) into the request data before authorising.
+        action = self._data.get("Action") if isinstance(self._data, dict) else None
+        if isinstance(action, list):
+            action = action[0] if action else None
+        if action:
+            self._action = f"s3:{action}"
+
+    S3IAMRequest.__init__ = __init__
+    APPLIED.append("s3_iam_action_names")
+
+
+def s3_missing_key_needs_list_bucket() -> None:
+    from moto.s3.exceptions import MissingKey, S3AccessDeniedError
+    from moto.s3.responses import S3Response
+
+    original_key_response = S3Response._key_response
+    original_head = S3Response.head_object
+    original_get = S3Response.get_object
+
+    def key_response(self, *args, **kwargs):
+        # Every object request starts here; its authorisation (iam_policy_evaluation) then says
+        # whether this caller may list the bucket. A thread can serve several requests (keep-alive).
+        _request.may_list = None
+        return original_key_response(self, *args, **kwargs)
+
+    def head_object(self, *args, **kwargs):
+        status, headers, body = original_head(self, *args, **kwargs)
+        if status == 404 and getattr(_request, "may_list", None) is False:
+            return 403, {}, ""
+        return status, headers, body
+
+    def get_object(self, *args, **kwargs):
+        try:
+            return original_get(self, *args, **kwargs)
+        except MissingKey:
+            if getattr(_request, "may_list", None) is False:
+                raise S3AccessDeniedError() from None
+            raise
+
+    S3Response._key_response = key_response
+    S3Response.head_object = head_object
+    S3Response.get_object = get_object
+    APPLIED.append("s3_missing_key_needs_list_bucket")
+
+
 ALL = [multipart_object_lock, atomic_conditional_put, multipart_initiated_time, s3_object_lock_actions,
-       iam_policy_evaluation, retention_only_extends]
+       iam_policy_evaluation, retention_only_extends, s3_iam_action_names, s3_missing_key_needs_list_bucket]
 
 
 def apply_all() -> list[str]:

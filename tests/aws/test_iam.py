@@ -14,6 +14,7 @@ through moto.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ import moto_support
 from safehold.repository import Repository
 from safehold.repository.archiver import Archiver
 from safehold.repository.backends import Kind
-from safehold.repository.backends.s3 import S3Backend
+from safehold.repository.backends.base import ObjectNotFound
+from safehold.repository.backends.s3 import S3Backend, S3RequestFailed
 from safehold.repository.immutability import extend_retention
 from safehold.repository.prune import plan_forget, forget, prune
 from safehold.repository.retention import RetentionPolicy
@@ -196,6 +198,34 @@ def test_restore_role_creates_and_attaches_a_volume_from_a_safehold_snapshot(wor
     ec2.attach_volume(VolumeId=volume, InstanceId=world.instance, Device="/dev/sdf")
     [attached] = world.client("admin", "ec2").describe_volumes(VolumeIds=[volume])["Volumes"]
     assert attached["Attachments"][0]["InstanceId"] == world.instance
+
+
+def test_roles_see_a_missing_object_as_missing_though_s3_answers_403(world, repository):
+    """The shipped roles may list only the repository's prefix, so S3 answers 403, not 404, to their
+    GET or HEAD of a missing key (AWS's HeadObject/GetObject references; moto_extensions #8). `init`
+    and every existence question depend on the backend telling that apart from a real denial."""
+    for role in ("backup", "restore"):
+        raw = world.client(role, "s3")
+        with pytest.raises(ClientError) as caught:
+            raw.head_object(Bucket=world.bucket, Key=f"{PREFIX}/snapshots/{'0' * 64}")
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        backend = world.backend(role)
+        with pytest.raises(ObjectNotFound):
+            backend.stat(Kind.SNAPSHOTS, "0" * 64)
+        with pytest.raises(ObjectNotFound):
+            backend.get(Kind.SNAPSHOTS, "0" * 64)
+        assert backend.exists()  # the config is there: a HEAD that succeeds needs no listing
+
+
+def test_a_real_denial_is_not_taken_for_a_missing_object(world, repository):
+    # Another application's prefix in the same bucket: the role may neither read nor list it, so the
+    # 403 stays an access error (naming the IAM policy), never "not found".
+    elsewhere = S3Backend(f"s3://{world.bucket}/elsewhere", client=world.client("backup", "s3"))
+    with pytest.raises(S3RequestFailed) as caught:
+        elsewhere.stat(Kind.CONFIG, "config")
+    assert caught.value.errno == errno.EACCES and "IAM policy" in str(caught.value)
+    with pytest.raises(S3RequestFailed):
+        elsewhere.exists()
 
 
 # --- forbidden ------------------------------------------------------------------------------

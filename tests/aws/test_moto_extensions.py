@@ -244,3 +244,81 @@ def test_extensions_are_all_applied_in_the_server(moto):
     from moto.s3.responses import ACTION_MAP  # this process is vanilla: the mapping gap is visible here
 
     assert "retention" not in ACTION_MAP["KEY"]["PUT"]
+
+
+# --- S3 authorisation by IAM action; 404 or 403 for a missing key -------------------------
+
+READER_STATEMENTS = {
+    # Exactly what AWS asks for: s3:GetObject for GET and HEAD, s3:ListBucket for listings.
+    "get-only": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::BUCKET/repo/*"}],
+    "get-and-prefix-list": [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::BUCKET/repo/*"},
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::BUCKET",
+         "Condition": {"StringLike": {"s3:prefix": ["repo/*"]}}}],
+    "get-and-list": [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::BUCKET/repo/*"},
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::BUCKET"}],
+}
+
+
+def _readers(server: moto_support.MotoServer) -> tuple[str, dict]:
+    """A bucket holding repo/present, and an S3 client per entry of READER_STATEMENTS, IAM enforced."""
+    server.enforce_iam(1_000_000)  # reset the free-call budget before setting up
+    admin_s3 = server.client("s3")
+    bucket = moto_support.make_bucket_with(admin_s3)
+    admin_s3.put_object(Bucket=bucket, Key="repo/present", Body=b"x")
+    iam = server.client("iam")
+    clients = {}
+    for name, statements in READER_STATEMENTS.items():
+        user = f"reader-{name}-{bucket[-6:]}"
+        iam.create_user(UserName=user)
+        document = json.dumps({"Version": "2012-10-17", "Statement": statements}).replace("BUCKET", bucket)
+        iam.put_user_policy(UserName=user, PolicyName="read", PolicyDocument=document)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        clients[name] = server.client("s3", aws_access_key_id=key["AccessKeyId"],
+                                      aws_secret_access_key=key["SecretAccessKey"])
+    server.enforce_iam(0)
+    return bucket, clients
+
+
+def _status(call) -> int:
+    from botocore.exceptions import ClientError
+
+    try:
+        call()
+        return 200
+    except ClientError as exc:
+        return exc.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_vanilla_moto_authorises_s3_by_operation_name_not_iam_action():
+    # Its own server: IAM enforcement is process-wide. moto 5.2.6 refuses a HEAD (and a listing) to a
+    # caller allowed exactly what AWS asks for; 5.2.5 did not. A moto release that fixes it fails
+    # this test, and the extension s3_iam_action_names can go.
+    with moto_support.MotoServer(vanilla=True) as server:
+        bucket, clients = _readers(server)
+        reader = clients["get-and-list"]
+        assert _status(lambda: reader.get_object(Bucket=bucket, Key="repo/present")) == 200
+        assert _status(lambda: reader.head_object(Bucket=bucket, Key="repo/present")) == 403
+        assert _status(lambda: reader.list_objects_v2(Bucket=bucket, Prefix="repo/")) == 403
+
+
+def test_extended_moto_authorises_s3_by_iam_action_and_hides_missing_keys_like_aws():
+    with moto_support.MotoServer() as server:
+        bucket, clients = _readers(server)
+        head = {name: (lambda c=c, key="repo/present": c.head_object(Bucket=bucket, Key=key))
+                for name, c in clients.items()}
+        missing = {name: (lambda c=c: c.head_object(Bucket=bucket, Key="repo/missing")) for name, c in clients.items()}
+        get_missing = {name: (lambda c=c: c.get_object(Bucket=bucket, Key="repo/missing"))
+                       for name, c in clients.items()}
+        # HEAD needs s3:GetObject, nothing else.
+        assert {name: _status(call) for name, call in head.items()} == dict.fromkeys(clients, 200)
+        # A missing key: 404 only with ListBucket that applies to this request (no s3:prefix in a HEAD/GET).
+        expected = {"get-only": 403, "get-and-prefix-list": 403, "get-and-list": 404}
+        assert {name: _status(call) for name, call in missing.items()} == expected
+        assert {name: _status(call) for name, call in get_missing.items()} == expected
+        # Listings need s3:ListBucket, and the prefix condition applies to them.
+        lister = clients["get-and-prefix-list"]
+        assert _status(lambda: lister.list_objects_v2(Bucket=bucket, Prefix="repo/missing")) == 200
+        assert _status(lambda: lister.list_objects_v2(Bucket=bucket, Prefix="other/")) == 403
+        assert _status(lambda: clients["get-only"].list_objects_v2(Bucket=bucket, Prefix="repo/")) == 403

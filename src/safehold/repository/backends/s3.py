@@ -46,6 +46,7 @@ DEFAULT_MAX_ATTEMPTS = 10
 STALE_UPLOAD_AGE = timedelta(hours=6)
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {"AccessDenied", "403", "Forbidden"}
 _PRECONDITION = {"PreconditionFailed", "412"}
 _CONFLICT = {"ConditionalRequestConflict", "409"}
 
@@ -201,20 +202,42 @@ class S3Backend:
             answer = self.client.get_object(Bucket=self.bucket, Key=key, **options)
             return answer["Body"].read()
         except Exception as exc:
-            code = _error_code(exc)
-            if code in _NOT_FOUND:
-                raise ObjectNotFound(kind, name) from None
-            if code == "InvalidRange":  # offset at or past the end: nothing to read
+            if _error_code(exc) == "InvalidRange":  # offset at or past the end: nothing to read
                 return b""
-            raise _storage_error(exc, f"reading {kind.value}/{name[:16]}") from exc
+            raise self._read_error(exc, kind, name, f"reading {kind.value}/{name[:16]}") from exc
 
     def _head(self, kind: Kind, name: str) -> dict:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.key(kind, name))
         except Exception as exc:
-            if _error_code(exc) in _NOT_FOUND:
-                raise ObjectNotFound(kind, name) from None
-            raise _storage_error(exc, f"stat {kind.value}/{name[:16]}") from exc
+            raise self._read_error(exc, kind, name, f"stat {kind.value}/{name[:16]}") from exc
+
+    def _read_error(self, exc: BaseException, kind: Kind, name: str, what: str) -> Exception:
+        """The error for a failed GET or HEAD: ObjectNotFound when the object does not exist.
+
+        S3 answers a GET or HEAD of a missing key with 404 only to a caller allowed
+        ``s3:ListBucket`` for that request, and with 403 otherwise (the HeadObject and GetObject
+        API references say so). The shipped roles (deploy/iam/) may list only the repository's
+        prefix: their ListBucket grant carries an ``s3:prefix`` condition, which a GET or HEAD
+        (no prefix in the request) never satisfies, so every missing object answers 403. Granting
+        ListBucket on the whole bucket would let a stolen key enumerate every other prefix in it;
+        instead, on a 403 we ask the one question the role may ask, a listing with the key itself as
+        the prefix: absent there means missing (ObjectNotFound, as with a 404); present, or the
+        listing refused too, means the 403 was a real denial and is reported as one.
+        """
+        code = _error_code(exc)
+        if code in _NOT_FOUND:
+            return ObjectNotFound(kind, name)
+        if code in _DENIED:
+            key = self.key(kind, name)
+            try:
+                answer = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+            except Exception:
+                return _storage_error(exc, what)  # the listing is denied too: report the first refusal
+            # The key is the shortest name with itself as prefix, so it sorts first if it exists.
+            if not any(entry.get("Key") == key for entry in answer.get("Contents", [])):
+                return ObjectNotFound(kind, name)
+        return _storage_error(exc, what)
 
     def stat(self, kind: Kind, name: str) -> ObjectInfo:
         return ObjectInfo(name, int(self._head(kind, name)["ContentLength"]))

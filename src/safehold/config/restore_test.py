@@ -1,0 +1,119 @@
+"""Restore tests: ``RestoreTest`` and the ``HealthCheck`` run on the restored data.
+
+The health check kinds are ``CommandCheck`` (a shell command in the restored
+tree), ``FileExistsCheck`` and ``ChecksumCheck`` (SHA-256 of a file), chosen
+by ``type``; their paths are ``TreePath``s, which cannot leave the tree.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
+
+from safehold.config.common import _check_kind, _invalid, _Model
+from safehold.config.fields import Duration
+
+__all__ = [
+    "HEALTH_CHECK_TYPES",
+    "ChecksumCheck",
+    "CommandCheck",
+    "FileExistsCheck",
+    "HealthCheck",
+    "RestoreTest",
+    "TreePath",
+]
+
+HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _inside_tree(value: str) -> str:
+    """A path relative to the restored tree's root that cannot leave it."""
+    parts = [part for part in value.strip().split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise _invalid(
+            f"{value!r} is not valid; expected a path inside the restored tree, relative to its root "
+            "and without '..', e.g. etc/hostname"
+        )
+    return "/".join(parts)
+
+
+TreePath = Annotated[
+    str,
+    BeforeValidator(lambda value: _inside_tree(value) if isinstance(value, str) else value),
+    WithJsonSchema({"type": "string", "minLength": 1, "examples": ["etc/hostname"]}),
+]
+"""A path inside a restored tree; a leading '/' is allowed and means the tree's root."""
+
+
+class CommandCheck(_Model):
+    """Run a shell command in the restored tree; exit status 0 means healthy."""
+
+    type: Literal["command"] = Field(description="Health check kind.", examples=["command"])
+    run: str = Field(
+        min_length=1,
+        description="Shell command, run with the restore destination as working directory.",
+        examples=["test -f etc/hostname"],
+    )
+    timeout: Duration = Field(
+        timedelta(minutes=10),
+        description="The check fails when the command runs longer than this.",
+        examples=["30s", "10m"],
+    )
+
+
+class FileExistsCheck(_Model):
+    """Healthy when a file exists in the restored tree."""
+
+    type: Literal["file_exists"] = Field(description="Health check kind.", examples=["file_exists"])
+    path: TreePath = Field(
+        description="Path inside the restored tree (relative to its root).", examples=["etc/hostname"]
+    )
+
+
+class ChecksumCheck(_Model):
+    """Healthy when a restored file has the expected SHA-256."""
+
+    type: Literal["checksum"] = Field(description="Health check kind.", examples=["checksum"])
+    path: TreePath = Field(
+        description="Path inside the restored tree (relative to its root).",
+        examples=["srv/docs/index.html"],
+    )
+    sha256: str = Field(
+        description="Expected SHA-256 of the file, 64 hexadecimal digits.",
+        examples=["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"],
+    )
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_digest(cls, value: str) -> str:
+        if not _SHA256.fullmatch(value):
+            raise _invalid(f"{value!r} is not a SHA-256 digest; expected 64 hexadecimal digits")
+        return value.lower()
+
+
+HealthCheck = Annotated[CommandCheck | FileExistsCheck | ChecksumCheck, Field(discriminator="type")]
+"""One of the health check kinds, chosen by ``type``."""
+
+
+class RestoreTest(_Model):
+    """Scheduled restore drills: restore the latest snapshot, check it, record the recovery time."""
+
+    every: Duration = Field(
+        timedelta(days=7),
+        description="How often to run the restore test.",
+        examples=["7d", "1d"],
+    )
+    health_check: HealthCheck | None = Field(
+        None,
+        description="Check run on the restored data; without one a test passes when every byte restored and verified.",
+        examples=[{"type": "command", "run": "test -f etc/hostname"}],
+    )
+
+    @field_validator("health_check", mode="before")
+    @classmethod
+    def _check_health_kind(cls, value: object) -> object:
+        return _check_kind(value, what="health check", supported=HEALTH_CHECK_TYPES)

@@ -35,7 +35,7 @@ def run(mode: str, size: int, writes: int) -> str:
     from safehold.engine.backup import backup_target
     from safehold.engine.context import Context
     from safehold.engine.maintenance import init_repository
-    from safehold.hyperv.shell import PsrpShell
+    from safehold.platforms.hyperv.shell import PsrpShell
     from safehold.sources.hyperv import HyperVSource
 
     work = Path(tempfile.mkdtemp(prefix="safehold-hyperv-bench-"))

@@ -1,7 +1,7 @@
-"""A stateful fake Hyper-V host behind safehold's PowerShell seam (``safehold.hyperv.shell``).
+"""A stateful fake Hyper-V host behind safehold's PowerShell seam (``safehold.platforms.hyperv.shell``).
 
 No Hyper-V host (and no PowerShell) can run on this machine, so the driver is
-tested against this fake. It answers each script of ``safehold.hyperv.scripts``
+tested against this fake. It answers each script of ``safehold.platforms.hyperv.scripts``
 by name, refuses parameters the script's ``param()`` block does not declare,
 and returns JSON shaped like the documented output the scripts select from:
 
@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from safehold.errors import HyperVSessionExpired
-from safehold.hyperv.scripts import Script
-from safehold.hyperv.shell import PowerShellFailed
+from safehold.platforms.hyperv.scripts import Script
+from safehold.platforms.hyperv.shell import PowerShellFailed
 
 MAX_PROCESSED = 256 * 1024 * 1024  # GetVirtualDiskChanges answers at most this much per call
 
@@ -87,7 +87,7 @@ class VM:
 
 
 class FakeHyperVHost:
-    """Implements ``safehold.hyperv.shell.PowerShell``. ``root`` holds the host's files: the
+    """Implements ``safehold.platforms.hyperv.shell.PowerShell``. ``root`` holds the host's files: the
     Windows path C:\\X\\y.vhdx lives at root/C/X/y.vhdx."""
 
     def __init__(self, root: Path, rct_granularity: int = 4096) -> None:

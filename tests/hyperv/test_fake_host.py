@@ -7,8 +7,8 @@ import base64
 import pytest
 from fake_hyperv import MAX_PROCESSED, FakeHyperVHost
 
-from safehold.hyperv import scripts
-from safehold.hyperv.shell import PowerShell, PowerShellFailed
+from safehold.platforms.hyperv import scripts
+from safehold.platforms.hyperv.shell import PowerShell, PowerShellFailed
 
 MiB = 1024 * 1024
 

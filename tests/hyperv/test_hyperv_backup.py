@@ -142,7 +142,7 @@ def test_lost_change_tracking_reads_everything_again(workspace, host: FakeHyperV
 
 
 def test_checkpoint_left_by_a_killed_run_is_removed(workspace, host: FakeHyperVHost) -> None:
-    from safehold.hyperv import scripts
+    from safehold.platforms.hyperv import scripts
 
     vm = host.vm("vm1")
     host.run(scripts.CREATE_CHECKPOINT, VMId=vm.id, ConsistencyLevel=1, Name=CHECKPOINT_PREFIX + "killed")

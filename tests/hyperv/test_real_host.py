@@ -31,7 +31,7 @@ def test_backup_incremental_and_restore_on_a_real_host(tmp_path: Path, fast_kdf:
     from safehold.engine.hyperv import restore_hyperv_vm
     from safehold.engine.maintenance import init_repository
     from safehold.engine.restore import restore_snapshot
-    from safehold.hyperv import scripts
+    from safehold.platforms.hyperv import scripts
     from safehold.sources.hyperv import CHECKPOINT_PREFIX, HyperVSource
 
     url = urlsplit(SPEC)

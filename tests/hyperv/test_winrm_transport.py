@@ -17,8 +17,8 @@ from winrm_server import WinRMServer
 
 from safehold import errors
 from safehold.engine.backup import backup_target
-from safehold.hyperv import scripts
-from safehold.hyperv.shell import PowerShellFailed, PsrpShell
+from safehold.platforms.hyperv import scripts
+from safehold.platforms.hyperv.shell import PowerShellFailed, PsrpShell
 from safehold.sources.hyperv import HyperVSource
 
 MiB = 1024 * 1024

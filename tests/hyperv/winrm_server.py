@@ -30,8 +30,8 @@ import psrpcore
 from psrpcore.types import ErrorCategory, ErrorCategoryInfo, ErrorRecord, NETException, PSInvocationState
 
 from safehold.errors import HyperVSessionExpired
-from safehold.hyperv.scripts import Script
-from safehold.hyperv.shell import PowerShellFailed
+from safehold.platforms.hyperv.scripts import Script
+from safehold.platforms.hyperv.shell import PowerShellFailed
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",

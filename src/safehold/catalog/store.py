@@ -352,6 +352,35 @@ class Catalog:
         with self._read() as session:
             return {row.target: JobRecord.from_row(row) for row in session.scalars(query)}
 
+    def backup_durations(self) -> dict[str | None, list[float]]:
+        """Seconds each succeeded backup job took, per target (for the duration histogram), in one query."""
+        query = select(Job.target, Job.started_at, Job.finished_at).where(
+            Job.kind == "backup", Job.status == "succeeded", Job.started_at.is_not(None), Job.finished_at.is_not(None))
+        durations: dict[str | None, list[float]] = {}
+        with self._read() as session:
+            for target, started, finished in session.execute(query):
+                durations.setdefault(target, []).append(max(0.0, (finished - started).total_seconds()))
+        return durations
+
+    def backup_byte_totals(self) -> dict[str | None, tuple[int, int]]:
+        """(bytes read, bytes added) summed over every finished backup job, per target, in one query."""
+        query = (select(Job.target, func.coalesce(func.sum(Job.bytes_read), 0),
+                        func.coalesce(func.sum(Job.bytes_added), 0))
+                 .where(Job.kind == "backup", Job.finished_at.is_not(None)).group_by(Job.target))
+        with self._read() as session:
+            return {target: (int(read), int(added)) for target, read, added in session.execute(query)}
+
+    def count_jobs(self, status: str, *, by_target: bool = False) -> dict[tuple[str | None, str], int]:
+        """How many jobs are in ``status``, keyed by (target, kind); the target is None unless
+        ``by_target`` (and for repository-wide jobs). One query."""
+        columns = (Job.target, Job.kind) if by_target else (Job.kind,)
+        query = select(*columns, func.count()).where(Job.status == status).group_by(*columns)
+        with self._read() as session:
+            rows = session.execute(query).all()
+        if by_target:
+            return {(target, kind): int(count) for target, kind, count in rows}
+        return {(None, kind): int(count) for kind, count in rows}
+
     def job_logs(self, job_id: int) -> list[LogRecord]:
         """The job's log lines in the order they were written."""
         query = select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import typer
 
+from .app import JsonOption, context
 from .output import human_bytes, print_json, print_table
 
-JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 
 scheduler_app = typer.Typer(help="The job scheduler without the HTTP server.", no_args_is_help=True)
 
@@ -26,7 +26,6 @@ def _age(seconds: float | None) -> str:
 def status(json_output: bool = JsonOption) -> None:
     """Each target's tier, RPO, age of its last good backup, compliance and last restore test."""
     from ..engine.status import target_statuses
-    from .main import context
 
     ctx, _ = context(json_output, progress=False)
     statuses = target_statuses(ctx)
@@ -55,7 +54,6 @@ def restore_test(
 ) -> None:
     """Restore the newest snapshot into a sandbox, run the health check, compare the ART with the RTO."""
     from ..engine.restore_test import run_restore_test
-    from .main import context
 
     ctx, _ = context(json_output, progress=False)
     result = run_restore_test(ctx, target)
@@ -82,7 +80,6 @@ def scheduler_run(
     import threading
 
     from ..scheduler import Scheduler
-    from .main import context
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx, _ = context(progress=False)

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from .app import context
 from .output import print_json, print_table
 
 ebs_app = typer.Typer(help="EBS snapshots that safehold made for ebs targets.", no_args_is_help=True)
@@ -16,7 +17,6 @@ def restore_to_instance(snapshot: str, instance_id: str, *, device: str | None, 
     """Called by ``safehold restore`` when --destination-instance is given."""
     from ..engine.ebs import restore_ebs
     from ..errors import UsageError
-    from .main import context
 
     if len(include) > 1:
         raise UsageError("an instance restore takes one image: give --include once")
@@ -40,7 +40,6 @@ def snapshots(
 ) -> None:
     """List the EBS snapshots safehold made (and their DR copies), per target and region."""
     from ..engine.ebs import list_ebs_snapshots
-    from .main import context
 
     ctx, _ = context(json_output, progress=False)
     rows = list_ebs_snapshots(ctx, target=target, region=region)

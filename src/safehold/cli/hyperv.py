@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from .app import context
+
 
 def register(app: typer.Typer) -> None:
     group = typer.Typer(name="hyperv", help="Hyper-V virtual machines: restore a snapshot as a new VM.",
@@ -25,7 +27,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Restore a snapshot of a Hyper-V target as a new VM on the target's host."""
         from ..engine.hyperv import restore_hyperv_vm
-        from .main import context
         from .output import human_bytes, print_json
 
         ctx, display = context(json_output, threads)

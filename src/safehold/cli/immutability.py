@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+from .app import JsonOption, context
+
 
 repo_app = typer.Typer(help="Repository-wide checks.", no_args_is_help=True)
 
@@ -21,7 +22,6 @@ def maintenance(
     from datetime import timedelta
 
     from ..engine.immutability import run_maintenance
-    from .main import context
     from .output import print_json
 
     ctx, _ = context(json_output)
@@ -54,7 +54,6 @@ def audit_immutability(
     from ..engine.immutability import audit_immutability as audit
     from ..errors import ImmutabilityAuditFailed
 
-    from .main import context
 
     ctx, _ = context(json_output)
     try:

@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 
+from .app import JsonOption, ThreadsOption, context
+
 
 def register(app: typer.Typer) -> None:
-    from .main import JsonOption, ThreadsOption, context
     from .output import error_console, human_bytes, print_json, print_table
 
     libvirt_app = typer.Typer(help="KVM/libvirt domains: restore as a new domain or into a disk; checkpoints.",

@@ -10,9 +10,9 @@ from typing import Optional
 
 import typer
 
+from .app import JsonOption, context, state
 from .output import print_json, print_table
 
-JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 ConfigOption = typer.Option(None, "--config", "-c", envvar="SAFEHOLD_CONFIG",
                             help="targets.yml to use (same as the global --config).")
 
@@ -21,7 +21,6 @@ token_app = typer.Typer(help="API tokens for 'safehold serve' (only a hash of ea
 
 
 def _context(config: Optional[Path]):
-    from .main import context, state
 
     if config is not None:
         state.config_path = str(config)

@@ -9,9 +9,10 @@ from typing import Optional
 
 import typer
 
+from .app import JsonOption, ThreadsOption, context
+
 
 def register(app: typer.Typer) -> None:
-    from .main import JsonOption, ThreadsOption
 
     group = typer.Typer(help="VMware vSphere: list the VMs a target selects; restore VM disks.",
                         no_args_is_help=True)
@@ -21,7 +22,6 @@ def register(app: typer.Typer) -> None:
             json_output: bool = JsonOption) -> None:
         """List the VMs a vmware target selects now (by name, folder or tag)."""
         from ..engine.vmware import list_target_vms
-        from .main import context
         from .output import print_json, print_table
 
         ctx, _display = context(json_output, progress=False)
@@ -50,7 +50,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Restore a VM from a vmware snapshot: as a new VM, or onto an existing VM's disk."""
         from ..engine.vmware import restore_vm
-        from .main import context
         from .output import human_bytes, print_json
 
         ctx, display = context(json_output, threads)

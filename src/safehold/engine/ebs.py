@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import errors
 from ..restore.ebs import EbsRestoreResult, image_to_ebs_snapshot, restore_to_instance
-from ..sources import aws
+from ..platforms import aws
 from .context import Context
 from .restore import find_snapshot_in_job
 
@@ -31,7 +31,7 @@ def aws_location(context: Context, region: str | None) -> tuple[str, str | None]
     regions = {s.region for s in sources}
     if len(regions) == 1:
         return regions.pop(), endpoint
-    default = aws.boto3_module().session.Session().region_name
+    default = aws.default_region()
     if not default:
         raise errors.UsageError("no AWS region: pass --region, or set AWS_DEFAULT_REGION")
     return default, endpoint

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .. import errors
+from ..repository.backends import ImmutabilityFactsBackend
 from ..repository.immutability import MaintenanceReport, chain_of, chain_retention, extend_retention
 from ..repository.prune import plan_forget
 from ..repository.retention import RetentionPolicy
@@ -104,9 +105,9 @@ def audit_immutability(context: Context, min_remaining: timedelta = DEFAULT_MIN_
                        "add 'object_lock: {mode: COMPLIANCE, days: 30}' under repository in targets.yml, then run "
                        "'safehold maintenance' to lock what is already stored")
         repository = context.open_repository(load_index=False)
-        facts_of = getattr(repository.backend, "immutability_facts", None)
-        facts = facts_of() if facts_of is not None else {}
-        bucket = getattr(repository.backend, "bucket", "BUCKET")
+        backend = repository.backend
+        facts = backend.immutability_facts() if isinstance(backend, ImmutabilityFactsBackend) else {}
+        bucket = backend.bucket if isinstance(backend, ImmutabilityFactsBackend) else "BUCKET"
         if not facts.get("object_lock_enabled"):
             report.add("error", "bucket", f"{facts.get('store', 'the store')} does not have Object Lock enabled, "
                        "so retention cannot be set",

@@ -139,7 +139,7 @@ def list_checkpoints(uri: str, domain_name: str) -> list[dict]:
     import xml.etree.ElementTree as ET
     from datetime import datetime, timezone
 
-    from ..sources.libvirt import connect, lookup_domain
+    from ..platforms.libvirt.connection import connect, lookup_domain
 
     connection = connect(uri)
     try:

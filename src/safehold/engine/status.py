@@ -10,6 +10,7 @@ newest cached snapshot, so a catalog rebuilt from the repository
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -124,3 +125,27 @@ def _restore_test_status(job: JobRecord | None, rto: float) -> RestoreTestStatus
         rto_seconds=float(details.get("rto_seconds", rto)),
         rto_met=passed and art is not None and float(art) <= rto,
     )
+
+
+def repository_usage(context: Context) -> dict[str, float]:
+    """Snapshot count, stored bytes and (for local repositories) capacity, from object listings alone.
+
+    Needs no password: sizes and names of objects are visible to anyone who
+    can list the store, and nothing is decrypted.
+    """
+    from ..repository.backends import Kind
+
+    backend = context.backend()
+    stored = 0
+    snapshots = 0
+    for kind in Kind:
+        for info in backend.list(kind):
+            stored += info.size
+            if kind is Kind.SNAPSHOTS:
+                snapshots += 1
+    values: dict[str, float] = {"snapshots": float(snapshots), "stored_bytes": float(stored)}
+    local_path = context.config.repository.local_path
+    if local_path is not None:
+        # The repository can grow into what is free on its filesystem; other data there is not ours to count.
+        values["capacity_bytes"] = float(stored + shutil.disk_usage(local_path).free)
+    return values

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
-from .backends import Kind, ObjectNotFound, RetentionBackend
+from .backends import Kind, ObjectNotFound, RetentionBackend, retention_of
 from .repository import Repository, Snapshot
 
 LOOKUP_THREADS = 16
@@ -45,10 +45,7 @@ class RetainedObject:
 
 
 def retention_backend(repository: Repository) -> RetentionBackend | None:
-    backend = repository.backend
-    if getattr(backend, "supports_retention", False) and isinstance(backend, RetentionBackend):
-        return backend
-    return None
+    return retention_of(repository.backend)
 
 
 def retained(repository: Repository, kind: Kind, names: Iterable[str],
@@ -142,7 +139,7 @@ def extend_retention(repository: Repository, snapshots: list[Snapshot], renew_wi
     """
     report = MaintenanceReport(snapshots_kept=len(snapshots))
     backend = retention_backend(repository)
-    period = getattr(repository.backend, "retention_period", None)
+    period = backend.retention_period if backend is not None else None
     if backend is None or period is None:
         report.retention_enabled = False
         return report

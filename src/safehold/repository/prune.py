@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from .. import errors
-from .backends import Kind
+from .backends import Kind, TemporaryFilesBackend
 from .check import referenced_blobs
 from .immutability import RetainedObject, packs_named_by, retained, retention_backend
 from .pack import PackEntry
@@ -242,6 +242,5 @@ def _hold_retained(repository: Repository, old_indexes: list[str], delete: list[
 
 
 def _remove_temporary_files(repository: Repository, report: PruneReport) -> None:
-    remover = getattr(repository.backend, "remove_temporary_files", None)
-    if remover is not None:
-        report.temporary_files_removed = remover()
+    if isinstance(repository.backend, TemporaryFilesBackend):
+        report.temporary_files_removed = repository.backend.remove_temporary_files()

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 import msgpack
 
 from .. import errors
-from .backends import Backend, Kind, ObjectNotFound
+from .backends import Backend, DirectoryBackend, Kind, ObjectNotFound, retention_of
 from .chunker import DEFAULT_IMAGE_CHUNK, FileChunker, TREE_AVG, TREE_MAX, TREE_MIN
 from .crypto import Cipher, DecryptionFailed, MasterKey, describe_key_file, unwrap_master_key, wrap_master_key
 from .index import BlobLocation, Index, decode_entries, encode_entries
@@ -319,7 +319,8 @@ class Repository:
         from the moment of writing, and ``safehold maintenance`` extends it on
         objects that kept snapshots still use.
         """
-        period = getattr(self.backend, "retention_period", None)
+        backend = retention_of(self.backend)
+        period = backend.retention_period if backend is not None else None
         return None if period is None else datetime.now(timezone.utc) + period
 
     def locate(self, blob_id: bytes) -> BlobLocation:
@@ -479,7 +480,7 @@ def key_check(master: MasterKey, repository_id: str) -> str:
 
 def _refuse_foreign(backend: Backend) -> None:
     """Refuse to initialise inside a directory that holds something else (another tool's repository)."""
-    root = getattr(backend, "root", None)
+    root = backend.root if isinstance(backend, DirectoryBackend) else None
     if root is not None and os.path.isdir(root):
         known = {"keys", "locks", "snapshots", "index", "data"}
         for name in os.listdir(root):

@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 from ..errors import DestinationError, EbsDeviceInUse, EbsInstanceInOtherRegion, EbsSnapshotPending, SourceError
 from ..items import HOLE
-from ..sources import aws
-from ..sources.ebs_blocks import EBS_BLOCK_SIZE, write_snapshot
+from ..platforms import aws
+from ..platforms.aws.ebs_direct import EBS_BLOCK_SIZE, write_snapshot
 
 DEVICE_CANDIDATES = [f"/dev/sd{letter}" for letter in "fghijklmnop"]
 

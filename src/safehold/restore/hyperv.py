@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import DestinationError
-from ..hyperv import scripts
-from ..hyperv.shell import PowerShell, PowerShellFailed
+from ..platforms.hyperv import scripts
+from ..platforms.hyperv.shell import PowerShell, PowerShellFailed
 from ..text import printable
 from .directory import BlobReader, valid_name
 from .image import restore_image

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import DestinationError, DomainBusy, HypervisorUnavailable
-from ..sources.libvirt import connect, domain_disks, import_libvirt, lookup_domain
+from ..platforms.libvirt.connection import connect, domain_disks, import_libvirt, lookup_domain
 from .directory import BlobReader
 from .image import restore_image
 

@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator
 from ..concurrency import ordered_map
 from ..errors import DestinationError
 from ..items import HOLE
-from ..sources.vmware.datastore import DatastoreHTTPError, flat_path, parse_path, upload
-from ..sources.vmware.inventory import all_vms, datacenter_path
-from ..sources.vmware.session import Session
+from ..platforms.vmware.datastore import DatastoreHTTPError, flat_path, parse_path, upload
+from ..platforms.vmware.inventory import all_vms, datacenter_path
+from ..platforms.vmware.session import Session
 from .directory import BlobReader
 
 

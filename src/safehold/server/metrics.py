@@ -21,19 +21,15 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import func, select
 
 from .. import __version__
-from ..catalog.models import Job
 
 if TYPE_CHECKING:
     from ..engine.context import Context
@@ -153,24 +149,8 @@ class SafeholdCollector(Collector):
             "safehold_backup_bytes_added", "Bytes added to the repository (after deduplication) by finished backups",
             labels=TARGET_LABELS)
         catalog = self.context.catalog
-        durations: dict[str, list[float]] = defaultdict(list)
-        totals: dict[str, tuple[int, int]] = {}
-        with catalog.engine.connect() as connection:
-            rows = connection.execute(
-                select(Job.target, Job.started_at, Job.finished_at)
-                .where(Job.kind == "backup", Job.status == "succeeded", Job.started_at.is_not(None),
-                       Job.finished_at.is_not(None))
-            )
-            for target, started, finished in rows:
-                durations[target].append(max(0.0, (finished - started).total_seconds()))
-            sums = connection.execute(
-                select(Job.target, func.coalesce(func.sum(Job.bytes_read), 0),
-                       func.coalesce(func.sum(Job.bytes_added), 0))
-                .where(Job.kind == "backup", Job.finished_at.is_not(None))
-                .group_by(Job.target)
-            )
-            for target, read, added in sums:
-                totals[target] = (int(read), int(added))
+        durations = catalog.backup_durations()
+        totals = catalog.backup_byte_totals()
         for name, values in labels.items():
             buckets, total = _histogram(durations.get(name, []))
             duration.add_metric(values, buckets, total)
@@ -184,14 +164,9 @@ class SafeholdCollector(Collector):
         failures = CounterMetricFamily("safehold_job_failures", "Jobs that ended failed, by target and kind",
                                        labels=("target", "kind"))
         counts: dict[str, int] = dict.fromkeys(RUNNING_KINDS, 0)
-        with self.context.catalog.engine.connect() as connection:
-            for kind, count in connection.execute(
-                select(Job.kind, func.count()).where(Job.status == "running").group_by(Job.kind)
-            ):
-                counts[kind] = int(count)
-            failed = connection.execute(
-                select(Job.target, Job.kind, func.count()).where(Job.status == "failed").group_by(Job.target, Job.kind)
-            ).all()
+        counts |= {kind: count for (_target, kind), count in self.context.catalog.count_jobs("running").items()}
+        failed = [(target, kind, count) for (target, kind), count
+                  in self.context.catalog.count_jobs("failed", by_target=True).items()]
         for kind, count in sorted(counts.items()):
             running.add_metric((kind,), float(count))
         for target, kind, count in sorted(failed, key=lambda row: (row[0] or "", row[1])):
@@ -239,6 +214,8 @@ class SafeholdCollector(Collector):
             now = time.monotonic()
             if self._repository_cache is not None and now - self._repository_cache[0] < self.repository_ttl:
                 return self._repository_cache[1]
+            from ..engine.status import repository_usage
+
             try:
                 values: dict[str, float] | None = repository_usage(self.context)
             except Exception as error:  # an unreachable repository must not break the whole scrape
@@ -246,30 +223,6 @@ class SafeholdCollector(Collector):
                 values = None
             self._repository_cache = (now, values)
             return values
-
-
-def repository_usage(context: Context) -> dict[str, float]:
-    """Snapshot count, stored bytes and (for local repositories) capacity, from object listings alone.
-
-    Needs no password: sizes and names of objects are visible to anyone who
-    can list the store, and nothing is decrypted.
-    """
-    from ..repository.backends import Kind
-
-    backend = context.backend()
-    stored = 0
-    snapshots = 0
-    for kind in Kind:
-        for info in backend.list(kind):
-            stored += info.size
-            if kind is Kind.SNAPSHOTS:
-                snapshots += 1
-    values: dict[str, float] = {"snapshots": float(snapshots), "stored_bytes": float(stored)}
-    local_path = context.config.repository.local_path
-    if local_path is not None:
-        # The repository can grow into what is free on its filesystem; other data there is not ours to count.
-        values["capacity_bytes"] = float(stored + shutil.disk_usage(local_path).free)
-    return values
 
 
 def create_registry(context: Context, **options: Any) -> CollectorRegistry:

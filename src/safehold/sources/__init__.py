@@ -29,16 +29,17 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
 def open_source(source_config: Any, target: Any = None) -> Source:
     """Build the driver for a validated source model (``config.FilesSource`` ...).
 
-    Drivers that act on the platform in the target's name (tagging, retention of
-    EBS snapshots) take a ``target`` argument: a ``TargetInfo`` built from
-    ``target`` (a ``config.Target``) is passed to those only."""
+    Drivers that act on the platform in the target's name (tagging EBS snapshots)
+    take a ``target`` argument: a ``TargetInfo`` built from ``target`` (a
+    ``config.Target``) is passed to those only. The target's retention stays with
+    the engine, which applies it to drivers that keep platform snapshots."""
     kind = source_config.type
     module_name, class_name, _restore = REGISTRY[kind]
     module = importlib.import_module(module_name)
     cls = getattr(module, class_name)
     options = source_config.model_dump(exclude={"type"})
     if target is not None and "target" in inspect.signature(cls).parameters:
-        options["target"] = module.TargetInfo(name=target.name, tier=target.tier, retention=target.retention)
+        options["target"] = module.TargetInfo(name=target.name, tier=target.tier)
     return cls(**options)
 
 

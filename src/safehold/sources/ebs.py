@@ -12,9 +12,9 @@ One backup of an ``ebs`` target:
    direct APIs: every block for the first backup, and only the blocks
    ``ListChangedBlocks`` reports against the previous backup's snapshot after
    that; the archiver takes all other chunks from the parent unread;
-5. after the repository snapshot is written, applies the target's retention to
-   the EBS snapshots in each region, per volume, deleting only snapshots that
-   carry the safehold marker and this target's name.
+5. after the repository snapshot is written, lists the EBS snapshots that
+   carry the safehold marker and this target's name in each region and deletes
+   those the engine's retention decision names (``KeepsPlatformSnapshots``).
 
 If anything fails before the repository snapshot is written, the EBS
 snapshots and copies made by this run are deleted: a snapshot safehold left
@@ -32,20 +32,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 from ..errors import SourceError
-from . import aws
-from .base import DiskItem, View
-from .ebs_blocks import SnapshotBlockReader, extents, list_blocks, list_changed_blocks
+from ..platforms import aws
+from ..platforms.aws.ebs_direct import SnapshotBlockReader, extents, list_blocks, list_changed_blocks
+from .base import DiskItem, PlatformSnapshot, View
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TargetInfo:
-    """What the driver needs of its target: names for tags, and the retention to apply."""
+    """What the driver needs of its target: the names its snapshots are tagged with."""
 
     name: str
     tier: int
-    retention: Any = None  # config.Retention or None (keep every snapshot)
 
 
 class EbsSource:
@@ -64,7 +63,7 @@ class EbsSource:
         self.threads = threads
         self.target = target or TargetInfo(name="ebs", tier=0)
         self.poll_interval = 1.0
-        self.retention_report: dict[str, list[str]] = {}  # region -> snapshot ids deleted by the last run
+        self.current: set[str] = set()  # the snapshots (and copies) of the last successful view
 
     # -- clients and errors ----------------------------------------------------------------
     def ec2(self, region: str | None = None) -> Any:
@@ -213,6 +212,7 @@ class EbsSource:
 
     @contextmanager
     def open(self, parent_token: dict | None = None) -> Iterator[View]:
+        self.current = set()
         ec2 = self.ec2()
         volumes = self.select_volumes(ec2)
         created: list[tuple[str, str]] = []
@@ -243,16 +243,11 @@ class EbsSource:
         except BaseException:
             self.delete_created(created)
             raise
-        # 5. The repository snapshot is written: now older EBS snapshots may go. A failure here
-        # must not fail a backup that is already stored; the next run applies retention again.
-        try:
-            self.apply_retention(keep={snapshot_id for _region, snapshot_id in created})
-        except Exception as exc:  # noqa: BLE001
-            if not aws.is_client_error(exc):
-                raise
-            log.warning("retention of EBS snapshots of %s skipped: %s", self.target.name, exc)
+        # 5. The repository snapshot is written: these snapshots are now the newest a retention
+        # decision must keep (the engine's, through platform_snapshots and delete_platform_snapshots).
+        self.current = {snapshot_id for _region, snapshot_id in created}
 
-    # -- 5. retention -----------------------------------------------------------------------
+    # -- 5. retention: the engine decides, the driver lists and deletes ----------------------------
     def managed_snapshots(self, ec2: Any) -> list[dict]:
         filters = [{"Name": f"tag:{aws.MARKER_KEY}", "Values": ["true"]},
                    {"Name": f"tag:{aws.TARGET_KEY}", "Values": [self.target.name]}]
@@ -263,53 +258,36 @@ class EbsSource:
         return [s for s in result if aws.tags_of(s).get(aws.MARKER_KEY) == "true"
                 and aws.tags_of(s).get(aws.TARGET_KEY) == self.target.name]
 
-    def apply_retention(self, keep: set[str]) -> dict[str, list[str]]:
-        """Apply the target's retention per volume in the source and every DR region. Without a
-        retention policy every snapshot is kept. Returns {region: [deleted snapshot ids]}."""
-        from ..repository.retention import RetentionPolicy, SnapshotRef, apply_policy
-
-        self.retention_report = {}
-        if self.target.retention is None:
-            return self.retention_report
-        policy = RetentionPolicy.from_config(self.target.retention)
-        now = datetime.now(timezone.utc)
+    def platform_snapshots(self) -> list[PlatformSnapshot]:
+        """The completed snapshots of this target in the source and every DR region."""
+        found: list[PlatformSnapshot] = []
         for region in [self.region, *[copy["region"] for copy in self.dr_copies]]:
-            ec2 = self.ec2(region)
-            by_volume: dict[str, list[SnapshotRef]] = {}
-            for snapshot in self.managed_snapshots(ec2):
+            try:
+                snapshots = self.managed_snapshots(self.ec2(region))
+            except Exception as exc:
+                if aws.is_client_error(exc):
+                    raise self._error(f"listing the snapshots of {self.target.name} in {region}", exc) from exc
+                raise
+            for snapshot in snapshots:
                 if snapshot["State"] != "completed":
                     continue  # one still being made (by a concurrent run) is not ours to judge yet
                 volume = aws.tags_of(snapshot).get(aws.VOLUME_KEY) or snapshot.get("VolumeId", "")
-                by_volume.setdefault(volume, []).append(
-                    SnapshotRef(snapshot["SnapshotId"], aws.as_utc(snapshot["StartTime"])))
-            deleted: list[str] = []
-            for refs in by_volume.values():
-                refs = _newest_first(refs, keep)
-                for ref in apply_policy(refs, policy, now).remove:
-                    if ref.id in keep:
-                        continue
-                    try:
-                        ec2.delete_snapshot(SnapshotId=ref.id)
-                        deleted.append(ref.id)
-                    except Exception as exc:  # noqa: BLE001 - e.g. in use by an AMI: keep it, try next time
-                        log.warning("retention: could not delete %s in %s: %s", ref.id, region, exc)
-            self.retention_report[region] = deleted
-        return self.retention_report
+                found.append(PlatformSnapshot(snapshot["SnapshotId"], region, volume,
+                                              aws.as_utc(snapshot["StartTime"]), snapshot["SnapshotId"] in self.current))
+        return found
 
-
-def _newest_first(refs: list, keep: set[str]) -> list:
-    """The snapshots this run just made are the newest by construction, but EBS reports StartTime
-    to the second (moto) or millisecond (AWS): several runs within one tick tie, and the policy's id
-    tie-break would then count an older snapshot as the newest and keep one too many. Place the
-    just-made ones a microsecond after everything else."""
-    from ..repository.retention import SnapshotRef
-
-    if not refs:
-        return refs
-    latest = max(ref.time for ref in refs)
-    bumped = [SnapshotRef(ref.id, latest + timedelta(microseconds=1)) if ref.id in keep and ref.time >= latest
-              else ref for ref in refs]
-    return sorted(bumped, key=lambda ref: (ref.time, ref.id), reverse=True)
+    def delete_platform_snapshots(self, location: str, ids: list[str]) -> list[str]:
+        deleted: list[str] = []
+        ec2 = self.ec2(location)
+        for snapshot_id in ids:
+            if snapshot_id in self.current:
+                continue
+            try:
+                ec2.delete_snapshot(SnapshotId=snapshot_id)
+                deleted.append(snapshot_id)
+            except Exception as exc:  # noqa: BLE001 - e.g. in use by an AMI: keep it, try next time
+                log.warning("retention: could not delete %s in %s: %s", snapshot_id, location, exc)
+        return deleted
 
 
 __all__ = ["EbsSource", "TargetInfo"]

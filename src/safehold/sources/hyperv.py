@@ -11,8 +11,8 @@ converted on success, destroyed on failure. The parent's reference point is
 removed only after the new snapshot is written, so a failed run leaves the
 previous snapshot's RCT ids valid and the next run stays incremental.
 
-All host work goes through the narrow :class:`~safehold.hyperv.shell.PowerShell`
-seam (scripts in :mod:`safehold.hyperv.scripts`).
+All host work goes through the narrow :class:`~safehold.platforms.hyperv.shell.PowerShell`
+seam (scripts in :mod:`safehold.platforms.hyperv.scripts`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from ..errors import HyperVConnectionFailed, HyperVError, HyperVSessionExpired, PasswordMissing
-from ..hyperv import scripts
-from ..hyperv.shell import PowerShell, PowerShellFailed, PsrpShell
+from ..platforms.hyperv import scripts
+from ..platforms.hyperv.shell import PowerShell, PowerShellFailed, PsrpShell
 from .base import DiskItem, Extent, View
 
 log = logging.getLogger(__name__)

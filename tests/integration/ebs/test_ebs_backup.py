@@ -220,7 +220,7 @@ def test_damaged_block_fails_the_backup_and_leaves_no_snapshot(aws: Aws, tmp_pat
     aws.write(volume, 0, pattern(7))
     aws.write(volume, BLOCK, pattern(8))
     context = make_context(tmp_path, {"volume_ids": [volume]})
-    from safehold.sources import aws as aws_helpers
+    from safehold.platforms import aws as aws_helpers
 
     real_client = aws_helpers.client
 
@@ -247,7 +247,7 @@ def test_damaged_block_fails_the_backup_and_leaves_no_snapshot(aws: Aws, tmp_pat
 
 
 def test_block_reader_serves_spanning_and_out_of_order_reads(aws: Aws):
-    from safehold.sources.ebs_blocks import SnapshotBlockReader, list_blocks
+    from safehold.platforms.aws.ebs_direct import SnapshotBlockReader, list_blocks
 
     volume = aws.volume()
     for index in (0, 1, 2, 9):
@@ -268,7 +268,7 @@ def test_block_reader_serves_spanning_and_out_of_order_reads(aws: Aws):
 
 
 def test_block_listings_follow_every_page(aws: Aws):
-    from safehold.sources.ebs_blocks import list_blocks, list_changed_blocks
+    from safehold.platforms.aws.ebs_direct import list_blocks, list_changed_blocks
 
     volume = aws.volume()
     for index in range(0, 500, 2):  # 250 blocks: three pages of 100

@@ -137,7 +137,7 @@ def test_raw_disk_is_read_in_full_with_a_warning(make_domain, safehold):
 def test_domain_undefined_mid_backup_fails_cleanly(make_domain, safehold, monkeypatch):
     import libvirt
 
-    from safehold.sources import libvirt as driver
+    from safehold.platforms.libvirt import nbd as driver
 
     domain = make_domain()
     domain.write(0x42, 0, 1 * MiB)
@@ -158,7 +158,7 @@ def test_domain_undefined_mid_backup_fails_cleanly(make_domain, safehold, monkey
 
 
 def test_domain_that_vanishes_mid_backup_fails_cleanly(make_domain, safehold, monkeypatch):
-    from safehold.sources import libvirt as driver
+    from safehold.platforms.libvirt import nbd as driver
 
     domain = make_domain()
     domain.write(0x42, 0, 2 * MiB)

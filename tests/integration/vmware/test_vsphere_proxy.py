@@ -17,7 +17,7 @@ MiB = 1024 * 1024
 def test_change_ids_and_changed_areas_through_the_proxy(lab) -> None:
     from pyVmomi import vim
 
-    from safehold.sources.vmware.session import Session
+    from safehold.platforms.vmware.session import Session
 
     lab.resize_disk(VM, 2 * MiB)
     lab.write(VM, MiB, b"x" * 10)

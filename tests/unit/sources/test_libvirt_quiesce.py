@@ -8,7 +8,8 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from safehold.sources.libvirt import LibvirtSource, domain_disks
+from safehold.platforms.libvirt.connection import domain_disks
+from safehold.sources.libvirt import LibvirtSource
 
 XML = """<domain><name>db</name><devices>
   <disk type='file' device='disk'><driver type='qcow2'/><source file='/i/db.qcow2'/><target dev='vda'/></disk>

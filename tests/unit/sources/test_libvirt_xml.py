@@ -7,16 +7,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from safehold.restore.libvirt import new_domain_xml
-from safehold.sources.libvirt import (
-    DomainDisk,
-    allocated,
-    backup_xml,
-    checkpoint_xml,
-    dirty,
-    domain_disks,
-    exports,
-    guest_agent_connected,
-)
+from safehold.platforms.libvirt.connection import DomainDisk, domain_disks, guest_agent_connected
+from safehold.platforms.libvirt.nbd import allocated, dirty
+from safehold.sources.libvirt import backup_xml, checkpoint_xml, exports
 
 DOMAIN = """<domain type='kvm'>
   <name>web</name><uuid>6f1b9a0e-0000-4000-8000-000000000001</uuid>

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from safehold.config.models import Config
-from safehold.sources.vmware.datastore import DatastoreReader, flat_path, parse_path, url_path
-from safehold.sources.vmware.session import split_server, ssl_context
+from safehold.platforms.vmware.datastore import DatastoreReader, flat_path, parse_path, url_path
+from safehold.platforms.vmware.session import split_server, ssl_context
 
 
 def test_split_server() -> None:

@@ -11,7 +11,20 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ...errors import UsageError
-from .base import Backend, Kind, MUTABLE_KINDS, ObjectExists, ObjectInfo, ObjectNotFound, ObjectRetained, RetentionBackend
+from .base import (
+    Backend,
+    DirectoryBackend,
+    ImmutabilityFactsBackend,
+    Kind,
+    MUTABLE_KINDS,
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectRetained,
+    RetentionBackend,
+    TemporaryFilesBackend,
+    retention_of,
+)
 
 # scheme -> (module, class); imported only when used.
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -38,5 +51,6 @@ def open_backend(url: str, **options: object) -> Backend:
     return cls(url, **options)
 
 
-__all__ = ["Backend", "Kind", "MUTABLE_KINDS", "ObjectExists", "ObjectInfo", "ObjectNotFound", "ObjectRetained",
-           "RetentionBackend", "open_backend"]
+__all__ = ["Backend", "DirectoryBackend", "ImmutabilityFactsBackend", "Kind", "MUTABLE_KINDS", "ObjectExists",
+           "ObjectInfo", "ObjectNotFound", "ObjectRetained", "RetentionBackend", "TemporaryFilesBackend", "open_backend",
+           "retention_of"]

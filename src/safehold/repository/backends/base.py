@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from pathlib import Path
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 
@@ -103,7 +104,8 @@ class Backend(Protocol):
 
 @runtime_checkable
 class RetentionBackend(Protocol):
-    """A backend that enforces retention (``supports_retention`` is True). Contract:
+    """A backend that can enforce retention; it does when ``supports_retention`` is True (an S3
+    bucket with Object Lock configured), so ask through :func:`retention_of`. Contract:
 
     - ``retention`` returns the retain-until time of the object's current
       version (timezone-aware UTC), or None when it carries none; raises
@@ -121,3 +123,40 @@ class RetentionBackend(Protocol):
     def retention(self, kind: Kind, name: str) -> datetime | None: ...
 
     def extend_retention(self, kind: Kind, name: str, until: datetime) -> None: ...
+
+
+def retention_of(backend: Backend) -> RetentionBackend | None:
+    """``backend`` as a :class:`RetentionBackend` when it enforces retention, else None. The
+    protocol says it could; ``supports_retention`` says this store, as configured, does."""
+    if isinstance(backend, RetentionBackend) and backend.supports_retention:
+        return backend
+    return None
+
+
+@runtime_checkable
+class TemporaryFilesBackend(Protocol):
+    """A backend whose writers can leave temporary objects behind when killed (local: temp files
+    before the rename; S3: unfinished multipart uploads). Contract: ``remove_temporary_files``
+    removes only those old or abandoned enough that no live writer can own them and returns how
+    many it removed; prune calls it under the exclusive lock."""
+
+    def remove_temporary_files(self) -> int: ...
+
+
+@runtime_checkable
+class ImmutabilityFactsBackend(Protocol):
+    """A backend that can tell what its store enforces, for ``safehold repo audit-immutability``.
+    Contract: ``immutability_facts`` returns ``store`` (a name for messages),
+    ``object_lock_enabled``, ``versioning``, ``default_retention`` and
+    ``noncurrent_version_expiration_days``; ``bucket`` names the bucket in remedies."""
+
+    bucket: str
+
+    def immutability_facts(self) -> dict: ...
+
+
+@runtime_checkable
+class DirectoryBackend(Protocol):
+    """A backend that keeps its objects as files under one local directory, ``root``."""
+
+    root: Path

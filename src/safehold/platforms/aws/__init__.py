@@ -1,4 +1,6 @@
-"""Small AWS helpers shared by the EBS source and the EBS restore.
+"""AWS: boto3 clients and the helpers the EBS source, the EBS restore and the engine's EBS jobs share
+(tags safehold puts on its snapshots, error codes, waiting for snapshots); the EBS direct APIs are
+in :mod:`.ebs_direct`.
 
 Clients come from the standard AWS credential chain (environment, profile,
 instance role); ``endpoint_url`` (or ``AWS_ENDPOINT_URL``, which boto3 reads
@@ -16,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 MARKER_KEY = "safehold:managed"  # present on every snapshot safehold creates; retention deletes only those
 TARGET_KEY = "safehold:target"
@@ -32,6 +34,11 @@ def boto3_module():
     except ImportError:  # pragma: no cover - the aws extra is part of the test extra
         raise UsageError("the AWS drivers need boto3: pip install 'safehold[aws]'") from None
     return boto3
+
+
+def default_region() -> str | None:
+    """The region boto3 would use on its own (AWS_REGION / AWS_DEFAULT_REGION, the profile), or None."""
+    return boto3_module().session.Session().region_name
 
 
 def client(service: str, region: str | None, endpoint_url: str | None = None, max_pool: int = 16) -> Any:
@@ -102,5 +109,5 @@ def wait_for_snapshots(ec2: Any, snapshot_ids: list[str], timeout: float,
 
 
 __all__ = ["MARKER_KEY", "SOURCE_REGION_KEY", "SOURCE_SNAPSHOT_KEY", "TARGET_KEY", "TIER_KEY", "VOLUME_KEY",
-           "as_utc", "client", "describe_snapshots", "error_code", "error_message", "is_client_error", "tag_list",
-           "tags_of", "wait_for_snapshots"]
+           "as_utc", "client", "default_region", "describe_snapshots", "error_code", "error_message",
+           "is_client_error", "tag_list", "tags_of", "wait_for_snapshots"]

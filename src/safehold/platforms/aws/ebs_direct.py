@@ -22,8 +22,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
-from ..errors import DestinationError, SourceError
-from . import aws
+from ...errors import DestinationError, SourceError
+from .. import aws
 
 EBS_BLOCK_SIZE = 512 * 1024
 GIB = 1024 * 1024 * 1024

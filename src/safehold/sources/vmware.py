@@ -23,11 +23,11 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ...errors import SafeholdError, VSphereBackupFailed, VSphereSnapshotLeft
-from ...items import DiskItem, Extent, View
-from .datastore import DatastoreHTTPError, DatastoreReader, flat_path, parse_path
-from .inventory import Selection, datacenter_path, select_vms
-from .session import Session, is_not_authenticated, read_password
+from ..errors import SafeholdError, VSphereBackupFailed, VSphereSnapshotLeft
+from ..items import DiskItem, Extent, View
+from ..platforms.vmware.datastore import DatastoreHTTPError, DatastoreReader, flat_path, parse_path
+from ..platforms.vmware.inventory import Selection, datacenter_path, select_vms
+from ..platforms.vmware.session import Session, is_not_authenticated, read_password
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class VmwareSource:
     @contextmanager
     def open(self, parent_token: dict | None = None, changed: list[Extent] | None = None) -> Iterator[View]:
         if changed is not None:
-            from ...errors import UsageError
+            from ..errors import UsageError
 
             raise UsageError("changed extents come from vSphere's change tracking for vmware targets; "
                              "they cannot be given by hand")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from ..errors import HyperVConnectionFailed, HyperVSessionExpired
+from ...errors import HyperVConnectionFailed, HyperVSessionExpired
 from .scripts import Script
 
 # System.Management.Automation.ErrorCategory, by value (PSRP sends the number).
@@ -42,7 +42,7 @@ class PowerShellFailed(Exception):
 class PowerShell(Protocol):
     """Contract of the seam.
 
-    ``run(script, **parameters)`` runs one script of :mod:`safehold.hyperv.scripts` with its
+    ``run(script, **parameters)`` runs one script of :mod:`safehold.platforms.hyperv.scripts` with its
     ``param()`` block bound to ``parameters`` (never interpolated into the text) and returns the
     decoded JSON the script prints (None when it prints nothing). Raises PowerShellFailed for a
     script error and HyperVSessionExpired when the session is no longer valid.

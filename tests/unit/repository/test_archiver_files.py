@@ -143,6 +143,8 @@ def backup(repository: Repository, paths: list[Path], parent: Snapshot | None = 
 
 
 def restore(repository: Repository, snapshot: Snapshot, destination: Path, **options):
+    # An exact round trip, setuid bits and device nodes included, is what special_files asks for.
+    options.setdefault("special_files", True)
     restorer = DirectoryRestorer(repository, destination, threads=2, **options)
     return restorer.restore(repository.read_tree(snapshot))
 
@@ -231,6 +233,14 @@ def test_special_entries_come_back_as_what_they_were(restored) -> None:
     assert stat.S_IMODE(os.stat(tree / "secret.key").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tree / "bin" / "tool").st_mode) == 0o4755
     assert (tree / "empty").read_bytes() == b""
+
+
+def test_without_special_files_setuid_bits_are_masked_and_named(first_backup: Backup, tmp_path: Path) -> None:
+    result = restore(first_backup.repository, first_backup.snapshot, tmp_path / "out", special_files=False)
+    tree = tmp_path / "out" / "tree"
+    assert stat.S_IMODE(os.stat(tree / "bin" / "tool").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tree / "shared").st_mode) == 0o775
+    assert any("bin/tool" in line for line in result.special), result.special
 
 
 def test_hard_links_are_restored_as_hard_links(restored) -> None:

@@ -5,11 +5,15 @@ writes our lock first, then lists all locks: if a conflicting live lock
 exists, ours is removed and we wait or fail. Two writers racing both see each
 other and both back off; nobody proceeds on a conflict.
 
-A live holder refreshes its lock (heartbeat) every ``REFRESH`` seconds from a
-background thread. A lock is stale when its heartbeat is older than
-``STALE_AFTER``, or when it was taken on this host by a process that no longer
-exists (a killed backup). Stale locks never block anyone and ``safehold
+A live holder refreshes its lock (heartbeat) every ``refresh_interval()``
+seconds from a background thread. A lock is stale when its heartbeat is older
+than ``stale_after()``, or when it was taken on this host by a process that no
+longer exists (a killed backup). Stale locks never block anyone and ``safehold
 unlock`` removes them.
+
+The stale age is 30 minutes unless SAFEHOLD_LOCK_STALE_AFTER (seconds) says
+otherwise; every host using a repository MUST agree on it, so change it only
+everywhere at once (tests shorten it to pause a real process past it).
 """
 
 from __future__ import annotations
@@ -33,6 +37,26 @@ if TYPE_CHECKING:
 
 REFRESH = 120.0
 STALE_AFTER = 30 * 60.0
+STALE_AFTER_ENV = "SAFEHOLD_LOCK_STALE_AFTER"
+
+
+def stale_after() -> float:
+    """Seconds after its last heartbeat at which a lock is stale (STALE_AFTER unless overridden)."""
+    value = os.environ.get(STALE_AFTER_ENV)
+    if not value:
+        return STALE_AFTER
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"{STALE_AFTER_ENV}={value!r}: expected a positive number of seconds")
+    return seconds
+
+
+def refresh_interval() -> float:
+    """Seconds between heartbeats: REFRESH, or a fifteenth of a shortened stale age."""
+    return min(REFRESH, stale_after() / 15)
 _AAD = b"safehold-lock"
 
 
@@ -65,7 +89,7 @@ class LockInfo:
 
     def is_stale(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        if now - self.heartbeat > STALE_AFTER:
+        if now - self.heartbeat > stale_after():
             return True
         if self.namespace == process_namespace() and not _pid_alive(self.pid):
             return True
@@ -147,7 +171,7 @@ class Lock:
         return None
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(REFRESH):
+        while not self._stop.wait(refresh_interval()):
             try:
                 self._write()
             except Exception:  # a missed heartbeat is not fatal; staleness takes 30 min

@@ -99,6 +99,16 @@ class RepositoryLocked(SafeholdError):
     exit_code = 14
 
 
+class LockLost(SafeholdError):
+    template = "{purpose} lost its lock on the repository: {reason}"
+    remedy = (
+        "it stopped and committed nothing (no snapshot), since a prune may have removed its data "
+        "meanwhile; run it again. If this recurs, find what pauses or cuts off safehold for minutes "
+        "(a suspended VM, a stopped process, a stalled network); locks go stale after {stale}"
+    )
+    exit_code = 25
+
+
 class KeyNotFound(SafeholdError):
     template = "no key {key_id} in the repository"
     remedy = "'safehold key list' shows the key ids"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -76,7 +77,9 @@ def test_backup_paused_past_its_stale_lock_and_pruned_fails_without_a_snapshot(w
         check = ws.run("check", "--read-data", ok=False)
         pytest.fail("the backup that lost its lock exited 0 and committed a snapshot; check then says:\n"
                     + check.stdout + check.stderr)
-    assert_clean_error(backup, 25, "lost its lock on the repository")
+    finished = subprocess.CompletedProcess(backup.args, backup.returncode, stdout, stderr)
+    line = assert_clean_error(finished, 25, "backup files lost its lock on the repository")
+    print(line)
     assert set(ws.snapshot_names()) == set(earlier), "a backup that lost its lock wrote a snapshot"
 
     check = ws.json("check", "--read-data")

@@ -21,6 +21,7 @@ STABLE = {
     "VSphereConnectFailed": 54, "VMNotFound": 55, "VSphereBackupFailed": 56, "VSphereSnapshotLeft": 57,
 }
 STABLE |= {"TokenNotFound": 36, "ImmutabilityAuditFailed": 40}
+STABLE |= {"LockLost": 25}
 STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFailed": 60}
 
 

@@ -92,8 +92,17 @@ class Archiver:
         tree_ids = tree.finish()
         self.summary.warnings.extend(view.warnings)
         token = {**view.token, **(view.complete() if view.complete is not None else {})}
-        # Write order: packs, then index, then the snapshot that refers to them.
-        self.repository.flush()
+        # Write order: packs, then index, then the snapshot that refers to them. Before each
+        # commit the run proves its lock still holds and its packs still exist: a run paused
+        # past the stale age (a suspended VM, a stopped process) may have been overtaken by a
+        # prune that deleted them, and must then fail (LockLost) rather than commit a snapshot
+        # of missing data. The second proof comes after the index write and right before the
+        # snapshot write, leaving only the snapshot's own put unguarded (docs/repository-format.md).
+        self.repository.ensure_lock()
+        self.repository.flush_pack()
+        self.repository.verify_before_commit()
+        self.repository.write_index()
+        self.repository.verify_before_commit()
         stats = self.repository.stats
         self.summary.blobs_added = stats.blobs_added - before[0]
         self.summary.bytes_added = stats.bytes_added - before[1]
@@ -117,6 +126,8 @@ class Archiver:
                 for item in self.repository.read_tree(parent) if item["type"] == "file"}
 
     def _submit(self, pool: ThreadPoolExecutor, data: bytes) -> Future:
+        # A lost lock (failed heartbeat) stops the run here, not hours later at the snapshot.
+        self.repository.ensure_lock()
         # The semaphore bounds chunks in flight, so memory stays flat however fast we read.
         self._slots.acquire()
         future = pool.submit(self.repository.save_blob, BlobType.DATA, data)

@@ -14,6 +14,17 @@ unlock`` removes them.
 The stale age is 30 minutes unless SAFEHOLD_LOCK_STALE_AFTER (seconds) says
 otherwise; every host using a repository MUST agree on it, so change it only
 everywhere at once (tests shorten it to pause a real process past it).
+
+A holder MUST NOT trust a lock it cannot prove it still holds. Once its
+heartbeat has lapsed for ``hold_limit()`` (the stale age less two refresh
+intervals, a margin for clocks that disagree between hosts), or its lock
+object is gone or no longer its own, the lock is *lost*: another host may have
+judged it stale, taken the exclusive lock and pruned. ``ensure_held`` (cheap,
+from memory) is called as work proceeds; ``verify`` re-reads the lock object
+from the backend and is called right before committing anything that refers
+to data written under the lock. Either raises ``LockLost``. A refresh that
+fails with a transient error is retried at the next tick (as restic does); the
+lock is lost only once the lapse reaches the hold limit.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ..errors import RepositoryLocked
+from ..errors import LockLost, RepositoryLocked
 from .backends import Kind, ObjectNotFound
 from .crypto import DecryptionFailed
 
@@ -57,6 +68,27 @@ def stale_after() -> float:
 def refresh_interval() -> float:
     """Seconds between heartbeats: REFRESH, or a fifteenth of a shortened stale age."""
     return min(REFRESH, stale_after() / 15)
+
+
+def hold_limit() -> float:
+    """Seconds without a successful heartbeat after which a holder counts its lock as lost.
+
+    Two refresh intervals short of the stale age, so that a host whose clock runs up
+    to that much ahead of ours still sees a live lock for as long as we trust it.
+    """
+    return stale_after() - 2 * refresh_interval()
+
+
+def _elapsed_clock() -> float:
+    """A clock that keeps counting while the machine is suspended (CLOCK_BOOTTIME on Linux),
+    so a suspended host does not resume believing its heartbeat is fresh."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        try:
+            return time.clock_gettime(boottime)
+        except OSError:
+            pass
+    return time.monotonic()
 _AAD = b"safehold-lock"
 
 
@@ -124,14 +156,71 @@ class Lock:
         self.created = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # When the last heartbeat that reached the backend was started, on two clocks: a
+        # VM suspended and resumed may stop one of them, so the lapse is the larger.
+        self._refreshed = (_elapsed_clock(), time.time())
+        self.lost: str | None = None  # why the lock was lost; None while held
+
+    def _identity(self) -> dict:
+        return {"exclusive": self.exclusive, "hostname": socket.gethostname(), "pid": os.getpid(),
+                "created": self.created, "namespace": process_namespace()}
 
     def _encrypted(self) -> bytes:
-        document = {
-            "exclusive": self.exclusive, "hostname": socket.gethostname(), "pid": os.getpid(),
-            "purpose": self.purpose, "created": self.created, "heartbeat": time.time(),
-            "namespace": process_namespace(),
-        }
+        document = {**self._identity(), "purpose": self.purpose, "heartbeat": time.time()}
         return self.repository.cipher.encrypt(json.dumps(document).encode(), _AAD)
+
+    # -- proving the lock is held ---------------------------------------------------
+    def lapsed(self) -> float:
+        """Seconds since the last heartbeat that reached the backend began."""
+        clock, wall = self._refreshed
+        return max(_elapsed_clock() - clock, time.time() - wall)
+
+    def lose(self, reason: str) -> LockLost:
+        """Mark the lock lost (the first reason sticks) and return the error to raise."""
+        if self.lost is None:
+            self.lost = reason
+        return LockLost(purpose=self.purpose, reason=self.lost, stale=f"{stale_after():g}s")
+
+    def ensure_held(self) -> None:
+        """Raise LockLost if the lock was lost or its heartbeat lapsed too long. Memory only: cheap."""
+        if self.lost is None and self.lapsed() > hold_limit():
+            self.lose(f"no heartbeat reached the repository for {self.lapsed():.0f}s "
+                       f"(a lock is stale after {stale_after():g}s; was the process paused or cut off?)")
+        if self.lost is not None:
+            raise self.lose(self.lost)
+
+    def verify(self) -> None:
+        """Prove the lock is still ours: re-read the lock object from the backend and check the
+        heartbeat has not lapsed. Raises LockLost (and marks the lock lost) otherwise."""
+        self.ensure_held()
+        self._check_own_object()
+        # The read may itself have stalled; the lapse is judged after it.
+        self.ensure_held()
+
+    def _check_own_object(self) -> None:
+        try:
+            data = self.repository.backend.get(Kind.LOCKS, self.name)
+        except ObjectNotFound:
+            raise self.lose(f"lock {self.name[:8]} was removed from the repository "
+                             "(by 'safehold unlock' or another host that judged it stale)") from None
+        try:
+            document = json.loads(self.repository.cipher.decrypt(data, _AAD))
+        except (DecryptionFailed, ValueError):
+            raise self.lose(f"lock {self.name[:8]} in the repository is no longer readable as ours") from None
+        theirs = {key: document.get(key) for key in self._identity()}
+        if theirs != self._identity():
+            raise self.lose(f"lock {self.name[:8]} now belongs to {document.get('purpose', '?')} "
+                             f"(pid {document.get('pid')} on {document.get('hostname')})")
+
+    def refresh(self) -> None:
+        """One heartbeat: prove the lock is still ours, then rewrite it with a new heartbeat.
+
+        Never recreates a lock that is gone: a holder whose lock was removed must stop,
+        not resurrect it after a prune has run."""
+        started = (_elapsed_clock(), time.time())
+        self.verify()
+        self._write()
+        self._refreshed = started
 
     def _create(self) -> None:
         # A conditional write (S3: If-None-Match), so a lock is never silently
@@ -145,6 +234,7 @@ class Lock:
         deadline = time.monotonic() + wait
         delay = 0.2
         while True:
+            started = (_elapsed_clock(), time.time())
             self._create()
             conflict = self._conflict()
             if conflict is None:
@@ -158,6 +248,8 @@ class Lock:
                 )
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 5.0)
+        self._refreshed = started
+        self.repository.held_lock = self
         self._thread = threading.Thread(target=self._heartbeat, name="safehold-lock", daemon=True)
         self._thread.start()
         return self
@@ -173,14 +265,21 @@ class Lock:
     def _heartbeat(self) -> None:
         while not self._stop.wait(refresh_interval()):
             try:
-                self._write()
-            except Exception:  # a missed heartbeat is not fatal; staleness takes 30 min
-                pass
+                self.refresh()
+            except LockLost:
+                return  # the holder stops at its next ensure_held or verify
+            except Exception as exc:
+                # A transient error: retried at the next tick, until the lapse reaches the hold limit.
+                if self.lapsed() > hold_limit():
+                    self.lose(f"the lock could not be refreshed for {self.lapsed():.0f}s: {exc}")
+                    return
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.repository.held_lock is self:
+            self.repository.held_lock = None
         self.repository.backend.delete(Kind.LOCKS, self.name)
 
     def __enter__(self) -> "Lock":

@@ -96,6 +96,8 @@ class Repository:
         self._in_flight: set[bytes] = set()
         self._unindexed: list[tuple[str, list]] = []
         self._index_loaded = False
+        self.held_lock: Lock | None = None  # set by Lock.acquire, cleared by release
+        self.written_packs: list[str] = []  # packs this process stored, for verify_before_commit
 
     # -- creation and opening -----------------------------------------------
     @classmethod
@@ -215,6 +217,35 @@ class Repository:
     def lock(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0) -> Lock:
         return Lock(self, exclusive, purpose or ("prune" if exclusive else "backup")).acquire(wait)
 
+    def ensure_lock(self) -> None:
+        """Raise LockLost if the lock this repository was opened under is lost (memory only, cheap).
+        Without a lock (tests, read-only tools) there is nothing to prove."""
+        if self.held_lock is not None:
+            self.held_lock.ensure_held()
+
+    def verify_before_commit(self) -> None:
+        """Prove that what is about to be committed still refers to stored data: the lock is
+        still ours (re-read from the backend, heartbeat within the hold limit), so no prune can
+        have run, and every pack this process wrote still exists. Raises LockLost.
+
+        While our lock is live no prune runs (prune needs the exclusive lock), so the blobs we
+        deduplicated against are there too; the pack check is a second, independent proof for
+        the data this run added."""
+        lock = self.held_lock
+        if lock is None:
+            return
+        lock.verify()
+        packs = list(self.written_packs)
+        if len(packs) <= 64:
+            missing = [name for name in packs if not self.backend_has(Kind.DATA, name)]
+        else:  # one listing beats thousands of requests
+            stored = {info.name for info in self.backend.list(Kind.DATA)}
+            missing = [name for name in packs if name not in stored]
+        if missing:
+            raise lock.lose(f"{len(missing)} of the {len(packs)} pack(s) it wrote are gone from the "
+                             f"repository (pruned?), e.g. {missing[0][:16]}")
+        lock.ensure_held()  # the listing may have stalled
+
     # -- index ------------------------------------------------------------------
     def load_index(self, on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> None:
         """Load every index object. A damaged one raises, or with ``on_error`` is reported and skipped."""
@@ -283,6 +314,7 @@ class Repository:
         self._put(Kind.DATA, name, data, self.retain_until())
         write_index = False
         with self._index_lock:
+            self.written_packs.append(name)
             self.index.add_pack(name, entries)
             for e in entries:
                 self._in_flight.discard(e.blob_id)
@@ -306,10 +338,18 @@ class Repository:
 
     def flush(self) -> None:
         """Write the partial pack and the index for everything written so far."""
+        self.flush_pack()
+        self.write_index()
+
+    def flush_pack(self) -> None:
+        """Write the partial pack (its index entries wait for ``write_index``)."""
         with self._pack_lock:
             builder, self._builder = self._builder, PackBuilder()
         if len(builder):
             self._write_pack(builder)
+
+    def write_index(self) -> None:
+        """Write an index object for the packs written since the last one."""
         self._write_index()
 
     def retain_until(self) -> datetime | None:

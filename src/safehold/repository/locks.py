@@ -160,6 +160,7 @@ class Lock:
         # VM suspended and resumed may stop one of them, so the lapse is the larger.
         self._refreshed = (_elapsed_clock(), time.time())
         self.lost: str | None = None  # why the lock was lost; None while held
+        self._refresh_error: str | None = None  # the last refresh's error, until one succeeds
 
     def _identity(self) -> dict:
         return {"exclusive": self.exclusive, "hostname": socket.gethostname(), "pid": os.getpid(),
@@ -184,8 +185,11 @@ class Lock:
     def ensure_held(self) -> None:
         """Raise LockLost if the lock was lost or its heartbeat lapsed too long. Memory only: cheap."""
         if self.lost is None and self.lapsed() > hold_limit():
-            self.lose(f"no heartbeat reached the repository for {self.lapsed():.0f}s "
-                       f"(a lock is stale after {stale_after():g}s; was the process paused or cut off?)")
+            if self._refresh_error is not None:
+                self.lose(f"the lock could not be refreshed for {self.lapsed():.0f}s: {self._refresh_error}")
+            else:
+                self.lose(f"no heartbeat reached the repository for {self.lapsed():.0f}s "
+                          f"(a lock is stale after {stale_after():g}s; was the process paused or cut off?)")
         if self.lost is not None:
             raise self.lose(self.lost)
 
@@ -269,10 +273,11 @@ class Lock:
             except LockLost:
                 return  # the holder stops at its next ensure_held or verify
             except Exception as exc:
-                # A transient error: retried at the next tick, until the lapse reaches the hold limit.
-                if self.lapsed() > hold_limit():
-                    self.lose(f"the lock could not be refreshed for {self.lapsed():.0f}s: {exc}")
-                    return
+                # A transient error: retried at the next tick, until the lapse reaches the hold
+                # limit (then ensure_held reports it).
+                self._refresh_error = f"{type(exc).__name__}: {exc}"
+                continue
+            self._refresh_error = None
 
     def release(self) -> None:
         self._stop.set()

@@ -225,7 +225,7 @@ class Repository:
 
     def verify_before_commit(self) -> None:
         """Prove that what is about to be committed still refers to stored data: the lock is
-        still ours (re-read from the backend, heartbeat within the hold limit), so no prune can
+        still ours (re-read from the backend, heartbeat within the hold limit, then refreshed), so no prune can
         have run, and every pack this process wrote still exists. Raises LockLost.
 
         While our lock is live no prune runs (prune needs the exclusive lock), so the blobs we
@@ -234,7 +234,14 @@ class Repository:
         lock = self.held_lock
         if lock is None:
             return
-        lock.verify()
+        try:
+            # A heartbeat now (it verifies first, and never recreates a lost lock): what follows
+            # then has the whole stale age before any other host may judge the lock stale.
+            lock.refresh()
+        except errors.LockLost:
+            raise
+        except Exception:  # a storage error on the write: the read-only proof still decides
+            lock.verify()
         packs = list(self.written_packs)
         if len(packs) <= 64:
             missing = [name for name in packs if not self.backend_has(Kind.DATA, name)]

@@ -180,3 +180,12 @@ def test_the_identity_check_ignores_the_heartbeat_field(repository: Repository) 
         assert lock.lost is None
         assert socket.gethostname() in json.loads(
             repository.cipher.decrypt(repository.backend.get(Kind.LOCKS, lock.name), locks._AAD))["hostname"]
+
+
+def test_the_last_proof_refreshes_the_heartbeat(repository: Repository, source: Path) -> None:
+    """After the final proof the snapshot write has the whole stale age, not what was left of it."""
+    with repository.lock(purpose="backup t") as lock:
+        backup(repository, source, lambda: pause(lock, locks.hold_limit() - 60))
+        assert lock.lapsed() < 60
+        document = json.loads(repository.cipher.decrypt(repository.backend.get(Kind.LOCKS, lock.name), locks._AAD))
+        assert time.time() - document["heartbeat"] < 60

@@ -89,6 +89,8 @@ def _elapsed_clock() -> float:
         except OSError:
             pass
     return time.monotonic()
+
+
 _AAD = b"safehold-lock"
 
 
@@ -161,10 +163,14 @@ class Lock:
         self._refreshed = (_elapsed_clock(), time.time())
         self.lost: str | None = None  # why the lock was lost; None while held
         self._refresh_error: str | None = None  # the last refresh's error, until one succeeds
+        self._fixed_identity: dict | None = None
 
     def _identity(self) -> dict:
-        return {"exclusive": self.exclusive, "hostname": socket.gethostname(), "pid": os.getpid(),
-                "created": self.created, "namespace": process_namespace()}
+        """The fields that say a lock object is this holder's (the heartbeat changes, these do not)."""
+        if self._fixed_identity is None:
+            self._fixed_identity = {"exclusive": self.exclusive, "hostname": socket.gethostname(),
+                                    "pid": os.getpid(), "created": self.created, "namespace": process_namespace()}
+        return self._fixed_identity
 
     def _encrypted(self) -> bytes:
         document = {**self._identity(), "purpose": self.purpose, "heartbeat": time.time()}

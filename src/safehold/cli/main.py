@@ -7,6 +7,7 @@ quick commands do not pay for what they do not use.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 import traceback
@@ -567,9 +568,24 @@ def _register_command_modules() -> None:
 _register_command_modules()
 
 
+class _WarningLine(logging.Handler):
+    """Warnings of ``safehold.files`` as one 'warning: ...' line on stderr, unless logging is
+    configured (``safehold serve``, the scheduler), whose own handlers then carry them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return
+        from rich.markup import escape
+
+        error_console.print(f"[yellow]warning[/]: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
 def run(argv: list[str] | None = None) -> None:
     # Typer handles usage errors itself (exit 2) and exits through SystemExit;
     # everything else that escapes a command is ours to explain.
+    files_log = logging.getLogger("safehold.files")
+    if not any(isinstance(handler, _WarningLine) for handler in files_log.handlers):
+        files_log.addHandler(_WarningLine())
     try:
         app(args=argv)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..config import Config, load_config
+from ..files import make_private_directory
 from ..repository import Repository
 from ..repository.backends import open_backend
 from ..repository.locks import Lock
@@ -53,7 +54,7 @@ class Context:
         if self._catalog is None:
             url = self.config.catalog_url
             if url.startswith("sqlite:///"):
-                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+                make_private_directory(Path(url[len("sqlite:///"):]).parent)  # the state folder, 0700
             self._catalog = Catalog.open(url)
         return self._catalog
 

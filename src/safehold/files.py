@@ -82,10 +82,8 @@ def warn_if_others_can_read(path: str | os.PathLike[str], what: str, fd: int | N
     key = os.fspath(path)
     if key not in _warned:
         _warned.add(key)
-        readers = " and ".join(
-            who for who, bits in (("its group", stat.S_IRGRP | stat.S_IWGRP), ("other users", stat.S_IROTH | stat.S_IWOTH))
-            if mode & bits
-        )
+        groups = (("its group", stat.S_IRGRP | stat.S_IWGRP), ("other users", stat.S_IROTH | stat.S_IWOTH))
+        readers = " and ".join(who for who, bits in groups if mode & bits)
         log.warning("%s %s can be read or changed by %s (mode %04o); make it private: chmod 600 %s",
                     what, key, readers, stat.S_IMODE(mode), key)
     return True

@@ -70,8 +70,8 @@ class RepositoryConfig(_Model):
         None,
         description=(
             "File holding the repository password (one trailing newline is ignored); takes precedence over "
-            "password_env. Relative paths are relative to this file's directory. Keep it mode 0600: a file its group or "
-            "other users can read is used, with a warning on stderr (or in the server's log)."
+            "password_env. Relative paths are relative to this file's directory. Keep it mode 0600: a file its "
+            "group or other users can read is used, with a warning on stderr (or in the server's log)."
         ),
         examples=["/etc/safehold/password"],
     )

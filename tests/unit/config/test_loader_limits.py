@@ -147,7 +147,9 @@ def test_normal_anchors_and_merge_keys_still_work() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [ROOT / "configs" / "targets.yml", ROOT / "monitoring" / "safehold" / "targets.yml"], ids=lambda p: p.parent.name
+    "path",
+    [ROOT / "configs" / "targets.yml", ROOT / "monitoring" / "safehold" / "targets.yml"],
+    ids=lambda path: path.parent.name,
 )
 def test_shipped_configs_still_load(path: Path) -> None:
     load_config(path, environ={"SAFEHOLD_PASSWORD": "x"})

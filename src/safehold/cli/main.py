@@ -472,7 +472,8 @@ def key_list(json_output: bool = JsonOption) -> None:
         print_json(keys)
         return
     print_table(["", "id", "created", "user", "host", "kdf"], (
-        ["*" if k["current"] else "", k["id"][:8], k["created"], k["username"], k["hostname"], k["kdf"]]
+        ["*" if k["current"] else "", k["id"][:8], k["created"], k["username"], k["hostname"],
+         k["kdf"] or f"refused: {k.get('invalid')}"]
         for k in keys))
 
 

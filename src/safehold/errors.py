@@ -90,6 +90,18 @@ class PasswordMissing(SafeholdError):
     exit_code = 13
 
 
+class TooManyKeys(SafeholdError):
+    template = (
+        "the password opens none of the key files tried: {tried} of the {count} in {url} "
+        "(without a key id at most {tried} are tried, the most likely first)"
+    )
+    remedy = (
+        "pass --key-id with the first characters of your key's id (or set SAFEHOLD_KEY_ID); the ids are the "
+        "file names under keys/ and 'safehold key list' shows them with their creator and date"
+    )
+    exit_code = 13
+
+
 class RepositoryLocked(SafeholdError):
     template = "repository is locked {kind} by {holder} since {since}"
     remedy = (
@@ -119,6 +131,19 @@ class LastKey(SafeholdError):
     template = "refusing to remove key {key_id}: it is the only key and the repository would become unreadable"
     remedy = "add another key first with 'safehold key add'"
     exit_code = 15
+
+
+class KeyFileInvalid(SafeholdError):
+    """A key file that is malformed or asks for key derivation parameters out of bounds.
+
+    Refused before deriving anything: a tampered key file must not make every open hang."""
+
+    template = "key file {key_id} of {url} is refused: {detail}"
+    remedy = (
+        "the file was damaged or tampered with; open the repository with another password and replace it "
+        "('safehold key remove {key_id}', then 'safehold key add')"
+    )
+    exit_code = 26
 
 
 class SnapshotNotFound(SafeholdError):

@@ -12,6 +12,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "exit-codes.md"
 STABLE = {
     "UsageError": 2, "PartialFailure": 3, "RepositoryDoesNotExist": 10, "RepositoryAlreadyExists": 11,
     "ForeignRepository": 12, "UnsupportedRepositoryVersion": 12, "WrongPassword": 13, "PasswordMissing": 13,
+    "TooManyKeys": 13, "KeyFileInvalid": 26,
     "RepositoryLocked": 14, "KeyNotFound": 15, "LastKey": 15, "SnapshotNotFound": 16, "AmbiguousSnapshot": 16,
     "PathNotInSnapshot": 16, "IntegrityError": 17, "RestoreIncomplete": 18, "CheckFailed": 19, "StorageFull": 20,
     "BackendError": 21, "RestoreTestFailed": 22, "JobNotRunnable": 23, "SchedulerRunning": 24, "ConfigError": 30, "ConfigNotFound": 30, "TargetNotFound": 31, "SourceError": 32,

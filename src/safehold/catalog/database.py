@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from safehold.catalog.migrate import WRITE_OPTION
+from safehold.files import create_private_file, make_private_directory
 
 #: Seconds a writer waits for another process's write lock before failing.
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -31,7 +32,12 @@ def create_catalog_engine(url: str | URL) -> Engine:
     database = url.database or ""
     in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
     if not in_memory and url.query.get("uri") not in ("true", "1"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # SQLite would create the file with the umask's mode (0644 under umask 022), and its -wal
+        # and -shm files copy the database's mode: pre-create it 0600 in a 0700 folder. Not by
+        # setting the umask, which is per process and would race the server's other threads.
+        path = Path(database).expanduser()
+        make_private_directory(path.parent)
+        create_private_file(path)
     kwargs: dict[str, Any] = {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS}}
     if in_memory:
         # One shared connection, or each checkout would see its own empty database.

@@ -36,6 +36,7 @@ ThreadsOption = typer.Option(None, "--threads", min=1, help="Worker threads (def
 
 class State:
     config_path: Optional[str] = None
+    key_id: Optional[str] = None
 
 
 state = State()
@@ -47,6 +48,11 @@ def global_options(
     config: Optional[Path] = typer.Option(
         None, "--config", "-c", envvar="SAFEHOLD_CONFIG", help="targets.yml to use (default ./configs/targets.yml)."
     ),
+    key_id: Optional[str] = typer.Option(
+        None, "--key-id", envvar="SAFEHOLD_KEY_ID",
+        help="Try only this key file (a prefix of its id, see 'safehold key list'): one password derivation "
+             "in a repository with many keys.",
+    ),
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     if version:
@@ -56,6 +62,7 @@ def global_options(
         typer.echo(ctx.get_help())
         raise typer.Exit(2)
     state.config_path = str(config) if config else None
+    state.key_id = key_id or None
 
 
 def context(json_output: bool = False, threads: int | None = None, compression: int | None = None,
@@ -64,7 +71,7 @@ def context(json_output: bool = False, threads: int | None = None, compression: 
 
     display = ProgressDisplay(enabled=progress and not json_output)
     ctx = Context.load(state.config_path, threads=threads, compression=compression, progress=display,
-                       ask_password=_prompt_password if sys.stdin.isatty() else None)
+                       ask_password=_prompt_password if sys.stdin.isatty() else None, key_id=state.key_id)
     return ctx, display
 
 

@@ -7,6 +7,7 @@ quick commands do not pay for what they do not use.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 import traceback
@@ -471,7 +472,8 @@ def key_list(json_output: bool = JsonOption) -> None:
         print_json(keys)
         return
     print_table(["", "id", "created", "user", "host", "kdf"], (
-        ["*" if k["current"] else "", k["id"][:8], k["created"], k["username"], k["hostname"], k["kdf"]]
+        ["*" if k["current"] else "", k["id"][:8], k["created"], k["username"], k["hostname"],
+         k["kdf"] or f"refused: {k.get('invalid')}"]
         for k in keys))
 
 
@@ -567,9 +569,24 @@ def _register_command_modules() -> None:
 _register_command_modules()
 
 
+class _WarningLine(logging.Handler):
+    """Warnings of ``safehold.files`` as one 'warning: ...' line on stderr, unless logging is
+    configured (``safehold serve``, the scheduler), whose own handlers then carry them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return
+        from rich.markup import escape
+
+        error_console.print(f"[yellow]warning[/]: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
 def run(argv: list[str] | None = None) -> None:
     # Typer handles usage errors itself (exit 2) and exits through SystemExit;
     # everything else that escapes a command is ours to explain.
+    files_log = logging.getLogger("safehold.files")
+    if not any(isinstance(handler, _WarningLine) for handler in files_log.handlers):
+        files_log.addHandler(_WarningLine())
     try:
         app(args=argv)
     except KeyboardInterrupt:

@@ -27,6 +27,16 @@ __all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_PATH", "load_config", "load_config_text
 CONFIG_ENV = "SAFEHOLD_CONFIG"
 DEFAULT_CONFIG_PATH = Path("configs/targets.yml")
 
+# Bounds on what a configuration may cost to load. YAML aliases let a few
+# hundred bytes describe billions of nodes ("billion laughs"): PyYAML shares the
+# aliased objects, but everything after it (line mapping, pydantic) walks the
+# expansion. The limits sit far above any real targets.yml (the shipped example
+# is about 300 nodes) and far below what hurts a host.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_ALIASES = 1_000  # '*name' uses, e.g. one '<<: *defaults' per target
+MAX_NODES = 200_000  # after expanding every alias
+MAX_DEPTH = 64  # collections inside collections
+
 _Key = tuple[str, ...]
 
 
@@ -48,7 +58,11 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     """
     file = resolve_config_path(path, environ)
     try:
-        text = file.read_text(encoding="utf-8")
+        with open(file, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)  # never read a huge (or endless: /dev/zero) file whole
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError(str(file), [_too_large(str(file))])
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigNotFound(path=str(file)) from None
     except IsADirectoryError:
@@ -84,16 +98,116 @@ def load_config_text(text: str, path: str | os.PathLike[str], environ: Mapping[s
 # --- YAML with line numbers -------------------------------------------------
 
 
+def _too_large(display: str) -> str:
+    return (
+        f"{display}:1: the file is larger than {MAX_FILE_BYTES} bytes, the limit for a configuration; "
+        "is this the right file?"
+    )
+
+
+class _LimitExceeded(Exception):
+    def __init__(self, mark: yaml.Mark | None, problem: str) -> None:
+        super().__init__(problem)
+        self.line = mark.line + 1 if mark is not None else 1
+        self.problem = problem
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses too many aliases and too deep nesting while composing.
+
+    Depth is checked before PyYAML recurses (its composer is recursive, so a
+    100,000-deep '[[[...' would otherwise end in RecursionError); the expanded
+    size is checked on the composed node graph by :func:`_check_expansion`.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _LimitExceeded(
+                    self.peek_event().start_mark,
+                    f"more than {MAX_ALIASES} aliases (*name); the limit guards against alias bombs",
+                )
+            return super().compose_node(parent, index)
+        if self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            if self._depth >= MAX_DEPTH:
+                raise _LimitExceeded(
+                    self.peek_event().start_mark, f"values nested deeper than {MAX_DEPTH} levels (the limit)"
+                )
+            self._depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+        return super().compose_node(parent, index)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the nodes the document holds once every alias is expanded; refuse cycles and bombs.
+
+    Sizes are memoised per node, so this costs one pass over the composed graph
+    (bounded by the file size), not over the expansion.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    # Iterative post-order walk: (node, children pushed yet?)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        key = id(node)
+        if expanded:
+            on_path.discard(key)
+            children = _children(node)
+            total = 1 + sum(sizes[id(child)] for child in children)
+            if total > MAX_NODES:
+                raise _LimitExceeded(
+                    node.start_mark,
+                    f"aliases expand to more than {MAX_NODES} nodes (the limit); "
+                    "a configuration never needs that many: is this an alias bomb?",
+                )
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise _LimitExceeded(node.start_mark, "an alias refers to itself (a recursive structure)")
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise _LimitExceeded(child.start_mark, "an alias refers to itself (a recursive structure)")
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 def _parse(text: str, display: str) -> tuple[Any, dict[_Key, int]]:
     """Parse YAML into plain data and a map from key path to (1-based) line."""
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_FILE_BYTES:  # characters: at least as many bytes
+        raise ConfigError(display, [_too_large(display)])
+    loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None, {}
+        _check_expansion(node)
         problems = _duplicate_keys(node, display)
         # construct_document flattens '<<' merge keys in place, so lines are mapped afterwards.
         data = loader.construct_document(node)
+    except _LimitExceeded as error:
+        raise ConfigError(display, [f"{display}:{error.line}: {error.problem}"]) from None
     except yaml.MarkedYAMLError as error:
         raise ConfigError(display, [_yaml_problem(error, display)]) from None
     except yaml.YAMLError as error:

@@ -180,7 +180,8 @@ class Config(_Model):
         DEFAULT_STATE_DIR,
         description=(
             "Directory for local state (the default SQLite catalog, caches). Relative paths are relative to this "
-            f"file's directory. The environment variable {STATE_DIR_ENV} overrides it."
+            f"file's directory. The environment variable {STATE_DIR_ENV} overrides it. Created mode 0700 (and the "
+            "SQLite catalog 0600) whatever the umask; an existing directory keeps its mode."
         ),
         examples=["/var/lib/safehold"],
     )

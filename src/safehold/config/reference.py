@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import loader
 from .models import Config
 
 
@@ -56,6 +57,10 @@ def markdown() -> str:
         "this file current. `safehold config check` validates a file and reports every problem with its line;",
         "`safehold config schema` prints the JSON schema for editors. Secrets never go in this file: the",
         "repository password comes from the variable named by `password_env` or the file named by `password_file`.",
+        "",
+        "Loading is bounded, so a broken or hostile file fails at once with its line and the limit (exit 30):",
+        f"at most {loader.MAX_FILE_BYTES} bytes, {loader.MAX_ALIASES} aliases (`*name`), {loader.MAX_NODES} nodes "
+        f"once aliases are expanded, {loader.MAX_DEPTH} levels of nesting, and no alias inside its own anchor.",
         "",
         "## Top level",
         "",

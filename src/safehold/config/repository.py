@@ -19,6 +19,7 @@ from pydantic import Field, ModelWrapValidatorHandler, ValidationError, Validati
 
 from safehold.config.common import _ENV_NAME, _invalid, _Model, _problem, _reraise, _resolve_path
 from safehold.errors import PasswordMissing
+from safehold.files import warn_if_others_can_read
 
 __all__ = ["DEFAULT_PASSWORD_ENV", "CatalogConfig", "ObjectLock", "RepositoryConfig"]
 
@@ -69,7 +70,8 @@ class RepositoryConfig(_Model):
         None,
         description=(
             "File holding the repository password (one trailing newline is ignored); takes precedence over "
-            "password_env. Relative paths are relative to this file's directory. Keep it mode 0600."
+            "password_env. Relative paths are relative to this file's directory. Keep it mode 0600: a file its "
+            "group or other users can read is used, with a warning on stderr (or in the server's log)."
         ),
         examples=["/etc/safehold/password"],
     )
@@ -220,7 +222,9 @@ class RepositoryConfig(_Model):
         """
         if self.password_file is not None:
             try:
-                secret = Path(self.password_file).read_bytes()
+                with open(self.password_file, "rb") as handle:
+                    warn_if_others_can_read(self.password_file, "password_file", handle.fileno())
+                    secret = handle.read()
             except OSError as error:
                 raise PasswordMissing(
                     detail=f"cannot read password_file {self.password_file}: {error.strerror or error}",

@@ -7,6 +7,7 @@ server's worker pool, or as tasks of a distributed queue.
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..config import Config, load_config
+from ..files import make_private_directory
 from ..repository import Repository
 from ..repository.backends import open_backend
 from ..repository.locks import Lock
@@ -37,6 +39,9 @@ class Context:
     # Asked when neither the environment nor a password file holds the password
     # (the CLI sets it to a hidden prompt on a terminal; services never prompt).
     ask_password: Callable[[bool], bytes] | None = None
+    # The key file to try (a prefix of its id): one derivation instead of up to
+    # Repository.MAX_KEY_ATTEMPTS in a repository with many key files.
+    key_id: str | None = None
     _catalog: "Catalog | None" = field(default=None, repr=False)
     _unlocked: tuple | None = field(default=None, repr=False)
 
@@ -53,7 +58,7 @@ class Context:
         if self._catalog is None:
             url = self.config.catalog_url
             if url.startswith("sqlite:///"):
-                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+                make_private_directory(Path(url[len("sqlite:///"):]).parent)  # the state folder, 0700
             self._catalog = Catalog.open(url)
         return self._catalog
 
@@ -83,8 +88,10 @@ class Context:
         # The unwrapped key is kept for the life of this context (in memory only), so
         # 'backup --all' pays the deliberately slow key derivation once, not per target.
         if self._unlocked is None:
-            repository = Repository.open(self.backend(), self.password())
+            repository = Repository.open(self.backend(), self.password(), key_id=self.key_id,
+                                         preferred=self._last_key())
             self._unlocked = (repository.master, repository.key_name)
+            self._remember_key(repository.key_name)
         else:
             repository = Repository.open(self.backend(), b"", unlocked=self._unlocked)
         if self.compression is not None:
@@ -92,6 +99,41 @@ class Context:
         if load_index:
             repository.load_index()
         return repository
+
+    # The key file that last opened each repository from this state folder is tried first, so
+    # the scheduler and daily commands pay one derivation however many key files exist. Only
+    # the key file's name is stored (public: it is the object's name in the backend).
+    def _key_memory(self) -> Path:
+        return Path(self.config.state_dir) / "last-keys.json"
+
+    def _last_key(self) -> list[str]:
+        try:
+            remembered = json.loads(self._key_memory().read_text())
+        except (OSError, ValueError):
+            return []
+        name = remembered.get(self.repository_url) if isinstance(remembered, dict) else None
+        return [name] if isinstance(name, str) else []
+
+    def _remember_key(self, key_name: str) -> None:
+        if self._last_key() == [key_name]:
+            return
+        path = self._key_memory()
+        try:
+            try:
+                remembered = json.loads(path.read_text())
+            except (OSError, ValueError):
+                remembered = {}
+            if not isinstance(remembered, dict):
+                remembered = {}
+            remembered[self.repository_url] = key_name
+            make_private_directory(path.parent)
+            temporary = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(remembered, handle)
+            os.replace(temporary, path)
+        except OSError:
+            pass  # a hint only: a read-only state folder must not fail the command
 
     @contextmanager
     def locked(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0,

@@ -10,7 +10,9 @@ password never re-encrypts data. It holds three secrets:
   fingerprint known files either.
 
 Key files wrap the master key with a key derived from one password by
-Argon2id; any number of key files may coexist (one per password).
+Argon2id; any number of key files may coexist (one per password). Their
+parameters are bounded before any derivation and, from key file version 2,
+authenticated as associated data of the wrapped key.
 
 Nonces: a fresh 96-bit random nonce per encryption (``os.urandom``). With
 random nonces AES-GCM stays safe up to about 2^32 encryptions per key, i.e.
@@ -103,8 +105,136 @@ class Cipher:
 # RFC 9106's 64 MiB option doubled the peak memory of every command for little
 # gain; key files record their parameters, so stronger ones can be chosen later.
 DEFAULT_KDF = {"name": "argon2id", "memory_kib": 32768, "iterations": 4, "lanes": 4}
-KEY_FILE_VERSION = 1
-_KEY_AAD = b"safehold-key-v1"
+KEY_FILE_VERSION = 2
+READABLE_KEY_FILE_VERSIONS = (1, 2)
+_KEY_AAD_V1 = b"safehold-key-v1"
+_KEY_AAD_V2 = b"safehold-key-v2\x00"
+
+# Bounds on the parameters a key file may ask for, checked when it is read and
+# before anything is derived: a key file is plain JSON in the backend, so
+# whoever can write there could otherwise make every open hang (memory_kib in
+# the terabytes) or fail deep inside a library ("this is a bug"). The upper
+# bounds allow 32 times the default's memory and a few seconds per
+# derivation; the lower ones are what the algorithms themselves require (no
+# minimum strength is imposed: a weak key file hurts only its own password).
+# Each entry: (lowest, highest); "cost" bounds the product memory x passes.
+KDF_LIMITS: dict[str, dict[str, tuple[int, int]]] = {
+    "argon2id": {
+        "memory_kib": (8, 1024 * 1024),  # 1 GiB; Argon2 needs at least 8 KiB per lane
+        "iterations": (1, 16),
+        "lanes": (1, 16),
+        "cost": (1, 4 * 1024 * 1024),  # memory_kib x iterations: 1 GiB x 4 passes, or 256 MiB x 16
+    },
+    "scrypt": {
+        "n": (2, 2**20),  # a power of two; 128 * n * r bytes of memory
+        "r": (1, 32),
+        "p": (1, 16),
+        "cost": (1, 1024 * 1024 * 1024),  # 128 * n * r bytes: at most 1 GiB of memory
+    },
+}
+MAX_KEY_FILE_BYTES = 64 * 1024
+_SALT_SIZES = (16, 64)
+_MAX_WRAPPED_BYTES = 1024  # nonce, msgpack of the master key (about 90 bytes), tag
+
+
+class KeyFileRejected(ValueError):
+    """A key file that is malformed or asks for key derivation parameters out of bounds."""
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A parsed key file whose fields were checked; nothing was derived yet."""
+
+    version: int
+    kdf: dict
+    salt: bytes
+    wrapped: bytes
+    created: str | None
+    hostname: str | None
+    username: str | None
+
+
+def check_kdf(kdf: object) -> dict:
+    """Return ``kdf`` when its algorithm is known and every parameter is an integer within
+    :data:`KDF_LIMITS`; raise :class:`KeyFileRejected` naming the parameter and bound otherwise."""
+    if not isinstance(kdf, dict) or not isinstance(kdf.get("name"), str):
+        raise KeyFileRejected("'kdf' is not a mapping with a 'name'")
+    name = kdf["name"]
+    limits = KDF_LIMITS.get(name)
+    if limits is None:
+        raise KeyFileRejected(f"unknown key derivation function {name!r} (known: {', '.join(KDF_LIMITS)})")
+    values: dict[str, int] = {}
+    for parameter, (low, high) in limits.items():
+        if parameter == "cost":
+            continue
+        value = kdf.get(parameter)
+        if type(value) is not int:  # bool is an int subclass: refused too
+            raise KeyFileRejected(f"kdf.{parameter} is {value!r}, not an integer")
+        if not low <= value <= high:
+            raise KeyFileRejected(f"kdf.{parameter} = {value} is out of bounds ({low} to {high})")
+        values[parameter] = value
+    if name == "argon2id":
+        if values["memory_kib"] < 8 * values["lanes"]:
+            raise KeyFileRejected(f"kdf.memory_kib = {values['memory_kib']} is below 8 x lanes ({values['lanes']})")
+        cost, what = values["memory_kib"] * values["iterations"], "memory_kib x iterations"
+    else:
+        if values["n"] & (values["n"] - 1):
+            raise KeyFileRejected(f"kdf.n = {values['n']} is not a power of two")
+        cost, what = 128 * values["n"] * values["r"], "scrypt memory (128 x n x r bytes)"
+    if cost > limits["cost"][1]:
+        raise KeyFileRejected(f"{what} = {cost} is out of bounds (at most {limits['cost'][1]})")
+    return kdf
+
+
+def parse_key_file(key_file: bytes) -> KeyFile:
+    """Parse and check a key file without deriving anything (cheap: safe on every key of a repository)."""
+    if len(key_file) > MAX_KEY_FILE_BYTES:
+        raise KeyFileRejected(f"{len(key_file)} bytes, more than a key file's {MAX_KEY_FILE_BYTES}")
+    try:
+        document = json.loads(key_file)
+    except (ValueError, RecursionError):
+        raise KeyFileRejected("not JSON") from None
+    if not isinstance(document, dict):
+        raise KeyFileRejected("not a JSON object")
+    version = document.get("version")
+    if version not in READABLE_KEY_FILE_VERSIONS or type(version) is not int:
+        raise KeyFileRejected(
+            f"unsupported key file version {version!r} (this safehold reads {READABLE_KEY_FILE_VERSIONS})"
+        )
+    kdf = check_kdf(document.get("kdf"))
+    try:
+        salt = base64.b64decode(document["salt"], validate=True)
+        wrapped = base64.b64decode(document["data"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise KeyFileRejected("'salt' or 'data' is missing or not base64") from None
+    if not _SALT_SIZES[0] <= len(salt) <= _SALT_SIZES[1]:
+        raise KeyFileRejected(f"salt of {len(salt)} bytes (expected {_SALT_SIZES[0]} to {_SALT_SIZES[1]})")
+    if not NONCE_SIZE + TAG_SIZE < len(wrapped) <= _MAX_WRAPPED_BYTES:
+        raise KeyFileRejected(f"wrapped key of {len(wrapped)} bytes")
+    text = {field: document.get(field) if isinstance(document.get(field), str) else None
+            for field in ("created", "hostname", "username")}
+    return KeyFile(version, kdf, salt, wrapped, **text)
+
+
+def _associated_data(version: int, kdf: dict, salt: bytes) -> bytes:
+    """What the wrapped master key's AEAD authenticates besides the ciphertext.
+
+    Version 2 binds the whole parameter set (canonical JSON of version, kdf and
+    salt), so any edit of them, even of a field the derivation ignores, fails
+    authentication. The derivation already depends on them, so this is mostly
+    about the format describing itself honestly; the real protection against
+    hostile parameters is the bounds above, checked before deriving. Version 1
+    files (salt and kdf not authenticated) are still read with their old
+    constant; relabelling a version 2 file as version 1 changes its associated
+    data, so it no longer opens.
+    """
+    if version == 1:
+        return _KEY_AAD_V1
+    canonical = json.dumps(
+        {"version": version, "kdf": kdf, "salt": base64.b64encode(salt).decode()},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+    )
+    return _KEY_AAD_V2 + canonical.encode()
 
 
 def _derive(password: bytes, salt: bytes, kdf: dict) -> bytes:
@@ -123,11 +253,12 @@ def _derive(password: bytes, salt: bytes, kdf: dict) -> bytes:
 
 
 def wrap_master_key(master: MasterKey, password: bytes, kdf: dict | None = None) -> bytes:
-    """Return the bytes of a key file holding ``master`` wrapped by ``password``."""
-    kdf = dict(kdf or DEFAULT_KDF)
+    """Return the bytes of a key file (version 2) holding ``master`` wrapped by ``password``."""
+    kdf = check_kdf(dict(kdf or DEFAULT_KDF))
     salt = os.urandom(16)
     wrapping = AESGCM(_derive(password, salt, kdf))
     nonce = os.urandom(NONCE_SIZE)
+    associated = _associated_data(KEY_FILE_VERSION, kdf, salt)
     document = {
         "version": KEY_FILE_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -135,28 +266,34 @@ def wrap_master_key(master: MasterKey, password: bytes, kdf: dict | None = None)
         "username": _username(),
         "kdf": kdf,
         "salt": base64.b64encode(salt).decode(),
-        "data": base64.b64encode(nonce + wrapping.encrypt(nonce, master.to_bytes(), _KEY_AAD)).decode(),
+        "data": base64.b64encode(nonce + wrapping.encrypt(nonce, master.to_bytes(), associated)).decode(),
     }
     return json.dumps(document, indent=1).encode()
 
 
-def unwrap_master_key(key_file: bytes, password: bytes) -> MasterKey:
-    """Raise :class:`DecryptionFailed` when ``password`` does not open this key file."""
-    document = json.loads(key_file)
-    if document.get("version") != KEY_FILE_VERSION:
-        raise DecryptionFailed(f"unsupported key file version {document.get('version')!r}")
-    salt = base64.b64decode(document["salt"])
-    blob = base64.b64decode(document["data"])
-    wrapping = AESGCM(_derive(password, salt, document["kdf"]))
+def unwrap_master_key(key_file: bytes | KeyFile, password: bytes) -> MasterKey:
+    """Raise :class:`KeyFileRejected` (before deriving) when the key file is malformed or out of
+    bounds, :class:`DecryptionFailed` when ``password`` does not open it."""
+    parsed = key_file if isinstance(key_file, KeyFile) else parse_key_file(key_file)
+    wrapping = AESGCM(_derive(password, parsed.salt, parsed.kdf))
+    blob = parsed.wrapped
     try:
-        return MasterKey.from_bytes(wrapping.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], _KEY_AAD))
+        plain = wrapping.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:],
+                                 _associated_data(parsed.version, parsed.kdf, parsed.salt))
     except InvalidTag:
         raise DecryptionFailed("wrong password") from None
+    return MasterKey.from_bytes(plain)
 
 
 def describe_key_file(key_file: bytes) -> dict:
-    document = json.loads(key_file)
-    return {k: document.get(k) for k in ("created", "hostname", "username")} | {"kdf": document["kdf"]["name"]}
+    """What ``key list`` shows; a rejected key file is listed with the reason, not hidden."""
+    try:
+        parsed = parse_key_file(key_file)
+    except KeyFileRejected as exc:
+        return {"created": None, "hostname": None, "username": None, "kdf": None, "version": None,
+                "invalid": str(exc)}
+    return {"created": parsed.created, "hostname": parsed.hostname, "username": parsed.username,
+            "kdf": parsed.kdf["name"], "version": parsed.version}
 
 
 def _username() -> str:

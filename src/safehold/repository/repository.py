@@ -22,7 +22,17 @@ import msgpack
 from .. import errors
 from .backends import Backend, DirectoryBackend, Kind, ObjectNotFound, retention_of
 from .chunker import DEFAULT_IMAGE_CHUNK, FileChunker, TREE_AVG, TREE_MAX, TREE_MIN
-from .crypto import Cipher, DecryptionFailed, MasterKey, describe_key_file, unwrap_master_key, wrap_master_key
+from .crypto import (
+    Cipher,
+    DecryptionFailed,
+    KeyFile,
+    KeyFileRejected,
+    MasterKey,
+    describe_key_file,
+    parse_key_file,
+    unwrap_master_key,
+    wrap_master_key,
+)
 from .index import BlobLocation, Index, decode_entries, encode_entries
 from .locks import Lock
 from .pack import DEFAULT_COMPRESSION_LEVEL, BlobType, PackBuilder, decode_blob, encode_blob
@@ -129,25 +139,70 @@ class Repository:
         repository._index_loaded = True
         return repository
 
+    # Without a key id, open() derives at most this many keys from the password (a few seconds
+    # with default parameters; the bounds on key files cap each derivation).
+    MAX_KEY_ATTEMPTS = 8
+
     @classmethod
     def open(cls, backend: Backend, password: bytes,
-             unlocked: tuple[MasterKey, str] | None = None) -> "Repository":
+             unlocked: tuple[MasterKey, str] | None = None, key_id: str | None = None,
+             preferred: Iterable[str] = ()) -> "Repository":
         """Open with ``password``, or with an already unwrapped (master key, key name) of this
-        repository (a process opening it again), which is checked against the config."""
+        repository (a process opening it again), which is checked against the config.
+
+        Which key files are tried, and why not all of them: each try is a deliberately slow
+        password derivation, so a repository with 50 key files must not cost 50 of them. A cheap
+        per-key-file "password hint" would let anyone who reads the backend test guesses at the
+        cheap hash's speed, and a salt shared by every key file would let an attacker test each
+        guess against all of them at once; both are refused. Instead:
+
+        - ``key_id`` (a prefix of the key file's name, ``--key-id``) tries that key file only;
+        - otherwise the ``preferred`` names (the key that last opened this repository from this
+          state folder) come first, then key files created by this host and user, then the
+          rest, newest first, and at most :attr:`MAX_KEY_ATTEMPTS` are tried (``TooManyKeys``).
+
+        Every key file is parsed and checked against the KDF bounds first (no derivation); a
+        rejected one is skipped, and named (``KeyFileInvalid``) if no other key opens.
+        """
         config = read_config(backend)
         if unlocked is not None:
             master, key_name = unlocked
             if key_check(master, config["id"]) != config.get("key_check"):
                 raise errors.WrongPassword(url=backend.url)
             return cls(backend, config, master, key_name)
-        for info in backend.list(Kind.KEYS):
+        names = sorted(info.name for info in backend.list(Kind.KEYS))
+        if key_id is not None:
+            names = [name for name in names if name.startswith(key_id)]
+            if len(names) != 1 or not key_id:
+                raise errors.KeyNotFound(key_id=key_id)
+        candidates: list[tuple[str, KeyFile]] = []
+        rejected: list[tuple[str, str]] = []
+        for name in names:
             try:
-                master = unwrap_master_key(backend.get(Kind.KEYS, info.name), password)
+                raw = backend.get(Kind.KEYS, name)
+            except ObjectNotFound:
+                continue  # removed while we listed
+            except OSError as exc:
+                raise errors.from_os_error(exc, f"reading keys/{name[:16]}") from exc
+            try:
+                candidates.append((name, parse_key_file(raw)))
+            except KeyFileRejected as exc:
+                rejected.append((name, str(exc)))
+        candidates = _most_likely_first(candidates, list(preferred))
+        limit = 1 if key_id is not None else cls.MAX_KEY_ATTEMPTS
+        for name, key_file in candidates[:limit]:
+            try:
+                master = unwrap_master_key(key_file, password)
             except (DecryptionFailed, ValueError, KeyError):
                 continue
             if key_check(master, config["id"]) != config["key_check"]:
                 continue  # a key for another master key (a foreign or stray key file)
-            return cls(backend, config, master, info.name)
+            return cls(backend, config, master, name)
+        if len(candidates) > limit:
+            raise errors.TooManyKeys(url=backend.url, tried=limit, count=len(candidates) + len(rejected))
+        if rejected:
+            name, detail = rejected[0]
+            raise errors.KeyFileInvalid(url=backend.url, key_id=name[:8], detail=detail)
         raise errors.WrongPassword(url=backend.url)
 
     # -- encrypted metadata objects -------------------------------------------
@@ -538,6 +593,27 @@ def _refuse_foreign(backend: Backend) -> None:
             raise errors.ForeignRepository(
                 url=backend.url, reason=f"the directory is not empty: {', '.join(sorted(strangers)[:5])}"
             )
+
+
+def _most_likely_first(candidates: list[tuple[str, KeyFile]], preferred: list[str]) -> list[tuple[str, KeyFile]]:
+    """Preferred names in their order, then this host and user's key files, then the rest; newest first."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in a container
+        user = str(os.getuid())
+    host = socket.gethostname()
+
+    def rank(item: tuple[str, KeyFile]) -> tuple[int, int]:
+        name, key_file = item
+        place = preferred.index(name) if name in preferred else len(preferred)
+        return place, 0 if (key_file.hostname, key_file.username) == (host, user) else 1
+
+    # Two stable sorts: newest first within each (place, mine) group.
+    by_date = sorted(candidates, key=lambda item: item[1].created or "", reverse=True)
+    return sorted(by_date, key=rank)
 
 
 def _name_of(data: bytes) -> str:

@@ -16,6 +16,7 @@ from safehold.repository.crypto import (
     OVERHEAD,
     Cipher,
     DecryptionFailed,
+    KeyFileRejected,
     MasterKey,
     describe_key_file,
     unwrap_master_key,
@@ -83,15 +84,15 @@ def test_tampered_key_file_fails() -> None:
 
 def test_key_file_of_another_version_is_refused() -> None:
     document = json.loads(wrap_master_key(KEY, b"pw", FAST_KDF))
-    document["version"] = 2
-    with pytest.raises(DecryptionFailed, match="version"):
+    document["version"] = 3
+    with pytest.raises(KeyFileRejected, match="version"):
         unwrap_master_key(json.dumps(document).encode(), b"pw")
 
 
 def test_unknown_kdf_is_refused() -> None:
     document = json.loads(wrap_master_key(KEY, b"pw", FAST_KDF))
     document["kdf"] = {"name": "md5"}
-    with pytest.raises(DecryptionFailed, match="md5"):
+    with pytest.raises(KeyFileRejected, match="md5"):
         unwrap_master_key(json.dumps(document).encode(), b"pw")
 
 

@@ -7,6 +7,9 @@ Durability: every object is written to a temporary file in the same directory,
 fsynced, renamed into place, and the directory fsynced, so a crash or a full
 disk never leaves a torn object under its final name. Temporary files are named
 ``.tmp-*`` and ignored by ``list``; prune removes leftovers.
+
+Modes: folders are created 0700 and objects 0600 whatever the umask (see
+``safehold.files``), so a repository under umask 000 is not world-writable.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ...files import PRIVATE_DIRECTORY, make_private_directory
 from .base import Kind, ObjectExists, ObjectInfo, ObjectNotFound
 
 TEMP_PREFIX = ".tmp-"
@@ -51,20 +55,21 @@ class LocalBackend:
     def create(self) -> None:
         if self.exists():
             raise ObjectExists(f"a repository exists at {self.url}")
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_directory(self.root)
         for kind in (Kind.KEYS, Kind.LOCKS, Kind.SNAPSHOTS, Kind.INDEX, Kind.DATA):
-            (self.root / kind.value).mkdir(exist_ok=True)
+            _make_folder(self.root / kind.value)
         for i in range(256):
-            (self.root / "data" / f"{i:02x}").mkdir(exist_ok=True)
+            _make_folder(self.root / "data" / f"{i:02x}")
         _fsync_dir(self.root)
 
     def put(self, kind: Kind, name: str, data: bytes | Sequence[bytes], *, exclusive: bool = False,
             retain_until: datetime | None = None) -> None:
         path = self._path(kind, name)
         directory = path.parent
-        directory.mkdir(parents=True, exist_ok=True)
+        if not directory.is_dir():
+            make_private_directory(directory)
         temp = directory / f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the umask can only remove bits
         try:
             for part in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
                 view = memoryview(part)
@@ -156,3 +161,12 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _make_folder(path: Path) -> None:
+    """One folder of the layout, 0700 even under umask 000 (an existing one keeps its mode)."""
+    try:
+        os.mkdir(path, PRIVATE_DIRECTORY)
+    except FileExistsError:
+        return
+    os.chmod(path, PRIVATE_DIRECTORY)

@@ -18,8 +18,8 @@ def test_absurd_kdf_parameters_are_refused_before_deriving(workspace: Workspace)
     assert document["version"] == 2
     document["kdf"]["memory_kib"] = 2**40  # a terabyte: this used to hang or end in "this is a bug"
     path.write_text(json.dumps(document))
-    proc = workspace.run("snapshots", code=25, timeout=60)
-    line = assert_clean_error(proc, 25, key_name[:8], "kdf.memory_kib", "out of bounds")
+    proc = workspace.run("snapshots", code=26, timeout=60)
+    line = assert_clean_error(proc, 26, key_name[:8], "kdf.memory_kib", "out of bounds")
     assert "1048576" in line
 
 

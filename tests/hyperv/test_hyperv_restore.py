@@ -15,7 +15,7 @@ from fake_hyperv import FakeHyperVHost, qemu_img
 
 from safehold import errors
 from safehold.engine.backup import backup_target
-from safehold.engine.hyperv import restore_hyperv_vm
+from safehold.engine.restore import restore_snapshot
 from safehold.restore.hyperv import raw_to_vhdx
 
 MiB = 1024 * 1024
@@ -24,6 +24,12 @@ MiB = 1024 * 1024
 def compare(a: Path, b: Path, fmt_a: str, fmt_b: str) -> subprocess.CompletedProcess:
     return subprocess.run(["qemu-img", "compare", "-f", fmt_a, "-F", fmt_b, str(a), str(b)],
                           capture_output=True, text=True)
+
+
+def restore_hyperv_vm(context, snapshot_id: str, *, target: str, name: str, host_path: str, scratch=None) -> dict:
+    """A new Hyper-V VM through the one restore job; returns the destination's details."""
+    spec = {"kind": "hyperv", "name": name, "host_path": host_path, "scratch": None if scratch is None else str(scratch)}
+    return restore_snapshot(context, snapshot_id, spec, target=target).details
 
 
 def test_restore_as_a_new_vm(workspace, host: FakeHyperVHost) -> None:

@@ -18,10 +18,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import DestinationError, EbsDeviceInUse, EbsInstanceInOtherRegion, EbsSnapshotPending, SourceError
+from ..errors import (DestinationError, EbsDeviceInUse, EbsInstanceInOtherRegion, EbsSnapshotPending,
+                      PathNotInSnapshot, SourceError, UsageError)
 from ..items import HOLE
 from ..platforms import aws
 from ..platforms.aws.ebs_direct import EBS_BLOCK_SIZE, write_snapshot
+from .base import Progress, RestoreReport, SnapshotInfo
+from .options import EbsOptions
 
 DEVICE_CANDIDATES = [f"/dev/sd{letter}" for letter in "fghijklmnop"]
 
@@ -232,5 +235,93 @@ def image_to_ebs_snapshot(clients: ClientFactory, reader: Any, item: dict, *, re
     return snapshot_id, written
 
 
-__all__ = ["EbsRestoreResult", "choose_device", "dr_copy_of", "find_instance", "image_blocks",
+
+class EbsDestination:
+    """A new EBS volume attached to an EC2 instance: from an EBS snapshot id kept on the platform
+    (``platform_snapshot``), or from a repository snapshot's image, first written into a new EBS
+    snapshot in the instance's region. ``clients(service, region)`` and ``region`` come from the
+    engine (the configuration's ebs targets, or boto3's defaults)."""
+
+    def __init__(self, options: EbsOptions, *, clients: ClientFactory, region: str, threads: int = 4) -> None:
+        self.options = options
+        self.clients = clients
+        self.region = region
+        self.threads = threads
+        self.made_snapshot: tuple[str, str] | None = None  # (id, region) of the EBS snapshot written by write
+        self.result: EbsRestoreResult | None = None
+        self.platform_id = ""
+
+    def platform_snapshot(self, snapshot_ref: str, target: str | None) -> SnapshotInfo | None:
+        if not snapshot_ref.startswith("snap-"):
+            return None
+        self.platform_id = snapshot_ref
+        return SnapshotInfo(id=snapshot_ref, short_id=snapshot_ref, target=target or "", kind="ebs-snapshot")
+
+    def plan(self, snapshot: SnapshotInfo, items: list[dict]) -> Any:
+        instance, instance_region = find_instance(self.clients, self.options.instance, self.region)
+        choose_device(instance, self.options.device)  # a used device is refused before anything is made
+        if snapshot.kind == "ebs-snapshot":
+            return instance, instance_region, None
+        include = self.options.include
+        images = [i for i in items if i["type"] == "image"]
+        chosen = [i for i in images if include is None or i["path"].decode(errors="replace") == include]
+        names = ", ".join(i["path"].decode(errors="replace") for i in images) or "(none)"
+        if include is None and len(images) > 1:
+            raise UsageError(f"snapshot {snapshot.short_id} holds {len(images)} images ({names}); name one with --include")
+        if not chosen:
+            raise PathNotInSnapshot(path=include or "(an image)", snapshot=snapshot.short_id)
+        return instance, instance_region, (snapshot, chosen[0])
+
+    def write(self, reader: Any, plan: Any, progress: Progress) -> RestoreReport:
+        started = time.monotonic()
+        instance, instance_region, from_repository = plan
+        timeout = self.options.timeout
+        if from_repository is None:
+            result = restore_to_instance(self.clients, self.platform_id, instance["InstanceId"], region=self.region,
+                                         device=self.options.device, timeout=timeout)
+        else:
+            snapshot, item = from_repository
+            name = item["path"].decode(errors="replace")
+            written = 0
+
+            def report(length: int) -> None:
+                nonlocal written
+                written += length
+                progress(written, name)
+
+            tags = {aws.MARKER_KEY: "true", aws.TARGET_KEY: snapshot.target, "safehold:repository-snapshot": snapshot.id}
+            ebs_snapshot, blocks = image_to_ebs_snapshot(
+                self.clients, reader, item, region=instance_region, tags=tags,
+                description=f"safehold restore of {snapshot.short_id} {name}", threads=self.threads * 2,
+                timeout=timeout, on_block=report)
+            self.made_snapshot = (ebs_snapshot, instance_region)
+            result = restore_to_instance(self.clients, ebs_snapshot, instance["InstanceId"], region=instance_region,
+                                         device=self.options.device, timeout=timeout, source_snapshot_id=snapshot.id)
+            result.blocks_written = blocks
+        result.duration = time.monotonic() - started
+        self.result = result
+        report_ = RestoreReport(files=1, bytes_written=result.blocks_written * EBS_BLOCK_SIZE,
+                                details=result.as_dict())
+        origin = f"{result.snapshot_id} (DR copy in {result.region})" if result.from_copy else result.snapshot_id
+        report_.log.append(f"volume {result.volume_id} from {origin} attached to {result.instance_id} as "
+                           f"{result.device} in {result.availability_zone}")
+        return report_
+
+    def commit(self) -> None:
+        """The volume is attached by write (a volume whose attach fails is deleted there)."""
+        self.made_snapshot = None  # kept: the volume was made from it, tagged safehold:managed
+
+    def rollback(self) -> None:
+        if self.made_snapshot is None:
+            return
+        snapshot_id, region = self.made_snapshot
+        self.made_snapshot = None
+        try:
+            self.clients("ec2", region).delete_snapshot(SnapshotId=snapshot_id)
+        except Exception as exc:  # noqa: BLE001 - gone already, or never completed
+            if not aws.is_client_error(exc):
+                raise
+
+
+__all__ = ["EbsDestination", "EbsRestoreResult", "choose_device", "dr_copy_of", "find_instance", "image_blocks",
            "image_to_ebs_snapshot", "restore_to_instance"]

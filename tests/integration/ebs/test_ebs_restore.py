@@ -33,6 +33,15 @@ def backed_up_volume(aws: Aws, tmp_path: Path, copy_blocks: bool = False, dr: bo
     return context, volume, token, result
 
 
+def restore_ebs(context, snapshot_ref: str, instance_id: str, **options):
+    """An instance restore through the one restore job; the destination's result as its dataclass."""
+    from safehold.engine.restore import restore_snapshot
+    from safehold.restore.ebs import EbsRestoreResult
+
+    outcome = restore_snapshot(context, snapshot_ref, {"kind": "ebs", "instance": instance_id, **options})
+    return EbsRestoreResult(**outcome.details)
+
+
 def attachment(aws: Aws, volume_id: str, region: str = REGION) -> dict:
     volume = aws.client("ec2", region).describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
     return {"zone": volume["AvailabilityZone"], "state": volume["State"],
@@ -40,8 +49,6 @@ def attachment(aws: Aws, volume_id: str, region: str = REGION) -> dict:
 
 
 def test_restore_from_ebs_snapshot_in_the_instance_zone(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, volume, token, _ = backed_up_volume(aws, tmp_path)
     instance = aws.instance(zone=REGION + "b")
     result = restore_ebs(context, token["snapshot"], instance["InstanceId"], device="/dev/sdf")
@@ -54,8 +61,6 @@ def test_restore_from_ebs_snapshot_in_the_instance_zone(aws: Aws, tmp_path: Path
 
 
 def test_default_device_is_the_first_free_one_and_a_used_one_is_refused(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, _volume, token, _ = backed_up_volume(aws, tmp_path)
     instance = aws.instance()
     first = restore_ebs(context, token["snapshot"], instance["InstanceId"])
@@ -70,8 +75,6 @@ def test_default_device_is_the_first_free_one_and_a_used_one_is_refused(aws: Aws
 
 
 def test_pending_snapshot_is_a_clear_error(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, volume, _token, _ = backed_up_volume(aws, tmp_path)
     aws.configure(pending_seconds=3600)
     pending = aws.client("ec2").create_snapshot(VolumeId=volume)["SnapshotId"]
@@ -82,8 +85,6 @@ def test_pending_snapshot_is_a_clear_error(aws: Aws, tmp_path: Path, fast_kdf):
 
 
 def test_instance_in_another_region_uses_the_dr_copy(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, volume, token, _ = backed_up_volume(aws, tmp_path, dr=True)
     instance = aws.instance(region=DR_REGION)
     result = restore_ebs(context, token["snapshot"], instance["InstanceId"], region=REGION)
@@ -94,8 +95,6 @@ def test_instance_in_another_region_uses_the_dr_copy(aws: Aws, tmp_path: Path, f
 
 
 def test_instance_in_another_region_without_a_copy_is_a_clear_error(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, _volume, token, _ = backed_up_volume(aws, tmp_path)
     instance = aws.instance(region="eu-west-1")
     with pytest.raises(errors.EbsInstanceInOtherRegion, match="is in eu-west-1, not in us-east-1") as caught:
@@ -105,8 +104,6 @@ def test_instance_in_another_region_without_a_copy_is_a_clear_error(aws: Aws, tm
 
 def test_restore_from_the_repository_when_the_ebs_snapshots_are_gone(aws: Aws, tmp_path: Path, fast_kdf):
     """3-2-1: the account's snapshots are lost; the repository's copy becomes a volume in the DR region."""
-    from safehold.engine.ebs import restore_ebs
-
     context, volume, token, result = backed_up_volume(aws, tmp_path, copy_blocks=True)
     expected = aws.volume_blocks(volume)
     aws.client("ec2").delete_snapshot(SnapshotId=token["snapshot"])

@@ -178,6 +178,15 @@ def build_destination(context: Context, options: Any, restore_root: str | None =
     if options.kind in ("directory", "image"):
         return cls(options, threads=threads, restore_root=restore_root)
     if options.kind == "libvirt":
+        if restore_root is not None and options.images_dir is not None:
+            # An API restore: the images folder lies below the root, with no symlink on the way.
+            from ..restore.local import Place
+
+            place = Place(options.images_dir, restore_root)
+            try:
+                place.check()
+            finally:
+                place.close()
         return cls(options, threads=threads)
     if options.kind in ("vmware", "hyperv"):
         return cls(options, connect=_connector(context, options.kind), threads=threads)

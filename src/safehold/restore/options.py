@@ -21,7 +21,7 @@ class _Options(BaseModel):
 class DirectoryOptions(_Options):
     """File snapshots into a directory."""
 
-    kind: Literal["directory"] = "directory"
+    kind: Literal["directory"]
     path: str = Field(description="Directory to restore into (made if missing; must be empty without overwrite).")
     includes: list[str] = Field(default_factory=list, description="Only these paths.")
     overwrite: bool = Field(False, description="Allow a non-empty directory.")
@@ -31,7 +31,7 @@ class DirectoryOptions(_Options):
 class ImageOptions(_Options):
     """Disk images: one disk to a file or block device, several (or ``into_directory``) into a directory."""
 
-    kind: Literal["image"] = "image"
+    kind: Literal["image"]
     path: str = Field(description="Image file or block device (one disk), or directory (several disks).")
     includes: list[str] = Field(default_factory=list, description="Only these disks.")
     overwrite: bool = Field(False, description="Replace an existing file; allow a non-empty directory.")
@@ -42,7 +42,7 @@ class ImageOptions(_Options):
 class LibvirtOptions(_Options):
     """A libvirt domain's disks: as images, as a new domain, or over a shut-off domain's disks."""
 
-    kind: Literal["libvirt"] = "libvirt"
+    kind: Literal["libvirt"]
     images_dir: str | None = Field(None, description="Folder for the restored images (not with replace).")
     format: Literal["qcow2", "raw"] = Field("qcow2", description="Image format.")
     define: str | None = Field(None, description="Define a new domain of this name from the saved XML.")
@@ -55,7 +55,7 @@ class LibvirtOptions(_Options):
 class VmwareOptions(_Options):
     """One VM of a vmware snapshot: as a new VM, or onto a disk of an existing powered-off VM."""
 
-    kind: Literal["vmware"] = "vmware"
+    kind: Literal["vmware"]
     new_vm: str | None = Field(None, description="Create a VM of this name with the saved disks.")
     vm: str | None = Field(None, description="Overwrite a disk of this existing, powered-off VM.")
     disk: str | None = Field(None, description="With vm: the disk label (e.g. 'Hard disk 1').")
@@ -70,7 +70,7 @@ class VmwareOptions(_Options):
 class HypervOptions(_Options):
     """A new VM on the Hyper-V host of the snapshot's target."""
 
-    kind: Literal["hyperv"] = "hyperv"
+    kind: Literal["hyperv"]
     name: str = Field(description="Name of the new VM; an existing VM is never replaced.")
     host_path: str = Field(description="Folder on the host for the VM and its disks, e.g. D:\\VMs.")
     scratch: str | None = Field(None, description="Local folder for the disks while converting.")
@@ -79,7 +79,7 @@ class HypervOptions(_Options):
 class EbsOptions(_Options):
     """A new EBS volume attached to an EC2 instance (from an EBS snapshot id or a repository image)."""
 
-    kind: Literal["ebs"] = "ebs"
+    kind: Literal["ebs"]
     instance: str = Field(description="EC2 instance id to attach the new volume to.")
     device: str | None = Field(None, description="Device name (default: the first free of /dev/sdf-/dev/sdp).")
     region: str | None = Field(None, description="The snapshot's region (default: the configuration's).")

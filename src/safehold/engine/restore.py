@@ -124,6 +124,11 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
     with context.locked(purpose="restore") as repository:
         snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
         info = snapshot_info(snapshot)
+        if info.source.get("blocks_copied") is False and spec.get("kind", "image") in ("directory", "image"):
+            raise errors.UsageError(
+                f"snapshot {info.short_id} of {info.target} holds no data in the repository: its EBS snapshots "
+                "are not copied into it (copy_blocks: false); restore it to an instance with 'safehold restore "
+                "--snapshot-id snap-... --destination-instance i-...', or set copy_blocks: true")
         if built is None:
             spec["kind"] = "directory" if snapshot.kind == "files" else "image"
             if spec["kind"] == "directory":

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import DestinationError, PathNotInSnapshot, UsageError
 from .base import BlobReader, Progress, RestoreReport, SnapshotInfo
-from .directory import DirectoryRestorer, open_directory_below, valid_name
+from .directory import DirectoryRestorer, open_directory_below, split_path, valid_name
 from .image import restore_image
 from .options import DirectoryOptions, ImageOptions
 
@@ -266,10 +266,11 @@ class ImageDestination(_Local):
                 else:
                     # Several go into it as a directory, each under a single-component name: a
                     # crafted snapshot must not write outside it or into a subdirectory of it.
-                    if not valid_name(item["path"]):
+                    file_name = self._file_name(item["path"])
+                    if file_name is None:
                         report.damaged.append(f"{name}: unsafe disk name, not restored")
                         continue
-                    parent_fd, path = os.dup(directory_fd), name
+                    parent_fd, path = os.dup(directory_fd), os.fsdecode(file_name)
                 existed = self._exists(parent_fd, path)
                 try:
                     result = restore_image(reader, item, path, overwrite=self.overwrite, threads=self.threads,
@@ -295,6 +296,14 @@ class ImageDestination(_Local):
             if directory_fd is not None:
                 os.close(directory_fd)
         return report
+
+    def _file_name(self, path: object) -> bytes | None:
+        """The single name a disk gets in the directory, or None when its name is unsafe."""
+        if valid_name(path):
+            return path  # type: ignore[return-value]
+        parts = split_path(path) if self.options.flatten_names else None
+        # Each component is a safe name on its own, so the joined name holds no '/' and is no '..'.
+        return b"-".join(parts) if parts else None
 
     @staticmethod
     def _exists(parent_fd: int | None, path: str) -> bool:

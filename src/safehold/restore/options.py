@@ -37,6 +37,8 @@ class ImageOptions(_Options):
     overwrite: bool = Field(False, description="Replace an existing file; allow a non-empty directory.")
     special_files: bool = Field(False, description="Keep setuid/setgid/sticky bits of the stored mode.")
     into_directory: bool = Field(False, description="Write even a single disk into the directory ``path``.")
+    flatten_names: bool = Field(False, description="In a directory, write a disk named by several components "
+                                "(a VMware 'vm/Hard disk 1') as one name joined with '-'.")
 
 
 class LibvirtOptions(_Options):

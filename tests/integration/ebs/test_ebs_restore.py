@@ -186,3 +186,58 @@ def test_cli_backup_then_restore_latest_from_the_repository(aws: Aws, tmp_path: 
         Filters=[{"Name": "attachment.instance-id", "Values": [instance]}])["Volumes"]
     restored = [v["VolumeId"] for v in volumes if v["Attachments"][0]["Device"] == "/dev/sdf"]
     assert len(restored) == 1 and aws.volume_blocks(restored[0]) == aws.volume_blocks(volume)
+
+
+def _with_restore_test(tmp_path: Path, check: dict):
+    import yaml
+
+    from safehold.engine.context import Context
+
+    path = tmp_path / "targets.yml"
+    config = yaml.safe_load(path.read_text())
+    config["targets"][0]["restore_test"] = {"every": "7d", "health_check": check}
+    path.write_text(yaml.safe_dump(config))
+    return Context.load(path, threads=2)
+
+
+def test_restore_test_of_an_ebs_target_checks_the_volume_image(aws: Aws, tmp_path: Path, fast_kdf):
+    """copy_blocks: the volume's image comes out of the repository into the sandbox, no AWS call made."""
+    import hashlib
+
+    from safehold.engine.restore_test import run_restore_test
+
+    context, volume, _token, _result = backed_up_volume(aws, tmp_path, copy_blocks=True, blocks=3)
+    context.close()
+    digest = hashlib.sha256()
+    for index in range(3):
+        digest.update(pattern(100 + index))
+        digest.update(bytes(2 * BLOCK))
+    size = 1 << 30
+    remaining = size - 9 * BLOCK
+    zeros = bytes(1 << 20)
+    while remaining:
+        piece = min(remaining, len(zeros))
+        digest.update(zeros[:piece])
+        remaining -= piece
+    context = _with_restore_test(tmp_path, {"type": "checksum", "path": volume, "sha256": digest.hexdigest()})
+    try:
+        aws.stats(reset=True)
+        result = run_restore_test(context, "db-ebs")
+        assert result.passed and result.files == 1, result
+        assert not any(aws.stats().values()), "a restore test of the repository's copy calls no AWS API"
+    finally:
+        context.close()
+
+
+def test_restore_test_of_an_ebs_target_without_copied_blocks_names_the_way(aws: Aws, tmp_path: Path, fast_kdf):
+    from safehold.engine.restore_test import run_restore_test
+
+    context, _volume, _token, _result = backed_up_volume(aws, tmp_path, copy_blocks=False)
+    context.close()
+    context = _with_restore_test(tmp_path, {"type": "command", "run": "true"})
+    try:
+        with pytest.raises(errors.UsageError, match="copy_blocks: false.*--destination-instance"):
+            run_restore_test(context, "db-ebs")
+        assert not list((Path(context.config.state_dir) / "restore-tests").iterdir())
+    finally:
+        context.close()

@@ -123,6 +123,7 @@ class HypervDestination:
         self.report = RestoreReport()
         self.source: dict = {}
         self.disks: list[dict] = []
+        self.made_folders: list[str] = []  # created by write (the VM's folder is named after the new VM)
 
     def plan(self, snapshot: SnapshotInfo, items: list[dict]) -> Any:
         self.source = snapshot.source
@@ -140,6 +141,7 @@ class HypervDestination:
     def write(self, reader: BlobReader, plan: Any, progress: Progress) -> RestoreReport:
         assert self.shell is not None
         folder = self.options.host_path.rstrip("\\")
+        self.made_folders = [f"{folder}\\{self.options.name}\\Virtual Hard Disks", f"{folder}\\{self.options.name}"]
         self.disks = _upload_disks(reader, plan, self.source, self.shell, self.result, name=self.options.name,
                                    disks_folder=f"{folder}\\{self.options.name}\\Virtual Hard Disks",
                                    scratch=self.options.scratch, threads=self.threads,
@@ -158,11 +160,13 @@ class HypervDestination:
 
     def rollback(self) -> None:
         try:
-            if self.shell is not None and self.result.disks and not self.result.vm_id:
+            if self.shell is not None and self.made_folders and not self.result.vm_id:
+                # The uploaded disks, then the (now empty) folders write made for them, deepest first.
                 try:
-                    self.shell.run(scripts.REMOVE_FILES, Paths=self.result.disks)
+                    self.shell.run(scripts.REMOVE_FILES, Paths=[*self.result.disks, *self.made_folders])
                 except PowerShellFailed:
                     pass  # the restore's own error is the one to report
+            self.made_folders = []
             self.result.disks = []
         finally:
             self._close()

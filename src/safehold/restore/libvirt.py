@@ -171,6 +171,7 @@ class LibvirtDestination:
         self.final: dict[str, str] = {}
         self.places: dict[str, tuple[str, str]] = {}
         self.defined = False
+        self.made_folder: str | None = None  # images_dir, when write made it
         self.report = RestoreReport()
 
     def plan(self, snapshot: SnapshotInfo, items: list[dict]) -> Any:
@@ -215,8 +216,9 @@ class LibvirtDestination:
         options = self.options
         result = DomainRestoreResult(domain=options.define or options.replace,
                                      action="define" if options.define else "replace" if options.replace else "images")
-        if not options.replace:
-            os.makedirs(options.images_dir, exist_ok=True)
+        if not options.replace and not os.path.isdir(options.images_dir):
+            os.makedirs(options.images_dir)
+            self.made_folder = options.images_dir
         for name, item in zip(self.wanted, plan):
             path, disk_format = self.places[name]
             if not os.path.exists(path):
@@ -236,6 +238,10 @@ class LibvirtDestination:
         return self.report
 
     def commit(self) -> None:
+        self.made_folder = None  # kept from here on: it holds the restored images
+        self._commit()
+
+    def _commit(self) -> None:
         """Rename over the old images (replace) or define the domain; nothing is defined or replaced
         from damaged data (the images stay for inspection; replace's temporary files go)."""
         result = self.result
@@ -268,6 +274,9 @@ class LibvirtDestination:
                 if os.path.lexists(leftover):
                     os.unlink(leftover)
         self.written = []
+        if self.made_folder is not None and os.path.isdir(self.made_folder) and not os.listdir(self.made_folder):
+            os.rmdir(self.made_folder)
+        self.made_folder = None
 
 
 def _refuse_existing_domain(uri: str, name: str) -> None:

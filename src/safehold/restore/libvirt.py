@@ -98,12 +98,7 @@ def define_domain(uri: str, xml: str, name: str) -> None:
     libvirt = import_libvirt()
     connection = connect(uri)
     try:
-        try:
-            connection.lookupByName(name)
-        except libvirt.libvirtError:
-            pass
-        else:
-            raise DestinationError(destination=f"domain {name}", detail="a domain of that name exists already")
+        _refuse_taken_name(connection, name)
         try:
             connection.defineXML(xml)
         except libvirt.libvirtError as exc:
@@ -280,16 +275,19 @@ class LibvirtDestination:
 
 
 def _refuse_existing_domain(uri: str, name: str) -> None:
-    libvirt = import_libvirt()
     connection = connect(uri)
     try:
-        try:
-            connection.lookupByName(name)
-        except libvirt.libvirtError:
-            return
-        raise DestinationError(destination=f"domain {name}", detail="a domain of that name exists already")
+        _refuse_taken_name(connection, name)
     finally:
         connection.close()
+
+
+def _refuse_taken_name(connection: Any, name: str) -> None:
+    try:
+        connection.lookupByName(name)
+    except import_libvirt().libvirtError:
+        return
+    raise DestinationError(destination=f"domain {name}", detail="a domain of that name exists already")
 
 
 __all__ = ["LibvirtDestination", "DomainRestoreResult", "FORMATS", "define_domain", "drop_checkpoints", "new_domain_xml",

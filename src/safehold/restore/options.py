@@ -18,24 +18,24 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class DirectoryOptions(_Options):
+class _PathOptions(_Options):
+    includes: list[str] = Field(default_factory=list, description="Only these paths (disks, for images).")
+    overwrite: bool = Field(False, description="Allow a non-empty directory, replace an existing file.")
+    special_files: bool = Field(False, description="Create device nodes and keep setuid/setgid bits.")
+
+
+class DirectoryOptions(_PathOptions):
     """File snapshots into a directory."""
 
     kind: Literal["directory"]
     path: str = Field(description="Directory to restore into (made if missing; must be empty without overwrite).")
-    includes: list[str] = Field(default_factory=list, description="Only these paths.")
-    overwrite: bool = Field(False, description="Allow a non-empty directory.")
-    special_files: bool = Field(False, description="Create device nodes and keep setuid/setgid bits.")
 
 
-class ImageOptions(_Options):
+class ImageOptions(_PathOptions):
     """Disk images: one disk to a file or block device, several (or ``into_directory``) into a directory."""
 
     kind: Literal["image"]
     path: str = Field(description="Image file or block device (one disk), or directory (several disks).")
-    includes: list[str] = Field(default_factory=list, description="Only these disks.")
-    overwrite: bool = Field(False, description="Replace an existing file; allow a non-empty directory.")
-    special_files: bool = Field(False, description="Keep setuid/setgid/sticky bits of the stored mode.")
     into_directory: bool = Field(False, description="Write even a single disk into the directory ``path``.")
     flatten_names: bool = Field(False, description="In a directory, write a disk named by several components "
                                 "(a VMware 'vm/Hard disk 1') as one name joined with '-'.")

@@ -131,10 +131,11 @@ def wait_volume(ec2: Any, volume_id: str, state: str, timeout: float, attached_t
         interval = min(interval * 1.5, 10.0)
 
 
-def restore_to_instance(clients: ClientFactory, snapshot_id: str, instance_id: str, *, region: str,
+def create_volume(clients: ClientFactory, snapshot_id: str, instance_id: str, *, region: str,
                         device: str | None = None, timeout: float = 3600.0, tags: dict[str, str] | None = None,
                         source_snapshot_id: str | None = None) -> EbsRestoreResult:
-    """Create a volume from EBS snapshot ``snapshot_id`` (in ``region``) and attach it to the instance."""
+    """Create a volume from EBS snapshot ``snapshot_id`` (in ``region``) in the instance's zone, choose its
+    device, and wait until it is available; ``attach_volume`` attaches it."""
     started = time.monotonic()
     instance, instance_region = find_instance(clients, instance_id, region)
     from_copy = False
@@ -161,25 +162,38 @@ def restore_to_instance(clients: ClientFactory, snapshot_id: str, instance_id: s
         if aws.is_client_error(exc):
             raise _client_error(f"a volume from {snapshot_id} in {zone}", exc) from exc
         raise
+    result = EbsRestoreResult(instance_id, region, zone, volume_id, device, snapshot_id,
+                              source_snapshot_id or snapshot_id, from_copy, duration=time.monotonic() - started)
     try:
         wait_volume(ec2, volume_id, "available", timeout)
-        ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device)
-        wait_volume(ec2, volume_id, "in-use", timeout, attached_to=instance_id)
+    except BaseException:
+        delete_volume(clients, result)
+        raise
+    return result
+
+
+def attach_volume(clients: ClientFactory, result: EbsRestoreResult, timeout: float) -> None:
+    """Attach the new, available volume at ``result.device``; the caller deletes it if this fails."""
+    ec2 = clients("ec2", result.region)
+    try:
+        ec2.attach_volume(VolumeId=result.volume_id, InstanceId=result.instance_id, Device=result.device)
+        wait_volume(ec2, result.volume_id, "in-use", timeout, attached_to=result.instance_id)
     except Exception as exc:
-        # Leave nothing half-done behind: the volume is ours and unattached.
-        try:
-            ec2.delete_volume(VolumeId=volume_id)
-        except Exception:  # noqa: BLE001 - report the original error
-            pass
         if aws.is_client_error(exc):
             code = aws.error_code(exc)
             if code == "InvalidParameterValue" and "in use" in aws.error_message(exc):
-                raise EbsDeviceInUse(device=device, instance_id=instance_id, used=device, free="another name") \
-                    from exc
-            raise _client_error(f"instance {instance_id}", exc) from exc
+                raise EbsDeviceInUse(device=result.device, instance_id=result.instance_id, used=result.device,
+                                     free="another name") from exc
+            raise _client_error(f"instance {result.instance_id}", exc) from exc
         raise
-    return EbsRestoreResult(instance_id, region, zone, volume_id, device, snapshot_id,
-                            source_snapshot_id or snapshot_id, from_copy, duration=time.monotonic() - started)
+
+
+def delete_volume(clients: ClientFactory, result: EbsRestoreResult) -> None:
+    """Delete a volume the restore made and did not attach (best effort: the restore's error matters)."""
+    try:
+        clients("ec2", result.region).delete_volume(VolumeId=result.volume_id)
+    except Exception:  # noqa: BLE001 - gone already, or the original error is the one to report
+        pass
 
 
 def image_blocks(reader: Any, item: dict) -> list[tuple[int, Callable[[], bytes]]]:
@@ -250,6 +264,8 @@ class EbsDestination:
         self.made_snapshot: tuple[str, str] | None = None  # (id, region) of the EBS snapshot written by write
         self.result: EbsRestoreResult | None = None
         self.platform_id = ""
+        self.started = 0.0
+        self.report = RestoreReport()
 
     def platform_snapshot(self, snapshot_ref: str, target: str | None) -> SnapshotInfo | None:
         if not snapshot_ref.startswith("snap-"):
@@ -277,7 +293,7 @@ class EbsDestination:
         instance, instance_region, from_repository = plan
         timeout = self.options.timeout
         if from_repository is None:
-            result = restore_to_instance(self.clients, self.platform_id, instance["InstanceId"], region=self.region,
+            result = create_volume(self.clients, self.platform_id, instance["InstanceId"], region=self.region,
                                          device=self.options.device, timeout=timeout)
         else:
             snapshot, item = from_repository
@@ -295,23 +311,30 @@ class EbsDestination:
                 description=f"safehold restore of {snapshot.short_id} {name}", threads=self.threads * 2,
                 timeout=timeout, on_block=report)
             self.made_snapshot = (ebs_snapshot, instance_region)
-            result = restore_to_instance(self.clients, ebs_snapshot, instance["InstanceId"], region=instance_region,
+            result = create_volume(self.clients, ebs_snapshot, instance["InstanceId"], region=instance_region,
                                          device=self.options.device, timeout=timeout, source_snapshot_id=snapshot.id)
             result.blocks_written = blocks
-        result.duration = time.monotonic() - started
-        self.result = result
-        report_ = RestoreReport(files=1, bytes_written=result.blocks_written * EBS_BLOCK_SIZE,
-                                details=result.as_dict())
-        origin = f"{result.snapshot_id} (DR copy in {result.region})" if result.from_copy else result.snapshot_id
-        report_.log.append(f"volume {result.volume_id} from {origin} attached to {result.instance_id} as "
-                           f"{result.device} in {result.availability_zone}")
-        return report_
+        self.started, self.result = started, result
+        self.report = RestoreReport(files=1, bytes_written=result.blocks_written * EBS_BLOCK_SIZE)
+        return self.report
 
     def commit(self) -> None:
-        """The volume is attached by write (a volume whose attach fails is deleted there)."""
+        """Attach the new volume; a failure leaves it to rollback (which deletes it)."""
+        result = self.result
+        assert result is not None
+        attach_volume(self.clients, result, self.options.timeout)
+        self.result = None  # attached: the restore's result, no longer rollback's to delete
+        result.duration = time.monotonic() - self.started
+        self.report.details = result.as_dict()
+        origin = f"{result.snapshot_id} (DR copy in {result.region})" if result.from_copy else result.snapshot_id
+        self.report.log.append(f"volume {result.volume_id} from {origin} attached to {result.instance_id} as "
+                               f"{result.device} in {result.availability_zone}")
         self.made_snapshot = None  # kept: the volume was made from it, tagged safehold:managed
 
     def rollback(self) -> None:
+        if self.result is not None:  # made by write, not attached
+            delete_volume(self.clients, self.result)
+            self.result = None
         if self.made_snapshot is None:
             return
         snapshot_id, region = self.made_snapshot
@@ -324,4 +347,4 @@ class EbsDestination:
 
 
 __all__ = ["EbsDestination", "EbsRestoreResult", "choose_device", "dr_copy_of", "find_instance", "image_blocks",
-           "image_to_ebs_snapshot", "restore_to_instance"]
+           "image_to_ebs_snapshot", "create_volume", "attach_volume", "delete_volume"]

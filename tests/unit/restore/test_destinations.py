@@ -79,3 +79,19 @@ def test_api_restore_to_a_platform_keeps_files_in_the_restore_root(context, tmp_
     # Not a libvirt snapshot: refused by plan, before anything is written.
     assert job.status == "failed" and "not of a libvirt domain" in job.error, job
     assert not (root / "vm1").exists()
+
+
+def test_flattened_disk_names_stay_single_components(context, tmp_path) -> None:
+    """Restore tests write a VMware disk 'vm1/Hard disk 1' as 'vm1-Hard disk 1'; unsafe names stay refused."""
+    from safehold.engine.restore import restore_snapshot
+
+    with context.locked() as repository:
+        snapshot = write_snapshot(repository, [disk(b"vm1/Hard disk 1", b"one"), disk(b"../escape", b"two"),
+                                               disk(b"a/../b", b"three")], kind="image", target="web")
+    spec = {"kind": "image", "path": str(tmp_path / "out"), "into_directory": True, "flatten_names": True}
+    with pytest.raises(errors.RestoreIncomplete) as caught:
+        restore_snapshot(context, snapshot.id, spec, target="web")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["vm1-Hard disk 1"]
+    assert caught.value.fields["outcome"].damaged == ["../escape: unsafe disk name, not restored",
+                                                      "a/../b: unsafe disk name, not restored"]
+    assert not (tmp_path / "escape").exists()

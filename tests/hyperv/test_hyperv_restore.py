@@ -153,3 +153,25 @@ def test_a_disk_name_from_the_snapshot_cannot_climb_out_of_the_scratch_folder(wo
         restore_hyperv_vm(workspace, crafted.id, target="vm1", name="vm1-crafted", host_path="D:\\Restores",
                           scratch=str(scratch))
     assert not list(tmp_path.glob("escaped*")) and not list(scratch.parent.glob("**/escaped*.raw"))
+
+
+def test_restore_test_of_a_hyperv_target_checks_the_disk_images(workspace, host: FakeHyperVHost,
+                                                                 tmp_path: Path) -> None:
+    """The disks come back as raw images in the sandbox; the host is not asked to make anything."""
+    from safehold.engine.context import Context
+    from safehold.engine.restore_test import run_restore_test
+
+    host.guest_write("vm1", 1, 0, 4096, 0x5C)
+    backup_target(workspace, "vm1")
+    config = tmp_path / "targets.yml"
+    check = "test $(ls | wc -l) -eq 2 && test $(od -An -tx1 -N1 \"$(ls | sed -n 2p)\") = 5c"
+    config.write_text(config.read_text() + f"    restore_test: {{every: 7d, health_check: {{type: command, "
+                                           f"run: '{check}'}}}}\n")
+    context = Context.load(config, threads=2)
+    try:
+        uploads = list(host.uploads)
+        result = run_restore_test(context, "vm1")
+        assert result.passed and result.files == 2, result
+        assert host.uploads == uploads and [vm.name for vm in host.vms.values()] == ["vm1"]
+    finally:
+        context.close()

@@ -139,7 +139,7 @@ def backup(context) -> dict:
 
 def run_scenario(args, connection, uri: str, chunk_size: int, write_size: int, workdir: Path, rng) -> dict:
     from safehold.engine.context import Context
-    from safehold.engine.libvirt import restore_domain
+    from safehold.engine.restore import restore_snapshot
     from safehold.engine.maintenance import init_repository
 
     folder = workdir / f"chunk-{chunk_size // KiB}k-writes-{write_size // KiB}k"
@@ -174,9 +174,9 @@ def run_scenario(args, connection, uri: str, chunk_size: int, write_size: int, w
                 f"MiB, added {incremental['bytes_added'] / MiB:.1f} MiB for {changed / MiB:.1f} MiB changed")
             incrementals.append(incremental)
         # Untimed: the last incremental restores to exactly the disk as it is now.
-        restored = restore_domain(context, incrementals[-1]["snapshot"], images_dir=str(folder / "restored"),
-                                  image_format="raw")
-        compare = subprocess.run(["qemu-img", "compare", "-U", str(image), restored.result.disks["vda"]],
+        restored = restore_snapshot(context, incrementals[-1]["snapshot"],
+                                    {"kind": "libvirt", "images_dir": str(folder / "restored"), "format": "raw"})
+        compare = subprocess.run(["qemu-img", "compare", "-U", str(image), restored.details["disks"]["vda"]],
                                  capture_output=True, text=True)
         context.close()
         return {"chunk_size": chunk_size, "write_size": write_size, "full": full, "incrementals": incrementals,

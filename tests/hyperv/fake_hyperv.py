@@ -367,7 +367,13 @@ class FakeHyperVHost:
     def _remove_files(self, Paths: list) -> dict:
         removed = [path for path in Paths if self.local(path).exists()]
         for path in removed:
-            self.local(path).unlink()
+            local = self.local(path)
+            if local.is_dir():  # Remove-Item without -Recurse: only an empty folder goes
+                if any(local.iterdir()):
+                    raise PowerShellFailed(f"The item at {path} has children", "InvalidOperation")
+                local.rmdir()
+            else:
+                local.unlink()
         return {"Removed": removed}
 
     def _new_vm(self, Name: str, Path: str, Generation: int, MemoryStartupBytes: int, ProcessorCount: int,

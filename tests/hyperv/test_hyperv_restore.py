@@ -15,7 +15,7 @@ from fake_hyperv import FakeHyperVHost, qemu_img
 
 from safehold import errors
 from safehold.engine.backup import backup_target
-from safehold.engine.hyperv import restore_hyperv_vm
+from safehold.engine.restore import restore_snapshot
 from safehold.restore.hyperv import raw_to_vhdx
 
 MiB = 1024 * 1024
@@ -24,6 +24,12 @@ MiB = 1024 * 1024
 def compare(a: Path, b: Path, fmt_a: str, fmt_b: str) -> subprocess.CompletedProcess:
     return subprocess.run(["qemu-img", "compare", "-f", fmt_a, "-F", fmt_b, str(a), str(b)],
                           capture_output=True, text=True)
+
+
+def restore_hyperv_vm(context, snapshot_id: str, *, target: str, name: str, host_path: str, scratch=None) -> dict:
+    """A new Hyper-V VM through the one restore job; returns the destination's details."""
+    spec = {"kind": "hyperv", "name": name, "host_path": host_path, "scratch": None if scratch is None else str(scratch)}
+    return restore_snapshot(context, snapshot_id, spec, target=target).details
 
 
 def test_restore_as_a_new_vm(workspace, host: FakeHyperVHost) -> None:
@@ -147,3 +153,25 @@ def test_a_disk_name_from_the_snapshot_cannot_climb_out_of_the_scratch_folder(wo
         restore_hyperv_vm(workspace, crafted.id, target="vm1", name="vm1-crafted", host_path="D:\\Restores",
                           scratch=str(scratch))
     assert not list(tmp_path.glob("escaped*")) and not list(scratch.parent.glob("**/escaped*.raw"))
+
+
+def test_restore_test_of_a_hyperv_target_checks_the_disk_images(workspace, host: FakeHyperVHost,
+                                                                 tmp_path: Path) -> None:
+    """The disks come back as raw images in the sandbox; the host is not asked to make anything."""
+    from safehold.engine.context import Context
+    from safehold.engine.restore_test import run_restore_test
+
+    host.guest_write("vm1", 1, 0, 4096, 0x5C)
+    backup_target(workspace, "vm1")
+    config = tmp_path / "targets.yml"
+    check = "test $(ls | wc -l) -eq 2 && test $(od -An -tx1 -N1 \"$(ls | sed -n 2p)\") = 5c"
+    config.write_text(config.read_text() + f"    restore_test: {{every: 7d, health_check: {{type: command, "
+                                           f"run: '{check}'}}}}\n")
+    context = Context.load(config, threads=2)
+    try:
+        uploads = list(host.uploads)
+        result = run_restore_test(context, "vm1")
+        assert result.passed and result.files == 2, result
+        assert host.uploads == uploads and [vm.name for vm in host.vms.values()] == ["vm1"]
+    finally:
+        context.close()

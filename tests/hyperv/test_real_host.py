@@ -28,7 +28,6 @@ def test_backup_incremental_and_restore_on_a_real_host(tmp_path: Path, fast_kdf:
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from safehold.engine.backup import backup_target
     from safehold.engine.context import Context
-    from safehold.engine.hyperv import restore_hyperv_vm
     from safehold.engine.maintenance import init_repository
     from safehold.engine.restore import restore_snapshot
     from safehold.platforms.hyperv import scripts
@@ -63,7 +62,7 @@ def test_backup_incremental_and_restore_on_a_real_host(tmp_path: Path, fast_kdf:
     finally:
         shell.close()
     if "path" in query:
-        result = restore_hyperv_vm(context, incremental.snapshot_id, target="real",
-                                   name=f"{vm}-safehold-test-{uuid.uuid4().hex[:6]}", host_path=query["path"][0])
+        spec = {"kind": "hyperv", "name": f"{vm}-safehold-test-{uuid.uuid4().hex[:6]}", "host_path": query["path"][0]}
+        result = restore_snapshot(context, incremental.snapshot_id, spec, target="real").details
         assert result["vm_id"]
     context.close()

@@ -15,21 +15,23 @@ ebs_app = typer.Typer(help="EBS snapshots that safehold made for ebs targets.", 
 def restore_to_instance(snapshot: str, instance_id: str, *, device: str | None, region: str | None,
                         target: str | None, include: list[str], threads: int | None, json_output: bool) -> None:
     """Called by ``safehold restore`` when --destination-instance is given."""
-    from ..engine.ebs import restore_ebs
+    from ..engine.restore import restore_snapshot
     from ..errors import UsageError
 
     if len(include) > 1:
         raise UsageError("an instance restore takes one image: give --include once")
+    spec = {"kind": "ebs", "instance": instance_id, "device": device, "region": region,
+            "include": include[0] if include else None}
     ctx, display = context(json_output, threads)
     with display:
-        result = restore_ebs(ctx, snapshot, instance_id, device=device, region=region, target=target,
-                             include=include[0] if include else None)
+        result = restore_snapshot(ctx, snapshot, spec, target=target).details
     if json_output:
-        print_json(result.as_dict())
+        print_json(result)
         return
-    origin = f"{result.snapshot_id} (DR copy in {result.region})" if result.from_copy else result.snapshot_id
-    typer.echo(f"restored {result.source_snapshot_id} to volume {result.volume_id} from {origin}, attached to "
-               f"{result.instance_id} as {result.device} in {result.availability_zone} in {result.duration:.1f}s")
+    origin = f"{result['snapshot_id']} (DR copy in {result['region']})" if result["from_copy"] else result["snapshot_id"]
+    typer.echo(f"restored {result['source_snapshot_id']} to volume {result['volume_id']} from {origin}, attached to "
+               f"{result['instance_id']} as {result['device']} in {result['availability_zone']} in "
+               f"{result['duration']:.1f}s")
 
 
 @ebs_app.command("snapshots")

@@ -26,12 +26,15 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="Print machine-readable JSON on stdout."),
     ) -> None:
         """Restore a snapshot of a Hyper-V target as a new VM on the target's host."""
-        from ..engine.hyperv import restore_hyperv_vm
+        from ..engine.restore import restore_snapshot
         from .output import human_bytes, print_json
 
+        spec = {"kind": "hyperv", "name": name, "host_path": path, "scratch": scratch}
         ctx, display = context(json_output, threads)
         with display:
-            result = restore_hyperv_vm(ctx, snapshot, target=target, name=name, host_path=path, scratch=scratch)
+            outcome = restore_snapshot(ctx, snapshot, spec, target=target)
+        result = {"snapshot_id": outcome.snapshot_id, "target": outcome.target, **outcome.details,
+                  "duration": outcome.duration, "job_id": outcome.job_id}
         if json_output:
             print_json(result)
             return

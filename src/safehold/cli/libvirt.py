@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import UsageError
 from .app import JsonOption, ThreadsOption, context
 
 
@@ -34,33 +35,39 @@ def register(app: typer.Typer) -> None:
         json_output: bool = JsonOption,
     ) -> None:
         """Restore a libvirt snapshot's disks (as qcow2 or raw), and define a new domain or replace disks."""
-        from ..engine.libvirt import restore_domain
+        from ..engine.restore import restore_snapshot
         from ..errors import RestoreIncomplete
 
+        if image_format not in ("qcow2", "raw"):
+            raise UsageError(f"--format {image_format!r}: use one of qcow2, raw")
+        spec = {"kind": "libvirt", "images_dir": images_dir, "format": image_format, "define": define,
+                "replace": replace, "uri": uri, "disks": list(disk), "overwrite": overwrite}
         ctx, display = context(json_output, threads)
         try:
             with display:
-                outcome = restore_domain(ctx, snapshot, target=target, images_dir=images_dir,
-                                         image_format=image_format, define=define, replace=replace, uri=uri,
-                                         disks=disk, overwrite=overwrite)
+                outcome = restore_snapshot(ctx, snapshot, spec, target=target)
         except RestoreIncomplete as exc:
             if exc.fields.get("outcome") is not None and json_output:
-                print_json(exc.fields["outcome"].as_dict())
+                print_json(_as_json(exc.fields["outcome"]))
             raise
         if json_output:
-            print_json(outcome.as_dict())
+            print_json(_as_json(outcome))
             return
-        result = outcome.result
+        result = outcome.details
         typer.echo(f"restored snapshot {outcome.snapshot_id[:8]} ({outcome.target}): "
-                   f"{len(result.disks)} disk(s), {human_bytes(result.bytes_written)} in {outcome.duration:.1f}s")
-        for name, path in result.disks.items():
+                   f"{len(result['disks'])} disk(s), {human_bytes(result['bytes_written'])} in {outcome.duration:.1f}s")
+        for name, path in result["disks"].items():
             typer.echo(f"  {name}: {path}")
-        if result.action == "define":
-            typer.echo(f"defined domain {result.domain} (not started; 'virsh start {result.domain}')")
-        elif result.action == "replace":
-            typer.echo(f"replaced the disk(s) of domain {result.domain}; its next backup is a full one")
-        for line in result.damaged_ranges:
+        if result["action"] == "define":
+            typer.echo(f"defined domain {result['domain']} (not started; 'virsh start {result['domain']}')")
+        elif result["action"] == "replace":
+            typer.echo(f"replaced the disk(s) of domain {result['domain']}; its next backup is a full one")
+        for line in result["damaged_ranges"]:
             error_console.print(f"[red]damaged[/]: {line}")
+
+    def _as_json(outcome) -> dict:
+        return {"snapshot_id": outcome.snapshot_id, "target": outcome.target, **outcome.details,
+                "duration": outcome.duration, "job_id": outcome.job_id}
 
     @libvirt_app.command("checkpoints")
     def checkpoints(

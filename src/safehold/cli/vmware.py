@@ -49,19 +49,22 @@ def register(app: typer.Typer) -> None:
         json_output: bool = JsonOption,
     ) -> None:
         """Restore a VM from a vmware snapshot: as a new VM, or onto an existing VM's disk."""
-        from ..engine.vmware import restore_vm
+        from ..engine.restore import restore_snapshot
         from .output import human_bytes, print_json
 
+        spec = {"kind": "vmware", "new_vm": new_vm, "vm": vm, "disk": disk, "source_vm": source_vm,
+                "datacenter": datacenter, "folder": folder, "resource_pool": resource_pool, "datastore": datastore,
+                "power_on": power_on}
         ctx, display = context(json_output, threads)
         with display:
-            outcome = restore_vm(ctx, snapshot, target=target, new_vm=new_vm, onto_vm=vm, disk=disk,
-                                 source_vm=source_vm, datacenter=datacenter, folder=folder,
-                                 resource_pool=resource_pool, datastore=datastore, power_on=power_on)
+            outcome = restore_snapshot(ctx, snapshot, spec, target=target)
+        result = outcome.details
         if json_output:
-            print_json(outcome.as_dict())
+            print_json({"snapshot_id": outcome.snapshot_id, "target": outcome.target, **result,
+                        "duration": outcome.duration, "job_id": outcome.job_id})
             return
-        kind = "new VM" if outcome.created else "VM"
-        typer.echo(f"restored snapshot {outcome.snapshot_id[:8]} ({outcome.target}) to {kind} {outcome.vm}: "
-                   f"{len(outcome.disks)} disk(s), {human_bytes(outcome.bytes_written)} in {outcome.duration:.1f}s")
+        kind = "new VM" if result["created"] else "VM"
+        typer.echo(f"restored snapshot {outcome.snapshot_id[:8]} ({outcome.target}) to {kind} {result['vm']}: "
+                   f"{len(result['disks'])} disk(s), {human_bytes(result['bytes_written'])} in {outcome.duration:.1f}s")
 
     app.add_typer(group, name="vmware")

@@ -1,4 +1,4 @@
-"""EBS jobs: restore to an EC2 instance (from an EBS snapshot or a repository snapshot), list EBS snapshots.
+"""EBS beyond backup: where AWS is for a restore (``engine.restore`` runs it), and listing EBS snapshots.
 
 Where AWS is: the region given, else the region of the configuration's ebs
 targets (when they agree), else boto3's default (``AWS_DEFAULT_REGION``, the
@@ -8,14 +8,11 @@ own ``AWS_ENDPOINT_URL``; credentials always from the standard chain.
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import Any, Callable
 
 from .. import errors
-from ..restore.ebs import EbsRestoreResult, image_to_ebs_snapshot, restore_to_instance
 from ..platforms import aws
 from .context import Context
-from .restore import find_snapshot_in_job
 
 
 def _ebs_sources(context: Context) -> list[Any]:
@@ -37,15 +34,8 @@ def aws_location(context: Context, region: str | None) -> tuple[str, str | None]
     return default, endpoint
 
 
-def restore_ebs(context: Context, snapshot_ref: str, instance_id: str, *, device: str | None = None,
-                region: str | None = None, target: str | None = None, include: str | None = None,
-                timeout: float = 3600.0) -> EbsRestoreResult:
-    """Restore ``snapshot_ref`` to a new volume attached to ``instance_id``.
-
-    ``snap-…``: an EBS snapshot (or, for an instance in another region, its safehold DR copy there).
-    Anything else names a repository snapshot: its image (``include`` picks one of several) is
-    first written into a new EBS snapshot in the instance's region."""
-    region, endpoint = aws_location(context, region)
+def clients_for(context: Context, endpoint: str | None) -> Callable[[str, str], Any]:
+    """(service, region) -> a boto3 client, each made once: what the EBS destination is given."""
     cache: dict[tuple[str, str], Any] = {}
 
     def clients(service: str, name: str) -> Any:
@@ -53,50 +43,7 @@ def restore_ebs(context: Context, snapshot_ref: str, instance_id: str, *, device
             cache[(service, name)] = aws.client(service, name, endpoint, max_pool=context.threads_or_default() * 2 + 4)
         return cache[(service, name)]
 
-    started = time.monotonic()
-    details = {"snapshot": snapshot_ref, "destination": f"instance {instance_id}", "device": device, "region": region}
-    with context.catalog.job("restore", target, details) as job:
-        if snapshot_ref.startswith("snap-"):
-            result = restore_to_instance(clients, snapshot_ref, instance_id, region=region, device=device,
-                                         timeout=timeout)
-        else:
-            from ..restore.ebs import find_instance
-
-            instance, instance_region = find_instance(clients, instance_id, region)
-            with context.locked(purpose="restore") as repository:
-                snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
-                images = [i for i in repository.read_tree(snapshot) if i["type"] == "image"]
-                chosen = [i for i in images if include is None or i["path"].decode(errors="replace") == include]
-                names = ", ".join(i["path"].decode(errors="replace") for i in images) or "(none)"
-                if include is None and len(images) > 1:
-                    raise errors.UsageError(f"snapshot {snapshot.short_id} holds {len(images)} images ({names}); "
-                                            "name one with --include")
-                if not chosen:
-                    raise errors.PathNotInSnapshot(path=include or "(an image)", snapshot=snapshot.short_id)
-                item = chosen[0]
-                written = 0
-
-                def report(length: int) -> None:
-                    nonlocal written
-                    written += length
-                    job.update(bytes_read=written)
-                    context.progress({"event": "restore", "bytes_done": written, "bytes_total": item["size"],
-                                      "current": item["path"].decode(errors="replace")})
-
-                tags = {aws.MARKER_KEY: "true", aws.TARGET_KEY: snapshot.target,
-                        "safehold:repository-snapshot": snapshot.id}
-                ebs_snapshot, blocks = image_to_ebs_snapshot(
-                    clients, repository, item, region=instance_region, tags=tags,
-                    description=f"safehold restore of {snapshot.short_id} {item['path'].decode(errors='replace')}",
-                    threads=context.threads_or_default() * 2, timeout=timeout, on_block=report)
-            result = restore_to_instance(clients, ebs_snapshot, instance["InstanceId"], region=instance_region,
-                                         device=device, timeout=timeout, source_snapshot_id=snapshot.id)
-            result.blocks_written = blocks
-        result.duration = time.monotonic() - started
-        job.log(f"volume {result.volume_id} from {result.snapshot_id} attached to {instance_id} as "
-                f"{result.device} in {result.availability_zone}")
-        job.details.update(result.as_dict())
-        return result
+    return clients
 
 
 def list_ebs_snapshots(context: Context, target: str | None = None, region: str | None = None) -> list[dict]:
@@ -126,4 +73,4 @@ def list_ebs_snapshots(context: Context, target: str | None = None, region: str 
     return rows
 
 
-__all__ = ["aws_location", "list_ebs_snapshots", "restore_ebs"]
+__all__ = ["aws_location", "clients_for", "list_ebs_snapshots"]

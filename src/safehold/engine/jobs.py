@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import errors
 from .context import Context
+from .params import PARAMS, QueuedPlatformRestore, restore_params_model
 
 SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance")
 """Kinds a user or the scheduler may queue."""
@@ -26,28 +27,6 @@ NEEDS_TARGET = ("backup", "restore-test")
 
 MAX_RENEW_WITHIN_DAYS = 36500
 """S3 Object Lock allows retention of up to 100 years."""
-
-# Allowed params per kind: name -> (type(s), description). Unknown names are refused
-# so that a typo in an API call is an error, not a silently ignored option.
-PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
-    "backup": {"tags": (list, "extra tags for the snapshot")},
-    "restore": {
-        "snapshot": (str, "snapshot id (prefix) or 'latest' (default) of the target"),
-        "destination": (str, "directory (files) or image file to restore into; required"),
-        "overwrite": (bool, "replace existing files"),
-        "includes": (list, "only these paths"),
-        "special_files": (bool, "create device nodes and keep setuid/setgid bits (off: skipped and listed)"),
-        "restore_root": (str, "set by the server: the destination must lie below this directory, "
-                              "checked when the job runs"),
-    },
-    "restore-test": {},
-    "check": {"read_data_percent": ((int, float), "share of packs to read and verify, 0-100")},
-    "prune": {},
-    "forget": {"prune": (bool, "also prune after forgetting")},
-    "maintenance": {"renew_within_days": ((int, float), "extend Object Lock retention ending within this many days "
-                                                        "(default: half of object_lock.days)")},
-}
-
 
 def submit_job(
     context: Context,
@@ -120,9 +99,14 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
     elif kind == "restore":
         from .restore import restore_snapshot
 
-        restore_snapshot(context, params.get("snapshot", "latest"), params["destination"], target=target,
-                         includes=params.get("includes"), overwrite=bool(params.get("overwrite")), job_id=job_id,
-                         special_files=bool(params.get("special_files")), restore_root=params.get("restore_root"))
+        restore: Any = restore_params_model(params).model_validate(params)
+        if isinstance(restore, QueuedPlatformRestore):
+            restore_snapshot(context, restore.snapshot, restore.to.model_dump(), target=target, job_id=job_id,
+                             restore_root=restore.restore_root)
+        else:
+            restore_snapshot(context, restore.snapshot, restore.destination, target=target,
+                             includes=restore.includes, overwrite=restore.overwrite, job_id=job_id,
+                             special_files=restore.special_files, restore_root=restore.restore_root)
     elif kind == "restore-test":
         from .restore_test import run_restore_test
 
@@ -187,25 +171,31 @@ def _ensure_finished(context: Context, job_id: int, error: BaseException | None,
 
 
 def _check_params(kind: str, target: str | None, params: dict[str, Any]) -> dict[str, Any]:
-    allowed = PARAMS[kind]
-    for name, value in params.items():
-        if name not in allowed:
-            valid = ", ".join(allowed) or "none"
-            raise errors.UsageError(f"unknown parameter {name!r} for a {kind} job; valid: {valid}")
-        expected, _ = allowed[name]
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise errors.UsageError(f"parameter {name!r} of a {kind} job has the wrong type: {value!r}")
-    if kind == "restore":
-        if not params.get("destination"):
-            raise errors.UsageError("a restore job needs params.destination (a directory or image file)")
-        if target is None and params.get("snapshot", "latest").startswith("latest"):
-            raise errors.UsageError("a restore of 'latest' needs a target, or name a snapshot id")
-    if kind == "check":
-        percent = params.get("read_data_percent", 0)
-        if not 0 <= percent <= 100:
-            raise errors.UsageError(f"read_data_percent must be between 0 and 100, got {percent}")
-    if kind == "maintenance":
-        days = params.get("renew_within_days", 0)
-        if not 0 <= days <= MAX_RENEW_WITHIN_DAYS:
-            raise errors.UsageError(f"renew_within_days must be between 0 and {MAX_RENEW_WITHIN_DAYS}, got {days}")
+    """Validate with the kind's model (``engine.params``); each error is one line naming the parameter."""
+    from pydantic import ValidationError
+
+    model = restore_params_model(params) if kind == "restore" else PARAMS[kind]
+    if kind == "restore" and "to" not in params and "destination" not in params:
+        raise errors.UsageError("a restore job needs params.destination (a directory or image file) "
+                                "or params.to (a platform destination)")
+    try:
+        checked = model.model_validate(params)
+    except ValidationError as exc:
+        raise errors.UsageError(_explain(kind, model, exc.errors()[0])) from None
+    if kind == "restore" and target is None and checked.snapshot.startswith("latest"):
+        raise errors.UsageError("a restore of 'latest' needs a target, or name a snapshot id")
     return params
+
+
+def _explain(kind: str, model: Any, error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    value = error.get("input")
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+        return f"unknown parameter {location!r} for a {kind} job; valid: {', '.join(model.model_fields) or 'none'}"
+    if error["type"] in ("greater_than_equal", "less_than_equal"):
+        bounds = {type(m).__name__: m for m in model.model_fields[error["loc"][0]].metadata}
+        return f"{location} must be between {bounds['Ge'].ge:g} and {bounds['Le'].le:g}, got {value}"
+    if error["type"].endswith("_type") or error["type"] in ("bool_parsing", "int_from_float"):
+        return f"parameter {location!r} of a {kind} job has the wrong type: {value!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return message if not error["loc"] else f"parameter {location!r} of a {kind} job: {message}"

@@ -1,23 +1,28 @@
-"""Restore jobs: a snapshot to a directory (files) or to an image file or device (images)."""
+"""The restore job: a snapshot to any destination (``restore.base.Destination``), for the CLI, the
+API and queue, the scheduler and restore tests alike.
+
+find the snapshot -> ``destination.plan`` (nothing written yet) -> ``write`` -> ``commit``; any
+failure after ``plan`` calls ``rollback``. The destination is named by a spec (``{"kind": ...,
+options}``, validated by ``restore.options``) or, for a directory or an image, by a plain path
+whose kind follows from the snapshot. What a destination needs of the configuration (how to
+reach vCenter, the Hyper-V host, AWS) is resolved here, never by the destination.
+"""
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import errors
-from ..restore.directory import DirectoryRestorer, open_directory_below, valid_name
-from ..restore.image import restore_image
+from ..restore.base import Destination, PlatformSnapshots, RestoreReport, SnapshotInfo, destination_class
 from ..text import printable
 from .context import Context
 
 if TYPE_CHECKING:
     from ..catalog import JobHandle
     from ..repository import Repository, Snapshot
-
 
 @dataclass
 class RestoreOutcome:
@@ -33,27 +38,57 @@ class RestoreOutcome:
     job_id: int
     #: Device nodes not created and setuid/setgid bits removed (restore with ``special_files`` to keep them).
     special: list[str] = field(default_factory=list)
+    #: The destination kind (directory, image, libvirt, vmware, hyperv, ebs) and its own facts.
+    to: str = "directory"
+    details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def restore_snapshot(context: Context, snapshot_ref: str, destination: str, *, target: str | None = None,
+def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dict, *, target: str | None = None,
                      includes: list[str] | None = None, overwrite: bool = False,
                      job_id: int | None = None, images_into_directory: bool = False,
                      special_files: bool = False, restore_root: str | None = None) -> RestoreOutcome:
     """Restore; raises RestoreIncomplete (after restoring everything undamaged) if any data was damaged.
 
+    ``destination``: a path (a directory for files, an image file, or a directory for several
+    images; ``includes``, ``overwrite``, ``images_into_directory`` and ``special_files`` apply to
+    it) or a destination spec such as ``{"kind": "libvirt", "images_dir": ..., "define": ...}``.
     ``job_id``: run as this queued job, already claimed (see engine.jobs).
-    ``special_files``: create device nodes and keep setuid/setgid bits (off: skipped and listed).
-    ``restore_root``: ``destination`` must lie below this directory (API restores); checked here,
-    when the job runs, by walking down from the root without following any link.
+    ``restore_root``: a path destination must lie below this directory (API restores); checked
+    here, when the job runs, by walking down from the root without following any link.
     """
-    with context.catalog.job("restore", target, {"snapshot": snapshot_ref, "destination": destination},
-                             job_id=job_id) as job:
-        return restore_in_job(context, job, snapshot_ref, destination, target=target, includes=includes,
-                              overwrite=overwrite, images_into_directory=images_into_directory,
-                              special_files=special_files, restore_root=restore_root)
+    spec = _spec(destination, includes, overwrite, images_into_directory, special_files)
+    details = {"snapshot": snapshot_ref, "destination": describe(spec)}
+    if "kind" in spec:
+        details["to"] = spec
+    with context.catalog.job("restore", target, details, job_id=job_id) as job:
+        return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root)
+
+
+def _spec(destination: str | dict, includes: list[str] | None, overwrite: bool, images_into_directory: bool,
+          special_files: bool) -> dict:
+    if isinstance(destination, dict):
+        return dict(destination)
+    return {"path": destination, "includes": list(includes or []), "overwrite": overwrite,
+            "special_files": special_files, "into_directory": images_into_directory}
+
+
+def describe(spec: dict) -> str:
+    """The destination in one phrase, for the job row and messages."""
+    kind = spec.get("kind")
+    if kind in (None, "directory", "image"):
+        return spec["path"]
+    if kind == "libvirt":
+        return f"libvirt:{spec.get('define') or spec.get('replace') or spec.get('images_dir')}"
+    if kind == "vmware":
+        return f"vmware:{spec.get('new_vm') or spec.get('vm')}"
+    if kind == "hyperv":
+        return f"hyperv:{spec.get('name')}"
+    if kind == "ebs":
+        return f"instance {spec.get('instance')}"
+    return str(kind)
 
 
 def find_snapshot_in_job(context: Context, repository: Repository, job: JobHandle, snapshot_ref: str,
@@ -67,87 +102,46 @@ def find_snapshot_in_job(context: Context, repository: Repository, job: JobHandl
     return snapshot
 
 
-class _Place:
-    """Where a restore writes: the directory holding the destination, opened as a descriptor.
-
-    Without a restore root the destination is the operator's own path and is opened as given.
-    With one (API restores), the root is opened and every component of the destination below it
-    is opened with O_NOFOLLOW|O_DIRECTORY (made if missing): the queue-time check of the API
-    cannot see a symlink that an earlier queued restore planted, so the check is this walk, done
-    when the job runs, and the restorers write relative to the descriptor it ends on (no
-    resolve()-then-use window).
-    """
-
-    def __init__(self, destination: str, restore_root: str | None) -> None:
-        self.destination = destination
-        self.parts: list[bytes] | None = None
-        self.root_fd: int | None = None
-        if restore_root is not None:
-            root = os.path.abspath(restore_root)
-            path = os.path.normpath(os.path.join(root, destination))
-            relative = os.path.relpath(path, root)
-            parts = [] if relative == "." else os.fsencode(relative).split(b"/")
-            if not all(valid_name(part) for part in parts):
-                raise errors.DestinationError(destination=destination,
-                                              detail=f"does not lie inside the restore root {root}")
-            try:
-                os.makedirs(root, exist_ok=True)
-                self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except OSError as exc:
-                raise errors.DestinationError(destination=root, detail=exc.strerror or str(exc)) from exc
-            self.parts = parts
-
-    def directory(self) -> int | None:
-        """The destination as an open directory below the root (None: use the path)."""
-        if self.root_fd is None:
-            return None
-        return self._walk(self.parts)
-
-    def parent_and_name(self) -> tuple[int | None, str]:
-        """For one image: the directory that will hold it (None: use the path) and its name there."""
-        if self.root_fd is None:
-            return None, self.destination
-        if not self.parts:
-            raise errors.DestinationError(destination=self.destination, detail="is a directory; give a file name")
-        return self._walk(self.parts[:-1]), os.fsdecode(self.parts[-1])
-
-    def _walk(self, parts: list[bytes]) -> int:
-        try:
-            return open_directory_below(self.root_fd, parts)
-        except OSError as exc:
-            detail = exc.strerror or str(exc)
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                detail = "a component below the restore root is a symlink or not a directory"
-            raise errors.DestinationError(destination=self.destination, detail=detail) from exc
-
-    def close(self) -> None:
-        if self.root_fd is not None:
-            os.close(self.root_fd)
+def snapshot_info(snapshot: Snapshot) -> SnapshotInfo:
+    return SnapshotInfo(id=snapshot.id, short_id=snapshot.short_id, target=snapshot.target, kind=snapshot.kind,
+                        source=dict(snapshot.source or {}), summary=dict(snapshot.summary or {}))
 
 
-def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destination: str, *,
-                   target: str | None = None, includes: list[str] | None = None,
-                   overwrite: bool = False, images_into_directory: bool = False,
-                   special_files: bool = False, restore_root: str | None = None) -> RestoreOutcome:
-    """The restore itself, recorded in a job the caller runs (a restore, or a restore test).
+def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destination: str | dict, *,
+                   target: str | None = None, restore_root: str | None = None, **path_options: Any) -> RestoreOutcome:
+    """The restore itself, recorded in a job the caller runs (a restore, or a restore test)."""
+    from ..restore.options import parse_options
 
-    An image snapshot with one disk restores to ``destination`` itself, unless
-    ``images_into_directory``; several disks (or that flag) go into it as a directory."""
     started = time.monotonic()
-    place = _Place(destination, restore_root)
-    try:
-        with context.locked(purpose="restore") as repository:
-            return _restore(context, job, repository, place, snapshot_ref, target, includes, overwrite,
-                            images_into_directory, special_files, started)
-    finally:
-        place.close()
+    spec = _spec(destination, path_options.get("includes"), path_options.get("overwrite", False),
+                 path_options.get("images_into_directory", False), path_options.get("special_files", False))
+    built: Destination | None = None
+    if "kind" in spec:
+        built = build_destination(context, parse_options(spec), restore_root)
+        platform = built.platform_snapshot(snapshot_ref, target) if isinstance(built, PlatformSnapshots) else None
+        if platform is not None:  # kept on the platform (an EBS snapshot id): the repository is not needed
+            return _run(context, job, built, platform, [], None, spec, started)
+    with context.locked(purpose="restore") as repository:
+        snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
+        info = snapshot_info(snapshot)
+        if info.source.get("blocks_copied") is False and spec.get("kind", "image") in ("directory", "image"):
+            raise errors.UsageError(
+                f"snapshot {info.short_id} of {info.target} holds no data in the repository: its EBS snapshots "
+                "are not copied into it (copy_blocks: false); restore it to an instance with 'safehold restore "
+                "--snapshot-id snap-... --destination-instance i-...', or set copy_blocks: true")
+        if built is None:
+            spec["kind"] = "directory" if snapshot.kind == "files" else "image"
+            if spec["kind"] == "directory":
+                spec.pop("into_directory", None)
+            built = build_destination(context, parse_options(spec), restore_root)
+        items: Any = repository.read_tree(snapshot)  # a stream for files; a list of disks for images
+        if snapshot.kind != "files":
+            items = list(items)
+        return _run(context, job, built, info, items, repository, spec, started)
 
 
-def _restore(context: Context, job: JobHandle, repository: Repository, place: _Place, snapshot_ref: str,
-             target: str | None, includes: list[str] | None, overwrite: bool, images_into_directory: bool,
-             special_files: bool, started: float) -> RestoreOutcome:
-    destination = place.destination
-    snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
+def _run(context: Context, job: JobHandle, destination: Destination, snapshot: SnapshotInfo, items: Any,
+         reader: Any, spec: dict, started: float) -> RestoreOutcome:
     total = snapshot.summary.get("bytes_total")
 
     def report(done: int, current: str = "") -> None:
@@ -155,92 +149,73 @@ def _restore(context: Context, job: JobHandle, repository: Repository, place: _P
         context.progress({"event": "restore", "target": snapshot.target, "bytes_done": done,
                           "bytes_total": total, "current": current})
 
-    damaged: list[str] = []
-    warnings: list[str] = []
-    special: list[str] = []
-    if snapshot.kind == "files":
-        directory_fd = place.directory()
-        try:
-            restorer = DirectoryRestorer(repository, destination, includes=includes, overwrite=overwrite,
-                                         threads=context.threads, on_progress=report,
-                                         special_files=special_files, destination_fd=directory_fd)
-            result = restorer.restore(repository.read_tree(snapshot))
-        finally:
-            if directory_fd is not None:
-                os.close(directory_fd)
-        files, written = result.files, result.bytes_written
-        damaged, warnings, special = result.damaged, result.warnings, result.special
-    else:
-        images = list(repository.read_tree(snapshot))
-        selected = [i for i in images if not includes or os.fsdecode(i["path"]) in includes]
-        if not selected:
-            raise errors.PathNotInSnapshot(path=",".join(includes or []), snapshot=snapshot.short_id)
-        files = written = 0
-        if len(selected) > 1 or images_into_directory:
-            directory_fd = _image_directory(place, overwrite)
-        else:
-            directory_fd = None
-        try:
-            for item in selected:
-                name = os.fsdecode(item["path"])
-                if directory_fd is None:  # one image restores to the destination itself
-                    parent_fd, path = place.parent_and_name()
-                else:
-                    # Several go into it as a directory, each under a single-component name: a
-                    # crafted snapshot must not write outside it or into a subdirectory of it.
-                    if not valid_name(item["path"]):
-                        damaged.append(f"{name}: unsafe disk name, not restored")
-                        continue
-                    parent_fd, path = os.dup(directory_fd), name
-                try:
-                    result = restore_image(repository, item, path, overwrite=overwrite, threads=context.threads,
-                                           on_progress=report, dir_fd=parent_fd, special_files=special_files)
-                except errors.DestinationError as exc:
-                    if directory_fd is None:
-                        raise
-                    damaged.append(f"{name}: not restored: {exc.fields.get('detail', exc)}")
-                    continue
-                finally:
-                    if parent_fd is not None:
-                        os.close(parent_fd)
-                files += 1
-                written += result.bytes_written
-                special += result.special
-                for offset, length in result.damaged_ranges:
-                    damaged.append(f"{name}: bytes {offset}-{offset + length - 1}")
-        finally:
-            if directory_fd is not None:
-                os.close(directory_fd)
+    try:
+        plan = destination.plan(snapshot, items)
+        result: RestoreReport = destination.write(reader, plan, report)
+        destination.commit()
+    except BaseException:
+        destination.rollback()
+        raise
     # Names come from the snapshot: escaped, so no control sequence reaches a terminal via the log.
-    for line in warnings:
+    for line in result.warnings + result.special:
         job.log(printable(line), level="warning")
-    for line in special:
-        job.log(printable(line), level="warning")
-    job.update(bytes_read=written, files=files)
-    outcome = RestoreOutcome(snapshot.id, snapshot.target, snapshot.kind, destination, files, written,
-                             damaged, warnings, time.monotonic() - started, job.id, special)
-    if special:
-        job.details["special"] = special
-    if damaged:
-        job.details["damaged"] = damaged
-        raise errors.RestoreIncomplete(count=len(damaged), paths=printable(", ".join(damaged[:10])),
+    for line in result.log:
+        job.log(printable(line))
+    job.update(bytes_read=result.bytes_written, files=result.files)
+    if result.details:
+        job.details["result"] = result.details
+    outcome = RestoreOutcome(snapshot.id, snapshot.target, snapshot.kind, describe(spec), result.files,
+                             result.bytes_written, result.damaged, result.warnings, time.monotonic() - started,
+                             job.id, result.special, spec["kind"], result.details)
+    if result.special:
+        job.details["special"] = result.special
+    if result.damaged:
+        job.details["damaged"] = result.damaged
+        raise errors.RestoreIncomplete(count=len(result.damaged), paths=printable(", ".join(result.damaged[:10])),
                                        outcome=outcome)
     return outcome
 
 
-def _image_directory(place: _Place, overwrite: bool) -> int:
-    """The directory several disk images go into, open; a non-empty one needs ``overwrite``."""
-    fd = place.directory()
-    if fd is None:
-        try:
-            os.makedirs(place.destination, exist_ok=True)
-            fd = os.open(place.destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise errors.DestinationError(destination=place.destination, detail=exc.strerror or str(exc)) from exc
-    if not overwrite and os.listdir(fd):
-        os.close(fd)
-        raise errors.DestinationError(destination=place.destination, detail="directory is not empty")
-    return fd
+def build_destination(context: Context, options: Any, restore_root: str | None = None) -> Destination:
+    """The destination for validated ``options``, with what it needs of the configuration."""
+    cls = destination_class(options.kind)
+    threads = context.threads
+    if options.kind in ("directory", "image"):
+        return cls(options, threads=threads, restore_root=restore_root)
+    if options.kind == "libvirt":
+        if restore_root is not None and options.images_dir is not None:
+            # An API restore: the images folder lies below the root, with no symlink on the way.
+            from ..restore.local import Place
+
+            place = Place(options.images_dir, restore_root)
+            try:
+                place.check()
+            finally:
+                place.close()
+        return cls(options, threads=threads)
+    if options.kind in ("vmware", "hyperv"):
+        return cls(options, connect=_connector(context, options.kind), threads=threads)
+    from .ebs import aws_location, clients_for
+
+    region, endpoint = aws_location(context, options.region)
+    return cls(options, clients=clients_for(context, endpoint), region=region,
+               threads=context.threads_or_default())
+
+
+def _connector(context: Context, kind: str) -> Callable[[str], Any]:
+    """connect(target name) -> the platform session of that target, as its backups connect."""
+
+    def connect(target_name: str) -> Any:
+        from ..sources import open_source
+
+        configured = context.config.target(target_name)
+        if configured.source.type != kind:
+            raise errors.UsageError(f"target {target_name!r} is a {configured.source.type} target, not {kind}")
+        driver: Any = open_source(configured.source)
+        connected = driver.connect()
+        return connected[0] if kind == "vmware" else connected  # vmware: (session, password)
+
+    return connect
 
 
 @dataclass

@@ -11,7 +11,12 @@ Health checks (``restore_test.health_check`` in targets.yml):
 timeout), ``file_exists`` and ``checksum`` (SHA-256 of a restored file). A file
 snapshot is restored to ``<sandbox>/restore/`` and checks run there; an image
 snapshot is restored to the file ``<sandbox>/restore`` and checks run in the
-sandbox, so they name the image ``restore``.
+sandbox, so they name the image ``restore``. The disks of a VM or EBS target
+(libvirt, vmware, hyperv, ebs with ``copy_blocks``) are restored as raw images
+into ``<sandbox>/restore/`` through the image destination, one file per disk
+(``vda``, ``vm1-Hard disk 1``, ``vol-...``), and checks run there; the platform
+itself is never touched. An EBS target with ``copy_blocks: false`` has no data
+in the repository and is refused with an error that says so.
 Without a health check a test passes when every byte restored and verified.
 """
 
@@ -97,10 +102,13 @@ def run_restore_test(context: Context, target_name: str, *, job_id: int | None =
         try:
             started = time.monotonic()
             destination = sandbox / "restore"
-            outcome = restore_in_job(context, job, "latest", str(destination), target=target.name)
+            restore_to = sandbox_destination(target, destination)
+            outcome = restore_in_job(context, job, "latest", restore_to, target=target.name)
             job.log(f"restored snapshot {outcome.snapshot_id[:8]}: {outcome.files} item(s), "
                     f"{outcome.bytes_written} bytes in {outcome.duration:.2f}s")
-            passed, detail = run_health_check(check, destination, outcome.kind)
+            # VM disks: checks run in the folder of images, as in a restored tree.
+            passed, detail = run_health_check(check, destination, "files" if isinstance(restore_to, dict)
+                                              else outcome.kind)
             art = time.monotonic() - started
         finally:
             remove_sandbox(sandbox)
@@ -115,6 +123,24 @@ def run_restore_test(context: Context, target_name: str, *, job_id: int | None =
             raise errors.RestoreTestFailed(target=target.name, detail=detail, job_id=job.id)
         return RestoreTestResult(target.name, outcome.snapshot_id, passed, art, rto, rto_met, describe(check),
                                  detail, outcome.bytes_written, outcome.files, job.id)
+
+
+#: Sources whose disks a restore test writes as images into ``<sandbox>/restore/``, one file per disk.
+VM_SOURCES = ("libvirt", "vmware", "hyperv", "ebs")
+
+
+def sandbox_destination(target: Any, destination: Path) -> str | dict:
+    """Where a restore test restores ``target``: its files, or its image, at ``destination``; the
+    disks of a VM or EBS target through the image destination into the directory ``destination``
+    (the platform is never touched), named after the disk ('vda', 'vm1-Hard disk 1', the volume id)."""
+    from ..restore.base import destination_for_source
+    from ..sources import REGISTRY
+
+    kind = target.source.type
+    destination_for_source(kind, REGISTRY.get(kind, (None, None, None))[2])  # no destination, no test
+    if kind not in VM_SOURCES:
+        return str(destination)
+    return {"kind": "image", "path": str(destination), "into_directory": True, "flatten_names": True}
 
 
 def describe(check: CommandCheck | FileExistsCheck | ChecksumCheck | None) -> str:

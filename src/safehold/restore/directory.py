@@ -26,10 +26,11 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 from ..errors import DestinationError, IntegrityError
 from ..text import printable
+from .base import BlobReader
 
 #: How a directory is opened on the way down: never through a symlink (ELOOP), never a non-directory.
 OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -41,15 +42,6 @@ PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
 DIRECTORY_FDS = 128
 #: errno values that mean "a component is a symlink or not a directory": the item is refused.
 NOT_A_DIRECTORY = (errno.ELOOP, errno.ENOTDIR)
-
-
-class BlobReader(Protocol):
-    """Contract: ``read_blob`` returns verified plaintext or raises IntegrityError;
-    ``blob_size`` gives its plaintext length without reading it. Both thread-safe."""
-
-    def read_blob(self, blob_id: bytes) -> bytes: ...
-
-    def blob_size(self, blob_id: bytes) -> int: ...
 
 
 @dataclass(eq=False)

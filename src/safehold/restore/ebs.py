@@ -18,10 +18,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import DestinationError, EbsDeviceInUse, EbsInstanceInOtherRegion, EbsSnapshotPending, SourceError
+from ..errors import (DestinationError, EbsDeviceInUse, EbsInstanceInOtherRegion, EbsSnapshotPending,
+                      PathNotInSnapshot, SourceError, UsageError)
 from ..items import HOLE
 from ..platforms import aws
 from ..platforms.aws.ebs_direct import EBS_BLOCK_SIZE, write_snapshot
+from .base import Progress, RestoreReport, SnapshotInfo
+from .options import EbsOptions
 
 DEVICE_CANDIDATES = [f"/dev/sd{letter}" for letter in "fghijklmnop"]
 
@@ -128,10 +131,11 @@ def wait_volume(ec2: Any, volume_id: str, state: str, timeout: float, attached_t
         interval = min(interval * 1.5, 10.0)
 
 
-def restore_to_instance(clients: ClientFactory, snapshot_id: str, instance_id: str, *, region: str,
+def create_volume(clients: ClientFactory, snapshot_id: str, instance_id: str, *, region: str,
                         device: str | None = None, timeout: float = 3600.0, tags: dict[str, str] | None = None,
                         source_snapshot_id: str | None = None) -> EbsRestoreResult:
-    """Create a volume from EBS snapshot ``snapshot_id`` (in ``region``) and attach it to the instance."""
+    """Create a volume from EBS snapshot ``snapshot_id`` (in ``region``) in the instance's zone, choose its
+    device, and wait until it is available; ``attach_volume`` attaches it."""
     started = time.monotonic()
     instance, instance_region = find_instance(clients, instance_id, region)
     from_copy = False
@@ -158,25 +162,38 @@ def restore_to_instance(clients: ClientFactory, snapshot_id: str, instance_id: s
         if aws.is_client_error(exc):
             raise _client_error(f"a volume from {snapshot_id} in {zone}", exc) from exc
         raise
+    result = EbsRestoreResult(instance_id, region, zone, volume_id, device, snapshot_id,
+                              source_snapshot_id or snapshot_id, from_copy, duration=time.monotonic() - started)
     try:
         wait_volume(ec2, volume_id, "available", timeout)
-        ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device)
-        wait_volume(ec2, volume_id, "in-use", timeout, attached_to=instance_id)
+    except BaseException:
+        delete_volume(clients, result)
+        raise
+    return result
+
+
+def attach_volume(clients: ClientFactory, result: EbsRestoreResult, timeout: float) -> None:
+    """Attach the new, available volume at ``result.device``; the caller deletes it if this fails."""
+    ec2 = clients("ec2", result.region)
+    try:
+        ec2.attach_volume(VolumeId=result.volume_id, InstanceId=result.instance_id, Device=result.device)
+        wait_volume(ec2, result.volume_id, "in-use", timeout, attached_to=result.instance_id)
     except Exception as exc:
-        # Leave nothing half-done behind: the volume is ours and unattached.
-        try:
-            ec2.delete_volume(VolumeId=volume_id)
-        except Exception:  # noqa: BLE001 - report the original error
-            pass
         if aws.is_client_error(exc):
             code = aws.error_code(exc)
             if code == "InvalidParameterValue" and "in use" in aws.error_message(exc):
-                raise EbsDeviceInUse(device=device, instance_id=instance_id, used=device, free="another name") \
-                    from exc
-            raise _client_error(f"instance {instance_id}", exc) from exc
+                raise EbsDeviceInUse(device=result.device, instance_id=result.instance_id, used=result.device,
+                                     free="another name") from exc
+            raise _client_error(f"instance {result.instance_id}", exc) from exc
         raise
-    return EbsRestoreResult(instance_id, region, zone, volume_id, device, snapshot_id,
-                            source_snapshot_id or snapshot_id, from_copy, duration=time.monotonic() - started)
+
+
+def delete_volume(clients: ClientFactory, result: EbsRestoreResult) -> None:
+    """Delete a volume the restore made and did not attach (best effort: the restore's error matters)."""
+    try:
+        clients("ec2", result.region).delete_volume(VolumeId=result.volume_id)
+    except Exception:  # noqa: BLE001 - gone already, or the original error is the one to report
+        pass
 
 
 def image_blocks(reader: Any, item: dict) -> list[tuple[int, Callable[[], bytes]]]:
@@ -232,5 +249,102 @@ def image_to_ebs_snapshot(clients: ClientFactory, reader: Any, item: dict, *, re
     return snapshot_id, written
 
 
-__all__ = ["EbsRestoreResult", "choose_device", "dr_copy_of", "find_instance", "image_blocks",
-           "image_to_ebs_snapshot", "restore_to_instance"]
+
+class EbsDestination:
+    """A new EBS volume attached to an EC2 instance: from an EBS snapshot id kept on the platform
+    (``platform_snapshot``), or from a repository snapshot's image, first written into a new EBS
+    snapshot in the instance's region. ``clients(service, region)`` and ``region`` come from the
+    engine (the configuration's ebs targets, or boto3's defaults)."""
+
+    def __init__(self, options: EbsOptions, *, clients: ClientFactory, region: str, threads: int = 4) -> None:
+        self.options = options
+        self.clients = clients
+        self.region = region
+        self.threads = threads
+        self.made_snapshot: tuple[str, str] | None = None  # (id, region) of the EBS snapshot written by write
+        self.result: EbsRestoreResult | None = None
+        self.platform_id = ""
+        self.started = 0.0
+        self.report = RestoreReport()
+
+    def platform_snapshot(self, snapshot_ref: str, target: str | None) -> SnapshotInfo | None:
+        if not snapshot_ref.startswith("snap-"):
+            return None
+        self.platform_id = snapshot_ref
+        return SnapshotInfo(id=snapshot_ref, short_id=snapshot_ref, target=target or "", kind="ebs-snapshot")
+
+    def plan(self, snapshot: SnapshotInfo, items: list[dict]) -> Any:
+        instance, instance_region = find_instance(self.clients, self.options.instance, self.region)
+        choose_device(instance, self.options.device)  # a used device is refused before anything is made
+        if snapshot.kind == "ebs-snapshot":
+            return instance, instance_region, None
+        include = self.options.include
+        images = [i for i in items if i["type"] == "image"]
+        chosen = [i for i in images if include is None or i["path"].decode(errors="replace") == include]
+        names = ", ".join(i["path"].decode(errors="replace") for i in images) or "(none)"
+        if include is None and len(images) > 1:
+            raise UsageError(f"snapshot {snapshot.short_id} holds {len(images)} images ({names}); name one with --include")
+        if not chosen:
+            raise PathNotInSnapshot(path=include or "(an image)", snapshot=snapshot.short_id)
+        return instance, instance_region, (snapshot, chosen[0])
+
+    def write(self, reader: Any, plan: Any, progress: Progress) -> RestoreReport:
+        started = time.monotonic()
+        instance, instance_region, from_repository = plan
+        timeout = self.options.timeout
+        if from_repository is None:
+            result = create_volume(self.clients, self.platform_id, instance["InstanceId"], region=self.region,
+                                         device=self.options.device, timeout=timeout)
+        else:
+            snapshot, item = from_repository
+            name = item["path"].decode(errors="replace")
+            written = 0
+
+            def report(length: int) -> None:
+                nonlocal written
+                written += length
+                progress(written, name)
+
+            tags = {aws.MARKER_KEY: "true", aws.TARGET_KEY: snapshot.target, "safehold:repository-snapshot": snapshot.id}
+            ebs_snapshot, blocks = image_to_ebs_snapshot(
+                self.clients, reader, item, region=instance_region, tags=tags,
+                description=f"safehold restore of {snapshot.short_id} {name}", threads=self.threads * 2,
+                timeout=timeout, on_block=report)
+            self.made_snapshot = (ebs_snapshot, instance_region)
+            result = create_volume(self.clients, ebs_snapshot, instance["InstanceId"], region=instance_region,
+                                         device=self.options.device, timeout=timeout, source_snapshot_id=snapshot.id)
+            result.blocks_written = blocks
+        self.started, self.result = started, result
+        self.report = RestoreReport(files=1, bytes_written=result.blocks_written * EBS_BLOCK_SIZE)
+        return self.report
+
+    def commit(self) -> None:
+        """Attach the new volume; a failure leaves it to rollback (which deletes it)."""
+        result = self.result
+        assert result is not None
+        attach_volume(self.clients, result, self.options.timeout)
+        self.result = None  # attached: the restore's result, no longer rollback's to delete
+        result.duration = time.monotonic() - self.started
+        self.report.details = result.as_dict()
+        origin = f"{result.snapshot_id} (DR copy in {result.region})" if result.from_copy else result.snapshot_id
+        self.report.log.append(f"volume {result.volume_id} from {origin} attached to {result.instance_id} as "
+                               f"{result.device} in {result.availability_zone}")
+        self.made_snapshot = None  # kept: the volume was made from it, tagged safehold:managed
+
+    def rollback(self) -> None:
+        if self.result is not None:  # made by write, not attached
+            delete_volume(self.clients, self.result)
+            self.result = None
+        if self.made_snapshot is None:
+            return
+        snapshot_id, region = self.made_snapshot
+        self.made_snapshot = None
+        try:
+            self.clients("ec2", region).delete_snapshot(SnapshotId=snapshot_id)
+        except Exception as exc:  # noqa: BLE001 - gone already, or never completed
+            if not aws.is_client_error(exc):
+                raise
+
+
+__all__ = ["EbsDestination", "EbsRestoreResult", "choose_device", "dr_copy_of", "find_instance", "image_blocks",
+           "image_to_ebs_snapshot", "create_volume", "attach_volume", "delete_volume"]

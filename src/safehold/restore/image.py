@@ -23,7 +23,8 @@ from ..concurrency import ordered_map
 from ..errors import DestinationError, IntegrityError
 from ..items import HOLE
 from ..text import printable
-from .directory import BlobReader, valid_name
+from .base import BlobReader
+from .directory import valid_name
 
 
 @dataclass

@@ -19,10 +19,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import DestinationError, DomainBusy, HypervisorUnavailable
+from ..errors import DestinationError, DomainBusy, HypervisorUnavailable, PathNotInSnapshot, UsageError
 from ..platforms.libvirt.connection import connect, domain_disks, import_libvirt, lookup_domain
-from .directory import BlobReader
+from ..text import printable
+from .base import BlobReader, Progress, RestoreReport, SnapshotInfo
+from .directory import valid_name
 from .image import restore_image
+from .options import LibvirtOptions
 
 FORMATS = ("qcow2", "raw")
 
@@ -95,12 +98,7 @@ def define_domain(uri: str, xml: str, name: str) -> None:
     libvirt = import_libvirt()
     connection = connect(uri)
     try:
-        try:
-            connection.lookupByName(name)
-        except libvirt.libvirtError:
-            pass
-        else:
-            raise DestinationError(destination=f"domain {name}", detail="a domain of that name exists already")
+        _refuse_taken_name(connection, name)
         try:
             connection.defineXML(xml)
         except libvirt.libvirtError as exc:
@@ -148,5 +146,149 @@ def drop_checkpoints(uri: str, domain_name: str) -> int:
         connection.close()
 
 
-__all__ = ["DomainRestoreResult", "FORMATS", "define_domain", "drop_checkpoints", "new_domain_xml",
+class LibvirtDestination:
+    """A libvirt snapshot's disks: as images in ``images_dir``, as a new domain defined from the
+    saved XML (``define``), or over the images of a shut-off domain (``replace``: written beside
+    them and renamed over them by ``commit``, so a failure leaves the old disks)."""
+
+    def __init__(self, options: LibvirtOptions, *, threads: int | None = None) -> None:
+        if options.define and options.replace:
+            raise UsageError("--define and --replace exclude each other: restore as a new domain or into one")
+        if not options.replace and not options.images_dir:
+            raise UsageError("name the folder for the restored images with --images-dir")
+        self.options = options
+        self.threads = threads
+        self.uri = options.uri or "qemu:///system"
+        self.written: list[str] = []  # image files write made (temporary ones, with replace)
+        self.result: DomainRestoreResult | None = None
+        self.domain_xml = ""
+        self.wanted: list[str] = []
+        self.final: dict[str, str] = {}
+        self.places: dict[str, tuple[str, str]] = {}
+        self.defined = False
+        self.made_folder: str | None = None  # images_dir, when write made it
+        self.report = RestoreReport()
+
+    def plan(self, snapshot: SnapshotInfo, items: list[dict]) -> Any:
+        options = self.options
+        token = snapshot.source
+        if "domain_xml" not in token:
+            raise UsageError(f"snapshot {snapshot.short_id} is not of a libvirt domain; restore it with 'safehold restore'")
+        self.uri = options.uri or token.get("uri") or "qemu:///system"
+        self.domain_xml = token["domain_xml"]
+        by_name = {os.fsdecode(item["path"]): item for item in items}
+        wanted = list(options.disks or by_name)
+        unknown = [name for name in wanted if name not in by_name]
+        if unknown:
+            raise PathNotInSnapshot(path=", ".join(unknown), snapshot=snapshot.short_id)
+        # Destination paths, decided (and a running domain refused) before any data is written.
+        if options.replace:
+            current = replaceable_disks(self.uri, options.replace, wanted)
+            places = {name: (f"{path}.safehold-restore", disk_format) for name, (path, disk_format) in current.items()}
+            final = {name: path for name, (path, _format) in current.items()}
+        else:
+            assert options.images_dir is not None
+            prefix = options.define or token.get("domain") or snapshot.target
+            for name in wanted:
+                # Disk names and the domain name come from the snapshot: each file must be one
+                # name inside images_dir, never a path that climbs out of it.
+                if not valid_name(os.fsencode(f"{prefix}-{name}.{options.format}")):
+                    raise DestinationError(destination=printable(f"{prefix}-{name}.{options.format}"),
+                                           detail="a disk or domain name in the snapshot is not a single file name")
+            folder = os.path.abspath(options.images_dir)
+            places = {name: (os.path.join(folder, f"{prefix}-{name}.{options.format}"), options.format)
+                      for name in wanted}
+            final = {name: path for name, (path, _format) in places.items()}
+            for path, _format in places.values():
+                if os.path.exists(path) and not options.overwrite:
+                    raise DestinationError(destination=path, detail="file exists")
+            if options.define:
+                _refuse_existing_domain(self.uri, options.define)
+        self.wanted, self.places, self.final = wanted, places, final
+        return [by_name[name] for name in wanted]
+
+    def write(self, reader: BlobReader, plan: Any, progress: Progress) -> RestoreReport:
+        options = self.options
+        result = DomainRestoreResult(domain=options.define or options.replace,
+                                     action="define" if options.define else "replace" if options.replace else "images")
+        if not options.replace and not os.path.isdir(options.images_dir):
+            os.makedirs(options.images_dir)
+            self.made_folder = options.images_dir
+        for name, item in zip(self.wanted, plan):
+            path, disk_format = self.places[name]
+            if not os.path.exists(path):
+                self.written.append(path)
+            elif options.replace:
+                self.written.append(path)  # a temporary file an earlier failed run left: ours
+            written, damaged = restore_disk(reader, item, path, disk_format,
+                                            overwrite=options.overwrite or bool(options.replace),
+                                            threads=self.threads,
+                                            on_progress=lambda done, base=result.bytes_written: progress(base + done, name))
+            result.bytes_written += written
+            result.damaged_ranges += [f"{name}: bytes {offset}-{offset + length - 1}" for offset, length in damaged]
+            result.disks[name] = self.final[name]
+        self.result = result
+        self.report = RestoreReport(files=len(self.wanted), bytes_written=result.bytes_written,
+                                    damaged=list(result.damaged_ranges), details=result.as_dict())
+        return self.report
+
+    def commit(self) -> None:
+        self.made_folder = None  # kept from here on: it holds the restored images
+        self._commit()
+
+    def _commit(self) -> None:
+        """Rename over the old images (replace) or define the domain; nothing is defined or replaced
+        from damaged data (the images stay for inspection; replace's temporary files go)."""
+        result = self.result
+        assert result is not None
+        if result.damaged_ranges:
+            if self.options.replace:
+                self.rollback()
+            self.written = []
+            return
+        if self.options.replace:
+            for name in self.wanted:
+                os.replace(self.places[name][0], self.final[name])
+            self.written = []
+            dropped = drop_checkpoints(self.uri, self.options.replace)
+            self.report.log.append(f"replaced disk(s) {', '.join(self.wanted)} of domain {self.options.replace}; "
+                                   f"dropped {dropped} checkpoint(s)")
+        elif self.options.define:
+            xml = new_domain_xml(self.domain_xml, self.options.define,
+                                 {name: (self.final[name], self.options.format) for name in self.wanted})
+            define_domain(self.uri, xml, self.options.define)
+            self.defined = True
+            self.written = []
+            self.report.log.append(f"defined domain {self.options.define} with disk(s) {', '.join(self.wanted)}")
+        else:
+            self.written = []
+
+    def rollback(self) -> None:
+        for path in self.written:
+            for leftover in (path, f"{path}.safehold-raw"):
+                if os.path.lexists(leftover):
+                    os.unlink(leftover)
+        self.written = []
+        if self.made_folder is not None and os.path.isdir(self.made_folder) and not os.listdir(self.made_folder):
+            os.rmdir(self.made_folder)
+        self.made_folder = None
+
+
+def _refuse_existing_domain(uri: str, name: str) -> None:
+    connection = connect(uri)
+    try:
+        _refuse_taken_name(connection, name)
+    finally:
+        connection.close()
+
+
+def _refuse_taken_name(connection: Any, name: str) -> None:
+    try:
+        connection.lookupByName(name)
+    except import_libvirt().libvirtError:
+        return
+    raise DestinationError(destination=f"domain {name}", detail="a domain of that name exists already")
+
+
+__all__ = ["LibvirtDestination", "DomainRestoreResult", "FORMATS", "define_domain", "drop_checkpoints", "new_domain_xml",
            "replaceable_disks", "restore_disk"]

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..concurrency import ordered_map
-from ..errors import DestinationError
+from ..errors import DestinationError, PathNotInSnapshot, UsageError
 from ..items import HOLE
 from ..platforms.vmware.datastore import DatastoreHTTPError, flat_path, parse_path, upload
 from ..platforms.vmware.inventory import all_vms, datacenter_path
 from ..platforms.vmware.session import Session
-from .directory import BlobReader
+from .base import BlobReader, Progress, RestoreReport, SnapshotInfo
+from .options import VmwareOptions
 
 
 @dataclass
@@ -87,6 +88,17 @@ def find_vm(session: Session, name: str) -> Any:
 def restore_onto_disk(session: Session, reader: BlobReader, item: dict, vm_name: str, disk_label: str | None,
                       *, threads: int = 4, on_progress: Callable[[int], None] | None = None) -> VmRestoreResult:
     """Overwrite one disk of an existing, powered-off VM without snapshots with ``item``."""
+    vm, disk, capacity = disk_to_overwrite(session, item, vm_name, disk_label)
+    written = _put_disk(session, reader, item, datacenter_path(session, vm), disk.backing.fileName, capacity, threads,
+                        on_progress or (lambda done: None))
+    result = VmRestoreResult(vm=vm_name, created=False, bytes_written=written)
+    result.disks.append({"label": disk.deviceInfo.label, "file": disk.backing.fileName, "size": capacity})
+    return result
+
+
+def disk_to_overwrite(session: Session, item: dict, vm_name: str, disk_label: str | None) -> tuple[Any, Any, int]:
+    """(VM, disk, its capacity) that ``item`` may overwrite; refuses a powered-on VM, one with
+    snapshots, an unknown disk or one smaller than the backup. Changes nothing."""
     vm = find_vm(session, vm_name)
     state = session.properties([vm], ["runtime.powerState", "snapshot"])[0]
     where = f"VM {vm_name}"
@@ -108,11 +120,7 @@ def restore_onto_disk(session: Session, reader: BlobReader, item: dict, vm_name:
     if capacity < item["size"]:
         raise DestinationError(destination=f"{where} {disk.deviceInfo.label}",
                                detail=f"the disk holds {capacity} bytes, the backup {item['size']}: grow it first")
-    written = _put_disk(session, reader, item, datacenter_path(session, vm), disk.backing.fileName, capacity, threads,
-                        on_progress or (lambda done: None))
-    result = VmRestoreResult(vm=vm_name, created=False, bytes_written=written)
-    result.disks.append({"label": disk.deviceInfo.label, "file": disk.backing.fileName, "size": capacity})
-    return result
+    return vm, disk, capacity
 
 
 def _placement(session: Session, datacenter: str | None, folder: str | None, resource_pool: str | None,
@@ -164,6 +172,14 @@ def _placement(session: Session, datacenter: str | None, folder: str | None, res
     return dc, target_folder, pool, chosen
 
 
+def check_new_vm(session: Session, name: str, datacenter: str | None, folder: str | None,
+                 resource_pool: str | None, datastore: str | None) -> tuple[Any, Any, Any, str]:
+    """Refuse a VM name in use; find where the new VM goes. Changes nothing."""
+    if any(props.get("name") == name for _vm, props in all_vms(session)):
+        raise DestinationError(destination=f"VM {name}", detail="a VM with this name exists; choose another --new-vm name")
+    return _placement(session, datacenter, folder, resource_pool, datastore)
+
+
 def restore_new_vm(session: Session, reader: BlobReader, items: list[dict], name: str, *, datacenter: str | None = None,
                    folder: str | None = None, resource_pool: str | None = None, datastore: str | None = None,
                    power_on: bool = False, threads: int = 4,
@@ -172,9 +188,7 @@ def restore_new_vm(session: Session, reader: BlobReader, items: list[dict], name
     from pyVmomi import vim
 
     on_progress = on_progress or (lambda done: None)
-    if any(props.get("name") == name for _vm, props in all_vms(session)):
-        raise DestinationError(destination=f"VM {name}", detail="a VM with this name exists; choose another --new-vm name")
-    dc, target_folder, pool, store = _placement(session, datacenter, folder, resource_pool, datastore)
+    dc, target_folder, pool, store = check_new_vm(session, name, datacenter, folder, resource_pool, datastore)
     saved = (items[0].get("metadata") or {}).get("vm") or {}
     controller = vim.vm.device.VirtualDeviceSpec(
         operation="add", device=vim.vm.device.ParaVirtualSCSIController(key=-100, busNumber=0, sharedBus="noSharing"))
@@ -225,3 +239,88 @@ def restore_new_vm(session: Session, reader: BlobReader, items: list[dict], name
             pass
         raise
     return result
+
+
+class VmwareDestination:
+    """One VM of a vmware snapshot: as a new VM (``new_vm``; powered on by ``commit`` when asked,
+    destroyed by ``rollback``) or onto a disk of an existing, powered-off VM (``vm``).
+    ``connect(target name)`` is the engine's: the vCenter session of the snapshot's target."""
+
+    def __init__(self, options: VmwareOptions, *, connect: Callable[[str], Session], threads: int | None = None) -> None:
+        if (options.new_vm is None) == (options.vm is None):
+            raise UsageError("give exactly one of --new-vm NAME (create a VM) or --vm NAME (overwrite its disk)")
+        self.options = options
+        self.connect = connect
+        self.threads = threads or os.cpu_count() or 1
+        self.session: Session | None = None
+        self.created: Any = None  # the new VM, until commit
+        self.report = RestoreReport()
+
+    def plan(self, snapshot: SnapshotInfo, items: list[dict]) -> Any:
+        options = self.options
+        items = [item for item in items if item.get("type") == "image"]
+        vms = sorted({(item.get("metadata") or {}).get("vm", {}).get("name", "") for item in items})
+        if options.source_vm is None and len(vms) > 1:
+            raise UsageError(f"snapshot {snapshot.short_id} holds VMs {', '.join(vms)}: pick one with --source-vm")
+        chosen = options.source_vm or (vms[0] if vms else "")
+        items = [item for item in items if (item.get("metadata") or {}).get("vm", {}).get("name", "") == chosen]
+        if not items:
+            raise PathNotInSnapshot(path=f"VM {chosen}", snapshot=snapshot.short_id)
+        self.session = self.connect(snapshot.target)
+        if options.new_vm is not None:
+            check_new_vm(self.session, options.new_vm, options.datacenter, options.folder, options.resource_pool,
+                         options.datastore)
+            return chosen, items
+        item = items[0]
+        if options.disk is None and len(items) > 1:
+            labels = ", ".join(i["metadata"].get("label", "?") for i in items)
+            raise UsageError(f"VM {chosen} had disks {labels}: pick the one to restore with --disk")
+        if options.disk is not None:
+            item = next((i for i in items if i["metadata"].get("label") == options.disk), None) or items[0]
+        disk_to_overwrite(self.session, item, options.vm, options.disk)
+        return chosen, [item]
+
+    def write(self, reader: BlobReader, plan: Any, progress: Progress) -> RestoreReport:
+        chosen, items = plan
+        options, session = self.options, self.session
+        assert session is not None
+        self.report.log.append(f"restoring {len(items)} disk(s) of VM {chosen}")
+        if options.new_vm is not None:
+            result = restore_new_vm(session, reader, items, options.new_vm, datacenter=options.datacenter,
+                                    folder=options.folder, resource_pool=options.resource_pool,
+                                    datastore=options.datastore, threads=self.threads,
+                                    on_progress=lambda done: progress(done, chosen))
+            self.created = find_vm(session, options.new_vm)
+        else:
+            result = restore_onto_disk(session, reader, items[0], options.vm, options.disk, threads=self.threads,
+                                       on_progress=lambda done: progress(done, chosen))
+        self.result = result
+        self.report.files, self.report.bytes_written = len(result.disks), result.bytes_written
+        self.report.details = result.as_dict()
+        return self.report
+
+    def commit(self) -> None:
+        try:
+            if self.created is not None and self.options.power_on:
+                self.session.wait(self.created.PowerOnVM_Task())
+            self.created = None
+            self.report.log.append(f"restored to VM {self.result.vm} ({'new' if self.result.created else 'existing'}): "
+                                   f"{len(self.result.disks)} disk(s), {self.result.bytes_written} bytes")
+        finally:
+            if self.created is None:
+                self._logout()
+
+    def rollback(self) -> None:
+        vm, self.created = self.created, None
+        try:
+            if vm is not None:  # a half-restored VM could be mistaken for the restore
+                if str(self.session.get(vm, "runtime.powerState")) == "poweredOn":
+                    self.session.wait(vm.PowerOffVM_Task())
+                self.session.wait(vm.Destroy_Task())
+        finally:
+            self._logout()
+
+    def _logout(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            session.logout()

@@ -128,7 +128,14 @@ def submit_job(request: Request, body: schemas.JobRequest = Body(), _: TokenReco
     if isinstance(body, schemas.RestoreJob):
         # Checked now for a quick answer, and again when the job runs: a restore queued earlier may
         # plant a symlink on the way by then, so the engine walks down from the root itself.
-        params["destination"] = str(_inside_restore_root(request, body.params.destination))
+        # Files this host writes for a platform restore (libvirt images) stay in the root too.
+        if isinstance(body.params, schemas.PlatformRestoreParams):
+            to = body.params.to
+            params["to"] = {**to.model_dump(exclude_defaults=True), "kind": to.kind}
+            if isinstance(to, schemas.ApiLibvirtOptions) and to.images_dir is not None:
+                params["to"]["images_dir"] = str(_inside_restore_root(request, to.images_dir, "params.to.images_dir"))
+        else:
+            params["destination"] = str(_inside_restore_root(request, body.params.destination))
         params["restore_root"] = str(request.app.state.restore_root)
     job_id = submit(context, body.kind, getattr(body, "target", None), params, trigger="api")
     return job_dict(context.catalog.get_job(job_id))
@@ -147,13 +154,13 @@ def cancel_job(job_id: JobId, request: Request, _: TokenRecord = operator) -> di
     return job_dict(context.catalog.get_job(job_id))
 
 
-def _inside_restore_root(request: Request, destination: str) -> FilePath:
+def _inside_restore_root(request: Request, destination: str, name: str = "params.destination") -> FilePath:
     root: FilePath = request.app.state.restore_root
     lexical = FilePath(os.path.normpath(root / destination))  # an absolute destination replaces root here
     path = lexical.resolve()
     if (path != root and root not in path.parents) or (lexical != root and root not in lexical.parents):
         raise errors.UsageError(
-            f"params.destination must lie inside the server's restore root {root}; got {destination!r} "
+            f"{name} must lie inside the server's restore root {root}; got {destination!r} "
             "(use a relative path, or restore outside it with the CLI on the host)")
     # The lexical path: what the engine walks below the root (without following links) when the job runs.
     return lexical

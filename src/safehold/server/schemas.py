@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..catalog.tokens import ROLES
+from ..engine import params
+from ..restore import options
 
 Role = Literal["viewer", "operator", "admin"]
 assert tuple(Role.__args__) == ROLES  # type: ignore[attr-defined]  # one list of roles, checked at import
@@ -126,40 +128,44 @@ RELATIVE_PATH = r"^(?!/)(?!(.*/)?\.\.(/|$))[^\x00]+$"
 TARGET = Field(min_length=1, max_length=255, description="Target name from targets.yml.", examples=["web-01"])
 
 
-class NoParams(_Body):
-    pass
+class RestoreParams(params.PathRestoreParams):
+    """The engine's path restore, narrowed to the server's restore root."""
 
-
-class BackupParams(_Body):
-    tags: list[str] = Field(default_factory=list, description="Extra tags for the snapshot.")
-
-
-class RestoreParams(_Body):
     # The destination pattern needs look-ahead, which pydantic's default (Rust) regex engine lacks.
     model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
 
     destination: str = Field(
         max_length=4096, pattern=RELATIVE_PATH, examples=["web-01-2026-11-26"],
         description="Directory (files) or image file to restore into, relative to the server's restore root.")
-    snapshot: str = Field("latest", min_length=1, max_length=128, description="Snapshot id (prefix) or 'latest'.")
-    overwrite: bool = Field(False, description="Replace existing files.")
-    includes: list[str] | None = Field(None, description="Only these paths.")
-    special_files: bool = Field(False, description="Create device nodes and keep setuid/setgid bits; without it "
-                                "they are skipped or removed and listed in the job's details and log.")
 
 
-class CheckParams(_Body):
-    read_data_percent: float = Field(0.0, ge=0, le=100, description="Share of packs to read and verify.")
+class ApiLibvirtOptions(options.LibvirtOptions):
+    """libvirt options; the images folder is relative to the server's restore root."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
+
+    images_dir: str | None = Field(None, max_length=4096, pattern=RELATIVE_PATH,
+                                   description="Folder for the restored images, relative to the restore root.")
 
 
-class ForgetParams(_Body):
-    prune: bool = Field(False, description="Also prune after forgetting.")
+class ApiHypervOptions(options.HypervOptions):
+    """Hyper-V options; disks are converted in the server's TMPDIR."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    scratch: None = Field(None, description="Not taken over the API (the CLI on the host takes it).")
 
 
-class MaintenanceParams(_Body):
-    renew_within_days: float | None = Field(
-        None, ge=0, le=36500, description="Extend Object Lock retention ending within this many days; default: half of "
-                                "object_lock.days.")
+class PlatformRestoreParams(params.PlatformRestoreParams):
+    to: Annotated[ApiLibvirtOptions | options.VmwareOptions | ApiHypervOptions | options.EbsOptions,
+                  Field(discriminator="kind")] = Field(description="The platform destination and its options.")
+
+
+NoParams = params.NoParams
+BackupParams = params.BackupParams
+CheckParams = params.CheckParams
+ForgetParams = params.ForgetParams
+MaintenanceParams = params.MaintenanceParams
 
 
 class BackupJob(_Body):
@@ -171,11 +177,12 @@ class BackupJob(_Body):
 
 
 class RestoreJob(_Body):
-    """Restore a target's snapshot into the server's restore root."""
+    """Restore a target's snapshot: into the server's restore root (`params.destination`), or to a
+    platform (`params.to`: libvirt, vmware, hyperv or ebs; a libvirt images_dir lies in the restore root)."""
 
     kind: Literal["restore"]
     target: str = TARGET
-    params: RestoreParams
+    params: RestoreParams | PlatformRestoreParams
 
 
 class RestoreTestJob(_Body):

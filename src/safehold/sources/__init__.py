@@ -1,6 +1,7 @@
 """Source drivers: one module per platform, found through a lazy registry.
 
-``REGISTRY`` maps a source type to (module, class, restore destination kind).
+``REGISTRY`` maps a source type to (module, class, restore destination kind); the destination
+kind names an entry of ``restore.base.REGISTRY`` (a test and the restore job check it).
 Modules are imported only when a target uses them, so nobody pays for SDKs they
 do not use. A source type is only registered together with the restore path
 that brings its data back (``restore`` package): a backup that cannot be
@@ -19,7 +20,7 @@ from .base import DiskItem, FileItem, Source, View
 REGISTRY: dict[str, tuple[str, str, str]] = {
     "files": ("safehold.sources.files", "FilesSource", "directory"),
     "image": ("safehold.sources.image", "ImageSource", "image"),
-    "hyperv": ("safehold.sources.hyperv", "HyperVSource", "hyperv-vm"),
+    "hyperv": ("safehold.sources.hyperv", "HyperVSource", "hyperv"),
     "libvirt": ("safehold.sources.libvirt", "LibvirtSource", "libvirt"),
     "ebs": ("safehold.sources.ebs", "EbsSource", "ebs"),
     "vmware": ("safehold.sources.vmware", "VmwareSource", "vmware"),

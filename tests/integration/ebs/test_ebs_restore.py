@@ -33,6 +33,15 @@ def backed_up_volume(aws: Aws, tmp_path: Path, copy_blocks: bool = False, dr: bo
     return context, volume, token, result
 
 
+def restore_ebs(context, snapshot_ref: str, instance_id: str, **options):
+    """An instance restore through the one restore job; the destination's result as its dataclass."""
+    from safehold.engine.restore import restore_snapshot
+    from safehold.restore.ebs import EbsRestoreResult
+
+    outcome = restore_snapshot(context, snapshot_ref, {"kind": "ebs", "instance": instance_id, **options})
+    return EbsRestoreResult(**outcome.details)
+
+
 def attachment(aws: Aws, volume_id: str, region: str = REGION) -> dict:
     volume = aws.client("ec2", region).describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
     return {"zone": volume["AvailabilityZone"], "state": volume["State"],
@@ -40,8 +49,6 @@ def attachment(aws: Aws, volume_id: str, region: str = REGION) -> dict:
 
 
 def test_restore_from_ebs_snapshot_in_the_instance_zone(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, volume, token, _ = backed_up_volume(aws, tmp_path)
     instance = aws.instance(zone=REGION + "b")
     result = restore_ebs(context, token["snapshot"], instance["InstanceId"], device="/dev/sdf")
@@ -54,8 +61,6 @@ def test_restore_from_ebs_snapshot_in_the_instance_zone(aws: Aws, tmp_path: Path
 
 
 def test_default_device_is_the_first_free_one_and_a_used_one_is_refused(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, _volume, token, _ = backed_up_volume(aws, tmp_path)
     instance = aws.instance()
     first = restore_ebs(context, token["snapshot"], instance["InstanceId"])
@@ -70,8 +75,6 @@ def test_default_device_is_the_first_free_one_and_a_used_one_is_refused(aws: Aws
 
 
 def test_pending_snapshot_is_a_clear_error(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, volume, _token, _ = backed_up_volume(aws, tmp_path)
     aws.configure(pending_seconds=3600)
     pending = aws.client("ec2").create_snapshot(VolumeId=volume)["SnapshotId"]
@@ -82,8 +85,6 @@ def test_pending_snapshot_is_a_clear_error(aws: Aws, tmp_path: Path, fast_kdf):
 
 
 def test_instance_in_another_region_uses_the_dr_copy(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, volume, token, _ = backed_up_volume(aws, tmp_path, dr=True)
     instance = aws.instance(region=DR_REGION)
     result = restore_ebs(context, token["snapshot"], instance["InstanceId"], region=REGION)
@@ -94,8 +95,6 @@ def test_instance_in_another_region_uses_the_dr_copy(aws: Aws, tmp_path: Path, f
 
 
 def test_instance_in_another_region_without_a_copy_is_a_clear_error(aws: Aws, tmp_path: Path, fast_kdf):
-    from safehold.engine.ebs import restore_ebs
-
     context, _volume, token, _ = backed_up_volume(aws, tmp_path)
     instance = aws.instance(region="eu-west-1")
     with pytest.raises(errors.EbsInstanceInOtherRegion, match="is in eu-west-1, not in us-east-1") as caught:
@@ -105,8 +104,6 @@ def test_instance_in_another_region_without_a_copy_is_a_clear_error(aws: Aws, tm
 
 def test_restore_from_the_repository_when_the_ebs_snapshots_are_gone(aws: Aws, tmp_path: Path, fast_kdf):
     """3-2-1: the account's snapshots are lost; the repository's copy becomes a volume in the DR region."""
-    from safehold.engine.ebs import restore_ebs
-
     context, volume, token, result = backed_up_volume(aws, tmp_path, copy_blocks=True)
     expected = aws.volume_blocks(volume)
     aws.client("ec2").delete_snapshot(SnapshotId=token["snapshot"])
@@ -189,3 +186,58 @@ def test_cli_backup_then_restore_latest_from_the_repository(aws: Aws, tmp_path: 
         Filters=[{"Name": "attachment.instance-id", "Values": [instance]}])["Volumes"]
     restored = [v["VolumeId"] for v in volumes if v["Attachments"][0]["Device"] == "/dev/sdf"]
     assert len(restored) == 1 and aws.volume_blocks(restored[0]) == aws.volume_blocks(volume)
+
+
+def _with_restore_test(tmp_path: Path, check: dict):
+    import yaml
+
+    from safehold.engine.context import Context
+
+    path = tmp_path / "targets.yml"
+    config = yaml.safe_load(path.read_text())
+    config["targets"][0]["restore_test"] = {"every": "7d", "health_check": check}
+    path.write_text(yaml.safe_dump(config))
+    return Context.load(path, threads=2)
+
+
+def test_restore_test_of_an_ebs_target_checks_the_volume_image(aws: Aws, tmp_path: Path, fast_kdf):
+    """copy_blocks: the volume's image comes out of the repository into the sandbox, no AWS call made."""
+    import hashlib
+
+    from safehold.engine.restore_test import run_restore_test
+
+    context, volume, _token, _result = backed_up_volume(aws, tmp_path, copy_blocks=True, blocks=3)
+    context.close()
+    digest = hashlib.sha256()
+    for index in range(3):
+        digest.update(pattern(100 + index))
+        digest.update(bytes(2 * BLOCK))
+    size = 1 << 30
+    remaining = size - 9 * BLOCK
+    zeros = bytes(1 << 20)
+    while remaining:
+        piece = min(remaining, len(zeros))
+        digest.update(zeros[:piece])
+        remaining -= piece
+    context = _with_restore_test(tmp_path, {"type": "checksum", "path": volume, "sha256": digest.hexdigest()})
+    try:
+        aws.stats(reset=True)
+        result = run_restore_test(context, "db-ebs")
+        assert result.passed and result.files == 1, result
+        assert not any(aws.stats().values()), "a restore test of the repository's copy calls no AWS API"
+    finally:
+        context.close()
+
+
+def test_restore_test_of_an_ebs_target_without_copied_blocks_names_the_way(aws: Aws, tmp_path: Path, fast_kdf):
+    from safehold.engine.restore_test import run_restore_test
+
+    context, _volume, _token, _result = backed_up_volume(aws, tmp_path, copy_blocks=False)
+    context.close()
+    context = _with_restore_test(tmp_path, {"type": "command", "run": "true"})
+    try:
+        with pytest.raises(errors.UsageError, match="copy_blocks: false.*--destination-instance"):
+            run_restore_test(context, "db-ebs")
+        assert not list((Path(context.config.state_dir) / "restore-tests").iterdir())
+    finally:
+        context.close()

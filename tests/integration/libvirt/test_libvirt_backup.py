@@ -15,7 +15,8 @@ from libvirt_support import DISK_SIZE, same_contents
 
 from safehold import errors
 from safehold.engine.backup import backup_target
-from safehold.engine.libvirt import list_checkpoints, restore_domain
+from safehold.engine.libvirt import list_checkpoints
+from safehold.engine.restore import restore_snapshot
 
 MiB = 1024 * 1024
 CHUNK = 512 * 1024
@@ -27,6 +28,13 @@ def job_warnings(context, job_id: int) -> list[str]:
 
 def scratch_folders() -> set[str]:
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "safehold-libvirt-*")))
+
+
+def restore_domain(context, snapshot_id, **options):
+    """A libvirt restore through the one restore job; options as LibvirtOptions (``image_format`` = format)."""
+    if "image_format" in options:
+        options["format"] = options.pop("image_format")
+    return restore_snapshot(context, snapshot_id, {"kind": "libvirt", **options})
 
 
 def test_full_then_incremental_restores_byte_for_byte(make_domain, safehold, connection, tmp_path):
@@ -65,7 +73,7 @@ def test_full_then_incremental_restores_byte_for_byte(make_domain, safehold, con
     domain.flush()
     latest_qcow2 = restore_domain(context, incremental.snapshot_id, images_dir=str(tmp_path / "restored"),
                                   define=f"{domain.name}-copy")
-    image = Path(latest_qcow2.result.disks["vda"])
+    image = Path(latest_qcow2.details["disks"]["vda"])
     assert image.name.endswith(".qcow2")
     compared = same_contents(domain.image, image)
     assert compared.returncode == 0, compared.stdout + compared.stderr
@@ -78,11 +86,11 @@ def test_full_then_incremental_restores_byte_for_byte(make_domain, safehold, con
         copy.undefine()
 
     first_raw = restore_domain(context, full.snapshot_id, images_dir=str(tmp_path / "raw"), image_format="raw")
-    assert first_raw.result.action == "images"
-    compared = same_contents(at_full, Path(first_raw.result.disks["vda"]))
+    assert first_raw.details["action"] == "images"
+    compared = same_contents(at_full, Path(first_raw.details["disks"]["vda"]))
     assert compared.returncode == 0, compared.stdout + compared.stderr
     # The older snapshot really is older: it differs from the disk now.
-    assert same_contents(domain.image, Path(first_raw.result.disks["vda"])).returncode == 1
+    assert same_contents(domain.image, Path(first_raw.details["disks"]["vda"])).returncode == 1
 
 
 def test_checkpoints_are_chained_and_pruned(make_domain, safehold, libvirt_uri):
@@ -119,7 +127,7 @@ def test_shut_off_domain_is_read_paused_and_stays_off(make_domain, safehold, tmp
     assert token["incremental"] == "dirty-bitmap"
     assert second.summary["bytes_read"] == CHUNK
     restored = restore_domain(context, second.snapshot_id, images_dir=str(tmp_path / "r"), image_format="raw")
-    compared = same_contents(domain.image, Path(restored.result.disks["vda"]))
+    compared = same_contents(domain.image, Path(restored.details["disks"]["vda"]))
     assert compared.returncode == 0, compared.stdout + compared.stderr
 
 
@@ -209,7 +217,7 @@ def test_replace_disk_of_a_shut_off_domain(make_domain, safehold, tmp_path):
 
     domain.stop()
     outcome = restore_domain(context, good.snapshot_id, replace=domain.name)
-    assert outcome.result.disks == {"vda": str(domain.image)}
+    assert outcome.details["disks"] == {"vda": str(domain.image)}
     compared = same_contents(expected, domain.image)
     assert compared.returncode == 0, compared.stdout + compared.stderr
     assert domain.checkpoints() == []  # their bitmaps were in the replaced image

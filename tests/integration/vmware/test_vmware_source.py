@@ -73,8 +73,6 @@ def test_full_then_incremental_reads_only_what_changed(tmp_path, lab, monkeypatc
 
 
 def test_restore_as_new_vm_and_onto_existing_disk(tmp_path, lab, monkeypatch, fast_kdf) -> None:
-    from safehold.engine.vmware import restore_vm
-
     lab.resize_disk(VM, 8 * MiB)
     lab.write(VM, 64 * 1024, os.urandom(MiB))
     lab.write(VM, 7 * MiB, b"tail" * 100)
@@ -85,7 +83,7 @@ def test_restore_as_new_vm_and_onto_existing_disk(tmp_path, lab, monkeypatch, fa
     backup = backup_target(context, "vms")
 
     outcome = restore_vm(context, backup.snapshot_id, new_vm="restored-vm", power_on=True)
-    assert outcome.created and len(outcome.disks) == 1
+    assert outcome["created"] and len(outcome["disks"]) == 1
     assert lab.read("restored-vm") == expected
     restored = lab.vm("restored-vm")
     assert str(restored.runtime.powerState) == "poweredOn"
@@ -93,14 +91,21 @@ def test_restore_as_new_vm_and_onto_existing_disk(tmp_path, lab, monkeypatch, fa
 
     lab.write(VM, 0, b"ransomware" * 10000)
     with pytest.raises(errors.DestinationError, match="powered on"):
-        restore_vm(context, backup.snapshot_id, onto_vm=VM)
+        restore_vm(context, backup.snapshot_id, vm=VM)
     lab.wait(lab.vm(VM).PowerOffVM_Task())
-    outcome = restore_vm(context, backup.snapshot_id, onto_vm=VM)
-    assert not outcome.created and outcome.bytes_written == 8 * MiB
+    outcome = restore_vm(context, backup.snapshot_id, vm=VM)
+    assert not outcome["created"] and outcome["bytes_written"] == 8 * MiB
     assert lab.read(VM) == expected
 
     with pytest.raises(errors.DestinationError, match="exists"):
         restore_vm(context, backup.snapshot_id, new_vm="restored-vm")
+
+
+def restore_vm(context: Context, snapshot_id: str, **options):
+    """A vSphere restore through the one restore job; returns the destination's details."""
+    from safehold.engine.restore import restore_snapshot
+
+    return restore_snapshot(context, snapshot_id, {"kind": "vmware", **options}).details
 
 
 def restored_image(context: Context, snapshot_id: str, tmp_path: Path) -> bytes:
@@ -198,7 +203,7 @@ def test_wrong_or_missing_password_is_a_clear_connect_error(tmp_path, lab, monke
 
 
 def test_selection_by_folder_tag_and_glob(tmp_path, lab, monkeypatch, fast_kdf) -> None:
-    from safehold.engine.vmware import list_target_vms, restore_vm
+    from safehold.engine.vmware import list_target_vms
 
     lab.tag("backup", "daily", "DC0_H0_VM1", "DC0_C0_RP0_VM0")
     context = make_context(tmp_path, lab, monkeypatch, vms=[], tags=["backup/daily"])

@@ -1,0 +1,103 @@
+"""The options of each restore destination kind, as pydantic models.
+
+These are the one definition of a restore destination: the engine validates a destination spec
+(``{"kind": "libvirt", "images_dir": ..., "define": ...}``) with them, the job queue stores it, and
+the API's schema (``/openapi.json``) is built from them. They hold plain values only; how to reach
+a platform (libvirt URI, vCenter, Hyper-V host, AWS region) is resolved by the engine from the
+configuration and handed to the destination beside them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _PathOptions(_Options):
+    includes: list[str] = Field(default_factory=list, description="Only these paths (disks, for images).")
+    overwrite: bool = Field(False, description="Allow a non-empty directory, replace an existing file.")
+    special_files: bool = Field(False, description="Create device nodes and keep setuid/setgid bits.")
+
+
+class DirectoryOptions(_PathOptions):
+    """File snapshots into a directory."""
+
+    kind: Literal["directory"]
+    path: str = Field(description="Directory to restore into (made if missing; must be empty without overwrite).")
+
+
+class ImageOptions(_PathOptions):
+    """Disk images: one disk to a file or block device, several (or ``into_directory``) into a directory."""
+
+    kind: Literal["image"]
+    path: str = Field(description="Image file or block device (one disk), or directory (several disks).")
+    into_directory: bool = Field(False, description="Write even a single disk into the directory ``path``.")
+    flatten_names: bool = Field(False, description="In a directory, write a disk named by several components "
+                                "(a VMware 'vm/Hard disk 1') as one name joined with '-'.")
+
+
+class LibvirtOptions(_Options):
+    """A libvirt domain's disks: as images, as a new domain, or over a shut-off domain's disks."""
+
+    kind: Literal["libvirt"]
+    images_dir: str | None = Field(None, description="Folder for the restored images (not with replace).")
+    format: Literal["qcow2", "raw"] = Field("qcow2", description="Image format.")
+    define: str | None = Field(None, description="Define a new domain of this name from the saved XML.")
+    replace: str | None = Field(None, description="Overwrite the disk images of this shut-off domain.")
+    disks: list[str] = Field(default_factory=list, description="Only these disks (e.g. vda); default all.")
+    overwrite: bool = Field(False, description="Replace existing image files in images_dir.")
+    uri: str | None = Field(None, description="libvirt URI (default: the one the backup used).")
+
+
+class VmwareOptions(_Options):
+    """One VM of a vmware snapshot: as a new VM, or onto a disk of an existing powered-off VM."""
+
+    kind: Literal["vmware"]
+    new_vm: str | None = Field(None, description="Create a VM of this name with the saved disks.")
+    vm: str | None = Field(None, description="Overwrite a disk of this existing, powered-off VM.")
+    disk: str | None = Field(None, description="With vm: the disk label (e.g. 'Hard disk 1').")
+    source_vm: str | None = Field(None, description="The VM to take when the snapshot holds several.")
+    datacenter: str | None = None
+    folder: str | None = None
+    resource_pool: str | None = None
+    datastore: str | None = None
+    power_on: bool = Field(False, description="With new_vm: power the VM on afterwards.")
+
+
+class HypervOptions(_Options):
+    """A new VM on the Hyper-V host of the snapshot's target."""
+
+    kind: Literal["hyperv"]
+    name: str = Field(description="Name of the new VM; an existing VM is never replaced.")
+    host_path: str = Field(description="Folder on the host for the VM and its disks, e.g. D:\\VMs.")
+    scratch: str | None = Field(None, description="Local folder for the disks while converting.")
+
+
+class EbsOptions(_Options):
+    """A new EBS volume attached to an EC2 instance (from an EBS snapshot id or a repository image)."""
+
+    kind: Literal["ebs"]
+    instance: str = Field(description="EC2 instance id to attach the new volume to.")
+    device: str | None = Field(None, description="Device name (default: the first free of /dev/sdf-/dev/sdp).")
+    region: str | None = Field(None, description="The snapshot's region (default: the configuration's).")
+    include: str | None = Field(None, description="From a repository snapshot of several images: this one.")
+    timeout: float = Field(3600.0, description="Seconds to wait for snapshots and volumes.")
+
+
+DestinationOptions = Annotated[Union[DirectoryOptions, ImageOptions, LibvirtOptions, VmwareOptions, HypervOptions,
+                                     EbsOptions], Field(discriminator="kind")]
+#: The platform kinds the API accepts in ``params.to`` (directory and image go through ``params.destination``).
+PlatformOptions = Annotated[Union[LibvirtOptions, VmwareOptions, HypervOptions, EbsOptions],
+                            Field(discriminator="kind")]
+
+
+def parse_options(spec: dict) -> _Options:
+    """Validate a destination spec; pydantic's ValidationError names the bad field."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(DestinationOptions).validate_python(spec)

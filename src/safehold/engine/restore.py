@@ -184,7 +184,8 @@ def build_destination(context: Context, options: Any, restore_root: str | None =
         return cls(options, threads=threads, restore_root=restore_root)
     if options.kind == "libvirt":
         if restore_root is not None and options.images_dir is not None:
-            # An API restore: the images folder lies below the root, with no symlink on the way.
+            # An API restore: the images folder lies below the root, with no symlink on the way
+            # (checked here, before plan; the destination writes through the same walk).
             from ..restore.local import Place
 
             place = Place(options.images_dir, restore_root)
@@ -192,7 +193,7 @@ def build_destination(context: Context, options: Any, restore_root: str | None =
                 place.check()
             finally:
                 place.close()
-        return cls(options, threads=threads)
+        return cls(options, threads=threads, restore_root=restore_root)
     if options.kind in ("vmware", "hyperv"):
         return cls(options, connect=_connector(context, options.kind), threads=threads)
     from .ebs import aws_location, clients_for

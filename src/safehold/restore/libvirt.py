@@ -14,6 +14,7 @@ their bitmaps lived in the replaced images (the next backup of it is therefore f
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ..text import printable
 from .base import BlobReader, Progress, RestoreReport, SnapshotInfo
 from .directory import valid_name
 from .image import restore_image
+from .local import Place
 from .options import LibvirtOptions
 
 FORMATS = ("qcow2", "raw")
@@ -43,24 +45,64 @@ class DomainRestoreResult:
 
 
 def restore_disk(reader: BlobReader, item: dict, path: str, image_format: str, *, overwrite: bool = False,
-                 threads: int | None = None, on_progress: Callable[[int], None] | None = None) -> tuple[int, list]:
-    """One disk item to ``path`` as raw or qcow2; returns (bytes written, damaged ranges)."""
+                 threads: int | None = None, on_progress: Callable[[int], None] | None = None,
+                 dir_fd: int | None = None) -> tuple[int, list]:
+    """One disk item to ``path`` as raw or qcow2; returns (bytes written, damaged ranges).
+
+    With ``dir_fd``, ``path`` is a single name inside that open directory and nothing is resolved
+    by path: the raw image is written through the descriptor, the qcow2 output is first made as a
+    fresh regular file there (``O_EXCL|O_NOFOLLOW``, so no link planted at its name is followed),
+    and ``qemu-img`` reaches both through ``/proc/self/fd/DIR_FD/NAME``, which names the directory
+    the descriptor holds, not whatever a path would lead to by then."""
     if image_format not in FORMATS:
         raise DestinationError(destination=path, detail=f"unknown image format {image_format!r}; use qcow2 or raw")
-    if os.path.exists(path) and not overwrite:
+    if dir_fd is None and os.path.exists(path) and not overwrite:
         raise DestinationError(destination=path, detail="file exists")
     raw = path if image_format == "raw" else f"{path}.safehold-raw"
     try:
-        result = restore_image(reader, item, raw, overwrite=True, threads=threads, on_progress=on_progress)
+        result = restore_image(reader, item, raw, overwrite=overwrite if raw == path else True, threads=threads,
+                               on_progress=on_progress, dir_fd=dir_fd)
         if image_format == "qcow2":
-            convert = subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, path],
-                                     capture_output=True, text=True)
+            if dir_fd is None:
+                source, target, keep = raw, path, ()
+            else:
+                _fresh_file(dir_fd, path, overwrite)
+                source, target, keep = f"/proc/self/fd/{dir_fd}/{raw}", f"/proc/self/fd/{dir_fd}/{path}", (dir_fd,)
+            convert = subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", source, target],
+                                     capture_output=True, text=True, pass_fds=keep)
             if convert.returncode != 0:
                 raise DestinationError(destination=path, detail=f"qemu-img convert failed: {convert.stderr.strip()}")
     finally:
-        if raw != path and os.path.exists(raw):
-            os.unlink(raw)
+        if raw != path:
+            _remove(raw, dir_fd)
     return result.bytes_written, result.damaged_ranges
+
+
+def _fresh_file(dir_fd: int, name: str, overwrite: bool) -> None:
+    """An empty regular file ``name`` in ``dir_fd``, made here; an old regular file goes first
+    (with ``overwrite``), anything else at the name is refused."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        info = None
+    if info is not None:
+        if not stat.S_ISREG(info.st_mode):
+            raise DestinationError(destination=printable(name), detail="exists and is not a regular file")
+        if not overwrite:
+            raise DestinationError(destination=printable(name), detail="file exists")
+        os.unlink(name, dir_fd=dir_fd)
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dir_fd))
+    except OSError as exc:
+        raise DestinationError(destination=printable(name), detail=exc.strerror or str(exc)) from exc
+
+
+def _remove(name: str, dir_fd: int | None) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def new_domain_xml(saved_xml: str, name: str, disks: dict[str, tuple[str, str]]) -> str:
@@ -151,13 +193,15 @@ class LibvirtDestination:
     saved XML (``define``), or over the images of a shut-off domain (``replace``: written beside
     them and renamed over them by ``commit``, so a failure leaves the old disks)."""
 
-    def __init__(self, options: LibvirtOptions, *, threads: int | None = None) -> None:
+    def __init__(self, options: LibvirtOptions, *, threads: int | None = None,
+                 restore_root: str | None = None) -> None:
         if options.define and options.replace:
             raise UsageError("--define and --replace exclude each other: restore as a new domain or into one")
         if not options.replace and not options.images_dir:
             raise UsageError("name the folder for the restored images with --images-dir")
         self.options = options
         self.threads = threads
+        self.restore_root = restore_root  # API restores: images_dir lies below it, walked without links
         self.uri = options.uri or "qemu:///system"
         self.written: list[str] = []  # image files write made (temporary ones, with replace)
         self.result: DomainRestoreResult | None = None
@@ -211,26 +255,53 @@ class LibvirtDestination:
         options = self.options
         result = DomainRestoreResult(domain=options.define or options.replace,
                                      action="define" if options.define else "replace" if options.replace else "images")
-        if not options.replace and not os.path.isdir(options.images_dir):
-            os.makedirs(options.images_dir)
-            self.made_folder = options.images_dir
-        for name, item in zip(self.wanted, plan):
-            path, disk_format = self.places[name]
-            if not os.path.exists(path):
-                self.written.append(path)
-            elif options.replace:
-                self.written.append(path)  # a temporary file an earlier failed run left: ours
-            written, damaged = restore_disk(reader, item, path, disk_format,
-                                            overwrite=options.overwrite or bool(options.replace),
-                                            threads=self.threads,
-                                            on_progress=lambda done, base=result.bytes_written: progress(base + done, name))
-            result.bytes_written += written
-            result.damaged_ranges += [f"{name}: bytes {offset}-{offset + length - 1}" for offset, length in damaged]
-            result.disks[name] = self.final[name]
+        folder = None if options.replace else self._open_images_dir()
+        try:
+            for name, item in zip(self.wanted, plan):
+                path, disk_format = self.places[name]
+                if not os.path.exists(path):
+                    self.written.append(path)
+                elif options.replace:
+                    self.written.append(path)  # a temporary file an earlier failed run left: ours
+                # New images are written through the folder's descriptor, by their single name;
+                # replace writes beside the domain's own images, whose paths libvirt gave us.
+                written, damaged = restore_disk(
+                    reader, item, path if folder is None else os.path.basename(path), disk_format,
+                    overwrite=options.overwrite or bool(options.replace), threads=self.threads,
+                    on_progress=lambda done, base=result.bytes_written: progress(base + done, name), dir_fd=folder)
+                result.bytes_written += written
+                result.damaged_ranges += [f"{name}: bytes {offset}-{offset + length - 1}" for offset, length in damaged]
+                result.disks[name] = self.final[name]
+        finally:
+            if folder is not None:
+                os.close(folder)
         self.result = result
         self.report = RestoreReport(files=len(self.wanted), bytes_written=result.bytes_written,
                                     damaged=list(result.damaged_ranges), details=result.as_dict())
         return self.report
+
+    def _open_images_dir(self) -> int:
+        """The images folder as an open descriptor (made if missing): below the restore root by a
+        walk that follows no link (API restores), else the operator's path as given."""
+        images_dir = self.options.images_dir
+        assert images_dir is not None
+        existed = os.path.isdir(images_dir)
+        if self.restore_root is not None:
+            place = Place(images_dir, self.restore_root)
+            try:
+                folder = place.directory()
+            finally:
+                place.close()
+            assert folder is not None
+        else:
+            try:
+                os.makedirs(images_dir, exist_ok=True)
+                folder = os.open(images_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise DestinationError(destination=images_dir, detail=exc.strerror or str(exc)) from exc
+        if not existed:
+            self.made_folder = images_dir
+        return folder
 
     def commit(self) -> None:
         self.made_folder = None  # kept from here on: it holds the restored images

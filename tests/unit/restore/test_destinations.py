@@ -3,6 +3,8 @@ the queue and the API (platform destinations are exercised for real in tests/con
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -95,3 +97,49 @@ def test_flattened_disk_names_stay_single_components(context, tmp_path) -> None:
     assert caught.value.fields["outcome"].damaged == ["../escape: unsafe disk name, not restored",
                                                       "a/../b: unsafe disk name, not restored"]
     assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("image_format", ["raw", "qcow2"])
+def test_libvirt_images_below_the_restore_root_never_go_through_a_symlink(memory_repository, tmp_path,
+                                                                         image_format) -> None:
+    """An API restore's images folder is walked from the restore root without following links, and
+    the images are written through the folder's descriptor (qemu-img included), so a symlink an
+    earlier restore planted, on the way or at an image's name, is refused and nothing outside changes."""
+    from safehold.restore.base import SnapshotInfo
+    from safehold.restore.libvirt import LibvirtDestination
+    from safehold.restore.options import LibvirtOptions
+
+    root, outside = tmp_path / "restores", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "vm-vda.img").write_bytes(b"precious")
+    written = write_snapshot(memory_repository, [disk(b"vda", b"disk data" * 1000)], kind="image", target="vm")
+    info = SnapshotInfo(id=written.id, short_id=written.id[:8], target="vm", kind="images",
+                        source={"domain_xml": "<domain><name>vm</name><devices/></domain>", "domain": "vm"})
+    suffix = image_format  # images are named DOMAIN-DISK.FORMAT
+
+    def restore(images_dir: Path) -> LibvirtDestination:
+        destination = LibvirtDestination(LibvirtOptions(kind="libvirt", images_dir=str(images_dir),
+                                                        format=image_format), restore_root=str(root))
+        plan = destination.plan(info, list(memory_repository.read_tree(written)))
+        try:
+            destination.write(memory_repository, plan, lambda done, current: None)
+            destination.commit()
+        except errors.SafeholdError:
+            destination.rollback()
+            raise
+        return destination
+
+    (root / "planted").symlink_to(outside)  # a folder on the way is a link out of the root
+    with pytest.raises(errors.DestinationError, match="symlink or not a directory"):
+        restore(root / "planted")
+    (root / "vms").mkdir()  # a link at the image's own name
+    (root / "vms" / f"vm-vda.{suffix}").symlink_to(outside / "vm-vda.img")
+    with pytest.raises(errors.DestinationError):
+        restore(root / "vms")
+    assert sorted(p.name for p in outside.iterdir()) == ["vm-vda.img"]
+    assert (outside / "vm-vda.img").read_bytes() == b"precious"
+    (root / "vms" / f"vm-vda.{suffix}").unlink()
+    restore(root / "vms")  # and without the links, it restores
+    assert (root / "vms" / f"vm-vda.{suffix}").is_file()
+    assert sorted(p.name for p in (root / "vms").iterdir()) == [f"vm-vda.{suffix}"]  # no raw leftover

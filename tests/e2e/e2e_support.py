@@ -19,6 +19,7 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -414,3 +415,31 @@ HUMAN_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024*
 def parse_human(text: str) -> float:
     number, unit = re.fullmatch(r"([\d.]+) (B|KiB|MiB|GiB|TiB)", text.strip()).groups()
     return float(number) * HUMAN_UNITS[unit]
+
+
+def catalog_writable(state: Path) -> bool:
+    """True when no process holds the catalog's write lock (a stopped backup might)."""
+    connection = sqlite3.connect(state / "catalog.db", timeout=0)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
+def pause_outside_catalog_write(process: subprocess.Popen, state: Path, tries: int, interval: float) -> None:
+    """SIGSTOP ``process`` at a moment it does not hold the catalog's write lock (so other commands,
+    which record jobs, can still run); fails the test if every try found it holding the lock."""
+    import pytest
+
+    for _ in range(tries):
+        process.send_signal(signal.SIGSTOP)
+        if catalog_writable(state):
+            return
+        process.send_signal(signal.SIGCONT)
+        time.sleep(interval)
+    pytest.fail("the process held the catalog's write lock at every try")
+

@@ -14,7 +14,6 @@ import os
 import re
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from e2e_support import (
     make_dataset,
     make_workspace,
     parse_table,
+    pause_outside_catalog_write,
     tree_manifest,
     wait_for,
     write_file,
@@ -256,19 +256,6 @@ def test_two_backups_of_different_targets_at_once(workspace: Workspace, tmp_path
     assert ws.json("check", "--read-data")["ok"] is True
 
 
-def catalog_writable(state: Path) -> bool:
-    """True when no process holds the catalog's write lock (a stopped backup might)."""
-    connection = sqlite3.connect(state / "catalog.db", timeout=0)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        connection.close()
-
-
 def test_prune_refused_while_a_backup_runs_and_waits_with_wait(workspace: Workspace, tmp_path: Path):
     ws = workspace
     rng = random.Random(8)
@@ -287,14 +274,7 @@ def test_prune_refused_while_a_backup_runs_and_waits_with_wait(workspace: Worksp
         wait_for(lambda: ws.lock_files() or backup.poll() is not None, timeout=120, what="the backup's lock")
         # Freeze it while it holds the lock (and not the catalog's write lock): the test no
         # longer depends on how long the backup takes.
-        for _ in range(100):
-            backup.send_signal(signal.SIGSTOP)
-            if catalog_writable(ws.state):
-                break
-            backup.send_signal(signal.SIGCONT)
-            time.sleep(0.02)
-        else:
-            pytest.fail("the backup held the catalog's write lock at every try")
+        pause_outside_catalog_write(backup, ws.state, tries=100, interval=0.02)
         assert backup.poll() is None and ws.lock_files(), "the backup ended before prune could meet it"
 
         refused = ws.run("prune", ok=False)

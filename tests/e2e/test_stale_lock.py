@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import Workspace, assert_clean_error, tree_manifest, wait_for, write_file
-from test_faults import catalog_writable
+from e2e_support import (Workspace, assert_clean_error, pause_outside_catalog_write, tree_manifest, wait_for,
+                          write_file)
 
 pytestmark = pytest.mark.slow
 
@@ -51,14 +51,7 @@ def test_backup_paused_past_its_stale_lock_and_pruned_fails_without_a_snapshot(w
         wait_for(lambda: ws.pack_files() - packs_before or backup.poll() is not None, timeout=120,
                  what="the backup's first pack")
         # Freeze it while it does not hold the catalog's write lock (prune records a job too).
-        for _ in range(200):
-            backup.send_signal(signal.SIGSTOP)
-            if catalog_writable(ws.state):
-                break
-            backup.send_signal(signal.SIGCONT)
-            time.sleep(0.01)
-        else:
-            pytest.fail("the backup held the catalog's write lock at every try")
+        pause_outside_catalog_write(backup, ws.state, tries=200, interval=0.01)
         assert backup.poll() is None, "the backup ended before it could be paused"
         written = ws.pack_files() - packs_before
         assert written, "the backup was paused before writing a pack"

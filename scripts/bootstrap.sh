@@ -39,12 +39,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv --system-site-packages .venv
 fi
 # Every package comes from a lock file with hashes (scripts/lock.sh makes them), so a new release
-# upstream cannot change what the quickstart or the tests run: requirements/test.txt for the test
-# extras, requirements/base.txt otherwise. safehold itself is then installed editable without its
+# upstream cannot change what the quickstart or the tests run: requirements/test.lock for the test
+# extras, requirements/base.lock otherwise. safehold itself is then installed editable without its
 # dependencies and without build isolation (the build tools are pinned in the same lock).
 case "$EXTRAS" in
-    "") lock=requirements/base.txt ;;
-    test) lock=requirements/test.txt ;;
+    "") lock=requirements/base.lock ;;
+    test) lock=requirements/test.lock ;;
     *) echo "error: no lock file for extras '$EXTRAS' (known: none, test); see scripts/lock.sh" >&2; exit 2 ;;
 esac
 log=$(mktemp)

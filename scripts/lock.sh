@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Refresh the lock files that pin every Python package the quickstart and the tests install:
-#   requirements/test.txt  safehold[test] (everything the test suite needs) + build tools
-#   requirements/base.txt  safehold's own dependencies + build tools (the quickstart), the same
-#                          versions as test.txt (constrained by it)
+#   requirements/test.lock  safehold[test] (everything the test suite needs) + build tools
+#   requirements/base.lock  safehold's own dependencies + build tools (the quickstart), the same
+#                          versions as test.lock (constrained by it)
 # Both carry sha256 hashes of every file PyPI serves for each pinned version; scripts/bootstrap.sh
 # installs with --require-hashes. pyproject.toml keeps ranges for users of `pip install safehold`.
 #
@@ -33,12 +33,12 @@ header() {
 }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # Start from the current lock, so only what must change (or what "$@" asks to) changes.
-[ -f requirements/test.txt ] && cp requirements/test.txt "$tmp/test.txt"
+[ -f requirements/test.lock ] && cp requirements/test.lock "$tmp/test.txt"
 "$tool/bin/uv" pip compile pyproject.toml requirements/build.in --extra test "${common[@]}" -o "$tmp/test.txt" "$@"
-{ header "pyproject.toml [test] + requirements/build.in"; cat "$tmp/test.txt"; } > requirements/test.txt
-"$tool/bin/uv" pip compile pyproject.toml requirements/build.in -c requirements/test.txt "${common[@]}" \
+{ header "pyproject.toml [test] + requirements/build.in"; cat "$tmp/test.txt"; } > requirements/test.lock
+"$tool/bin/uv" pip compile pyproject.toml requirements/build.in -c requirements/test.lock "${common[@]}" \
     -o "$tmp/base.txt"
-{ header "pyproject.toml + requirements/build.in, constrained by requirements/test.txt"; cat "$tmp/base.txt"; } \
-    > requirements/base.txt
-echo "requirements/test.txt: $(grep -c '^[A-Za-z0-9].*==' requirements/test.txt) packages;" \
-     "requirements/base.txt: $(grep -c '^[A-Za-z0-9].*==' requirements/base.txt) packages"
+{ header "pyproject.toml + requirements/build.in, constrained by requirements/test.lock"; cat "$tmp/base.txt"; } \
+    > requirements/base.lock
+echo "requirements/test.lock: $(grep -c '^[A-Za-z0-9].*==' requirements/test.lock) packages;" \
+     "requirements/base.lock: $(grep -c '^[A-Za-z0-9].*==' requirements/base.lock) packages"

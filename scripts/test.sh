@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (system packages, checked against
 # requirements/debian.txt; .venv with the test extras, pinned with hashes by
-# requirements/test.txt), starts the real services on loopback, runs the whole test suite and
+# requirements/test.lock), starts the real services on loopback, runs the whole test suite and
 # stops the services again. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."

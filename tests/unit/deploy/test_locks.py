@@ -44,28 +44,28 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 
 def test_every_dependency_is_pinned_with_hashes():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    base, test = _lock("base.txt"), _lock("test.txt")
+    base, test = _lock("base.lock"), _lock("test.lock")
     build = _requirement_names(["setuptools", "wheel"])
     assert _requirement_names(project["dependencies"]) | build <= set(base)
     assert _requirement_names(project["dependencies"] + project["optional-dependencies"]["test"]) | build <= set(test)
-    for name, entries in (("base.txt", base), ("test.txt", test)):
+    for name, entries in (("base.lock", base), ("test.lock", test)):
         unhashed = [package for package, (_version, hashes) in entries.items() if hashes == 0]
         assert not unhashed, f"requirements/{name}: no hash for {unhashed}"
 
 
 def test_the_quickstart_lock_agrees_with_the_test_lock():
-    # base.txt is compiled with test.txt as constraints: one version of each package everywhere.
-    base, test = _lock("base.txt"), _lock("test.txt")
+    # base.lock is compiled with test.lock as constraints: one version of each package everywhere.
+    base, test = _lock("base.lock"), _lock("test.lock")
     differing = {name: (version, test[name][0]) for name, (version, _) in base.items()
                  if name in test and test[name][0] != version}
-    assert not differing, f"base.txt and test.txt pin different versions: {differing}"
+    assert not differing, f"base.lock and test.lock pin different versions: {differing}"
     assert set(base) <= set(test)
 
 
 def test_bootstrap_installs_from_the_locks_with_hashes():
     bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text()
     assert "--require-hashes" in bootstrap
-    assert "requirements/base.txt" in bootstrap and "requirements/test.txt" in bootstrap
+    assert "requirements/base.lock" in bootstrap and "requirements/test.lock" in bootstrap
     # safehold itself without its dependencies and without fetching unpinned build tools
     assert "--no-deps --no-build-isolation" in bootstrap
 

@@ -88,10 +88,13 @@ class Context:
         # The unwrapped key is kept for the life of this context (in memory only), so
         # 'backup --all' pays the deliberately slow key derivation once, not per target.
         if self._unlocked is None:
+            remembered = self._remembered_keys()
+            last = remembered.get(self.repository_url)
             repository = Repository.open(self.backend(), self.password(), key_id=self.key_id,
-                                         preferred=self._last_key())
+                                         preferred=[last] if isinstance(last, str) else [])
             self._unlocked = (repository.master, repository.key_name)
-            self._remember_key(repository.key_name)
+            if last != repository.key_name:
+                self._remember_key(remembered, repository.key_name)
         else:
             repository = Repository.open(self.backend(), b"", unlocked=self._unlocked)
         if self.compression is not None:
@@ -106,26 +109,18 @@ class Context:
     def _key_memory(self) -> Path:
         return Path(self.config.state_dir) / "last-keys.json"
 
-    def _last_key(self) -> list[str]:
+    def _remembered_keys(self) -> dict:
+        """repository url -> the key file that last opened it ({} when none is remembered)."""
         try:
             remembered = json.loads(self._key_memory().read_text())
         except (OSError, ValueError):
-            return []
-        name = remembered.get(self.repository_url) if isinstance(remembered, dict) else None
-        return [name] if isinstance(name, str) else []
+            return {}
+        return remembered if isinstance(remembered, dict) else {}
 
-    def _remember_key(self, key_name: str) -> None:
-        if self._last_key() == [key_name]:
-            return
+    def _remember_key(self, remembered: dict, key_name: str) -> None:
         path = self._key_memory()
         try:
-            try:
-                remembered = json.loads(path.read_text())
-            except (OSError, ValueError):
-                remembered = {}
-            if not isinstance(remembered, dict):
-                remembered = {}
-            remembered[self.repository_url] = key_name
+            remembered = dict(remembered, **{self.repository_url: key_name})
             make_private_directory(path.parent)
             temporary = path.with_name(f".{path.name}.{os.getpid()}")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -83,3 +83,14 @@ def fingerprint(root: Path) -> dict[str, tuple]:
             seen[os.path.relpath(path, root)] = (info.st_mode, info.st_ino, info.st_uid, info.st_gid,
                                                  info.st_mtime_ns, info.st_nlink, extra)
     return seen
+
+
+def make_sentinel(path: Path) -> Path:
+    """A small tree at ``path`` that a restore beside it must never change (see ``fingerprint``)."""
+    (path / "dir").mkdir(parents=True)
+    (path / "secret").write_bytes(b"do not touch")
+    (path / "dir" / "inner").write_bytes(b"nor this")
+    os.chmod(path, 0o750)
+    os.chmod(path / "dir", 0o700)
+    return path
+

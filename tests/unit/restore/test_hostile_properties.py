@@ -18,13 +18,16 @@ import os
 import shutil
 import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile_support import base, directory, disk, file, fingerprint, hardlink, symlink, write_snapshot
+from hostile_support import (base, directory, disk, file, fingerprint, hardlink, make_sentinel, symlink,
+                             write_snapshot)
 
 from safehold import errors
 from safehold.repository import Repository
@@ -67,13 +70,23 @@ def _resolve(value: object, outside: bytes) -> object:
     return value.replace(OUT, outside) if isinstance(value, bytes) else value
 
 
-def _sentinel(base_dir: Path) -> Path:
-    outside = base_dir / "outside"
-    (outside / "dir").mkdir(parents=True)
-    (outside / "secret").write_bytes(b"do not touch")
-    (outside / "dir" / "inner").write_bytes(b"nor this")
-    os.chmod(outside, 0o750)
-    return outside
+@contextmanager
+def _beside_a_sentinel(plant: list[tuple[bytes, bytes]]) -> Iterator[tuple[Path, Path]]:
+    """(sentinel, destination): an empty destination beside a sentinel tree, with the ``plant``
+    symlinks out already in it. After the body nothing outside the destination may have changed."""
+    base_dir = Path(tempfile.mkdtemp(prefix="safehold-hostile-"))
+    try:
+        outside = make_sentinel(base_dir / "outside")
+        destination = base_dir / "dest"
+        destination.mkdir()
+        for name, target in plant:
+            os.symlink(_resolve(target, os.fsencode(outside)), os.fsencode(destination) + b"/" + name)
+        before, beside = fingerprint(outside), sorted(os.listdir(base_dir))
+        yield outside, destination
+        assert fingerprint(outside) == before
+        assert sorted(os.listdir(base_dir)) == beside
+    finally:
+        shutil.rmtree(base_dir)
 
 
 _repository: Repository | None = None
@@ -91,15 +104,8 @@ def repository() -> Repository:
 
 
 def check_directory_restore(tree: list[dict], plant: list[tuple[bytes, bytes]], special_files: bool) -> None:
-    base_dir = Path(tempfile.mkdtemp(prefix="safehold-hostile-"))
-    try:
-        outside = _sentinel(base_dir)
-        destination = base_dir / "dest"
-        destination.mkdir()
-        for name, target in plant:
-            os.symlink(_resolve(target, os.fsencode(outside)), os.fsencode(destination) + b"/" + name)
+    with _beside_a_sentinel(plant) as (outside, destination):
         tree = [{key: _resolve(value, os.fsencode(outside)) for key, value in item.items()} for item in tree]
-        before, beside = fingerprint(outside), sorted(os.listdir(base_dir))
         snapshot = write_snapshot(repository(), tree)
         options = {"special_files": True} if special_files else {}  # (also runs against the old restorer)
         restorer = DirectoryRestorer(repository(), destination, threads=2, overwrite=True, **options)
@@ -107,30 +113,19 @@ def check_directory_restore(tree: list[dict], plant: list[tuple[bytes, bytes]], 
             restorer.restore(repository().read_tree(snapshot))
         except errors.DestinationError:
             pass  # refusing the whole restore is safe; anything else is a bug
-        assert fingerprint(outside) == before
-        assert sorted(os.listdir(base_dir)) == beside
         if not special_files:
             for root, names, files in os.walk(destination):
                 for name in [*names, *files]:
                     mode = os.lstat(os.path.join(root, name)).st_mode
                     assert not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)), name
                     assert stat.S_ISLNK(mode) or not mode & 0o6000, (name, oct(mode))
-    finally:
-        shutil.rmtree(base_dir)
 
 
 def check_image_restore(names: list[bytes], plant: list[tuple[bytes, bytes]]) -> None:
     """Disk names into a directory, as the engine does it: single names below a directory fd."""
     from safehold.restore.directory import valid_name
 
-    base_dir = Path(tempfile.mkdtemp(prefix="safehold-hostile-"))
-    try:
-        outside = _sentinel(base_dir)
-        destination = base_dir / "dest"
-        destination.mkdir()
-        for name, target in plant:
-            os.symlink(_resolve(target, os.fsencode(outside)), os.fsencode(destination) + b"/" + name)
-        before, beside = fingerprint(outside), sorted(os.listdir(base_dir))
+    with _beside_a_sentinel(plant) as (outside, destination):
         snapshot = write_snapshot(repository(), [disk(_resolve(n, os.fsencode(outside)), b"pwned", mode=0o6777)
                                                  for n in names], kind="image")
         fd = os.open(destination, os.O_RDONLY | os.O_DIRECTORY)
@@ -144,12 +139,8 @@ def check_image_restore(names: list[bytes], plant: list[tuple[bytes, bytes]]) ->
                     pass
         finally:
             os.close(fd)
-        assert fingerprint(outside) == before
-        assert sorted(os.listdir(base_dir)) == beside
         for name in os.listdir(destination):
             assert not os.lstat(destination / name).st_mode & 0o7000
-    finally:
-        shutil.rmtree(base_dir)
 
 
 FEW = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

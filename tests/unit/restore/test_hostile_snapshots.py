@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from control_support import files_target, make_context
-from hostile_support import base, directory, disk, file, fingerprint, hardlink, symlink, write_snapshot
+from hostile_support import (base, directory, disk, file, fingerprint, hardlink, make_sentinel, symlink,
+                             write_snapshot)
 
 from safehold import errors
 from safehold.catalog.tokens import TokenStore
@@ -31,13 +32,7 @@ ROOT = os.geteuid() == 0
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A sentinel tree beside the destination: nothing in it may change."""
-    sentinel = tmp_path / "outside"
-    (sentinel / "dir").mkdir(parents=True)
-    (sentinel / "secret").write_bytes(b"do not touch")
-    (sentinel / "dir" / "inner").write_bytes(b"nor this")
-    os.chmod(sentinel, 0o750)
-    os.chmod(sentinel / "dir", 0o700)
-    return sentinel
+    return make_sentinel(tmp_path / "outside")
 
 
 def restore_items(repository, items: list[dict], destination: Path, **options):

@@ -245,7 +245,15 @@ def image_to_ebs_snapshot(clients: ClientFactory, reader: Any, item: dict, *, re
         return DestinationError(destination=f"EBS snapshot {snapshot_id}",
                                 detail=state.get("StateMessage", "the snapshot failed"))
 
-    aws.wait_for_snapshots(ec2, [snapshot_id], timeout, pending, failed)
+    try:
+        aws.wait_for_snapshots(ec2, [snapshot_id], timeout, pending, failed)
+    except BaseException:
+        # Never completed in time (or failed): nothing will use it, so it must not be left behind.
+        try:
+            ec2.delete_snapshot(SnapshotId=snapshot_id)
+        except Exception:  # noqa: BLE001 - gone already; the original error is the one to report
+            pass
+        raise
     return snapshot_id, written
 
 

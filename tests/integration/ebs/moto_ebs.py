@@ -18,7 +18,8 @@ server on 127.0.0.1 in this process, after patching moto so that:
   that is not completed;
 * ``AttachVolume`` refuses a device name already in use on the instance and a
   volume already attached (moto accepts both);
-* snapshots can stay ``pending`` for a while (``POST /_harness/config``
+* snapshots (from CreateSnapshot, CopySnapshot and the direct APIs'
+  CompleteSnapshot) can stay ``pending`` for a while (``POST /_harness/config``
   ``{"pending_seconds": S}``); moto completes them at once.
 
 Test-only endpoints (not AWS): ``/_harness/volumes/<id>/write``,
@@ -116,6 +117,13 @@ def _refresh_pending(snapshots) -> None:
             PENDING_UNTIL.pop(snapshot.id, None)
 
 
+def hold_pending(snapshot) -> None:
+    """Keep a new snapshot ``pending`` for the configured time, as AWS does while it copies the data."""
+    if SETTINGS["pending_seconds"] > 0:
+        snapshot.status = "pending"
+        PENDING_UNTIL[snapshot.id] = time.monotonic() + SETTINGS["pending_seconds"]
+
+
 def _patch_ec2() -> None:
     from moto.ec2.models.elastic_block_store import EBSBackend as Ec2Ebs
 
@@ -126,11 +134,6 @@ def _patch_ec2() -> None:
     delete_snapshot = Ec2Ebs.delete_snapshot
     attach_volume = Ec2Ebs.attach_volume
     get_snapshot = Ec2Ebs.get_snapshot
-
-    def hold_pending(snapshot) -> None:
-        if SETTINGS["pending_seconds"] > 0:
-            snapshot.status = "pending"
-            PENDING_UNTIL[snapshot.id] = time.monotonic() + SETTINGS["pending_seconds"]
 
     def patched_create_snapshot(self, volume_id, description, owner_id=None, from_ami=None):
         snapshot = create_snapshot(self, volume_id, description, owner_id, from_ami)
@@ -382,8 +385,10 @@ def _patch_ebs() -> None:
                 raise _validation(f"ChangedBlocksCount {count} does not match the {len(direct['written'])} "
                                   "block(s) written")
             direct["status"] = "completed"
-        ec2_backends[self.current_account][self.region].get_snapshot(snapshot_id).status = "completed"
-        return ActionResult({"Status": "completed"})
+        snapshot = ec2_backends[self.current_account][self.region].get_snapshot(snapshot_id)
+        snapshot.status = "completed"
+        hold_pending(snapshot)  # CompleteSnapshot may answer "pending": AWS still processes the blocks
+        return ActionResult({"Status": snapshot.status})
 
     EBSResponse.list_snapshot_blocks = list_snapshot_blocks
     EBSResponse.list_changed_blocks = list_changed_blocks

@@ -119,6 +119,22 @@ def test_restore_from_the_repository_when_the_ebs_snapshots_are_gone(aws: Aws, t
     assert made["BlockSize"] == BLOCK and len(made["Blocks"]) == len(expected)
 
 
+def test_a_written_snapshot_that_never_completes_is_deleted(aws: Aws, tmp_path: Path, fast_kdf):
+    """The EBS snapshot written from the repository stays pending past the timeout: the restore fails
+    with the clear error and leaves neither that snapshot nor a volume behind (it used to leak)."""
+    context, volume, token, result = backed_up_volume(aws, tmp_path, copy_blocks=True)
+    instance = aws.instance()
+    ec2 = aws.client("ec2")
+    aws.configure(pending_seconds=3600)
+    with pytest.raises(errors.EbsSnapshotPending, match="is still pending"):
+        restore_ebs(context, result.snapshot_id, instance["InstanceId"], timeout=1)
+    made = ec2.describe_snapshots(Filters=[{"Name": "tag:safehold:repository-snapshot",
+                                            "Values": [result.snapshot_id]}])["Snapshots"]
+    assert made == []
+    restored = ec2.describe_volumes(Filters=[{"Name": "tag-key", "Values": ["safehold:restored-from"]}])["Volumes"]
+    assert restored == []
+
+
 def test_image_blocks_assemble_any_chunk_size(memory_repository):
     """A 1 MiB-chunk image (e.g. from an image source) maps onto 512 KiB EBS blocks; holes are skipped."""
     from safehold.items import HOLE

@@ -173,9 +173,6 @@ def write_snapshot(ebs: Any, ec2: Any, volume_size: int, blocks: Iterable[tuple[
                                    detail=f"{aws.error_code(exc)}: {aws.error_message(exc)}") from exc
         raise
     snapshot_id = started["SnapshotId"]
-    if started.get("BlockSize", EBS_BLOCK_SIZE) != EBS_BLOCK_SIZE:
-        raise DestinationError(destination=f"EBS snapshot {snapshot_id}",
-                               detail=f"block size {started.get('BlockSize')} is not {EBS_BLOCK_SIZE}")
     written = 0
     slots = threading.BoundedSemaphore(max(1, threads) * 4)
 
@@ -194,6 +191,9 @@ def write_snapshot(ebs: Any, ec2: Any, volume_size: int, blocks: Iterable[tuple[
             slots.release()
 
     try:
+        if started.get("BlockSize", EBS_BLOCK_SIZE) != EBS_BLOCK_SIZE:
+            raise DestinationError(destination=f"EBS snapshot {snapshot_id}",
+                                   detail=f"block size {started.get('BlockSize')} is not {EBS_BLOCK_SIZE}")
         futures: list[Future] = []
         with ThreadPoolExecutor(max(1, threads), thread_name_prefix="safehold-ebs-put") as pool:
             for index, read in blocks:

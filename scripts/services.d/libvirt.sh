@@ -2,7 +2,9 @@
 # libvirtd + QEMU (TCG, no /dev/kvm needed) from Debian's packages, started
 # without systemd, for the KVM/libvirt source driver's tests.
 #   install  the packages, the libvirt-qemu user libvirtd insists on, and the
-#            qemu.conf settings that let QEMU run as root without a security driver
+#            qemu.conf settings that let QEMU run as root without a security driver;
+#            busybox-static and e2fsprogs build the bootable test guest
+#            (tests/support/guest.py: Debian's cloud kernel, a busybox initramfs)
 #   start    virtlogd + libvirtd (unless a libvirtd already runs: then reuse it)
 #   stop     remove leftover test domains, stop what start started (by PID)
 set -euo pipefail
@@ -11,7 +13,8 @@ STATE="$SCRATCH/libvirt"
 URI=qemu:///system
 QEMU_CONF=/etc/libvirt/qemu.conf
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
-          libvirt-dev pkg-config python3-libvirt python3-libnbd libnbd-bin)
+          libvirt-dev pkg-config python3-libvirt python3-libnbd libnbd-bin
+          busybox-static e2fsprogs)
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 

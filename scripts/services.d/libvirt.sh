@@ -68,8 +68,9 @@ start() {
 
 stop() {
     if virsh -c "$URI" version >/dev/null 2>&1; then
-        # Test domains are named safehold-test-*: remove any a failed test left behind.
-        for d in $(virsh -c "$URI" list --all --name 2>/dev/null | grep '^safehold-test-' || true); do
+        # Test domains are named safehold-test-*, restore tests' sandboxes safehold-sandbox-*:
+        # remove any a failed test left behind.
+        for d in $(virsh -c "$URI" list --all --name 2>/dev/null | grep -E '^safehold-(test|sandbox)-' || true); do
             virsh -c "$URI" destroy "$d" >/dev/null 2>&1 || true
             virsh -c "$URI" undefine "$d" --checkpoints-metadata >/dev/null 2>&1 || true
         done

@@ -258,3 +258,33 @@ def _define_live_sandbox(connection, tmp_path: Path) -> str:
     owner = make_owner(tmp_path, None, 600)
     connection.defineXML(sandbox_xml(name, [], BootSettings(memory_mib=64), str(tmp_path / "console.log"), owner))
     return name
+
+
+def test_an_image_target_boots_with_the_kernel_its_check_names(libvirt_uri, tmp_path):
+    # A raw image (as from an LVM volume) holds no domain XML: the check names the kernel and the URI.
+    files = guest.boot_files()
+    line = f"image disk {uuid.uuid4().hex}"
+    image = guest.make_disk(tmp_path / "db.raw", line, image_format="raw")
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    config = folder / "targets.yml"
+    check = dict(console_check(line), uri=libvirt_uri, kernel=str(files.kernel), initrd=str(files.initrd),
+                 cmdline=guest.CMDLINE, memory_mib=guest.MEMORY_MIB)
+    config.write_text(yaml.safe_dump({
+        "repository": {"url": str(folder / "repo"), "password_env": "SAFEHOLD_TEST_LIBVIRT_PASSWORD"},
+        "state_dir": str(folder / "state"),
+        "targets": [{"name": "db-disk", "tier": 1, "source": {"type": "image", "path": str(image)},
+                     "restore_test": {"every": "1d", "health_check": check}}]}))
+    assert cli(config, "init").returncode == 0
+    assert cli(config, "backup", "-t", "db-disk").returncode == 0
+    guest.make_disk(tmp_path / "other.raw", "not this one", image_format="raw").replace(image)
+
+    tested = cli(config, "restore-test", "--target", "db-disk", "--json")
+    assert tested.returncode == 0, tested.stderr
+    result = json.loads(tested.stdout)
+    record, _ = job(config, result["job_id"])
+    boot = record["details"]["boot"]
+    assert [match["line"] for match in boot["console_matches"]] == guest.expected_lines(line)
+    assert boot["disks"] == {"vda": "restore"} and boot["boot_from"] == "the health check's kernel"
+    assert boot["sandbox_domain"].startswith(f"{SANDBOX_PREFIX}db-disk-")
+    assert boot["sandbox_domain"] not in sandbox_domains(libvirt_uri) and sandbox_folders(config) == []

@@ -226,7 +226,7 @@ def boot_restored(job: Any, target: Any, check: BootCheck, plan: BootPlan, image
         raise errors.SandboxSetupFailed(target=target.name, detail="the snapshot restored no disk to boot")
     name = sandbox_name(target.name)
     console = folder / "console.log"
-    sandbox = Sandbox(plan.uri, name, str(console))
+    sandbox = Sandbox(plan.uri, name, str(console), target.name)
     facts: dict[str, Any] = {"sandbox_domain": name, "sandbox_uri": plan.uri, "boot_from": plan.source,
                              "disks": {disk.target: os.path.basename(disk.path) for disk in disks}}
     job.log(f"sandbox {name} on {plan.uri}: {len(disks)} disk(s) "

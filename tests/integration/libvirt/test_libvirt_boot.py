@@ -202,6 +202,15 @@ def test_a_guest_that_stops_fails_at_once_and_the_check_can_name_its_own_kernel(
     record, log = job(config, max(row["id"] for row in json.loads(cli(config, "jobs", "--json").stdout)))
     assert record["status"] == "failed" and not any("restored snapshot" in line for line in log)
 
+    # A file that is there but is no kernel: QEMU refuses to start the sandbox (exit 61), which goes.
+    not_a_kernel = tmp_path / "notes.txt"
+    not_a_kernel.write_text("not a kernel\n")
+    with_check(config, dict(check, kernel=str(not_a_kernel)))
+    refused = cli(config, "restore-test", "--target", "vm")
+    assert refused.returncode == 61, refused.stderr
+    name = re.search(r"sandbox (safehold-sandbox-vm-\w+) did not start", refused.stderr).group(1)
+    assert name not in sandbox_domains(libvirt_uri) and sandbox_folders(config) == []
+
 
 def test_the_leftover_of_a_killed_run_is_removed_by_the_next_run(bootable, libvirt_uri, connection, tmp_path):
     domain = bootable()

@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import HypervisorUnavailable
+from ...errors import HypervisorUnavailable, SandboxSetupFailed
 from .connection import connect, import_libvirt
 
 SANDBOX_PREFIX = "safehold-sandbox-"
@@ -251,9 +251,10 @@ class Sandbox:
 
     POLL = 0.2
 
-    def __init__(self, uri: str, name: str, console: str) -> None:
+    def __init__(self, uri: str, name: str, console: str, label: str = "") -> None:
         self.uri = uri
         self.name = name
+        self.label = label or name  # what the sandbox is for (a target's name), for errors
         self.console = console
         self.connection: Any = None
         self.domain: Any = None
@@ -265,15 +266,19 @@ class Sandbox:
         self.connection = connect(self.uri)
         self.domain_type = domain_type_for(self.connection)
         xml = sandbox_xml(self.name, disks, boot, self.console, owner, self.domain_type, description)
+        # libvirt answered (connect did not fail): a refusal now is about this sandbox (a kernel QEMU
+        # cannot read, a machine type or accelerator this host lacks), not about the hypervisor.
         try:
             self.domain = self.connection.defineXML(xml)
         except libvirt.libvirtError as exc:
-            raise HypervisorUnavailable(uri=self.uri, detail=f"defining sandbox {self.name} failed: {exc}") from None
+            raise SandboxSetupFailed(target=self.label, detail=f"libvirt at {self.uri} refused to define "
+                                     f"sandbox {self.name}: {exc}") from None
         self.started = time.monotonic()
         try:
             self.domain.create()
         except libvirt.libvirtError as exc:
-            raise HypervisorUnavailable(uri=self.uri, detail=f"starting sandbox {self.name} failed: {exc}") from None
+            raise SandboxSetupFailed(target=self.label, detail=f"sandbox {self.name} did not start at {self.uri}: "
+                                     f"{exc}") from None
 
     def wait_for(self, patterns: list[str], timeout: float, abort: threading.Event | None = None) -> BootOutcome:
         """Follow the console until every pattern matched (alive), the domain stopped, ``timeout``

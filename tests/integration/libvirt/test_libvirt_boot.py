@@ -297,3 +297,42 @@ def test_an_image_target_boots_with_the_kernel_its_check_names(libvirt_uri, tmp_
     assert boot["disks"] == {"vda": "restore"} and boot["boot_from"] == "the health check's kernel"
     assert boot["sandbox_domain"].startswith(f"{SANDBOX_PREFIX}db-disk-")
     assert boot["sandbox_domain"] not in sandbox_domains(libvirt_uri) and sandbox_folders(config) == []
+
+
+def test_a_stopping_control_plane_ends_a_boot_check_and_removes_its_sandbox(bootable, libvirt_uri, tmp_path):
+    import threading
+
+    from safehold.engine.backup import backup_target
+    from safehold.engine.context import Context
+    from safehold.engine.maintenance import init_repository
+    from safehold.engine.restore_test import RestoreTestAborted, abort_health_checks, run_restore_test
+
+    domain = bootable()
+    config = workspace(tmp_path, domain, libvirt_uri,
+                       {"type": "boot", "console": ["^this line never appears$"], "timeout": "10m"})
+    os.environ["SAFEHOLD_TEST_LIBVIRT_PASSWORD"] = PASSWORD
+    context = Context.load(config)
+    try:
+        init_repository(context)
+        backup_target(context, "vm")
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                run_restore_test(context, "vm")
+                outcome.append(None)
+            except BaseException as exc:  # RestoreTestAborted is a BaseException, like KeyboardInterrupt
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        name = _wait_for_sandbox_of(libvirt_uri, os.getpid(), timeout=120)
+        stopped = time.monotonic()
+        assert abort_health_checks() == 1
+        thread.join(60)
+        assert not thread.is_alive() and time.monotonic() - stopped < 10
+        assert isinstance(outcome[0], RestoreTestAborted)
+        assert name not in sandbox_domains(libvirt_uri) and sandbox_folders(config) == []
+        assert context.catalog.latest_jobs("restore-test")["vm"].status == "interrupted"
+    finally:
+        context.close()

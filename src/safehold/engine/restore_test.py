@@ -280,7 +280,25 @@ def remove_stale_sandboxes(context: Context) -> list[Path]:
             if entry.name.startswith(SANDBOX_PREFIX) and entry.is_dir():
                 remove_sandbox(entry)
                 removed.append(entry)
+    _remove_stale_sandbox_domains(context)
     return removed
+
+
+def _remove_stale_sandbox_domains(context: Context) -> None:
+    """Sandbox domains of ended runs on the hypervisors of the configured boot checks; a hypervisor
+    that does not answer now is left for the next boot check, which removes them first."""
+    import logging
+
+    from . import boot_check
+
+    uris = {boot_check.sandbox_uri(target, target.restore_test.health_check) for target in context.config.targets
+            if target.restore_test and isinstance(target.restore_test.health_check, BootCheck)}
+    for uri in sorted(uris):
+        try:
+            for removed in boot_check.remove_leftovers(uri, sandbox_root(context)):
+                logging.getLogger(__name__).warning("removed %s left by an interrupted restore test", removed)
+        except errors.SafeholdError as exc:
+            logging.getLogger(__name__).warning("could not look for leftover sandboxes at %s: %s", uri, exc)
 
 
 def remove_sandbox(sandbox: Path) -> None:

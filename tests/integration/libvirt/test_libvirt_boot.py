@@ -247,6 +247,25 @@ def test_the_leftover_of_a_killed_run_is_removed_by_the_next_run(bootable, libvi
 
         remove_sandbox_domain(libvirt_uri, other)
 
+    # The scheduler's start (Scheduler.recover -> remove_stale_sandboxes) removes them too.
+    from safehold.engine.context import Context
+    from safehold.engine.restore_test import remove_stale_sandboxes
+
+    with_check(config, {"type": "boot", "console": ["^this line never appears$"], "timeout": "10m"})
+    process = subprocess.Popen([sys.executable, "-m", "safehold.cli.main", "restore-test", "--target", "vm"],
+                               env=_env(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        leftover = _wait_for_sandbox_of(libvirt_uri, process.pid, timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    context = Context.load(config)
+    try:
+        assert len(remove_stale_sandboxes(context)) == 1
+    finally:
+        context.close()
+    assert leftover not in sandbox_domains(libvirt_uri) and sandbox_folders(config) == []
+
 
 def _wait_for_sandbox_of(uri: str, pid: int, timeout: float) -> str:
     deadline = time.monotonic() + timeout

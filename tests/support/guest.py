@@ -153,7 +153,12 @@ def boot_files(cache: Path = CACHE) -> BootFiles:
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then find its result
-        package = _kernel_package(cache)
+        try:
+            package = _kernel_package(cache)
+        except RuntimeError:
+            package = None  # offline: an older build will do
+            if _newest_build(cache) is None:
+                raise
         if package is None:
             built = _newest_build(cache)
             if built is None:

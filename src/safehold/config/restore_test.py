@@ -127,7 +127,7 @@ ConsolePattern = Annotated[
 class BootCheck(_Model):
     """Boot the restored disks in a sandbox VM on libvirt and wait for a sign of life on its serial console.
 
-    The sandbox is a new domain named ``safehold-sandbox-<target>-<random>`` with no network, no MAC
+    The sandbox is a new domain named safehold-sandbox-<target>-<random> with no network, no MAC
     address of production, the restored images as its disks and its serial console written to a
     file; it is destroyed and undefined, and its disks removed, whatever happens (a killed run's
     leftovers are removed by the next restore test). The actual recovery time runs to the sign of life.

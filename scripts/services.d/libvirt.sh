@@ -2,7 +2,9 @@
 # libvirtd + QEMU (TCG, no /dev/kvm needed) from Debian's packages, started
 # without systemd, for the KVM/libvirt source driver's tests.
 #   install  the packages, the libvirt-qemu user libvirtd insists on, and the
-#            qemu.conf settings that let QEMU run as root without a security driver
+#            qemu.conf settings that let QEMU run as root without a security driver;
+#            busybox-static and e2fsprogs build the bootable test guest
+#            (tests/support/guest.py: Debian's cloud kernel, a busybox initramfs)
 #   start    virtlogd + libvirtd (unless a libvirtd already runs: then reuse it)
 #   stop     remove leftover test domains, stop what start started (by PID)
 set -euo pipefail
@@ -11,7 +13,8 @@ STATE="$SCRATCH/libvirt"
 URI=qemu:///system
 QEMU_CONF=/etc/libvirt/qemu.conf
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
-          libvirt-dev pkg-config python3-libvirt python3-libnbd libnbd-bin)
+          libvirt-dev pkg-config python3-libvirt python3-libnbd libnbd-bin
+          busybox-static e2fsprogs)
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -65,8 +68,9 @@ start() {
 
 stop() {
     if virsh -c "$URI" version >/dev/null 2>&1; then
-        # Test domains are named safehold-test-*: remove any a failed test left behind.
-        for d in $(virsh -c "$URI" list --all --name 2>/dev/null | grep '^safehold-test-' || true); do
+        # Test domains are named safehold-test-*, restore tests' sandboxes safehold-sandbox-*:
+        # remove any a failed test left behind.
+        for d in $(virsh -c "$URI" list --all --name 2>/dev/null | grep -E '^safehold-(test|sandbox)-' || true); do
             virsh -c "$URI" destroy "$d" >/dev/null 2>&1 || true
             virsh -c "$URI" undefine "$d" --checkpoints-metadata >/dev/null 2>&1 || true
         done

@@ -312,6 +312,23 @@ class DomainBusy(DestinationError):
     remedy = "shut the domain down ('virsh shutdown {domain}') or restore as a new domain with --define NAME"
     exit_code = 53
 
+
+# --- sandboxes that boot restored disks (restore tests with type: boot; codes 61-63) ---------
+
+
+class SandboxSetupFailed(SafeholdError):
+    template = "cannot boot a sandbox for {target}: {detail}"
+    remedy = ("fix restore_test.health_check of {target} in targets.yml (kernel, initrd, uri, memory_mib), "
+              "then run 'safehold restore-test --target {target}'")
+    exit_code = 61
+
+
+class SandboxNotRemoved(SafeholdError):
+    template = "sandbox {name} at {uri} was not entirely removed: {detail}"
+    remedy = ("remove it by hand ('virsh -c {uri} destroy {name}; virsh -c {uri} undefine {name}' and delete "
+              "{folder}); the next restore test also removes leftover safehold-sandbox-* domains whose run ended")
+    exit_code = 62
+
 # --- EBS restores ------------------------------------------------------------------
 
 

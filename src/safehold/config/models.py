@@ -46,7 +46,9 @@ from safehold.config.common import _context, _environ, _invalid, _Model, _proble
 from safehold.config.fields import CRON_USAGE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ChunkSize, Cron, Duration
 from safehold.config.repository import DEFAULT_PASSWORD_ENV, CatalogConfig, ObjectLock, RepositoryConfig
 from safehold.config.restore_test import (
+    BOOTABLE_SOURCES,
     HEALTH_CHECK_TYPES,
+    BootCheck,
     ChecksumCheck,
     CommandCheck,
     FileExistsCheck,
@@ -71,6 +73,7 @@ from safehold.config.targets import DEFAULT_TIERS, TARGET_NAME_PATTERN, Retentio
 from safehold.errors import TargetNotFound
 
 __all__ = [
+    "BOOTABLE_SOURCES",
     "CRON_USAGE",
     "DEFAULT_PASSWORD_ENV",
     "DEFAULT_STATE_DIR",
@@ -82,6 +85,7 @@ __all__ = [
     "SOURCE_TYPES",
     "STATE_DIR_ENV",
     "TARGET_NAME_PATTERN",
+    "BootCheck",
     "CatalogConfig",
     "ChecksumCheck",
     "ChunkSize",
@@ -134,8 +138,9 @@ def _merge_tiers(raw: object) -> object:
 
 
 def _cross_check(data: dict[str, Any]) -> list[InitErrorDetails]:
-    """Duplicate target names and undefined tiers, checked on the raw data so they are
-    reported alongside every other problem rather than only once the rest is valid."""
+    """Duplicate target names, undefined tiers and boot checks of sources that cannot boot,
+    checked on the raw data so they are reported alongside every other problem rather than only
+    once the rest is valid."""
     targets = data.get("targets")
     tiers = data.get("tiers")
     if not isinstance(targets, list):
@@ -169,7 +174,25 @@ def _cross_check(data: dict[str, Any]) -> list[InitErrorDetails]:
                     target.get("tier"),
                 )
             )
+        problems += _boot_check_problems(index, target)
     return problems
+
+
+def _boot_check_problems(index: int, target: dict[str, Any]) -> list[InitErrorDetails]:
+    """A ``boot`` health check on a target whose restored disks safehold cannot boot."""
+    test, source = target.get("restore_test"), target.get("source")
+    check = test.get("health_check") if isinstance(test, dict) else None
+    kind = source.get("type") if isinstance(source, dict) else None
+    if not isinstance(check, dict) or check.get("type") != "boot" or not isinstance(kind, str):
+        return []
+    if kind in BOOTABLE_SOURCES:
+        return []
+    return [_problem(
+        ("targets", index, "restore_test", "health_check", "type"),
+        f"health check type 'boot' boots the restored disks of {' and '.join(BOOTABLE_SOURCES)} targets in a "
+        f"libvirt sandbox; this target's source is {kind!r}: use a command, file_exists or checksum check",
+        "boot",
+    )]
 
 
 class Config(_Model):

@@ -1,8 +1,10 @@
 """Restore tests: ``RestoreTest`` and the ``HealthCheck`` run on the restored data.
 
 The health check kinds are ``CommandCheck`` (a shell command in the restored
-tree), ``FileExistsCheck`` and ``ChecksumCheck`` (SHA-256 of a file), chosen
-by ``type``; their paths are ``TreePath``s, which cannot leave the tree.
+tree), ``FileExistsCheck`` and ``ChecksumCheck`` (SHA-256 of a file), whose
+paths are ``TreePath``s, which cannot leave the tree, and ``BootCheck`` (the
+restored disks booted in a sandbox VM until a sign of life shows on its serial
+console), chosen by ``type``.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
-from safehold.config.common import _check_kind, _invalid, _Model
+from safehold.config.common import _check_kind, _invalid, _Model, _resolve_path
 from safehold.config.fields import Duration
 
 __all__ = [
+    "BOOTABLE_SOURCES",
     "HEALTH_CHECK_TYPES",
+    "BootCheck",
     "ChecksumCheck",
     "CommandCheck",
     "FileExistsCheck",
@@ -26,7 +30,9 @@ __all__ = [
     "TreePath",
 ]
 
-HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum")
+HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum", "boot")
+#: Source kinds whose restored disks a ``boot`` check can boot (in a libvirt sandbox).
+BOOTABLE_SOURCES = ("libvirt", "image")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -95,7 +101,128 @@ class ChecksumCheck(_Model):
         return value.lower()
 
 
-HealthCheck = Annotated[CommandCheck | FileExistsCheck | ChecksumCheck, Field(discriminator="type")]
+def _regular_expression(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise _invalid(
+            f"{value!r} is not a valid regular expression: {error}; expected a Python regular expression "
+            "matched against the serial console, e.g. 'login:' or '^ready$'"
+        ) from None
+    if re.search(value, "") is not None:
+        raise _invalid(f"{value!r} matches an empty console, so it proves nothing; name what the guest prints")
+    return value
+
+
+ConsolePattern = Annotated[
+    str,
+    BeforeValidator(_regular_expression),
+    WithJsonSchema({"type": "string", "minLength": 1, "examples": ["login:"]}),
+]
+"""A regular expression searched for in a sandbox's serial console output."""
+
+
+class BootCheck(_Model):
+    """Boot the restored disks in a sandbox VM on libvirt and wait for a sign of life on its serial console.
+
+    The sandbox is a new domain named safehold-sandbox-<target>-<random> with no network, no MAC
+    address of production, the restored images as its disks and its serial console written to a
+    file; it is destroyed and undefined, and its disks removed, whatever happens (a killed run's
+    leftovers are removed by the next restore test). The actual recovery time runs to the sign of life.
+    """
+
+    type: Literal["boot"] = Field(description="Health check kind.", examples=["boot"])
+    console: list[ConsolePattern] = Field(
+        min_length=1,
+        description=(
+            "Regular expressions (Python syntax, multi-line mode) searched for in the serial console output; "
+            "the guest is alive once every one has matched. A single string is one expression. The guest must "
+            "write to its first serial port (e.g. kernel command line console=ttyS0)."
+        ),
+        examples=[["login:"], ["SAFEHOLD-GUEST-UP", "^app ready$"]],
+    )
+    timeout: Duration = Field(
+        timedelta(minutes=5),
+        description="The check fails when the sign of life has not shown this long after the sandbox started.",
+        examples=["2m", "10m"],
+    )
+    uri: str | None = Field(
+        None,
+        description=(
+            "libvirt URI of the hypervisor that boots the sandbox; it must run on this host (the restored images "
+            "are local files). Default: the target's own URI for libvirt targets, qemu:///system otherwise."
+        ),
+        examples=["qemu:///system"],
+    )
+    kernel: str | None = Field(
+        None,
+        description=(
+            "Kernel for direct kernel boot, a file on this host. Default: the <kernel> of the domain XML saved "
+            "in the snapshot (libvirt targets); without either the sandbox boots from its first disk through "
+            "the firmware, so that disk needs a bootloader. Relative paths are relative to this file's directory."
+        ),
+        examples=["/var/lib/libvirt/boot/vmlinuz"],
+    )
+    initrd: str | None = Field(
+        None,
+        description="Initial ramdisk for direct kernel boot (with 'kernel' only).",
+        examples=["/var/lib/libvirt/boot/initrd.img"],
+    )
+    cmdline: str | None = Field(
+        None,
+        description="Kernel command line for direct kernel boot (with 'kernel' only).",
+        examples=["console=ttyS0 root=/dev/vda1 ro"],
+    )
+    memory_mib: int | None = Field(
+        None,
+        ge=64,
+        le=1024 * 1024,
+        description="Memory of the sandbox in MiB. Default: the saved domain's (libvirt targets), else 1024.",
+        examples=[512],
+    )
+    vcpus: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="Virtual CPUs of the sandbox. Default: the saved domain's (libvirt targets), else 1.",
+        examples=[1],
+    )
+
+    @field_validator("console", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("kernel", "initrd")
+    @classmethod
+    def _check_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise _invalid(f"{info.field_name} is empty; name a file on this host, e.g. /var/lib/libvirt/boot/vmlinuz")
+        return _resolve_path(value, info)
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise _invalid(f"{value!r} is not a libvirt URI; expected e.g. qemu:///system")
+        return value
+
+    @model_validator(mode="after")
+    def _kernel_first(self) -> BootCheck:
+        if self.kernel is None and (self.initrd is not None or self.cmdline is not None):
+            given = " and ".join(key for key in ("initrd", "cmdline") if getattr(self, key) is not None)
+            raise _invalid(
+                f"{given} without kernel: direct kernel boot needs 'kernel' too; name it, or remove {given} to use "
+                "the boot settings of the domain XML saved in the snapshot"
+            )
+        return self
+
+
+HealthCheck = Annotated[CommandCheck | FileExistsCheck | ChecksumCheck | BootCheck, Field(discriminator="type")]
 """One of the health check kinds, chosen by ``type``."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "support"))  # guest.py: the guest that boots
 
 from libvirt_support import TestDomain, write_config  # noqa: E402
 

@@ -310,6 +310,8 @@ def test_backup_role_can_neither_hide_nor_replace_the_keys_or_the_config(world, 
         admin = world.client("break-glass", "s3")
         assert admin.head_object(Bucket=world.bucket, Key=name)["ObjectLockMode"] == "COMPLIANCE", name
         denied(lambda: s3.delete_object(Bucket=world.bucket, Key=name))
+        # The bucket policy refuses it to every other principal too, an account administrator included.
+        denied(lambda: world.client("admin", "s3").delete_object(Bucket=world.bucket, Key=name))
         denied(lambda: s3.put_object(Bucket=world.bucket, Key=name, Body=b"ransom"))  # an unconditional overwrite
         with pytest.raises(ClientError) as caught:  # a conditional one finds it there
             s3.put_object(Bucket=world.bucket, Key=name, Body=b"ransom", IfNoneMatch="*")

@@ -176,3 +176,18 @@ def test_audit_names_an_unlocked_key_or_config_and_passes_after_maintenance(moto
     assert any(f["check"] == "keys" and "locked until at least" in f["message"] for f in after["findings"])
     head = s3.head_object(Bucket=lock_bucket, Key=f"safehold/keys/{planted}")
     assert head["ObjectLockMode"] == "GOVERNANCE"
+
+
+def test_key_remove_under_object_lock_says_the_locked_version_stays(moto, lock_bucket, s3, tmp_path):
+    ws = Workspace(tmp_path / "ws", moto, lock_bucket, {"mode": "GOVERNANCE", "days": 2})
+    ws.run("init")
+    (ws.root / "spare-password").write_text("spare horse\n")
+    added = ws.run("key", "add", "--new-password-file", "spare-password").stdout.split()[-1]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=lock_bucket, Prefix=f"safehold/keys/{added}")["Contents"]]
+    [key] = keys
+    until = s3.head_object(Bucket=lock_bucket, Key=key)["ObjectLockRetainUntilDate"]
+    proc = ws.run("key", "remove", added)
+    assert f"removed key {added}" in proc.stdout
+    assert "Object Lock keeps its stored version" in proc.stdout
+    assert until.astimezone(timezone.utc).isoformat(timespec="seconds") in proc.stdout
+    assert added not in ws.run("key", "list").stdout  # hidden, so ignored

@@ -44,7 +44,8 @@ CONFLICT = {409: {"model": schemas.Problem, "description": "Not possible in the 
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id.")]
 TokenId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Token id.")]
 
-INVALID = {400: {"model": schemas.Problem, "description": "The request is well-formed but not valid for safehold"}}
+INVALID = {400: {"model": schemas.ValidationProblem,
+                  "description": "The body is not JSON, or the request is well-formed but not valid for safehold"}}
 
 
 def _context(request: Request) -> Any:

@@ -173,8 +173,8 @@ def extend_retention(repository: Repository, snapshots: list[Snapshot], renew_wi
     new_until = now + period
     chain = chain_of(repository, snapshots)
     # The config and the keys first: whatever the policy keeps, they are needed to read any of it.
-    targets = (repository_objects(repository) + [(Kind.SNAPSHOTS, s.id) for s in chain.snapshots] + [(Kind.INDEX, n) for n in chain.index_objects]
-               + [(Kind.DATA, p) for p in sorted(chain.packs)])
+    targets = (repository_objects(repository) + [(Kind.SNAPSHOTS, s.id) for s in chain.snapshots]
+               + [(Kind.INDEX, n) for n in chain.index_objects] + [(Kind.DATA, p) for p in sorted(chain.packs)])
     report.objects_checked = len(targets)
     earliest: datetime | None = None
 

@@ -424,6 +424,19 @@ class ImmutabilityAuditFailed(SafeholdError):
     exit_code = 40
 
 
+class KeyRetained(SafeholdError):
+    """``safehold key remove`` or ``key passwd`` on an Object Lock repository whose credentials may not
+    delete key files (the shipped backup role may not, so that stolen backup credentials cannot hide
+    the keys that every locked backup needs)."""
+
+    template = ("{done}key {key_id} was not removed: it is locked by Object Lock until {until} and these "
+                "credentials may not delete key files")
+    remedy = ("remove it with credentials allowed s3:DeleteObject on keys/ (the break-glass role, "
+              "deploy/iam/README.md): 'safehold key remove {key_id}'; that only hides it, its locked version "
+              "stays stored until {until}, then the bucket's lifecycle rule expires it")
+    exit_code = 37
+
+
 class UsageError(SafeholdError):
     template = "{message}"
     exit_code = 2

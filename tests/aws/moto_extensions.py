@@ -28,7 +28,7 @@ wrong reason. Each extension below patches moto *in the moto server process*
    extension evaluates as AWS documents (``iam_evaluation``) with the request
    context AWS would supply: resource ARNs per EC2 action, ``aws:ResourceTag/*``
    and ``ec2:ResourceTag/*`` from moto's tags, ``aws:RequestTag/*`` and
-   ``aws:TagKeys`` from the request, ``s3:prefix``, ``aws:PrincipalArn``,
+   ``aws:TagKeys`` from the request, ``s3:prefix``, ``s3:if-none-match``, ``aws:PrincipalArn``,
    ``aws:SecureTransport`` (true: loopback stands in for TLS), the bucket policy,
    and s3:BypassGovernanceRetention for deletes that ask to bypass. moto's own
    context-free bucket-policy check is turned
@@ -261,6 +261,8 @@ def _s3_requests(request, action: str, resource: str):
     headers = {k.lower(): v for k, v in request._headers.items()}
     if "x-amz-object-lock-mode" in headers:
         context["s3:object-lock-mode"] = [headers["x-amz-object-lock-mode"]]
+    if "if-none-match" in headers:  # a conditional write (a policy can demand one)
+        context["s3:if-none-match"] = [headers["if-none-match"]]
     yield action, resource, context, policy
     if action in ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention") and \
             headers.get("x-amz-bypass-governance-retention", "").lower() == "true":

@@ -142,3 +142,52 @@ def test_prune_says_what_it_kept_under_object_lock_and_until_when(moto, lock_buc
     assert f"data/{'ff' * 8} until {until.isoformat()}" in proc.stdout
     report = json.loads(ws.run("prune", "--json").stdout)
     assert [(r["kind"], r["name"]) for r in report["retained"]] == [("data", "ff" * 32)]
+
+
+def test_audit_names_an_unlocked_key_or_config_and_passes_after_maintenance(moto, lock_bucket, s3, tmp_path):
+    from safehold.repository import Repository
+    from safehold.repository.crypto import wrap_master_key
+
+    ws = Workspace(tmp_path / "ws", moto, lock_bucket, {"mode": "GOVERNANCE", "days": 2})
+    ws.run("init")
+    ws.run("backup", "--target", "docs")
+    assert json.loads(ws.run("repo", "audit-immutability", "--json").stdout)["ok"]
+    # Planted: a key file and a config version written without a lock (an older safehold, or a hand).
+    backend = S3Backend(f"s3://{lock_bucket}/safehold", client=moto.client("s3"))
+    repository = Repository.open(backend, PASSWORD.encode())
+    key_file = wrap_master_key(repository.master, b"planted",
+                               {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1})
+    import blake3
+
+    planted = blake3.blake3(key_file).hexdigest()
+    backend.put(Kind.KEYS, planted, key_file)
+    config = s3.get_object(Bucket=lock_bucket, Key="safehold/config")["Body"].read()
+    s3.put_object(Bucket=lock_bucket, Key="safehold/config", Body=config)  # a new, unlocked current version
+    proc = ws.run("repo", "audit-immutability", code=40)
+    assert f"not locked: config, keys/{planted[:8]}" in proc.stderr, proc.stderr
+    assert "every locked backup unreadable" in proc.stderr and "safehold maintenance" in proc.stderr
+    report = json.loads(ws.run("repo", "audit-immutability", "--json", code=40).stdout)
+    assert [f["check"] for f in report["findings"] if f["level"] == "error"] == ["keys"]
+
+    extended = json.loads(ws.run("maintenance", "--json").stdout)["objects_extended"]
+    assert extended.get("config") == 1 and extended.get("keys") == 1
+    after = json.loads(ws.run("repo", "audit-immutability", "--json").stdout)
+    assert after["ok"], after
+    assert any(f["check"] == "keys" and "locked until at least" in f["message"] for f in after["findings"])
+    head = s3.head_object(Bucket=lock_bucket, Key=f"safehold/keys/{planted}")
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+
+
+def test_key_remove_under_object_lock_says_the_locked_version_stays(moto, lock_bucket, s3, tmp_path):
+    ws = Workspace(tmp_path / "ws", moto, lock_bucket, {"mode": "GOVERNANCE", "days": 2})
+    ws.run("init")
+    (ws.root / "spare-password").write_text("spare horse\n")
+    added = ws.run("key", "add", "--new-password-file", "spare-password").stdout.split()[-1]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=lock_bucket, Prefix=f"safehold/keys/{added}")["Contents"]]
+    [key] = keys
+    until = s3.head_object(Bucket=lock_bucket, Key=key)["ObjectLockRetainUntilDate"]
+    proc = ws.run("key", "remove", added)
+    assert f"removed key {added}" in proc.stdout
+    assert "Object Lock keeps its stored version" in proc.stdout
+    assert until.astimezone(timezone.utc).isoformat(timespec="seconds") in proc.stdout
+    assert added not in ws.run("key", "list").stdout  # hidden, so ignored

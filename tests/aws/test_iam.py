@@ -300,6 +300,52 @@ def test_safeholds_own_credentials_cannot_destroy_or_alter_a_locked_object(world
     assert admin.get_object(Bucket=world.bucket, Key=key)["Body"].read() == original
 
 
+def test_backup_role_can_neither_hide_nor_replace_the_keys_or_the_config(world, repository):
+    # Without them every locked object is unreadable: a stolen backup credential that could delete
+    # them (a delete marker) would destroy every backup once the hidden versions expire.
+    repository, _tree = repository
+    s3 = world.client("backup", "s3")
+    [key] = [info.name for info in repository.backend.list(Kind.KEYS) if info.name == repository.key_name]
+    for name in (f"{PREFIX}/config", f"{PREFIX}/keys/{key}"):
+        admin = world.client("break-glass", "s3")
+        assert admin.head_object(Bucket=world.bucket, Key=name)["ObjectLockMode"] == "COMPLIANCE", name
+        denied(lambda: s3.delete_object(Bucket=world.bucket, Key=name))
+        # The bucket policy refuses it to every other principal too, an account administrator included.
+        denied(lambda: world.client("admin", "s3").delete_object(Bucket=world.bucket, Key=name))
+        denied(lambda: s3.put_object(Bucket=world.bucket, Key=name, Body=b"ransom"))  # an unconditional overwrite
+        with pytest.raises(ClientError) as caught:  # a conditional one finds it there
+            s3.put_object(Bucket=world.bucket, Key=name, Body=b"ransom", IfNoneMatch="*")
+        assert caught.value.response["Error"]["Code"] == "PreconditionFailed"
+        assert admin.list_object_versions(Bucket=world.bucket, Prefix=name).get("DeleteMarkers", []) == []
+    assert Repository.open(world.backend("backup"), PASSWORD).key_name == key
+
+
+def test_key_remove_with_the_backup_role_says_it_is_locked_and_break_glass_hides_it(world, repository):
+    from safehold import errors
+
+    repository, _tree = repository
+    spare = repository.add_key(b"spare", FAST_KDF)  # the backup role may add keys (new objects only)
+    until = repository.key_retained_until(spare)
+    assert until is not None
+    with pytest.raises(errors.KeyRetained) as caught:
+        repository.remove_key(spare[:8])
+    message = f"{caught.value} {caught.value.hint}"
+    assert spare[:8] in message and until.isoformat(timespec="seconds") in message and "break-glass" in message
+    assert caught.value.exit_code == 37
+    assert Repository.open(world.backend("backup"), b"spare").key_name == spare  # still there
+    # The break-glass role removes it: hidden at once, the locked version stays until its lock ends.
+    glass = S3Backend(f"s3://{world.bucket}/{PREFIX}", client=world.client("break-glass", "s3"),
+                      object_lock_mode="COMPLIANCE", object_lock_days=1)
+    Repository.open(glass, PASSWORD).remove_key(spare[:8])
+    with pytest.raises(errors.WrongPassword):
+        Repository.open(world.backend("backup"), b"spare")
+    admin = world.client("break-glass", "s3")
+    versions = admin.list_object_versions(Bucket=world.bucket, Prefix=f"{PREFIX}/keys/{spare}")
+    assert len(versions["Versions"]) == 1 and len(versions["DeleteMarkers"]) == 1
+    reopened = Repository.open(world.backend("backup"), PASSWORD)
+    assert spare not in {k["id"] for k in reopened.list_keys()}
+
+
 def test_ebs_direct_api_statements(world):
     # Evaluated with iam_evaluation directly: moto's EBS direct APIs fail under IAM enforcement.
     backup = policy("backup-role-policy.json", REPOSITORY_BUCKET="b", REPOSITORY_PREFIX="p")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from safehold import errors
 from safehold.repository import Repository, Snapshot
 from safehold.repository.archiver import Archiver
 from safehold.repository.backends import Kind
@@ -71,14 +72,17 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
-def test_every_data_index_and_snapshot_object_is_locked_single_and_multipart(moto, lock_bucket, s3, tree):
+def test_every_object_but_locks_is_locked_single_and_multipart(moto, lock_bucket, s3, tree):
     started = datetime.now(timezone.utc).replace(microsecond=0)
     repository = make_repository(moto, lock_bucket, timedelta(days=1), multipart_threshold=5 * MIB,
                                  part_size=5 * MIB)
+    repository.add_key(b"second", FAST_KDF)
     backup(repository, tree)
     finished = datetime.now(timezone.utc)
+    assert len(list(repository.backend.list(Kind.KEYS))) == 2
     multipart = 0
-    for kind in (Kind.DATA, Kind.INDEX, Kind.SNAPSHOTS):
+    # The config and the keys too: without them nothing locked can be read.
+    for kind in (Kind.CONFIG, Kind.KEYS, Kind.DATA, Kind.INDEX, Kind.SNAPSHOTS):
         names = [i.name for i in repository.backend.list(kind)]
         assert names, kind
         for name in names:
@@ -88,9 +92,6 @@ def test_every_data_index_and_snapshot_object_is_locked_single_and_multipart(mot
             assert started + timedelta(days=1) <= until <= finished + timedelta(days=1, seconds=1), key
             multipart += "-" in s3.head_object(Bucket=lock_bucket, Key=key)["ETag"]
     assert multipart >= 1  # the 12 MiB file's pack went up in parts, and is locked all the same
-    for kind in (Kind.CONFIG, Kind.KEYS):  # rewritten or removed by design: never locked
-        for info in repository.backend.list(kind):
-            assert lock_of(s3, lock_bucket, repository.backend.key(kind, info.name)) == (None, None)
 
 
 def test_forget_keeps_retained_snapshots_and_says_until_when(moto, lock_bucket, tree):
@@ -168,9 +169,12 @@ def test_maintenance_extends_what_kept_snapshots_need_and_nothing_else(moto, loc
     report = extend_retention(repository, [snapshot])
     chain = chain_of(repository, [snapshot])
     assert pack not in chain.packs and chain.packs
-    assert report.objects_checked == 1 + len(chain.index_objects) + len(chain.packs)
-    assert report.objects_extended == {"snapshots": 1, "index": len(chain.index_objects), "data": len(chain.packs)}
-    for kind, names in ((Kind.SNAPSHOTS, [snapshot.id]), (Kind.INDEX, chain.index_objects), (Kind.DATA, chain.packs)):
+    [key] = [info.name for info in repository.backend.list(Kind.KEYS)]
+    assert report.objects_checked == 2 + 1 + len(chain.index_objects) + len(chain.packs)  # config, key, chain
+    assert report.objects_extended == {"config": 1, "keys": 1, "snapshots": 1, "index": len(chain.index_objects),
+                                       "data": len(chain.packs)}
+    for kind, names in ((Kind.CONFIG, ["config"]), (Kind.KEYS, [key]), (Kind.SNAPSHOTS, [snapshot.id]),
+                        (Kind.INDEX, chain.index_objects), (Kind.DATA, chain.packs)):
         for name in names:
             assert repository.backend.retention(kind, name) >= before + timedelta(hours=3)
     assert repository.backend.retention(Kind.DATA, pack) == garbage_until  # left to expire
@@ -208,3 +212,43 @@ def test_superseded_index_objects_stop_pinning_garbage(moto, lock_bucket, tree):
     chain = chain_of(fresh, [snapshot])
     assert set(chain.index_objects) <= new_indexes and garbage not in chain.packs
     assert check(fresh).ok
+
+
+@pytest.mark.parametrize("mode", ["GOVERNANCE", "COMPLIANCE"])
+def test_maintenance_locks_the_config_and_the_keys_and_forgets_removed_keys(moto, lock_bucket, s3, tree, mode):
+    # A repository whose config and keys were written unlocked (as safehold did before it locked
+    # them): maintenance locks them, in the repository's mode, like the data.
+    unlocked = S3Backend(f"s3://{lock_bucket}/repo", client=moto.client("s3"))
+    Repository.init(unlocked, PASSWORD, FAST_KDF)
+    backend = S3Backend(f"s3://{lock_bucket}/repo", client=moto.client("s3"), object_lock_mode=mode,
+                        object_lock_days=1)
+    backend.retention_period = timedelta(hours=2)
+    repository = Repository.open(backend, PASSWORD)
+    spare = repository.add_key(b"spare", FAST_KDF)  # written locked at once
+    assert lock_of(s3, lock_bucket, backend.key(Kind.KEYS, spare))[0] == mode
+    [first] = {i.name for i in backend.list(Kind.KEYS)} - {spare}
+    assert lock_of(s3, lock_bucket, backend.key(Kind.KEYS, first)) == (None, None)
+    assert lock_of(s3, lock_bucket, backend.key(Kind.CONFIG, "config")) == (None, None)
+    snapshot = backup(repository, tree)
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    report = extend_retention(repository, [snapshot])
+    assert report.objects_extended["config"] == 1 and report.objects_extended["keys"] == 1  # the spare is fresh
+    for kind, name in ((Kind.CONFIG, "config"), (Kind.KEYS, first)):
+        mode_now, until = lock_of(s3, lock_bucket, backend.key(kind, name))
+        assert mode_now == mode and until >= before + timedelta(hours=2), (kind, name)
+    # A removed key is hidden (a delete marker): safehold ignores it, maintenance no longer extends it,
+    # and its locked version stays stored until its lock ends.
+    spare_until = backend.retention(Kind.KEYS, spare)
+    assert repository.key_retained_until(spare) == spare_until
+    repository.remove_key(spare[:8])
+    assert spare not in {i.name for i in backend.list(Kind.KEYS)}
+    with pytest.raises(errors.WrongPassword):
+        Repository.open(backend, b"spare")
+    backend.retention_period = timedelta(hours=6)
+    again = extend_retention(repository, [snapshot])
+    assert again.missing == [] and again.objects_extended["keys"] == 1  # the first key only
+    versions = s3.list_object_versions(Bucket=lock_bucket, Prefix=backend.key(Kind.KEYS, spare))
+    [kept] = versions["Versions"]
+    assert versions["DeleteMarkers"] and s3.head_object(
+        Bucket=lock_bucket, Key=backend.key(Kind.KEYS, spare), VersionId=kept["VersionId"]
+    )["ObjectLockRetainUntilDate"] == spare_until

@@ -408,6 +408,65 @@ def test_schemathesis_finds_no_server_error(tmp_path, servers, catalog: str) -> 
     assert "No issues found" in run.stdout
 
 
+# --- tokens in query strings, docs pages, the missing extra ---------------------------------
+
+
+def test_a_token_in_a_query_string_is_refused_and_never_reaches_the_access_log(api) -> None:
+    server, tokens = api
+    secret = tokens["admin"]
+    for path in (f"/api/v1/jobs?token={secret}", f"/api/v1/jobs?limit=1&access_token={secret}",
+                 f"/api/v1/targets?x={secret.replace('_', '%5F')}", f"/healthz?{secret}=1"):
+        response = server.request("GET", path)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"] == "TokenInQueryString" and secret not in response.text
+    wrong_place = server.request("GET", f"/api/v1/jobs/{secret}/log", secret)  # not a query, but logged too
+    assert wrong_place.status_code == 422 and secret not in wrong_place.text
+    marker = server.request("GET", "/healthz?after-the-token-requests=1")
+    assert marker.status_code == 200
+    deadline = time.monotonic() + 10
+    while "after-the-token-requests" not in server.log and time.monotonic() < deadline:
+        time.sleep(0.1)  # the access log line is written after the answer
+    log = server.log
+    assert "after-the-token-requests" in log, log[-2000:]
+    access = [line for line in log.splitlines() if '"GET /api/v1/' in line or '"GET /healthz?' in line]
+    assert sum("REDACTED" in line for line in access) >= 5, access
+    assert secret not in log and secret.replace("_", "%5F") not in log
+    assert secret[4:] not in log  # not even the random part
+
+
+def test_docs_pages_need_a_token_and_openapi_stays_open(api) -> None:
+    server, tokens = api
+    for page in ("/docs", "/redoc"):
+        refused = server.request("GET", page)
+        assert refused.status_code == 401 and refused.json()["error"] == "Unauthorized", page
+        assert server.request("GET", page, tokens["viewer"]).status_code == 200, page
+    assert server.request("GET", "/openapi.json").status_code == 200
+
+
+# A sitecustomize-like start: block the server extra's modules, then run the CLI as its script does.
+WITHOUT_EXTRA = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("fastapi", "uvicorn"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+from safehold.cli.main import run
+sys.argv = ["safehold", *sys.argv[1:]]
+run()
+"""
+
+
+def test_serve_without_the_server_extra_names_it(workspace: Workspace) -> None:
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_EXTRA, "serve", "--port", "0"], cwd=workspace.root,
+                          env=workspace.environment(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "pip install 'safehold[server]'" in proc.stderr and "'server' extra" in proc.stderr, proc.stderr
+    assert "fastapi" in proc.stderr and "uvicorn" in proc.stderr
+    assert "this is a bug" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 # --- the token commands -------------------------------------------------------------------
 
 

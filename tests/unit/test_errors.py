@@ -25,6 +25,7 @@ STABLE |= {"TokenNotFound": 36, "ImmutabilityAuditFailed": 40}
 STABLE |= {"LockLost": 25}
 STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFailed": 60}
 STABLE |= {"SandboxSetupFailed": 61, "SandboxNotRemoved": 62}
+STABLE |= {"KeyRetained": 37}
 
 
 def test_exit_codes_never_change():

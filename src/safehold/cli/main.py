@@ -479,11 +479,15 @@ def key_list(json_output: bool = JsonOption) -> None:
 
 @key_app.command("remove")
 def key_remove(key_id: str) -> None:
-    """Remove a key file (never the last one, nor the one in use)."""
-    from ..engine.maintenance import remove_key
+    """Remove a key file (never the last one, nor the one in use). Under S3 Object Lock it is only hidden."""
+    from ..engine.maintenance import remove_key_reporting_lock
 
     ctx, _ = context()
-    typer.echo(f"removed key {remove_key(ctx, key_id)[:8]}")
+    name, locked_until = remove_key_reporting_lock(ctx, key_id)
+    typer.echo(f"removed key {name[:8]}")
+    if locked_until:
+        typer.echo(f"Object Lock keeps its stored version (hidden, unused, no longer extended) until {locked_until}; "
+                   "the bucket's lifecycle rule expires it after that")
 
 
 @key_app.command("passwd")

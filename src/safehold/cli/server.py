@@ -45,8 +45,9 @@ def serve(
     """Run the control plane: REST API (/api/v1, /openapi.json), /metrics, /healthz, /readyz and the scheduler."""
     import logging
 
-    from ..server.serve import serve as run_server
+    from ..server.serve import require_server_extra, serve as run_server
 
+    require_server_extra()  # before the configuration: the first thing to fix when the extra is missing
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = _context(config)
     run_server(ctx, host=host, port=port, scheduler=not no_scheduler, stop_timeout=stop_timeout,

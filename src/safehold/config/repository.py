@@ -30,7 +30,7 @@ _DB_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class ObjectLock(_Model):
-    """S3 Object Lock retention applied to every data, index and snapshot object."""
+    """S3 Object Lock retention applied to every object but locks: data, index, snapshots, the config and the keys."""
 
     mode: Literal["COMPLIANCE", "GOVERNANCE"] = Field(
         description=(

@@ -14,7 +14,13 @@ from datetime import datetime, timedelta, timezone
 
 from .. import errors
 from ..repository.backends import ImmutabilityFactsBackend
-from ..repository.immutability import MaintenanceReport, chain_of, chain_retention, extend_retention
+from ..repository.immutability import (
+    MaintenanceReport,
+    chain_of,
+    chain_retention,
+    extend_retention,
+    repository_objects_retention,
+)
 from ..repository.prune import plan_forget
 from ..repository.retention import RetentionPolicy
 from .context import Context
@@ -135,11 +141,13 @@ def audit_immutability(context: Context, min_remaining: timedelta = DEFAULT_MIN_
             report.snapshots_kept = len(kept)
             chain = chain_of(locked, kept)
             retention = chain_retention(locked, chain) if lock is not None else {}
-        report.objects_checked = len(retention)
+            essentials = repository_objects_retention(locked) if lock is not None else {}
+        report.objects_checked = len(retention) + len(essentials)
         if chain.unindexed_packs:
             report.add("error", "chain", f"{len(chain.unindexed_packs)} pack(s) used by kept snapshots are in no "
                        "index object", "run 'safehold check' and repair the repository")
         if lock is not None:
+            _audit_repository_objects(report, essentials, now, min_remaining, lock.days)
             _audit_chains(report, chain, retention, now, min_remaining, lock.days)
         return _finish(report, job)
 
@@ -162,6 +170,33 @@ def _audit_policies(context: Context, report: AuditReport, lock_period: timedelt
             report.add("info", "policy", f"target {target.name}: the {_days(lock_period)} lock covers the retention "
                        f"policy (snapshots kept up to about {_days(horizon)}); forgotten snapshots stay until their "
                        "lock ends")
+
+
+def _audit_repository_objects(report: AuditReport, retention: dict, now: datetime, min_remaining: timedelta,
+                              days: int) -> None:
+    """The config and the key files: without them no locked object can be read, so an unlocked one
+    lets stolen credentials destroy every backup (delete it, wait for the old version to expire)."""
+    unlocked = sorted(_object_label(kind, name) for (kind, name), until in retention.items()
+                      if until is None or until <= now)
+    short = sorted(_object_label(kind, name) for (kind, name), until in retention.items()
+                   if until is not None and now < until < now + min_remaining)
+    if unlocked:
+        report.add("error", "keys", f"{len(unlocked)} object(s) every backup needs to be read are not locked: "
+                   f"{', '.join(unlocked[:10])}" + (" ..." if len(unlocked) > 10 else "")
+                   + "; deleting them would make every locked backup unreadable once their old versions expire",
+                   "run 'safehold maintenance' now (it locks them for object_lock.days) and schedule it daily")
+    if short:
+        report.add("error", "keys", f"the config or key files are locked for less than {_days(min_remaining)}: "
+                   f"{', '.join(short[:10])}",
+                   f"run 'safehold maintenance' and schedule it at least every {max(1, days // 2)} day(s)")
+    if retention and not unlocked and not short:
+        earliest = min(until for until in retention.values() if until is not None)
+        report.add("info", "keys", f"the config and {len(retention) - 1} key file(s) are locked until at least "
+                   f"{earliest.isoformat(timespec='seconds')}")
+
+
+def _object_label(kind, name: str) -> str:
+    return "config" if kind.value == "config" else f"{kind.value}/{name[:8]}"
 
 
 def _audit_chains(report: AuditReport, chain, retention: dict, now: datetime, min_remaining: timedelta,

@@ -116,14 +116,27 @@ def list_keys(context: Context) -> list[dict]:
 
 
 def remove_key(context: Context, key_id: str) -> str:
-    with context.catalog.job("key", details={"action": "remove"}):
+    return remove_key_reporting_lock(context, key_id)[0]
+
+
+def remove_key_reporting_lock(context: Context, key_id: str) -> tuple[str, str | None]:
+    """Remove a key file; returns its name and, under Object Lock, until when its hidden locked version
+    stays stored (ISO time; None without a lock). Raises KeyRetained when these credentials may not
+    delete key files."""
+    with context.catalog.job("key", details={"action": "remove"}) as job:
         repository = context.open_repository(load_index=False)
         if len(repository.list_keys()) == 1:
             raise errors.LastKey(key_id=repository.key_name[:8])
         if repository.key_name.startswith(key_id):
             raise errors.UsageError(
                 f"key {key_id} is the one this password opened; remove it with another key's password")
-        return repository.remove_key(key_id)
+        matches = [k["id"] for k in repository.list_keys() if k["id"].startswith(key_id)]
+        until = repository.key_retained_until(matches[0]) if len(matches) == 1 else None
+        name = repository.remove_key(key_id)
+        stays = until.isoformat(timespec="seconds") if until is not None else None
+        if stays:
+            job.log(f"key {name[:8]} hidden; its Object Lock keeps the stored version until {stays}")
+        return name, stays
 
 
 def change_password(context: Context, new_password: bytes) -> str:

@@ -11,6 +11,11 @@ Concepts:
 - **Maintenance** extends retention on the chains of the snapshots the retention
   policy keeps, before it runs out. Objects no kept snapshot needs are left to
   expire, so prune can eventually remove them.
+- **Repository objects**: the ``config`` and every key file under ``keys/``.
+  Every locked object is unreadable without them, so they are locked too and
+  maintenance extends them whatever the retention policy keeps. A key removed
+  with ``safehold key remove`` is no longer listed, so it is no longer extended:
+  its locked version expires after its last lock ends.
 - **Pinned pack**: a pack named by an index object that is itself still
   retained. Prune keeps it, so that no surviving index object ever names a
   missing pack.
@@ -115,6 +120,25 @@ def chain_of(repository: Repository, snapshots: list[Snapshot]) -> Chain:
     return Chain(list(snapshots), packs, chosen, uncovered)
 
 
+def repository_objects(repository: Repository) -> list[tuple[Kind, str]]:
+    """The config and the key files (as listed now: removed keys are not among them)."""
+    return [(Kind.CONFIG, "config")] + [(Kind.KEYS, info.name) for info in repository.backend.list(Kind.KEYS)]
+
+
+def repository_objects_retention(repository: Repository) -> dict[tuple[Kind, str], datetime | None]:
+    """Retain-until of the config and of every key file (None: not retained or missing)."""
+    backend = retention_backend(repository)
+    if backend is None:
+        return {}
+    result: dict[tuple[Kind, str], datetime | None] = {}
+    for kind, name in repository_objects(repository):
+        try:
+            result[(kind, name)] = backend.retention(kind, name)
+        except ObjectNotFound:
+            result[(kind, name)] = None
+    return result
+
+
 @dataclass
 class MaintenanceReport:
     snapshots_kept: int = 0
@@ -131,7 +155,8 @@ class MaintenanceReport:
 
 def extend_retention(repository: Repository, snapshots: list[Snapshot], renew_within: timedelta | None = None,
                      now: datetime | None = None) -> MaintenanceReport:
-    """Extend retention on the chain of ``snapshots`` (the kept ones) where it ends within ``renew_within``.
+    """Extend retention on the config, the keys and the chain of ``snapshots`` (the kept ones) where it
+    ends within ``renew_within``.
 
     Objects get now + the repository's retention period. Idempotent: a second
     run right after the first extends nothing. Safe beside backups (it only
@@ -147,8 +172,9 @@ def extend_retention(repository: Repository, snapshots: list[Snapshot], renew_wi
     renew_within = period / 2 if renew_within is None else renew_within
     new_until = now + period
     chain = chain_of(repository, snapshots)
-    targets = ([(Kind.SNAPSHOTS, s.id) for s in chain.snapshots] + [(Kind.INDEX, n) for n in chain.index_objects]
-               + [(Kind.DATA, p) for p in sorted(chain.packs)])
+    # The config and the keys first: whatever the policy keeps, they are needed to read any of it.
+    targets = (repository_objects(repository) + [(Kind.SNAPSHOTS, s.id) for s in chain.snapshots]
+               + [(Kind.INDEX, n) for n in chain.index_objects] + [(Kind.DATA, p) for p in sorted(chain.packs)])
     report.objects_checked = len(targets)
     earliest: datetime | None = None
 

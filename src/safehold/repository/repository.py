@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 import msgpack
 
 from .. import errors
-from .backends import Backend, DirectoryBackend, Kind, ObjectNotFound, retention_of
+from .backends import Backend, DirectoryBackend, Kind, ObjectExists, ObjectNotFound, ObjectRetained, retention_of
 from .chunker import DEFAULT_IMAGE_CHUNK, FileChunker, TREE_AVG, TREE_MAX, TREE_MIN
 from .crypto import (
     Cipher,
@@ -116,14 +116,24 @@ class Repository:
             raise errors.RepositoryAlreadyExists(url=backend.url)
         _refuse_foreign(backend)
         # Without a config nothing here is a repository yet: key files left by an
-        # interrupted init wrap another master key and must not linger.
+        # interrupted init wrap another master key and must not linger. Under Object Lock
+        # one may be locked (or these credentials may not delete key files, deploy/iam/):
+        # it stays, harmless, since open() skips a key file whose key_check fails.
         for info in list(backend.list(Kind.KEYS)):
-            backend.delete(Kind.KEYS, info.name)
+            try:
+                backend.delete(Kind.KEYS, info.name)
+            except ObjectRetained:
+                pass
         backend.create()
         master = MasterKey.generate()
         key_file = wrap_master_key(master, password, kdf)
         key_name = _name_of(key_file)
-        backend.put(Kind.KEYS, key_name, key_file)
+        # Keys and config are locked like data (Object Lock): without them the locked data
+        # cannot be decrypted, so deleting them would destroy every backup as surely as
+        # deleting the packs. Written with If-None-Match, so no one overwrites them either
+        # (the shipped IAM policies refuse unconditional writes of keys/ and config).
+        until = _retain_until(backend)
+        _put_new(backend, Kind.KEYS, key_name, key_file, until)
         repository_id = secrets.token_hex(16)
         config = {
             "version": FORMAT_VERSION,
@@ -134,7 +144,7 @@ class Repository:
         }
         # The config is written last: a repository without it does not exist yet,
         # so an interrupted init can simply be run again.
-        backend.put(Kind.CONFIG, "config", json.dumps(config, indent=1).encode())
+        _put_new(backend, Kind.CONFIG, "config", json.dumps(config, indent=1).encode(), until)
         repository = cls(backend, config, master, key_name)
         repository._index_loaded = True
         return repository
@@ -241,7 +251,10 @@ class Repository:
     def add_key(self, password: bytes, kdf: dict | None = None) -> str:
         key_file = wrap_master_key(self.master, password, kdf)
         name = _name_of(key_file)
-        self._put(Kind.KEYS, name, key_file)
+        try:
+            _put_new(self.backend, Kind.KEYS, name, key_file, self.retain_until())
+        except OSError as exc:
+            raise errors.from_os_error(exc, f"writing keys/{name[:16]}") from exc
         return name
 
     def list_keys(self) -> list[dict]:
@@ -254,8 +267,8 @@ class Repository:
     def change_password(self, password: bytes) -> str:
         """Add a key for ``password``, then remove the key this repository was opened with."""
         new_key = self.add_key(password)
-        self.backend.delete(Kind.KEYS, self.key_name)
-        self.key_name = new_key
+        old_key, self.key_name = self.key_name, new_key
+        self._delete_key(old_key, added=new_key)
         return new_key
 
     def remove_key(self, key_id: str) -> str:
@@ -265,8 +278,38 @@ class Repository:
             raise errors.KeyNotFound(key_id=key_id)
         if len(names) == 1:
             raise errors.LastKey(key_id=matches[0][:8])
-        self.backend.delete(Kind.KEYS, matches[0])
+        self._delete_key(matches[0])
         return matches[0]
+
+    def key_retained_until(self, name: str) -> datetime | None:
+        """Until when a key file's stored version stays under Object Lock (None: not locked).
+
+        Removing a key under Object Lock only hides it (S3 adds a delete marker): the locked
+        version stays stored until then, readable to credentials allowed s3:GetObjectVersion,
+        and is expired by the bucket's lifecycle rule afterwards. safehold ignores it as soon
+        as it is hidden (it lists keys/ to open the repository) and maintenance no longer
+        extends it.
+        """
+        backend = retention_of(self.backend)
+        if backend is None:
+            return None
+        try:
+            until = backend.retention(Kind.KEYS, name)
+        except ObjectNotFound:
+            return None
+        return until if until is not None and until > datetime.now(timezone.utc) else None
+
+    def _delete_key(self, name: str, added: str | None = None) -> None:
+        try:
+            self.backend.delete(Kind.KEYS, name)
+        except ObjectRetained as exc:
+            # The store refused (the shipped backup role may not delete key files, so a stolen
+            # backup credential cannot hide the keys): say what to do, and what already happened.
+            done = f"the new key {added[:8]} was added and works; " if added else ""
+            raise errors.KeyRetained(key_id=name[:8], until=exc.until.isoformat(timespec="seconds"),
+                                     done=done) from None
+        except OSError as exc:
+            raise errors.from_os_error(exc, f"deleting keys/{name[:16]}") from exc
 
     # -- locks ------------------------------------------------------------------
     def lock(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0) -> Lock:
@@ -415,15 +458,14 @@ class Repository:
         self._write_index()
 
     def retain_until(self) -> datetime | None:
-        """When a data, index or snapshot object written now may first be deleted (None: no retention).
+        """When an object written now may first be deleted (None: no retention); every kind but
+        locks is written with it.
 
         The backend carries the period (S3 Object Lock ``days``); it is applied
         from the moment of writing, and ``safehold maintenance`` extends it on
         objects that kept snapshots still use.
         """
-        backend = retention_of(self.backend)
-        period = backend.retention_period if backend is not None else None
-        return None if period is None else datetime.now(timezone.utc) + period
+        return _retain_until(self.backend)
 
     def locate(self, blob_id: bytes) -> BlobLocation:
         location = self.index.lookup(blob_id)
@@ -571,6 +613,22 @@ def read_config(backend: Backend) -> dict:
     if version not in SUPPORTED_VERSIONS:
         raise errors.UnsupportedRepositoryVersion(url=backend.url, found=version, supported=SUPPORTED_VERSIONS)
     return config
+
+
+def _retain_until(backend: Backend) -> datetime | None:
+    retaining = retention_of(backend)
+    period = retaining.retention_period if retaining is not None else None
+    return None if period is None else datetime.now(timezone.utc) + period
+
+
+def _put_new(backend: Backend, kind: Kind, name: str, data: bytes, retain_until: datetime | None) -> None:
+    """Write a key file or the config, never over an existing one. A key file is named by its
+    content, so finding one of that name means it is already stored (the same bytes)."""
+    try:
+        backend.put(kind, name, data, exclusive=True, retain_until=retain_until)
+    except ObjectExists:
+        if kind is Kind.CONFIG:
+            raise errors.RepositoryAlreadyExists(url=backend.url) from None
 
 
 def key_check(master: MasterKey, repository_id: str) -> str:

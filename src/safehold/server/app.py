@@ -15,8 +15,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,8 +26,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, errors
 from ..catalog.tokens import TokenStore
 from . import schemas
+from .auth import require
 from .metrics import create_registry
 from .routes import router
+from .strict import RefuseTokensInQuery
 
 if TYPE_CHECKING:
     from ..engine.context import Context
@@ -88,9 +92,15 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
         description=(
             "Backup and disaster-recovery control plane. Authenticate with 'Authorization: Bearer <token>' "
             "(tokens from 'safehold token create'): viewer reads, operator also starts and cancels jobs, admin "
-            "also manages tokens. /healthz, /readyz and /metrics are open."
+            "also manages tokens. /healthz, /readyz, /metrics and this description (/openapi.json) are open; "
+            "/docs and /redoc need a viewer token. Tokens are never taken from the query string (400). "
+            "Errors are {error, message, remedy}; malformed requests add details [{loc, message, type}]."
         ),
         lifespan=lifespan,
+        # The interactive pages are served below, behind a token; /openapi.json stays open (it describes
+        # the API of an open-source program and holds no data; clients and schemathesis read it).
+        docs_url=None,
+        redoc_url=None,
         responses={401: {"model": schemas.Problem, "description": "No valid API token"},
                    403: {"model": schemas.Problem, "description": "The token's role is too low"}},
     )
@@ -108,6 +118,35 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
             log.error("%s %s: %s", request.method, request.url.path, error, exc_info=error.bug)
         return JSONResponse(status_code=code, content={"error": type(error).__name__, "message": error.message,
                                                        "remedy": error.hint})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        # Starlette logs the traceback itself; the client gets the documented shape, not plain text.
+        return JSONResponse(status_code=500, content={
+            "error": "InternalError", "message": "internal error while handling the request",
+            "remedy": "this is a bug in safehold; the server's log has the traceback, please report it"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer is {"detail": [...]} and echoes each offending value, which may not even
+        # be renderable; the documented shape instead, with where and what but never the value.
+        problems = list(error.errors())
+        details = [{"loc": [part if isinstance(part, int) else str(part) for part in problem.get("loc", ())],
+                    "message": str(problem.get("msg", "")), "type": str(problem.get("type", ""))}
+                   for problem in problems]
+        not_json = next((p for p in problems if p.get("type") == "json_invalid"), None)
+        if not_json is not None:
+            reason = str((not_json.get("ctx") or {}).get("error", "JSON decode error"))
+            return JSONResponse(status_code=400, content={
+                "error": "InvalidJSON", "message": f"the request body is not valid JSON: {reason}",
+                "remedy": "send a JSON document (RFC 8259: no NaN or Infinity, strings in double quotes) with "
+                          "'Content-Type: application/json'", "details": details})
+        where = "; ".join(f"{'.'.join(str(part) for part in d['loc'])}: {d['message']}" for d in details[:3])
+        more = f" (and {len(details) - 3} more)" if len(details) > 3 else ""
+        return JSONResponse(status_code=422, content={
+            "error": "InvalidRequest", "message": f"the request does not match the API: {where}{more}",
+            "remedy": "correct the fields named in details; /openapi.json describes every request",
+            "details": details})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -149,7 +188,18 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
         """Prometheus metrics, computed from the catalog at scrape time (see docs/architecture.md)."""
         return Response(generate_latest(registry), media_type=METRICS_CONTENT_TYPE)
 
+    @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+    def docs(_: Any = Depends(require("viewer"))) -> HTMLResponse:
+        """Swagger UI (needs a viewer token, like the data it lets one query)."""
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, response_class=HTMLResponse)
+    def redoc(_: Any = Depends(require("viewer"))) -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - ReDoc")
+
     app.include_router(router)
+    # Outermost: a token in the query string is refused before any route, auth or validation sees it.
+    app.add_middleware(RefuseTokensInQuery)
     return app
 
 

@@ -21,8 +21,18 @@ from ..catalog.store import JobRecord
 from ..catalog.tokens import TokenRecord, TokenStore
 from . import schemas
 from .auth import require
+from .strict import StrictJSONRoute
 
-router = APIRouter(prefix="/api/v1")
+#: Every API route answers a malformed request in the documented error shape (app.py's handlers);
+#: declaring it here also replaces FastAPI's own ``{"detail": [...]}`` 422 schema in /openapi.json.
+MALFORMED = {
+    400: {"model": schemas.ValidationProblem,
+          "description": "The body is not JSON (NaN and Infinity are not JSON), or the request is not valid for "
+                         "safehold"},
+    422: {"model": schemas.ValidationProblem, "description": "The request does not match this schema"},
+}
+
+router = APIRouter(prefix="/api/v1", responses=MALFORMED, route_class=StrictJSONRoute)
 
 viewer = Depends(require("viewer"))
 operator = Depends(require("operator"))
@@ -34,7 +44,8 @@ CONFLICT = {409: {"model": schemas.Problem, "description": "Not possible in the 
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id.")]
 TokenId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Token id.")]
 
-INVALID = {400: {"model": schemas.Problem, "description": "The request is well-formed but not valid for safehold"}}
+INVALID = {400: {"model": schemas.ValidationProblem,
+                  "description": "The body is not JSON, or the request is well-formed but not valid for safehold"}}
 
 
 def _context(request: Request) -> Any:

@@ -33,6 +33,22 @@ class Problem(BaseModel):
     remedy: str = ""
 
 
+class InvalidField(BaseModel):
+    """One reason a request was refused: where (``loc``, e.g. ["body", "params", "read_data_percent"])
+    and what is wrong. The offending value itself is never echoed back."""
+
+    loc: list[str | int]
+    message: str
+    type: str = Field(examples=["missing"])
+
+
+class ValidationProblem(Problem):
+    """A request the API could not take: not JSON (400) or not matching the schema (422)."""
+
+    error: str = Field(examples=["InvalidRequest"])
+    details: list[InvalidField] = Field(default_factory=list)
+
+
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
 

@@ -65,3 +65,114 @@ def test_http_status_of_errors() -> None:
     assert status_of(errors.RepositoryLocked(kind="exclusive", holder="h", since="now")) == 409
     assert status_of(errors.WrongPassword(url="file:///r")) == 503
     assert status_of(errors.InternalError("boom")) == 500
+
+
+SHAPE = {"error", "message", "remedy"}
+
+
+@pytest.mark.parametrize("body", [
+    '{"kind": "check", "params": {"read_data_percent": NaN}}',
+    '{"kind": "check", "params": {"read_data_percent": Infinity}}',
+    '{"kind": "check", "params": {"read_data_percent": -Infinity}}',
+    '{"kind": NaN}',
+    '{"kind": "check",',
+])
+def test_a_body_that_is_not_json_gets_400_in_the_documented_shape(context: Context, body: str) -> None:
+    _, token = TokenStore(context.catalog).create("t", "operator")
+    with TestClient(create_app(context), raise_server_exceptions=False) as client:
+        response = client.post("/api/v1/jobs", content=body,
+                               headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert set(answer) == SHAPE | {"details"} and answer["error"] == "InvalidJSON"
+    assert "not valid JSON" in answer["message"] and "NaN" in answer["remedy"]
+    if "NaN" in body or "Infinity" in body:
+        assert "is not a JSON number" in answer["message"]
+    assert answer["details"][0]["loc"][0] == "body"
+
+
+def test_validation_errors_use_the_documented_shape_and_never_echo_the_value(context: Context) -> None:
+    _, token = TokenStore(context.catalog).create("t", "admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(context)) as client:
+        path = client.get("/api/v1/jobs/not-a-number", headers=auth)
+        assert path.status_code == 422
+        assert set(path.json()) == SHAPE | {"details"} and path.json()["error"] == "InvalidRequest"
+        assert path.json()["details"][0]["loc"] == ["path", "job_id"] and "not-a-number" not in path.text
+        body = client.post("/api/v1/tokens", json={"name": "ok", "role": "root-please-secret-value"}, headers=auth)
+        assert body.status_code == 422, body.text
+        answer = body.json()
+        assert "detail" not in answer and answer["error"] == "InvalidRequest"
+        assert ["body", "role"] in [d["loc"] for d in answer["details"]] and "body.role" in answer["message"]
+        assert "root-please-secret-value" not in body.text
+        assert answer["remedy"]
+        query = client.get("/api/v1/jobs", params={"limit": "-5"}, headers=auth)
+        assert query.status_code == 422 and query.json()["details"][0]["loc"] == ["query", "limit"]
+
+
+def test_openapi_declares_the_error_shape_for_malformed_requests(context: Context) -> None:
+    with TestClient(create_app(context)) as client:
+        spec = client.get("/openapi.json").json()  # open: it describes the API, holds no data
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and {"error", "message", "remedy", "details"} <= set(
+        schemas["ValidationProblem"]["properties"])
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            for code in ("400", "422"):
+                if code in operation["responses"] and path.startswith("/api/"):
+                    ref = operation["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.rsplit("/", 1)[1] in ("ValidationProblem", "Problem"), (method, path, code)
+    assert "/docs" not in spec["paths"] and "/redoc" not in spec["paths"]
+
+
+def test_docs_and_redoc_need_a_token(context: Context) -> None:
+    _, token = TokenStore(context.catalog).create("t", "viewer")
+    with TestClient(create_app(context)) as client:
+        for page in ("/docs", "/redoc"):
+            refused = client.get(page)
+            assert refused.status_code == 401 and refused.json()["error"] == "Unauthorized"
+            shown = client.get(page, headers={"Authorization": f"Bearer {token}"})
+            assert shown.status_code == 200 and "/openapi.json" in shown.text
+        assert client.get("/docs/oauth2-redirect").status_code == 404
+        assert client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["token={t}", "access_token={t}", "api_key=x", "target=files&foo={t}",
+                                   "x=sht%5Fabc", "Authorization=Bearer%20{t}"])
+def test_a_token_in_the_query_string_is_refused(context: Context, query: str) -> None:
+    _, token = TokenStore(context.catalog).create("t", "viewer")
+    with TestClient(create_app(context)) as client:
+        response = client.get(f"/api/v1/jobs?{query.format(t=token)}", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 400, response.text
+        answer = response.json()
+        assert set(answer) == SHAPE and answer["error"] == "TokenInQueryString"
+        assert "Authorization: Bearer" in answer["remedy"] and token not in response.text
+        # The same request without it is fine; so are probes with harmless queries.
+        assert client.get("/api/v1/jobs?limit=1", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert client.get("/healthz?probe=1").status_code == 200
+
+
+def test_access_log_targets_are_redacted() -> None:
+    from safehold.server.strict import redact_target
+
+    token = "sht_" + "A1b2-_" * 8
+    assert redact_target(f"/api/v1/jobs?token={token}&limit=5") == "/api/v1/jobs?token=REDACTED&limit=5"
+    assert redact_target(f"/api/v1/jobs?x={token}") == "/api/v1/jobs?x=REDACTED"
+    assert redact_target("/api/v1/jobs?x=sht%5Fabc") == "/api/v1/jobs?x=REDACTED"
+    assert redact_target(f"/api/v1/jobs/{token}/log") == "/api/v1/jobs/REDACTED/log"
+    assert redact_target(f"/api/v1/jobs?{token}=1") == "/api/v1/jobs?REDACTED=REDACTED"
+    assert redact_target("/api/v1/jobs?target=web&limit=5") == "/api/v1/jobs?target=web&limit=5"
+    assert redact_target("/healthz") == "/healthz"
+
+
+def test_an_unexpected_error_is_a_500_in_the_documented_shape(context: Context) -> None:
+    app = create_app(context)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("not for the client")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+    assert set(response.json()) == SHAPE and "not for the client" not in response.text

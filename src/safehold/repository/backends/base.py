@@ -3,8 +3,10 @@
 A backend never sees plaintext and knows nothing of what objects mean. Objects
 are addressed by ``(kind, name)``, never by paths. Data, index and snapshot
 objects are immutable once written; ``config``, ``keys`` and ``locks`` are the
-only kinds a caller may overwrite or delete freely (locks are rewritten on each
-heartbeat).
+only kinds a backend lets a caller overwrite or delete (locks are rewritten on
+each heartbeat). The repository itself writes ``config`` and ``keys`` only as
+new objects (``exclusive``) and, under Object Lock, with a retain-until like
+the data, since nothing locked can be read without them.
 
 Every implementation passes ``tests/contract/test_backend_contract.py``.
 """

@@ -170,7 +170,7 @@ class FilesSource:
         except OSError as exc:  # readlink() of a link that was removed or replaced since it was listed
             reason = skip_reason(exc)
             if exc.errno == errno.EINVAL:
-                reason, detail = "replaced", "no longer a symbolic link"
+                reason, detail = "replaced", "no longer a symlink"
             else:
                 detail = "removed since it was listed" if reason == "vanished" else exc.strerror or str(exc)
             skipped.add(path, _type_name(st.st_mode), reason, detail)
@@ -257,8 +257,12 @@ def _open_listed_directory(real: bytes, listed: os.stat_result) -> int:
     try:
         fd = os.open(real, _DIRECTORY_FLAGS)
     except OSError as exc:
-        if exc.errno == errno.ENOTDIR:
-            raise ItemSkipped("replaced", "no longer a directory") from None
+        if exc.errno == errno.ENOTDIR:  # O_NOFOLLOW|O_DIRECTORY met a link or a file: say which
+            try:
+                now = _type_name(os.lstat(real).st_mode)
+            except OSError:
+                now = "something else"
+            raise ItemSkipped("replaced", f"replaced by a {now} since it was listed") from None
         raise ItemSkipped(skip_reason(exc), _open_failure(exc)) from None
     try:
         now = os.fstat(fd)
@@ -276,7 +280,7 @@ def _open_failure(exc: OSError) -> str:
     if reason == "vanished":
         return "removed since it was listed"
     if reason == "replaced":
-        return "replaced by a symbolic link since it was listed"
+        return "replaced by a symlink since it was listed"
     return exc.strerror or str(exc)
 
 

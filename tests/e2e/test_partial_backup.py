@@ -189,3 +189,22 @@ def scrape_metrics(ws: Workspace) -> str:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+def test_a_scheduled_partial_backup_is_recorded_partial_and_not_retried(ws: Workspace) -> None:
+    """The queue's path (scheduler -> run_job -> backup_target as the queued row): the row ends
+    'partial', and the scheduler does not retry it, while it does retry the failed target."""
+    config = ws.write_config([{"name": "files", "tier": 2, "source": {"type": "files", "paths": ["data"]}},
+                              {"name": "gone", "tier": 2, "source": {"type": "files", "paths": ["missing"]}}])
+    config.write_text(config.read_text() + "scheduler: {retry_backoff: 1s, prune_schedule: null, "
+                                           "check_schedule: null}\n")
+    run_bound(ws, "scheduler", "run", "--once", code=0)
+    time.sleep(2.5)  # past the retry backoff: a failed scheduled job is due again
+    run_bound(ws, "scheduler", "run", "--once", code=0)
+    backups = ws.json("jobs", "--kind", "backup")
+    assert [(job["target"], job["status"], job["details"]["trigger"]) for job in backups
+            if job["target"] == "files"] == [("files", "partial", "scheduler")]
+    assert [job["status"] for job in backups if job["target"] == "gone"] == ["failed", "failed"]  # retried
+    partial = next(job for job in backups if job["target"] == "files")
+    assert partial["details"]["skipped"]["count"] == 3
+    assert partial["snapshot_id"] == ws.snapshots("files")[0]["id"]

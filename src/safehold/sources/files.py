@@ -126,8 +126,8 @@ class FilesSource:
             return
         try:
             try:
-                with os.scandir(fd) as listing:
-                    entries = sorted(listing, key=lambda e: e.name)
+                with os.scandir(fd) as listing:  # names come as str from a descriptor: sort their bytes
+                    entries = sorted(((os.fsencode(entry.name), entry) for entry in listing), key=lambda pair: pair[0])
             except OSError as exc:
                 if root:
                     raise SourceError(source=os.fsdecode(real), detail=exc.strerror or str(exc)) from None
@@ -140,8 +140,7 @@ class FilesSource:
             emitted = not self.patterns.include or self.patterns.included(path)
             if emitted:
                 yield item
-            for entry in entries:
-                name = os.fsencode(entry.name)
+            for name, entry in entries:
                 child_path = path + b"/" + name
                 if self.patterns.excluded(child_path):
                     continue

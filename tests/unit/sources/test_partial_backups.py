@@ -360,3 +360,16 @@ def test_a_directory_swapped_for_a_symlink_is_not_walked_into(tmp_path: Path) ->
     assert skipped.items == [{"path": b"data/sub", "type": "dir", "reason": "replaced",
                               "detail": "replaced by a symlink since it was listed"}]
     assert stat.S_ISLNK(os.lstat(root / "sub").st_mode)
+
+
+def test_names_are_still_walked_in_bytewise_order(tmp_path: Path) -> None:
+    """Listing through a descriptor gives str names; the walk order stays that of the bytes
+    (docs/repository-format.md): an undecodable byte 0xff sorts after UTF-8's 0xee lead byte."""
+    root = tmp_path / "data"
+    root.mkdir()
+    names = [b"a", b"\xee\x80\x80", b"\xff", b"B"]
+    for name in names:
+        Path(os.fsdecode(os.fsencode(root) + b"/" + name)).write_bytes(b"x")
+    with FilesSource([str(root)]).open() as view:
+        walked = [item.path for item in view.items()]
+    assert walked == [b"data"] + [b"data/" + name for name in sorted(names)]

@@ -1,4 +1,8 @@
-"""Backup jobs: one target, or all of them (continuing past failures)."""
+"""Backup jobs: one target, or all of them (continuing past failures).
+
+A backup whose snapshot left items out (``summary['skipped']``) ends 'partial': a good backup
+with items missing, exit code 4 for the CLI unless another target failed (3: a failure wins).
+"""
 
 from __future__ import annotations
 
@@ -73,6 +77,11 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     ``changed``: for image targets, extents known to have changed since the
     target's latest snapshot; chunks outside them are taken from it unread.
     ``job_id``: run as this queued job, already claimed (see engine.jobs).
+
+    Entries the source could not read do not fail the target: the snapshot holds everything
+    readable, and when its summary lists skipped items the job ends 'partial' (details
+    ``skipped``, bounded, paths escaped) and the result's ``status`` says so; the caller decides
+    what that means for its exit (``BackupRun.error``).
     """
     target = context.config.target(target_name)
     started = time.monotonic()

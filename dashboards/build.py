@@ -150,7 +150,7 @@ def overview() -> dashboard.Dashboard:
     )
     board = board.with_row(dashboard.Row("Jobs").grid_pos(position(0, 0, 24, 1)))
     stats = [
-        ("Backups succeeded", "Targets whose newest backup succeeded.",
+        ("Backups succeeded", "Targets whose newest backup wrote its snapshot: succeeded, or partial (BackupPartial).",
          f"count(safehold_backup_last_status{{{TARGETS}}} == 1) or vector(0)", [(None, "green")]),
         ("Backups failed", "Targets whose newest backup failed (BackupJobFailed).",
          f"count(safehold_backup_last_status{{{TARGETS}}} == 0) or vector(0)", [(None, "green"), (1, "red")]),

@@ -448,6 +448,18 @@ class PartialFailure(SafeholdError):
     exit_code = 3
 
 
+class BackupPartial(SafeholdError):
+    """Every target wrote its snapshot, but some left out items they could not read (job status
+    'partial'). When targets also failed, PartialFailure (3) is reported instead: a failure wins."""
+
+    template = "{partial} of {total} target(s) backed up partially: {names} ({count} item(s) left out or changed)"
+    remedy = (
+        "the snapshots hold everything that could be read; 'safehold jobs --id JOB' lists what was left out "
+        "and why: fix the permissions, or exclude the paths in targets.yml, and back up again"
+    )
+    exit_code = 4
+
+
 class InternalError(SafeholdError):
     template = "internal error: {message}"
     remedy = "this is a bug in safehold; please report it with the traceback above"

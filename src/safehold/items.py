@@ -7,8 +7,9 @@ of platforms, the drivers nothing of the storage format.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator, Literal, Protocol
+from typing import BinaryIO, Callable, Iterator, Literal, Protocol, runtime_checkable
 
 Incremental = Literal["cbt", "rct", "dirty-bitmap", "ebs-changed-blocks", "mtime", "none"]
 Extent = tuple[int, int]  # (offset, length) in bytes
@@ -37,7 +38,9 @@ class FileItem:
     size: int = 0
     link_target: bytes | None = None  # symlink target, or for 'hardlink' the path of the first link
     rdev: int = 0
-    open: Callable[[], BinaryIO] | None = None  # regular files only
+    # Regular files only. Raises ItemSkipped (or OSError) when the file cannot be read as listed;
+    # the stream may be ChangeAware.
+    open: Callable[[], BinaryIO] | None = None
     xattrs: dict[bytes, bytes] | None = None  # extended attributes (ACLs, SELinux labels, user.*)
 
 
@@ -70,6 +73,73 @@ class DiskItem:
     metadata: dict = field(default_factory=dict)
 
 
+# --- what a backup could not store as it was -----------------------------------------------
+
+SkipReason = Literal["unreadable", "vanished", "replaced", "changed"]
+SKIP_REASONS: tuple[str, ...] = ("unreadable", "vanished", "replaced", "changed")
+
+#: Entries a snapshot and a job record name; the count and the count per reason are always exact.
+SKIPPED_LIST_LIMIT = 100
+
+
+class ItemSkipped(Exception):
+    """Raised by ``FileItem.open()`` when the entry cannot be stored as it was listed: it is
+    ``unreadable`` (permissions, I/O errors), has ``vanished``, or was ``replaced`` by another
+    kind of entry (a FIFO or device swapped in for a regular file). ``detail`` says what happened
+    in words; it never contains the path (callers add it, escaped)."""
+
+    def __init__(self, reason: SkipReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def skip_reason(error: OSError) -> SkipReason:
+    """What an OSError met while listing or reading a source entry says about the entry."""
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "vanished"  # removed, or a directory on the way replaced by something else
+    if error.errno == errno.ELOOP:
+        return "replaced"  # O_NOFOLLOW met a symbolic link where the walk saw something else
+    return "unreadable"
+
+
+@runtime_checkable
+class ChangeAware(Protocol):
+    """A stream that can tell, once read to the end, whether its entry changed while it was read
+    (size, modification time or identity differ from what the walk listed). A ``changed`` entry is
+    stored as it was read and reported, since its stored content may be a mix of two versions."""
+
+    def changed_while_read(self) -> str | None: ...
+
+
+@dataclass
+class SkippedItems:
+    """What a backup could not store as it was, bounded: the first ``limit`` entries in walk order
+    plus exact counts (per reason), so a tree of a million unreadable files costs a few kilobytes.
+
+    ``unreadable``, ``vanished`` and ``replaced`` entries are left out of the snapshot; a
+    ``changed`` one is stored as it was read. Entries hold the path as bytes (as in the item
+    stream); whoever prints one passes it through ``safehold.text.printable``."""
+
+    limit: int = SKIPPED_LIST_LIMIT
+    count: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    items: list[dict] = field(default_factory=list)
+
+    def add(self, path: bytes, type: str, reason: SkipReason, detail: str) -> None:
+        self.count += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if len(self.items) < self.limit:
+            self.items.append({"path": path, "type": type, "reason": reason, "detail": detail})
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def as_record(self) -> dict:
+        """The form kept in a snapshot's summary (msgpack: paths stay bytes)."""
+        return {"count": self.count, "reasons": dict(self.reasons), "items": [dict(item) for item in self.items]}
+
+
 @dataclass
 class View:
     kind: Literal["files", "image"]
@@ -84,5 +154,9 @@ class View:
     # the token. For platforms whose change-tracking id exists only once the source's snapshot is
     # released into a reference point (Hyper-V RCT); if it raises, no snapshot is written.
     complete: Callable[[], dict] | None = None
+    # Entries the driver met but could not list or read (a directory it may not open, one that
+    # vanished during the walk); the archiver adds what fails when it opens or reads a file.
+    # Drivers of disk images leave it empty: a disk that cannot be read fails the backup.
+    skipped: SkippedItems = field(default_factory=SkippedItems)
 
 

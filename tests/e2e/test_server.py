@@ -55,8 +55,9 @@ ROLES = ("viewer", "operator", "admin")
 #: The metric families of the contract in docs/architecture.md.
 METRIC_FAMILIES = {
     "safehold_backup_last_success_timestamp_seconds", "safehold_backup_last_attempt_timestamp_seconds",
-    "safehold_backup_last_status", "safehold_backup_duration_seconds", "safehold_backup_bytes_read",
-    "safehold_backup_bytes_added", "safehold_target_rpo_seconds", "safehold_target_rto_seconds",
+    "safehold_backup_last_status", "safehold_backup_skipped_items", "safehold_backup_duration_seconds",
+    "safehold_backup_bytes_read", "safehold_backup_bytes_added", "safehold_target_rpo_seconds",
+    "safehold_target_rto_seconds",
     "safehold_restore_test_last_success_timestamp_seconds", "safehold_restore_test_last_status",
     "safehold_restore_test_last_duration_seconds", "safehold_restore_test_interval_seconds",
     "safehold_jobs_running", "safehold_job_failures",

@@ -33,6 +33,7 @@ EXPORTED_METRICS = frozenset(
         "safehold_backup_last_success_timestamp_seconds",
         "safehold_backup_last_attempt_timestamp_seconds",
         "safehold_backup_last_status",
+        "safehold_backup_skipped_items",
         "safehold_backup_duration_seconds_bucket",
         "safehold_backup_duration_seconds_sum",
         "safehold_backup_duration_seconds_count",
@@ -57,6 +58,7 @@ PROMETHEUS_METRICS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
 
 ALERT_NAMES = (
     "BackupJobFailed",
+    "BackupPartial",
     "RPOViolated",
     "BackupStorageCapacityHigh",
     "RestoreTestFailed",

@@ -10,7 +10,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "exit-codes.md"
 
 # Once shipped, a code never changes. Adding a class means adding it here.
 STABLE = {
-    "UsageError": 2, "PartialFailure": 3, "RepositoryDoesNotExist": 10, "RepositoryAlreadyExists": 11,
+    "UsageError": 2, "PartialFailure": 3, "BackupPartial": 4, "RepositoryDoesNotExist": 10, "RepositoryAlreadyExists": 11,
     "ForeignRepository": 12, "UnsupportedRepositoryVersion": 12, "WrongPassword": 13, "PasswordMissing": 13,
     "TooManyKeys": 13, "KeyFileInvalid": 26,
     "RepositoryLocked": 14, "KeyNotFound": 15, "LastKey": 15, "SnapshotNotFound": 16, "AmbiguousSnapshot": 16,

@@ -13,6 +13,7 @@ from safehold.catalog.migrate import HEAD_REVISION, CatalogSchemaTooNew
 from safehold.catalog.store import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    GOOD_BACKUP_STATUSES,
     JOB_KINDS,
     LOG_LEVELS,
     STATUSES,
@@ -27,6 +28,7 @@ from safehold.catalog.store import (
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
+    "GOOD_BACKUP_STATUSES",
     "HEAD_REVISION",
     "JOB_KINDS",
     "LOG_LEVELS",

@@ -46,7 +46,10 @@ JOB_KINDS = ("backup", "restore", "check", "forget", "prune", "restore-test", "c
 """Kinds the engine records. Not enforced: a new kind needs no migration."""
 
 ACTIVE_STATUSES = ("queued", "running")
-FINAL_STATUSES = ("succeeded", "failed", "interrupted", "cancelled")
+# 'partial': a backup that wrote its snapshot but left out items it could not read (the job's
+# details hold what and why). It is a good backup for the RPO, not a failure, and never retried.
+FINAL_STATUSES = ("succeeded", "partial", "failed", "interrupted", "cancelled")
+GOOD_BACKUP_STATUSES = ("succeeded", "partial")
 STATUSES = ACTIVE_STATUSES + FINAL_STATUSES
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -353,9 +356,11 @@ class Catalog:
             return {row.target: JobRecord.from_row(row) for row in session.scalars(query)}
 
     def backup_durations(self) -> dict[str | None, list[float]]:
-        """Seconds each succeeded backup job took, per target (for the duration histogram), in one query."""
+        """Seconds each succeeded (or partial) backup job took, per target (for the duration histogram), in one
+        query: a partial backup read everything it could, so its duration is that of a whole run."""
         query = select(Job.target, Job.started_at, Job.finished_at).where(
-            Job.kind == "backup", Job.status == "succeeded", Job.started_at.is_not(None), Job.finished_at.is_not(None))
+            Job.kind == "backup", Job.status.in_(GOOD_BACKUP_STATUSES), Job.started_at.is_not(None),
+            Job.finished_at.is_not(None))
         durations: dict[str | None, list[float]] = {}
         with self._read() as session:
             for target, started, finished in session.execute(query):
@@ -460,7 +465,8 @@ class Catalog:
 
         Without ``job_id`` a new row is started now; with it, the block runs as
         that job, which the caller has already claimed (``claim_job``: queued
-        jobs run by a worker), and ``details`` are merged into its own. Normal exit marks it 'succeeded'; an exception marks it 'failed' with
+        jobs run by a worker), and ``details`` are merged into its own. Normal exit marks it
+        'succeeded', or the final status the block set in ``handle.status`` ('partial'); an exception marks it 'failed' with
         the message and the exception's class name, and is re-raised;
         KeyboardInterrupt or SystemExit mark it 'interrupted', asyncio
         cancellation 'cancelled'. A failure to record the outcome never hides
@@ -482,7 +488,7 @@ class Catalog:
             handle._finish("interrupted", exc)
             raise
         else:
-            handle._finish("succeeded", None, swallow=False)
+            handle._finish(handle.status, None, swallow=False)
 
     # --- snapshot cache -----------------------------------------------------
 
@@ -570,6 +576,9 @@ class JobHandle:
     files: int = 0
     snapshot_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # The status recorded when the block ends normally: 'succeeded', or 'partial' for a backup
+    # whose snapshot left items out.
+    status: str = "succeeded"
     flush_interval: float = 1.0
     _last_flush: float | None = field(default=None, repr=False)
 

@@ -41,11 +41,18 @@ def status(json_output: bool = JsonOption) -> None:
             art = f"{test.art_seconds:.1f}s" if test.art_seconds is not None else "?"
             drill = (f"{'passed' if test.passed else 'FAILED'} {test.time:%Y-%m-%d %H:%M}, ART {art} / "
                      f"RTO {_age(test.rto_seconds)} {'ok' if test.rto_met else 'MISSED'}")
+        last = entry.last_status or ""
+        if entry.skipped_items:
+            last += f" ({entry.skipped_items} skipped)"
         rows.append([entry.name, entry.tier, entry.source_type, _age(entry.rpo_seconds), _age(entry.age_seconds),
-                     "yes" if entry.compliant else "NO", entry.last_status or "", drill])
+                     "yes" if entry.compliant else "NO", last, drill])
     print_table(["target", "tier", "source", "rpo", "age", "compliant", "last backup", "restore test"], rows)
     bad = [entry.name for entry in statuses if not entry.compliant]
     typer.echo(f"{len(statuses) - len(bad)} of {len(statuses)} target(s) within their RPO")
+    partial = [entry.name for entry in statuses if entry.skipped_items]
+    if partial:
+        typer.echo(f"{len(partial)} target(s) whose newest backup left items out: {', '.join(partial)} "
+                   "(safehold jobs --status partial)")
 
 
 def restore_test(

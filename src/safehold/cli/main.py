@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import PartialFailure, SafeholdError, UsageError
+from ..errors import SafeholdError, UsageError
 from ..text import printable
 from .app import JsonOption, ThreadsOption, app, catalog_app, config_app, context, key_app, state
 from .output import error_console, human_bytes, print_json, print_table
@@ -78,13 +78,35 @@ def backup(
             )
             for warning in s.get("warnings", []):
                 error_console.print(f"[yellow]warning[/]: {warning}")
+            _print_skipped(result.target, result.job_id, result.skipped)
         if len(names) > 1:
             for name, exc in run.failures.items():
                 _print_error(exc, prefix=f"{name}: ")
-    if run.failures:
-        if len(names) == 1:
-            raise next(iter(run.failures.values()))
-        raise PartialFailure(failed=len(run.failures), total=len(names), names=", ".join(run.failures))
+    error = run.error()
+    if error is not None:
+        raise error
+
+
+SKIPPED_SHOWN = 20
+
+
+def _escaped(value: object) -> str:
+    """A text the engine stored escaped (``printable``): shown as it is, so a name's escapes are not
+    doubled, unless it holds something unprintable after all."""
+    text = value if isinstance(value, str) else str(value)
+    return text if text.isprintable() else printable(text)
+
+
+def _print_skipped(target: str, job_id: int, skipped: dict) -> None:
+    """What a partial backup left out, on stderr (paths arrive escaped by the engine)."""
+    if not skipped["count"]:
+        return
+    lines = [f"{target}: partial snapshot: {skipped['count']} item(s) left out or changed while read"]
+    for entry in skipped["items"][:SKIPPED_SHOWN]:
+        lines.append(f"  {entry['reason']}: {entry['path']} ({entry['type']}): {entry['detail']}")
+    if skipped["count"] > SKIPPED_SHOWN:
+        lines.append(f"  ... and {skipped['count'] - SKIPPED_SHOWN} more: safehold jobs --id {job_id}")
+    typer.echo("\n".join(lines), err=True)
 
 
 @app.command()
@@ -97,9 +119,9 @@ def snapshots(target: Optional[str] = typer.Option(None, "--target", "-t"), json
     if json_output:
         print_json(rows)
         return
-    print_table(["id", "time", "target", "kind", "files", "size", "added"], (
+    print_table(["id", "time", "target", "kind", "files", "size", "added", "skipped"], (
         [r["short_id"], r["time"][:19].replace("T", " "), r["target"], r["kind"], r["files"],
-         human_bytes(r["bytes_total"]), human_bytes(r["bytes_added"])] for r in rows))
+         human_bytes(r["bytes_total"]), human_bytes(r["bytes_added"]), r["skipped"]["count"] or ""] for r in rows))
     typer.echo(f"{len(rows)} snapshot(s)")
 
 
@@ -402,6 +424,12 @@ def jobs(
             return
         for key, value in dataclasses.asdict(job).items():
             typer.echo(f"{key}: {value}")
+        skipped = (job.details or {}).get("skipped")
+        if isinstance(skipped, dict) and skipped.get("count"):
+            typer.echo(f"skipped: {skipped['count']} item(s)" + (", first listed:" if skipped.get("truncated") else ":"))
+            for entry in skipped.get("items", []):
+                reason, path, kind, detail = (_escaped(entry.get(key)) for key in ("reason", "path", "type", "detail"))
+                typer.echo(f"  {reason}: {path} ({kind}): {detail}")
         for line in logs:
             typer.echo(f"  {line.time:%Y-%m-%d %H:%M:%S} {line.level:7} {printable(line.message)}")
         return

@@ -1,4 +1,8 @@
-"""Backup jobs: one target, or all of them (continuing past failures)."""
+"""Backup jobs: one target, or all of them (continuing past failures).
+
+A backup whose snapshot left items out (``summary['skipped']``) ends 'partial': a good backup
+with items missing, exit code 4 for the CLI unless another target failed (3: a failure wins).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,12 @@ from ..repository.archiver import Archiver, Progress
 from ..repository.retention import RetentionPolicy, SnapshotRef, apply_policy
 from ..sources import open_source
 from ..sources.base import Extent, KeepsPlatformSnapshots, PlatformSnapshot
+from .browse import skipped_dict
 from .context import Context
+
+
+#: Skipped entries written one per line into the job's log (all of them, bounded, are in its details).
+SKIPPED_LOG_LINES = 10
 
 
 @dataclass
@@ -22,9 +31,14 @@ class BackupResult:
     snapshot_id: str
     parent_id: str | None
     kind: str
-    summary: dict
+    summary: dict  # the snapshot's summary, with ``skipped`` as ``browse.skipped_dict`` gives it
     job_id: int
     duration: float
+    status: str = "succeeded"  # or 'partial': the snapshot left out (or stored changing) summary['skipped']
+
+    @property
+    def skipped(self) -> dict:
+        return self.summary.get("skipped") or skipped_dict(None)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -35,6 +49,26 @@ class BackupRun:
     results: list[BackupResult] = field(default_factory=list)
     failures: dict[str, errors.SafeholdError] = field(default_factory=dict)
 
+    @property
+    def partial(self) -> list[BackupResult]:
+        return [result for result in self.results if result.status == "partial"]
+
+    def error(self) -> errors.SafeholdError | None:
+        """What the run as a whole ends with: None when every target succeeded; a failed target wins
+        over partial ones (its own error for a run of one target, else PartialFailure, exit 3); when
+        none failed but some left items out, BackupPartial (exit 4)."""
+        total = len(self.results) + len(self.failures)
+        if self.failures:
+            if total == 1:
+                return next(iter(self.failures.values()))
+            return errors.PartialFailure(failed=len(self.failures), total=total, names=", ".join(self.failures))
+        partial = self.partial
+        if partial:
+            return errors.BackupPartial(
+                partial=len(partial), total=total, count=sum(result.skipped["count"] for result in partial),
+                names=", ".join(f"{result.target} (job {result.job_id})" for result in partial))
+        return None
+
 
 def backup_target(context: Context, target_name: str, *, tags: list[str] | None = None,
                   changed: list[Extent] | None = None, job_id: int | None = None) -> BackupResult:
@@ -43,6 +77,11 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     ``changed``: for image targets, extents known to have changed since the
     target's latest snapshot; chunks outside them are taken from it unread.
     ``job_id``: run as this queued job, already claimed (see engine.jobs).
+
+    Entries the source could not read do not fail the target: the snapshot holds everything
+    readable, and when its summary lists skipped items the job ends 'partial' (details
+    ``skipped``, bounded, paths escaped) and the result's ``status`` says so; the caller decides
+    what that means for its exit (``BackupRun.error``).
     """
     target = context.config.target(target_name)
     started = time.monotonic()
@@ -77,15 +116,31 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                     for location, ids in deleted.items():
                         if ids:
                             job.log(f"retention deleted {len(ids)} snapshot(s) in {location}: {', '.join(ids)}")
-            summary = snapshot.summary
+            summary = dict(snapshot.summary, skipped=skipped_dict(snapshot.summary.get("skipped")))
             job.update(bytes_read=summary["bytes_read"], bytes_added=summary["bytes_added"],
                        files=summary["files"], snapshot_id=snapshot.id)
             for warning in summary.get("warnings", []):
                 job.log(warning, level="warning")
             job.log(f"snapshot {snapshot.short_id}: read {summary['bytes_read']} bytes, "
                     f"added {summary['bytes_added']} bytes in {summary['blobs_added']} new blob(s)")
+            if summary["skipped"]["count"]:
+                _record_partial(job, snapshot.short_id, summary["skipped"])
         return BackupResult(target.name, snapshot.id, parent.id if parent else None, snapshot.kind, summary,
-                            job.id, time.monotonic() - started)
+                            job.id, time.monotonic() - started, status=job.status)
+
+
+def _record_partial(job: Any, short_id: str, skipped: dict) -> None:
+    """Mark the job 'partial' and keep what was skipped (bounded, paths escaped) in its details."""
+    job.status = "partial"
+    job.details["skipped"] = skipped
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped["reasons"].items()))
+    job.log(f"snapshot {short_id} is partial: {skipped['count']} item(s) left out or changed while read "
+            f"({reasons}); it holds everything that could be read", level="warning")
+    for entry in skipped["items"][:SKIPPED_LOG_LINES]:
+        job.log(f"{entry['reason']}: {entry['path']} ({entry['type']}): {entry['detail']}", level="warning")
+    if skipped["count"] > SKIPPED_LOG_LINES:
+        job.log(f"... and {skipped['count'] - SKIPPED_LOG_LINES} more (the job's details list the first "
+                f"{len(skipped['items'])})", level="warning")
 
 
 def apply_platform_retention(source: KeepsPlatformSnapshots, retention: Any,

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from typing import Any
+
 from .. import errors
+from ..items import SKIPPED_LIST_LIMIT
 from ..repository import Snapshot
 from ..repository.backends import Kind
+from ..text import printable
 from .context import Context
 
 
@@ -19,7 +23,45 @@ def snapshot_dict(snapshot: Snapshot) -> dict:
         "parent": snapshot.parent, "tags": snapshot.tags,
         "files": summary.get("files", 0), "bytes_total": summary.get("bytes_total", 0),
         "bytes_read": summary.get("bytes_read", 0), "bytes_added": summary.get("bytes_added", 0),
+        "skipped": skipped_dict(summary.get("skipped")),
     }
+
+
+def skipped_dict(record: Any) -> dict:
+    """A snapshot summary's ``skipped`` record (``items.SkippedItems.as_record``) as plain JSON values
+    for people and scripts: ``count`` (exact), ``reasons`` (count per reason), ``items`` (at most
+    SKIPPED_LIST_LIMIT entries of path, type, reason, detail) and ``truncated``.
+
+    The record comes from the repository, so it is hostile input: every field is type-checked and
+    bounded, and paths and texts are escaped with ``text.printable`` (a name may hold terminal
+    escapes; the escape is unambiguous, so the name can still be told exactly). Snapshots written
+    before partial backups existed have no record: nothing was skipped that anyone knows of."""
+    record = record if isinstance(record, dict) else {}
+    items = []
+    entries = record.get("items")
+    for entry in (entries if isinstance(entries, list) else [])[:SKIPPED_LIST_LIMIT]:
+        if not isinstance(entry, dict):
+            continue
+        path = entry.get("path")
+        items.append({
+            "path": printable(path) if isinstance(path, (bytes, str)) else "",
+            "type": _short_text(entry.get("type")),
+            "reason": _short_text(entry.get("reason")),
+            "detail": _short_text(entry.get("detail"), 300),
+        })
+    reasons = record.get("reasons")
+    reasons = {_short_text(name): _count(value) for name, value in list(reasons.items())[:16]} \
+        if isinstance(reasons, dict) else {}
+    count = max(_count(record.get("count")), len(items))
+    return {"count": count, "reasons": reasons, "items": items, "truncated": count > len(items)}
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _short_text(value: Any, limit: int = 32) -> str:
+    return printable(value[:limit]) if isinstance(value, (str, bytes)) else ""
 
 
 def _cache_rows(snapshots: list[Snapshot]) -> list[dict]:

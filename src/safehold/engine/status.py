@@ -2,7 +2,7 @@
 
 Computed from the configuration and the catalog alone (no repository access),
 so ``safehold status``, the API and the metrics collector can call it often.
-The last good backup is the newer of the last succeeded backup job and the
+The last good backup is the newer of the last succeeded (or partial) backup job and the
 newest cached snapshot, so a catalog rebuilt from the repository
 (``safehold catalog rebuild``) still knows how old each target's data is.
 """
@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..catalog.store import GOOD_BACKUP_STATUSES
 from .context import Context
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 UTC = dt.UTC
 FINISHED_TEST_STATUSES = ("succeeded", "failed", "interrupted")
+FINISHED_BACKUP_STATUSES = GOOD_BACKUP_STATUSES + ("failed", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class TargetStatus:
     age_seconds: float | None
     compliant: bool
     last_restore_test: RestoreTestStatus | None
+    # Items the newest finished backup left out or stored while they changed (its status is then
+    # 'partial'); 0 when it was complete or failed, or there was none.
+    skipped_items: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,24 +68,28 @@ class TargetStatus:
             "age_seconds": self.age_seconds,
             "compliant": self.compliant,
             "last_restore_test": self.last_restore_test.as_dict() if self.last_restore_test else None,
+            "skipped_items": self.skipped_items,
         }
 
 
 def target_statuses(context: Context, now: dt.datetime | None = None) -> list[TargetStatus]:
     """The status of every configured target, in configuration order.
 
-    ``compliant``: a good backup exists and is no older than the tier's RPO.
+    ``compliant``: a good backup exists and is no older than the tier's RPO. A
+    'partial' backup is a good one: its snapshot holds everything that could be
+    read, so it counts for the RPO; what it left out is in ``skipped_items``.
     ``last_status``: the outcome of the newest finished backup job
-    (succeeded, failed, interrupted, cancelled), or 'running'/'queued' while
-    one is under way, or None when the target never had one.
+    (succeeded, partial, failed, interrupted, cancelled), or 'running'/'queued'
+    while one is under way, or None when the target never had one.
 
-    Four catalog queries whatever the number of targets (each answers for all
+    Five catalog queries whatever the number of targets (each answers for all
     of them at once): the metrics collector calls this on every scrape.
     """
     now = now or dt.datetime.now(UTC)
     catalog = context.catalog
     last_jobs = catalog.latest_jobs("backup")
-    good_jobs = catalog.latest_jobs("backup", status="succeeded")
+    good_jobs = catalog.latest_jobs("backup", status=GOOD_BACKUP_STATUSES)
+    finished_jobs = catalog.latest_jobs("backup", status=FINISHED_BACKUP_STATUSES)
     snapshot_times = catalog.latest_snapshot_times()
     tests = catalog.latest_jobs("restore-test", status=FINISHED_TEST_STATUSES)
     statuses: list[TargetStatus] = []
@@ -107,8 +116,18 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
             age_seconds=round(age, 3) if age is not None else None,
             compliant=age is not None and age <= rpo,
             last_restore_test=_restore_test_status(tests.get(target.name), rto),
+            skipped_items=skipped_count(finished_jobs.get(target.name)),
         ))
     return statuses
+
+
+def skipped_count(job: JobRecord | None) -> int:
+    """How many items a finished backup job left out or stored changing (0 unless it is 'partial')."""
+    if job is None or job.status != "partial":
+        return 0
+    skipped = (job.details or {}).get("skipped")
+    count = skipped.get("count") if isinstance(skipped, dict) else None
+    return count if isinstance(count, int) and count > 0 else 1  # partial says at least one
 
 
 def _restore_test_status(job: JobRecord | None, rto: float) -> RestoreTestStatus | None:

@@ -10,6 +10,12 @@ Files whose path, size, mtime, ctime and inode match the parent snapshot reuse
 the parent's chunk list unread. Disk images are cut in fixed, aligned chunks;
 all-zero chunks become holes (an all-zero id) and cost nothing; with changed
 extents, chunks outside them are copied from the parent unread.
+
+A file that cannot be opened or read is left out and recorded in the view's
+``skipped`` list with what the source recorded during its walk; one that changed
+while it was read is stored as read and recorded too. The list (bounded, with exact
+counts) goes into the snapshot's summary as ``skipped``; a snapshot with a
+non-zero count is *partial*: it holds everything that could be read.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from ..items import DiskItem, FileItem, View
+from ..items import ChangeAware, DiskItem, FileItem, ItemSkipped, SkippedItems, View, skip_reason
 from .chunker import DEFAULT_IMAGE_CHUNK
 from .pack import BlobType
 from .repository import Repository, Snapshot, TreeWriter
@@ -57,6 +63,9 @@ class Summary:
     bytes_added: int = 0  # stored bytes (after compression and encryption)
     plain_bytes_added: int = 0
     warnings: list[str] = field(default_factory=list)
+    # What could not be stored as it was (``items.SkippedItems.as_record()``): count, count per
+    # reason, and the first entries. A snapshot with a non-zero count is partial.
+    skipped: dict = field(default_factory=lambda: SkippedItems().as_record())
     duration: float = 0.0
 
     def as_dict(self) -> dict:
@@ -85,12 +94,13 @@ class Archiver:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="safehold-chunk") as pool:
             if view.kind == "files":
                 assert view.items is not None
-                self._files(view.items(), parent, tree, pool)
+                self._files(view.items(), parent, tree, pool, view.skipped)
             else:
                 for disk in view.disks:
                     self._disk(disk, parent, tree, pool, chunk_size)
         tree_ids = tree.finish()
         self.summary.warnings.extend(view.warnings)
+        self.summary.skipped = view.skipped.as_record()
         token = {**view.token, **(view.complete() if view.complete is not None else {})}
         # Write order: packs, then index, then the snapshot that refers to them. Before each
         # commit the run proves its lock still holds and its packs still exist: a run paused
@@ -135,10 +145,13 @@ class Archiver:
         return future
 
     def _files(self, items: Iterable[FileItem], parent: Snapshot | None, tree: TreeWriter,
-               pool: ThreadPoolExecutor) -> None:
+               pool: ThreadPoolExecutor, skipped: SkippedItems) -> None:
         previous = self._parent_files(parent)
         chunker = self.repository.file_chunker()
         pending: deque[tuple[dict, list[Future] | None]] = deque()
+        # Files left out, by path: a later hard link to one of them is left out too (it would point
+        # at nothing in the snapshot). Only skipped files are kept, so this stays small.
+        left_out: dict[bytes, tuple[str, str]] = {}
 
         def emit(block: bool) -> None:
             while pending:
@@ -155,6 +168,10 @@ class Archiver:
             futures: list[Future] | None = None
             if item.type == "dir":
                 self.summary.directories += 1
+            elif item.type == "hardlink" and item.link_target in left_out:
+                reason, detail = left_out[item.link_target]
+                skipped.add(item.path, item.type, reason, f"a hard link of a file left out: {detail}")
+                continue
             elif item.type == "file":
                 self.summary.files += 1
                 self.summary.bytes_total += item.size
@@ -166,26 +183,44 @@ class Archiver:
                     self.summary.files_unchanged += 1
                     self.progress.bytes_done += item.size
                 else:
-                    if old is None:
-                        self.summary.files_new += 1
-                    else:
-                        self.summary.files_changed += 1
                     futures = []
+                    size = 0
+                    changed = None
+                    opened = False
                     try:
-                        size = 0
                         with item.open() as stream:
+                            opened = True
                             for chunk in chunker.chunks(stream):
                                 futures.append(self._submit(pool, chunk))
                                 size += len(chunk)
                                 self.summary.bytes_read += len(chunk)
                                 self.progress.bytes_done += len(chunk)
+                            if isinstance(stream, ChangeAware):
+                                changed = stream.changed_while_read()
                         record["size"] = size
-                    except OSError as exc:
-                        # One unreadable file must not fail the whole backup: warn and skip it.
-                        self.summary.warnings.append(f"{os.fsdecode(item.path)}: {exc.strerror or exc}")
+                    except (ItemSkipped, OSError) as exc:
+                        # One file that cannot be read must not fail the whole backup: it is left
+                        # out and recorded, and the snapshot holds everything that could be read.
+                        if isinstance(exc, ItemSkipped):
+                            reason, detail = exc.reason, exc.detail
+                        else:
+                            reason = skip_reason(exc)
+                            detail = f"{'read' if opened else 'open'} failed: {exc.strerror or exc}"
+                        skipped.add(item.path, item.type, reason, detail)
+                        left_out[item.path] = (reason, detail)
                         for future in futures:
                             future.cancel()
+                        self.summary.files -= 1
+                        self.summary.bytes_total -= item.size
                         continue
+                    if changed is not None:
+                        # Stored, and the record keeps the metadata listed before the read: the next
+                        # backup sees a different mtime or size and reads the file again.
+                        skipped.add(item.path, item.type, "changed", changed)
+                    if old is None:
+                        self.summary.files_new += 1
+                    else:
+                        self.summary.files_changed += 1
                 self.progress.files_done += 1
                 self.on_progress(self.progress)
             pending.append((record, futures))

@@ -31,7 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog.store import ACTIVE_STATUSES
+from ..catalog.store import ACTIVE_STATUSES, GOOD_BACKUP_STATUSES
 from ..engine.context import Context
 from ..engine.jobs import run_job, submit_job
 from . import timing
@@ -231,7 +231,7 @@ class Scheduler:
         busy_kinds = {job.kind for job in active if job.target is None}
         last_backups = catalog.latest_jobs("backup")
         last_tests = catalog.latest_jobs("restore-test")
-        good_backups = catalog.latest_jobs("backup", status="succeeded")
+        good_backups = catalog.latest_jobs("backup", status=GOOD_BACKUP_STATUSES)  # partial ones have data too
         for target in config.targets:
             if target.name in busy:
                 continue  # never two jobs of one target

@@ -10,6 +10,10 @@ The names and labels are a contract with the alert rules and dashboards
 collides with Prometheus's own label), per-target metrics also carry ``tier``
 and ``source``. Timestamps of things that never happened are exported as 0
 rather than left out, so a rule can tell "never backed up" from "no data".
+A 'partial' backup (its snapshot left out items it could not read) is a good
+backup: ``safehold_backup_last_status`` is 1 and its time is the last success,
+so BackupJobFailed and RPOViolated stay quiet; ``safehold_backup_skipped_items``
+carries how many items it left out, which is what BackupPartial alerts on.
 The restore-test families exist only for targets with ``restore_test:``
 configured (with their interval), so a target that is not meant to be
 tested never looks "never tested" to RestoreTestOverdue.
@@ -48,6 +52,8 @@ RUNNING_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget"
 
 #: Finished backup outcomes that count as a failed last attempt (cancelled jobs never ran and say nothing).
 FAILED_OUTCOMES = ("failed", "interrupted")
+#: Finished backup outcomes that wrote a snapshot: 'partial' left items out, but its snapshot is good.
+GOOD_OUTCOMES = ("succeeded", "partial")
 
 TARGET_LABELS = ("target", "tier", "source")
 
@@ -96,8 +102,12 @@ class SafeholdCollector(Collector):
             "Unix time the newest backup job started (or was queued); 0 if none", labels=TARGET_LABELS)
         last_status = GaugeMetricFamily(
             "safehold_backup_last_status",
-            "Outcome of the newest finished backup: 1 succeeded, 0 failed or interrupted; absent before the first",
-            labels=TARGET_LABELS)
+            "Outcome of the newest finished backup: 1 succeeded or partial (a snapshot was written), 0 failed or "
+            "interrupted; absent before the first", labels=TARGET_LABELS)
+        skipped_items = GaugeMetricFamily(
+            "safehold_backup_skipped_items",
+            "Items the newest finished backup left out (unreadable, vanished, replaced) or stored while they "
+            "changed; 0 when it was complete (or failed); absent before the first", labels=TARGET_LABELS)
         test_success = GaugeMetricFamily(
             "safehold_restore_test_last_success_timestamp_seconds",
             "Unix time of the newest passed restore test; 0 if none", labels=TARGET_LABELS)
@@ -123,7 +133,8 @@ class SafeholdCollector(Collector):
             last_success.add_metric(values, _timestamp(status.last_success if status else None))
             last_attempt.add_metric(values, _timestamp(status.last_attempt if status else None))
             if name in outcomes:
-                last_status.add_metric(values, 1.0 if outcomes[name] == "succeeded" else 0.0)
+                last_status.add_metric(values, 1.0 if outcomes[name] in GOOD_OUTCOMES else 0.0)
+                skipped_items.add_metric(values, float(status.skipped_items if status else 0))
             if name not in test_intervals:
                 # No restore_test: configured: nothing to be overdue or failed, so no restore-test series
                 # at all (a 0 timestamp would read as "never passed" to RestoreTestOverdue).
@@ -136,13 +147,13 @@ class SafeholdCollector(Collector):
             test_success.add_metric(values, passed[0] if passed else 0.0)
             if passed and passed[1] is not None:
                 test_duration.add_metric(values, passed[1])
-        yield from (rpo, rto, last_success, last_attempt, last_status, test_success, test_status, test_duration,
-                    test_interval)
+        yield from (rpo, rto, last_success, last_attempt, last_status, skipped_items, test_success, test_status,
+                    test_duration, test_interval)
         yield from self._backup_totals(labels)
 
     def _backup_totals(self, labels: dict[str, tuple[str, str, str]]) -> Iterator[Metric]:
         duration = HistogramMetricFamily("safehold_backup_duration_seconds",
-                                         "Duration of succeeded backup jobs", labels=TARGET_LABELS)
+                                         "Duration of succeeded (and partial) backup jobs", labels=TARGET_LABELS)
         bytes_read = CounterMetricFamily("safehold_backup_bytes_read", "Bytes read from sources by finished backups",
                                          labels=TARGET_LABELS)
         bytes_added = CounterMetricFamily(
@@ -189,8 +200,8 @@ class SafeholdCollector(Collector):
     # --- queries --------------------------------------------------------------
 
     def _last_backup_outcomes(self) -> dict[str, str]:
-        """The status of each target's newest finished (succeeded, failed, interrupted) backup job."""
-        latest = self.context.catalog.latest_jobs("backup", status=("succeeded",) + FAILED_OUTCOMES)
+        """The status of each target's newest finished (succeeded, partial, failed, interrupted) backup job."""
+        latest = self.context.catalog.latest_jobs("backup", status=GOOD_OUTCOMES + FAILED_OUTCOMES)
         return {target: job.status for target, job in latest.items() if target is not None}
 
     def _last_passed_restore_tests(self) -> dict[str, tuple[float, float | None]]:

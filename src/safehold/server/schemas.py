@@ -18,7 +18,7 @@ from ..restore import options
 Role = Literal["viewer", "operator", "admin"]
 assert tuple(Role.__args__) == ROLES  # type: ignore[attr-defined]  # one list of roles, checked at import
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "interrupted", "cancelled"]
+JobStatus = Literal["queued", "running", "succeeded", "partial", "failed", "interrupted", "cancelled"]
 
 
 class _Body(BaseModel):
@@ -77,12 +77,33 @@ class TargetStatus(BaseModel):
     last_attempt: dt.datetime | None
     last_status: str | None = Field(description="Status of the newest backup job, null if none.")
     age_seconds: float | None = Field(description="Age of the newest good backup; null if there is none.")
-    compliant: bool = Field(description="A good backup exists and is no older than the tier's RPO.")
+    compliant: bool = Field(description="A good backup (succeeded or partial) exists and is no older than the "
+                                        "tier's RPO.")
     last_restore_test: RestoreTestStatus | None
+    skipped_items: int = Field(0, description="Items the newest finished backup left out or stored while they "
+                                              "changed (its status is then 'partial'); 0 if it was complete.")
 
 
 class TargetList(BaseModel):
     targets: list[TargetStatus]
+
+
+class SkippedEntry(BaseModel):
+    path: str = Field(description="Path in the snapshot, escaped: non-printable characters as \\xNN, "
+                                  "backslashes doubled.")
+    type: str = Field(examples=["file", "dir"])
+    reason: str = Field(examples=["unreadable", "vanished", "replaced", "changed"])
+    detail: str = Field(examples=["Permission denied"])
+
+
+class Skipped(BaseModel):
+    """What a backup could not store as it was: left out (unreadable, vanished, replaced) or stored
+    while it changed (changed)."""
+
+    count: int = Field(description="Exact number of entries; 0 for a complete snapshot.")
+    reasons: dict[str, int] = Field(description="Count per reason.")
+    items: list[SkippedEntry] = Field(description="The first entries in walk order (at most 100).")
+    truncated: bool = Field(description="More entries were skipped than are listed.")
 
 
 class Snapshot(BaseModel):
@@ -99,6 +120,7 @@ class Snapshot(BaseModel):
     bytes_total: int
     bytes_read: int
     bytes_added: int
+    skipped: Skipped | None = None
 
 
 class SnapshotList(BaseModel):

@@ -5,6 +5,11 @@ the live filesystem) as a context manager that always releases what it
 created, and yields either file items or disk items (``safehold.items``). It
 declares how it knows what changed since the previous backup (``incremental``)
 and hands back a ``token`` to store in the new snapshot for the next run.
+
+An entry a file driver cannot list or read (an unreadable directory, one that
+vanished during the walk) does not fail the backup: the driver records it in
+``View.skipped`` and goes on, and a file's ``open()`` raises ``ItemSkipped``.
+Only a configured root that cannot be read at all is a ``SourceError``.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ContextManager, Protocol, runtime_checkable
 
-from ..items import DiskItem, DiskReader, Extent, FileItem, Incremental, View
+from ..items import DiskItem, DiskReader, Extent, FileItem, Incremental, ItemSkipped, SkippedItems, View
 
-__all__ = ["DiskItem", "DiskReader", "Extent", "FileItem", "Incremental", "KeepsPlatformSnapshots",
-           "PlatformSnapshot", "Source", "View"]
+__all__ = ["DiskItem", "DiskReader", "Extent", "FileItem", "Incremental", "ItemSkipped", "KeepsPlatformSnapshots",
+           "PlatformSnapshot", "SkippedItems", "Source", "View"]
 
 
 class Source(Protocol):

@@ -45,7 +45,8 @@ def test_status_follows_backups_failures_and_restore_tests(tmp_path: Path, clock
     data = web.as_dict()
     json.dumps(data)  # JSON-able as the API and --json print it
     assert set(data) == {"name", "tier", "source_type", "rpo_seconds", "rto_seconds", "last_success",
-                         "last_attempt", "last_status", "age_seconds", "compliant", "last_restore_test"}
+                         "last_attempt", "last_status", "age_seconds", "compliant", "last_restore_test",
+                         "skipped_items"}
     assert set(data["last_restore_test"]) == {"time", "passed", "art_seconds", "rto_seconds", "rto_met"}
     assert data["last_success"] == backed_up.isoformat()
 
@@ -56,6 +57,25 @@ def test_cached_snapshots_count_as_good_backups(tmp_path: Path, clock: FakeClock
     context.catalog.replace_snapshots("repo", [{"id": "a" * 64, "time": taken, "target": "web"}])
     web = target_statuses(context, clock.now)[0]
     assert web.last_success == taken and web.compliant and web.last_status is None
+
+
+def test_a_partial_backup_is_good_for_the_rpo_and_says_what_it_skipped(tmp_path: Path, clock: FakeClock) -> None:
+    context = make_context(tmp_path / "ws", [files_target(tmp_path, "web")], clock=clock)
+    catalog = context.catalog
+    job = catalog.start_job("backup", "web")
+    clock.advance(minutes=1)
+    catalog.finish_job(job, "partial", details={"skipped": {"count": 7, "reasons": {"unreadable": 7}}})
+    finished = clock.now
+    clock.advance(minutes=2)
+    web = target_statuses(context, clock.now)[0]
+    assert (web.last_status, web.skipped_items, web.last_success, web.compliant) == ("partial", 7, finished, True)
+    assert web.as_dict()["skipped_items"] == 7
+
+    catalog.start_job("backup", "web")  # running: the newest finished one still tells what was skipped
+    assert target_statuses(context, clock.now)[0].skipped_items == 7
+    catalog.finish_job(catalog.list_jobs(status="running")[0].id, "failed")
+    web = target_statuses(context, clock.now)[0]
+    assert (web.last_status, web.skipped_items, web.last_success) == ("failed", 0, finished)
 
 
 # --- batched queries ---------------------------------------------------------------
@@ -174,4 +194,5 @@ def test_status_and_a_metrics_scrape_take_as_many_queries_for_30_targets_as_for_
         counts[size] = (status_queries, len(statements) - status_queries)
         context.close()
     assert counts[3] == counts[30], counts
-    assert counts[3][0] == 4, counts  # newest backup, newest good backup, newest snapshot, newest test
+    # newest backup, newest good backup, newest finished backup (what it skipped), newest snapshot, newest test
+    assert counts[3][0] == 5, counts

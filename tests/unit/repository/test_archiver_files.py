@@ -408,8 +408,10 @@ def test_unchanged_backup_adds_almost_nothing(small_tree: Path, small_repository
     assert second.blobs_added == 0  # even the item stream dedups: same items, same tree blobs
 
 
-def test_an_unreadable_file_is_skipped_with_a_warning(small_tree: Path, small_repository: Repository,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_whose_open_fails_is_left_out_and_recorded(small_tree: Path, small_repository: Repository,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any source's open() raising a plain OSError (not only the files driver's ItemSkipped) is
+    recorded as skipped; the real file system cases are in tests/unit/sources/test_partial_backups.py."""
     source = FilesSource([str(small_tree)])
     archiver = Archiver(small_repository, threads=2)
     with source.open() as view:
@@ -425,6 +427,10 @@ def test_an_unreadable_file_is_skipped_with_a_warning(small_tree: Path, small_re
 
         view.items = failing
         snapshot = archiver.snapshot(view, "t", None)
-    assert archiver.summary.warnings == ["data/file4.txt: Permission denied"]
+    assert archiver.summary.warnings == []
+    assert snapshot.summary["skipped"] == {
+        "count": 1, "reasons": {"unreadable": 1},
+        "items": [{"path": b"data/file4.txt", "type": "file", "reason": "unreadable",
+                   "detail": "open failed: Permission denied"}]}
     paths = {item["path"] for item in small_repository.read_tree(snapshot)}
     assert b"data/file4.txt" not in paths and b"data/file5.txt" in paths

@@ -17,7 +17,8 @@ from safehold.server.metrics import create_registry
 # The contract of docs/architecture.md (and /work/shared/DESIGN.md): the alert rules and dashboards use these.
 PER_TARGET = {
     "safehold_backup_last_success_timestamp_seconds", "safehold_backup_last_attempt_timestamp_seconds",
-    "safehold_backup_last_status", "safehold_backup_duration_seconds", "safehold_backup_bytes_read",
+    "safehold_backup_last_status", "safehold_backup_skipped_items", "safehold_backup_duration_seconds",
+    "safehold_backup_bytes_read",
     "safehold_backup_bytes_added", "safehold_target_rpo_seconds", "safehold_target_rto_seconds",
     "safehold_restore_test_last_success_timestamp_seconds", "safehold_restore_test_last_status",
     "safehold_restore_test_last_duration_seconds", "safehold_restore_test_interval_seconds",
@@ -99,6 +100,7 @@ def test_an_empty_catalog_exports_the_contract_with_zero_timestamps(context: Con
     assert value(families["safehold_target_rpo_seconds"], "safehold_target_rpo_seconds", target="web") == 900
     assert value(families["safehold_target_rto_seconds"], "safehold_target_rto_seconds", target="disk") == 86400
     assert families["safehold_backup_last_status"] == []  # no finished backup: no status, not a failure
+    assert families["safehold_backup_skipped_items"] == []
     assert value(families["safehold_jobs_running"], "safehold_jobs_running", kind="backup") == 0
 
 
@@ -150,6 +152,41 @@ def test_values_follow_the_catalog(context: Context, clock: Clock) -> None:
     # The last *passed* test keeps its time and ART, so RTOAtRisk and RestoreTestOverdue stay meaningful.
     assert get("safehold_restore_test_last_duration_seconds", target="web") == 6.5
     assert get("safehold_restore_test_last_success_timestamp_seconds", target="web") == test_time.timestamp()
+
+
+def test_a_partial_backup_is_a_good_backup_with_its_skipped_items(context: Context, clock: Clock) -> None:
+    """A partial backup wrote its snapshot: last status 1 and a last success (BackupJobFailed and
+    RPOViolated stay quiet), its duration counts, and safehold_backup_skipped_items carries what it
+    left out (BackupPartial). A later failure sets the count back to 0: a failed target wins."""
+    catalog = context.catalog
+    run_job(catalog, clock, "backup", "web", 4, "partial", bytes_read=100,
+            details={"skipped": {"count": 3, "reasons": {"unreadable": 3}, "items": [], "truncated": True}})
+    partial_time = clock.now - dt.timedelta(seconds=1)
+    run_job(catalog, clock, "backup", "disk", 1, "succeeded")
+    families = scrape(context)
+
+    def get(name: str, **labels: str) -> float:
+        family = name.removesuffix("_total").removesuffix("_count")
+        return value(families[family], name, **labels)
+
+    assert get("safehold_backup_last_status", target="web") == 1
+    assert get("safehold_backup_skipped_items", target="web", tier="1", source="files") == 3
+    assert get("safehold_backup_skipped_items", target="disk") == 0
+    assert not [sample for sample in families["safehold_backup_skipped_items"] if sample.labels["target"] == "db"]
+    assert get("safehold_backup_last_success_timestamp_seconds", target="web") == partial_time.timestamp()
+    assert get("safehold_backup_duration_seconds_count", target="web") == 1
+    assert not [sample for sample in families["safehold_job_failures"] if sample.labels["target"] == "web"]
+
+    run_job(catalog, clock, "backup", "web", 2, "failed")
+    families = scrape(context)
+    assert get("safehold_backup_last_status", target="web") == 0
+    assert get("safehold_backup_skipped_items", target="web") == 0
+    assert get("safehold_backup_last_success_timestamp_seconds", target="web") == partial_time.timestamp()
+
+    run_job(catalog, clock, "backup", "web", 2, "succeeded")
+    families = scrape(context)
+    assert get("safehold_backup_last_status", target="web") == 1
+    assert get("safehold_backup_skipped_items", target="web") == 0
 
 
 def test_repository_usage_is_read_from_the_object_listing(context: Context) -> None:

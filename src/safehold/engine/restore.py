@@ -88,6 +88,10 @@ def describe(spec: dict) -> str:
         return f"hyperv:{spec.get('name')}"
     if kind == "ebs":
         return f"instance {spec.get('instance')}"
+    if kind == "postgres":
+        return f"postgres:{spec.get('to_dsn')}" + (f" database {spec['database']}" if spec.get("database") else "")
+    if kind == "command":
+        return f"command:{spec.get('run')}"
     return str(kind)
 
 
@@ -196,6 +200,15 @@ def build_destination(context: Context, options: Any, restore_root: str | None =
         return cls(options, threads=threads, restore_root=restore_root)
     if options.kind in ("vmware", "hyperv"):
         return cls(options, connect=_connector(context, options.kind), threads=threads)
+    if options.kind == "postgres":
+        # The password is read here, from the environment, and handed over as a value: never from
+        # the spec (which is stored in the job row) and never on a command line.
+        password = os.environ.get(options.password_env) if options.password_env else None
+        if options.password_env and password is None:
+            raise errors.UsageError(f"the environment variable {options.password_env} (--password-env) is not set")
+        return cls(options, password=password, threads=threads)
+    if options.kind == "command":
+        return cls(options, threads=threads)
     from .ebs import aws_location, clients_for
 
     region, endpoint = aws_location(context, options.region)

@@ -89,8 +89,30 @@ class EbsOptions(_Options):
     timeout: float = Field(3600.0, description="Seconds to wait for snapshots and volumes.")
 
 
+class PostgresOptions(_Options):
+    """The databases of a postgres dump snapshot into a PostgreSQL server, through pg_restore."""
+
+    kind: Literal["postgres"]
+    to_dsn: str = Field(description="libpq DSN of the server to restore into, without a password.")
+    password_env: str | None = Field(None, description="Environment variable holding that server's password.")
+    database: str | None = Field(None, description="The database of the snapshot to restore (default: every one).")
+    new_name: str | None = Field(None, description="Restore it under this name (default: its own).")
+    clean: bool = Field(False, description="Replace the contents of an existing database (default: a new one).")
+    no_owner: bool = Field(False, description="Leave out ownership and grants (a server without the original roles).")
+    bin_dir: str | None = Field(None, description="Folder of the PostgreSQL client tools to use.")
+
+
+class CommandOptions(_Options):
+    """One file of a snapshot piped into a command's standard input (mysql, mongorestore --archive ...)."""
+
+    kind: Literal["command"]
+    run: str = Field(description="Shell command that reads the file on its standard input.")
+    file: str | None = Field(None, description="The file of the snapshot (default: the only one).")
+    cwd: str | None = Field(None, description="Working directory of the command.")
+
+
 DestinationOptions = Annotated[Union[DirectoryOptions, ImageOptions, LibvirtOptions, VmwareOptions, HypervOptions,
-                                     EbsOptions], Field(discriminator="kind")]
+                                     EbsOptions, PostgresOptions, CommandOptions], Field(discriminator="kind")]
 #: The platform kinds the API accepts in ``params.to`` (directory and image go through ``params.destination``).
 PlatformOptions = Annotated[Union[LibvirtOptions, VmwareOptions, HypervOptions, EbsOptions],
                             Field(discriminator="kind")]

@@ -1,0 +1,153 @@
+"""Restore a postgres dump snapshot into a PostgreSQL server: ``PostgresDestination``.
+
+Each stored ``<database>.pgdump`` is piped, chunk by verified chunk, into ``pg_restore`` (no local
+file). By default into a **new** database (the dump's name, or ``new_name``), created here and
+dropped again by ``rollback`` when the restore fails: an existing database of that name is
+refused in ``plan``. With ``clean`` the dump replaces the objects of an existing database
+(``pg_restore --clean --if-exists``). Either way pg_restore runs as one transaction
+(``--single-transaction``), so a failed restore changes nothing in an existing database.
+
+``no_owner`` (restore tests into a throwaway cluster, a server without the original roles) leaves
+ownership and grants out. The raw dump files need no destination of their own: ``safehold restore
+SNAPSHOT DIR`` writes them into a directory like any file snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import DestinationError, PathNotInSnapshot, SafeholdError, UsageError
+from ..platforms.postgres.connection import Server, dsn_has_password, version_text
+from ..platforms.postgres.tools import find_tool
+from .base import BlobReader, Progress, RestoreReport, SnapshotInfo
+from .options import PostgresOptions
+from .pipe import Feed
+
+DUMP_SUFFIX = ".pgdump"  # as sources.postgres names them (this package does not import sources)
+
+
+def _database_of(path: bytes) -> str | None:
+    from urllib.parse import unquote
+
+    try:
+        name = path.decode()
+    except UnicodeDecodeError:
+        return None
+    if "/" in name or not name.endswith(DUMP_SUFFIX):
+        return None
+    return unquote(name[: -len(DUMP_SUFFIX)])
+
+
+def _version_number(text: str) -> int:
+    """'15.18' -> 150018 (the form servers report); 0 when it cannot be read."""
+    try:
+        parts = [int(part) for part in text.split(".")[:2]]
+    except ValueError:
+        return 0
+    if parts[0] >= 10:
+        return parts[0] * 10000 + (parts[1] if len(parts) > 1 else 0)
+    return parts[0] * 10000 + (parts[1] if len(parts) > 1 else 0) * 100
+
+
+class PostgresDestination:
+    def __init__(self, options: PostgresOptions, *, password: str | None = None, threads: int | None = None) -> None:
+        if dsn_has_password(options.to_dsn):
+            raise UsageError("the destination DSN holds a password; pass it in the environment variable named by "
+                             "--password-env (or a libpq passfile) instead")
+        self.options = options
+        self.server = Server(dsn=options.to_dsn, password=password)
+        self.created: list[str] = []  # databases made by write: rollback drops them
+        self.feed: Feed | None = None
+
+    # -- plan --------------------------------------------------------------------------------
+    def plan(self, snapshot: SnapshotInfo, items: Any) -> Any:
+        facts = snapshot.source.get("postgres") or {}
+        if snapshot.kind != "files" or facts.get("mode") != "dump":
+            raise UsageError(f"snapshot {snapshot.short_id} of {snapshot.target} is not a postgres dump snapshot; "
+                             "restore it to a directory with 'safehold restore'")
+        dumps: dict[str, dict] = {}
+        for item in items:
+            if item.get("type") == "file":
+                database = _database_of(item["path"])
+                if database is not None:
+                    dumps[database] = item
+        if self.options.database is not None:
+            if self.options.database not in dumps:
+                raise PathNotInSnapshot(path=self.options.database + DUMP_SUFFIX, snapshot=snapshot.short_id)
+            chosen = [self.options.database]
+        else:
+            chosen = sorted(dumps)
+            if not chosen:
+                raise PathNotInSnapshot(path="*" + DUMP_SUFFIX, snapshot=snapshot.short_id)
+            if self.options.new_name is not None and len(chosen) > 1:
+                raise UsageError(f"snapshot {snapshot.short_id} holds {len(chosen)} databases "
+                                 f"({', '.join(chosen)}); name the one to restore as {self.options.new_name!r} "
+                                 "with --database")
+        names = {database: self.options.new_name or database for database in chosen}
+        version = self.server.version()
+        dumped_with = _version_number(str(facts.get("tool_version", "")))
+        tool = find_tool("pg_restore", max(version, dumped_with), self.options.bin_dir, self.server.describe())
+        existing = set(self.server.databases())
+        where = self.server.describe()
+        for database, name in names.items():
+            if name in existing and not self.options.clean:
+                raise DestinationError(destination=f"{where} database {name!r}",
+                                       detail="the database exists; restore under another name (--as NAME) or "
+                                              "pass --clean to replace its contents")
+        return {"tool": tool.path, "server_version": version_text(version),
+                "databases": [(database, names[database], names[database] in existing, dumps[database])
+                              for database in chosen]}
+
+    # -- write -------------------------------------------------------------------------------
+    def write(self, reader: BlobReader, plan: Any, progress: Progress) -> RestoreReport:
+        from psycopg import sql
+
+        report = RestoreReport()
+        done = 0
+        restored: dict[str, str] = {}
+        for database, name, exists, item in plan["databases"]:
+            if not exists:
+                self.server.execute(None, sql.SQL("create database {}").format(sql.Identifier(name)))
+                self.created.append(name)
+                report.log.append(f"created database {name!r}")
+            argv = [plan["tool"], "--no-password", "--single-transaction", f"--dbname={self.server.conninfo(name)}"]
+            if self.options.clean:
+                argv += ["--clean", "--if-exists"]
+            if self.options.no_owner:
+                argv += ["--no-owner", "--no-privileges"]
+            self.feed = Feed(argv, env=self.server.environment())
+            try:
+                written = self.feed.pump(reader, item, lambda count, name=name: progress(done + count, name))
+            except BrokenPipeError:
+                written = None  # pg_restore stopped reading: its status and output say why
+            status, output = self.feed.finish()
+            self.feed = None
+            if status != 0 or written is None:
+                raise DestinationError(destination=f"{self.server.describe(name)}",
+                                       detail=f"pg_restore failed (exit status {status}): {output or 'no output'}")
+            done += written
+            report.files += 1
+            report.bytes_written += written
+            restored[database] = name
+            report.log.append(f"restored database {database!r} into {name!r} on {self.server.describe(name)}"
+                              f"{' (clean)' if exists else ''}")
+        report.details = {"server": self.server.describe(), "server_version": plan["server_version"],
+                          "databases": restored, "clean": self.options.clean}
+        return report
+
+    def commit(self) -> None:
+        self.created = []
+
+    def rollback(self) -> None:
+        from psycopg import sql
+
+        if self.feed is not None:
+            self.feed.kill()
+            self.feed = None
+        while self.created:
+            name = self.created[-1]
+            try:
+                self.server.execute(None, sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            except SafeholdError:
+                pass  # the server went away: nothing more can be undone from here
+            self.created.pop()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ...errors import PostgresError, PostgresToolTooOld
 from .connection import major_of, version_text
 
-_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+_VERSION = re.compile(r"\(PostgreSQL\)\s+((\d+)(?:\.(\d+))?\S*)")
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,9 @@ def tool_version(path: str) -> Tool | None:
     match = _VERSION.search(output)
     if match is None:
         return None
-    first, second = int(match.group(1)), int(match.group(2) or 0)
+    first, second = int(match.group(2)), int(match.group(3) or 0)
     major = first if first >= 10 else first * 100 + second
-    return Tool(path=path, major=major, version=output.split(")")[-1].strip().split()[0])
+    return Tool(path=path, major=major, version=match.group(1))
 
 
 def find_tool(name: str, server_version: int, bin_dir: str | None = None, server: str = "") -> Tool:

@@ -78,14 +78,18 @@ class TemporaryCluster:
         assert self.root is not None
         return Server(host=self.root, port=self.port, user="postgres")
 
-    def stop(self, mode: str = "immediate") -> None:
-        """Stop the server (if it runs) and remove the folder; never raises for what is gone."""
-        if self.root is None:
-            return
+    def stop_server(self, mode: str = "immediate") -> None:
+        """Stop the server, keeping its folder (``immediate``: as a crash would, no checkpoint)."""
         if self.started:
             subprocess.run(self._prefix() + [self._pg_ctl, "-D", self.data, "-m", mode, "-w", "-s", "stop"],
                            capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
             self.started = False
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server (if it runs) and remove the folder; never raises for what is gone."""
+        if self.root is None:
+            return
+        self.stop_server(mode)
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
 

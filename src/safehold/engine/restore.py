@@ -60,11 +60,22 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
     here, when the job runs, by walking down from the root without following any link.
     """
     spec = _spec(destination, includes, overwrite, images_into_directory, special_files)
+    _refuse_secrets(spec)
     details = {"snapshot": snapshot_ref, "destination": describe(spec)}
     if "kind" in spec:
         details["to"] = spec
     with context.catalog.job("restore", target, details, job_id=job_id) as job:
         return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root)
+
+
+def _refuse_secrets(spec: dict) -> None:
+    """A password in a destination DSN is refused before anything records the spec (the job row)."""
+    if spec.get("kind") == "postgres" and isinstance(spec.get("to_dsn"), str):
+        from ..platforms.postgres.connection import dsn_has_password
+
+        if dsn_has_password(spec["to_dsn"]):
+            raise errors.UsageError("the destination DSN holds a password; remove it and pass the password in "
+                                    "the environment variable named by --password-env (or a libpq passfile)")
 
 
 def _spec(destination: str | dict, includes: list[str] | None, overwrite: bool, images_into_directory: bool,

@@ -52,6 +52,7 @@ from safehold.config.restore_test import (
     FileExistsCheck,
     HealthCheck,
     RestoreTest,
+    SqlCheck,
     TreePath,
 )
 from safehold.config.scheduler import SchedulerConfig
@@ -100,6 +101,7 @@ __all__ = [
     "ObjectLock",
     "RepositoryConfig",
     "RestoreTest",
+    "SqlCheck",
     "Retention",
     "SchedulerConfig",
     "Source",

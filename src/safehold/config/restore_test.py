@@ -3,6 +3,7 @@
 The health check kinds are ``CommandCheck`` (a shell command in the restored
 tree), ``FileExistsCheck`` and ``ChecksumCheck`` (SHA-256 of a file), chosen
 by ``type``; their paths are ``TreePath``s, which cannot leave the tree.
+``SqlCheck`` (postgres targets) runs a query in the restored database.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ __all__ = [
     "FileExistsCheck",
     "HealthCheck",
     "RestoreTest",
+    "SqlCheck",
     "TreePath",
 ]
 
-HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum")
+HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum", "sql")
+#: ``expect`` of a sql check: a comparison with a number, or the exact text of the first value.
+SQL_EXPECT = re.compile(r"^\s*(>=|<=|!=|=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -95,7 +99,36 @@ class ChecksumCheck(_Model):
         return value.lower()
 
 
-HealthCheck = Annotated[CommandCheck | FileExistsCheck | ChecksumCheck, Field(discriminator="type")]
+class SqlCheck(_Model):
+    """Postgres targets: run a query in the restored database; healthy when its first value meets ``expect``."""
+
+    type: Literal["sql"] = Field(description="Health check kind.", examples=["sql"])
+    query: str = Field(
+        min_length=1,
+        description="SQL run in the restored database (read it only: the database is thrown away afterwards).",
+        examples=["select count(*) from orders"],
+    )
+    expect: str = Field(
+        ">0",
+        description=(
+            "What the first column of the first row must be: a comparison with a number (>0, >=100, =1, !=0, <5) "
+            "or, otherwise, its exact text."
+        ),
+        examples=[">0", "=1", "ok"],
+    )
+    database: str | None = Field(
+        None,
+        description="The restored database to query (default: the snapshot's only one; required with several).",
+        examples=["shop"],
+    )
+    timeout: Duration = Field(
+        timedelta(minutes=10),
+        description="The check fails when the query runs longer than this.",
+        examples=["30s"],
+    )
+
+
+HealthCheck = Annotated[CommandCheck | FileExistsCheck | ChecksumCheck | SqlCheck, Field(discriminator="type")]
 """One of the health check kinds, chosen by ``type``."""
 
 

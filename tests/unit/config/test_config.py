@@ -517,7 +517,7 @@ def test_health_check_kinds() -> None:
         "    restore_test: {health_check: {type: cmd, run: 'true'}}\n"
     )
     assert (
-        "health_check.type: 'cmd' is not valid; expected one of: command, file_exists, checksum; did you mean 'command'?"
+        "health_check.type: 'cmd' is not valid; expected one of: command, file_exists, checksum, sql; did you mean 'command'?"
         in problem
     )
 

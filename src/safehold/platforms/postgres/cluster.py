@@ -18,13 +18,13 @@ import tempfile
 
 from ...errors import PostgresError
 from .connection import Server
-from .tools import find_tool
+from .tools import find_tool, installed
 
 START_TIMEOUT = 120  # seconds pg_ctl waits for the server to accept connections
 
 
 class TemporaryCluster:
-    def __init__(self, server_version: int, *, parent: str | None = None, bin_dir: str | None = None,
+    def __init__(self, server_version: int | None = None, *, parent: str | None = None, bin_dir: str | None = None,
                  run_as: str | None = None) -> None:
         self.server_version = server_version
         self.parent = parent
@@ -51,8 +51,11 @@ class TemporaryCluster:
 
     def start(self) -> Server:
         """Make and start the cluster; the ``Server`` to reach it. PostgresError when it cannot start."""
-        initdb = find_tool("initdb", self.server_version, self.bin_dir, "temporary cluster")
-        pg_ctl = find_tool("pg_ctl", self.server_version, self.bin_dir or os.path.dirname(initdb.path),
+        # The server's own major when given, else the newest installed (it reads every older dump).
+        newest = installed("initdb", self.bin_dir)
+        wanted = self.server_version if self.server_version is not None else (newest[-1].major * 10000 if newest else 0)
+        initdb = find_tool("initdb", wanted, self.bin_dir, "temporary cluster")
+        pg_ctl = find_tool("pg_ctl", wanted, self.bin_dir or os.path.dirname(initdb.path),
                            "temporary cluster")
         self.root = tempfile.mkdtemp(prefix="safehold-pg-", dir=self.parent)
         if self.run_as:

@@ -53,11 +53,17 @@ def tool_version(path: str) -> Tool | None:
     return Tool(path=path, major=major, version=match.group(1))
 
 
+def installed(name: str, bin_dir: str | None = None) -> list[Tool]:
+    """Every ``name`` tool found (in ``bin_dir``, or Debian's folders and PATH), oldest first."""
+    tools = [tool for tool in (tool_version(path) for path in _candidates(name, bin_dir)) if tool is not None]
+    return sorted(tools, key=lambda tool: tool.major)
+
+
 def find_tool(name: str, server_version: int, bin_dir: str | None = None, server: str = "") -> Tool:
     """The ``name`` tool (pg_dump, pg_dumpall, pg_restore, pg_basebackup) for a server of
     ``server_version`` (150018): its own major if installed, else the oldest newer one."""
     server_major = major_of(server_version)
-    tools = [tool for tool in (tool_version(path) for path in _candidates(name, bin_dir)) if tool is not None]
+    tools = installed(name, bin_dir)
     if not tools:
         where = bin_dir or "/usr/lib/postgresql/*/bin or PATH"
         raise PostgresError(server=server or "(any)", detail=f"{name} not found in {where}; install the "

@@ -23,8 +23,12 @@ def register(app: typer.Typer) -> None:
     @postgres_app.command("restore")
     def restore(
         snapshot: str = typer.Argument(..., help="Snapshot id (prefix), 'latest' or 'latest:TARGET'."),
-        to_dsn: str = typer.Option(..., "--to-dsn", help="libpq DSN of the server to restore into, without a "
-                                   "password (e.g. 'host=db-02 user=postgres')."),
+        to_dsn: Optional[str] = typer.Option(None, "--to-dsn", help="libpq DSN of the server to restore a dump "
+                                             "into, without a password (e.g. 'host=db-02 user=postgres')."),
+        data_dir: Optional[str] = typer.Option(None, "--data-dir", help="A physical snapshot: the new (or empty) "
+                                               "data directory to extract the base backup into."),
+        owner: Optional[str] = typer.Option(None, "--owner", help="With --data-dir: the user to own the files "
+                                            "(e.g. postgres, when restoring as root)."),
         database: Optional[str] = typer.Option(None, "--database", "-d",
                                                help="The database of the snapshot (default: every one it holds)."),
         new_name: Optional[str] = typer.Option(None, "--as", metavar="NAME",
@@ -39,11 +43,16 @@ def register(app: typer.Typer) -> None:
         target: Optional[str] = typer.Option(None, "--target", "-t", help="With 'latest': the target's newest."),
         json_output: bool = JsonOption,
     ) -> None:
-        """Restore databases of a postgres dump snapshot with pg_restore, in one transaction each."""
+        """Restore databases of a postgres dump snapshot with pg_restore, in one transaction each; or a
+        physical snapshot into a data directory."""
         from ..engine.restore import restore_snapshot
+        from ..errors import UsageError
 
+        if (to_dsn is None) == (data_dir is None):
+            raise UsageError("give --to-dsn (a dump snapshot, into a server) or --data-dir (a physical snapshot)")
         spec = {"kind": "postgres", "to_dsn": to_dsn, "database": database, "new_name": new_name, "clean": clean,
-                "no_owner": no_owner, "password_env": password_env, "bin_dir": bin_dir}
+                "no_owner": no_owner, "password_env": password_env, "bin_dir": bin_dir, "data_dir": data_dir,
+                "owner": owner}
         ctx, display = context(json_output)
         with display:
             outcome = restore_snapshot(ctx, snapshot, spec, target=target)
@@ -51,6 +60,10 @@ def register(app: typer.Typer) -> None:
                   "bytes_written": outcome.bytes_written, "duration": outcome.duration, "job_id": outcome.job_id}
         if json_output:
             print_json(result)
+            return
+        if data_dir is not None:
+            typer.echo(f"extracted the base backup of snapshot {outcome.snapshot_id[:8]} ({outcome.target}) into "
+                       f"{outcome.details['data_dir']}: {outcome.details['files']} files; start a server on it")
             return
         for source, name in outcome.details["databases"].items():
             typer.echo(f"restored database {source!r} as {name!r} on {outcome.details['server']} "

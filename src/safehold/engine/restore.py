@@ -100,6 +100,8 @@ def describe(spec: dict) -> str:
     if kind == "ebs":
         return f"instance {spec.get('instance')}"
     if kind == "postgres":
+        if spec.get("data_dir"):
+            return f"postgres data directory {spec['data_dir']}"
         return f"postgres:{spec.get('to_dsn')}" + (f" database {spec['database']}" if spec.get("database") else "")
     if kind == "command":
         return f"command:{spec.get('run')}"

@@ -93,7 +93,11 @@ class PostgresOptions(_Options):
     """The databases of a postgres dump snapshot into a PostgreSQL server, through pg_restore."""
 
     kind: Literal["postgres"]
-    to_dsn: str = Field(description="libpq DSN of the server to restore into, without a password.")
+    to_dsn: str | None = Field(None, description="libpq DSN of the server to restore a dump into, without a password.")
+    data_dir: str | None = Field(None, description="A physical snapshot: the new (or empty) data directory to "
+                                 "extract the base backup into.")
+    owner: str | None = Field(None, description="With data_dir: the user to own the files (the server's, e.g. "
+                              "postgres, when restoring as root).")
     password_env: str | None = Field(None, description="Environment variable holding that server's password.")
     database: str | None = Field(None, description="The database of the snapshot to restore (default: every one).")
     new_name: str | None = Field(None, description="Restore it under this name (default: its own).")

@@ -8,12 +8,15 @@ refused in ``plan``. With ``clean`` the dump replaces the objects of an existing
 (``--single-transaction``), so a failed restore changes nothing in an existing database.
 
 ``no_owner`` (restore tests into a throwaway cluster, a server without the original roles) leaves
-ownership and grants out. The raw dump files need no destination of their own: ``safehold restore
+ownership and grants out. A physical snapshot (``base.tar`` of pg_basebackup, with its WAL) is
+extracted into a new or empty ``data_dir`` (``restore.pgdata``), a data directory that starts. The raw dump files need no destination of their own: ``safehold restore
 SNAPSHOT DIR`` writes them into a directory like any file snapshot.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any
 
 from ..errors import DestinationError, PathNotInSnapshot, SafeholdError, UsageError
@@ -51,20 +54,27 @@ def _version_number(text: str) -> int:
 
 class PostgresDestination:
     def __init__(self, options: PostgresOptions, *, password: str | None = None, threads: int | None = None) -> None:
-        if dsn_has_password(options.to_dsn):
+        if options.to_dsn is not None and dsn_has_password(options.to_dsn):
             raise UsageError("the destination DSN holds a password; pass it in the environment variable named by "
                              "--password-env (or a libpq passfile) instead")
         self.options = options
-        self.server = Server(dsn=options.to_dsn, password=password)
+        self.server = Server(dsn=options.to_dsn or "", password=password)
         self.created: list[str] = []  # databases made by write: rollback drops them
         self.feed: Feed | None = None
+        self.made_directory: str | None = None  # data_dir made by write (rollback removes it)
+        self.emptied_directory: str | None = None  # data_dir that was empty (rollback empties it again)
 
     # -- plan --------------------------------------------------------------------------------
     def plan(self, snapshot: SnapshotInfo, items: Any) -> Any:
         facts = snapshot.source.get("postgres") or {}
+        if snapshot.kind == "files" and facts.get("mode") == "physical":
+            return self._plan_physical(snapshot, items)
         if snapshot.kind != "files" or facts.get("mode") != "dump":
             raise UsageError(f"snapshot {snapshot.short_id} of {snapshot.target} is not a postgres dump snapshot; "
                              "restore it to a directory with 'safehold restore'")
+        if self.options.to_dsn is None or self.options.data_dir is not None:
+            raise UsageError(f"snapshot {snapshot.short_id} holds dumps: restore them into a server with "
+                             "--to-dsn (a data directory is for physical snapshots)")
         dumps: dict[str, dict] = {}
         for item in items:
             if item.get("type") == "file":
@@ -98,9 +108,60 @@ class PostgresDestination:
                 "databases": [(database, names[database], names[database] in existing, dumps[database])
                               for database in chosen]}
 
+    def _plan_physical(self, snapshot: SnapshotInfo, items: Any) -> Any:
+        if self.options.data_dir is None or self.options.to_dsn is not None:
+            raise UsageError(f"snapshot {snapshot.short_id} is a physical base backup: restore it into a new data "
+                             "directory with --data-dir DIR (then start a server on it)")
+        base = next((item for item in items if item.get("type") == "file" and item["path"] == b"base.tar"), None)
+        if base is None:
+            raise PathNotInSnapshot(path="base.tar", snapshot=snapshot.short_id)
+        path = os.path.abspath(self.options.data_dir)
+        if os.path.lexists(path):
+            if os.path.islink(path) or not os.path.isdir(path):
+                raise DestinationError(destination=path, detail="exists and is not a directory")
+            if os.listdir(path):
+                raise DestinationError(destination=path, detail="the data directory is not empty")
+        owner = None
+        if self.options.owner is not None:
+            import pwd
+
+            try:
+                entry = pwd.getpwnam(self.options.owner)
+            except KeyError:
+                raise DestinationError(destination=path, detail=f"no user {self.options.owner!r} to own it") from None
+            owner = (entry.pw_uid, entry.pw_gid)
+        return {"physical": base, "path": path, "owner": owner}
+
+    def _write_physical(self, reader: BlobReader, plan: Any, progress: Progress) -> RestoreReport:
+        from .pgdata import extract_base_tar
+
+        path = plan["path"]
+        if os.path.isdir(path):
+            self.emptied_directory = path
+        else:
+            os.makedirs(path, mode=0o700)
+            self.made_directory = path
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o700)
+            if plan["owner"] is not None:
+                os.fchown(fd, *plan["owner"])
+            files, written, skipped = extract_base_tar(reader, plan["physical"], fd, owner=plan["owner"],
+                                                       progress=lambda done: progress(done, "base.tar"))
+        finally:
+            os.close(fd)
+        report = RestoreReport(files=files, bytes_written=written, warnings=skipped,
+                               details={"data_dir": path, "files": files})
+        report.log.append(f"extracted the base backup into {path}: {files} files; start a server on it "
+                          f"(pg_ctl -D {path} start) and it recovers to the end of the backup")
+        return report
+
     # -- write -------------------------------------------------------------------------------
     def write(self, reader: BlobReader, plan: Any, progress: Progress) -> RestoreReport:
         from psycopg import sql
+
+        if "physical" in plan:
+            return self._write_physical(reader, plan, progress)
 
         report = RestoreReport()
         done = 0
@@ -137,10 +198,22 @@ class PostgresDestination:
 
     def commit(self) -> None:
         self.created = []
+        self.made_directory = self.emptied_directory = None
 
     def rollback(self) -> None:
         from psycopg import sql
 
+        if self.made_directory is not None:
+            shutil.rmtree(self.made_directory, ignore_errors=True)
+            self.made_directory = None
+        if self.emptied_directory is not None:
+            for name in os.listdir(self.emptied_directory):
+                entry = os.path.join(self.emptied_directory, name)
+                if os.path.isdir(entry) and not os.path.islink(entry):
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    os.unlink(entry)
+            self.emptied_directory = None
         if self.feed is not None:
             self.feed.kill()
             self.feed = None

@@ -25,8 +25,9 @@ START_TIMEOUT = 120  # seconds pg_ctl waits for the server to accept connections
 
 class TemporaryCluster:
     def __init__(self, server_version: int | None = None, *, parent: str | None = None, bin_dir: str | None = None,
-                 run_as: str | None = None) -> None:
+                 run_as: str | None = None, password: str | None = None) -> None:
         self.server_version = server_version
+        self.password = password  # given: scram-sha-256 authentication for every connection
         self.parent = parent
         self.bin_dir = bin_dir
         self.run_as = run_as if run_as is not None else ("postgres" if os.geteuid() == 0 else None)
@@ -64,8 +65,18 @@ class TemporaryCluster:
             os.chmod(self.root, 0o700)  # the server's user must also be able to reach ``parent`` (/tmp: yes)
         self.port = 5432  # on a private socket folder any port number is free
         try:
-            self._run([initdb.path, "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8",
+            authentication = ["-A", "trust"]
+            if self.password is not None:
+                password_file = os.path.join(self.root, "superuser-password")
+                with open(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                    handle.write(self.password + "\n")
+                if self.run_as:
+                    shutil.chown(password_file, self.run_as)
+                authentication = ["-A", "scram-sha-256", f"--pwfile={password_file}"]
+            self._run([initdb.path, "-D", self.data, *authentication, "-U", "postgres", "--no-sync", "-E", "UTF8",
                        "--locale=C"], "initdb")
+            if self.password is not None:
+                os.unlink(password_file)
             options = (f"-c listen_addresses='' -c port={self.port} -c unix_socket_directories='{self.root}' "
                        "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
             self._run([pg_ctl.path, "-D", self.data, "-l", os.path.join(self.root, "server.log"), "-w", "-s",
@@ -79,7 +90,7 @@ class TemporaryCluster:
 
     def server(self) -> Server:
         assert self.root is not None
-        return Server(host=self.root, port=self.port, user="postgres")
+        return Server(host=self.root, port=self.port, user="postgres", password=self.password)
 
     def stop_server(self, mode: str = "immediate") -> None:
         """Stop the server, keeping its folder (``immediate``: as a crash would, no checkpoint)."""

@@ -2,7 +2,8 @@
 throwaway PostgreSQL cluster (``platforms.postgres.cluster.TemporaryCluster``: initdb, pg_ctl, a
 private Unix socket, removed afterwards) and checked there with a query (``sql`` health check).
 
-The actual recovery time includes starting the cluster and the whole pg_restore: what a recovery
+The actual recovery time includes starting the cluster and the whole pg_restore (for mode physical:
+extracting the base backup and starting a server on it, which replays its WAL): what a recovery
 onto a fresh server costs. Ownership and grants are left out (the throwaway server has none of
 the original roles), and databases that exist in a fresh cluster (``postgres``) are restored over
 with ``--clean``.
@@ -30,20 +31,30 @@ def restore_into_throwaway_cluster(context: Context, job: JobHandle, target: Any
     from ..platforms.postgres.cluster import TemporaryCluster
     from .restore import restore_in_job
 
-    if target.source.mode != "dump":
-        raise errors.UsageError(f"target {target.name!r}: restore tests of mode physical are not supported yet; "
-                                "restore the base backup with 'safehold restore' and start it by hand")
-    cluster = TemporaryCluster()
+    cluster = TemporaryCluster(bin_dir=target.source.bin_dir)
     try:
-        server = cluster.start()
-        job.log(f"temporary PostgreSQL cluster started in {cluster.root}")
-        spec = {"kind": "postgres", "to_dsn": server.conninfo(), "no_owner": True, "clean": True,
-                "bin_dir": target.source.bin_dir}
-        outcome = restore_in_job(context, job, "latest", spec, target=target.name)
-        job.log(f"restored snapshot {outcome.snapshot_id[:8]}: {outcome.files} database(s), "
-                f"{outcome.bytes_written} bytes in {outcome.duration:.2f}s")
+        if target.source.mode == "physical":
+            # The base backup becomes the throwaway cluster's data directory; starting it replays the
+            # WAL the backup carries, as a real recovery would.
+            cluster.prepare()
+            spec = {"kind": "postgres", "data_dir": cluster.data, "owner": cluster.run_as}
+            outcome = restore_in_job(context, job, "latest", spec, target=target.name)
+            job.log(f"restored snapshot {outcome.snapshot_id[:8]}: {outcome.files} files, "
+                    f"{outcome.bytes_written} bytes in {outcome.duration:.2f}s")
+            server = cluster.start_restored(user=target.source.user or "postgres")
+            job.log(f"a server started on the restored data directory in {cluster.root} and recovered")
+            databases = {name: name for name in server.databases()}
+        else:
+            server = cluster.start()
+            job.log(f"temporary PostgreSQL cluster started in {cluster.root}")
+            spec = {"kind": "postgres", "to_dsn": server.conninfo(), "no_owner": True, "clean": True,
+                    "bin_dir": target.source.bin_dir}
+            outcome = restore_in_job(context, job, "latest", spec, target=target.name)
+            job.log(f"restored snapshot {outcome.snapshot_id[:8]}: {outcome.files} database(s), "
+                    f"{outcome.bytes_written} bytes in {outcome.duration:.2f}s")
+            databases = outcome.details.get("databases", {})
         if isinstance(check, SqlCheck):
-            passed, detail = run_sql_check(server, check, outcome.details.get("databases", {}))
+            passed, detail = run_sql_check(server, check, databases)
         else:
             passed, detail = run_other_check(check, {"PGHOST": str(server.host), "PGPORT": str(server.port),
                                                      "PGUSER": "postgres"})
@@ -59,7 +70,7 @@ def run_sql_check(server: Any, check: SqlCheck, databases: dict[str, str]) -> tu
             return False, f"database {check.database!r} is not in the snapshot (restored: {', '.join(databases)})"
         database = databases[check.database]
     else:
-        chosen = [name for name in databases if name != "postgres"] or list(databases)
+        chosen = [name for name in databases if name not in ("postgres", "template0", "template1")] or list(databases)
         if len(chosen) != 1:
             return False, (f"the snapshot holds {len(chosen)} databases ({', '.join(chosen)}); name the one to "
                            "query with health_check.database")

@@ -64,3 +64,27 @@ def test_a_physical_backup_restores_to_a_data_directory_that_starts(safehold):
                            capture_output=True)
         shutil.rmtree(place, ignore_errors=True)
         cluster.stop()
+
+
+def test_a_restore_test_of_a_physical_target_starts_the_base_backup_and_queries_it(safehold):
+    from safehold.engine.backup import backup_target
+    from safehold.engine.restore_test import run_restore_test
+    from safehold.platforms.postgres.cluster import TemporaryCluster
+
+    cluster = TemporaryCluster()
+    server = cluster.start()
+    try:
+        server.execute(None, "create database shop")
+        server.execute("shop", "create table orders as select generate_series(1, 777) as id")
+        dsn = f"host={server.host} port={server.port} user=postgres dbname=postgres"
+        context = safehold(f'{{type: postgres, dsn: "{dsn}", mode: physical}}',
+                           restore_test='{every: 1d, health_check: {type: sql, database: shop, '
+                                        'query: "select count(*) from orders", expect: "=777"}}')
+        backup_target(context, "db")
+        before = set(os.listdir(tempfile.gettempdir()))
+        result = run_restore_test(context, "db")
+        assert result.passed and "returned 777" in result.detail
+        assert {name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("safehold-pg-")} \
+            == set()
+    finally:
+        cluster.stop()

@@ -32,7 +32,7 @@ class TemporaryCluster:
         self.bin_dir = bin_dir
         self.run_as = run_as if run_as is not None else ("postgres" if os.geteuid() == 0 else None)
         self.root: str | None = None
-        self.port = 5432
+        self.port = 5432  # on a private socket folder any port number is free
         self.started = False
 
     @property
@@ -50,6 +50,47 @@ class TemporaryCluster:
             output = " ".join((done.stderr or done.stdout).split())[-1500:]
             raise PostgresError(server=f"temporary cluster {self.root}", detail=f"{what} failed: {output}")
 
+    def prepare(self) -> str:
+        """Make the cluster's private folder (owned by ``run_as``); returns it. ``data`` lies inside."""
+        if self.root is None:
+            self.root = tempfile.mkdtemp(prefix="safehold-pg-", dir=self.parent)
+            if self.run_as:
+                user = pwd.getpwnam(self.run_as)
+                os.chown(self.root, user.pw_uid, user.pw_gid)
+            os.chmod(self.root, 0o700)  # the server's user must also be able to reach ``parent`` (/tmp: yes)
+        return self.root
+
+    def start_restored(self, user: str = "postgres") -> Server:
+        """Start a server on a data directory restored into ``data`` (a physical backup): with the
+        tools of its own major version (PG_VERSION), this folder's socket, and a configuration and
+        authentication of our own (trust on the private socket), so neither the original's settings
+        nor its pg_hba.conf (which may live outside the data directory) get in the way. It recovers
+        to the end of the backup before it accepts connections."""
+        assert self.root is not None
+        try:
+            with open(os.path.join(self.data, "PG_VERSION"), encoding="ascii") as handle:
+                major = handle.read().strip()
+            version = int(major) * 10000 if "." not in major else int(major.replace(".", "")) * 100
+        except (OSError, ValueError) as exc:
+            raise PostgresError(server=f"temporary cluster {self.root}",
+                                detail=f"the restored data directory has no readable PG_VERSION: {exc}") from None
+        pg_ctl = find_tool("pg_ctl", version, self.bin_dir, "temporary cluster")
+        files = {"postgresql.conf": "", "pg_hba.conf": "local all all trust\n", "pg_ident.conf": ""}
+        for name, text in files.items():
+            path = os.path.join(self.root, name)
+            with open(path, "w", encoding="ascii") as handle:
+                handle.write(text)
+            if self.run_as:
+                shutil.chown(path, self.run_as)
+        options = (f"-c config_file='{self.root}/postgresql.conf' -c hba_file='{self.root}/pg_hba.conf' "
+                   f"-c ident_file='{self.root}/pg_ident.conf' -c listen_addresses='' -c port={self.port} "
+                   f"-c unix_socket_directories='{self.root}' -c fsync=off -c archive_mode=off")
+        self._pg_ctl = pg_ctl.path
+        self._run([pg_ctl.path, "-D", self.data, "-l", os.path.join(self.root, "server.log"), "-w", "-s",
+                   "-t", str(START_TIMEOUT), "-o", options, "start"], "pg_ctl start of the restored data directory")
+        self.started = True
+        return Server(host=self.root, port=self.port, user=user)
+
     def start(self) -> Server:
         """Make and start the cluster; the ``Server`` to reach it. PostgresError when it cannot start."""
         # The server's own major when given, else the newest installed (it reads every older dump).
@@ -58,12 +99,7 @@ class TemporaryCluster:
         initdb = find_tool("initdb", wanted, self.bin_dir, "temporary cluster")
         pg_ctl = find_tool("pg_ctl", wanted, self.bin_dir or os.path.dirname(initdb.path),
                            "temporary cluster")
-        self.root = tempfile.mkdtemp(prefix="safehold-pg-", dir=self.parent)
-        if self.run_as:
-            user = pwd.getpwnam(self.run_as)
-            os.chown(self.root, user.pw_uid, user.pw_gid)
-            os.chmod(self.root, 0o700)  # the server's user must also be able to reach ``parent`` (/tmp: yes)
-        self.port = 5432  # on a private socket folder any port number is free
+        self.prepare()
         try:
             authentication = ["-A", "trust"]
             if self.password is not None:

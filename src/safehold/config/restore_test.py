@@ -23,6 +23,7 @@ __all__ = [
     "CommandCheck",
     "FileExistsCheck",
     "HealthCheck",
+    "RestoreServer",
     "RestoreTest",
     "SqlCheck",
     "TreePath",
@@ -132,6 +133,38 @@ HealthCheck = Annotated[CommandCheck | FileExistsCheck | ChecksumCheck | SqlChec
 """One of the health check kinds, chosen by ``type``."""
 
 
+class RestoreServer(_Model):
+    """Postgres targets: an existing server to restore tests into, instead of a throwaway cluster."""
+
+    dsn: str = Field(
+        min_length=1,
+        description=(
+            "libpq DSN of the server, without a password. Each database is restored under a new name "
+            "(<name>_safehold_test_<job id>) and dropped after the check."
+        ),
+        examples=["host=pg-test.internal user=postgres"],
+    )
+    password_env: str | None = Field(None, description="Environment variable holding its password.",
+                                     examples=["SAFEHOLD_PG_TEST_PASSWORD"])
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        from safehold.platforms.postgres.connection import dsn_has_password
+
+        if dsn_has_password(value):
+            raise _invalid("the dsn holds a password, which must never be written in the configuration; "
+                           "remove it and set password_env instead")
+        return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise _invalid(f"{value!r} is not an environment variable name; expected e.g. SAFEHOLD_PG_TEST_PASSWORD")
+        return value
+
+
 class RestoreTest(_Model):
     """Scheduled restore drills: restore the latest snapshot, check it, record the recovery time."""
 
@@ -144,6 +177,14 @@ class RestoreTest(_Model):
         None,
         description="Check run on the restored data; without one a test passes when every byte restored and verified.",
         examples=[{"type": "command", "run": "test -f etc/hostname"}],
+    )
+    server: RestoreServer | None = Field(
+        None,
+        description=(
+            "Postgres targets in mode dump: restore into this existing server (under new database names, "
+            "dropped afterwards) instead of a throwaway cluster safehold starts with initdb/pg_ctl."
+        ),
+        examples=[{"dsn": "host=pg-test.internal user=postgres", "password_env": "SAFEHOLD_PG_TEST_PASSWORD"}],
     )
 
     @field_validator("health_check", mode="before")

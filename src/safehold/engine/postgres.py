@@ -31,6 +31,12 @@ def restore_into_throwaway_cluster(context: Context, job: JobHandle, target: Any
     from ..platforms.postgres.cluster import TemporaryCluster
     from .restore import restore_in_job
 
+    given = target.restore_test.server if target.restore_test is not None else None
+    if given is not None:
+        if target.source.mode != "dump":
+            raise errors.UsageError(f"target {target.name!r}: a base backup (mode physical) cannot be restored into "
+                                    "a running server; leave restore_test.server out to use a throwaway cluster")
+        return _restore_into_given_server(context, job, target, check, given, run_other_check)
     cluster = TemporaryCluster(bin_dir=target.source.bin_dir)
     try:
         if target.source.mode == "physical":
@@ -61,6 +67,48 @@ def restore_into_throwaway_cluster(context: Context, job: JobHandle, target: Any
         return outcome, passed, detail
     finally:
         cluster.stop()
+
+
+def _restore_into_given_server(context: Context, job: JobHandle, target: Any, check: Any, given: Any,
+                               run_other_check: Any) -> tuple[RestoreOutcome, bool, str]:
+    """The restore test's databases go into an existing server under new names, dropped afterwards."""
+    import os
+
+    from psycopg import sql
+
+    from ..platforms.postgres.connection import Server
+    from .restore import restore_in_job
+
+    password = os.environ.get(given.password_env) if given.password_env else None
+    server = Server(dsn=given.dsn, password=password)
+    suffix = f"_safehold_test_{job.id}"
+    spec = {"kind": "postgres", "to_dsn": given.dsn, "password_env": given.password_env, "no_owner": True,
+            "name_suffix": suffix, "bin_dir": target.source.bin_dir}
+    databases: dict[str, str] = {}
+    try:
+        outcome = restore_in_job(context, job, "latest", spec, target=target.name)
+        databases = outcome.details.get("databases", {})
+        job.log(f"restored snapshot {outcome.snapshot_id[:8]} into {server.describe()} as "
+                f"{', '.join(databases.values())}: {outcome.bytes_written} bytes in {outcome.duration:.2f}s")
+        if isinstance(check, SqlCheck):
+            passed, detail = run_sql_check(server, check, databases)
+        else:
+            host, port = _host_and_port(server)
+            passed, detail = run_other_check(check, {"PGHOST": host, "PGPORT": port})
+        return outcome, passed, detail
+    finally:
+        for name in databases.values():
+            try:
+                server.execute(None, sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            except errors.PostgresError as exc:
+                job.log(f"could not drop the restore test's database {name!r}: {exc}", level="warning")
+
+
+def _host_and_port(server: Any) -> tuple[str, str]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(server.conninfo())
+    return str(parts.get("host", "")), str(parts.get("port", "5432"))
 
 
 def run_sql_check(server: Any, check: SqlCheck, databases: dict[str, str]) -> tuple[bool, str]:

@@ -101,6 +101,7 @@ class PostgresOptions(_Options):
     password_env: str | None = Field(None, description="Environment variable holding that server's password.")
     database: str | None = Field(None, description="The database of the snapshot to restore (default: every one).")
     new_name: str | None = Field(None, description="Restore it under this name (default: its own).")
+    name_suffix: str | None = Field(None, description="Restore every database under its name with this suffix.")
     clean: bool = Field(False, description="Replace the contents of an existing database (default: a new one).")
     no_owner: bool = Field(False, description="Leave out ownership and grants (a server without the original roles).")
     bin_dir: str | None = Field(None, description="Folder of the PostgreSQL client tools to use.")

@@ -93,7 +93,8 @@ class PostgresDestination:
                 raise UsageError(f"snapshot {snapshot.short_id} holds {len(chosen)} databases "
                                  f"({', '.join(chosen)}); name the one to restore as {self.options.new_name!r} "
                                  "with --database")
-        names = {database: self.options.new_name or database for database in chosen}
+        suffix = self.options.name_suffix or ""
+        names = {database: self.options.new_name or database + suffix for database in chosen}
         version = self.server.version()
         dumped_with = _version_number(str(facts.get("tool_version", "")))
         tool = find_tool("pg_restore", max(version, dumped_with), self.options.bin_dir, self.server.describe())

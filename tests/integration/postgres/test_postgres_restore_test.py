@@ -66,3 +66,21 @@ def test_a_command_check_reaches_the_throwaway_cluster(pg_url, make_database, sa
                        restore_test=f"{{every: 1d, health_check: {check}}}")
     backup_target(context, "db")
     assert run_restore_test(context, "db").passed
+
+
+def test_a_given_server_receives_the_restore_under_new_names_dropped_afterwards(pg_url, pg_server, make_database,
+                                                                                 safehold):
+    from safehold.engine.backup import backup_target
+    from safehold.engine.restore_test import run_restore_test
+
+    database = make_database(rows=12)
+    context = safehold(f'{{type: postgres, dsn: "{pg_url}", databases: [{database}]}}',
+                       restore_test=f'{{every: 1d, server: {{dsn: "{pg_url}"}}, health_check: {{type: sql, '
+                                    'query: "select count(*) from orders", expect: "=12"}}')
+    backup_target(context, "db")
+    before = set(pg_server.databases())
+    result = run_restore_test(context, "db")
+    assert result.passed and "returned 12" in result.detail
+    assert set(pg_server.databases()) == before  # the copy (<name>_safehold_test_<job>) is gone again
+    lines = [r.message for r in context.catalog.job_logs(result.job_id)]
+    assert any(f"as {database}_safehold_test_{result.job_id}" in line for line in lines)

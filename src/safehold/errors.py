@@ -330,6 +330,12 @@ class PostgresError(SourceError):
     exit_code = 68
 
 
+class PostgresRestoreRefused(DestinationError):
+    template = "cannot restore into PostgreSQL {destination}: {detail}"
+    remedy = "{advice}"
+    exit_code = 33  # a DestinationError with the remedy that fits a database
+
+
 class CommandFailed(SourceError):
     template = "command {name!r}: {detail}"
     remedy = "run the command by hand as the user running safehold and read its error output (also in the job log)"

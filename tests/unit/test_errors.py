@@ -24,7 +24,7 @@ STABLE = {
 STABLE |= {"TokenNotFound": 36, "ImmutabilityAuditFailed": 40}
 STABLE |= {"LockLost": 25}
 STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFailed": 60}
-STABLE |= {"PostgresToolTooOld": 67, "PostgresError": 68, "CommandFailed": 69}
+STABLE |= {"PostgresToolTooOld": 67, "PostgresError": 68, "CommandFailed": 69, "PostgresRestoreRefused": 33}
 
 
 def test_exit_codes_never_change():

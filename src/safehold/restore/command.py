@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import DestinationError, PathNotInSnapshot, UsageError
+from ..errors import CommandFailed, DestinationError, PathNotInSnapshot, UsageError
 from .base import BlobReader, Progress, RestoreReport, SnapshotInfo
 from .options import CommandOptions
 from .pipe import Feed
@@ -54,9 +54,10 @@ class CommandDestination:
         lines = list(self.feed.lines)
         self.feed = None
         if status != 0 or written is None:
-            raise DestinationError(destination=f"command {self.options.run!r}",
-                                   detail=f"exit status {status} after reading part of {name}: {output or 'no output'}"
-                                   if written is None else f"exit status {status}: {output or 'no output'}")
+            raise CommandFailed(name=self.options.run,
+                                detail=f"exit status {status} after reading part of {name}: {output or 'no output'}"
+                                if written is None else f"exit status {status} after reading {name}: "
+                                f"{output or 'no output'}")
         report = RestoreReport(files=1, bytes_written=written, details={"file": name, "command": self.options.run,
                                                                           "exit_status": status})
         report.log += [f"piped {name} ({written} bytes) into {self.options.run!r}"] + [f"  {line}" for line in lines]

@@ -19,7 +19,7 @@ import os
 import shutil
 from typing import Any
 
-from ..errors import DestinationError, PathNotInSnapshot, SafeholdError, UsageError
+from ..errors import DestinationError, PathNotInSnapshot, PostgresRestoreRefused, SafeholdError, UsageError
 from ..platforms.postgres.connection import Server, dsn_has_password, version_text
 from ..platforms.postgres.tools import find_tool
 from .base import BlobReader, Progress, RestoreReport, SnapshotInfo
@@ -102,9 +102,9 @@ class PostgresDestination:
         where = self.server.describe()
         for database, name in names.items():
             if name in existing and not self.options.clean:
-                raise DestinationError(destination=f"{where} database {name!r}",
-                                       detail="the database exists; restore under another name (--as NAME) or "
-                                              "pass --clean to replace its contents")
+                raise PostgresRestoreRefused(destination=f"{where} database {name!r}", detail="the database exists",
+                                             advice="restore under another name (--as NAME), or pass --clean to "
+                                                    "replace its contents (in one transaction)")
         return {"tool": tool.path, "server_version": version_text(version),
                 "databases": [(database, names[database], names[database] in existing, dumps[database])
                               for database in chosen]}
@@ -121,7 +121,8 @@ class PostgresDestination:
             if os.path.islink(path) or not os.path.isdir(path):
                 raise DestinationError(destination=path, detail="exists and is not a directory")
             if os.listdir(path):
-                raise DestinationError(destination=path, detail="the data directory is not empty")
+                raise DestinationError(destination=path, detail="the data directory is not empty; give a new or "
+                                       "empty one")
         owner = None
         if self.options.owner is not None:
             import pwd
@@ -185,8 +186,12 @@ class PostgresDestination:
             status, output = self.feed.finish()
             self.feed = None
             if status != 0 or written is None:
-                raise DestinationError(destination=f"{self.server.describe(name)}",
-                                       detail=f"pg_restore failed (exit status {status}): {output or 'no output'}")
+                raise PostgresRestoreRefused(
+                    destination=self.server.describe(name),
+                    detail=f"pg_restore failed (exit status {status}): {output or 'no output'}",
+                    advice="nothing was changed in an existing database (one transaction) and a database made for "
+                           "the restore was dropped; fix what pg_restore reports (missing roles: --no-owner) and "
+                           "run the restore again")
             done += written
             report.files += 1
             report.bytes_written += written

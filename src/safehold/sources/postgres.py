@@ -53,15 +53,6 @@ def dump_name(database: str) -> str:
     return name + DUMP_SUFFIX
 
 
-def database_of(file_name: str) -> str | None:
-    """The database a stored dump file belongs to, or None for another file."""
-    from urllib.parse import unquote
-
-    if not file_name.endswith(DUMP_SUFFIX):
-        return None
-    return unquote(file_name[: -len(DUMP_SUFFIX)])
-
-
 def read_secret(password_env: str | None, password_file: str | None) -> str | None:
     """The password from its file (first line) or environment variable; None when neither holds one."""
     if password_file:

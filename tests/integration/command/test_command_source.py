@@ -130,7 +130,7 @@ def test_a_failing_restore_command_fails_the_restore(tmp_path, safehold):
 
     context = safehold('{type: command, run: "seq 1 100000", name: numbers.txt}')
     snapshot = backup_target(context, "export").snapshot_id
-    with pytest.raises(errors.DestinationError, match="exit status 2"):
+    with pytest.raises(errors.CommandFailed, match="exit status 2"):
         restore_snapshot(context, snapshot, {"kind": "command", "run": "head -c 10 >/dev/null; echo nope >&2; exit 2"})
 
 

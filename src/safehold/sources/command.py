@@ -62,6 +62,7 @@ class CommandSource:
         output = ChildOutput([self.run], shell=True, cwd=self.cwd, fail=fail, on_stderr=stderr)
         if self.timeout is not None:
             timer = _Deadline(output, self.timeout)
+            output.on_close = timer.cancel
         return output
 
 
@@ -74,6 +75,9 @@ class _Deadline:
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
         self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
     def _fire(self) -> None:
         if self._output.process.poll() is None:

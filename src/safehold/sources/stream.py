@@ -51,6 +51,7 @@ class ChildOutput:
         self._stderr_thread = threading.Thread(target=self._drain_stderr, name="safehold-child-stderr", daemon=True)
         self._stderr_thread.start()
         self._finished = False
+        self.on_close: Callable[[], None] | None = None  # e.g. cancel a deadline
 
     def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -95,6 +96,8 @@ class ChildOutput:
 
     def close(self) -> None:
         """Kill the program if it still runs (the backup stopped early); reap it either way."""
+        if self.on_close is not None:
+            self.on_close()
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)

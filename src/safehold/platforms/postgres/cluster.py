@@ -53,9 +53,16 @@ class TemporaryCluster:
     def prepare(self) -> str:
         """Make the cluster's private folder (owned by ``run_as``); returns it. ``data`` lies inside."""
         if self.root is None:
-            self.root = tempfile.mkdtemp(prefix="safehold-pg-", dir=self.parent)
+            user = None
             if self.run_as:
-                user = pwd.getpwnam(self.run_as)
+                try:
+                    user = pwd.getpwnam(self.run_as)
+                except KeyError:
+                    raise PostgresError(server="temporary cluster", detail=f"no user {self.run_as!r} to run it as "
+                                        "(PostgreSQL refuses to run as root); install PostgreSQL's server package, "
+                                        "which makes the postgres user") from None
+            self.root = tempfile.mkdtemp(prefix="safehold-pg-", dir=self.parent)
+            if user is not None:
                 os.chown(self.root, user.pw_uid, user.pw_gid)
             os.chmod(self.root, 0o700)  # the server's user must also be able to reach ``parent`` (/tmp: yes)
         return self.root

@@ -5,7 +5,9 @@ consistent snapshot of its database), plus the roles and tablespaces from ``pg_d
 --globals-only``, as files of a files snapshot:
 
     globals.sql                 roles, tablespaces (plain SQL)
-    <database>.pgdump           one custom-format archive per database ('/' and '%' percent-encoded)
+    <database>.pgdump           one custom-format archive per database (its name percent-encoded
+                                but for ASCII letters, digits, space and most punctuation: '/', '%'
+                                and a leading '.' never appear as such)
 
 ``mode: physical`` stores ``pg_basebackup``'s tar stream of the whole cluster, with the WAL that
 makes it consistent (``-X fetch``), as ``base.tar``; extracted, it is a data directory that starts.
@@ -45,8 +47,9 @@ STDERR_LINES = 50  # lines of the tools' standard error copied to the job log
 
 
 def dump_name(database: str) -> str:
-    """The file a database's dump is stored as: its name with '/' and '%' (and a leading '.')
-    percent-encoded, so it is always one safe path component."""
+    """The file a database's dump is stored as: its name percent-encoded (UTF-8) but for ASCII
+    letters, digits, space and most punctuation, '/', '%' and a leading '.' included, so it is
+    always one safe, ASCII path component."""
     name = quote(database, safe=" !#$&'()+,;=@[]^_`{}~-")
     if name.startswith("."):
         name = "%2E" + name[1:]

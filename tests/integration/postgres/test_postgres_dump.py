@@ -132,3 +132,25 @@ def test_the_password_reaches_the_tools_only_through_the_environment(monkeypatch
     with pytest.raises(errors.PostgresError, match="holds a password"):
         Server(dsn="postgresql://u:p@h/db")
     assert os.environ.get("PGPASSWORD") != "s3cret"
+
+
+def test_a_database_with_an_awkward_name_round_trips(pg_url, pg_server, safehold, tmp_path):
+    from psycopg import sql
+
+    from safehold.engine.backup import backup_target
+    from safehold.engine.restore import restore_snapshot
+
+    name = f"odd/näme {os.getpid()} 100%"
+    copy = name + " copy"
+    pg_server.execute(None, sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        pg_server.execute(name, "create table t as select 1 as x")
+        context = safehold(f'{{type: postgres, dsn: "{pg_url}", databases: ["{name}"], globals: false}}')
+        snapshot = backup_target(context, "db").snapshot_id
+        restore_snapshot(context, snapshot, {"kind": "postgres", "to_dsn": pg_url, "new_name": copy})
+        assert pg_server.execute(copy, "select x from t") == [(1,)]
+        restore_snapshot(context, snapshot, str(tmp_path / "raw"))
+        assert [p.name for p in (tmp_path / "raw").iterdir()] == ["odd%2Fn%C3%A4me " + str(os.getpid()) + " 100%25.pgdump"]
+    finally:
+        for database in (name, copy):
+            pg_server.execute(None, sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))

@@ -119,6 +119,9 @@ class CommandOptions(_Options):
 DestinationOptions = Annotated[Union[DirectoryOptions, ImageOptions, LibvirtOptions, VmwareOptions, HypervOptions,
                                      EbsOptions, PostgresOptions, CommandOptions], Field(discriminator="kind")]
 #: The platform kinds the API accepts in ``params.to`` (directory and image go through ``params.destination``).
+#: postgres and command are deliberately not among them: through the API, ``password_env`` would let a
+#: client send a secret from the server's environment to a host of its choosing, and ``command`` would
+#: run a shell command of its choosing. They are for the CLI, restore tests and drills.
 PlatformOptions = Annotated[Union[LibvirtOptions, VmwareOptions, HypervOptions, EbsOptions],
                             Field(discriminator="kind")]
 

@@ -328,6 +328,35 @@ class SandboxNotRemoved(SafeholdError):
     remedy = ("remove it by hand ('virsh -c {uri} destroy {name}; virsh -c {uri} undefine {name}' and delete "
               "{folder}); the next restore test also removes leftover safehold-sandbox-* domains whose run ended")
     exit_code = 62
+# --- PostgreSQL and command sources (67-69) --------------------------------------
+
+
+class PostgresToolTooOld(SourceError):
+    template = ("{tool} {tool_version} ({path}) is older than the PostgreSQL server {server} ({server_version}); "
+                "it cannot dump or restore a server newer than itself")
+    remedy = ("install the PostgreSQL {major} client tools (Debian: apt install postgresql-client-{major}), "
+              "or point the source's bin_dir at a folder holding them")
+    exit_code = 67
+
+
+class PostgresError(SourceError):
+    template = "PostgreSQL {server}: {detail}"
+    remedy = ("check that the server runs and accepts connections from this host, the user and database names, "
+              "and that the password is in the environment variable or file the configuration names")
+    exit_code = 68
+
+
+class PostgresRestoreRefused(DestinationError):
+    template = "cannot restore into PostgreSQL {destination}: {detail}"
+    remedy = "{advice}"
+    exit_code = 33  # a DestinationError with the remedy that fits a database
+
+
+class CommandFailed(SourceError):
+    template = "command {name!r}: {detail}"
+    remedy = "run the command by hand as the user running safehold and read its error output (also in the job log)"
+    exit_code = 69
+
 
 # --- EBS restores ------------------------------------------------------------------
 

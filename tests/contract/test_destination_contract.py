@@ -1,6 +1,7 @@
 """One contract every restore destination passes (``restore.base.Destination``), run against the
 real thing where there is one: a directory, an image file, libvirtd, vCenter (vcsim), the fake
-Hyper-V host, and EBS (moto).
+Hyper-V host, EBS (moto), PostgreSQL (a throwaway cluster: a real pg_dump of a table holding the
+data, restored through pg_restore and read back with a query) and a real program (``command``).
 
 - ``plan`` writes nothing, and refuses a bad destination with a clear error before writing;
 - ``write`` + ``commit`` restore byte-identical data and report the bytes;
@@ -260,9 +261,105 @@ class EbsHarness(Harness):
         return DATA  # the volume holds the same blocks as one written with DATA
 
 
-@pytest.fixture(params=["directory", "image", "libvirt", "vmware", "hyperv", "ebs"])
+class PostgresHarness(Harness):
+    """The data is a bytea value in a table of a real pg_dump, stored in 64 KiB pieces (so that the
+    failing reader fails midway); restored through pg_restore into a new database and read back."""
+
+    kind, refusal = "files", "the database exists"
+    token = {"postgres": {"mode": "dump", "tool_version": "15.18"}}
+
+    def __init__(self, cluster: tuple[Any, bytes]) -> None:
+        self.server, self.dump = cluster
+        self.name = f"restored_{uuid.uuid4().hex[:8]}"
+
+    def items(self) -> list[dict]:
+        item = file(b"shop.pgdump", self.dump, mode=0o600)
+        item["chunk_size"] = 64 * KiB
+        return [item]
+
+    def _destination(self, name: str) -> Any:
+        from safehold.restore.postgres import PostgresDestination
+
+        dsn = f"host={self.server.host} port={self.server.port} user=postgres dbname=postgres"
+        return PostgresDestination(options.PostgresOptions(kind="postgres", to_dsn=dsn, database="shop",
+                                                           new_name=name))
+
+    def destination(self) -> Any:
+        return self._destination(self.name)
+
+    def bad_destination(self) -> Any:
+        return self._destination("shop")  # exists
+
+    def leftovers(self) -> Any:
+        return self.server.databases()
+
+    def restored(self, report: Any) -> bytes:
+        assert report.details["databases"] == {"shop": self.name}
+        try:
+            return bytes(self.server.execute(self.name, "select data from blob")[0][0])
+        finally:
+            self.server.execute(None, f'drop database "{self.name}"')
+
+
+class CommandHarness(Harness):
+    """The file piped into a real program, which writes it out only once its input ended."""
+
+    kind, refusal = "files", "'missing' is not in snapshot"
+    WRITE = "python3 -c \"import sys; d = sys.stdin.buffer.read(); open('out', 'wb').write(d)\""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = tmp_path / "dest"
+        self.root.mkdir()
+
+    def items(self) -> list[dict]:
+        item = file(b"dump.sql", DATA)
+        item["chunk_size"] = 64 * KiB
+        return [item]
+
+    def destination(self) -> Any:
+        from safehold.restore.command import CommandDestination
+
+        return CommandDestination(options.CommandOptions(kind="command", run=self.WRITE, cwd=str(self.root)))
+
+    def bad_destination(self) -> Any:
+        from safehold.restore.command import CommandDestination
+
+        return CommandDestination(options.CommandOptions(kind="command", run=self.WRITE, file="missing",
+                                                         cwd=str(self.root)))
+
+    def leftovers(self) -> Any:
+        return tree(self.root)
+
+    def restored(self, report: Any) -> bytes:
+        return (self.root / "out").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def pg_cluster():
+    """A throwaway cluster with a database 'shop' whose table holds DATA, and its pg_dump."""
+    from safehold.platforms.postgres.cluster import TemporaryCluster
+
+    cluster = TemporaryCluster(150000)
+    server = cluster.start()
+    try:
+        server.execute(None, "create database shop")
+        server.execute("shop", "create table blob (data bytea)")
+        server.execute("shop", "insert into blob values (%s)", (DATA,))
+        dump = subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "--format=custom", "--compress=0",
+                               f"--dbname=host={server.host} port={server.port} user=postgres dbname=shop"],
+                              capture_output=True, check=True).stdout
+        yield server, dump
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["directory", "image", "libvirt", "vmware", "hyperv", "ebs", "postgres", "command"])
 def harness(request, tmp_path) -> Harness:
     kind = request.param
+    if kind == "postgres":
+        return PostgresHarness(request.getfixturevalue("pg_cluster"))
+    if kind == "command":
+        return CommandHarness(tmp_path)
     if kind == "directory":
         return DirectoryHarness(tmp_path)
     if kind == "image":

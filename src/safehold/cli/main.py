@@ -584,6 +584,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.control",
     "safehold.cli.hyperv",
     "safehold.cli.libvirt",
+    "safehold.cli.postgres",
     "safehold.cli.ebs",
     "safehold.cli.vmware",
     "safehold.cli.immutability",

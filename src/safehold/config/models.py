@@ -54,6 +54,7 @@ from safehold.config.restore_test import (
     FileExistsCheck,
     HealthCheck,
     RestoreTest,
+    SqlCheck,
     TreePath,
 )
 from safehold.config.scheduler import SchedulerConfig
@@ -104,6 +105,7 @@ __all__ = [
     "ObjectLock",
     "RepositoryConfig",
     "RestoreTest",
+    "SqlCheck",
     "Retention",
     "SchedulerConfig",
     "Source",

@@ -2,9 +2,10 @@
 
 The health check kinds are ``CommandCheck`` (a shell command in the restored
 tree), ``FileExistsCheck`` and ``ChecksumCheck`` (SHA-256 of a file), whose
-paths are ``TreePath``s, which cannot leave the tree, and ``BootCheck`` (the
+paths are ``TreePath``s, which cannot leave the tree, ``BootCheck`` (the
 restored disks booted in a sandbox VM until a sign of life shows on its serial
-console), chosen by ``type``.
+console) and ``SqlCheck`` (postgres targets: a query in the restored database),
+chosen by ``type``.
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ __all__ = [
     "CommandCheck",
     "FileExistsCheck",
     "HealthCheck",
+    "RestoreServer",
     "RestoreTest",
+    "SqlCheck",
     "TreePath",
 ]
 
-HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum", "boot")
+HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum", "boot", "sql")
 #: Source kinds whose restored disks a ``boot`` check can boot (in a libvirt sandbox).
 BOOTABLE_SOURCES = ("libvirt", "image")
+#: ``expect`` of a sql check: a comparison with a number, or the exact text of the first value.
+SQL_EXPECT = re.compile(r"^\s*(>=|<=|!=|=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -222,8 +227,73 @@ class BootCheck(_Model):
         return self
 
 
-HealthCheck = Annotated[CommandCheck | FileExistsCheck | ChecksumCheck | BootCheck, Field(discriminator="type")]
+
+
+class SqlCheck(_Model):
+    """Postgres targets: run a query in the restored database; healthy when its first value meets ``expect``."""
+
+    type: Literal["sql"] = Field(description="Health check kind.", examples=["sql"])
+    query: str = Field(
+        min_length=1,
+        description="SQL run in the restored database (read it only: the database is thrown away afterwards).",
+        examples=["select count(*) from orders"],
+    )
+    expect: str = Field(
+        ">0",
+        description=(
+            "What the first column of the first row must be: a comparison with a number (>0, >=100, =1, !=0, <5) "
+            "or, otherwise, its exact text."
+        ),
+        examples=[">0", "=1", "ok"],
+    )
+    database: str | None = Field(
+        None,
+        description="The restored database to query (default: the snapshot's only one; required with several).",
+        examples=["shop"],
+    )
+    timeout: Duration = Field(
+        timedelta(minutes=10),
+        description="The check fails when the query runs longer than this.",
+        examples=["30s"],
+    )
+
+
+HealthCheck = Annotated[
+    CommandCheck | FileExistsCheck | ChecksumCheck | BootCheck | SqlCheck, Field(discriminator="type")
+]
 """One of the health check kinds, chosen by ``type``."""
+
+
+class RestoreServer(_Model):
+    """Postgres targets: an existing server to restore tests into, instead of a throwaway cluster."""
+
+    dsn: str = Field(
+        min_length=1,
+        description=(
+            "libpq DSN of the server, without a password. Each database is restored under a new name "
+            "(<name>_safehold_test_<job id>) and dropped after the check."
+        ),
+        examples=["host=pg-test.internal user=postgres"],
+    )
+    password_env: str | None = Field(None, description="Environment variable holding its password.",
+                                     examples=["SAFEHOLD_PG_TEST_PASSWORD"])
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        from safehold.platforms.postgres.connection import dsn_has_password
+
+        if dsn_has_password(value):
+            raise _invalid("the dsn holds a password, which must never be written in the configuration; "
+                           "remove it and set password_env instead")
+        return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise _invalid(f"{value!r} is not an environment variable name; expected e.g. SAFEHOLD_PG_TEST_PASSWORD")
+        return value
 
 
 class RestoreTest(_Model):
@@ -238,6 +308,14 @@ class RestoreTest(_Model):
         None,
         description="Check run on the restored data; without one a test passes when every byte restored and verified.",
         examples=[{"type": "command", "run": "test -f etc/hostname"}],
+    )
+    server: RestoreServer | None = Field(
+        None,
+        description=(
+            "Postgres targets in mode dump: restore into this existing server (under new database names, "
+            "dropped afterwards) instead of a throwaway cluster safehold starts with initdb/pg_ctl."
+        ),
+        examples=[{"dsn": "host=pg-test.internal user=postgres", "password_env": "SAFEHOLD_PG_TEST_PASSWORD"}],
     )
 
     @field_validator("health_check", mode="before")

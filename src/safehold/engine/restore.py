@@ -60,11 +60,22 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
     here, when the job runs, by walking down from the root without following any link.
     """
     spec = _spec(destination, includes, overwrite, images_into_directory, special_files)
+    _refuse_secrets(spec)
     details = {"snapshot": snapshot_ref, "destination": describe(spec)}
     if "kind" in spec:
         details["to"] = spec
     with context.catalog.job("restore", target, details, job_id=job_id) as job:
         return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root)
+
+
+def _refuse_secrets(spec: dict) -> None:
+    """A password in a destination DSN is refused before anything records the spec (the job row)."""
+    if spec.get("kind") == "postgres" and isinstance(spec.get("to_dsn"), str):
+        from ..platforms.postgres.connection import dsn_has_password
+
+        if dsn_has_password(spec["to_dsn"]):
+            raise errors.UsageError("the destination DSN holds a password; remove it and pass the password in "
+                                    "the environment variable named by --password-env (or a libpq passfile)")
 
 
 def _spec(destination: str | dict, includes: list[str] | None, overwrite: bool, images_into_directory: bool,
@@ -88,6 +99,12 @@ def describe(spec: dict) -> str:
         return f"hyperv:{spec.get('name')}"
     if kind == "ebs":
         return f"instance {spec.get('instance')}"
+    if kind == "postgres":
+        if spec.get("data_dir"):
+            return f"postgres data directory {spec['data_dir']}"
+        return f"postgres:{spec.get('to_dsn')}" + (f" database {spec['database']}" if spec.get("database") else "")
+    if kind == "command":
+        return f"command:{spec.get('run')}"
     return str(kind)
 
 
@@ -196,6 +213,15 @@ def build_destination(context: Context, options: Any, restore_root: str | None =
         return cls(options, threads=threads, restore_root=restore_root)
     if options.kind in ("vmware", "hyperv"):
         return cls(options, connect=_connector(context, options.kind), threads=threads)
+    if options.kind == "postgres":
+        # The password is read here, from the environment, and handed over as a value: never from
+        # the spec (which is stored in the job row) and never on a command line.
+        password = os.environ.get(options.password_env) if options.password_env else None
+        if options.password_env and password is None:
+            raise errors.UsageError(f"the environment variable {options.password_env} (--password-env) is not set")
+        return cls(options, password=password, threads=threads)
+    if options.kind == "command":
+        return cls(options, threads=threads)
     from .ebs import aws_location, clients_for
 
     region, endpoint = aws_location(context, options.region)

@@ -16,7 +16,9 @@ sandbox, so they name the image ``restore``. The disks of a VM or EBS target
 into ``<sandbox>/restore/`` through the image destination, one file per disk
 (``vda``, ``vm1-Hard disk 1``, ``vol-...``), and checks run there; the platform
 itself is never touched. An EBS target with ``copy_blocks: false`` has no data
-in the repository and is refused with an error that says so.
+in the repository and is refused with an error that says so. A postgres target is restored into a
+throwaway PostgreSQL cluster and checked there with a ``sql`` query (``engine.postgres``); a
+``command`` check then runs with PGHOST, PGPORT and PGUSER naming that cluster.
 Without a health check a test passes when every byte restored and verified.
 
 A ``boot`` check (libvirt and image targets, ``engine.boot_check``) boots the
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..config.models import BootCheck, ChecksumCheck, CommandCheck, FileExistsCheck
+from ..config.models import BootCheck, ChecksumCheck, CommandCheck, FileExistsCheck, SqlCheck
 from .context import Context
 
 SANDBOX_PREFIX = "safehold-restore-test-"
@@ -113,6 +115,14 @@ def run_restore_test(context: Context, target_name: str, *, job_id: int | None =
             restore_to = sandbox_destination(target, destination)
             if isinstance(check, BootCheck):
                 outcome, passed, detail, art = _boot_test(context, job, target, check, sandbox, restore_to, started)
+            elif target.source.type == "postgres":
+                from .postgres import restore_into_throwaway_cluster
+
+                destination.mkdir()
+                outcome, passed, detail = restore_into_throwaway_cluster(
+                    context, job, target, check,
+                    lambda other, env: run_health_check(other, destination, "files", env=env))
+                art = time.monotonic() - started
             else:
                 outcome = restore_in_job(context, job, "latest", restore_to, target=target.name)
                 _log_restored(job, outcome)
@@ -182,11 +192,13 @@ def sandbox_destination(target: Any, destination: Path) -> str | dict:
     return {"kind": "image", "path": str(destination), "into_directory": True, "flatten_names": True}
 
 
-def describe(check: CommandCheck | FileExistsCheck | ChecksumCheck | BootCheck | None) -> str:
+def describe(check: CommandCheck | FileExistsCheck | ChecksumCheck | BootCheck | SqlCheck | None) -> str:
     if check is None:
         return "restore verified"
     if isinstance(check, BootCheck):
         return f"boot until the console shows {', '.join(repr(pattern) for pattern in check.console)}"
+    if isinstance(check, SqlCheck):
+        return f"sql {check.query!r} expect {check.expect}"
     if isinstance(check, CommandCheck):
         return f"command {check.run!r}"
     if isinstance(check, FileExistsCheck):
@@ -194,16 +206,19 @@ def describe(check: CommandCheck | FileExistsCheck | ChecksumCheck | BootCheck |
     return f"checksum {check.path!r}"
 
 
-def run_health_check(check: CommandCheck | FileExistsCheck | ChecksumCheck | None, tree: Path,
-                     kind: str = "files") -> tuple[bool, str]:
-    """Run ``check`` against the restored ``tree``; returns (passed, one-line detail)."""
+def run_health_check(check: CommandCheck | FileExistsCheck | ChecksumCheck | SqlCheck | None, tree: Path,
+                     kind: str = "files", env: dict[str, str] | None = None) -> tuple[bool, str]:
+    """Run ``check`` against the restored ``tree``; returns (passed, one-line detail). ``env``: added
+    to a command's environment."""
     if check is None:
         return True, "every restored byte verified against its chunk id"
+    if isinstance(check, SqlCheck):
+        return False, "a sql health check needs a postgres target (its restore makes a database to query)"
     # An image restore writes one file; checks still run in the sandbox so a
     # command can find it, and paths name it relative to the sandbox.
     where = tree if kind == "files" else tree.parent
     if isinstance(check, CommandCheck):
-        return _run_command(check, where)
+        return _run_command(check, where, env)
     path = where / check.path
     if isinstance(check, FileExistsCheck):
         return (True, f"{check.path} exists") if path.exists() else (False, f"{check.path} does not exist")
@@ -219,11 +234,12 @@ def run_health_check(check: CommandCheck | FileExistsCheck | ChecksumCheck | Non
     return False, f"{check.path} has SHA-256 {digest.hexdigest()}, expected {check.sha256}"
 
 
-def _run_command(check: CommandCheck, where: Path) -> tuple[bool, str]:
+def _run_command(check: CommandCheck, where: Path, env: dict[str, str] | None = None) -> tuple[bool, str]:
     # Its own process group, so that a timeout or an abort ends the whole
     # pipeline the shell started, not only the shell.
     process = subprocess.Popen(check.run, shell=True, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+                               stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                               env=dict(os.environ, **env) if env else None)
     with _checks_lock:
         _running_checks.add(process)
     try:

@@ -107,6 +107,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "vmware": ("safehold.restore.vmware", "VmwareDestination"),
     "hyperv": ("safehold.restore.hyperv", "HypervDestination"),
     "ebs": ("safehold.restore.ebs", "EbsDestination"),
+    "postgres": ("safehold.restore.postgres", "PostgresDestination"),
+    "command": ("safehold.restore.command", "CommandDestination"),
 }
 
 

@@ -89,9 +89,39 @@ class EbsOptions(_Options):
     timeout: float = Field(3600.0, description="Seconds to wait for snapshots and volumes.")
 
 
+class PostgresOptions(_Options):
+    """The databases of a postgres dump snapshot into a PostgreSQL server, through pg_restore."""
+
+    kind: Literal["postgres"]
+    to_dsn: str | None = Field(None, description="libpq DSN of the server to restore a dump into, without a password.")
+    data_dir: str | None = Field(None, description="A physical snapshot: the new (or empty) data directory to "
+                                 "extract the base backup into.")
+    owner: str | None = Field(None, description="With data_dir: the user to own the files (the server's, e.g. "
+                              "postgres, when restoring as root).")
+    password_env: str | None = Field(None, description="Environment variable holding that server's password.")
+    database: str | None = Field(None, description="The database of the snapshot to restore (default: every one).")
+    new_name: str | None = Field(None, description="Restore it under this name (default: its own).")
+    name_suffix: str | None = Field(None, description="Restore every database under its name with this suffix.")
+    clean: bool = Field(False, description="Replace the contents of an existing database (default: a new one).")
+    no_owner: bool = Field(False, description="Leave out ownership and grants (a server without the original roles).")
+    bin_dir: str | None = Field(None, description="Folder of the PostgreSQL client tools to use.")
+
+
+class CommandOptions(_Options):
+    """One file of a snapshot piped into a command's standard input (mysql, mongorestore --archive ...)."""
+
+    kind: Literal["command"]
+    run: str = Field(description="Shell command that reads the file on its standard input.")
+    file: str | None = Field(None, description="The file of the snapshot (default: the only one).")
+    cwd: str | None = Field(None, description="Working directory of the command.")
+
+
 DestinationOptions = Annotated[Union[DirectoryOptions, ImageOptions, LibvirtOptions, VmwareOptions, HypervOptions,
-                                     EbsOptions], Field(discriminator="kind")]
+                                     EbsOptions, PostgresOptions, CommandOptions], Field(discriminator="kind")]
 #: The platform kinds the API accepts in ``params.to`` (directory and image go through ``params.destination``).
+#: postgres and command are deliberately not among them: through the API, ``password_env`` would let a
+#: client send a secret from the server's environment to a host of its choosing, and ``command`` would
+#: run a shell command of its choosing. They are for the CLI, restore tests and drills.
 PlatformOptions = Annotated[Union[LibvirtOptions, VmwareOptions, HypervOptions, EbsOptions],
                             Field(discriminator="kind")]
 

@@ -24,6 +24,8 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "libvirt": ("safehold.sources.libvirt", "LibvirtSource", "libvirt"),
     "ebs": ("safehold.sources.ebs", "EbsSource", "ebs"),
     "vmware": ("safehold.sources.vmware", "VmwareSource", "vmware"),
+    "postgres": ("safehold.sources.postgres", "PostgresSource", "postgres"),
+    "command": ("safehold.sources.command", "CommandSource", "directory"),
 }
 
 

@@ -204,7 +204,7 @@ class PruneRefused(SafeholdError):
 class SnapshotReplayed(SafeholdError):
     """A snapshot that forget removed is present again (its object was copied back): a rollback."""
 
-    template = "snapshot {snapshot} was forgotten ({record}) and is present again: a replayed copy"
+    template = "snapshot {snapshot} was forgotten and is present again, a replayed copy: {record}"
     remedy = (
         "'safehold forget {snapshot}' removes it again; if it was put back on purpose, restore it with "
         "--allow-replayed"

@@ -71,8 +71,6 @@ def repair_snapshots(
     json_output: bool = JsonOption,
 ) -> None:
     """Write damaged snapshots again without their damaged files, tagged 'repaired'; name every file dropped."""
-    from rich.markup import escape
-
     from ..engine.repair import repair_snapshots_job
     from ..text import printable
     from .output import error_console, print_json
@@ -92,10 +90,9 @@ def repair_snapshots(
         typer.echo(f"snapshot {record.original[:8]} ({record.target}, {record.time[:19].replace('T', ' ')}): "
                    f"{outcome}; {len(record.dropped)} file(s) dropped, {record.items_kept} item(s) kept")
         for path in record.dropped:
-            error_console.print(f"  [red]dropped[/] {escape(printable(path))}", highlight=False, soft_wrap=True)
+            typer.echo(f"  dropped {printable(path)}")
         if record.stream_damaged:
-            error_console.print(f"  [red]item stream damaged[/]: {escape(printable(record.stream_damaged))}",
-                                highlight=False, soft_wrap=True)
+            typer.echo(f"  item stream damaged: {printable(record.stream_damaged)}")
     for record in report.nothing_left:
         error_console.print(f"[red]snapshot {record.original[:8]}[/] ({record.target}): {record.note}",
                             highlight=False, soft_wrap=True)

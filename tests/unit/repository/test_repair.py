@@ -230,6 +230,28 @@ def test_prune_never_deletes_packs_whose_index_object_was_lost(repository: Repos
     assert result.damaged == [] and files_of(tmp_path / "restored" / "data") == files_of(tree)
 
 
+def test_prune_keeps_a_data_pack_whose_own_index_object_was_lost(repository: Repository, tree: Path,
+                                                                  tmp_path: Path, monkeypatch) -> None:
+    """The case the old prune lost data in: an index object naming only data packs is lost, every
+    item stream still reads, and the old prune deleted the pack as 'unindexed'."""
+    monkeypatch.setattr(repository_module, "PACK_TARGET_SIZE", 40_000)
+    monkeypatch.setattr(repository_module, "INDEX_EVERY_PACKS", 1)  # one index object per pack
+    first = backup(repository, tree)
+    (tree / "other.bin").write_bytes(os.urandom(200_000))
+    second = backup(repository, tree, parent=first)
+    pack = lose_index_of(repository, second, b"data/other.bin")
+    assert all(repository.locate(bytes.fromhex(h)).pack != pack for h in second.tree)
+    packs_before = objects(repository, Kind.DATA)
+    report = prune(reopen(repository))
+    assert pack in objects(repository, Kind.DATA) and objects(repository, Kind.DATA) == packs_before
+    assert report.packs_reindexed == 1 and report.unindexed_packs_deleted == 0
+    fresh = reopen(repository)
+    assert pack in fresh.index.packs  # indexed again by the index prune wrote
+    assert check(fresh, read_data_percent=100).ok
+    result = restore(fresh, second, tmp_path / "restored")
+    assert result.damaged == [] and files_of(tmp_path / "restored" / "data") == files_of(tree)
+
+
 def test_prune_refuses_when_an_item_stream_cannot_be_read(repository: Repository, two_snapshots) -> None:
     _, second = two_snapshots
     tree_blob = bytes.fromhex(second.tree[0])

@@ -128,11 +128,13 @@ def _read_items(repository: Repository, snapshot: Snapshot, bad: set[bytes]) -> 
             except errors.IntegrityError as exc:
                 problem = str(exc.fields.get("detail", exc))
         if problem is not None:
-            last = items[-1]["path"].decode(errors="backslashreplace") if items else None
+            last_path = items[-1].get("path") if items else None
+            last = last_path.decode(errors="backslashreplace") if isinstance(last_path, bytes) else None
             return items, (f"item stream blob {position + 1} of {len(snapshot.tree)} ({hex_id[:16]}) unreadable: "
                            f"{problem}; items after " + (repr(last) if last else "the start") + " are lost")
         try:
-            items.extend(item for item in unpacker if isinstance(item, dict))
+            # Anything but a map is malformed; it is kept here so that repair_plan names it.
+            items.extend(item if isinstance(item, dict) else {"path": None} for item in unpacker)
         except Exception as exc:  # a stream that does not decode: keep what did
             return items, f"item stream does not decode after {len(items)} item(s): {exc}"
     return items, None
@@ -145,9 +147,14 @@ def repair_plan(repository: Repository, snapshot: Snapshot, bad: set[bytes]) -> 
     record.stream_damaged = broken
     kept: list[dict] = []
     dropped_paths: set[bytes] = set()
-    for item in items:
+    for number, item in enumerate(items):
         path = item.get("path")
         chunks = item.get("chunks") or b""
+        if not isinstance(path, bytes) or not isinstance(chunks, bytes) or len(chunks) % 32:
+            # Hostile or damaged metadata: dropped, and named as well as it can be.
+            record.dropped.append(path.decode(errors="backslashreplace") if isinstance(path, bytes)
+                                  else f"<malformed item {number}>")
+            continue
         damaged = any(not _readable(repository, chunks[i : i + 32], bad) for i in range(0, len(chunks), 32))
         if not damaged and item.get("type") == "hardlink" and item.get("target") in dropped_paths:
             damaged = True
@@ -192,7 +199,8 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
                 items, _broken = _read_items(repository, snapshot, set())
                 for item in items:
                     chunks = item.get("chunks") or b""
-                    needed.update(chunks[i : i + 32] for i in range(0, len(chunks), 32))
+                    if isinstance(chunks, bytes):
+                        needed.update(chunks[i : i + 32] for i in range(0, len(chunks), 32))
             hidden = needed & in_unindexed
             if hidden:
                 raise errors.RepairRefused(
@@ -213,7 +221,7 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
             items, _broken = _read_items(repository, snapshot, set())
             for item in items:
                 chunks = item.get("chunks") or b""
-                for i in range(0, len(chunks), 32):
+                for i in range(0, len(chunks) if isinstance(chunks, bytes) else 0, 32):
                     location = repository.index.lookup(chunks[i : i + 32])
                     if location is not None:
                         interest.add(location.pack)

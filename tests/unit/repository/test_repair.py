@@ -393,3 +393,36 @@ def test_forget_by_ids_resolves_every_ref_first(repository: Repository, two_snap
     with pytest.raises(errors.SnapshotNotFound):
         plan_forget_ids(repository, [second.id[:8], "ffffffffff"])
     assert len(objects(repository, Kind.SNAPSHOTS)) == 2
+
+
+def test_repair_snapshots_names_hostile_items_and_a_lost_item_stream_blob(repository: Repository, tree: Path,
+                                                                         monkeypatch) -> None:
+    """Items are hostile input: a map with chunks that are not bytes, or no map at all, is dropped
+    and named; a TREE blob that is lost keeps the items before it."""
+    from safehold.repository.repository import TreeWriter
+
+    good = backup(repository, tree)
+    writer = TreeWriter(repository)
+    items = list(repository.read_tree(good))
+    writer.add({"path": b"data/evil", "type": "file", "chunks": 12345})
+    writer.add([1, 2, 3])
+    for item in items:
+        writer.add(item)
+    ids = writer.finish()
+    repository.flush()
+    hostile = Snapshot(id="", time=good.time, target="docs", kind="files", hostname="h", paths=good.paths, tree=ids)
+    repository.save_snapshot(hostile)
+    report = repair_snapshots(reopen(repository), [reopen(repository).load_snapshot(hostile.id)])
+    [record] = report.repaired
+    assert record.dropped == ["data/evil", "<malformed item 1>"] and record.items_kept == len(items)
+
+
+def test_a_snapshot_whose_item_stream_is_lost_has_nothing_left(repository: Repository, two_snapshots) -> None:
+    _, second = two_snapshots
+    pack = repository.locate(bytes.fromhex(second.tree[0])).pack
+    repository.backend.delete(Kind.DATA, pack)
+    repair_index(reopen(repository))  # the pack is gone: its entries leave the index
+    report = repair_snapshots(reopen(repository))
+    lost = {r.original: r for r in report.nothing_left}
+    assert second.id in lost and "unreadable" in lost[second.id].stream_damaged
+    assert lost[second.id].repaired is None and "forget" in lost[second.id].note

@@ -213,8 +213,11 @@ class SnapshotReplayed(SafeholdError):
 
 
 class RepairRefused(SafeholdError):
+    """A repair that would lose data that is not damaged (today: repair snapshots while the index is incomplete)."""
+
     template = "repair {what} refused, nothing was written: {reason}"
-    remedy = "{advice}"
+    remedy = ("run 'safehold repair index' first, then 'safehold check'; run 'safehold repair {what}' again "
+              "only if check still reports damage")
     exit_code = 29
 
 

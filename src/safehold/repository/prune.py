@@ -133,7 +133,7 @@ def prune(repository: Repository, dry_run: bool = False,
     lost, and the pack may hold blobs that snapshots use. So the headers of unindexed packs are
     read first (a few KiB each) and their blobs join the plan like any other: used ones are kept
     and indexed again, packs of garbage are deleted, and a pack whose header cannot be read is
-    kept. Prune deletes nothing when it cannot tell what the snapshots use (a damaged index
+    kept while any snapshot misses a blob (it may hold it). Prune deletes nothing when it cannot tell what the snapshots use (a damaged index
     object, an unreadable snapshot or item stream): it raises PruneRefused."""
     on_progress = on_progress or (lambda message: None)
     report = PruneReport(dry_run=dry_run)
@@ -153,9 +153,6 @@ def prune(repository: Repository, dry_run: bool = False,
     found, unreadable = scan_pack_headers(repository, unindexed_sizes)
     index_packs(repository, found.items())  # in memory: the index written below names them
     report.unindexed_packs_read = len(unindexed_sizes)
-    for pack, reason in sorted(unreadable.items()):
-        report.unreadable_packs_kept.append({"pack": pack, "reason": reason})
-        report.warnings.append(f"pack {pack} kept: no index names it and its {reason}")
 
     on_progress("finding used blobs")
     try:
@@ -163,9 +160,17 @@ def prune(repository: Repository, dry_run: bool = False,
     except errors.IntegrityError as exc:
         raise errors.PruneRefused(reason=str(exc.fields.get("detail", exc))) from None
     missing = sum(1 for blob_id in used if blob_id not in repository.index)
+    # A pack no index names whose header does not read cannot give a restore anything: it is
+    # garbage, unless some snapshot misses a blob, which it might hold (kept for a later recovery).
+    keep_unreadable: set[str] = set()
     if missing:
         report.warnings.append(f"{missing} blob(s) that snapshots use are in no readable pack; 'safehold check' "
                                "names them and 'safehold repair snapshots' drops the files that need them")
+        keep_unreadable = set(unreadable)
+        for pack, reason in sorted(unreadable.items()):
+            report.unreadable_packs_kept.append({"pack": pack, "reason": reason})
+            report.warnings.append(f"pack {pack} kept: no index names it, its {reason}, and it may hold a "
+                                   "missing blob")
 
     # Per pack: which entries are kept. A blob stored twice is kept once.
     kept_once: set[bytes] = set()
@@ -189,8 +194,8 @@ def prune(repository: Repository, dry_run: bool = False,
         elif unused > REPACK_UNUSED_FRACTION * total:
             repack.append(pack)
         report.blobs_removed += sum(1 for _, keep in entries if not keep)
-    # Left: packs with an empty header (nothing to index) and unreadable ones, which are kept.
-    unindexed = [pack for pack in stored if pack not in pack_entries and pack not in unreadable]
+    # Left: packs with an empty header (nothing to index) and unreadable ones.
+    unindexed = [pack for pack in stored if pack not in pack_entries and pack not in keep_unreadable]
     kept_indexes, held_garbage = _hold_retained(repository, old_indexes, delete, repack, unindexed, report)
     reindexed = [pack for pack in found if pack in pack_entries and pack not in delete]
     report.packs_reindexed = len(reindexed)

@@ -179,8 +179,7 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
     if damaged_index:
         raise errors.RepairRefused(
             what="snapshots", reason=f"{len(damaged_index)} index object(s) are damaged, e.g. "
-            f"{next(iter(damaged_index))[:16]}: files whose blobs they list would be dropped needlessly",
-            advice="run 'safehold repair index' first, then 'safehold repair snapshots' again")
+            f"{next(iter(damaged_index))[:16]}: files whose blobs they list would be dropped needlessly")
     everything = repository.list_snapshots()
     chosen = everything if snapshots is None else snapshots
     report.snapshots_checked = len(chosen)
@@ -205,9 +204,7 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
             if hidden:
                 raise errors.RepairRefused(
                     what="snapshots", reason=f"{len(hidden)} blob(s) these snapshots use are in packs no index "
-                    "names (a lost index object), so their files are not damaged",
-                    advice="run 'safehold repair index' first, then 'safehold check'; repair snapshots only if "
-                           "it still reports damage")
+                    "names (a lost index object), so their files are not damaged")
 
     on_progress("finding damaged blobs" + (" (reading the packs)" if read_data else ""))
     interest = None

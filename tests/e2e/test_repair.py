@@ -141,7 +141,7 @@ def test_repair_snapshots_drops_the_damaged_file_and_names_it(repo: Damaged, tmp
 
     again = ws.json("repair", "snapshots", repo.second["short_id"])
     assert again["repaired"] == [] and again["already_repaired"] == [
-        {"original": repo.second["id"], "repaired": repaired["id"]}]
+        {"original": repo.second["id"], "repaired": repaired["id"], "forgotten": False}]
 
 
 def test_repair_index_then_repair_snapshots_forget_leaves_a_clean_repository(repo: Damaged, tmp_path: Path):

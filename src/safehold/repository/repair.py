@@ -66,7 +66,7 @@ class RepairSnapshotsReport:
     intact: list[str] = field(default_factory=list)
     repaired: list[SnapshotRepair] = field(default_factory=list)
     nothing_left: list[SnapshotRepair] = field(default_factory=list)
-    already_repaired: list[dict] = field(default_factory=list)  # {"original", "repaired"}
+    already_repaired: list[dict] = field(default_factory=list)  # {"original", "repaired", "forgotten"}
     packs_read: int = 0
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -228,7 +228,10 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
     to_forget: list[Snapshot] = []
     for snapshot in chosen:
         if snapshot.id in repaired_by:
-            report.already_repaired.append({"original": snapshot.id, "repaired": repaired_by[snapshot.id]})
+            report.already_repaired.append({"original": snapshot.id, "repaired": repaired_by[snapshot.id],
+                                            "forgotten": False})
+            # A run killed between writing the copy and forgetting the original finishes here.
+            to_forget.append(snapshot)
             continue
         on_progress(f"snapshot {snapshot.short_id}")
         kept, record = repair_plan(repository, snapshot, bad)
@@ -257,6 +260,8 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
         gone = {s.id for s in going}
         for record in report.repaired:
             record.forgotten = record.original in gone
+        for done in report.already_repaired:
+            done["forgotten"] = done["original"] in gone
     return report
 
 

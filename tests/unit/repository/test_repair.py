@@ -306,7 +306,8 @@ def test_repair_snapshots_drops_the_damaged_file_and_keeps_the_original(reposito
     assert {p: expected[p] for p in restored} == restored
 
     again = repair_snapshots(reopen(repository))
-    assert again.repaired == [] and again.already_repaired == [{"original": second.id, "repaired": repaired.id}]
+    assert again.repaired == [] and again.already_repaired == [
+        {"original": second.id, "repaired": repaired.id, "forgotten": False}]
 
 
 def test_repair_snapshots_forget_removes_originals_with_a_record(repository: Repository, two_snapshots) -> None:
@@ -446,3 +447,15 @@ def test_an_unreadable_unindexed_pack_is_kept_only_while_a_blob_is_missing(repos
     else:
         assert [u["pack"] for u in report.unreadable_packs_kept] == [pack]
     assert pack in objects(repository, Kind.DATA)
+
+
+def test_repair_snapshots_forget_finishes_a_run_killed_before_it_forgot(repository: Repository,
+                                                                        two_snapshots) -> None:
+    _, second = two_snapshots
+    repository.backend.delete(Kind.DATA, repository.locate(file_chunks(repository, second, b"data/other.bin")[0]).pack)
+    first_run = repair_snapshots(reopen(repository))  # as if killed before --forget got to the originals
+    assert second.id in objects(repository, Kind.SNAPSHOTS)
+    report = repair_snapshots(reopen(repository), forget_originals=True)
+    assert report.repaired == [] and report.already_repaired == [
+        {"original": second.id, "repaired": first_run.repaired[0].repaired, "forgotten": True}]
+    assert second.id not in objects(repository, Kind.SNAPSHOTS)

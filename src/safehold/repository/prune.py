@@ -21,8 +21,8 @@ from .. import errors
 from .backends import Kind, TemporaryFilesBackend
 from .check import referenced_blobs
 from .immutability import RetainedObject, packs_named_by, retained, retention_backend
-from .pack import PackEntry
 from .forgotten import record_forgotten, replayed_records
+from .pack import PackEntry
 from .reindex import index_packs, scan_pack_headers, stored_packs
 from .repository import Repository, Snapshot
 from .retention import RetentionPolicy, apply_policy
@@ -133,8 +133,9 @@ def prune(repository: Repository, dry_run: bool = False,
     lost, and the pack may hold blobs that snapshots use. So the headers of unindexed packs are
     read first (a few KiB each) and their blobs join the plan like any other: used ones are kept
     and indexed again, packs of garbage are deleted, and a pack whose header cannot be read is
-    kept while any snapshot misses a blob (it may hold it). Prune deletes nothing when it cannot tell what the snapshots use (a damaged index
-    object, an unreadable snapshot or item stream): it raises PruneRefused."""
+    kept while any snapshot misses a blob (it may hold it). Prune deletes nothing when it cannot
+    tell what the snapshots use (a damaged index object, an unreadable snapshot or item stream):
+    it raises PruneRefused."""
     on_progress = on_progress or (lambda message: None)
     report = PruneReport(dry_run=dry_run)
     try:
@@ -196,8 +197,9 @@ def prune(repository: Repository, dry_run: bool = False,
         report.blobs_removed += sum(1 for _, keep in entries if not keep)
     # Left: packs with an empty header (nothing to index) and unreadable ones.
     unindexed = [pack for pack in stored if pack not in pack_entries and pack not in keep_unreadable]
+    # Packs no index named that hold used blobs: they must be named by the index written below.
+    reindexed = [pack for pack in found if any(keep for _, keep in pack_entries.get(pack, []))]
     kept_indexes, held_garbage = _hold_retained(repository, old_indexes, delete, repack, unindexed, report)
-    reindexed = [pack for pack in found if pack in pack_entries and pack not in delete]
     report.packs_reindexed = len(reindexed)
     report.packs_deleted = len([p for p in delete if p not in found])
     report.packs_repacked = len(repack)

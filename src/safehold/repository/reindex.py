@@ -156,10 +156,12 @@ def repair_index(repository: Repository, *, read_all_packs: bool = False, dry_ru
     for pack, entries in sorted(found.items()):
         from_header = {e.blob_id: e for e in entries}
         if pack not in after:
+            if not from_header:  # nothing to index (safehold never writes such a pack)
+                unreadable[pack] = "header lists no blob"
+                continue
             report.packs_added.append(pack)
             report.blobs_added += len(from_header)
-            if from_header:
-                after[pack] = from_header
+            after[pack] = from_header
         elif from_header != after[pack]:
             # read_all_packs: the header is the truth about what a pack holds.
             report.blobs_added += len(set(from_header) - set(after[pack]))

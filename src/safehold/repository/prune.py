@@ -173,10 +173,20 @@ def prune(repository: Repository, dry_run: bool = False,
             report.warnings.append(f"pack {pack} kept: no index names it, its {reason}, and it may hold a "
                                    "missing blob")
 
-    # Per pack: which entries are kept. A blob stored twice is kept once.
+    # Per pack: which entries are kept. A blob stored twice is kept once: in an indexed pack
+    # rather than in one only its header named, so re-reading headers changes no earlier plan.
+    def indexed_first():
+        for blob_id, location in repository.index.entries():
+            if location.pack not in found:
+                yield blob_id, location
+        if found:
+            for blob_id, location in repository.index.entries():
+                if location.pack in found:
+                    yield blob_id, location
+
     kept_once: set[bytes] = set()
     pack_entries: dict[str, list[tuple[PackEntry, bool]]] = {}
-    for blob_id, location in repository.index.entries():
+    for blob_id, location in indexed_first():
         if location.pack not in stored:
             continue
         entry = PackEntry(location.blob_type, blob_id, location.offset, location.length, location.plain_length)

@@ -459,3 +459,20 @@ def test_repair_snapshots_forget_finishes_a_run_killed_before_it_forgot(reposito
     assert report.repaired == [] and report.already_repaired == [
         {"original": second.id, "repaired": first_run.repaired[0].repaired, "forgotten": True}]
     assert second.id not in objects(repository, Kind.SNAPSHOTS)
+
+
+def test_prune_prefers_the_indexed_copy_of_a_blob_over_an_unindexed_one(repository: Repository,
+                                                                        two_snapshots) -> None:
+    """Two racing backups can store one blob twice; the copy in a pack no index names is garbage."""
+    _, second = two_snapshots
+    chunk = file_chunks(repository, second, b"data/other.bin")[0]
+    data = repository.read_blob(chunk)
+    builder = PackBuilder()
+    builder.add(BlobType.DATA, chunk, encode_blob(repository.cipher, BlobType.DATA, chunk, data), len(data))
+    name, parts, _ = builder.finish(repository.cipher)
+    repository.backend.put(Kind.DATA, name, parts)  # a duplicate no index names (a killed racing backup)
+    indexed = objects(repository, Kind.DATA) - {name}
+    report = prune(reopen(repository))
+    assert report.unindexed_packs_deleted == 1 and report.packs_reindexed == 0
+    assert objects(repository, Kind.DATA) == indexed
+    assert check(reopen(repository), read_data_percent=100).ok

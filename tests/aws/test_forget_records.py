@@ -85,3 +85,23 @@ def test_repair_index_on_object_lock_keeps_retained_index_objects(moto, lock_buc
     report = repair_index(Repository.open(backend, PASSWORD))
     assert report.changed and report.packs_added and report.index_objects_written == 1
     assert check(Repository.open(backend, PASSWORD)).ok
+
+
+def test_maintenance_extends_forget_records(moto, lock_bucket, tree):
+    from safehold.repository.immutability import extend_retention
+
+    backend = S3Backend(f"s3://{lock_bucket}/repo", client=moto.client("s3"), object_lock_mode="GOVERNANCE",
+                        object_lock_days=1)
+    backend.retention_period = timedelta(seconds=2)
+    repository = Repository.init(backend, PASSWORD, FAST_KDF)
+    first = backup(repository, tree)
+    (tree / "b.bin").write_bytes(os.urandom(1000))
+    second = backup(repository, tree)
+    time.sleep(3)
+    forget(repository, [ForgetDecision(first, False, [])])
+    name = record_name(repository, first.id)
+    backend.retention_period = timedelta(hours=2)
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    report = extend_retention(repository, [second])
+    assert report.objects_extended.get("forgotten") == 1
+    assert backend.retention(Kind.FORGOTTEN, name) >= before + timedelta(hours=2)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 import msgpack
 
@@ -53,6 +53,8 @@ class SnapshotRepair:
     dropped: list[str] = field(default_factory=list)  # paths left out
     stream_damaged: str | None = None  # where the item stream broke, when it did
     items_kept: int = 0
+    files_kept: int = 0
+    bytes_kept: int = 0
     forgotten: bool = False
     note: str = ""
 
@@ -113,41 +115,61 @@ def _readable(repository: Repository, blob_id: bytes, bad: set[bytes]) -> bool:
     return blob_id == HOLE or (blob_id in repository.index and blob_id not in bad)
 
 
-def _read_items(repository: Repository, snapshot: Snapshot, bad: set[bytes]) -> tuple[list[dict], str | None]:
-    """The items of ``snapshot`` up to the first unreadable TREE blob, and where the stream broke."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
-    items: list[dict] = []
-    for position, hex_id in enumerate(snapshot.tree):
-        blob_id = bytes.fromhex(hex_id)
-        problem = None
-        if not _readable(repository, blob_id, bad):
-            problem = "not in the index or in a damaged pack"
-        else:
+class _Stream:
+    """The items of a snapshot, read one TREE blob at a time (a snapshot of millions of files is
+    never held in memory), up to the first unreadable blob; ``broken`` then says where it broke."""
+
+    def __init__(self, repository: Repository, snapshot: Snapshot, bad: set[bytes]) -> None:
+        self.repository, self.snapshot, self.bad = repository, snapshot, bad
+        self.broken: str | None = None
+        self.count = 0
+        self.last_path: bytes | None = None
+
+    def __iter__(self) -> Iterator[dict]:
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+        tree = self.snapshot.tree
+        for position, hex_id in enumerate(tree):
+            blob_id = bytes.fromhex(hex_id)
+            problem = None
+            if not _readable(self.repository, blob_id, self.bad):
+                problem = "not in the index or in a damaged pack"
+            else:
+                try:
+                    unpacker.feed(self.repository.read_blob(blob_id))
+                except errors.IntegrityError as exc:
+                    problem = str(exc.fields.get("detail", exc))
+            if problem is not None:
+                last = self.last_path.decode(errors="backslashreplace") if self.last_path is not None else None
+                self.broken = (f"item stream blob {position + 1} of {len(tree)} ({hex_id[:16]}) unreadable: "
+                               f"{problem}; items after " + (repr(last) if last else "the start") + " are lost")
+                return
             try:
-                unpacker.feed(repository.read_blob(blob_id))
-            except errors.IntegrityError as exc:
-                problem = str(exc.fields.get("detail", exc))
-        if problem is not None:
-            last_path = items[-1].get("path") if items else None
-            last = last_path.decode(errors="backslashreplace") if isinstance(last_path, bytes) else None
-            return items, (f"item stream blob {position + 1} of {len(snapshot.tree)} ({hex_id[:16]}) unreadable: "
-                           f"{problem}; items after " + (repr(last) if last else "the start") + " are lost")
-        try:
-            # Anything but a map is malformed; it is kept here so that repair_plan names it.
-            items.extend(item if isinstance(item, dict) else {"path": None} for item in unpacker)
-        except Exception as exc:  # a stream that does not decode: keep what did
-            return items, f"item stream does not decode after {len(items)} item(s): {exc}"
-    return items, None
+                for item in unpacker:
+                    # Anything but a map is malformed; it is passed on so that the plan names it.
+                    item = item if isinstance(item, dict) else {"path": None}
+                    self.count += 1
+                    if isinstance(item.get("path"), bytes):
+                        self.last_path = item["path"]
+                    yield item
+            except Exception as exc:  # a stream that does not decode: keep what did
+                self.broken = f"item stream does not decode after {self.count} item(s): {exc}"
+                return
 
 
-def repair_plan(repository: Repository, snapshot: Snapshot, bad: set[bytes]) -> tuple[list[dict], SnapshotRepair]:
-    """The items a repaired copy of ``snapshot`` keeps, and what it drops."""
+def _chunk_ids(item: dict) -> Iterator[bytes]:
+    chunks = item.get("chunks") or b""
+    if isinstance(chunks, bytes):
+        for i in range(0, len(chunks) - len(chunks) % 32, 32):
+            yield chunks[i : i + 32]
+
+
+def repair_plan(repository: Repository, snapshot: Snapshot, bad: set[bytes],
+                writer: TreeWriter | None = None) -> SnapshotRepair:
+    """What a repaired copy of ``snapshot`` drops; the items it keeps go to ``writer`` when given."""
     record = SnapshotRepair(snapshot.id, snapshot.target, snapshot.time.isoformat())
-    items, broken = _read_items(repository, snapshot, bad)
-    record.stream_damaged = broken
-    kept: list[dict] = []
+    stream = _Stream(repository, snapshot, bad)
     dropped_paths: set[bytes] = set()
-    for number, item in enumerate(items):
+    for number, item in enumerate(stream):
         path = item.get("path")
         chunks = item.get("chunks") or b""
         if not isinstance(path, bytes) or not isinstance(chunks, bytes) or len(chunks) % 32:
@@ -159,13 +181,18 @@ def repair_plan(repository: Repository, snapshot: Snapshot, bad: set[bytes]) -> 
         if not damaged and item.get("type") == "hardlink" and item.get("target") in dropped_paths:
             damaged = True
         if damaged:
-            if isinstance(path, bytes):
-                dropped_paths.add(path)
-            record.dropped.append(path.decode(errors="backslashreplace") if isinstance(path, bytes) else repr(path))
+            dropped_paths.add(path)
+            record.dropped.append(path.decode(errors="backslashreplace"))
             continue
-        kept.append(item)
-    record.items_kept = len(kept)
-    return kept, record
+        record.items_kept += 1
+        if item.get("type") in ("file", "image"):
+            record.files_kept += item.get("type") == "file"
+            size = item.get("size")
+            record.bytes_kept += size if isinstance(size, int) and size > 0 else 0
+        if writer is not None:
+            writer.add(item)
+    record.stream_damaged = stream.broken
+    return record
 
 
 def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = None, *, read_data: bool = False,
@@ -195,11 +222,8 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
         in_unindexed = {e.blob_id for entries in found.values() for e in entries if e.blob_id not in repository.index}
         if in_unindexed:
             for snapshot in chosen:
-                items, _broken = _read_items(repository, snapshot, set())
-                for item in items:
-                    chunks = item.get("chunks") or b""
-                    if isinstance(chunks, bytes):
-                        needed.update(chunks[i : i + 32] for i in range(0, len(chunks), 32))
+                for item in _Stream(repository, snapshot, set()):
+                    needed.update(_chunk_ids(item))
             hidden = needed & in_unindexed
             if hidden:
                 raise errors.RepairRefused(
@@ -215,11 +239,9 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
                 location = repository.index.lookup(bytes.fromhex(hex_id))
                 if location is not None:
                     interest.add(location.pack)
-            items, _broken = _read_items(repository, snapshot, set())
-            for item in items:
-                chunks = item.get("chunks") or b""
-                for i in range(0, len(chunks) if isinstance(chunks, bytes) else 0, 32):
-                    location = repository.index.lookup(chunks[i : i + 32])
+            for item in _Stream(repository, snapshot, set()):
+                for blob_id in _chunk_ids(item):
+                    location = repository.index.lookup(blob_id)
                     if location is not None:
                         interest.add(location.pack)
     bad = damaged_blobs(repository, stored, read_data, interest, report, threads)
@@ -234,18 +256,25 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
             to_forget.append(snapshot)
             continue
         on_progress(f"snapshot {snapshot.short_id}")
-        kept, record = repair_plan(repository, snapshot, bad)
+        # A first pass finds the damage without writing; only a damaged snapshot is read again
+        # to write its copy, so a run over intact snapshots stores nothing.
+        record = repair_plan(repository, snapshot, bad)
         if not record.dropped and record.stream_damaged is None:
             report.intact.append(snapshot.id)
             continue
-        if not kept:
+        if not record.items_kept:
             record.note = "nothing readable is left: no new snapshot written; 'safehold forget' it by id"
             report.nothing_left.append(record)
             continue
         report.repaired.append(record)
         if dry_run:
             continue
-        record.repaired = _write_repaired(repository, snapshot, kept, record)
+        writer = TreeWriter(repository)
+        again = repair_plan(repository, snapshot, bad, writer)
+        if (again.dropped, again.items_kept) != (record.dropped, record.items_kept):
+            raise errors.IntegrityError(detail=f"snapshot {snapshot.short_id} read differently twice; nothing "
+                                        "was written for it")
+        record.repaired = _write_repaired(repository, snapshot, writer, record)
         to_forget.append(snapshot)
     if forget_originals and to_forget and not dry_run:
         locked = retained(repository, Kind.SNAPSHOTS, [s.id for s in to_forget])
@@ -265,10 +294,7 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
     return report
 
 
-def _write_repaired(repository: Repository, original: Snapshot, items: list[dict], record: SnapshotRepair) -> str:
-    tree = TreeWriter(repository)
-    for item in items:
-        tree.add(item)
+def _write_repaired(repository: Repository, original: Snapshot, tree: TreeWriter, record: SnapshotRepair) -> str:
     tree_ids = tree.finish()
     # A backup's write order and proofs: packs, index, then the snapshot.
     repository.ensure_lock()
@@ -277,12 +303,10 @@ def _write_repaired(repository: Repository, original: Snapshot, items: list[dict
     repository.write_index()
     repository.verify_before_commit()
     summary = dict(original.summary or {})
-    files = sum(1 for item in items if item.get("type") == "file")
     if "files" in summary:
-        summary["files"] = files
+        summary["files"] = record.files_kept
     if "bytes_total" in summary:
-        summary["bytes_total"] = sum(int(item.get("size") or 0) for item in items
-                                     if item.get("type") in ("file", "image"))
+        summary["bytes_total"] = record.bytes_kept
     summary["repair"] = {"original": original.id, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          "hostname": socket.gethostname(), "dropped": len(record.dropped),
                          "stream_damaged": record.stream_damaged is not None}

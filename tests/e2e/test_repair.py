@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import Workspace, assert_clean_error, make_workspace, parse_table, tree_manifest, write_file
+from e2e_support import (
+    Workspace,
+    assert_clean_error,
+    flip_byte,
+    make_workspace,
+    parse_table,
+    tree_manifest,
+    write_file,
+)
 
 MiB = 1024 * 1024
 
@@ -236,3 +244,19 @@ def test_latest_skips_a_replayed_snapshot(repo: Damaged, tmp_path: Path):
     # a policy forget removes the replay again
     outcome = ws.json("forget", "--keep-last", "5", "--target", "files")
     assert outcome["removed"] == [repo.second["id"]]
+
+
+def test_repair_snapshots_read_data_drops_a_file_with_a_flipped_bit(repo: Damaged, tmp_path: Path):
+    ws = repo.ws
+    pack = largest_pack(ws)
+    flip_byte(pack, pack.stat().st_size // 2)  # inside big.bin's data, not the header
+    assert ws.run("check", "--read-data", "--json", code=19)
+    assert ws.json("repair", "snapshots")["repaired"] == []  # sizes and index look fine: --read-data finds it
+    report = ws.json("repair", "snapshots", "--read-data")
+    assert report["packs_read"] >= 1 and sorted(r["original"] for r in report["repaired"]) == sorted(
+        [repo.first["id"], repo.second["id"]])
+    assert all(r["dropped"] == ["data/big.bin"] for r in report["repaired"])
+    destination = tmp_path / "restored"
+    ws.run("restore", "latest:files", "--to", destination)
+    expected = {path: entry for path, entry in repo.manifests[repo.second["id"]].items() if path != b"big.bin"}
+    assert tree_manifest(destination / "data") == expected

@@ -316,7 +316,7 @@ def _print_check(report, json_output: bool) -> None:
 @app.command()
 def forget(
     snapshot_ids: Optional[list[str]] = typer.Argument(
-        None, metavar="[ID]...", help="Forget exactly these snapshots (ids or unique prefixes of 4+ characters) "
+        None, metavar="ID", help="Forget exactly these snapshots (ids or unique prefixes of 4+ characters) "
         "instead of applying retention rules."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this target's snapshots."),
     keep_last: Optional[int] = typer.Option(None, "--keep-last", min=0),

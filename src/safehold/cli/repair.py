@@ -61,7 +61,7 @@ def repair_index(
 @repair_app.command("snapshots")
 def repair_snapshots(
     snapshot_ids: Optional[list[str]] = typer.Argument(
-        None, metavar="[ID]...", help="Only these snapshots (ids or unique prefixes; default: all)."),
+        None, metavar="ID", help="Only these snapshots (ids or unique prefixes; default: all)."),
     forget: bool = typer.Option(False, "--forget", help="Forget each damaged original once its repaired copy is "
                                 "written (default: keep the originals)."),
     read_data: bool = typer.Option(False, "--read-data", help="Also read the packs the snapshots use and drop files "

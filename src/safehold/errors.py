@@ -180,8 +180,45 @@ class RestoreIncomplete(SafeholdError):
 
 class CheckFailed(SafeholdError):
     template = "check found {count} error(s)"
-    remedy = "see the list above; restore affected files from other snapshots, then 'safehold forget' the damaged ones and 'safehold prune'"
+    remedy = (
+        "see the list above. Blobs missing from the index (a lost or damaged index object): 'safehold repair "
+        "index', then check again. Damaged or missing data: 'safehold repair snapshots' writes the affected "
+        "snapshots again without the damaged files (it names them; originals are kept unless --forget). "
+        "A replayed snapshot: 'safehold forget ID'"
+    )
     exit_code = 19
+
+
+class PruneRefused(SafeholdError):
+    """Prune cannot tell what the snapshots use, so it deletes nothing (a damaged index or snapshot)."""
+
+    template = "prune refused, nothing was deleted: {reason}"
+    remedy = (
+        "'safehold check' names the damage; 'safehold repair index' rebuilds a lost or damaged index from the "
+        "pack headers, 'safehold repair snapshots' writes damaged snapshots again without their lost files; "
+        "then prune again"
+    )
+    exit_code = 27
+
+
+class SnapshotReplayed(SafeholdError):
+    """A snapshot that forget removed is present again (its object was copied back): a rollback."""
+
+    template = "snapshot {snapshot} was forgotten and is present again, a replayed copy: {record}"
+    remedy = (
+        "'safehold forget {snapshot}' removes it again; if it was put back on purpose, restore it with "
+        "--allow-replayed"
+    )
+    exit_code = 28
+
+
+class RepairRefused(SafeholdError):
+    """A repair that would lose data that is not damaged (today: repair snapshots while the index is incomplete)."""
+
+    template = "repair {what} refused, nothing was written: {reason}"
+    remedy = ("run 'safehold repair index' first, then 'safehold check'; run 'safehold repair {what}' again "
+              "only if check still reports damage")
+    exit_code = 29
 
 
 class StorageFull(SafeholdError):

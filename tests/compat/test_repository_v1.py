@@ -50,3 +50,26 @@ def test_version_1_passes_check_with_data(repository):
     report = check(repository, read_data_percent=100)
     assert report.ok, report.errors
     assert report.packs_read >= 1 and not report.unreferenced_packs
+
+
+def test_version_1_without_forget_records_needs_no_repair(repository, tmp_path):
+    """A repository of the first release has no forgotten/ folder: nothing is flagged as replayed,
+    repair index finds nothing to change, and forget by id adds the folder and a record."""
+    from safehold.repository.backends import Kind
+    from safehold.repository.forgotten import live_snapshots, record_name, replayed_records
+    from safehold.repository.prune import forget, plan_forget_ids
+    from safehold.repository.reindex import repair_index
+    from safehold.repository.repair import repair_snapshots
+
+    repository, _ = repository
+    assert not (tmp_path / "repo" / "forgotten").exists()
+    snapshots = repository.list_snapshots()
+    assert replayed_records(repository, snapshots) == {} and live_snapshots(repository) == snapshots
+    report = repair_index(repository)
+    assert not report.changed and report.headers_read == 0 and report.packs_added == []
+    assert repair_snapshots(repository, dry_run=True).repaired == []
+    [decision] = plan_forget_ids(repository, [snapshots[0].id[:8]])
+    forget(repository, [decision], "test")
+    assert (tmp_path / "repo" / "forgotten" / record_name(repository, snapshots[0].id)).is_file()
+    assert [info.name for info in repository.backend.list(Kind.FORGOTTEN)] == [record_name(repository, snapshots[0].id)]
+    assert check(repository).ok

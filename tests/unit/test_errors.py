@@ -27,6 +27,7 @@ STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFaile
 STABLE |= {"SandboxSetupFailed": 61, "SandboxNotRemoved": 62}
 STABLE |= {"KeyRetained": 37}
 STABLE |= {"PostgresToolTooOld": 67, "PostgresError": 68, "CommandFailed": 69, "PostgresRestoreRefused": 33}
+STABLE |= {"PruneRefused": 27, "SnapshotReplayed": 28, "RepairRefused": 29}
 
 
 def test_exit_codes_never_change():

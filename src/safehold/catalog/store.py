@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from safehold.catalog.lease import SchedulerLease
 
 JOB_KINDS = ("backup", "restore", "check", "forget", "prune", "restore-test", "copy", "key", "init", "unlock",
-             "catalog-rebuild", "maintenance", "audit-immutability")
+             "catalog-rebuild", "maintenance", "audit-immutability", "repair-index", "repair-snapshots")
 """Kinds the engine records. Not enforced: a new kind needs no migration."""
 
 ACTIVE_STATUSES = ("queued", "running")

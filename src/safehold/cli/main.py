@@ -119,10 +119,35 @@ def snapshots(target: Optional[str] = typer.Option(None, "--target", "-t"), json
     if json_output:
         print_json(rows)
         return
-    print_table(["id", "time", "target", "kind", "files", "size", "added", "skipped"], (
+    columns = ["id", "time", "target", "kind", "files", "size", "added", "skipped"]
+    notes = {r["id"]: _snapshot_note(r) for r in rows}
+    noted = any(notes.values())  # the note column appears only when a snapshot needs one
+    print_table(columns + (["note"] if noted else []), (
         [r["short_id"], r["time"][:19].replace("T", " "), r["target"], r["kind"], r["files"],
-         human_bytes(r["bytes_total"]), human_bytes(r["bytes_added"]), r["skipped"]["count"] or ""] for r in rows))
+         human_bytes(r["bytes_total"]), human_bytes(r["bytes_added"]), r["skipped"]["count"] or ""]
+        + ([notes[r["id"]]] if noted else [])
+        for r in rows))
     typer.echo(f"{len(rows)} snapshot(s)")
+    for r in rows:
+        if r.get("replayed"):
+            error_console.print(f"[red]replayed[/]: snapshot {r['short_id']} was forgotten and is present again "
+                                f"({printable(_describe_record(r['replayed']))}); 'safehold forget {r['short_id']}' "
+                                "removes it", highlight=False, soft_wrap=True)
+
+
+def _snapshot_note(row: dict) -> str:
+    notes = []
+    if row.get("replayed"):
+        notes.append("REPLAYED (forgotten before)")
+    if row.get("original"):
+        notes.append(f"repaired from {row['original'][:8]}")
+    return "; ".join(notes)
+
+
+def _describe_record(record: dict) -> str:
+    if record.get("unreadable"):
+        return f"forget record {record['name'][:16]}, unreadable"
+    return f"forgotten {record.get('forgotten_at')} on {record.get('hostname')}, forget record {record['name'][:16]}"
 
 
 @app.command("ls")
@@ -179,6 +204,8 @@ def restore(
     device: Optional[str] = typer.Option(None, "--device", help="With --destination-instance: device name "
                                          "(default: the first free of /dev/sdf-/dev/sdp)."),
     region: Optional[str] = typer.Option(None, "--region", help="With --destination-instance: the snapshot's region."),
+    allow_replayed: bool = typer.Option(False, "--allow-replayed", help="Restore a snapshot that was forgotten and "
+                                        "is present again (refused by default: its object was copied back)."),
     threads: Optional[int] = ThreadsOption,
     json_output: bool = JsonOption,
 ) -> None:
@@ -212,7 +239,7 @@ def restore(
     try:
         with display:
             outcome = restore_snapshot(ctx, snapshot, to, target=target, includes=include, overwrite=overwrite,
-                                       special_files=special_files)
+                                       special_files=special_files, allow_replayed=allow_replayed)
     except RestoreIncomplete as exc:
         outcome = exc.fields["outcome"]
         _print_restore(outcome, json_output)
@@ -301,8 +328,9 @@ def _print_check(report, json_output: bool) -> None:
         error_console.print(f"  snapshots: {', '.join(damaged.snapshots) or 'none'}")
         for name in damaged.files[:50]:
             error_console.print(f"  file: {name}")
-    if report.unreferenced_packs or report.unused_blobs:
-        typer.echo(f"garbage (not an error): {len(report.unreferenced_packs)} unreferenced pack(s), "
+    garbage_packs = len(report.unreferenced_packs) - len(report.unindexed_packs_in_use)
+    if garbage_packs or report.unused_blobs:
+        typer.echo(f"garbage (not an error): {garbage_packs} unreferenced pack(s), "
                    f"{report.unused_blobs} unused blob(s); 'safehold prune' removes them")
     if report.ok:
         typer.echo("no errors found")
@@ -310,6 +338,9 @@ def _print_check(report, json_output: bool) -> None:
 
 @app.command()
 def forget(
+    snapshot_ids: Optional[list[str]] = typer.Argument(
+        None, metavar="ID", help="Forget exactly these snapshots (ids or unique prefixes of 4+ characters) "
+        "instead of applying retention rules."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this target's snapshots."),
     keep_last: Optional[int] = typer.Option(None, "--keep-last", min=0),
     keep_hourly: Optional[int] = typer.Option(None, "--keep-hourly", min=0),
@@ -323,7 +354,9 @@ def forget(
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a conflicting lock."),
     json_output: bool = JsonOption,
 ) -> None:
-    """Remove snapshots by the retention rules of targets.yml, or by the --keep-* flags."""
+    """Remove snapshots by the retention rules of targets.yml, by the --keep-* flags, or by id.
+
+    Each removed snapshot leaves a forget record, so a copy put back later is flagged as replayed."""
     from ..engine.maintenance import forget_snapshots
     from ..repository.retention import RetentionPolicy
 
@@ -338,8 +371,11 @@ def forget(
         except ValueError as exc:
             raise UsageError(f"--keep-within: {exc}") from None
         override = RetentionPolicy(keep_within=within, **flags)
+    if snapshot_ids and (override is not None or target is not None):
+        raise UsageError("name snapshots by id, or give --target/--keep-* rules, not both")
     ctx, _ = context(json_output)
-    outcome = forget_snapshots(ctx, target=target, override=override, dry_run=dry_run, and_prune=and_prune, wait=wait)
+    outcome = forget_snapshots(ctx, target=target, override=override, dry_run=dry_run, and_prune=and_prune, wait=wait,
+                               snapshot_ids=list(snapshot_ids or []) or None)
     if json_output:
         print_json({"dry_run": dry_run, "removed": outcome.removed, "prune": outcome.prune,
                     "decisions": [{"id": d.snapshot.id, "target": d.snapshot.target, "time": d.snapshot.time,
@@ -374,6 +410,8 @@ def _print_prune(report) -> None:
     verb = "would free" if report.dry_run else "freed"
     typer.echo(f"{report.packs_deleted + report.unindexed_packs_deleted} pack(s) deleted, {report.packs_repacked} "
                f"repacked, {report.blobs_removed} unused blob(s); {verb} {human_bytes(report.bytes_freed)}")
+    if report.packs_reindexed:
+        typer.echo(f"{report.packs_reindexed} pack(s) that no index named hold used blobs: kept and indexed again")
     for warning in report.warnings:
         error_console.print(f"[yellow]warning[/]: {warning}")
     retained = report.retained
@@ -589,6 +627,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.vmware",
     "safehold.cli.immutability",
     "safehold.cli.server",
+    "safehold.cli.repair",
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from .. import errors
 from ..repository import Snapshot
 from ..repository.archiver import Archiver, Progress
+from ..repository.forgotten import live_snapshots
 from ..repository.retention import RetentionPolicy, SnapshotRef, apply_policy
 from ..sources import open_source
 from ..sources.base import Extent, KeepsPlatformSnapshots, PlatformSnapshot
@@ -88,7 +89,7 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     with context.catalog.job("backup", target.name, {"tier": target.tier, "source": target.source.type},
                              job_id=job_id) as job:
         with context.locked(purpose=f"backup {target.name}") as repository:
-            parents = repository.list_snapshots(target.name)
+            parents = live_snapshots(repository, target.name)  # never a replayed (forgotten) snapshot
             parent: Snapshot | None = parents[-1] if parents else None
             job.log(f"parent snapshot: {parent.short_id if parent else 'none (full backup)'}")
             source = open_source(target.source, target)

@@ -11,6 +11,7 @@ from .. import errors
 from ..items import SKIPPED_LIST_LIMIT
 from ..repository import Snapshot
 from ..repository.backends import Kind
+from ..repository.forgotten import replayed_records
 from ..text import printable
 from .context import Context
 
@@ -24,6 +25,7 @@ def snapshot_dict(snapshot: Snapshot) -> dict:
         "files": summary.get("files", 0), "bytes_total": summary.get("bytes_total", 0),
         "bytes_read": summary.get("bytes_read", 0), "bytes_added": summary.get("bytes_added", 0),
         "skipped": skipped_dict(summary.get("skipped")),
+        "original": snapshot.original,  # set on snapshots written by 'repair snapshots'
     }
 
 
@@ -79,7 +81,10 @@ def list_snapshots(context: Context, target: str | None = None) -> list[dict]:
             context.catalog.replace_snapshots(repository.id, _cache_rows(everything))
         except Exception:  # a cache refresh must never fail a listing
             pass
-    return [snapshot_dict(s) for s in everything if target is None or s.target == target]
+    shown = [s for s in everything if target is None or s.target == target]
+    # A snapshot that a forget record names was forgotten and put back: marked, never hidden.
+    replayed = replayed_records(repository, shown)
+    return [snapshot_dict(s) | {"replayed": replayed[s.id].as_dict() if s.id in replayed else None} for s in shown]
 
 
 def rebuild_catalog(context: Context) -> dict:

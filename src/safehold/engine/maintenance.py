@@ -8,7 +8,15 @@ from .. import errors
 from ..repository import Repository
 from ..repository.check import CheckReport, check
 from ..repository.locks import LockInfo, remove_locks
-from ..repository.prune import ForgetDecision, PruneReport, forget, hold_retained_snapshots, plan_forget, prune
+from ..repository.prune import (
+    ForgetDecision,
+    PruneReport,
+    forget,
+    hold_retained_snapshots,
+    plan_forget,
+    plan_forget_ids,
+    prune,
+)
 from ..repository.retention import RetentionPolicy
 from .context import Context
 
@@ -65,19 +73,27 @@ class ForgetOutcome:
 
 def forget_snapshots(context: Context, *, target: str | None = None, override: RetentionPolicy | None = None,
                      dry_run: bool = False, and_prune: bool = False, wait: float = 0.0,
-                     job_id: int | None = None) -> ForgetOutcome:
+                     job_id: int | None = None, snapshot_ids: list[str] | None = None) -> ForgetOutcome:
+    """Forget by the retention policies, or (``snapshot_ids``: ids, prefixes) exactly the snapshots named."""
+    if snapshot_ids and (target is not None or override is not None):
+        raise errors.UsageError("name snapshots, or give --target/--keep-* rules, not both")
     if target is not None and override is None:
         context.config.target(target)  # a clear error for a typo
     policies = policies_from_config(context, override, target)
-    with context.catalog.job("forget", target, {"dry_run": dry_run}, job_id=job_id) as job:
+    details = {"dry_run": dry_run} | ({"snapshots": list(snapshot_ids)} if snapshot_ids else {})
+    with context.catalog.job("forget", target, details, job_id=job_id) as job:
         exclusive = and_prune and not dry_run
         with context.locked(exclusive=exclusive, purpose="forget", wait=wait, load_index=False) as repository:
-            decisions = plan_forget(repository, policies)
+            if snapshot_ids:
+                decisions = plan_forget_ids(repository, snapshot_ids)
+            else:
+                decisions = plan_forget(repository, policies)
             if target is not None:
                 decisions = [d for d in decisions if d.snapshot.target == target]
             if dry_run:
                 hold_retained_snapshots(repository, decisions)
-            removed = [] if dry_run else [s.id for s in forget(repository, decisions)]
+            reason = "forget by id" if snapshot_ids else "retention policy"
+            removed = [] if dry_run else [s.id for s in forget(repository, decisions, reason)]
             for snapshot_id in removed:
                 job.log(f"forgot snapshot {snapshot_id[:8]}")
             report = None

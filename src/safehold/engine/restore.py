@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import errors
+from ..repository.forgotten import live_snapshots, replayed_records
 from ..restore.base import Destination, PlatformSnapshots, RestoreReport, SnapshotInfo, destination_class
 from ..text import printable
 from .context import Context
@@ -49,8 +50,12 @@ class RestoreOutcome:
 def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dict, *, target: str | None = None,
                      includes: list[str] | None = None, overwrite: bool = False,
                      job_id: int | None = None, images_into_directory: bool = False,
-                     special_files: bool = False, restore_root: str | None = None) -> RestoreOutcome:
+                     special_files: bool = False, restore_root: str | None = None,
+                     allow_replayed: bool = False) -> RestoreOutcome:
     """Restore; raises RestoreIncomplete (after restoring everything undamaged) if any data was damaged.
+
+    A snapshot that was forgotten and is present again (replayed) is refused (SnapshotReplayed)
+    unless ``allow_replayed``: its object was copied back, by accident or to roll history back.
 
     ``destination``: a path (a directory for files, an image file, or a directory for several
     images; ``includes``, ``overwrite``, ``images_into_directory`` and ``special_files`` apply to
@@ -65,7 +70,8 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
     if "kind" in spec:
         details["to"] = spec
     with context.catalog.job("restore", target, details, job_id=job_id) as job:
-        return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root)
+        return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
+                              allow_replayed=allow_replayed)
 
 
 def _refuse_secrets(spec: dict) -> None:
@@ -109,10 +115,17 @@ def describe(spec: dict) -> str:
 
 
 def find_snapshot_in_job(context: Context, repository: Repository, job: JobHandle, snapshot_ref: str,
-                         target: str | None) -> Snapshot:
+                         target: str | None, allow_replayed: bool = False) -> Snapshot:
     """Resolve the snapshot a restore job works on and record it (and, for 'latest' without a
     target, the snapshot's target) in the job row, so history and metrics name what was restored."""
     snapshot = repository.find_snapshot(snapshot_ref, target)
+    replayed = replayed_records(repository, [snapshot])
+    if snapshot.id in replayed:
+        record = replayed[snapshot.id]
+        if not allow_replayed:
+            raise errors.SnapshotReplayed(snapshot=snapshot.short_id, record=record.describe())
+        job.log(f"snapshot {snapshot.short_id} was forgotten and is present again (replayed): {record.describe()}; "
+                "restored because --allow-replayed was given", level="warning")
     job.update(snapshot_id=snapshot.id)
     if target is None:
         context.catalog.update_job(job.id, target=snapshot.target)
@@ -125,7 +138,8 @@ def snapshot_info(snapshot: Snapshot) -> SnapshotInfo:
 
 
 def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destination: str | dict, *,
-                   target: str | None = None, restore_root: str | None = None, **path_options: Any) -> RestoreOutcome:
+                   target: str | None = None, restore_root: str | None = None, allow_replayed: bool = False,
+                   **path_options: Any) -> RestoreOutcome:
     """The restore itself, recorded in a job the caller runs (a restore, or a restore test)."""
     from ..restore.options import parse_options
 
@@ -139,7 +153,7 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
         if platform is not None:  # kept on the platform (an EBS snapshot id): the repository is not needed
             return _run(context, job, built, platform, [], None, spec, started)
     with context.locked(purpose="restore") as repository:
-        snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target)
+        snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target, allow_replayed)
         info = snapshot_info(snapshot)
         if info.source.get("blocks_copied") is False and spec.get("kind", "image") in ("directory", "image"):
             raise errors.UsageError(
@@ -293,7 +307,7 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
         # One listing for every target (each 'latest:NAME' would list all snapshots again); this
         # also derives the key, once, before the threads start.
         newest: dict[str, Snapshot] = {}
-        for snapshot in repository.list_snapshots():
+        for snapshot in live_snapshots(repository):  # never a replayed (forgotten) snapshot
             newest[snapshot.target] = snapshot
     wanted = []
     for name in names:

@@ -6,6 +6,10 @@ blob an item refers to is in the index. Packs that no index names and blobs no
 snapshot uses are *garbage* (left by a killed backup or by forget), reported
 but not errors: prune removes them.
 
+A snapshot that a forget record names (forgotten, then copied back) is an error: a replay.
+When snapshots miss blobs, the headers of packs no index names are read to tell a lost index
+object (``safehold repair index``) from lost data (``safehold repair snapshots``).
+
 Data (``read_data``): each selected pack is read whole, its name must be the
 hash of its bytes, its header must decrypt and match the index, and every
 blob must decrypt to content with the right keyed id. A damaged pack is named
@@ -24,7 +28,9 @@ from .. import errors
 from ..items import HOLE
 from .backends import Kind
 from .crypto import DecryptionFailed
+from .forgotten import replayed_records
 from .pack import BlobType, decode_blob, pack_name_of, read_pack_header
+from .reindex import scan_pack_headers
 from .repository import Repository, Snapshot
 
 
@@ -48,6 +54,10 @@ class CheckReport:
     unreferenced_packs: list[str] = field(default_factory=list)
     unused_blobs: int = 0
     missing_blobs: int = 0
+    # Packs no index names that hold blobs snapshots use (a lost index object): not garbage.
+    unindexed_packs_in_use: list[str] = field(default_factory=list)
+    # Snapshots forgotten before and present again: {"snapshot", "record", "forgotten_at", ...}.
+    replayed: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -143,6 +153,12 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
         report.missing_blobs = len(missing)
         for blob_id in missing[:20]:
             report.errors.append(f"blob {blob_id.hex()[:16]} is used by a snapshot but not in the index")
+        if missing and report.unreferenced_packs:
+            _find_unindexed_blobs(repository, set(missing), {p: stored[p] for p in report.unreferenced_packs}, report)
+        for snapshot_id, record in sorted(replayed_records(repository, snapshots).items()):
+            report.replayed.append({"snapshot": snapshot_id, "record": record.name} | record.as_dict())
+            report.errors.append(f"snapshot {snapshot_id[:8]} was forgotten and is present again (replayed): "
+                                 f"{record.describe()}; 'safehold forget {snapshot_id[:8]}' removes it")
         indexed_ids = {blob_id for blob_id, _ in repository.index.entries()}
         report.unused_blobs = len(indexed_ids - used)
 
@@ -160,6 +176,23 @@ def check(repository: Repository, read_data_percent: float = 0.0, seed: int | No
     if damaged:
         _attribute_damage(repository, damaged, failing, report)
     return report
+
+
+def _find_unindexed_blobs(repository: Repository, missing: set[bytes], unindexed: dict[str, int],
+                          report: CheckReport) -> None:
+    """Read the headers of packs no index names, and say which hold blobs snapshots miss."""
+    found, _unreadable = scan_pack_headers(repository, unindexed)
+    recoverable: set[bytes] = set()
+    for pack, entries in sorted(found.items()):
+        hits = {e.blob_id for e in entries} & missing
+        if hits:
+            recoverable |= hits
+            report.unindexed_packs_in_use.append(pack)
+    if recoverable:
+        report.errors.append(
+            f"{len(recoverable)} of the {len(missing)} missing blob(s) are in {len(report.unindexed_packs_in_use)} "
+            "pack(s) that no index names (a lost or damaged index object): 'safehold repair index' indexes them "
+            "again; prune keeps these packs")
 
 
 def _verify_pack(repository: Repository, pack: str, expected: dict[bytes, tuple]) -> tuple[str | None, set[bytes]]:

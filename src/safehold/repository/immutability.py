@@ -155,8 +155,8 @@ class MaintenanceReport:
 
 def extend_retention(repository: Repository, snapshots: list[Snapshot], renew_within: timedelta | None = None,
                      now: datetime | None = None) -> MaintenanceReport:
-    """Extend retention on the config, the keys and the chain of ``snapshots`` (the kept ones) where it
-    ends within ``renew_within``.
+    """Extend retention on the config, the keys, every forget record and the chain of ``snapshots``
+    (the kept ones) where it ends within ``renew_within``.
 
     Objects get now + the repository's retention period. Idempotent: a second
     run right after the first extends nothing. Safe beside backups (it only
@@ -175,6 +175,9 @@ def extend_retention(repository: Repository, snapshots: list[Snapshot], renew_wi
     # The config and the keys first: whatever the policy keeps, they are needed to read any of it.
     targets = (repository_objects(repository) + [(Kind.SNAPSHOTS, s.id) for s in chain.snapshots]
                + [(Kind.INDEX, n) for n in chain.index_objects] + [(Kind.DATA, p) for p in sorted(chain.packs)])
+    # Forget records too: while one is retained its content cannot be destroyed, and it is what
+    # flags a forgotten snapshot that is put back (see forgotten.py). They are small and few.
+    targets += [(Kind.FORGOTTEN, name) for name in sorted(info.name for info in repository.backend.list(Kind.FORGOTTEN))]
     report.objects_checked = len(targets)
     earliest: datetime | None = None
 

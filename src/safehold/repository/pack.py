@@ -145,20 +145,45 @@ def pack_name_of(data: bytes) -> str:
 
 def read_pack_header(cipher: Cipher, data: bytes) -> list[PackEntry]:
     """Parse the header of a whole pack held in memory; raises DecryptionFailed when damaged."""
-    if len(data) < 4:
+    return read_pack_header_from_tail(cipher, data, len(data))
+
+
+# The last bytes of a pack that hold its header in one read: 41 bytes a blob, so about 1,500 blobs
+# (a pack of 1 MiB chunks holds 16 to 32). A longer header costs a second, exact read.
+HEADER_TAIL_READ = 64 * 1024
+
+
+def header_length_of(tail: bytes, pack_size: int) -> int:
+    """The encrypted header's length from a pack's last bytes; raises DecryptionFailed if it cannot be."""
+    if pack_size < 4 or len(tail) < 4:
         raise DecryptionFailed("pack too short")
-    (header_length,) = struct.unpack("<I", data[-4:])
-    if header_length + 4 > len(data):
+    (header_length,) = struct.unpack("<I", tail[-4:])
+    if header_length + 4 > pack_size:
         raise DecryptionFailed("pack header length out of range")
-    header = cipher.decrypt(data[-4 - header_length : -4], _HEADER_AAD)
+    return header_length
+
+
+def read_pack_header_from_tail(cipher: Cipher, tail: bytes, pack_size: int) -> list[PackEntry]:
+    """Parse a pack's header from the last ``len(tail)`` bytes of a pack of ``pack_size`` bytes.
+
+    The tail must hold the whole encrypted header and its length (see :func:`header_length_of`).
+    Everything here is hostile input: the length is bounded by the pack's size, the header is
+    authenticated before it is parsed, and its entries must cover the pack exactly. Raises
+    DecryptionFailed when the header is damaged or does not match the pack."""
+    header_length = header_length_of(tail, pack_size)
+    if header_length + 4 > len(tail):
+        raise DecryptionFailed("pack header is longer than the bytes read")
+    header = cipher.decrypt(tail[len(tail) - 4 - header_length : len(tail) - 4], _HEADER_AAD)
     if len(header) % HEADER_ENTRY.size:
         raise DecryptionFailed("pack header has a partial entry")
     entries = []
     offset = 0
     for blob_type, blob_id, length, plain_length in HEADER_ENTRY.iter_unpack(header):
+        if blob_type not in (BlobType.DATA, BlobType.TREE):
+            raise DecryptionFailed(f"pack header names an unknown blob type {blob_type}")
         entries.append(PackEntry(BlobType(blob_type), blob_id, offset, length, plain_length))
         offset += length
-    if offset != len(data) - 4 - header_length:
+    if offset != pack_size - 4 - header_length:
         raise DecryptionFailed("pack header does not cover the pack")
     return entries
 

@@ -7,7 +7,8 @@ leaves every kept snapshot restorable:
 3. delete the old index objects;
 4. delete packs nothing indexes any more.
 A crash before 3 leaves duplicate index entries (harmless); after 3, only
-unindexed packs, which the next prune deletes.
+unindexed packs, which the next prune reads the headers of and deletes.
+A pack no index names is read before anything is decided about it (see prune()).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from .. import errors
 from .backends import Kind, TemporaryFilesBackend
 from .check import referenced_blobs
 from .immutability import RetainedObject, packs_named_by, retained, retention_backend
+from .forgotten import record_forgotten, replayed_records
 from .pack import PackEntry
+from .reindex import index_packs, scan_pack_headers, stored_packs
 from .repository import Repository, Snapshot
 from .retention import RetentionPolicy, apply_policy
 
@@ -46,6 +49,9 @@ class PruneReport:
     bytes_before: int = 0
     bytes_freed: int = 0
     index_objects_replaced: int = 0
+    unindexed_packs_read: int = 0  # headers read of packs no index named
+    packs_reindexed: int = 0  # of those, packs holding used blobs: kept and indexed again
+    unreadable_packs_kept: list[dict] = field(default_factory=list)  # {"pack", "reason"}
     temporary_files_removed: int = 0
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -61,9 +67,16 @@ def plan_forget(repository: Repository, policies: dict[str, RetentionPolicy],
     """Apply each target's policy to its snapshots. Targets without a policy keep everything."""
     now = now or datetime.now(timezone.utc)
     by_target: dict[str, list[Snapshot]] = {}
-    for snapshot in repository.list_snapshots():
-        by_target.setdefault(snapshot.target, []).append(snapshot)
+    snapshots = repository.list_snapshots()
+    # A snapshot forgotten before and put back (replayed) takes no place in the policy's
+    # counts: it goes again, whatever the policy.
+    replayed = replayed_records(repository, snapshots)
     decisions: list[ForgetDecision] = []
+    for snapshot in snapshots:
+        if snapshot.id in replayed:
+            decisions.append(ForgetDecision(snapshot, False, [f"replayed: {replayed[snapshot.id].describe()}"]))
+        else:
+            by_target.setdefault(snapshot.target, []).append(snapshot)
     for target, snapshots in sorted(by_target.items()):
         policy = policies.get(target)
         if policy is None or policy.is_empty():
@@ -85,35 +98,95 @@ def hold_retained_snapshots(repository: Repository, decisions: list[ForgetDecisi
             decision.reasons = [f"retained by Object Lock until {until} (the policy would remove it)"]
 
 
-def forget(repository: Repository, decisions: list[ForgetDecision]) -> list[Snapshot]:
-    """Delete the snapshots the decisions remove, except those under retention (kept, see above)."""
+def plan_forget_ids(repository: Repository, refs: list[str]) -> list[ForgetDecision]:
+    """Decisions removing the snapshots named by ``refs`` (ids, prefixes of at least 4
+    characters, 'latest:TARGET'). Every ref is resolved before anything is removed: one that
+    matches nothing or several snapshots raises SnapshotNotFound or AmbiguousSnapshot."""
+    decisions: list[ForgetDecision] = []
+    seen: set[str] = set()
+    for ref in refs:
+        snapshot = repository.find_snapshot(ref)
+        if snapshot.id not in seen:
+            seen.add(snapshot.id)
+            decisions.append(ForgetDecision(snapshot, False, [f"named on the command line ({ref})"]))
+    return decisions
+
+
+def forget(repository: Repository, decisions: list[ForgetDecision], reason: str = "retention policy") -> list[Snapshot]:
+    """Delete the snapshots the decisions remove, except those under retention (kept, see above).
+
+    A forget record is written for each before it is deleted (see forgotten.py), so a copy put
+    back later is flagged as replayed."""
     hold_retained_snapshots(repository, decisions)
-    removed = []
-    for decision in decisions:
-        if not decision.keep:
-            repository.delete_snapshot(decision.snapshot.id)
-            removed.append(decision.snapshot)
-    return removed
+    going = [decision.snapshot for decision in decisions if not decision.keep]
+    record_forgotten(repository, going, reason)
+    for snapshot in going:
+        repository.delete_snapshot(snapshot.id)
+    return going
 
 
 def prune(repository: Repository, dry_run: bool = False,
           on_progress: Callable[[str], None] | None = None) -> PruneReport:
-    """Remove unused data. The caller must hold the exclusive lock."""
+    """Remove unused data. The caller must hold the exclusive lock.
+
+    A pack no index names is not garbage until its header says so: an index object may have been
+    lost, and the pack may hold blobs that snapshots use. So the headers of unindexed packs are
+    read first (a few KiB each) and their blobs join the plan like any other: used ones are kept
+    and indexed again, packs of garbage are deleted, and a pack whose header cannot be read is
+    kept while any snapshot misses a blob (it may hold it). Prune deletes nothing when it cannot
+    tell what the snapshots use (a damaged index object, an unreadable snapshot or item stream):
+    it raises PruneRefused."""
     on_progress = on_progress or (lambda message: None)
     report = PruneReport(dry_run=dry_run)
-    repository.load_index()
-    on_progress("finding used blobs")
-    used = referenced_blobs(repository)
-
-    stored = {info.name: info.size for info in repository.backend.list(Kind.DATA)}
+    try:
+        repository.load_index()
+    except errors.IntegrityError as exc:
+        raise errors.PruneRefused(reason=f"an index object is damaged ({exc.fields.get('detail', exc)})") from None
+    old_indexes = repository.index_names()
+    stored = stored_packs(repository)
     report.packs_total = len(stored)
     report.bytes_before = sum(stored.values())
-    old_indexes = repository.index_names()
 
-    # Per pack: which entries are kept. A blob stored twice is kept once.
+    indexed_packs = set(repository.index.packs)
+    unindexed_sizes = {pack: size for pack, size in stored.items() if pack not in indexed_packs}
+    if unindexed_sizes:
+        on_progress(f"reading the headers of {len(unindexed_sizes)} pack(s) no index names")
+    found, unreadable = scan_pack_headers(repository, unindexed_sizes)
+    index_packs(repository, found.items())  # in memory: the index written below names them
+    report.unindexed_packs_read = len(unindexed_sizes)
+
+    on_progress("finding used blobs")
+    try:
+        used = referenced_blobs(repository)
+    except errors.IntegrityError as exc:
+        raise errors.PruneRefused(reason=str(exc.fields.get("detail", exc))) from None
+    missing = sum(1 for blob_id in used if blob_id not in repository.index)
+    # A pack no index names whose header does not read cannot give a restore anything: it is
+    # garbage, unless some snapshot misses a blob, which it might hold (kept for a later recovery).
+    keep_unreadable: set[str] = set()
+    if missing:
+        report.warnings.append(f"{missing} blob(s) that snapshots use are in no readable pack; 'safehold check' "
+                               "names them and 'safehold repair snapshots' drops the files that need them")
+        keep_unreadable = set(unreadable)
+        for pack, reason in sorted(unreadable.items()):
+            report.unreadable_packs_kept.append({"pack": pack, "reason": reason})
+            report.warnings.append(f"pack {pack} kept: no index names it, its {reason}, and it may hold a "
+                                   "missing blob")
+
+    # Per pack: which entries are kept. A blob stored twice is kept once: in an indexed pack
+    # rather than in one only its header named, so re-reading headers changes no earlier plan.
+    def indexed_first():
+        for blob_id, location in repository.index.entries():
+            if location.pack not in found:
+                yield blob_id, location
+        if found:
+            for blob_id, location in repository.index.entries():
+                if location.pack in found:
+                    yield blob_id, location
+
     kept_once: set[bytes] = set()
     pack_entries: dict[str, list[tuple[PackEntry, bool]]] = {}
-    for blob_id, location in repository.index.entries():
+    for blob_id, location in indexed_first():
         if location.pack not in stored:
             continue
         entry = PackEntry(location.blob_type, blob_id, location.offset, location.length, location.plain_length)
@@ -132,11 +205,15 @@ def prune(repository: Repository, dry_run: bool = False,
         elif unused > REPACK_UNUSED_FRACTION * total:
             repack.append(pack)
         report.blobs_removed += sum(1 for _, keep in entries if not keep)
-    unindexed = [pack for pack in stored if pack not in pack_entries]
+    # Left: packs with an empty header (nothing to index) and unreadable ones.
+    unindexed = [pack for pack in stored if pack not in pack_entries and pack not in keep_unreadable]
+    # Packs no index named that hold used blobs: they must be named by the index written below.
+    reindexed = [pack for pack in found if any(keep for _, keep in pack_entries.get(pack, []))]
     kept_indexes, held_garbage = _hold_retained(repository, old_indexes, delete, repack, unindexed, report)
-    report.packs_deleted = len(delete)
+    report.packs_reindexed = len(reindexed)
+    report.packs_deleted = len([p for p in delete if p not in found])
     report.packs_repacked = len(repack)
-    report.unindexed_packs_deleted = len(unindexed)
+    report.unindexed_packs_deleted = len(unindexed) + len([p for p in delete if p in found])
     report.bytes_freed = sum(stored[p] for p in delete + unindexed)
     if dry_run:
         if delete or repack or unindexed:
@@ -145,7 +222,7 @@ def prune(repository: Repository, dry_run: bool = False,
         # Repacking frees about the unused part of each repacked pack.
         report.bytes_freed += sum(e.length for p in repack for e, keep in pack_entries[p] if not keep)
         return report
-    if not delete and not repack and not unindexed:
+    if not delete and not repack and not unindexed and not reindexed:
         _remove_temporary_files(repository, report)
         return report
 

@@ -57,13 +57,18 @@ class Snapshot:
     tags: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
+    # Set on a snapshot written by 'repair snapshots': the id of the damaged snapshot it replaces.
+    original: str | None = None
 
     def to_document(self) -> dict:
-        return {
+        document = {
             "version": FORMAT_VERSION, "time": self.time.isoformat(), "target": self.target, "kind": self.kind,
             "hostname": self.hostname, "paths": self.paths, "tree": self.tree, "parent": self.parent,
             "tags": self.tags, "summary": self.summary, "source": self.source,
         }
+        if self.original is not None:  # only repaired snapshots carry it; older readers ignore it
+            document["original"] = self.original
+        return document
 
     @classmethod
     def from_document(cls, snapshot_id: str, document: dict) -> "Snapshot":
@@ -72,6 +77,7 @@ class Snapshot:
             kind=document["kind"], hostname=document["hostname"], paths=document["paths"], tree=document["tree"],
             parent=document.get("parent"), tags=document.get("tags", []), summary=document.get("summary", {}),
             source=document.get("source", {}),
+            original=document["original"] if isinstance(document.get("original"), str) else None,
         )
 
     @property
@@ -369,11 +375,11 @@ class Repository:
         self.index.finish_loading()
         self._index_loaded = True
 
-    def reload_index(self) -> None:
+    def reload_index(self, on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> None:
         """Forget the in-memory index and read the stored one again (after prune rewrote it)."""
         self.index = Index()
         self._index_loaded = False
-        self.load_index()
+        self.load_index(on_error)
 
     def index_names(self) -> list[str]:
         return [info.name for info in self.backend.list(Kind.INDEX)]
@@ -514,7 +520,9 @@ class Repository:
                 continue
             if target is None or snapshot.target == target:
                 snapshots.append(snapshot)
-        return sorted(snapshots, key=lambda s: s.time)
+        # A repaired snapshot keeps its original's time and sorts after it, so 'latest' and a
+        # backup's parent are the repaired one while the damaged original is still kept.
+        return sorted(snapshots, key=lambda s: (s.time, s.original is not None))
 
     def backend_has(self, kind: Kind, name: str) -> bool:
         try:
@@ -526,8 +534,11 @@ class Repository:
     def find_snapshot(self, ref: str, target: str | None = None) -> Snapshot:
         """Resolve 'latest', 'latest:TARGET', a full id or an id prefix."""
         if ref == "latest" or ref.startswith("latest:"):
+            from .forgotten import live_snapshots  # forgotten.py builds on this module
+
             wanted = ref.partition(":")[2] or target
-            snapshots = self.list_snapshots(wanted)
+            # A snapshot that was forgotten and put back (replayed) is never 'latest'.
+            snapshots = live_snapshots(self, wanted)
             if not snapshots:
                 raise errors.SnapshotNotFound(ref=ref if not wanted else f"latest of target {wanted}")
             return snapshots[-1]
@@ -642,7 +653,7 @@ def _refuse_foreign(backend: Backend) -> None:
     """Refuse to initialise inside a directory that holds something else (another tool's repository)."""
     root = backend.root if isinstance(backend, DirectoryBackend) else None
     if root is not None and os.path.isdir(root):
-        known = {"keys", "locks", "snapshots", "index", "data"}
+        known = {"keys", "locks", "snapshots", "index", "data", "forgotten"}
         for name in os.listdir(root):
             if name.startswith(".tmp-"):  # left by an init killed while writing the config
                 os.unlink(os.path.join(root, name))

@@ -27,6 +27,9 @@ class Kind(str, Enum):
     SNAPSHOTS = "snapshots"
     INDEX = "index"
     DATA = "data"
+    # Records of forgotten snapshots (see repository/forgotten.py): added by forget, never
+    # rewritten; absent from repositories written before they existed.
+    FORGOTTEN = "forgotten"
 
 
 MUTABLE_KINDS = frozenset({Kind.CONFIG, Kind.KEYS, Kind.LOCKS})

@@ -1,7 +1,7 @@
 """Local filesystem backend.
 
 Layout: ``config``, ``keys/<name>``, ``locks/<name>``, ``snapshots/<name>``,
-``index/<name>``, ``data/<first two hex chars>/<name>``.
+``index/<name>``, ``forgotten/<name>``, ``data/<first two hex chars>/<name>``.
 
 Durability: every object is written to a temporary file in the same directory,
 fsynced, renamed into place, and the directory fsynced, so a crash or a full
@@ -56,7 +56,7 @@ class LocalBackend:
         if self.exists():
             raise ObjectExists(f"a repository exists at {self.url}")
         make_private_directory(self.root)
-        for kind in (Kind.KEYS, Kind.LOCKS, Kind.SNAPSHOTS, Kind.INDEX, Kind.DATA):
+        for kind in (Kind.KEYS, Kind.LOCKS, Kind.SNAPSHOTS, Kind.INDEX, Kind.DATA, Kind.FORGOTTEN):
             _make_folder(self.root / kind.value)
         for i in range(256):
             _make_folder(self.root / "data" / f"{i:02x}")

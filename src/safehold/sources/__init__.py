@@ -24,6 +24,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "libvirt": ("safehold.sources.libvirt", "LibvirtSource", "libvirt"),
     "ebs": ("safehold.sources.ebs", "EbsSource", "ebs"),
     "vmware": ("safehold.sources.vmware", "VmwareSource", "vmware"),
+    "ssh": ("safehold.sources.ssh", "SshSource", "directory"),
 }
 
 

@@ -3,7 +3,7 @@
 Concepts: ``FilesSource`` and ``ImageSource`` (``files``: this host's files, a
 disk image or block device), ``HyperVSource`` (``hyperv``), ``LibvirtSource``
 (``libvirt``), ``EbsSource`` with its ``EbsCopy`` (``ebs``), ``VmwareSource``
-(``vmware``). ``Source`` picks one by ``type``; ``SOURCE_TYPES`` lists the
+(``vmware``), ``SshSource`` (``ssh``). ``Source`` picks one by ``type``; ``SOURCE_TYPES`` lists the
 kinds this release supports and ``PLANNED_SOURCE_TYPES`` those it names but
 refuses. Adding a platform is adding a module here and a member of ``Source``.
 """
@@ -18,6 +18,7 @@ from safehold.config.sources.ebs import EbsCopy, EbsSource
 from safehold.config.sources.files import FilesSource, ImageSource
 from safehold.config.sources.hyperv import HyperVSource
 from safehold.config.sources.libvirt import LibvirtSource
+from safehold.config.sources.ssh import SshSource
 from safehold.config.sources.vmware import VmwareSource
 
 __all__ = [
@@ -30,16 +31,17 @@ __all__ = [
     "ImageSource",
     "LibvirtSource",
     "Source",
+    "SshSource",
     "VmwareSource",
 ]
 
-SOURCE_TYPES = ("files", "image", "ebs", "hyperv", "libvirt", "vmware")
+SOURCE_TYPES = ("files", "image", "ebs", "hyperv", "libvirt", "vmware", "ssh")
 # Named in DESIGN.md, not implemented yet: a config using one gets a clear
 # "not supported by this release" instead of a generic invalid-value error.
-PLANNED_SOURCE_TYPES = ("ssh", "postgres")
+PLANNED_SOURCE_TYPES = ("postgres",)
 
 
 Source = Annotated[
-    FilesSource | ImageSource | EbsSource | HyperVSource | LibvirtSource | VmwareSource, Field(discriminator="type")
+    FilesSource | ImageSource | EbsSource | HyperVSource | LibvirtSource | VmwareSource | SshSource, Field(discriminator="type")
 ]
 """One of the source kinds this release supports, chosen by ``type``."""

@@ -32,6 +32,8 @@ print_env() {
     echo "export SAFEHOLD_TEST_SSH_USER=$(id -un)"
     echo "export SAFEHOLD_TEST_SSH_KEY=$DIR/client_key"
     echo "export SAFEHOLD_TEST_SSH_KNOWN_HOSTS=$DIR/known_hosts"
+    echo "export SAFEHOLD_TEST_SSH_SFTP_LOG=$DIR/sftp.log"
+    echo "export SAFEHOLD_TEST_SSH_PID=$DIR/sshd.pid"
 }
 
 start() {
@@ -62,8 +64,12 @@ StrictModes no
 AllowUsers $(id -un)
 MaxSessions 50
 MaxStartups 50:30:100
-Subsystem sftp internal-sftp
+Subsystem sftp $DIR/sftp-server
 CONF
+    # Debian's sftp-server logging every request to sftp.log (stderr would go to the client), so
+    # tests count on the server's side which files a backup opened.
+    printf '#!/bin/sh\nexec /usr/lib/openssh/sftp-server -e -l VERBOSE "$@" 2>>%s/sftp.log\n' "$DIR" > "$DIR/sftp-server"
+    chmod 755 "$DIR/sftp-server"
     /usr/sbin/sshd -f "$DIR/sshd_config" -E "$DIR/sshd.log"
     for _ in $(seq 50); do [ -s "$DIR/sshd.pid" ] && break; sleep 0.1; done
     print_env

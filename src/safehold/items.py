@@ -80,6 +80,9 @@ class View:
     token: dict = field(default_factory=dict)
     # Said to the job log with the snapshot's own warnings (e.g. "only crash-consistent").
     warnings: list[str] = field(default_factory=list)
+    # Said to the job log (info) once the view is closed: what the driver ran on the source host
+    # (an SSH target's before/after commands), so an operator sees what was done and when.
+    notes: list[str] = field(default_factory=list)
     # Called after every item is stored and before the snapshot is written; what it returns joins
     # the token. For platforms whose change-tracking id exists only once the source's snapshot is
     # released into a reference point (Hyper-V RCT); if it raises, no snapshot is written.

@@ -25,6 +25,7 @@ import logging
 import os
 import posixpath
 import stat
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -78,9 +79,11 @@ class SshSource:
         session = SshSession(self.settings, self.environ)
         producer: list[Any] = []
         failed = False
+        self.commands = []
+        notes: list[str] = []
         try:
             if self.before:
-                self._run(session, "before", self.before)
+                self._run(session, "before", self.before, notes)
             roots = []
             for path in self.paths:
                 try:
@@ -90,7 +93,7 @@ class SshSource:
                 roots.append((path, attrs))
             view = View(kind="files", paths=[self._url(p) for p in self.paths],
                         items=lambda: self._items(session, roots, view, producer),
-                        incremental="mtime", warnings=[LIMITS_WARNING])
+                        incremental="mtime", warnings=[LIMITS_WARNING], notes=notes)
             yield view
         except BaseException:
             failed = True
@@ -100,27 +103,35 @@ class SshSource:
                 future.cancel()
             try:
                 if self.after:
-                    self._run_after(session, failed)
+                    self._run_after(session, failed, notes)
             finally:
                 session.close()
 
     # -- before/after ----------------------------------------------------------------------
-    def _run(self, session: SshSession, which: str, command: str) -> None:
+    def _run(self, session: SshSession, which: str, command: str, notes: list[str]) -> None:
         log.info("ssh %s: running %s command: %s", self.settings.label, which, command)
         self.commands.append(f"{which}: {command}")
-        session.run_command(which, command)
-        log.info("ssh %s: %s command finished (exit status 0)", self.settings.label, which)
+        started = time.monotonic()
+        try:
+            _status, stdout, _stderr = session.run_command(which, command)
+        except SshCommandFailed as exc:
+            notes.append(f"ssh {self.settings.label}: {which} command {command!r} failed: {exc}")
+            raise
+        seconds = time.monotonic() - started
+        tail = stdout.strip().splitlines()[-1][:200] if stdout.strip() else ""
+        notes.append(f"ssh {self.settings.label}: ran {which} command {command!r} (exit status 0, {seconds:.1f}s)"
+                     + (f": {tail}" if tail else ""))
 
-    def _run_after(self, session: SshSession, failed: bool) -> None:
+    def _run_after(self, session: SshSession, failed: bool, notes: list[str]) -> None:
         """The after command runs whatever happened: over a new connection when the first one is gone.
         When the backup itself failed, its error is the one reported and after's is only logged."""
         try:
             try:
-                self._run(session, "after", self.after or "")
+                self._run(session, "after", self.after or "", notes)
             except SshConnectionFailed:
                 fresh = SshSession(self.settings, self.environ)
                 try:
-                    self._run(fresh, "after", self.after or "")
+                    self._run(fresh, "after", self.after or "", notes)
                 finally:
                     fresh.close()
         except (SshCommandFailed, SshConnectionFailed) as exc:
@@ -146,9 +157,9 @@ class SshSource:
             yield from batch
         session.result(future)  # the walk's own error, if it stopped on one
 
-    def _open(self, session: SshSession, real: bytes) -> RemoteFile:
+    def _open(self, session: SshSession, real: bytes, size: int) -> RemoteFile:
         self.files_opened += 1
-        return RemoteFile(session, real)
+        return RemoteFile(session, real, size)
 
 
 class _Walk:
@@ -272,8 +283,9 @@ class _Walk:
         mode = attrs.permissions or 0
         if stat.S_ISREG(mode):
             session, source = self.session, self.source
-            return self._make(real, path, attrs, longname, "file", size=attrs.size or 0,
-                              open=lambda: source._open(session, real))
+            size = attrs.size or 0
+            return self._make(real, path, attrs, longname, "file", size=size,
+                              open=lambda: source._open(session, real, size))
         if stat.S_ISLNK(mode):
             target = await pending if pending is not None else b""
             if isinstance(target, OSError):

@@ -116,7 +116,8 @@ class SshSession:
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
             where = f"the pinned host_key" if self.settings.host_key else f"known_hosts {self._known_hosts_path()}"
             return SshHostKeyRejected(host=host, detail=f"its host key does not match {where} ({exc.reason})")
-        if isinstance(exc, asyncssh.SFTPConnectionLost) or isinstance(exc, asyncssh.DisconnectError):
+        lost = (asyncssh.FX_CONNECTION_LOST, asyncssh.FX_NO_CONNECTION)
+        if isinstance(exc, asyncssh.DisconnectError) or (isinstance(exc, asyncssh.SFTPError) and exc.code in lost):
             return SshConnectionFailed(host=host, detail=f"the connection was lost ({getattr(exc, 'reason', exc)})")
         if isinstance(exc, asyncssh.SFTPError):
             return sftp_os_error(exc, path)
@@ -227,10 +228,13 @@ class RemoteFile:
     """A file on the host opened for reading, read ahead in ``READ_WINDOW`` pieces (each split by
     asyncssh into many requests in flight), so one slow round trip does not stall the chunker."""
 
-    def __init__(self, session: SshSession, path: bytes) -> None:
+    def __init__(self, session: SshSession, path: bytes, size_hint: int | None = None) -> None:
         self.session = session
         self.path = path
         self._handle = session.call(session.sftp.open(path, "rb"), path)
+        # Windows are asked for up to the size the listing gave, then one at a time until a
+        # short one: no request is cancelled half-way (asyncssh would orphan its sub-requests).
+        self._size_hint = size_hint
         self._offset = 0
         self._eof = False
         self._windows: deque[Future] = deque()
@@ -240,6 +244,8 @@ class RemoteFile:
 
     def _fill(self) -> None:
         while not self._eof and len(self._windows) < WINDOWS_AHEAD:
+            if self._windows and (self._size_hint is None or self._offset >= self._size_hint):
+                break
             self._windows.append(self.session.submit(self._handle.read(READ_WINDOW, self._offset)))
             self._offset += READ_WINDOW
 
@@ -248,10 +254,10 @@ class RemoteFile:
         data = self.session.result(future, self.path)
         if len(data) < READ_WINDOW:
             # A short window is the end of the file (asyncssh keeps reading a window until EOF or
-            # its size); the windows already asked for past it read nothing.
+            # its size); what was asked for past it reads nothing and is dropped.
             self._eof = True
             for later in self._windows:
-                later.cancel()
+                self.session.result(later, self.path)
             self._windows.clear()
         else:
             self._fill()
@@ -285,7 +291,7 @@ class RemoteFile:
 
     def close(self) -> None:
         for later in self._windows:
-            later.cancel()
+            later.add_done_callback(lambda future: future.exception())  # retrieved: not logged
         self._windows.clear()
         handle, self._handle = self._handle, None
         if handle is not None:

@@ -1,0 +1,101 @@
+"""Helpers of the SSH suite: the test sshd's coordinates, a targets.yml for it, cutting its
+connections, counting the files its SFTP server opened, and comparing trees."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+PASSWORD = "ssh-suite-password"
+
+
+@dataclass(frozen=True)
+class SshServer:
+    host: str
+    port: int
+    user: str
+    key: str
+    known_hosts: str
+    sftp_log: str
+    pid_file: str
+
+    @classmethod
+    def from_environment(cls, environ) -> "SshServer":
+        return cls(host=environ["SAFEHOLD_TEST_SSH_HOST"], port=int(environ["SAFEHOLD_TEST_SSH_PORT"]),
+                   user=environ["SAFEHOLD_TEST_SSH_USER"], key=environ["SAFEHOLD_TEST_SSH_KEY"],
+                   known_hosts=environ["SAFEHOLD_TEST_SSH_KNOWN_HOSTS"],
+                   sftp_log=environ["SAFEHOLD_TEST_SSH_SFTP_LOG"], pid_file=environ["SAFEHOLD_TEST_SSH_PID"])
+
+    def source(self, paths: list[str], **options) -> dict:
+        return {"type": "ssh", "host": self.host, "port": self.port, "user": self.user, "paths": paths,
+                "identity_file": self.key, "known_hosts": self.known_hosts, **options}
+
+    def opened(self) -> list[str]:
+        """Every file the server's sftp-server has opened so far (its VERBOSE log)."""
+        try:
+            lines = Path(self.sftp_log).read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        return [line.split('"')[1] for line in lines if line.startswith('open "')]
+
+    def cut_connections(self) -> int:
+        """SIGKILL every process serving a connection (the listening sshd stays): the client sees
+        its connection drop, as when a host reboots or a link fails."""
+        master = int(Path(self.pid_file).read_text())
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                children.setdefault(int(fields[1]), []).append(int(entry))
+        victims, stack = [], list(children.get(master, []))
+        while stack:
+            pid = stack.pop()
+            victims.append(pid)
+            stack.extend(children.get(pid, []))
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(victims)
+
+
+def write_config(folder: Path, server: SshServer, paths: list[str], **source) -> Path:
+    path = folder / "targets.yml"
+    path.write_text(textwrap.dedent(f"""\
+        repository: {{url: {folder / 'repo'}, password_env: SAFEHOLD_TEST_SSH_PASSWORD}}
+        catalog: {{url: "sqlite:///{folder / 'state' / 'catalog.db'}"}}
+        targets:
+          - name: host
+            tier: 2
+            source: {json.dumps(server.source(paths, **source))}
+        """))
+    os.environ["SAFEHOLD_TEST_SSH_PASSWORD"] = PASSWORD
+    return path
+
+
+def tree_state(root: Path) -> dict[bytes, tuple]:
+    """(type, mode, mtime s, content or link target) of every entry below ``root``, by relative path."""
+    state: dict[bytes, tuple] = {}
+    base = os.fsencode(root)
+    for folder, dirs, files in os.walk(base):
+        for name in dirs + files:
+            full = os.path.join(folder, name)
+            relative = os.path.relpath(full, base)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                state[relative] = ("link", os.readlink(full))
+            elif stat.S_ISDIR(st.st_mode):
+                state[relative] = ("dir", stat.S_IMODE(st.st_mode), int(st.st_mtime))
+            else:
+                with open(full, "rb") as handle:
+                    state[relative] = ("file", stat.S_IMODE(st.st_mode), int(st.st_mtime), handle.read())
+    return state

@@ -1,0 +1,152 @@
+"""The ssh source against a real sshd on loopback (Debian's openssh-server): full and incremental
+backups, the host key check, a connection cut mid-backup, before/after commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from safehold import errors
+from safehold.engine.backup import backup_target
+from safehold.engine.restore import restore_snapshot
+
+from ssh_support import tree_state
+
+
+def make_tree(root: Path) -> Path:
+    (root / "etc" / "app" / "conf.d").mkdir(parents=True)
+    (root / "etc" / "app" / "main.conf").write_text("listen 80\n")
+    (root / "etc" / "app" / "conf.d" / "a.conf").write_text("a\n")
+    secret = root / "etc" / "app" / "secret"
+    secret.write_bytes(b"key")
+    secret.chmod(0o600)
+    (root / "etc" / "empty").write_bytes(b"")
+    (root / "etc" / "big.bin").write_bytes(os.urandom(9 * 1024 * 1024 + 123))  # several read windows
+    (root / "etc" / "current").symlink_to("app/main.conf")
+    (root / "etc" / os.fsdecode(b"caf\xe9-latin1")).write_bytes(b"not utf-8 name")
+    (root / "etc" / "cache").mkdir()
+    (root / "etc" / "cache" / "x.tmp").write_text("excluded")
+    past = time.time() - 3600
+    for path in (root / "etc").rglob("*"):
+        os.utime(path, (past, past), follow_symlinks=False)
+    return root / "etc"
+
+
+def test_full_backup_over_sftp_restores_the_same_tree(tmp_path, safehold):
+    data = make_tree(tmp_path / "host")
+    context = safehold([data], exclude=["cache"])
+    result = backup_target(context, "host")
+    summary = result.summary
+    assert summary["files"] == 6 and summary["files_new"] == 6
+    assert summary["bytes_read"] == sum(p.stat().st_size for p in data.rglob("*")
+                                         if p.is_file() and not p.is_symlink() and "cache" not in p.parts)
+    restored = tmp_path / "restored"
+    restore_snapshot(context, result.snapshot_id, str(restored))
+    expected = {path: state for path, state in tree_state(data).items() if not path.startswith(b"cache")}
+    assert tree_state(restored / "etc") == expected
+
+
+def test_incremental_reads_only_changed_files(tmp_path, safehold, ssh_server):
+    data = make_tree(tmp_path / "host")
+    context = safehold([data])
+    first = backup_target(context, "host")
+    opened_before = len(ssh_server.opened())
+    (data / "app" / "main.conf").write_text("listen 8080\n")  # new size, new mtime
+    (data / "new.txt").write_text("new")
+    second = backup_target(context, "host")
+    opened = ssh_server.opened()[opened_before:]
+    # Only the changed and the new file were opened on the host; the 9 MiB file was not read again.
+    assert sorted(os.path.basename(p) for p in opened) == ["main.conf", "new.txt"]
+    summary = second.summary
+    assert (summary["files_changed"], summary["files_new"], summary["files_unchanged"]) == (1, 1, 6)
+    assert summary["bytes_read"] == len("listen 8080\n") + 3
+    assert second.parent_id == first.snapshot_id
+    restored = tmp_path / "restored"
+    restore_snapshot(context, second.snapshot_id, str(restored))
+    assert tree_state(restored / "etc") == tree_state(data)
+
+
+def _other_key(tmp_path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    return (tmp_path / "other.pub").read_text().split(" ")[0:2]
+
+
+def test_a_changed_host_key_is_refused(tmp_path, safehold, ssh_server):
+    data = make_tree(tmp_path / "host")
+    kind, blob = _other_key(tmp_path)
+    forged = tmp_path / "known_hosts"
+    forged.write_text(f"[{ssh_server.host}]:{ssh_server.port} {kind} {blob}\n")
+    context = safehold([data], known_hosts=str(forged))
+    with pytest.raises(errors.SshHostKeyRejected) as caught:
+        backup_target(context, "host")
+    assert caught.value.exit_code == 64
+    assert str(forged) in str(caught.value) and "does not match" in str(caught.value)
+    assert "never accepted automatically" in caught.value.hint
+    with context.locked(purpose="look") as repository:
+        assert repository.list_snapshots("host") == []
+
+    # A pinned key that is not the host's, and a known_hosts without the host: refused alike.
+    pinned = safehold([data], known_hosts=None, host_key=f"{kind} {blob}")
+    with pytest.raises(errors.SshHostKeyRejected, match="pinned host_key"):
+        backup_target(pinned, "host")
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    with pytest.raises(errors.SshHostKeyRejected):
+        backup_target(safehold([data], known_hosts=str(empty)), "host")
+
+
+def test_the_right_pinned_key_is_accepted(tmp_path, safehold, ssh_server):
+    data = make_tree(tmp_path / "host")
+    line = Path(ssh_server.known_hosts).read_text().split()
+    context = safehold([data], known_hosts=None, host_key=f"{line[1]} {line[2]}")
+    assert backup_target(context, "host").summary["files"] == 7
+
+
+def test_connection_dropped_mid_backup_writes_no_snapshot(tmp_path, safehold, ssh_server):
+    data = make_tree(tmp_path / "host")
+    for index in range(40):
+        (data / f"f{index:02}.bin").write_bytes(os.urandom(256 * 1024))
+    context = safehold([data])
+    cut = []
+
+    def progress(event: dict) -> None:
+        if event.get("files_done", 0) >= 10 and not cut:
+            cut.append(ssh_server.cut_connections())
+
+    context.progress = progress
+    with pytest.raises(errors.SshConnectionFailed) as caught:
+        backup_target(context, "host")
+    assert cut and cut[0] > 0
+    assert caught.value.exit_code == 65 and "lost" in str(caught.value)
+    with context.locked(purpose="look") as repository:
+        assert repository.list_snapshots("host") == []
+    context.progress = lambda event: None
+    result = backup_target(context, "host")
+    assert result.summary["files"] == 47 and result.parent_id is None
+    restored = tmp_path / "restored"
+    restore_snapshot(context, result.snapshot_id, str(restored))
+    assert tree_state(restored / "etc") == tree_state(data)
+
+
+def test_before_and_after_run_on_the_host_and_after_always_runs(tmp_path, safehold):
+    data = make_tree(tmp_path / "host")
+    marker = tmp_path / "frozen"
+    log = tmp_path / "commands.log"
+    context = safehold([data], before=f"touch {marker} && echo before >> {log}",
+                       after=f"rm {marker} && echo after >> {log}")
+    result = backup_target(context, "host")
+    assert log.read_text() == "before\nafter\n" and not marker.exists()
+    lines = [record.message for record in context.catalog.job_logs(result.job_id)]
+    assert any("ran before command" in line for line in lines)
+    assert any("ran after command" in line for line in lines)
+
+    # before fails: no snapshot, the error names the command's output, and after still runs.
+    failing = safehold([data], before=f"echo no snapshot volume >&2; exit 3", after=f"echo after >> {log}")
+    with pytest.raises(errors.SshCommandFailed, match="no snapshot volume") as caught:
+        backup_target(failing, "host")
+    assert caught.value.exit_code == 66 and "exit status 3" in str(caught.value)
+    assert log.read_text() == "before\nafter\nafter\n"

@@ -107,6 +107,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "vmware": ("safehold.restore.vmware", "VmwareDestination"),
     "hyperv": ("safehold.restore.hyperv", "HypervDestination"),
     "ebs": ("safehold.restore.ebs", "EbsDestination"),
+    "ssh": ("safehold.restore.ssh", "SshDestination"),
 }
 
 

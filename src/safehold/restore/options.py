@@ -89,8 +89,16 @@ class EbsOptions(_Options):
     timeout: float = Field(3600.0, description="Seconds to wait for snapshots and volumes.")
 
 
+class SshOptions(_PathOptions):
+    """File snapshots into a directory of another host, over SFTP."""
+
+    kind: Literal["ssh"]
+    url: str = Field(description="ssh://[user@]host[:port]/absolute/path (made if missing; must be empty "
+                     "without overwrite). Keys and the trusted host key come from an ssh target of the same host.")
+
+
 DestinationOptions = Annotated[Union[DirectoryOptions, ImageOptions, LibvirtOptions, VmwareOptions, HypervOptions,
-                                     EbsOptions], Field(discriminator="kind")]
+                                     EbsOptions, SshOptions], Field(discriminator="kind")]
 #: The platform kinds the API accepts in ``params.to`` (directory and image go through ``params.destination``).
 PlatformOptions = Annotated[Union[LibvirtOptions, VmwareOptions, HypervOptions, EbsOptions],
                             Field(discriminator="kind")]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "restore"))  # hostile_support
 
 from ssh_support import SshServer, write_config  # noqa: E402
 

@@ -64,6 +64,8 @@ def sftp_os_error(exc: BaseException, path: bytes | str) -> OSError:
         asyncssh.FX_NO_SUCH_FILE: errno.ENOENT,
         asyncssh.FX_PERMISSION_DENIED: errno.EACCES,
         asyncssh.FX_FAILURE: errno.EIO,
+        asyncssh.FX_OP_UNSUPPORTED: errno.EOPNOTSUPP,
+        asyncssh.FX_FILE_ALREADY_EXISTS: errno.EEXIST,
     }
     number = codes.get(getattr(exc, "code", None), errno.EIO)
     return OSError(number, getattr(exc, "reason", None) or os.strerror(number), os.fsdecode(path))
@@ -121,10 +123,11 @@ class SshSession:
             return SshConnectionFailed(host=host, detail=f"the connection was lost ({getattr(exc, 'reason', exc)})")
         if isinstance(exc, asyncssh.SFTPError):
             return sftp_os_error(exc, path)
-        if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError, OSError, EOFError)):
-            return SshConnectionFailed(host=host, detail=f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, asyncssh.Error):
-            return SshConnectionFailed(host=host, detail=str(exc))
+        if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError, OSError, EOFError, asyncssh.Error)):
+            what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, asyncssh.Error) else str(exc)
+            if self.sftp is not None:
+                return SshConnectionFailed(host=host, detail=f"the connection was lost ({what})")
+            return SshConnectionFailed(host=host, detail=f"cannot connect ({what})")
         return exc
 
     # -- connecting ------------------------------------------------------------------------

@@ -99,3 +99,17 @@ def tree_state(root: Path) -> dict[bytes, tuple]:
                 with open(full, "rb") as handle:
                     state[relative] = ("file", stat.S_IMODE(st.st_mode), int(st.st_mtime), handle.read())
     return state
+
+
+def connections(server: SshServer) -> int:
+    """Processes serving a connection right now (children of the listening sshd)."""
+    master = int(Path(server.pid_file).read_text())
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            count += int(fields[1]) == master
+    return count

@@ -38,6 +38,10 @@ class FileItem:
     link_target: bytes | None = None  # symlink target, or for 'hardlink' the path of the first link
     rdev: int = 0
     open: Callable[[], BinaryIO] | None = None  # regular files only
+    # A hint, given a few items ahead by the archiver for a file it will read (not for one it takes
+    # unchanged from the parent): start fetching it now, so that over a high-latency link (SFTP)
+    # many small files are in flight instead of one round trip after another. Optional.
+    prefetch: Callable[[], None] | None = None
     xattrs: dict[bytes, bytes] | None = None  # extended attributes (ACLs, SELinux labels, user.*)
 
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from ..errors import SourceError, SshCommandFailed, SshConnectionFailed
-from ..platforms.ssh import RemoteFile, SshSession, SshSettings
+from ..platforms.ssh import RemoteFile, SshSession, SshSettings, prefetch
 from .base import FileItem, View
 from .files import Patterns
 
@@ -66,6 +66,7 @@ class SshSource:
         # What the last view did, for tests and the job log: files opened for reading, commands run.
         self.files_opened = 0
         self.commands: list[str] = []
+        self._prefetched: dict[bytes, Any] = {}  # path -> Future of (handle, first bytes)
 
     @staticmethod
     def _name(path: str) -> bytes:
@@ -101,6 +102,8 @@ class SshSource:
         finally:
             for future in producer:
                 future.cancel()
+            # Files prefetched but never opened (the archiver stopped): their handles go with the session.
+            self._prefetched.clear()
             try:
                 if self.after:
                     self._run_after(session, failed, notes)
@@ -157,9 +160,16 @@ class SshSource:
             yield from batch
         session.result(future)  # the walk's own error, if it stopped on one
 
+    def _prefetch(self, session: SshSession, real: bytes) -> None:
+        if real not in self._prefetched:
+            self.files_opened += 1
+            self._prefetched[real] = prefetch(session, real)
+
     def _open(self, session: SshSession, real: bytes, size: int) -> RemoteFile:
-        self.files_opened += 1
-        return RemoteFile(session, real, size)
+        ahead = self._prefetched.pop(real, None)
+        if ahead is None:
+            self.files_opened += 1
+        return RemoteFile(session, real, size, prefetched=ahead)
 
 
 class _Walk:
@@ -285,7 +295,8 @@ class _Walk:
             session, source = self.session, self.source
             size = attrs.size or 0
             return self._make(real, path, attrs, longname, "file", size=size,
-                              open=lambda: source._open(session, real, size))
+                              open=lambda: source._open(session, real, size),
+                              prefetch=lambda: source._prefetch(session, real))
         if stat.S_ISLNK(mode):
             target = await pending if pending is not None else b""
             if isinstance(target, OSError):

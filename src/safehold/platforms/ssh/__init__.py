@@ -31,6 +31,8 @@ T = TypeVar("T")
 # flight together) and how many such windows run ahead of the reader.
 READ_WINDOW = 4 * 1024 * 1024
 WINDOWS_AHEAD = 2
+# What a prefetch reads of a file before its turn: all of a small file, the start of a large one.
+PREFETCH_BYTES = 1024 * 1024
 CONNECT_TIMEOUT = 30
 
 
@@ -231,10 +233,10 @@ class RemoteFile:
     """A file on the host opened for reading, read ahead in ``READ_WINDOW`` pieces (each split by
     asyncssh into many requests in flight), so one slow round trip does not stall the chunker."""
 
-    def __init__(self, session: SshSession, path: bytes, size_hint: int | None = None) -> None:
+    def __init__(self, session: SshSession, path: bytes, size_hint: int | None = None,
+                 prefetched: Future | None = None) -> None:
         self.session = session
         self.path = path
-        self._handle = session.call(session.sftp.open(path, "rb"), path)
         # Windows are asked for up to the size the listing gave, then one at a time until a
         # short one: no request is cancelled half-way (asyncssh would orphan its sub-requests).
         self._size_hint = size_hint
@@ -243,6 +245,13 @@ class RemoteFile:
         self._windows: deque[Future] = deque()
         self._buffer = memoryview(b"")
         self._position = 0
+        if prefetched is not None:
+            # Opened and its first piece read ahead of time (``prefetch``); a short piece is the end.
+            self._handle, first = session.result(prefetched, path)
+            self._buffer, self._offset = memoryview(first), len(first)
+            self._eof = len(first) < PREFETCH_BYTES
+        else:
+            self._handle = session.call(session.sftp.open(path, "rb"), path)
         self._fill()
 
     def _fill(self) -> None:
@@ -308,6 +317,20 @@ class RemoteFile:
         self.close()
 
 
+def prefetch(session: SshSession, path: bytes) -> Future:
+    """Open ``path`` and read its first ``PREFETCH_BYTES`` now, on the session's loop; the future's
+    result, (handle, data), is handed to ``RemoteFile(prefetched=...)``. Errors stay in the future
+    and are raised by RemoteFile as for an open there."""
+    async def fetch() -> tuple[Any, bytes]:
+        handle = await session.sftp.open(path, "rb")
+        try:
+            return handle, await handle.read(PREFETCH_BYTES, 0)
+        except BaseException:
+            await _quiet_close(handle)
+            raise
+    return session.submit(fetch())
+
+
 async def _quiet_close(handle: Any) -> None:
     try:
         await handle.close()
@@ -315,4 +338,4 @@ async def _quiet_close(handle: Any) -> None:
         pass
 
 
-__all__ = ["READ_WINDOW", "RemoteFile", "SshSession", "SshSettings", "sftp_os_error"]
+__all__ = ["PREFETCH_BYTES", "READ_WINDOW", "RemoteFile", "SshSession", "SshSettings", "prefetch", "sftp_os_error"]

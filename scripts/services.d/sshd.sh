@@ -30,6 +30,7 @@ print_env() {
     echo "export SAFEHOLD_TEST_SSH_HOST=127.0.0.1"
     echo "export SAFEHOLD_TEST_SSH_PORT=$(cat "$DIR/port")"
     echo "export SAFEHOLD_TEST_SSH_USER=$(id -un)"
+    echo "export SAFEHOLD_TEST_SSH_UNPRIVILEGED_USER=nobody"
     echo "export SAFEHOLD_TEST_SSH_KEY=$DIR/client_key"
     echo "export SAFEHOLD_TEST_SSH_KNOWN_HOSTS=$DIR/known_hosts"
     echo "export SAFEHOLD_TEST_SSH_SFTP_LOG=$DIR/sftp.log"
@@ -61,10 +62,13 @@ PermitRootLogin prohibit-password
 UsePAM no
 # The authorized key lives under /tmp (sticky, world-writable): a test-only sshd.
 StrictModes no
-AllowUsers $(id -un)
+AllowUsers $(id -un) nobody
 MaxSessions 50
 MaxStartups 50:30:100
 Subsystem sftp $DIR/sftp-server
+# An unprivileged account (SFTP only: its shell is nologin) for files the backup cannot read.
+Match User nobody
+    ForceCommand internal-sftp
 CONF
     # Debian's sftp-server logging every request to sftp.log (stderr would go to the client), so
     # tests count on the server's side which files a backup opened.

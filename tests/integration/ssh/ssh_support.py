@@ -23,13 +23,15 @@ class SshServer:
     known_hosts: str
     sftp_log: str
     pid_file: str
+    unprivileged_user: str = ""  # an SFTP-only account without root's reach (files it cannot read)
 
     @classmethod
     def from_environment(cls, environ) -> "SshServer":
         return cls(host=environ["SAFEHOLD_TEST_SSH_HOST"], port=int(environ["SAFEHOLD_TEST_SSH_PORT"]),
                    user=environ["SAFEHOLD_TEST_SSH_USER"], key=environ["SAFEHOLD_TEST_SSH_KEY"],
                    known_hosts=environ["SAFEHOLD_TEST_SSH_KNOWN_HOSTS"],
-                   sftp_log=environ["SAFEHOLD_TEST_SSH_SFTP_LOG"], pid_file=environ["SAFEHOLD_TEST_SSH_PID"])
+                   sftp_log=environ["SAFEHOLD_TEST_SSH_SFTP_LOG"], pid_file=environ["SAFEHOLD_TEST_SSH_PID"],
+                   unprivileged_user=environ.get("SAFEHOLD_TEST_SSH_UNPRIVILEGED_USER", ""))
 
     def source(self, paths: list[str], **options) -> dict:
         return {"type": "ssh", "host": self.host, "port": self.port, "user": self.user, "paths": paths,

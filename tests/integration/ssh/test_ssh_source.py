@@ -4,7 +4,9 @@ backups, the host key check, a connection cut mid-backup, before/after commands.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -151,3 +153,33 @@ def test_before_and_after_run_on_the_host_and_after_always_runs(tmp_path, safeho
         backup_target(failing, "host")
     assert caught.value.exit_code == 66 and "exit status 3" in str(caught.value)
     assert log.read_text() == "before\nafter\nafter\n"
+
+
+def test_files_the_account_cannot_read_are_skipped_and_reported(tmp_path, safehold, ssh_server):
+    if not ssh_server.unprivileged_user:
+        pytest.skip("the test sshd offers no unprivileged account")
+    # Below a folder the unprivileged account can reach (pytest's tmp_path is private to root).
+    base = Path(tempfile.mkdtemp(prefix="safehold-ssh-unreadable-"))
+    try:
+        base.chmod(0o755)
+        data = base / "data"
+        data.mkdir(mode=0o755)
+        (data / "open.txt").write_text("readable")
+        (data / "open.txt").chmod(0o644)
+        (data / "secret.txt").write_text("not for the backup account")
+        (data / "secret.txt").chmod(0o600)
+        (data / "private").mkdir(mode=0o700)
+        (data / "private" / "inside").write_text("x")
+        context = safehold([data], user=ssh_server.unprivileged_user)
+        result = backup_target(context, "host")
+        warnings = result.summary["warnings"]
+        assert any("data/secret.txt" in w and "ermission denied" in w for w in warnings), warnings
+        assert any("data/private" in w and "folder skipped" in w for w in warnings), warnings
+        restored = tmp_path / "restored"
+        restore_snapshot(context, result.snapshot_id, str(restored))
+        assert (restored / "data" / "open.txt").read_text() == "readable"
+        assert not (restored / "data" / "secret.txt").exists()
+        lines = [record.message for record in context.catalog.job_logs(result.job_id)]
+        assert any("secret.txt" in line for line in lines)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

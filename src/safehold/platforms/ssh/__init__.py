@@ -180,6 +180,11 @@ class SshSession:
         options: dict[str, Any] = dict(
             port=self.settings.port, username=self.settings.user, known_hosts=trusted,
             config=None, connect_timeout=CONNECT_TIMEOUT, keepalive_interval=15, keepalive_count_max=4,
+            # AES-GCM first: through `cryptography` it costs asyncssh a third less CPU than its
+            # default chacha20-poly1305 (measured: 2.7 s against 3.8 s to read 240 MiB); the rest
+            # of asyncssh's list stays as fallbacks for servers without it.
+            encryption_algs=PREFERRED_CIPHERS + [name for name in _default_ciphers(asyncssh)
+                                                 if name not in PREFERRED_CIPHERS],
         )
         if keys != ():
             options.update(client_keys=keys, agent_path=None)
@@ -219,6 +224,15 @@ class SshSession:
             raise SshCommandFailed(which=which, host=self.settings.label, status=status,
                                    detail=(stderr.strip() or stdout.strip() or "no output")[-2000:])
         return status, stdout, stderr
+
+
+PREFERRED_CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
+
+
+def _default_ciphers(asyncssh: Any) -> list[str]:
+    from asyncssh.encryption import get_default_encryption_algs  # noqa: PLC0415
+
+    return [name.decode() for name in get_default_encryption_algs()]
 
 
 def _text(value: Any) -> str:

@@ -183,3 +183,18 @@ def test_files_the_account_cannot_read_are_skipped_and_reported(tmp_path, safeho
         assert any("secret.txt" in line for line in lines)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_host_that_does_not_answer_is_a_clear_error(tmp_path, safehold, ssh_server):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = safehold([tmp_path], port=port)
+    with pytest.raises(errors.SshConnectionFailed, match="cannot connect") as caught:
+        backup_target(context, "host")
+    assert caught.value.exit_code == 65
+    unknown = safehold([tmp_path], host="no-such-host.invalid")
+    with pytest.raises(errors.SshConnectionFailed, match="cannot connect"):
+        backup_target(unknown, "host")

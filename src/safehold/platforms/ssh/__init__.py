@@ -114,9 +114,10 @@ class SshSession:
     def translate(self, exc: BaseException, path: bytes | str = b"") -> BaseException:
         asyncssh = self._asyncssh
         host = self.settings.label
-        if isinstance(exc, (SshConnectionFailed, SshHostKeyRejected, OSError)) and not isinstance(
-                exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
+        if isinstance(exc, (SshConnectionFailed, SshHostKeyRejected)):
             return exc
+        # A bare OSError here is the transport's (no route, unknown host, reset): SFTP statuses
+        # about one path arrive as SFTPError and become OSErrors below, for the archiver to skip.
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
             where = f"the pinned host_key" if self.settings.host_key else f"known_hosts {self._known_hosts_path()}"
             return SshHostKeyRejected(host=host, detail=f"its host key does not match {where} ({exc.reason})")

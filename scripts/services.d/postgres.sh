@@ -20,11 +20,19 @@ install() {
 start() {
     local bin port
     bin=$(pg_bin)
+    # Already running (a second `services.sh start` while tests run): reuse it. Wiping its data
+    # under a live postmaster would break every test connected to it.
+    if [ -f "$DATA/port" ] && runuser -u postgres -- "$bin/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+        echo "export SAFEHOLD_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$(cat "$DATA/port")/postgres"
+        return
+    fi
+    stop  # a postmaster whose port file is gone, or stale files of a crashed one
     port=$(free_port)
-    rm -rf "$DATA"; mkdir -p "$DATA"; chown postgres:postgres "$DATA"
+    mkdir -p "$DATA"; chown postgres:postgres "$DATA"
     runuser -u postgres -- "$bin/initdb" -D "$DATA" -A trust -U postgres >/dev/null
     runuser -u postgres -- "$bin/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -s \
         -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$DATA -c fsync=off" start
+    echo "$port" >"$DATA/port"
     echo "export SAFEHOLD_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
 }
 

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 BATCH = 256  # items handed from the walk's loop to the archiver's thread at once
 QUEUE_BATCHES = 64  # batches the walk may run ahead
 LISTINGS_IN_FLIGHT = 32
+MAX_DEPTH = 300  # folders below a root; each level is a frame of the walk
 
 LIMITS_WARNING = (
     "ssh: SFTP (version 3) reports no ctime, inode or link count: unchanged files are recognised by "
@@ -214,7 +215,9 @@ class _Walk:
                 if isinstance(error, OSError):
                     return error
                 raise error from None
-        names = [n for n in names if n.filename not in (b".", b"..") and b"/" not in n.filename and n.filename]
+        # Names from the host are hostile: one component each, never '.', '..', empty, '/' or NUL.
+        names = [n for n in names if n.filename not in (b"", b".", b"..") and b"/" not in n.filename
+                 and b"\0" not in n.filename]
         names.sort(key=lambda n: n.filename)
         return names
 
@@ -237,6 +240,12 @@ class _Walk:
             item = await self._item(real, path, attrs, longname, pending)
             if item is not None:
                 await self._emit(item)
+            return
+        if path.count(b"/") >= MAX_DEPTH:
+            # Deeper than any real tree (PATH_MAX is 4096): a server presenting an endless folder.
+            if pending is not None:
+                pending.cancel()
+            self.view.warnings.append(f"{os.fsdecode(path)}: more than {MAX_DEPTH} folders deep (skipped)")
             return
         if pending is None:
             pending = asyncio.ensure_future(self._list(real))

@@ -198,3 +198,15 @@ def test_a_host_that_does_not_answer_is_a_clear_error(tmp_path, safehold, ssh_se
     unknown = safehold([tmp_path], host="no-such-host.invalid")
     with pytest.raises(errors.SshConnectionFailed, match="cannot connect"):
         backup_target(unknown, "host")
+
+
+def test_an_endless_folder_is_cut_with_a_warning(tmp_path, ssh_server):
+    from safehold.sources.ssh import MAX_DEPTH, SshSource
+
+    deep = tmp_path / "r"
+    os.makedirs(os.path.join(deep, *["a"] * (MAX_DEPTH + 5)))
+    source = SshSource(host=ssh_server.host, port=ssh_server.port, user=ssh_server.user, paths=[str(deep)],
+                       identity_file=ssh_server.key, known_hosts=ssh_server.known_hosts)
+    with source.open(None) as view:
+        paths = [item.path for item in view.items()]
+    assert len(paths) == MAX_DEPTH and any("folders deep (skipped)" in w for w in view.warnings)

@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +116,22 @@ def connections(server: SshServer) -> int:
                 continue
             count += int(fields[1]) == master
     return count
+
+
+def make_tree(root: Path) -> Path:
+    (root / "etc" / "app" / "conf.d").mkdir(parents=True)
+    (root / "etc" / "app" / "main.conf").write_text("listen 80\n")
+    (root / "etc" / "app" / "conf.d" / "a.conf").write_text("a\n")
+    secret = root / "etc" / "app" / "secret"
+    secret.write_bytes(b"key")
+    secret.chmod(0o600)
+    (root / "etc" / "empty").write_bytes(b"")
+    (root / "etc" / "big.bin").write_bytes(os.urandom(9 * 1024 * 1024 + 123))  # several read windows
+    (root / "etc" / "current").symlink_to("app/main.conf")
+    (root / "etc" / os.fsdecode(b"caf\xe9-latin1")).write_bytes(b"not utf-8 name")
+    (root / "etc" / "cache").mkdir()
+    (root / "etc" / "cache" / "x.tmp").write_text("excluded")
+    past = time.time() - 3600
+    for path in (root / "etc").rglob("*"):
+        os.utime(path, (past, past), follow_symlinks=False)
+    return root / "etc"

@@ -9,8 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ssh_support import PASSWORD, tree_state, write_config
-from test_ssh_source import make_tree
+from ssh_support import PASSWORD, make_tree, tree_state, write_config
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess:

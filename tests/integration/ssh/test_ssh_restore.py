@@ -14,8 +14,7 @@ from safehold import errors
 from safehold.engine.backup import backup_target
 from safehold.engine.restore import restore_snapshot
 
-from ssh_support import tree_state
-from test_ssh_source import make_tree
+from ssh_support import make_tree, tree_state
 
 
 def url(server, path: Path) -> str:

@@ -16,26 +16,7 @@ from safehold import errors
 from safehold.engine.backup import backup_target
 from safehold.engine.restore import restore_snapshot
 
-from ssh_support import tree_state
-
-
-def make_tree(root: Path) -> Path:
-    (root / "etc" / "app" / "conf.d").mkdir(parents=True)
-    (root / "etc" / "app" / "main.conf").write_text("listen 80\n")
-    (root / "etc" / "app" / "conf.d" / "a.conf").write_text("a\n")
-    secret = root / "etc" / "app" / "secret"
-    secret.write_bytes(b"key")
-    secret.chmod(0o600)
-    (root / "etc" / "empty").write_bytes(b"")
-    (root / "etc" / "big.bin").write_bytes(os.urandom(9 * 1024 * 1024 + 123))  # several read windows
-    (root / "etc" / "current").symlink_to("app/main.conf")
-    (root / "etc" / os.fsdecode(b"caf\xe9-latin1")).write_bytes(b"not utf-8 name")
-    (root / "etc" / "cache").mkdir()
-    (root / "etc" / "cache" / "x.tmp").write_text("excluded")
-    past = time.time() - 3600
-    for path in (root / "etc").rglob("*"):
-        os.utime(path, (past, past), follow_symlinks=False)
-    return root / "etc"
+from ssh_support import make_tree, tree_state
 
 
 def test_full_backup_over_sftp_restores_the_same_tree(tmp_path, safehold):

@@ -29,8 +29,9 @@ from __future__ import annotations
 import errno
 import posixpath
 import stat
+import threading
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -42,8 +43,9 @@ from ..text import printable
 from .base import BlobReader, Progress, RestoreReport, SnapshotInfo
 from .directory import PRIVILEGE_BITS, _malformed, selected, split_path
 
-#: Writes of one file kept in flight (each up to a chunk, about 1 MiB).
-WRITES_IN_FLIGHT = 16
+#: Writes of one file kept in flight (each up to a chunk, about 1 MiB), and files written at once.
+WRITES_IN_FLIGHT = 8
+FILES_IN_FLIGHT = 8
 
 
 def parse_url(url: str) -> tuple[str, str | None, int | None, str]:
@@ -74,6 +76,7 @@ class SshDestination:
         self._asyncssh: Any = None
         self.created: list[tuple[str, bytes]] = []  # ("dir"|"file"|"link", path) in creation order
         self._verified: set[bytes] = set()  # directories lstat-ed as real, or made by us
+        self._lock = threading.Lock()  # the report and ``created``, shared with the file writers
         self._root_made = False
 
     # -- the connection --------------------------------------------------------------------
@@ -141,6 +144,29 @@ class SshDestination:
         directories: list[tuple[bytes, dict]] = []
         symlinks: list[tuple[bytes, dict]] = []
         hardlinks: list[tuple[bytes, dict]] = []
+        # Files are written by a small pool, each file's requests pipelined: over a link with 20 ms
+        # round trips one file after another costs ~5 round trips each (measured: 3006 files in
+        # 292 s). Folders are made here, before their files are handed over; only the pool's
+        # results and the report are shared, under the lock.
+        self._lock = threading.Lock()
+        files: set[bytes] = set()
+        running: deque[Future] = deque()
+        with ThreadPoolExecutor(FILES_IN_FLIGHT, thread_name_prefix="safehold-ssh-restore") as pool:
+            try:
+                self._walk_items(plan, includes, report, progress, reader, pool, running, files,
+                                 directories, symlinks, hardlinks)
+                while running:
+                    running.popleft().result()
+            finally:
+                for future in running:
+                    future.cancel()
+        progress(report.bytes_written, "")
+        self._finish(session, report, directories, symlinks, hardlinks)
+        return report
+
+    def _walk_items(self, plan: Any, includes: list[bytes], report: RestoreReport, progress: Progress,
+                    reader: BlobReader, pool: ThreadPoolExecutor, running: deque, files: set[bytes],
+                    directories: list, symlinks: list, hardlinks: list) -> None:
         for item in plan:
             problem = _malformed(item)
             path = item.get("path") if isinstance(item, dict) else None
@@ -161,7 +187,15 @@ class SshDestination:
                     self._directory(remote)
                     directories.append((remote, item))
                 elif kind == "file":
-                    self._file(reader, remote, item, report, progress)
+                    if remote in files:
+                        raise _Refused("the snapshot holds this file twice")
+                    files.add(remote)
+                    running.append(pool.submit(self._file, reader, remote, item, report))
+                    while len(running) > 2 * FILES_IN_FLIGHT or (running and running[0].done()):
+                        running.popleft().result()  # a worker's error stops the restore here
+                    with self._lock:
+                        done = report.bytes_written
+                    progress(done, printable(item["path"]))
                 elif kind == "symlink":
                     symlinks.append((remote, item))
                 elif kind == "hardlink":
@@ -169,7 +203,11 @@ class SshDestination:
                 else:
                     report.special.append(f"{printable(path)}: a {kind}, which SFTP cannot create (skipped)")
             except _Refused as refused:
-                report.damaged.append(f"{printable(path)}: {refused}")
+                with self._lock:
+                    report.damaged.append(f"{printable(path)}: {refused}")
+
+    def _finish(self, session: SshSession, report: RestoreReport, directories: list, symlinks: list,
+                hardlinks: list) -> None:
         for remote, item in hardlinks:
             self._hardlink(remote, item, report)
         for remote, item in symlinks:
@@ -184,8 +222,6 @@ class SshDestination:
                 raise self._fail(remote, exc.strerror or str(exc)) from None
         for remote, item in reversed(directories):  # deepest first, after their contents
             self._set_directory_metadata(remote, item)
-        progress(report.bytes_written, "")
-        return report
 
     def commit(self) -> None:
         # Written in place, as a local directory restore: nothing to rename.
@@ -229,7 +265,8 @@ class SshDestination:
             self._call(self.session.sftp.mkdir(remote, attrs), remote)
         except OSError as exc:
             raise self._fail(remote, exc.strerror or str(exc)) from None
-        self.created.append(("dir", remote))
+        with self._lock:
+            self.created.append(("dir", remote))
         self._verified.add(remote)
 
     def _parent(self, parts: tuple[bytes, ...]) -> bytes:
@@ -285,17 +322,25 @@ class SshDestination:
             options.update(uid=item.get("uid", 0), gid=item.get("gid", 0))
         return self._asyncssh.SFTPAttrs(**options)
 
-    def _file(self, reader: BlobReader, remote: bytes, item: dict, report: RestoreReport, progress: Progress) -> None:
+    def _file(self, reader: BlobReader, remote: bytes, item: dict, report: RestoreReport) -> None:
+        """One file, on a pool thread: created exclusively, written with requests in flight, its
+        metadata set on the handle."""
         assert self.session is not None
         session, asyncssh = self.session, self._asyncssh
-        self._clear(remote)
+        try:
+            self._clear(remote)
+        except _Refused as refused:
+            with self._lock:
+                report.damaged.append(f"{printable(item['path'])}: {refused}")
+            return
         flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
         try:
             handle = self._call(session.sftp.open(remote, flags, asyncssh.SFTPAttrs(permissions=0o600), encoding=None),
                                 remote)
         except OSError as exc:
             raise self._fail(remote, exc.strerror or str(exc)) from None
-        self.created.append(("file", remote))
+        with self._lock:
+            self.created.append(("file", remote))
         chunks = item["chunks"]
         offset = 0
         pending: deque[Future] = deque()
@@ -307,8 +352,8 @@ class SshDestination:
                     offset += len(data)
                     while len(pending) > WRITES_IN_FLIGHT:
                         session.result(pending.popleft(), remote)
-                    report.bytes_written += len(data)
-                    progress(report.bytes_written, printable(item["path"]))
+                    with self._lock:
+                        report.bytes_written += len(data)
                 while pending:
                     session.result(pending.popleft(), remote)
             except IntegrityError:
@@ -318,14 +363,17 @@ class SshDestination:
                 self._call(handle.close(), remote)
                 handle = None
                 self._call(session.sftp.remove(remote), remote)
-                report.damaged.append(f"{printable(item['path'])}: damaged data")
+                with self._lock:
+                    report.damaged.append(f"{printable(item['path'])}: damaged data")
                 return
-            mode = self._mode(item, report)
+            with self._lock:
+                mode = self._mode(item, report)
             try:  # on the handle: never by a path someone could have swapped
                 self._call(handle.setstat(self._attrs(item, mode, owner=True)), remote)
             except PermissionError:
                 self._call(handle.setstat(self._attrs(item, mode, owner=False)), remote)
-            report.files += 1
+            with self._lock:
+                report.files += 1
         except OSError as exc:
             raise self._fail(remote, exc.strerror or str(exc)) from None
         finally:

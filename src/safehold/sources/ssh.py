@@ -11,7 +11,7 @@ count, and no extended attributes. So: owners' names come from the listing's ``l
 hard links are stored as separate files (their contents deduplicate), xattrs are not read,
 and the incremental check is on (path, size, mtime to the second): a file rewritten at the
 same size within the second of the previous backup's walk is not seen until it changes again.
-The snapshot's warnings say so once per run.
+The job log says so (info) once per run.
 
 Speed. One SSH connection, an asyncio loop in a private thread (``platforms.ssh``): the listings
 of sibling folders and the symlink targets are asked for together, ahead of the walk, and each
@@ -41,7 +41,7 @@ QUEUE_BATCHES = 64  # batches the walk may run ahead
 LISTINGS_IN_FLIGHT = 32
 MAX_DEPTH = 300  # folders below a root; each level is a frame of the walk
 
-LIMITS_WARNING = (
+LIMITS_NOTE = (
     "ssh: SFTP (version 3) reports no ctime, inode or link count: unchanged files are recognised by "
     "path, size and mtime to the second; hard links are stored as separate files; xattrs are not read"
 )
@@ -82,7 +82,7 @@ class SshSource:
         producer: list[Any] = []
         failed = False
         self.commands = []
-        notes: list[str] = []
+        notes: list[str] = [LIMITS_NOTE]
         try:
             if self.before:
                 self._run(session, "before", self.before, notes)
@@ -95,7 +95,7 @@ class SshSource:
                 roots.append((path, attrs))
             view = View(kind="files", paths=[self._url(p) for p in self.paths],
                         items=lambda: self._items(session, roots, view, producer),
-                        incremental="mtime", warnings=[LIMITS_WARNING], notes=notes)
+                        incremental="mtime", notes=notes)
             yield view
         except BaseException:
             failed = True

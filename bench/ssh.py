@@ -145,8 +145,15 @@ def run_safehold(work: Path, data: Path, env: dict, port: int) -> dict:
                       f"targets:\n  - {{name: host, tier: 2, source: {json.dumps(source)}}}\n")
     child = dict(os.environ, SAFEHOLD_BENCH_PASSWORD=PASSWORD, SAFEHOLD_CONFIG=str(config))
     subprocess.run([str(SAFEHOLD), "init"], env=child, check=True, capture_output=True)
-    return {"full": timed([str(SAFEHOLD), "backup", "--target", "host"], child),
-            "unchanged": timed([str(SAFEHOLD), "backup", "--target", "host"], child)}
+    measured = {"full": timed([str(SAFEHOLD), "backup", "--target", "host"], child),
+                "unchanged": timed([str(SAFEHOLD), "backup", "--target", "host"], child)}
+    # Restore to the host over SFTP (the same link), into a fresh folder, and check it.
+    out = work / "safehold-restored"
+    shutil.rmtree(out, ignore_errors=True)
+    url = f"ssh://{env['SAFEHOLD_TEST_SSH_USER']}@127.0.0.1:{port}{out}"
+    measured["restore"] = timed([str(SAFEHOLD), "restore", "latest:host", "--to", url], child)
+    same(data, out / data.name)
+    return measured
 
 
 def run_restic(work: Path, data: Path, env: dict, port: int) -> dict:
@@ -156,8 +163,14 @@ def run_restic(work: Path, data: Path, env: dict, port: int) -> dict:
     child = dict(os.environ, RESTIC_PASSWORD=PASSWORD, RESTIC_CACHE_DIR=str(work / "restic-cache"))
     base = ["restic", "-r", f"sftp:127.0.0.1:{repo}", "-o", f"sftp.command={command}", "--quiet"]
     subprocess.run(base + ["init"], env=child, check=True, capture_output=True)
-    return {"full": timed(base + ["backup", str(data)], child),
-            "unchanged": timed(base + ["backup", str(data)], child)}
+    measured = {"full": timed(base + ["backup", str(data)], child),
+                "unchanged": timed(base + ["backup", str(data)], child)}
+    # restic restores to where it runs: from the sftp: repository into a local folder.
+    out = work / "restic-restored"
+    shutil.rmtree(out, ignore_errors=True)
+    measured["restore"] = timed(base + ["restore", "latest", "--target", str(out)], child)
+    same(data, out / str(data).lstrip("/"))
+    return measured
 
 
 def run_rsync(work: Path, data: Path, env: dict, port: int) -> dict:
@@ -165,7 +178,22 @@ def run_rsync(work: Path, data: Path, env: dict, port: int) -> dict:
     shutil.rmtree(target, ignore_errors=True)
     shell = "ssh " + " ".join(ssh_options(env, port))
     command = ["rsync", "-a", "-e", shell, f"{env['SAFEHOLD_TEST_SSH_USER']}@127.0.0.1:{data}/", f"{target}/"]
-    return {"full": timed(command), "unchanged": timed(command)}
+    measured = {"full": timed(command), "unchanged": timed(command)}
+    back = work / "rsync-restored"
+    shutil.rmtree(back, ignore_errors=True)
+    measured["restore"] = timed(["rsync", "-a", "-e", shell, f"{target}/",
+                                 f"{env['SAFEHOLD_TEST_SSH_USER']}@127.0.0.1:{back}/"])
+    same(data, back)
+    return measured
+
+
+def same(original: Path, copy: Path) -> None:
+    """The restore holds every file of the tree with the same bytes (else the run stops)."""
+    for path in original.rglob("*"):
+        if path.is_file():
+            twin = copy / path.relative_to(original)
+            if not twin.is_file() or twin.read_bytes() != path.read_bytes():
+                raise SystemExit(f"restore differs at {twin}")
 
 
 def main() -> None:
@@ -223,7 +251,9 @@ def write_section(path: Path, results: dict, arguments: str) -> None:
         "",
         "safehold pulls the tree over SFTP from the loopback sshd of the test services into a local repository; "
         "restic 0.14 pushes the same tree into an `sftp:` repository on that sshd; rsync copies it over ssh (no "
-        "deduplication, no encryption: a floor). The second run of each is with nothing changed. The latency case "
+        "deduplication, no encryption: a floor). The second run of each is with nothing changed. Restore: safehold "
+        "writes the snapshot back to the host over SFTP (`--to ssh://`), restic restores from its `sftp:` "
+        "repository to a local folder, rsync pushes its copy back; each restore is compared with the tree. The latency case "
         "goes through a delaying proxy (this kernel has no `sch_netem`) that holds data "
         f"{results['delay_ms_each_way']:g} ms in each direction. Wall time of the whole command (safehold's includes "
         "its start-up and the key derivation); CPU (user + sys) of the command and its children (restic's and rsync's ssh "
@@ -242,13 +272,15 @@ def write_section(path: Path, results: dict, arguments: str) -> None:
 def markdown(results: dict) -> str:
     lines = [f"{results['files']} files, {results['bytes'] / 2**20:.0f} MiB; load average "
              f"{results['load_before']:.1f} before, {results['load_after']:.1f} after, {results['cpus']} cores.", "",
-             "| link | tool | full: s | full: MiB/s | full: CPU s | unchanged: s | unchanged: CPU s |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| link | tool | full: s | full: MiB/s | full: CPU s | unchanged: s | unchanged: CPU s | restore: s "
+             "| restore: MiB/s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for link, tools in results["runs"].items():
         for tool, phases in tools.items():
-            full, same = phases["full"], phases["unchanged"]
+            full, unchanged, back = phases["full"], phases["unchanged"], phases["restore"]
             lines.append(f"| {link} | {tool} | {full['seconds']} | {full['MiB_per_s']} | {full['cpu_seconds']} | "
-                         f"{same['seconds']} | {same['cpu_seconds']} |")
+                         f"{unchanged['seconds']} | {unchanged['cpu_seconds']} | {back['seconds']} | "
+                         f"{back['MiB_per_s']} |")
     return "\n".join(lines)
 
 

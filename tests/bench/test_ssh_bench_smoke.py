@@ -33,6 +33,7 @@ def test_ssh_bench_runs_every_tool_on_both_links(tmp_path: Path) -> None:
         assert set(tools) == {"safehold", "restic", "rsync"}
         for phases in tools.values():
             assert all(phase["seconds"] > 0 and phase["MiB_per_s"] > 0 for phase in phases.values())
+    assert all("restore" in phases for tools in data["runs"].values() for phases in tools.values())
     text = out.read_text()
     assert "<!-- ssh-bench:start -->" in text and "| +4 ms RTT | restic |" in text
     assert docs.stat().st_mtime_ns == before

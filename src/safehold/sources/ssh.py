@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import posixpath
 import stat
 import time
@@ -30,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from ..errors import SourceError, SshCommandFailed, SshConnectionFailed
+from ..text import printable
 from ..platforms.ssh import RemoteFile, SshSession, SshSettings, prefetch
 from .base import FileItem, View
 from .files import Patterns
@@ -122,7 +122,8 @@ class SshSource:
             notes.append(f"ssh {self.settings.label}: {which} command {command!r} failed: {exc}")
             raise
         seconds = time.monotonic() - started
-        tail = stdout.strip().splitlines()[-1][:200] if stdout.strip() else ""
+        # The host's output is hostile text: escaped, so no control sequence reaches a terminal via the log.
+        tail = printable(stdout.strip().splitlines()[-1][:200]) if stdout.strip() else ""
         notes.append(f"ssh {self.settings.label}: ran {which} command {command!r} (exit status 0, {seconds:.1f}s)"
                      + (f": {tail}" if tail else ""))
 
@@ -245,7 +246,7 @@ class _Walk:
             # Deeper than any real tree (PATH_MAX is 4096): a server presenting an endless folder.
             if pending is not None:
                 pending.cancel()
-            self.view.warnings.append(f"{os.fsdecode(path)}: more than {MAX_DEPTH} folders deep (skipped)")
+            self.view.warnings.append(f"{printable(path)}: more than {MAX_DEPTH} folders deep (skipped)")
             return
         if pending is None:
             pending = asyncio.ensure_future(self._list(real))
@@ -254,7 +255,7 @@ class _Walk:
             await self._flush()  # the archiver works on what is there while we wait
         listing = await pending
         if isinstance(listing, OSError):
-            self.view.warnings.append(f"{os.fsdecode(path)}: {listing.strerror or listing} (folder skipped)")
+            self.view.warnings.append(f"{printable(path)}: {listing.strerror or listing} (folder skipped)")
             return
         children = []
         for name in listing:
@@ -309,7 +310,7 @@ class _Walk:
         if stat.S_ISLNK(mode):
             target = await pending if pending is not None else b""
             if isinstance(target, OSError):
-                self.view.warnings.append(f"{os.fsdecode(path)}: {target.strerror or target} (link skipped)")
+                self.view.warnings.append(f"{printable(path)}: {target.strerror or target} (link skipped)")
                 return None
             return self._make(real, path, attrs, longname, "symlink", link_target=target)
         if stat.S_ISDIR(mode):
@@ -319,5 +320,5 @@ class _Walk:
         if stat.S_ISSOCK(mode):
             return self._make(real, path, attrs, longname, "socket")
         # Device nodes: SFTP does not tell their numbers; restoring one without them would be wrong.
-        self.view.warnings.append(f"{os.fsdecode(path)}: a device node, which SFTP cannot describe (skipped)")
+        self.view.warnings.append(f"{printable(path)}: a device node, which SFTP cannot describe (skipped)")
         return None

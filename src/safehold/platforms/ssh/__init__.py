@@ -21,9 +21,10 @@ import threading
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, TypeVar
 
 from ...errors import SshCommandFailed, SshConnectionFailed, SshHostKeyRejected
+from ...text import printable
 
 T = TypeVar("T")
 
@@ -223,7 +224,7 @@ class SshSession:
         stderr = _text(result.stderr)
         if status != 0:
             raise SshCommandFailed(which=which, host=self.settings.label, status=status,
-                                   detail=(stderr.strip() or stdout.strip() or "no output")[-2000:])
+                                   detail=printable((stderr.strip() or stdout.strip() or "no output")[-2000:]))
         return status, stdout, stderr
 
 

@@ -1,5 +1,5 @@
-"""One contract every file source passes (``sources.base.Source``), against the real thing: this
-host's files, and another host's over SSH (the loopback sshd of the test services).
+"""The contract of the file sources, against the real thing: this host's files, and another host's
+over SSH (the loopback sshd of the test services).
 
 - ``open`` yields a files view whose items come parents first, names sorted, paths relative and
   single-component safe, with the metadata the archiver stores and contents equal to the file's;

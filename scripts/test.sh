@@ -13,6 +13,7 @@ missing=()
 command -v mke2fs >/dev/null || missing+=(e2fsprogs)
 command -v restic >/dev/null || missing+=(restic)        # bench smoke test: the peers
 command -v borg >/dev/null || missing+=(borgbackup)
+command -v rsync >/dev/null || missing+=(rsync)          # the SSH benchmark's floor (bench/ssh.py)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -315,6 +315,35 @@ class HyperVConnectionFailed(SourceError):
     exit_code = 60
 
 
+# --- Linux hosts over SSH (64-66) ---------------------------------------------
+
+
+class SshHostKeyRejected(SourceError):
+    template = "SSH host {host} is refused: {detail}"
+    remedy = (
+        "host keys are never accepted automatically: if the host was rebuilt, check its new key out of band "
+        "(on its console: 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub') and put it in the known_hosts file "
+        "or host_key named in the configuration; otherwise treat the connection as under attack"
+    )
+    exit_code = 64
+
+
+class SshConnectionFailed(SourceError):
+    template = "SSH host {host}: {detail}"
+    remedy = (
+        "check host, port and user, that the key is in the account's authorized_keys and that the SFTP "
+        "subsystem is enabled; a backup cut off is not written, and the next run starts from the last "
+        "completed snapshot"
+    )
+    exit_code = 65
+
+
+class SshCommandFailed(SourceError):
+    template = "the {which} command on SSH host {host} failed (exit status {status}): {detail}"
+    remedy = "run the command by hand on the host as the backup user ('ssh USER@HOST COMMAND') and fix it"
+    exit_code = 66
+
+
 class DestinationError(SafeholdError):
     template = "cannot restore to {destination}: {detail}"
     remedy = "choose an empty directory or a new file, or pass --overwrite"

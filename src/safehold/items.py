@@ -41,6 +41,10 @@ class FileItem:
     # Regular files only. Raises ItemSkipped (or OSError) when the file cannot be read as listed;
     # the stream may be ChangeAware.
     open: Callable[[], BinaryIO] | None = None
+    # A hint, given a few items ahead by the archiver for a file it will read (not for one it takes
+    # unchanged from the parent): start fetching it now, so that over a high-latency link (SFTP)
+    # many small files are in flight instead of one round trip after another. Optional.
+    prefetch: Callable[[], None] | None = None
     xattrs: dict[bytes, bytes] | None = None  # extended attributes (ACLs, SELinux labels, user.*)
 
 
@@ -150,6 +154,9 @@ class View:
     token: dict = field(default_factory=dict)
     # Said to the job log with the snapshot's own warnings (e.g. "only crash-consistent").
     warnings: list[str] = field(default_factory=list)
+    # Said to the job log (info) once the view is closed: what the driver ran on the source host
+    # (an SSH target's before/after commands), so an operator sees what was done and when.
+    notes: list[str] = field(default_factory=list)
     # Called after every item is stored and before the snapshot is written; what it returns joins
     # the token. For platforms whose change-tracking id exists only once the source's snapshot is
     # released into a reference point (Hyper-V RCT); if it raises, no snapshot is written.

@@ -22,12 +22,15 @@ def _load(name: str, path: Path):
 
 
 sys.path.insert(0, str(TESTS / "unit" / "restore"))  # hostile_support: snapshots written item by item
+sys.path.insert(0, str(TESTS / "integration" / "ssh"))  # ssh_support
 _libvirt = _load("contract_libvirt_conftest", TESTS / "integration" / "libvirt" / "conftest.py")
 _vmware = _load("contract_vmware_conftest", TESTS / "integration" / "vmware" / "conftest.py")
 _ebs = _load("contract_ebs_conftest", TESTS / "integration" / "ebs" / "conftest.py")
 _hyperv = _load("contract_hyperv_conftest", TESTS / "hyperv" / "conftest.py")
+_ssh = _load("contract_ssh_conftest", TESTS / "integration" / "ssh" / "conftest.py")
 
 libvirt_uri, connection, make_domain = _libvirt.libvirt_uri, _libvirt.connection, _libvirt.make_domain
 lab = _vmware.lab
 moto_server, aws = _ebs.moto_server, _ebs.aws
 host = _hyperv.host
+ssh_server = _ssh.ssh_server

@@ -1,7 +1,8 @@
 """One contract every restore destination passes (``restore.base.Destination``), run against the
 real thing where there is one: a directory, an image file, libvirtd, vCenter (vcsim), the fake
 Hyper-V host, EBS (moto), PostgreSQL (a throwaway cluster: a real pg_dump of a table holding the
-data, restored through pg_restore and read back with a query) and a real program (``command``).
+data, restored through pg_restore and read back with a query), a real program (``command``) and a
+directory of another host over SFTP (a loopback sshd).
 
 - ``plan`` writes nothing, and refuses a bad destination with a clear error before writing;
 - ``write`` + ``commit`` restore byte-identical data and report the bytes;
@@ -353,7 +354,32 @@ def pg_cluster():
         cluster.stop()
 
 
-@pytest.fixture(params=["directory", "image", "libvirt", "vmware", "hyperv", "ebs", "postgres", "command"])
+class SshHarness(DirectoryHarness):
+    """A directory of another host, over SFTP (the loopback sshd of the test services)."""
+
+    def __init__(self, tmp_path: Path, server: Any) -> None:
+        super().__init__(tmp_path)
+        from safehold.platforms.ssh import SshSettings
+
+        self.server = server
+        self.settings = SshSettings(host=server.host, port=server.port, user=server.user,
+                                    identity_file=server.key, known_hosts=server.known_hosts)
+
+    def _at(self, path: Path) -> Any:
+        from safehold.restore.ssh import SshDestination
+
+        url = f"ssh://{self.server.user}@{self.server.host}:{self.server.port}{path}"
+        return SshDestination(options.SshOptions(kind="ssh", url=url), settings=self.settings, path=str(path))
+
+    def destination(self) -> Any:
+        return self._at(self.root / "out")
+
+    def bad_destination(self) -> Any:
+        (self.root / "a-file").write_bytes(b"")
+        return self._at(self.root / "a-file")
+
+
+@pytest.fixture(params=["directory", "image", "libvirt", "vmware", "hyperv", "ebs", "postgres", "command", "ssh"])
 def harness(request, tmp_path) -> Harness:
     kind = request.param
     if kind == "postgres":
@@ -371,6 +397,8 @@ def harness(request, tmp_path) -> Harness:
         return VmwareHarness(request.getfixturevalue("lab"))
     if kind == "hyperv":
         return HypervHarness(request.getfixturevalue("host"), tmp_path)
+    if kind == "ssh":
+        return SshHarness(tmp_path, request.getfixturevalue("ssh_server"))
     return EbsHarness(request.getfixturevalue("aws"))
 
 

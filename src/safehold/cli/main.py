@@ -189,7 +189,8 @@ def diff(first: str, second: str, json_output: bool = JsonOption) -> None:
 @app.command()
 def restore(
     snapshot: Optional[str] = typer.Argument(None, help="Snapshot id (prefix), 'latest' or 'latest:TARGET'."),
-    to: Optional[str] = typer.Option(None, "--to", help="Directory (file snapshots) or image file / block device."),
+    to: Optional[str] = typer.Option(None, "--to", help="Directory (file snapshots), image file / block device, "
+                                     "or ssh://user@host/path (file snapshots to another host over SFTP)."),
     include: list[str] = typer.Option([], "--include", "-i", help="Restore only this path (repeatable)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="With 'latest': the target's newest."),
     all_targets: bool = typer.Option(False, "--all", help="Restore the newest snapshot of every target into "

@@ -106,6 +106,8 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                 chunk_size = getattr(target.source, "chunk_size", None)
                 kwargs = {"chunk_size": chunk_size} if chunk_size else {}
                 snapshot = archiver.snapshot(view, target.name, parent, tags=tags, **kwargs)
+            for note in view.notes:
+                job.log(note)
             if isinstance(source, KeepsPlatformSnapshots) and target.retention is not None:
                 # A failure here must not fail a backup that is already stored; the next run
                 # applies retention again.

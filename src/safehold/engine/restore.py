@@ -88,6 +88,9 @@ def _spec(destination: str | dict, includes: list[str] | None, overwrite: bool, 
           special_files: bool) -> dict:
     if isinstance(destination, dict):
         return dict(destination)
+    if destination.startswith("ssh://"):
+        return {"kind": "ssh", "url": destination, "includes": list(includes or []), "overwrite": overwrite,
+                "special_files": special_files}
     return {"path": destination, "includes": list(includes or []), "overwrite": overwrite,
             "special_files": special_files, "into_directory": images_into_directory}
 
@@ -111,6 +114,8 @@ def describe(spec: dict) -> str:
         return f"postgres:{spec.get('to_dsn')}" + (f" database {spec['database']}" if spec.get("database") else "")
     if kind == "command":
         return f"command:{spec.get('run')}"
+    if kind == "ssh":
+        return str(spec.get("url"))
     return str(kind)
 
 
@@ -236,11 +241,35 @@ def build_destination(context: Context, options: Any, restore_root: str | None =
         return cls(options, password=password, threads=threads)
     if options.kind == "command":
         return cls(options, threads=threads)
+    if options.kind == "ssh":
+        if restore_root is not None:
+            raise errors.UsageError("a restore under a restore root cannot go to another host over SSH")
+        settings, path = ssh_settings(context, options.url)
+        return cls(options, settings=settings, path=path)
     from .ebs import aws_location, clients_for
 
     region, endpoint = aws_location(context, options.region)
     return cls(options, clients=clients_for(context, endpoint), region=region,
                threads=context.threads_or_default())
+
+
+def ssh_settings(context: Context, url: str) -> tuple[Any, str]:
+    """How to reach the host of an ssh:// restore URL: the keys and trusted host key of an ssh target
+    of the configuration for the same host (and user, when the URL names one), else the user's
+    defaults (~/.ssh keys and known_hosts). Returns (SshSettings, absolute path)."""
+    import getpass
+
+    from ..platforms.ssh import SshSettings
+    from ..restore.ssh import parse_url
+
+    host, user, port, path = parse_url(url)
+    sources = [t.source for t in context.config.targets if t.source.type == "ssh" and t.source.host == host]
+    match = next((s for s in sources if user in (None, s.user)), None)
+    if match is None:
+        return SshSettings(host=host, user=user or getpass.getuser(), port=port or 22), path
+    return SshSettings(host=host, user=user or match.user, port=port or match.port,
+                       identity_file=match.identity_file, identity_env=match.identity_env,
+                       known_hosts=match.known_hosts, host_key=match.host_key), path
 
 
 def _connector(context: Context, kind: str) -> Callable[[str], Any]:

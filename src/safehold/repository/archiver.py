@@ -29,7 +29,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ..items import ChangeAware, DiskItem, FileItem, ItemSkipped, SkippedItems, View, skip_reason
 from .chunker import DEFAULT_IMAGE_CHUNK
@@ -163,7 +163,7 @@ class Archiver:
                 pending.popleft()
                 tree.add(record)
 
-        for item in items:
+        for item in _with_prefetch(items, previous):
             record = _file_record(item)
             futures: list[Future] | None = None
             if item.type == "dir":
@@ -307,6 +307,25 @@ def _prefetcher(reader, changed: set[int], reusable_until: int, chunk_size: int,
             hinted += 1
 
     return advance
+
+
+#: Items the archiver looks ahead to hint the source which files it will read (FileItem.prefetch).
+PREFETCH_AHEAD = 64
+
+
+def _with_prefetch(items: Iterable[FileItem], previous: dict) -> Iterator[FileItem]:
+    """``items``, each file that will be read (new or changed) hinted ``PREFETCH_AHEAD`` items
+    before its turn; sources without the hint pass through unchanged."""
+    window: deque[FileItem] = deque()
+    for item in items:
+        if item.prefetch is not None and item.type == "file":
+            old = previous.get(item.path)
+            if old is None or old[:4] != (item.size, item.mtime_ns, item.ctime_ns, item.inode):
+                item.prefetch()
+        window.append(item)
+        if len(window) > PREFETCH_AHEAD:
+            yield window.popleft()
+    yield from window
 
 
 def _file_record(item: FileItem) -> dict:

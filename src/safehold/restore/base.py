@@ -109,6 +109,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "ebs": ("safehold.restore.ebs", "EbsDestination"),
     "postgres": ("safehold.restore.postgres", "PostgresDestination"),
     "command": ("safehold.restore.command", "CommandDestination"),
+    "ssh": ("safehold.restore.ssh", "SshDestination"),
 }
 
 

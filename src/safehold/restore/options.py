@@ -116,8 +116,17 @@ class CommandOptions(_Options):
     cwd: str | None = Field(None, description="Working directory of the command.")
 
 
+class SshOptions(_PathOptions):
+    """File snapshots into a directory of another host, over SFTP."""
+
+    kind: Literal["ssh"]
+    url: str = Field(description="ssh://[user@]host[:port]/absolute/path (made if missing; must be empty "
+                     "without overwrite). Keys and the trusted host key come from an ssh target of the same host.")
+
+
 DestinationOptions = Annotated[Union[DirectoryOptions, ImageOptions, LibvirtOptions, VmwareOptions, HypervOptions,
-                                     EbsOptions, PostgresOptions, CommandOptions], Field(discriminator="kind")]
+                                     EbsOptions, PostgresOptions, CommandOptions, SshOptions],
+                               Field(discriminator="kind")]
 #: The platform kinds the API accepts in ``params.to`` (directory and image go through ``params.destination``).
 #: postgres and command are deliberately not among them: through the API, ``password_env`` would let a
 #: client send a secret from the server's environment to a host of its choosing, and ``command`` would

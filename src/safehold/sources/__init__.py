@@ -26,6 +26,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "vmware": ("safehold.sources.vmware", "VmwareSource", "vmware"),
     "postgres": ("safehold.sources.postgres", "PostgresSource", "postgres"),
     "command": ("safehold.sources.command", "CommandSource", "directory"),
+    "ssh": ("safehold.sources.ssh", "SshSource", "directory"),
 }
 
 

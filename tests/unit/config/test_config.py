@@ -379,8 +379,12 @@ def test_unknown_source_type() -> None:
     )
 
 
-@pytest.mark.parametrize("kind", PLANNED_SOURCE_TYPES)
-def test_planned_source_types_say_what_this_release_supports(kind: str) -> None:
+def test_planned_source_types_say_what_this_release_supports(monkeypatch) -> None:
+    # Every type DESIGN.md names is implemented now (PLANNED_SOURCE_TYPES is empty); the message a
+    # named-but-missing type gets is kept for the next one, so it is checked with a stand-in.
+    assert PLANNED_SOURCE_TYPES == ()
+    kind = "mysql"
+    monkeypatch.setattr("safehold.config.targets.PLANNED_SOURCE_TYPES", (kind,))
     problem = only_problem(
         f"""\
         repository: {{url: /srv/repo}}

@@ -224,6 +224,8 @@ BackupParams = params.BackupParams
 CheckParams = params.CheckParams
 ForgetParams = params.ForgetParams
 MaintenanceParams = params.MaintenanceParams
+RepairIndexParams = params.RepairIndexParams
+RepairSnapshotsParams = params.RepairSnapshotsParams
 
 
 class BackupJob(_Body):
@@ -280,8 +282,23 @@ class MaintenanceJob(_Body):
     params: MaintenanceParams = Field(default_factory=MaintenanceParams)
 
 
-JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob,
-                       Field(discriminator="kind")]
+class RepairIndexJob(_Body):
+    """Rebuild the index from the pack headers (a lost or damaged index object), under the exclusive lock."""
+
+    kind: Literal["repair-index"]
+    params: RepairIndexParams = Field(default_factory=RepairIndexParams)
+
+
+class RepairSnapshotsJob(_Body):
+    """Write damaged snapshots again without the files whose data is missing (or, with read_data, damaged);
+    the originals are kept unless params.forget."""
+
+    kind: Literal["repair-snapshots"]
+    params: RepairSnapshotsParams = Field(default_factory=RepairSnapshotsParams)
+
+
+JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob
+                       | RepairIndexJob | RepairSnapshotsJob, Field(discriminator="kind")]
 
 
 class Token(BaseModel):

@@ -86,3 +86,58 @@ def test_snapshots_carry_original_replayed_and_skipped(context: Context, tmp_pat
 
     assert {"original", "replayed", "skipped"} <= set(schema["Snapshot"]["properties"])
     assert "forgotten_at" in schema["ForgetRecord"]["properties"]
+
+
+def test_repair_jobs_queued_over_the_api_repair_the_repository(context: Context, tmp_path: Path) -> None:
+    """POST /jobs takes repair-index and repair-snapshots; the queued jobs run as the CLI's commands do."""
+    from safehold.engine.jobs import run_job
+    from safehold.repository.check import check
+    from safehold.repository.repair import _chunk_ids
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a", "b"):
+        (data / name).write_bytes(os.urandom(200_000))
+    repository = context.open_repository(load_index=False)
+    first = backup(repository, data)
+    (data / "c").write_bytes(os.urandom(200_000))
+    second = backup(repository, data)
+    _, token = TokenStore(context.catalog).create("ops", "operator")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(context)) as client:
+        def submit(body: dict) -> dict:
+            response = client.post("/api/v1/jobs", json=body, headers=auth)
+            assert response.status_code == 202, response.text
+            assert response.json()["status"] == "queued"
+            record = run_job(context, response.json()["id"])
+            assert record.status == "succeeded", (record.error, record.details)
+            return client.get(f"/api/v1/jobs/{record.id}", headers=auth).json()
+
+        # A lost index object: check fails; the repair-index job brings the index back.
+        repository.backend.delete(Kind.INDEX, sorted(repository.index_names())[-1])
+        assert not check(context.open_repository(load_index=False)).ok
+        job = submit({"kind": "repair-index"})
+        assert job["kind"] == "repair-index" and job["details"]["params"] == {}
+        assert check(context.open_repository(load_index=False)).ok
+
+        # A flipped byte in file a's data: repair-snapshots (read_data) writes the first snapshot again without it.
+        fresh = context.open_repository()
+        [item] = [i for i in fresh.read_tree(first) if i["path"].endswith(b"/a")]
+        location = fresh.index.lookup(next(_chunk_ids(item)))
+        [pack_file] = (tmp_path / "repo" / "data").glob(f"*/{location.pack}")
+        raw = bytearray(pack_file.read_bytes())
+        raw[location.offset + location.length // 2] ^= 0xFF
+        pack_file.chmod(0o600)
+        pack_file.write_bytes(bytes(raw))
+        job = submit({"kind": "repair-snapshots", "params": {"snapshots": [first.id[:8]], "read_data": True}})
+        assert job["details"]["params"] == {"snapshots": [first.id[:8]], "read_data": True}
+        listed = {s["id"]: s for s in client.get("/api/v1/snapshots", headers=auth).json()["snapshots"]}
+        repaired = [s for s in listed.values() if s["original"] == first.id]
+        assert len(repaired) == 1 and first.id in listed and second.id in listed, listed
+        assert repaired[0]["files"] == 1  # b kept, a dropped
+
+        refused = client.post("/api/v1/jobs", json={"kind": "repair-snapshots", "params": {"snapshots": ["../x"]}},
+                              headers=auth)
+        assert refused.status_code == 422 and refused.json()["error"] == "InvalidRequest", refused.text
+        unknown = client.post("/api/v1/jobs", json={"kind": "repair-index", "params": {"all": True}}, headers=auth)
+        assert unknown.status_code == 422, unknown.text

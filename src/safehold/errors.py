@@ -114,8 +114,9 @@ class RepositoryLocked(SafeholdError):
 class LockLost(SafeholdError):
     template = "{purpose} lost its lock on the repository: {reason}"
     remedy = (
-        "it stopped and committed nothing (no snapshot), since a prune may have removed its data "
-        "meanwhile; run it again. If this recurs, find what pauses or cuts off safehold for minutes "
+        "it stopped and committed nothing (no snapshot) and deleted nothing more, since a prune may have "
+        "removed its data meanwhile (or, for a prune or forget, another host may be using what it would "
+        "delete); run it again. If this recurs, find what pauses or cuts off safehold for minutes "
         "(a suspended VM, a stopped process, a stalled network); locks go stale after {stale}"
     )
     exit_code = 25

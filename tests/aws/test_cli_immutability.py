@@ -191,3 +191,54 @@ def test_key_remove_under_object_lock_says_the_locked_version_stays(moto, lock_b
     assert "Object Lock keeps its stored version" in proc.stdout
     assert until.astimezone(timezone.utc).isoformat(timespec="seconds") in proc.stdout
     assert added not in ws.run("key", "list").stdout  # hidden, so ignored
+
+
+def test_audit_names_an_unlocked_forget_record_and_passes_after_maintenance(moto, lock_bucket, s3, tmp_path):
+    """A forget record is what flags a forgotten snapshot that is put back; one left unlocked (written by
+    a hand, or an older safehold) could be deleted to hide a replay, so the audit names it."""
+    from safehold.repository import Repository, Snapshot
+    from safehold.repository.forgotten import record_forgotten
+
+    ws = Workspace(tmp_path / "ws", moto, lock_bucket, {"mode": "GOVERNANCE", "days": 2})
+    ws.run("init")
+    ws.run("backup", "--target", "docs")
+    assert not any(f["check"] == "forgotten"
+                   for f in json.loads(ws.run("repo", "audit-immutability", "--json").stdout)["findings"])
+    # Planted: a forget record written without a lock (through a backend that sets none).
+    backend = S3Backend(f"s3://{lock_bucket}/safehold", client=moto.client("s3"))
+    repository = Repository.open(backend, PASSWORD.encode())
+    gone = Snapshot(id="ab" * 32, time=datetime.now(timezone.utc), target="docs", kind="files", hostname="h",
+                    paths=[], tree=[])
+    [name] = record_forgotten(repository, [gone], "planted")
+    assert "ObjectLockMode" not in s3.head_object(Bucket=lock_bucket, Key=f"safehold/forgotten/{name}")
+
+    proc = ws.run("repo", "audit-immutability", code=40)
+    assert f"1 forget record(s) are not locked: forgotten/{name[:8]}" in proc.stderr, proc.stderr
+    assert "safehold maintenance" in proc.stderr
+    report = json.loads(ws.run("repo", "audit-immutability", "--json", code=40).stdout)
+    assert [f["check"] for f in report["findings"] if f["level"] == "error"] == ["forgotten"]
+
+    extended = json.loads(ws.run("maintenance", "--json").stdout)["objects_extended"]
+    assert extended.get("forgotten") == 1
+    after = json.loads(ws.run("repo", "audit-immutability", "--json").stdout)
+    assert after["ok"], after
+    assert any(f["check"] == "forgotten" and "1 forget record(s) are locked until at least" in f["message"]
+               for f in after["findings"])
+
+
+def test_audit_warns_about_a_forget_record_locked_too_briefly(moto, lock_bucket, tmp_path):
+    from safehold.repository import Repository, Snapshot
+    from safehold.repository.forgotten import record_forgotten
+
+    ws = Workspace(tmp_path / "ws", moto, lock_bucket, {"mode": "GOVERNANCE", "days": 30})
+    ws.run("init")
+    ws.run("backup", "--target", "docs")
+    backend = S3Backend(f"s3://{lock_bucket}/safehold", client=moto.client("s3"), object_lock_mode="GOVERNANCE",
+                        object_lock_days=1)
+    repository = Repository.open(backend, PASSWORD.encode())
+    gone = Snapshot(id="cd" * 32, time=datetime.now(timezone.utc), target="docs", kind="files", hostname="h",
+                    paths=[], tree=[])
+    [name] = record_forgotten(repository, [gone], "planted")  # locked for 1 day from now: less than the day the audit wants left
+    report = json.loads(ws.run("repo", "audit-immutability", "--json").stdout)
+    [finding] = [f for f in report["findings"] if f["check"] == "forgotten"]
+    assert finding["level"] == "warning" and f"forgotten/{name[:8]}" in finding["message"], finding

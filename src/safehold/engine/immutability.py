@@ -19,6 +19,7 @@ from ..repository.immutability import (
     chain_of,
     chain_retention,
     extend_retention,
+    forget_records_retention,
     repository_objects_retention,
 )
 from ..repository.prune import plan_forget
@@ -142,13 +143,15 @@ def audit_immutability(context: Context, min_remaining: timedelta = DEFAULT_MIN_
             chain = chain_of(locked, kept)
             retention = chain_retention(locked, chain) if lock is not None else {}
             essentials = repository_objects_retention(locked) if lock is not None else {}
-        report.objects_checked = len(retention) + len(essentials)
+            records = forget_records_retention(locked) if lock is not None else {}
+        report.objects_checked = len(retention) + len(essentials) + len(records)
         if chain.unindexed_packs:
             report.add("error", "chain", f"{len(chain.unindexed_packs)} pack(s) used by kept snapshots are in no "
                        "index object", "run 'safehold check' and repair the repository")
         if lock is not None:
             _audit_repository_objects(report, essentials, now, min_remaining, lock.days)
             _audit_chains(report, chain, retention, now, min_remaining, lock.days)
+            _audit_forget_records(report, records, now, min_remaining, lock.days)
         return _finish(report, job)
 
 
@@ -192,6 +195,31 @@ def _audit_repository_objects(report: AuditReport, retention: dict, now: datetim
     if retention and not unlocked and not short:
         earliest = min(until for until in retention.values() if until is not None)
         report.add("info", "keys", f"the config and {len(retention) - 1} key file(s) are locked until at least "
+                   f"{earliest.isoformat(timespec='seconds')}")
+
+
+def _audit_forget_records(report: AuditReport, retention: dict[str, datetime | None], now: datetime,
+                          min_remaining: timedelta, days: int) -> None:
+    """Forget records flag a forgotten snapshot that is put back (a rollback); deleting one hides the
+    replay, so each must stay locked (maintenance extends them all, whatever the policy keeps)."""
+    if not retention:
+        return
+    unlocked = sorted(name for name, until in retention.items() if until is None or until <= now)
+    short = sorted(name for name, until in retention.items() if until is not None and now < until < now + min_remaining)
+    if unlocked:
+        report.add("error", "forgotten", f"{len(unlocked)} forget record(s) are not locked: "
+                   + ", ".join(f"forgotten/{name[:8]}" for name in unlocked[:10]) + (" ..." if len(unlocked) > 10 else "")
+                   + "; deleting one would let a forgotten snapshot put back pass as live (a rollback nobody "
+                   "notices)", "run 'safehold maintenance' now (it locks them for object_lock.days) and schedule it "
+                   "daily")
+    if short:
+        report.add("warning", "forgotten", f"{len(short)} forget record(s) are locked for less than "
+                   f"{_days(min_remaining)}: " + ", ".join(f"forgotten/{name[:8]}" for name in short[:10])
+                   + (" ..." if len(short) > 10 else ""),
+                   f"run 'safehold maintenance' and schedule it at least every {max(1, days // 2)} day(s)")
+    if not unlocked and not short:
+        earliest = min(until for until in retention.values() if until is not None)
+        report.add("info", "forgotten", f"{len(retention)} forget record(s) are locked until at least "
                    f"{earliest.isoformat(timespec='seconds')}")
 
 

@@ -19,7 +19,8 @@ from .. import errors
 from .context import Context
 from .params import PARAMS, QueuedPlatformRestore, restore_params_model
 
-SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance")
+SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance", "repair-index",
+                     "repair-snapshots")
 """Kinds a user or the scheduler may queue."""
 
 NEEDS_TARGET = ("backup", "restore-test")
@@ -130,6 +131,17 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
 
         days = params.get("renew_within_days")
         run_maintenance(context, None if days is None else timedelta(days=days), job_id=job_id)
+    elif kind == "repair-index":
+        from .repair import repair_index_job
+
+        repair_index_job(context, read_all_packs=bool(params.get("read_all_packs")),
+                         dry_run=bool(params.get("dry_run")), job_id=job_id)
+    elif kind == "repair-snapshots":
+        from .repair import repair_snapshots_job
+
+        repair_snapshots_job(context, list(params.get("snapshots") or []) or None,
+                             read_data=bool(params.get("read_data")), forget_originals=bool(params.get("forget")),
+                             dry_run=bool(params.get("dry_run")), job_id=job_id)
     else:  # submit_job refuses these; a row written by a newer release could still carry one
         raise errors.UsageError(f"this safehold cannot run jobs of kind {kind!r}")
 

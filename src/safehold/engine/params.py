@@ -5,6 +5,8 @@ them. Strict types and no unknown names: a typo in a request is an error, not an
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..restore.options import PlatformOptions
@@ -76,6 +78,26 @@ class MaintenanceParams(Params):
                                           "of object_lock.days.")
 
 
+class RepairIndexParams(Params):
+    read_all_packs: bool = Field(False, description="Read the header of every pack and rebuild the index from "
+                                 "headers alone (default: only packs no index names).")
+    dry_run: bool = Field(False, description="Report what would change; write nothing.")
+
+
+SnapshotRef = Annotated[str, Field(min_length=4, max_length=300, pattern=r"^([0-9a-f]{4,64}|latest(:[^\x00]{1,255})?)$")]
+
+
+class RepairSnapshotsParams(Params):
+    snapshots: list[SnapshotRef] = Field(default_factory=list, max_length=1000,
+                                         description="Only these snapshots (ids, unique prefixes of at least 4 "
+                                                     "hex characters, 'latest:TARGET'); every snapshot when empty.")
+    read_data: bool = Field(False, description="Also read the packs the snapshots use and drop files whose data "
+                            "fails verification (default: only missing or truncated data).")
+    forget: bool = Field(False, description="Forget each damaged original once its repaired copy is written "
+                         "(default: keep the originals).")
+    dry_run: bool = Field(False, description="Name the files that would be dropped; write nothing.")
+
+
 #: kind -> the model its queued params are validated with.
 PARAMS: dict[str, type[Params]] = {
     "backup": BackupParams,
@@ -85,4 +107,6 @@ PARAMS: dict[str, type[Params]] = {
     "prune": NoParams,
     "forget": ForgetParams,
     "maintenance": MaintenanceParams,
+    "repair-index": RepairIndexParams,
+    "repair-snapshots": RepairSnapshotsParams,
 }

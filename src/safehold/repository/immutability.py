@@ -16,6 +16,9 @@ Concepts:
   maintenance extends them whatever the retention policy keeps. A key removed
   with ``safehold key remove`` is no longer listed, so it is no longer extended:
   its locked version expires after its last lock ends.
+- **Forget records** (``forgotten/``): what flags a forgotten snapshot that is put
+  back (see forgotten.py). Deleting one hides a replay, so they are locked when
+  written and maintenance extends every one of them; the audit checks them.
 - **Pinned pack**: a pack named by an index object that is itself still
   retained. Prune keeps it, so that no surviving index object ever names a
   missing pack.
@@ -137,6 +140,13 @@ def repository_objects_retention(repository: Repository) -> dict[tuple[Kind, str
         except ObjectNotFound:
             result[(kind, name)] = None
     return result
+
+
+def forget_records_retention(repository: Repository) -> dict[str, datetime | None]:
+    """Retain-until of every forget record (None: not retained or missing); empty without retention."""
+    backend = retention_backend(repository)
+    names = sorted(info.name for info in repository.backend.list(Kind.FORGOTTEN)) if backend is not None else []
+    return _retention_of(backend, Kind.FORGOTTEN, names) if names else {}
 
 
 @dataclass

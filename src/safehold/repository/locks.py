@@ -25,6 +25,15 @@ from the backend and is called right before committing anything that refers
 to data written under the lock. Either raises ``LockLost``. A refresh that
 fails with a transient error is retried at the next tick (as restic does); the
 lock is lost only once the lapse reaches the hold limit.
+
+A holder about to *delete* (prune, forget, repair) proves one thing more with
+``verify_alone``: no lock that acquiring ours would have refused has appeared
+beside it (a host whose clock runs far ahead may judge a live lock stale and go
+ahead). A contender that is still acquiring writes its lock as a *claim* and
+deletes it again on seeing ours; only once it has listed the locks and found no
+conflict does it rewrite the lock without the claim mark. So a claim beside us
+is a contender backing off, and only a lock without the mark is a holder that
+went ahead. (A lock written by an older safehold has no mark: it counts as held.)
 """
 
 from __future__ import annotations
@@ -120,6 +129,7 @@ class LockInfo:
     created: float
     heartbeat: float
     namespace: str = ""
+    claim: bool = False  # written while acquiring, before the conflict check passed
 
     def is_stale(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -172,8 +182,10 @@ class Lock:
                                     "pid": os.getpid(), "created": self.created, "namespace": process_namespace()}
         return self._fixed_identity
 
-    def _encrypted(self) -> bytes:
+    def _encrypted(self, claim: bool = False) -> bytes:
         document = {**self._identity(), "purpose": self.purpose, "heartbeat": time.time()}
+        if claim:
+            document["claim"] = True
         return self.repository.cipher.encrypt(json.dumps(document).encode(), _AAD)
 
     # -- proving the lock is held ---------------------------------------------------
@@ -207,6 +219,38 @@ class Lock:
         # The read may itself have stalled; the lapse is judged after it.
         self.ensure_held()
 
+    def verify_alone(self) -> None:
+        """``verify``, and prove that no lock our acquiring would have refused is held beside
+        ours: a holder MUST call it right before each destructive step (deleting packs, index
+        objects, snapshots), since a host that judged our lock stale may be writing snapshots
+        that use what we are about to delete. Raises LockLost (and marks the lock lost)."""
+        self.verify()
+        for other in list_locks(self.repository):
+            if other.name == self.name or other.is_stale() or not (self.exclusive or other.exclusive):
+                continue
+            if other.claim and not self._claim_goes_ahead(other.name):
+                continue  # a contender that saw our lock and backed off (or is still deciding)
+            raise self.lose(f"{other.describe()} took a{'n exclusive' if other.exclusive else ' shared'} lock "
+                            "beside ours (it judged ours stale: are the clocks of the hosts far apart, or "
+                            f"{STALE_AFTER_ENV} different?)")
+        self.ensure_held()  # the listing may have stalled
+
+    def _claim_goes_ahead(self, name: str) -> bool:
+        """Watch a claim for a moment: a contender that sees our live lock deletes it at once;
+        one that judged ours stale rewrites it as held. Still a claim at the end: not (yet) held."""
+        for delay in (0.05, 0.1, 0.2, 0.4, 0.8):
+            time.sleep(delay)
+            try:
+                data = self.repository.backend.get(Kind.LOCKS, name)
+                document = json.loads(self.repository.cipher.decrypt(data, _AAD))
+            except ObjectNotFound:
+                return False
+            except (DecryptionFailed, ValueError):
+                return True  # unreadable now: count it as held, as list_locks does
+            if not document.get("claim"):
+                return True
+        return False
+
     def _check_own_object(self) -> None:
         try:
             data = self.repository.backend.get(Kind.LOCKS, self.name)
@@ -235,7 +279,7 @@ class Lock:
     def _create(self) -> None:
         # A conditional write (S3: If-None-Match), so a lock is never silently
         # replaced, even by a name collision; heartbeats then overwrite it.
-        self.repository._put(Kind.LOCKS, self.name, self._encrypted(), exclusive=True)
+        self.repository._put(Kind.LOCKS, self.name, self._encrypted(claim=True), exclusive=True)
 
     def _write(self) -> None:
         self.repository._put(Kind.LOCKS, self.name, self._encrypted())
@@ -258,6 +302,11 @@ class Lock:
                 )
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 5.0)
+        try:
+            self._write()  # the claim becomes a held lock (see verify_alone)
+        except BaseException:
+            self.repository.backend.delete(Kind.LOCKS, self.name)
+            raise
         self._refreshed = started
         self.repository.held_lock = self
         self._thread = threading.Thread(target=self._heartbeat, name="safehold-lock", daemon=True)
@@ -315,7 +364,8 @@ def list_locks(repository: "Repository") -> list[LockInfo]:
                         "created": 0.0, "heartbeat": time.time()}
         locks.append(LockInfo(info.name, bool(document["exclusive"]), document["hostname"], int(document["pid"]),
                               document.get("purpose", "?"), float(document["created"]),
-                              float(document["heartbeat"]), document.get("namespace", "")))
+                              float(document["heartbeat"]), document.get("namespace", ""),
+                              bool(document.get("claim", False))))
     return locks
 
 

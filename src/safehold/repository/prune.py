@@ -9,6 +9,14 @@ leaves every kept snapshot restorable:
 A crash before 3 leaves duplicate index entries (harmless); after 3, only
 unindexed packs, which the next prune reads the headers of and deletes.
 A pack no index names is read before anything is decided about it (see prune()).
+
+Before each destructive step (deleting snapshots, old index objects, packs,
+temporary files) the holder proves its lock is still its own and alone
+(``Repository.verify_before_delete``), and a lost lock stops every single delete
+(``ensure_lock``): a prune paused past the stale age may have been overtaken by a
+backup that now uses blobs the plan would delete. It then stops with LockLost,
+having deleted nothing more; what it wrote so far (repacked packs, new index
+objects) only duplicates what is kept.
 """
 
 from __future__ import annotations
@@ -119,6 +127,8 @@ def forget(repository: Repository, decisions: list[ForgetDecision], reason: str 
     back later is flagged as replayed."""
     hold_retained_snapshots(repository, decisions)
     going = [decision.snapshot for decision in decisions if not decision.keep]
+    if going:
+        repository.verify_before_delete()
     record_forgotten(repository, going, reason)
     for snapshot in going:
         repository.delete_snapshot(snapshot.id)
@@ -225,6 +235,7 @@ def prune(repository: Repository, dry_run: bool = False,
     if not delete and not repack and not unindexed and not reindexed:
         _remove_temporary_files(repository, report)
         return report
+    repository.ensure_lock()
 
     # 1. repack
     before = repository.stats.packs_written
@@ -232,6 +243,7 @@ def prune(repository: Repository, dry_run: bool = False,
         on_progress(f"repacking {len(repack)} pack(s)")
     failed_repack: set[str] = set()
     for pack in repack:
+        repository.ensure_lock()  # a lost lock stops the work here, long before any delete
         try:
             for entry, keep in pack_entries[pack]:
                 if keep:
@@ -260,18 +272,24 @@ def prune(repository: Repository, dry_run: bool = False,
     written_indexes = set(repository.index_names()) - set(old_indexes)
     packs = sorted(by_pack.items())
     for start in range(0, len(packs), INDEX_PACKS_PER_OBJECT):
+        repository.ensure_lock()
         repository.write_index_object(packs[start : start + INDEX_PACKS_PER_OBJECT])
     # Index objects this prune's repacking wrote are retained from birth: they stay as duplicates.
     fresh_retained = retained(repository, Kind.INDEX, written_indexes)
+    # 3. The first delete: prove the lock (see the module docstring); each delete checks it again.
+    repository.verify_before_delete()
     for name in list(old_indexes) + sorted(written_indexes):
         if name in kept_indexes or name in fresh_retained:
             until = kept_indexes.get(name) or fresh_retained[name]
             report.retained.append(RetainedObject(Kind.INDEX, name, until).as_dict())
             continue
+        repository.ensure_lock()
         repository.backend.delete(Kind.INDEX, name)
         report.index_objects_replaced += 1
     on_progress(f"deleting {len(gone)} pack(s)")
+    repository.verify_before_delete()
     for pack in sorted(gone):
+        repository.ensure_lock()
         repository.backend.delete(Kind.DATA, pack)
     _remove_temporary_files(repository, report)
     # The in-memory index still names deleted packs: read the new one.
@@ -320,4 +338,6 @@ def _hold_retained(repository: Repository, old_indexes: list[str], delete: list[
 
 def _remove_temporary_files(repository: Repository, report: PruneReport) -> None:
     if isinstance(repository.backend, TemporaryFilesBackend):
+        # Another writer's temporary files, should one have gone ahead beside a lost lock.
+        repository.verify_before_delete()
         report.temporary_files_removed = repository.backend.remove_temporary_files()

@@ -185,10 +185,13 @@ def repair_index(repository: Repository, *, read_all_packs: bool = False, dry_ru
         repository.write_index_object(packs[start : start + INDEX_PACKS_PER_OBJECT])
         report.index_objects_written += 1
     locked = retained(repository, Kind.INDEX, old_indexes)
+    # Deleting index objects: prove the lock first (as prune does), and stop at any delete once it is lost.
+    repository.verify_before_delete()
     for name in old_indexes:
         if name in locked:
             report.retained.append(RetainedObject(Kind.INDEX, name, locked[name]).as_dict())
             continue
+        repository.ensure_lock()
         repository.backend.delete(Kind.INDEX, name)
         report.index_objects_removed += 1
     # A damaged index object under retention stays; it must not stop this process from going on.

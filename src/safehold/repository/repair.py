@@ -283,6 +283,8 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
             if snapshot.id in locked:
                 report.warnings.append(f"original {snapshot.short_id} kept: retained by Object Lock until "
                                        f"{locked[snapshot.id].isoformat(timespec='seconds')}")
+        if going:
+            repository.verify_before_delete()
         record_forgotten(repository, going, "repair snapshots --forget")
         for snapshot in going:
             repository.delete_snapshot(snapshot.id)

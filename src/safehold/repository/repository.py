@@ -357,6 +357,23 @@ class Repository:
                              f"repository (pruned?), e.g. {missing[0][:16]}")
         lock.ensure_held()  # the listing may have stalled
 
+    def verify_before_delete(self) -> None:
+        """Prove, right before a destructive step (deleting packs, index objects, snapshots,
+        temporary files), that the lock is still ours and that no lock it excludes is held beside
+        it (``Lock.verify_alone``), then refresh it so the step has the whole stale age. Raises
+        LockLost: a host that judged our lock stale may be using what we would delete."""
+        lock = self.held_lock
+        if lock is None:
+            return
+        lock.verify_alone()
+        try:
+            lock.refresh()
+        except errors.LockLost:
+            raise
+        except Exception:  # a storage error on the heartbeat write: the read-only proof decided
+            pass
+        lock.ensure_held()
+
     # -- index ------------------------------------------------------------------
     def load_index(self, on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> None:
         """Load every index object. A damaged one raises, or with ``on_error`` is reported and skipped."""
@@ -552,6 +569,9 @@ class Repository:
         return self.load_snapshot(names[0])
 
     def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete one snapshot object. The caller proves its lock first (verify_before_delete);
+        a lock lost since then stops here, before the delete."""
+        self.ensure_lock()
         self.backend.delete(Kind.SNAPSHOTS, snapshot_id)
 
     # -- item streams -------------------------------------------------------------

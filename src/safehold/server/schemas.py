@@ -106,6 +106,20 @@ class Skipped(BaseModel):
     truncated: bool = Field(description="More entries were skipped than are listed.")
 
 
+class ForgetRecord(BaseModel):
+    """The forget record that names a snapshot present again after it was forgotten (a replay: a copy
+    put back, a delete undone). Texts come from the record; a damaged record still proves the forget."""
+
+    name: str = Field(description="The record's object name under forgotten/.")
+    snapshot: str = Field(description="Id of the snapshot that was forgotten.")
+    target: str | None = None
+    snapshot_time: str | None = Field(None, description="The snapshot's time, as the record gives it.")
+    forgotten_at: str | None = Field(None, description="When it was forgotten (ISO 8601).")
+    hostname: str | None = Field(None, description="Host that forgot it.")
+    reason: str | None = Field(None, examples=["retention policy", "forget by id", "repair snapshots --forget"])
+    unreadable: str | None = Field(None, description="Why the record's content could not be read, if it could not.")
+
+
 class Snapshot(BaseModel):
     id: str
     short_id: str
@@ -121,6 +135,12 @@ class Snapshot(BaseModel):
     bytes_read: int
     bytes_added: int
     skipped: Skipped | None = None
+    original: str | None = Field(None, description="Set on a snapshot written by 'safehold repair snapshots': the "
+                                                   "id of the damaged snapshot it replaces.")
+    replayed: ForgetRecord | None = Field(None, description="Set when the snapshot was forgotten and is present "
+                                                            "again (a rollback of the repository's history): "
+                                                            "'latest' and backups skip it, and restores refuse it "
+                                                            "(the CLI's 'restore --allow-replayed' overrides).")
 
 
 class SnapshotList(BaseModel):
@@ -204,6 +224,8 @@ BackupParams = params.BackupParams
 CheckParams = params.CheckParams
 ForgetParams = params.ForgetParams
 MaintenanceParams = params.MaintenanceParams
+RepairIndexParams = params.RepairIndexParams
+RepairSnapshotsParams = params.RepairSnapshotsParams
 
 
 class BackupJob(_Body):
@@ -260,8 +282,23 @@ class MaintenanceJob(_Body):
     params: MaintenanceParams = Field(default_factory=MaintenanceParams)
 
 
-JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob,
-                       Field(discriminator="kind")]
+class RepairIndexJob(_Body):
+    """Rebuild the index from the pack headers (a lost or damaged index object), under the exclusive lock."""
+
+    kind: Literal["repair-index"]
+    params: RepairIndexParams = Field(default_factory=RepairIndexParams)
+
+
+class RepairSnapshotsJob(_Body):
+    """Write damaged snapshots again without the files whose data is missing (or, with read_data, damaged);
+    the originals are kept unless params.forget."""
+
+    kind: Literal["repair-snapshots"]
+    params: RepairSnapshotsParams = Field(default_factory=RepairSnapshotsParams)
+
+
+JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob
+                       | RepairIndexJob | RepairSnapshotsJob, Field(discriminator="kind")]
 
 
 class Token(BaseModel):

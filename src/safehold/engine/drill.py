@@ -224,7 +224,7 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
         job.details["report"] = {kind: str(path) for kind, path in written.items()}
         job.log(f"evidence report in {folder}")
         if not passed:
-            bad = [f"{step['target']} {step['outcome']}" + ("" if step["rto_met"] else " (RTO missed)")
+            bad = [f"{step['target']} {step['outcome']}" + (" (RTO missed)" if step["outcome"] == "passed" else "")
                    for step in steps if step["outcome"] != "passed" or not step["rto_met"]]
             raise errors.DrillFailed(name=name, detail=", ".join(bad), report=str(folder), job_id=job.id)
         return DrillResult(passed, job.id, str(folder), evidence)

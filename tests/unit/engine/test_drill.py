@@ -158,3 +158,39 @@ def test_the_reports_escape_what_comes_from_snapshots_and_configuration() -> Non
     assert "src=" not in page and "href=" not in page and "http" not in page.replace("http-equiv", "")
     markdown = render_markdown(evidence)
     assert "<script>" not in markdown and "\\|x" in markdown
+
+
+def test_drill_metrics_follow_the_newest_drills_in_the_catalog(tmp_path) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from safehold.server.metrics import create_registry
+
+    def scrape() -> dict[str, dict[tuple, float]]:
+        text = generate_latest(create_registry(context)).decode()
+        return {family.name: {tuple(sorted(sample.labels.items())): sample.value for sample in family.samples}
+                for family in text_string_to_metric_families(text) if family.name.startswith("safehold_drill")}
+
+    context = drill_context(tmp_path, [DRILL])
+    labels = (("drill", "site-lost"), ("scenario", "on_prem_host_failure"))
+    assert scrape() == {"safehold_drill_last_success_timestamp_seconds": {labels: 0.0},
+                        "safehold_drill_last_duration_seconds": {}, "safehold_drill_last_status": {},
+                        "safehold_drill_target_art_seconds": {}}
+    backup_target(context, "db")
+    backup_target(context, "web")
+    result = run_drill(context, "site-lost", report_dir=tmp_path / "r1")
+    found = scrape()
+    job = context.catalog.get_job(result.job_id)
+    assert found["safehold_drill_last_success_timestamp_seconds"] == {labels: job.finished_at.timestamp()}
+    assert found["safehold_drill_last_duration_seconds"] == {labels: result.evidence["duration_seconds"]}
+    assert found["safehold_drill_last_status"] == {labels: 1.0}
+    assert found["safehold_drill_target_art_seconds"] == {
+        (*labels[:1], *labels[1:], ("target", step["target"])): step["art_seconds"]
+        for step in result.evidence["steps"]}
+    (tmp_path / "data" / "db" / "hostname").unlink()  # the next backup lacks the file db's check wants
+    backup_target(context, "db")
+    with pytest.raises(errors.DrillFailed):
+        run_drill(context, "site-lost", report_dir=tmp_path / "r2")
+    failed = scrape()
+    assert failed["safehold_drill_last_status"] == {labels: 0.0}
+    assert failed["safehold_drill_last_success_timestamp_seconds"] == found["safehold_drill_last_success_timestamp_seconds"]

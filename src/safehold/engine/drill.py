@@ -193,6 +193,9 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
     with context.catalog.job("drill", None, {"drill": name, "scenario": drill.scenario}) as job:
         job.log(f"drill {name} ({drill.scenario}): {len(plan.steps)} step(s) in {len(plan.waves)} wave(s), "
                 f"sandboxes under {root}")
+        leftovers = _remove_leftovers(context, drill, root)
+        for removed in leftovers:
+            job.log(f"removed the leftover of a run that ended: {removed}", level="warning")
         outcomes: dict[str, dict[str, Any]] = {}
         for wave in plan.waves:
             for target_name in wave:
@@ -217,6 +220,7 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
             "created": [item for step in steps for item in step["created"]],
             "removed": [item for step in steps for item in step["removed"]],
             "left_behind": [item for step in steps for item in step["created"] if item not in step["removed"]],
+            "leftovers_removed": leftovers,
         }
         job.details.update(evidence)
         folder = Path(report_dir) if report_dir else default_report_dir(context, name, job.id)
@@ -228,6 +232,22 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
                    for step in steps if step["outcome"] != "passed" or not step["rto_met"]]
             raise errors.DrillFailed(name=name, detail=", ".join(bad), report=str(folder), job_id=job.id)
         return DrillResult(passed, job.id, str(folder), evidence)
+
+
+def _remove_leftovers(context: Context, drill: Drill, root: Path) -> list[str]:
+    """What killed drills and restore tests left in this drill's sandbox folder and on the
+    hypervisors of its boot steps (only runs that are over: never a live run's sandbox)."""
+    from . import boot_check
+
+    uris = set()
+    for step in drill.steps:
+        check = _check_of(drill, context.config.target(step.target), step)
+        if isinstance(check, BootCheck):
+            uris.add(boot_check.sandbox_uri(context.config.target(step.target), check))
+    removed: list[str] = []
+    for uri in sorted(uris):
+        removed += boot_check.remove_leftovers(uri, root)
+    return removed + boot_check.remove_leftover_folders(root)
 
 
 def _step_record(step: Any) -> dict[str, Any]:
@@ -247,6 +267,7 @@ def _skipped(step: Any, failed: list[str]) -> dict[str, Any]:
 
 def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, started: float,
               wall_start: float, reference: dt.datetime) -> dict[str, Any]:
+    from .boot_check import write_owner
     from .restore import restore_in_job
     from .restore_test import SANDBOX_PREFIX, _boot_test, _log_restored, remove_sandbox, run_health_check, \
         sandbox_destination
@@ -257,6 +278,7 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
     step_start = time.monotonic()
     record["started"] = _iso(wall_start + (step_start - started))
     sandbox = Path(tempfile.mkdtemp(prefix=SANDBOX_PREFIX, dir=root))
+    write_owner(sandbox, job.id)  # so that the next run removes it if this one is killed
     record["created"].append({"kind": "sandbox folder", "name": str(sandbox)})
     job.log(f"{target.name}: restoring snapshot {step.snapshot_id[:8]} into {sandbox}")
     healthy_at: float | None = None

@@ -194,3 +194,27 @@ def test_drill_metrics_follow_the_newest_drills_in_the_catalog(tmp_path) -> None
     failed = scrape()
     assert failed["safehold_drill_last_status"] == {labels: 0.0}
     assert failed["safehold_drill_last_success_timestamp_seconds"] == found["safehold_drill_last_success_timestamp_seconds"]
+
+
+def test_a_killed_drill_s_sandbox_is_removed_by_the_next_run_and_a_live_one_is_kept(tmp_path) -> None:
+    import subprocess
+
+    from safehold.engine.boot_check import make_owner
+
+    drill = {"name": "site-lost", "scenario": "on_prem_host_failure", "restore_to": {"directory": "dr"},
+             "steps": [{"target": "db"}]}
+    context = drill_context(tmp_path, [drill])
+    backup_target(context, "db")
+    root = tmp_path / "dr"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed, live = root / "safehold-restore-test-killed", root / "safehold-restore-test-live"
+    for folder, pid in ((killed, dead.pid), (live, None)):
+        (folder / "restore").mkdir(parents=True)
+        attributes = make_owner(folder, 1).as_attributes()
+        if pid is not None:
+            attributes["pid"] = str(pid) if isinstance(attributes["pid"], str) else pid
+        (folder / "owner.json").write_text(json.dumps(attributes))
+    result = run_drill(context, "site-lost", report_dir=tmp_path / "r")
+    assert result.evidence["leftovers_removed"] == [f"folder {killed}"]
+    assert sorted(root.iterdir()) == [live]

@@ -15,7 +15,8 @@ restored snapshot at the drill's start (at ``before`` when the drill names the m
 disaster). The job's details hold the whole evidence (no new table); ``write_report`` renders it
 as JSON, Markdown and a self-contained HTML page.
 
-Steps run one after the other (a wave's steps too): restores compete for the same two cores
+A postgres step restores into a throwaway cluster (or the target's ``restore_test.server``) and
+runs a ``sql`` check there, as restore tests do. Steps run one after the other (a wave's steps too): restores compete for the same two cores
 and the same repository lock here, and a sequential drill measures each step's ART honestly.
 """
 
@@ -36,10 +37,7 @@ from ..config.models import BootCheck
 from .context import Context
 
 #: Sources a drill step cannot restore in this slice (they need their own sandbox kind).
-UNSUPPORTED_SOURCES = {
-    "postgres": "postgres steps (a throwaway cluster per drill) are not built yet; drill the target with "
-                "'safehold restore-test --target NAME' meanwhile",
-}
+UNSUPPORTED_SOURCES: dict[str, str] = {}
 
 
 @dataclass
@@ -295,6 +293,22 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
                 record["created"].append(domain)
                 record["removed"].append(domain)  # boot_restored raises SandboxNotRemoved otherwise
             healthy_at = started + art
+        elif target.source.type == "postgres":
+            from .postgres import restore_into_throwaway_cluster
+
+            destination.mkdir()
+            given = target.restore_test.server if target.restore_test is not None else None
+            where = {"kind": "database server", "name": f"new databases on {given.dsn}"} if given else \
+                {"kind": "throwaway PostgreSQL cluster", "name": f"initdb under a temporary folder (step {target.name})"}
+            record["created"].append(where)
+            try:
+                _, passed, detail = restore_into_throwaway_cluster(
+                    context, job, target, check,
+                    lambda other, env: run_health_check(other, destination, "files", env=env),
+                    snapshot_ref=step.snapshot_id)
+            finally:
+                record["removed"].append(where)  # stopped and removed (or dropped) whatever happened
+            healthy_at = time.monotonic()
         else:
             outcome = restore_in_job(context, job, step.snapshot_id, restore_to, target=target.name)
             _log_restored(job, outcome)

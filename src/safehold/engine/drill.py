@@ -172,12 +172,14 @@ def default_report_dir(context: Context, name: str, job_id: int) -> Path:
     return Path(context.config.state_dir) / "drills" / f"{name}-job{job_id}"
 
 
-def run_drill(context: Context, name: str, *, report_dir: str | Path | None = None) -> DrillResult:
+def run_drill(context: Context, name: str, *, report_dir: str | Path | None = None,
+              job_id: int | None = None) -> DrillResult:
     """Run drill ``name`` in sandboxes, record a 'drill' job, write the evidence report.
 
     Raises DrillNotFound, DrillNotReady (the plan lists problems: nothing was restored) and
     DrillFailed (a step failed its check, missed its RTO or was skipped; the report is written
-    first and the job recorded failed with the same evidence).
+    first and the job recorded failed with the same evidence). With ``job_id`` it runs as that
+    queued job (``engine.jobs``: the scheduler, the API), which the caller has claimed.
     """
     plan = plan_drill(context, name)
     if plan.problems:
@@ -188,7 +190,7 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
     reference = drill.before or dt.datetime.fromtimestamp(wall_start, dt.timezone.utc)
     root = drill_sandbox_root(context, drill)
     root.mkdir(parents=True, exist_ok=True)
-    with context.catalog.job("drill", None, {"drill": name, "scenario": drill.scenario}) as job:
+    with context.catalog.job("drill", None, {"drill": name, "scenario": drill.scenario}, job_id=job_id) as job:
         job.log(f"drill {name} ({drill.scenario}): {len(plan.steps)} step(s) in {len(plan.waves)} wave(s), "
                 f"sandboxes under {root}")
         leftovers = _remove_leftovers(context, drill, root)

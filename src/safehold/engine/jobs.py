@@ -19,7 +19,7 @@ from .. import errors
 from .context import Context
 from .params import PARAMS, QueuedPlatformRestore, restore_params_model
 
-SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance")
+SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance", "drill")
 """Kinds a user or the scheduler may queue."""
 
 NEEDS_TARGET = ("backup", "restore-test")
@@ -51,6 +51,8 @@ def submit_job(
     elif kind in NEEDS_TARGET:
         raise errors.UsageError(f"a {kind} job needs a target")
     checked = _check_params(kind, target, dict(params or {}))
+    if kind == "drill":
+        context.config.drill(checked["drill"])  # DrillNotFound listing the known names
     details: dict[str, Any] = {"params": checked, "trigger": trigger, "attempt": attempt}
     return context.catalog.queue_job(kind, target, details)
 
@@ -130,6 +132,10 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
 
         days = params.get("renew_within_days")
         run_maintenance(context, None if days is None else timedelta(days=days), job_id=job_id)
+    elif kind == "drill":
+        from .drill import run_drill
+
+        run_drill(context, str(params.get("drill", "")), job_id=job_id)
     else:  # submit_job refuses these; a row written by a newer release could still carry one
         raise errors.UsageError(f"this safehold cannot run jobs of kind {kind!r}")
 

@@ -76,6 +76,10 @@ class MaintenanceParams(Params):
                                           "of object_lock.days.")
 
 
+class DrillParams(Params):
+    drill: str = Field(min_length=1, max_length=128, description="Name of a drill under 'drills:' in targets.yml.")
+
+
 #: kind -> the model its queued params are validated with.
 PARAMS: dict[str, type[Params]] = {
     "backup": BackupParams,
@@ -85,4 +89,5 @@ PARAMS: dict[str, type[Params]] = {
     "prune": NoParams,
     "forget": ForgetParams,
     "maintenance": MaintenanceParams,
+    "drill": DrillParams,
 }

@@ -204,6 +204,7 @@ BackupParams = params.BackupParams
 CheckParams = params.CheckParams
 ForgetParams = params.ForgetParams
 MaintenanceParams = params.MaintenanceParams
+DrillParams = params.DrillParams
 
 
 class BackupJob(_Body):
@@ -260,8 +261,15 @@ class MaintenanceJob(_Body):
     params: MaintenanceParams = Field(default_factory=MaintenanceParams)
 
 
-JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob,
-                       Field(discriminator="kind")]
+class DrillJob(_Body):
+    """Run a disaster-recovery drill (``drills:`` in targets.yml) in sandboxes and write its evidence report."""
+
+    kind: Literal["drill"]
+    params: DrillParams
+
+
+JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob
+                       | DrillJob, Field(discriminator="kind")]
 
 
 class Token(BaseModel):

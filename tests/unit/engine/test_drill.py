@@ -218,3 +218,42 @@ def test_a_killed_drill_s_sandbox_is_removed_by_the_next_run_and_a_live_one_is_k
     result = run_drill(context, "site-lost", report_dir=tmp_path / "r")
     assert result.evidence["leftovers_removed"] == [f"folder {killed}"]
     assert sorted(root.iterdir()) == [live]
+
+
+def test_a_drill_is_a_job_like_any_other_queued_then_run_by_a_worker(tmp_path) -> None:
+    from safehold.engine.jobs import run_job, submit_job
+
+    context = drill_context(tmp_path, [DRILL])
+    with pytest.raises(errors.DrillNotFound):
+        submit_job(context, "drill", None, {"drill": "nope"})
+    with pytest.raises(errors.UsageError, match="unknown parameter 'target' for a drill job"):
+        submit_job(context, "drill", None, {"drill": "site-lost", "target": "db"})
+    not_ready = run_job(context, submit_job(context, "drill", None, {"drill": "site-lost"}, trigger="scheduler"))
+    assert not_ready.status == "failed" and not_ready.error_type == "DrillNotReady"
+    backup_target(context, "db")
+    backup_target(context, "web")
+    job_id = submit_job(context, "drill", None, {"drill": "site-lost"}, trigger="api")
+    record = run_job(context, job_id)
+    assert (record.id, record.kind, record.status) == (job_id, "drill", "succeeded")
+    assert record.details["trigger"] == "api" and record.details["passed"] is True
+    assert [step["outcome"] for step in record.details["steps"]] == ["passed", "passed"]
+    assert Path(record.details["report"]["json"]).parent == Path(context.config.state_dir) / "drills" / \
+        f"site-lost-job{job_id}"
+
+
+def test_the_api_queues_a_drill_and_names_an_unknown_one(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from safehold.server.app import create_app
+    from safehold.server.auth import TokenStore
+
+    context = drill_context(tmp_path, [DRILL])
+    _, token = TokenStore(context.catalog).create("t", "operator")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(context), raise_server_exceptions=False) as client:
+        missing = client.post("/api/v1/jobs", json={"kind": "drill", "params": {"drill": "nope"}}, headers=auth)
+        assert missing.status_code == 404 and missing.json()["error"] == "DrillNotFound", missing.text
+        queued = client.post("/api/v1/jobs", json={"kind": "drill", "params": {"drill": "site-lost"}}, headers=auth)
+        assert queued.status_code == 202, queued.text
+    job = context.catalog.list_jobs(kind="drill")[0]
+    assert job.details["params"] == {"drill": "site-lost"} and job.details["trigger"] == "api"

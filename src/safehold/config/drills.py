@@ -139,6 +139,14 @@ class Drill(_Model):
         description="Where the steps restore (default: a sandbox on this host).",
         examples=[{"type": "sandbox", "directory": "/srv/dr", "uri": "qemu:///system"}],
     )
+    every: Duration | None = Field(
+        None,
+        description=(
+            "Run the drill this often from the scheduler ('safehold serve', 'safehold scheduler run'), one drill "
+            "at a time. Default: only when asked ('safehold drill run NAME' or the API)."
+        ),
+        examples=["30d"],
+    )
     before: datetime | None = Field(
         None,
         description=(

@@ -321,6 +321,9 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
         record["detail"] = detail
     except errors.SafeholdError as exc:
         record["outcome"], record["detail"] = "error", f"{type(exc).__name__}: {exc.message}"
+        if isinstance(exc, errors.SandboxNotRemoved):  # made, and still there: the report must say so
+            record["created"].append({"kind": "sandbox domain",
+                                      "name": f"{exc.fields.get('name')} on {exc.fields.get('uri')}"})
     finally:
         remove_sandbox(sandbox)
         if not sandbox.exists():

@@ -170,6 +170,9 @@ class SafeholdCollector(Collector):
         art = GaugeMetricFamily("safehold_drill_target_art_seconds",
                                 "Actual recovery time of each target in the newest passed drill (drill start to "
                                 "healthy)", labels=(*labels, "target"))
+        interval = GaugeMetricFamily("safehold_drill_interval_seconds",
+                                     "Configured interval between drills (every:); only drills the scheduler runs",
+                                     labels=labels)
         newest: dict[str, Any] = {}
         newest_passed: dict[str, Any] = {}
         # Newest first; drills are rare (monthly, say), so reading all their jobs is cheap.
@@ -182,6 +185,8 @@ class SafeholdCollector(Collector):
                 newest_passed.setdefault(name, job)
         for drill in drills:
             values = (drill.name, drill.scenario)
+            if drill.every is not None:
+                interval.add_metric(values, drill.every.total_seconds())
             if drill.name in newest:
                 status.add_metric(values, 1.0 if newest[drill.name].status == "succeeded" else 0.0)
             passed = newest_passed.get(drill.name)
@@ -192,7 +197,7 @@ class SafeholdCollector(Collector):
             for step in passed.details.get("steps") or []:
                 if isinstance(step, dict) and isinstance(step.get("target"), str) and step.get("art_seconds") is not None:
                     art.add_metric((*values, step["target"]), float(step["art_seconds"]))
-        yield from (success, duration, status, art)
+        yield from (success, duration, status, art, interval)
 
     def _backup_totals(self, labels: dict[str, tuple[str, str, str]]) -> Iterator[Metric]:
         duration = HistogramMetricFamily("safehold_backup_duration_seconds",

@@ -175,7 +175,7 @@ def test_drill_metrics_follow_the_newest_drills_in_the_catalog(tmp_path) -> None
     labels = (("drill", "site-lost"), ("scenario", "on_prem_host_failure"))
     assert scrape() == {"safehold_drill_last_success_timestamp_seconds": {labels: 0.0},
                         "safehold_drill_last_duration_seconds": {}, "safehold_drill_last_status": {},
-                        "safehold_drill_target_art_seconds": {}}
+                        "safehold_drill_target_art_seconds": {}, "safehold_drill_interval_seconds": {}}
     backup_target(context, "db")
     backup_target(context, "web")
     result = run_drill(context, "site-lost", report_dir=tmp_path / "r1")

@@ -285,6 +285,49 @@ def overview() -> dashboard.Dashboard:
         .reduce_options(LAST_VALUE)
         .grid_pos(position(14, 21, 10, 9))
     )
+
+    board = board.with_row(dashboard.Row("Disaster-recovery drills").grid_pos(position(0, 30, 24, 1)))
+    board = board.with_panel(
+        table.Panel()
+        .title("Last drill per scenario")
+        .description("Each drill of targets.yml ('drills:'): the newest run's outcome, how long the newest passing "
+                     "run took, and how long ago it passed. A failed drill raises DRDrillFailed.")
+        .datasource(DATASOURCE)
+        .with_target(query("safehold_drill_last_status", ref="status", instant=True, table_format=True))
+        .with_target(query("safehold_drill_last_duration_seconds", ref="duration", instant=True, table_format=True))
+        .with_target(query("time() - (safehold_drill_last_success_timestamp_seconds > 0)", ref="age", instant=True,
+                           table_format=True))
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(model.DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True, "__name__": True, "instance": True, "job": True},
+            "renameByName": {"Value #status": "Last run", "Value #duration": "Duration (last pass)",
+                             "Value #age": "Last pass (ago)", "drill": "Drill", "scenario": "Scenario"},
+            "indexByName": {"drill": 0, "scenario": 1, "Value #status": 2, "Value #duration": 3, "Value #age": 4},
+        }))
+        .frame_index(0)
+        .show_header(True)
+        .override_by_name("Last run", [
+            model.DynamicConfigValue(id_val="mappings", value=status_mappings("passed", "failed")),
+            model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+        ])
+        .override_by_name("Duration (last pass)", [model.DynamicConfigValue(id_val="unit", value="s")])
+        .override_by_name("Last pass (ago)", [model.DynamicConfigValue(id_val="unit", value="s")])
+        .grid_pos(position(0, 31, 12, 8))
+    )
+    board = board.with_panel(
+        bargauge.Panel()
+        .title("Drill ART per target")
+        .description("Each target's actual recovery time in the newest passing drill, from the drill's start (the "
+                     "declared disaster) to the target being healthy.")
+        .datasource(DATASOURCE)
+        .with_target(query("safehold_drill_target_art_seconds", "{{drill}}: {{target}}", instant=True))
+        .unit("s")
+        .min(0)
+        .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .reduce_options(LAST_VALUE)
+        .grid_pos(position(12, 31, 12, 8))
+    )
     return board
 
 

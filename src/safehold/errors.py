@@ -556,6 +556,25 @@ class BackupPartial(SafeholdError):
     exit_code = 4
 
 
+class DrillNotFound(SafeholdError):
+    template = "no drill named {name!r} in {path}"
+    remedy = "known drills: {known}; drills are defined under 'drills:' in targets.yml"
+    exit_code = 80
+
+
+class DrillNotReady(SafeholdError):
+    template = "drill {name} cannot run: {detail}"
+    remedy = "'safehold drill plan {name}' lists what is missing; back up the targets it names or fix targets.yml"
+    exit_code = 81
+
+
+class DrillFailed(SafeholdError):
+    template = "drill {name} failed: {detail}"
+    remedy = "the evidence report in {report} and 'safehold jobs --id {job_id}' show each step; fix it and run " \
+             "'safehold drill run {name}' again"
+    exit_code = 82
+
+
 class InternalError(SafeholdError):
     template = "internal error: {message}"
     remedy = "this is a bug in safehold; please report it with the traceback above"

@@ -53,6 +53,17 @@ EXPORTED_METRICS = frozenset(
         "safehold_build_info",
     }
 )
+# Exported only for drills configured under `drills:` (tests/unit/engine/test_drill.py covers them).
+DRILL_METRICS = frozenset(
+    {
+        "safehold_drill_last_success_timestamp_seconds",
+        "safehold_drill_last_duration_seconds",
+        "safehold_drill_last_status",
+        "safehold_drill_target_art_seconds",
+        "safehold_drill_interval_seconds",
+    }
+)
+EXPORTED_METRICS = EXPORTED_METRICS | DRILL_METRICS
 # Series Prometheus itself writes for every scrape and every alert.
 PROMETHEUS_METRICS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
 
@@ -65,6 +76,8 @@ ALERT_NAMES = (
     "RestoreTestOverdue",
     "RTOAtRisk",
     "SafeholdDown",
+    "DRDrillFailed",
+    "DRDrillOverdue",
 )
 
 

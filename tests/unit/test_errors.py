@@ -29,6 +29,7 @@ STABLE |= {"KeyRetained": 37}
 STABLE |= {"PostgresToolTooOld": 67, "PostgresError": 68, "CommandFailed": 69, "PostgresRestoreRefused": 33}
 STABLE |= {"PruneRefused": 27, "SnapshotReplayed": 28, "RepairRefused": 29}
 STABLE |= {"SshHostKeyRejected": 64, "SshConnectionFailed": 65, "SshCommandFailed": 66}
+STABLE |= {"DrillNotFound": 80, "DrillNotReady": 81, "DrillFailed": 82}
 
 
 def test_exit_codes_never_change():

@@ -629,6 +629,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.immutability",
     "safehold.cli.server",
     "safehold.cli.repair",
+    "safehold.cli.drill",
 ]
 
 

@@ -3,7 +3,8 @@
 Concepts: ``Config`` (the whole file) holds a ``RepositoryConfig``, the
 ``TierConfig`` of each tier (RPO/RTO) and the ``Target`` list; each target has a
 ``Source`` (one model per source type: ``FilesSource``, ``ImageSource``, ``HyperVSource``, ``LibvirtSource`` ...), an optional ``Retention`` and
-``RestoreTest``. Secrets are never in the file: ``RepositoryConfig.password()``
+``RestoreTest``; ``Drill``s (``drills:``) rehearse disasters over several targets.
+Secrets are never in the file: ``RepositoryConfig.password()``
 reads them from the environment or a password file when needed.
 """
 
@@ -19,6 +20,9 @@ from safehold.config.models import (
     ChecksumCheck,
     CommandCheck,
     Config,
+    Drill,
+    DrillDestination,
+    DrillStep,
     FileExistsCheck,
     EbsCopy,
     EbsSource,
@@ -50,6 +54,9 @@ __all__ = [
     "ChecksumCheck",
     "CommandCheck",
     "Config",
+    "Drill",
+    "DrillDestination",
+    "DrillStep",
     "FileExistsCheck",
     "EbsCopy",
     "EbsSource",

@@ -10,6 +10,7 @@ The other models live in one module per concept:
 - ``targets``: ``Target``, ``TierConfig``, ``Retention``;
 - ``restore_test``: ``RestoreTest`` and its health checks;
 - ``scheduler``: ``SchedulerConfig``;
+- ``drills``: ``Drill``, ``DrillStep``, ``DrillDestination``;
 - ``sources``: the ``Source`` union, one module per platform.
 
 This module re-exports their public names, so ``from safehold.config.models
@@ -43,6 +44,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from safehold.config.common import _context, _environ, _invalid, _Model, _problem, _reraise, _resolve_path
+from safehold.config.drills import DRILL_SCENARIOS, Drill, DrillDestination, DrillStep, drill_problems
 from safehold.config.fields import CRON_USAGE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ChunkSize, Cron, Duration
 from safehold.config.repository import DEFAULT_PASSWORD_ENV, CatalogConfig, ObjectLock, RepositoryConfig
 from safehold.config.restore_test import (
@@ -79,6 +81,7 @@ __all__ = [
     "DEFAULT_PASSWORD_ENV",
     "DEFAULT_STATE_DIR",
     "DEFAULT_TIERS",
+    "DRILL_SCENARIOS",
     "HEALTH_CHECK_TYPES",
     "MAX_CHUNK_SIZE",
     "MIN_CHUNK_SIZE",
@@ -93,6 +96,9 @@ __all__ = [
     "CommandCheck",
     "Config",
     "Cron",
+    "Drill",
+    "DrillDestination",
+    "DrillStep",
     "Duration",
     "EbsCopy",
     "EbsSource",
@@ -146,7 +152,7 @@ def _cross_check(data: dict[str, Any]) -> list[InitErrorDetails]:
     targets = data.get("targets")
     tiers = data.get("tiers")
     if not isinstance(targets, list):
-        return []
+        return drill_problems(data)
     defined = sorted(key for key in tiers if isinstance(key, int)) if isinstance(tiers, dict) else []
     problems: list[InitErrorDetails] = []
     first_index: dict[str, int] = {}
@@ -177,7 +183,7 @@ def _cross_check(data: dict[str, Any]) -> list[InitErrorDetails]:
                 )
             )
         problems += _boot_check_problems(index, target)
-    return problems
+    return problems + drill_problems(data)
 
 
 def _boot_check_problems(index: int, target: dict[str, Any]) -> list[InitErrorDetails]:
@@ -232,6 +238,12 @@ class Config(_Model):
         description="Concurrency limits, jitter, retries and the maintenance schedules of the scheduler.",
         examples=[{"max_concurrent": 4, "max_per_host": 1, "jitter": "5m", "retries": 3}],
     )
+    drills: list[Drill] = Field(
+        default_factory=list,
+        description="Disaster-recovery drills: 'safehold drill plan NAME' shows one, 'safehold drill run NAME' runs it.",
+        examples=[[{"name": "kvm-01-lost", "scenario": "on_prem_host_failure",
+                    "steps": [{"target": "db"}, {"target": "web", "after": ["db"]}]}]],
+    )
 
     _path: Path | None = PrivateAttr(None)
 
@@ -283,6 +295,16 @@ class Config(_Model):
                 return target
         known = ", ".join(target.name for target in self.targets) or "(none)"
         raise TargetNotFound(name=name, path=str(self.path) if self.path else "the configuration", known=known)
+
+    def drill(self, name: str) -> Drill:
+        """The drill called ``name``; raises DrillNotFound listing the known names."""
+        from safehold.errors import DrillNotFound
+
+        for drill in self.drills:
+            if drill.name == name:
+                return drill
+        known = ", ".join(drill.name for drill in self.drills) or "(none)"
+        raise DrillNotFound(name=name, path=str(self.path) if self.path else "the configuration", known=known)
 
     def tier_of(self, target: Target | str) -> TierConfig:
         """The TierConfig of a target (or target name)."""

@@ -170,6 +170,13 @@ def remove_leftovers(uri: str, sandbox_root: Path) -> list[str]:
         if folder is not None and folder.exists():
             _remove_folder(folder)
             removed.append(f"folder {folder}")
+    return removed + remove_leftover_folders(sandbox_root)
+
+
+def remove_leftover_folders(sandbox_root: Path) -> list[str]:
+    """Remove the sandbox folders under ``sandbox_root`` whose owner (``owner.json``) is gone: what a
+    killed restore test or drill left behind; returns what was removed."""
+    removed: list[str] = []
     if sandbox_root.is_dir():
         for folder in sandbox_root.iterdir():
             owner = _folder_owner(folder)
@@ -277,4 +284,4 @@ def abort_boot_checks() -> int:
 
 
 __all__ = ["BootPlan", "BootResult", "abort_boot_checks", "boot_restored", "owner_gone", "plan_boot",
-           "remove_leftovers", "restored_disks", "sandbox_uri", "write_owner"]
+           "remove_leftover_folders", "remove_leftovers", "restored_disks", "sandbox_uri", "write_owner"]

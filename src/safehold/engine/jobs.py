@@ -20,7 +20,7 @@ from .context import Context
 from .params import PARAMS, QueuedPlatformRestore, restore_params_model
 
 SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance", "repair-index",
-                     "repair-snapshots")
+                     "repair-snapshots", "drill")
 """Kinds a user or the scheduler may queue."""
 
 NEEDS_TARGET = ("backup", "restore-test")
@@ -52,6 +52,8 @@ def submit_job(
     elif kind in NEEDS_TARGET:
         raise errors.UsageError(f"a {kind} job needs a target")
     checked = _check_params(kind, target, dict(params or {}))
+    if kind == "drill":
+        context.config.drill(checked["drill"])  # DrillNotFound listing the known names
     details: dict[str, Any] = {"params": checked, "trigger": trigger, "attempt": attempt}
     return context.catalog.queue_job(kind, target, details)
 
@@ -142,6 +144,10 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
         repair_snapshots_job(context, list(params.get("snapshots") or []) or None,
                              read_data=bool(params.get("read_data")), forget_originals=bool(params.get("forget")),
                              dry_run=bool(params.get("dry_run")), job_id=job_id)
+    elif kind == "drill":
+        from .drill import run_drill
+
+        run_drill(context, str(params.get("drill", "")), job_id=job_id)
     else:  # submit_job refuses these; a row written by a newer release could still carry one
         raise errors.UsageError(f"this safehold cannot run jobs of kind {kind!r}")
 

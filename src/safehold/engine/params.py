@@ -98,6 +98,10 @@ class RepairSnapshotsParams(Params):
     dry_run: bool = Field(False, description="Name the files that would be dropped; write nothing.")
 
 
+class DrillParams(Params):
+    drill: str = Field(min_length=1, max_length=128, description="Name of a drill under 'drills:' in targets.yml.")
+
+
 #: kind -> the model its queued params are validated with.
 PARAMS: dict[str, type[Params]] = {
     "backup": BackupParams,
@@ -109,4 +113,5 @@ PARAMS: dict[str, type[Params]] = {
     "maintenance": MaintenanceParams,
     "repair-index": RepairIndexParams,
     "repair-snapshots": RepairSnapshotsParams,
+    "drill": DrillParams,
 }

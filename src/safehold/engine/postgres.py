@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 
 def restore_into_throwaway_cluster(context: Context, job: JobHandle, target: Any, check: Any,
-                                   run_other_check: Any) -> tuple[RestoreOutcome, bool, str]:
-    """Restore ``target``'s newest snapshot into a temporary cluster and run ``check`` there; returns
-    (outcome, passed, detail). ``run_other_check(check, env)`` runs a non-sql check (a command gets
-    PGHOST, PGPORT and PGUSER of the cluster)."""
+                                   run_other_check: Any, snapshot_ref: str = "latest"
+                                   ) -> tuple[RestoreOutcome, bool, str]:
+    """Restore ``target``'s newest snapshot (or ``snapshot_ref``: a drill's choice) into a temporary
+    cluster and run ``check`` there; returns (outcome, passed, detail). ``run_other_check(check, env)``
+    runs a non-sql check (a command gets PGHOST, PGPORT and PGUSER of the cluster)."""
     from ..platforms.postgres.cluster import TemporaryCluster
     from .restore import restore_in_job
 
@@ -36,7 +37,7 @@ def restore_into_throwaway_cluster(context: Context, job: JobHandle, target: Any
         if target.source.mode != "dump":
             raise errors.UsageError(f"target {target.name!r}: a base backup (mode physical) cannot be restored into "
                                     "a running server; leave restore_test.server out to use a throwaway cluster")
-        return _restore_into_given_server(context, job, target, check, given, run_other_check)
+        return _restore_into_given_server(context, job, target, check, given, run_other_check, snapshot_ref)
     cluster = TemporaryCluster(bin_dir=target.source.bin_dir)
     try:
         if target.source.mode == "physical":
@@ -44,7 +45,7 @@ def restore_into_throwaway_cluster(context: Context, job: JobHandle, target: Any
             # WAL the backup carries, as a real recovery would.
             cluster.prepare()
             spec = {"kind": "postgres", "data_dir": cluster.data, "owner": cluster.run_as}
-            outcome = restore_in_job(context, job, "latest", spec, target=target.name)
+            outcome = restore_in_job(context, job, snapshot_ref, spec, target=target.name)
             job.log(f"restored snapshot {outcome.snapshot_id[:8]}: {outcome.files} files, "
                     f"{outcome.bytes_written} bytes in {outcome.duration:.2f}s")
             server = cluster.start_restored(user=target.source.user or "postgres")
@@ -55,7 +56,7 @@ def restore_into_throwaway_cluster(context: Context, job: JobHandle, target: Any
             job.log(f"temporary PostgreSQL cluster started in {cluster.root}")
             spec = {"kind": "postgres", "to_dsn": server.conninfo(), "no_owner": True, "clean": True,
                     "bin_dir": target.source.bin_dir}
-            outcome = restore_in_job(context, job, "latest", spec, target=target.name)
+            outcome = restore_in_job(context, job, snapshot_ref, spec, target=target.name)
             job.log(f"restored snapshot {outcome.snapshot_id[:8]}: {outcome.files} database(s), "
                     f"{outcome.bytes_written} bytes in {outcome.duration:.2f}s")
             databases = outcome.details.get("databases", {})
@@ -70,7 +71,8 @@ def restore_into_throwaway_cluster(context: Context, job: JobHandle, target: Any
 
 
 def _restore_into_given_server(context: Context, job: JobHandle, target: Any, check: Any, given: Any,
-                               run_other_check: Any) -> tuple[RestoreOutcome, bool, str]:
+                               run_other_check: Any, snapshot_ref: str = "latest"
+                               ) -> tuple[RestoreOutcome, bool, str]:
     """The restore test's databases go into an existing server under new names, dropped afterwards."""
     import os
 
@@ -86,7 +88,7 @@ def _restore_into_given_server(context: Context, job: JobHandle, target: Any, ch
             "name_suffix": suffix, "bin_dir": target.source.bin_dir}
     databases: dict[str, str] = {}
     try:
-        outcome = restore_in_job(context, job, "latest", spec, target=target.name)
+        outcome = restore_in_job(context, job, snapshot_ref, spec, target=target.name)
         databases = outcome.details.get("databases", {})
         job.log(f"restored snapshot {outcome.snapshot_id[:8]} into {server.describe()} as "
                 f"{', '.join(databases.values())}: {outcome.bytes_written} bytes in {outcome.duration:.2f}s")

@@ -151,18 +151,19 @@ def _log_restored(job: Any, outcome: Any) -> None:
 
 
 def _boot_test(context: Context, job: Any, target: Any, check: BootCheck, sandbox: Path, restore_to: str | dict,
-               started: float) -> tuple[Any, bool, str, float]:
+               started: float, *, snapshot_ref: str = "latest", root: Path | None = None
+               ) -> tuple[Any, bool, str, float]:
     """Restore and boot (``engine.boot_check``); returns (the restore's outcome, passed, detail,
-    ART to the sign of life)."""
+    ART to the sign of life). Drills pass the snapshot they chose and their sandbox root."""
     from . import boot_check
     from .restore import restore_in_job
 
     plan_uri = boot_check.sandbox_uri(target, check)
-    for removed in boot_check.remove_leftovers(plan_uri, sandbox_root(context)):
+    for removed in boot_check.remove_leftovers(plan_uri, root or sandbox_root(context)):
         job.log(f"removed the leftover of a run that ended: {removed}", level="warning")
     # The snapshot's saved domain XML decides how the sandbox boots: read it, and refuse what
     # cannot boot, before the first byte is restored; then restore exactly that snapshot.
-    snapshot = context.open_repository(load_index=False).find_snapshot("latest", target.name)
+    snapshot = context.open_repository(load_index=False).find_snapshot(snapshot_ref, target.name)
     plan = boot_check.plan_boot(target, check, dict(snapshot.source or {}))
     boot_check.write_owner(sandbox, job.id)
     outcome = restore_in_job(context, job, snapshot.id, restore_to, target=target.name)

@@ -258,6 +258,32 @@ class Scheduler:
                                      jitter=self.jitter, timezone=self.timezone)
             if decision.due:
                 self._queue(kind, None, params, decision, report)
+        self._queue_due_drills(now, busy_kinds, good_backups, report)
+
+    def _queue_due_drills(self, now: dt.datetime, busy_kinds: set[str], good_backups: dict[Any, Any],
+                          report: TickReport) -> None:
+        """Drills with ``every:``, one at a time (they compete for the same sandboxes and cores), once
+        each of their targets has data; a failed drill is not retried before its next interval: it is
+        evidence, and alerts."""
+        scheduled = [drill for drill in self.context.config.drills if drill.every is not None]
+        if not scheduled or "drill" in busy_kinds:
+            return
+        assert self.started_at is not None
+        last: dict[str, Any] = {}
+        for job in self.context.catalog.list_jobs(kind="drill", limit=None):  # newest first
+            name = (job.details or {}).get("drill") or (job.details or {}).get("params", {}).get("drill")
+            if isinstance(name, str):
+                last.setdefault(name, job)
+        catalog = self.context.catalog
+        for drill in scheduled:
+            if not all(step.target in good_backups or catalog.list_snapshots(target=step.target, limit=1)
+                       for step in drill.steps):
+                continue  # nothing to restore yet
+            decision = timing.interval_decision(f"drill:{drill.name}", drill.every, last.get(drill.name), now,
+                                                started_at=self.started_at, jitter=self.jitter)
+            if decision.due:
+                self._queue("drill", None, {"drill": drill.name}, decision, report)
+                return
 
     def _backup_decision(self, target: Any, last: Any, now: dt.datetime) -> timing.Decision:
         settings = self.settings

@@ -45,6 +45,7 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATUS_OF: dict[type[errors.SafeholdError], int] = {
     errors.UsageError: 400,
     errors.TargetNotFound: 404,
+    errors.DrillNotFound: 404,
     errors.JobNotFound: 404,
     errors.TokenNotFound: 404,
     errors.SnapshotNotFound: 404,

@@ -17,6 +17,8 @@ carries how many items it left out, which is what BackupPartial alerts on.
 The restore-test families exist only for targets with ``restore_test:``
 configured (with their interval), so a target that is not meant to be
 tested never looks "never tested" to RestoreTestOverdue.
+The drill families (labels ``drill`` and ``scenario``; the per-target ART also ``target``) exist
+only for the drills configured under ``drills:``, read from the 'drill' jobs' details.
 Only safehold's own families are exported (a private registry, no process or
 Python collectors), so the exposition is exactly the documented set.
 """
@@ -70,6 +72,7 @@ class SafeholdCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._build_info()
         yield from self._targets()
+        yield from self._drills()
         yield from self._jobs()
         yield from self._repository()
 
@@ -150,6 +153,51 @@ class SafeholdCollector(Collector):
         yield from (rpo, rto, last_success, last_attempt, last_status, skipped_items, test_success, test_status,
                     test_duration, test_interval)
         yield from self._backup_totals(labels)
+
+    def _drills(self) -> Iterator[Metric]:
+        drills = self.context.config.drills
+        if not drills:
+            return
+        labels = ("drill", "scenario")
+        success = GaugeMetricFamily("safehold_drill_last_success_timestamp_seconds",
+                                    "Unix time the newest passed drill ended; 0 if none", labels=labels)
+        duration = GaugeMetricFamily("safehold_drill_last_duration_seconds",
+                                     "Duration of the newest passed drill (its start to its last step's end)",
+                                     labels=labels)
+        status = GaugeMetricFamily("safehold_drill_last_status",
+                                   "Outcome of the newest finished drill: 1 every step passed within its RTO, 0 "
+                                   "otherwise; absent before the first", labels=labels)
+        art = GaugeMetricFamily("safehold_drill_target_art_seconds",
+                                "Actual recovery time of each target in the newest passed drill (drill start to "
+                                "healthy)", labels=(*labels, "target"))
+        interval = GaugeMetricFamily("safehold_drill_interval_seconds",
+                                     "Configured interval between drills (every:); only drills the scheduler runs",
+                                     labels=labels)
+        newest: dict[str, Any] = {}
+        newest_passed: dict[str, Any] = {}
+        # Newest first; drills are rare (monthly, say), so reading all their jobs is cheap.
+        for job in self.context.catalog.list_jobs(kind="drill", status=("succeeded", "failed"), limit=None):
+            name = (job.details or {}).get("drill")
+            if not isinstance(name, str):
+                continue
+            newest.setdefault(name, job)
+            if job.status == "succeeded" and (job.details or {}).get("passed"):
+                newest_passed.setdefault(name, job)
+        for drill in drills:
+            values = (drill.name, drill.scenario)
+            if drill.every is not None:
+                interval.add_metric(values, drill.every.total_seconds())
+            if drill.name in newest:
+                status.add_metric(values, 1.0 if newest[drill.name].status == "succeeded" else 0.0)
+            passed = newest_passed.get(drill.name)
+            success.add_metric(values, _timestamp(passed.finished_at) if passed else 0.0)
+            if passed is None:
+                continue
+            duration.add_metric(values, float(passed.details.get("duration_seconds") or passed.duration_seconds or 0))
+            for step in passed.details.get("steps") or []:
+                if isinstance(step, dict) and isinstance(step.get("target"), str) and step.get("art_seconds") is not None:
+                    art.add_metric((*values, step["target"]), float(step["art_seconds"]))
+        yield from (success, duration, status, art, interval)
 
     def _backup_totals(self, labels: dict[str, tuple[str, str, str]]) -> Iterator[Metric]:
         duration = HistogramMetricFamily("safehold_backup_duration_seconds",

@@ -226,6 +226,7 @@ ForgetParams = params.ForgetParams
 MaintenanceParams = params.MaintenanceParams
 RepairIndexParams = params.RepairIndexParams
 RepairSnapshotsParams = params.RepairSnapshotsParams
+DrillParams = params.DrillParams
 
 
 class BackupJob(_Body):
@@ -297,8 +298,15 @@ class RepairSnapshotsJob(_Body):
     params: RepairSnapshotsParams = Field(default_factory=RepairSnapshotsParams)
 
 
+class DrillJob(_Body):
+    """Run a disaster-recovery drill (``drills:`` in targets.yml) in sandboxes and write its evidence report."""
+
+    kind: Literal["drill"]
+    params: DrillParams
+
+
 JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob
-                       | RepairIndexJob | RepairSnapshotsJob, Field(discriminator="kind")]
+                       | RepairIndexJob | RepairSnapshotsJob | DrillJob, Field(discriminator="kind")]
 
 
 class Token(BaseModel):

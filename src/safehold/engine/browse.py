@@ -26,6 +26,7 @@ def snapshot_dict(snapshot: Snapshot) -> dict:
         "bytes_read": summary.get("bytes_read", 0), "bytes_added": summary.get("bytes_added", 0),
         "skipped": skipped_dict(summary.get("skipped")),
         "original": snapshot.original,  # set on snapshots written by 'repair snapshots'
+        "copied_from": snapshot.copied_from,  # set on snapshots written by 'copy'
     }
 
 

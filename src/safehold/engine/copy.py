@@ -1,0 +1,111 @@
+"""Repository copies (3-2-1): ``safehold copy`` and ``safehold init --copy-params-from``.
+
+The configured repository is the source. A destination is another repository, named by its url and
+where its password comes from (a :class:`~safehold.config.repository.RepositoryConfig`, the same
+model as ``repository:`` in targets.yml), created with ``init --copy-params-from`` so that it shares
+the source's id key and chunking parameters. The blob transfer itself is ``repository/copy.py``.
+
+Locks: a shared lock on the source (a copy only reads it, side by side with backups, restores and
+checks; a prune waits), the usual backup-style shared lock on the destination (its own prune
+waits). The job is recorded in the catalog as kind ``copy``, its figures in the job's details.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import errors
+from ..config.repository import RepositoryConfig
+from ..repository import Repository
+from ..repository.backends import open_backend
+from ..repository.copy import CopyStats, copied_ids, copy_snapshot
+from ..repository.forgotten import live_snapshots
+from ..repository.repository import same_params
+from .context import Context
+
+
+def repository_spec(url: str, password_env: str | None = None, password_file: str | None = None,
+                    **options: Any) -> RepositoryConfig:
+    """A destination (or parameter source) given on the command line, validated like the config's."""
+    from pydantic import ValidationError
+
+    fields: dict[str, Any] = {"url": url, **{k: v for k, v in options.items() if v is not None}}
+    if password_env:
+        fields["password_env"] = password_env
+    if password_file:
+        fields["password_file"] = password_file
+    try:
+        return RepositoryConfig.model_validate(fields)
+    except ValidationError as exc:
+        raise errors.UsageError(f"repository {url!r}: {exc.errors()[0]['msg']}") from None
+
+
+def _password_source(spec: RepositoryConfig) -> str:
+    return f"password file {spec.password_file}" if spec.password_file else f"${spec.password_env}"
+
+
+def open_other(spec: RepositoryConfig) -> Repository:
+    """Open a repository other than the configured one; a wrong password names where it came from."""
+    backend = open_backend(spec.url, **spec.backend_options())
+    try:
+        return Repository.open(backend, spec.password())
+    except errors.WrongPassword:
+        raise errors.CopyDestinationPassword(password_source=_password_source(spec), url=backend.url) from None
+
+
+def init_with_params_from(context: Context, source: RepositoryConfig) -> dict:
+    """Create the configured repository sharing ``source``'s id key and chunking parameters."""
+    with context.catalog.job("init", details={"params_from": source.url}) as job:
+        parameters = open_other(source)
+        repository = Repository.init(context.backend(), context.password(new=True), params_from=parameters)
+        job.log(f"created repository {repository.id} at {repository.backend.url} with the chunking parameters "
+                f"and id key of {parameters.id} at {parameters.backend.url}")
+        return {"id": repository.id, "url": repository.backend.url, "params_from": parameters.id,
+                "params_from_url": parameters.backend.url}
+
+
+def copy_snapshots(context: Context, destination: RepositoryConfig, target: str | None = None,
+                   snapshot_ref: str | None = None, verify: bool = True, *, job_id: int | None = None) -> dict:
+    """Copy the live snapshots of the configured repository (of ``target``, or only ``snapshot_ref``)
+    that the destination does not hold yet. Idempotent: a rerun (after success or a kill) sends only
+    what is missing. Returns the figures also stored in the job's details."""
+    details: dict[str, Any] = {"destination": destination.url, "snapshot": snapshot_ref}
+    with context.catalog.job("copy", target=target, details=details, job_id=job_id) as job:
+        started = time.monotonic()
+        with context.locked(purpose="copy", load_index=False) as source:
+            target_repository = open_other(destination)
+            if target_repository.id == source.id:
+                raise errors.CopySameRepository(url=target_repository.backend.url, repository_id=source.id)
+            if not same_params(source, target_repository):
+                raise errors.CopyParamsDiffer(source=source.backend.url, destination=target_repository.backend.url,
+                                              source_id=source.id[:8], destination_id=target_repository.id[:8])
+            if snapshot_ref is not None:
+                wanted = [source.find_snapshot(snapshot_ref, target)]
+            else:
+                wanted = live_snapshots(source, target)
+            lock = target_repository.lock(purpose="copy")
+            try:
+                source.load_index()
+                target_repository.load_index()  # under the lock: a prune that just finished is seen
+                done = copied_ids(target_repository, source.id)
+                stats = CopyStats()
+                for snapshot in wanted:
+                    if snapshot.id in done:
+                        stats.snapshots_skipped += 1
+                        continue
+                    copy = copy_snapshot(
+                        source, target_repository, snapshot, stats,
+                        parent_id=done.get(snapshot.parent) if snapshot.parent else None,
+                        source_url=source.backend.url, threads=context.threads_or_default(), verify=verify,
+                        on_progress=context.progress)
+                    done[snapshot.id] = copy.id
+                    job.log(f"copied snapshot {snapshot.short_id} ({snapshot.target}) to {copy.short_id}")
+            finally:
+                lock.release()
+        result = {"source": source.backend.url, "source_id": source.id,
+                  "destination": target_repository.backend.url, "destination_id": target_repository.id,
+                  "duration": round(time.monotonic() - started, 3), **stats.as_dict()}
+        job.update(bytes_added=stats.bytes_sent)
+        job.details.update(result)  # merged into the job's details when it finishes
+        return result

@@ -175,6 +175,11 @@ class Repository:
             "key_check": key_check(master, repository_id),
         }
         if params_from is not None:
+            # The id key is shared, so a key check made with it alone would also pass for the
+            # source's master key (a source key file put into keys/ here would "open" this
+            # repository and then fail on every object): bind the encryption key as well.
+            config["key_check_binds"] = "encryption"
+            config["key_check"] = key_check(master, repository_id, config)
             config["chunker"] = params_from.config.get("chunker", "fastcdc-2020")
             config["params_from"] = params_from.id  # informational: which repository it shares ids with
         # The config is written last: a repository without it does not exist yet,
@@ -212,7 +217,7 @@ class Repository:
         config = read_config(backend)
         if unlocked is not None:
             master, key_name = unlocked
-            if key_check(master, config["id"]) != config.get("key_check"):
+            if key_check(master, config["id"], config) != config.get("key_check"):
                 raise errors.WrongPassword(url=backend.url)
             return cls(backend, config, master, key_name)
         names = sorted(info.name for info in backend.list(Kind.KEYS))
@@ -240,7 +245,7 @@ class Repository:
                 master = unwrap_master_key(key_file, password)
             except (DecryptionFailed, ValueError, KeyError):
                 continue
-            if key_check(master, config["id"]) != config["key_check"]:
+            if key_check(master, config["id"], config) != config["key_check"]:
                 continue  # a key for another master key (a foreign or stray key file)
             return cls(backend, config, master, name)
         if len(candidates) > limit:
@@ -681,10 +686,15 @@ def same_params(first: Repository, second: Repository) -> bool:
             and first.config.get("chunker", "fastcdc-2020") == second.config.get("chunker", "fastcdc-2020"))
 
 
-def key_check(master: MasterKey, repository_id: str) -> str:
-    """Binds the master key to the repository: open() ignores key files that unwrap another key."""
+def key_check(master: MasterKey, repository_id: str, config: dict | None = None) -> str:
+    """Binds the master key to the repository: open() ignores key files that unwrap another key.
+    A repository made with ``params_from`` (config ``key_check_binds: encryption``) binds the
+    encryption key too, since its id key is shared with another repository."""
     import blake3
 
+    if config is not None and config.get("key_check_binds") == "encryption":
+        return blake3.blake3(b"safehold-key-check-v2:" + repository_id.encode() + b"\x00" + master.encryption_key,
+                             key=master.id_key).hexdigest()
     return blake3.blake3(b"safehold-key-check:" + repository_id.encode(), key=master.id_key).hexdigest()
 
 

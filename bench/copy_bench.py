@@ -97,7 +97,7 @@ def safehold(work: Path, data: Path, paths: list[Path], rng_seed: int) -> list[d
             run([*SAFEHOLD, "backup", "--target", "files"], source_env)
         before = folder_bytes(work / "dst-repo")
         seconds, out = run(copy, source_env)
-        result = json.loads(out)
+        [result] = json.loads(out)
         rows.append({"tool": "safehold", "run": label, "seconds": seconds, "sent": result["bytes_sent"],
                      "growth": folder_bytes(work / "dst-repo") - before, "blobs": result["blobs_sent"]})
     return rows

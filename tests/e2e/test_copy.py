@@ -37,8 +37,9 @@ def make_destination(tmp_path: Path, source: Workspace, copy_params: bool = True
 
 
 def copy(source: Workspace, dest: Workspace, *args: str, **kwargs):
-    return source.json("copy", "--to", dest.repo, "--to-password-env", "DEST_PASSWORD", *args,
-                       env={"DEST_PASSWORD": dest.password}, **kwargs)
+    [result] = source.json("copy", "--to", dest.repo, "--to-password-env", "DEST_PASSWORD", *args,
+                           env={"DEST_PASSWORD": dest.password}, **kwargs)
+    return result
 
 
 @pytest.fixture

@@ -51,6 +51,8 @@ EXPORTED_METRICS = frozenset(
         "safehold_repository_capacity_bytes",
         "safehold_repository_snapshots",
         "safehold_build_info",
+        "safehold_copy_last_success_timestamp_seconds",
+        "safehold_copy_last_bytes_sent",
     }
 )
 # Series Prometheus itself writes for every scrape and every alert.

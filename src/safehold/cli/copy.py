@@ -1,7 +1,8 @@
 """``safehold copy``: copy snapshots into another repository (a second copy elsewhere, 3-2-1).
 
 Contract for scripts: exit 0 when every wanted snapshot is on the destination (also when there was
-nothing to send), the error's exit code otherwise; ``--json`` prints the figures on stdout.
+nothing to send), the error's exit code otherwise; ``--json`` prints a list of the figures of each job
+on stdout (one per target for a configured copy, one for a url).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from .app import JsonOption, ThreadsOption, context
 
 
 def copy(
-    to: str = typer.Option(..., "--to", help="Destination repository url (a path, file:///path or s3://bucket/prefix), "
-                           "created with 'safehold init --copy-params-from'."),
+    to: str = typer.Option(..., "--to", help="A copy named under 'copies:' in targets.yml, or a repository url (a "
+                           "path, file:///path or s3://bucket/prefix) created with 'safehold init --copy-params-from'."),
     to_password_env: Optional[str] = typer.Option(None, "--to-password-env", metavar="VAR",
                                                   help="Variable holding the destination's password "
                                                        "(default SAFEHOLD_PASSWORD)."),
@@ -33,17 +34,24 @@ def copy(
     json_output: bool = JsonOption,
 ) -> None:
     """Copy snapshots to another repository: only the blobs it lacks are sent, the snapshot last."""
-    from ..engine.copy import copy_snapshots, repository_spec
-    from .output import human_bytes, print_json
+    from ..engine.copy import copy_to
+    from .output import print_json
 
-    destination = repository_spec(to, to_password_env, str(to_password_file) if to_password_file else None,
-                                  endpoint_url=to_endpoint_url, region=to_region)
     ctx, display = context(json_output, threads)
     with display:
-        result = copy_snapshots(ctx, destination, target=target, snapshot_ref=snapshot, verify=verify)
+        results = copy_to(ctx, to, target=target, snapshot_ref=snapshot, verify=verify,
+                          password_env=to_password_env, password_file=str(to_password_file) if to_password_file else None,
+                          endpoint_url=to_endpoint_url, region=to_region)
     if json_output:
-        print_json(result)
+        print_json(results)  # a list: one entry per job (per target for a configured copy)
         return
+    for result in results:
+        _print_result(result, verify)
+
+
+def _print_result(result: dict, verify: bool) -> None:
+    from .output import human_bytes
+
     for copied in result["copied"]:
         typer.echo(f"{copied['target']}: snapshot {copied['source'][:8]} copied as {copied['destination'][:8]}")
     typer.echo(f"{result['snapshots_copied']} snapshot(s) copied, {result['snapshots_skipped']} already there; "

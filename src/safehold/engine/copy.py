@@ -65,12 +65,51 @@ def init_with_params_from(context: Context, source: RepositoryConfig) -> dict:
                 "params_from_url": parameters.backend.url}
 
 
+def resolve_destination(context: Context, to: str, password_env: str | None = None,
+                        password_file: str | None = None, **options: Any) -> tuple[str, RepositoryConfig]:
+    """``--to``: the name of a configured copy (``copies:`` in targets.yml), else a repository url.
+    Returns (the name used in job details and metrics, the repository)."""
+    configured = context.config.copy(to)
+    if configured is not None:
+        if password_env or password_file:
+            raise errors.UsageError(f"copy {to!r} is configured in targets.yml with its own password settings; "
+                                    "leave out --to-password-env/--to-password-file")
+        return configured.name, configured.repository
+    if "://" not in to and not to.startswith(("/", ".")) and context.config.copies:
+        known = ", ".join(copy.name for copy in context.config.copies)
+        raise errors.UsageError(f"--to {to!r} is neither a configured copy ({known}) nor a repository url")
+    return to, repository_spec(to, password_env, password_file, **options)
+
+
+def copy_to(context: Context, to: str, target: str | None = None, snapshot_ref: str | None = None,
+            verify: bool = True, *, job_id: int | None = None, **destination: Any) -> list[dict]:
+    """Copy to ``to`` (a configured copy's name or a url): one job per target for a configured copy
+    (the targets it covers, or ``target``), so each target's copy has its own history and metric;
+    one job for a url. Returns each job's figures."""
+    name, repository = resolve_destination(context, to, **destination)
+    configured = context.config.copy(to)
+    if configured is None or snapshot_ref is not None:
+        return [copy_snapshots(context, repository, target, snapshot_ref, verify, job_id=job_id,
+                               destination_name=name)]
+    if target is not None:
+        context.config.target(target)
+        names = [target]
+    else:
+        names = [t.name for t in context.config.targets if configured.targets is None or t.name in configured.targets]
+    return [copy_snapshots(context, repository, each, None, verify, job_id=job_id if index == 0 else None,
+                           destination_name=name)
+            for index, each in enumerate(names)]
+
+
 def copy_snapshots(context: Context, destination: RepositoryConfig, target: str | None = None,
-                   snapshot_ref: str | None = None, verify: bool = True, *, job_id: int | None = None) -> dict:
+                   snapshot_ref: str | None = None, verify: bool = True, *, job_id: int | None = None,
+                   destination_name: str | None = None) -> dict:
     """Copy the live snapshots of the configured repository (of ``target``, or only ``snapshot_ref``)
     that the destination does not hold yet. Idempotent: a rerun (after success or a kill) sends only
-    what is missing. Returns the figures also stored in the job's details."""
-    details: dict[str, Any] = {"destination": destination.url, "snapshot": snapshot_ref}
+    what is missing. Returns the figures also stored in the job's details (``destination``: the
+    configured copy's name, else the url)."""
+    details: dict[str, Any] = {"destination": destination_name or destination.url,
+                               "destination_url": destination.url, "snapshot": snapshot_ref}
     with context.catalog.job("copy", target=target, details=details, job_id=job_id) as job:
         started = time.monotonic()
         with context.locked(purpose="copy", load_index=False) as source:
@@ -103,8 +142,8 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
                     job.log(f"copied snapshot {snapshot.short_id} ({snapshot.target}) to {copy.short_id}")
             finally:
                 lock.release()
-        result = {"source": source.backend.url, "source_id": source.id,
-                  "destination": target_repository.backend.url, "destination_id": target_repository.id,
+        result = {"source": source.backend.url, "source_id": source.id, "destination": details["destination"],
+                  "destination_url": target_repository.backend.url, "destination_id": target_repository.id,
                   "duration": round(time.monotonic() - started, 3), **stats.as_dict()}
         job.update(bytes_added=stats.bytes_sent)
         job.details.update(result)  # merged into the job's details when it finishes

@@ -19,7 +19,7 @@ from .. import errors
 from .context import Context
 from .params import PARAMS, QueuedPlatformRestore, restore_params_model
 
-SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance")
+SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance", "copy")
 """Kinds a user or the scheduler may queue."""
 
 NEEDS_TARGET = ("backup", "restore-test")
@@ -51,6 +51,9 @@ def submit_job(
     elif kind in NEEDS_TARGET:
         raise errors.UsageError(f"a {kind} job needs a target")
     checked = _check_params(kind, target, dict(params or {}))
+    if kind == "copy" and context.config.copy(checked["to"]) is None:
+        known = ", ".join(copy.name for copy in context.config.copies) or "(none)"
+        raise errors.UsageError(f"params.to: no copy named {checked['to']!r} in the configuration; configured: {known}")
     details: dict[str, Any] = {"params": checked, "trigger": trigger, "attempt": attempt}
     return context.catalog.queue_job(kind, target, details)
 
@@ -96,6 +99,7 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
 
         result = backup_target(context, target or "", tags=params.get("tags"), job_id=job_id)
         _forget_after_backup(context, target or "", job_id, result.snapshot_id)
+        _copy_after_backup(context, target or "", job_id, result.snapshot_id)
     elif kind == "restore":
         from .restore import restore_snapshot
 
@@ -130,6 +134,13 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
 
         days = params.get("renew_within_days")
         run_maintenance(context, None if days is None else timedelta(days=days), job_id=job_id)
+    elif kind == "copy":
+        from .copy import copy_to
+
+        if context.config.copy(str(params.get("to"))) is None:  # queued jobs name configured copies only
+            known = ", ".join(copy.name for copy in context.config.copies) or "(none)"
+            raise errors.UsageError(f"no copy named {params.get('to')!r} in the configuration; configured: {known}")
+        copy_to(context, params["to"], target, params.get("snapshot"), job_id=job_id)
     else:  # submit_job refuses these; a row written by a newer release could still carry one
         raise errors.UsageError(f"this safehold cannot run jobs of kind {kind!r}")
 
@@ -154,6 +165,25 @@ def _forget_after_backup(context: Context, target: str, backup_job_id: int, snap
         return
     context.catalog.log(backup_job_id, f"retention applied after snapshot {snapshot_id[:8]}: "
                                        f"forgot {len(outcome.removed)} snapshot(s)")
+
+
+def _copy_after_backup(context: Context, target: str, backup_job_id: int, snapshot_id: str) -> None:
+    """Copy the new snapshot to every copy with ``after_backup`` that covers the target, each as its
+    own 'copy' job. A failing copy does not fail the backup (the data is safe in the repository):
+    it is recorded in its own job (and the metric of its last success stops moving)."""
+    from .copy import copy_to
+
+    for configured in context.config.copies_of(target):
+        if not configured.after_backup:
+            continue
+        try:
+            copy_to(context, configured.name, target)
+        except errors.SafeholdError as error:
+            if error.bug:
+                raise
+            context.catalog.log(backup_job_id, f"copy to {configured.name} failed: {error}", level="warning")
+            continue
+        context.catalog.log(backup_job_id, f"snapshot {snapshot_id[:8]} copied to {configured.name}")
 
 
 def _ensure_finished(context: Context, job_id: int, error: BaseException | None, status: str = "failed") -> None:

@@ -76,6 +76,12 @@ class MaintenanceParams(Params):
                                           "of object_lock.days.")
 
 
+class CopyParams(Params):
+    to: str = Field(min_length=1, description="The name of a copy configured under 'copies:' in targets.yml.")
+    snapshot: str | None = Field(None, description="Only this snapshot (id prefix or 'latest'); default: every "
+                                                   "snapshot of the target the destination lacks.")
+
+
 #: kind -> the model its queued params are validated with.
 PARAMS: dict[str, type[Params]] = {
     "backup": BackupParams,
@@ -85,4 +91,5 @@ PARAMS: dict[str, type[Params]] = {
     "prune": NoParams,
     "forget": ForgetParams,
     "maintenance": MaintenanceParams,
+    "copy": CopyParams,
 }

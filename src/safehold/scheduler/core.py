@@ -260,11 +260,16 @@ class Scheduler:
             if decision.due:
                 self._queue(kind, None, params, decision, report)
 
-    def _queue_copies(self, now: dt.datetime, report: TickReport, busy: set[str]) -> None:
+    def _queue_copies(self, now: dt.datetime, report: TickReport, busy: set[Any]) -> None:
         """Copies with a schedule: one job per (copy, covered target), due by the copy's cron. Copies
         after each backup are run by the backup job itself (engine.jobs)."""
         settings = self.settings
         assert self.started_at is not None
+        if not self.context.config.copies:
+            return
+        # Never two jobs of one target: a backup queued in this pass goes first (it copies itself
+        # when after_backup is set), the scheduled copy comes at a later pass.
+        busy = busy | {self.context.catalog.get_job(job_id).target for job_id in report.queued} - {None}
         for configured in self.context.config.copies:
             if configured.schedule is None:
                 continue

@@ -2,9 +2,11 @@
 
 Each entry names a destination repository (the same fields as ``repository:``; it must have been
 created with ``safehold init --copy-params-from`` the configured repository), the targets it
-covers (all by default), when to copy (after each backup, on a cron schedule, or both) and a
-retention of its own, applied by ``safehold forget --copy NAME`` on the destination (a copy may
-keep longer than the source).
+covers (all by default) and when to copy (after each backup, on a cron schedule, or both).
+
+Not yet: a retention of the copy's own. Forgetting on the destination needs the copy to remember
+which source snapshots it dropped on purpose (else the next copy sends them again), so it is left
+out rather than accepted and ignored; until then a copy keeps every snapshot it received.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pydantic import Field, field_validator
 from safehold.config.common import _invalid, _Model
 from safehold.config.fields import Cron
 from safehold.config.repository import RepositoryConfig
-from safehold.config.targets import TARGET_NAME_PATTERN, Retention
+from safehold.config.targets import TARGET_NAME_PATTERN
 
 __all__ = ["CopyConfig"]
 
@@ -53,15 +55,6 @@ class CopyConfig(_Model):
         description="Cron schedule of a copy job for every covered target (besides or instead of after_backup).",
         examples=["30 2 * * *"],
     )
-    retention: Retention | None = Field(
-        None,
-        description=(
-            "Retention on the destination, its own (a copy may keep longer than the source); "
-            "default: the target's own retention."
-        ),
-        examples=[{"keep_daily": 30, "keep_monthly": 24}],
-    )
-
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:

@@ -264,7 +264,7 @@ class Config(_Model):
         ),
         examples=[[{"name": "offsite", "repository": {"url": "s3://dr-backups/safehold",
                                                        "password_env": "SAFEHOLD_OFFSITE_PASSWORD"},
-                    "after_backup": True, "retention": {"keep_daily": 30}}]],
+                    "after_backup": True}]],
     )
     scheduler: SchedulerConfig = Field(
         default_factory=SchedulerConfig,

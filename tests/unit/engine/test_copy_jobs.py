@@ -39,7 +39,7 @@ def context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OFFSITE_PASSWORD", "offsite")
     targets = [files_target(tmp_path, "web"), files_target(tmp_path, "docs")]
     copies = [{"name": "offsite", "repository": {"url": str(tmp_path / "offsite"), "password_env": "OFFSITE_PASSWORD"},
-               "after_backup": True, "targets": ["web"], "retention": {"keep_daily": 30}}]
+               "after_backup": True, "targets": ["web"]}]
     config = load_config(write(tmp_path / "ws", targets, copies))
     context = Context(config)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,9 @@ def run(command: list[str], env: dict) -> tuple[float, str]:
     return time.monotonic() - started, proc.stdout
 
 
+VERIFY: list[str] = []
+
+
 def safehold(work: Path, data: Path, paths: list[Path], rng_seed: int) -> list[dict]:
     (work / "src").mkdir(exist_ok=True)
     (work / "dst").mkdir(exist_ok=True)
@@ -90,7 +93,7 @@ def safehold(work: Path, data: Path, paths: list[Path], rng_seed: int) -> list[d
     run([*SAFEHOLD, "init", "--copy-params-from", str(work / "src-repo"), "--from-password-env", "SOURCE_PASSWORD"],
         dest_env)
     rows = []
-    copy = [*SAFEHOLD, "copy", "--to", str(work / "dst-repo"), "--to-password-env", "DEST_PASSWORD", "--json"]
+    copy = [*SAFEHOLD, "copy", "--to", str(work / "dst-repo"), "--to-password-env", "DEST_PASSWORD", "--json", *VERIFY]
     for label in ("first copy", "after a 1 % change"):
         if label != "first copy":
             change_one_percent(paths, random.Random(rng_seed))
@@ -98,7 +101,7 @@ def safehold(work: Path, data: Path, paths: list[Path], rng_seed: int) -> list[d
         before = folder_bytes(work / "dst-repo")
         seconds, out = run(copy, source_env)
         [result] = json.loads(out)
-        rows.append({"tool": "safehold", "run": label, "seconds": seconds, "sent": result["bytes_sent"],
+        rows.append({"tool": "safehold" + (" --no-verify" if VERIFY else ""), "run": label, "seconds": seconds, "sent": result["bytes_sent"],
                      "growth": folder_bytes(work / "dst-repo") - before, "blobs": result["blobs_sent"]})
     return rows
 
@@ -131,7 +134,9 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=500)
     parser.add_argument("--workdir", default="/tmp")
     parser.add_argument("--no-restic", action="store_true")
+    parser.add_argument("--no-verify", action="store_true", help="Copy without reading the sent blobs back.")
     args = parser.parse_args()
+    VERIFY[:] = ["--no-verify"] if args.no_verify else []
     work = Path(tempfile.mkdtemp(prefix="safehold-copy-bench-", dir=args.workdir))
     try:
         rows = []

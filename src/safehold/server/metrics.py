@@ -48,7 +48,7 @@ DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 REPOSITORY_TTL_SECONDS = 60.0
 
 #: Kinds always reported by safehold_jobs_running, also at 0, so a dashboard has a line for each.
-RUNNING_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance")
+RUNNING_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance", "copy")
 
 #: Finished backup outcomes that count as a failed last attempt (cancelled jobs never ran and say nothing).
 FAILED_OUTCOMES = ("failed", "interrupted")

@@ -204,6 +204,7 @@ BackupParams = params.BackupParams
 CheckParams = params.CheckParams
 ForgetParams = params.ForgetParams
 MaintenanceParams = params.MaintenanceParams
+CopyParams = params.CopyParams
 
 
 class BackupJob(_Body):
@@ -260,8 +261,17 @@ class MaintenanceJob(_Body):
     params: MaintenanceParams = Field(default_factory=MaintenanceParams)
 
 
-JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob,
-                       Field(discriminator="kind")]
+class CopyJob(_Body):
+    """Copy a target's snapshots (every target the copy covers when no target is given) to a copy
+    named under 'copies:' in targets.yml: only what the destination lacks is sent."""
+
+    kind: Literal["copy"]
+    target: str | None = Field(None, min_length=1, max_length=255, description="Target name; all covered when omitted.")
+    params: CopyParams
+
+
+JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob
+                       | CopyJob, Field(discriminator="kind")]
 
 
 class Token(BaseModel):

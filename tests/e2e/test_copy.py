@@ -144,3 +144,31 @@ def test_copy_job_is_recorded(source: Workspace, tmp_path: Path):
     copy(source, dest)
     jobs = [job for job in source.json("jobs") if job["kind"] == "copy"]
     assert jobs and jobs[0]["status"] == "succeeded"
+
+
+def test_one_configuration_file_for_source_and_copy(workspace: Workspace, tmp_path: Path):
+    """'copies:' names the destination; 'init --for-copy' creates it with the source's parameters and
+    the copy's own password, and 'copy --to NAME' copies each covered target as its own job."""
+    make_tree(workspace.data)
+    offsite = tmp_path / "offsite"
+    text = workspace.config.read_text() + (
+        f"copies:\n  - {{name: offsite, targets: [files], repository: {{url: {offsite}, "
+        "password_env: OFFSITE_PASSWORD}}\n")
+    workspace.write_config(text=text)
+    env = {"OFFSITE_PASSWORD": DEST_PASSWORD}
+    workspace.run("init")
+    proc = workspace.run("init", "--for-copy", "nope", code=2, env=env)
+    assert "no copy named 'nope'" in proc.stderr
+    workspace.run("init", "--for-copy", "offsite", env=env)
+    workspace.run("backup", "--target", "files")
+    [result] = workspace.json("copy", "--to", "offsite", env=env)
+    assert result["destination"] == "offsite" and result["snapshots_copied"] == 1
+    jobs = [job for job in workspace.json("jobs") if job["kind"] == "copy"]
+    assert [job["target"] for job in jobs] == ["files"]
+    # The copy is a repository of its own: its password, not the source's.
+    dest = make_workspace(tmp_path / "dest")
+    dest.password = DEST_PASSWORD
+    dest.write_config(repository_url=str(offsite))
+    [copied] = dest.snapshots()
+    assert copied["target"] == "files" and copied["copied_from"]["url"].endswith("repo")
+    dest.run("check", "--read-data")

@@ -34,13 +34,24 @@ def init(
                                                     help="Variable holding SOURCE's password."),
     from_password_file: Optional[Path] = typer.Option(None, "--from-password-file", metavar="FILE",
                                                       help="File holding SOURCE's password."),
+    for_copy: Optional[str] = typer.Option(
+        None, "--for-copy", metavar="NAME",
+        help="Create instead the destination of the copy NAME under 'copies:', sharing the configured "
+             "repository's id key and chunking parameters (its password from the copy's own settings)."),
     json_output: bool = JsonOption,
 ) -> None:
     """Create the repository named in the configuration (and the job catalog)."""
     from ..engine.maintenance import init_repository
 
     ctx, _ = context(json_output)
-    if copy_params_from is not None:
+    if for_copy is not None:
+        from ..engine.copy import init_copy_destination
+
+        if copy_params_from is not None:
+            raise UsageError("--for-copy already takes the parameters of the configured repository: "
+                             "leave out --copy-params-from")
+        result = init_copy_destination(ctx, for_copy)
+    elif copy_params_from is not None:
         from ..engine.copy import init_with_params_from, repository_spec
 
         if from_password_env is None and from_password_file is None:

@@ -101,6 +101,24 @@ def copy_to(context: Context, to: str, target: str | None = None, snapshot_ref: 
             for index, each in enumerate(names)]
 
 
+def init_copy_destination(context: Context, name: str) -> dict:
+    """Create the destination repository of the configured copy ``name`` (``copies:``) with the
+    configured repository's id key and chunking parameters: one configuration file for both."""
+    configured = context.config.copy(name)
+    if configured is None:
+        known = ", ".join(copy.name for copy in context.config.copies) or "(none)"
+        raise errors.UsageError(f"no copy named {name!r} under 'copies:' in the configuration; configured: {known}")
+    spec = configured.repository
+    with context.catalog.job("init", details={"copy": name, "url": spec.url}) as job:
+        source = context.open_repository(load_index=False)
+        backend = open_backend(spec.url, **spec.backend_options())
+        repository = Repository.init(backend, spec.password(), params_from=source)
+        job.log(f"created repository {repository.id} at {backend.url} for copy {name}, with the chunking "
+                f"parameters and id key of {source.id}")
+        return {"id": repository.id, "url": backend.url, "params_from": source.id, "params_from_url": source.backend.url,
+                "copy": name}
+
+
 def copy_snapshots(context: Context, destination: RepositoryConfig, target: str | None = None,
                    snapshot_ref: str | None = None, verify: bool = True, *, job_id: int | None = None,
                    destination_name: str | None = None) -> dict:

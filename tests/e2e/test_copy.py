@@ -172,3 +172,23 @@ def test_one_configuration_file_for_source_and_copy(workspace: Workspace, tmp_pa
     [copied] = dest.snapshots()
     assert copied["target"] == "files" and copied["copied_from"]["url"].endswith("repo")
     dest.run("check", "--read-data")
+
+
+def test_copy_of_a_pruned_source(source: Workspace, tmp_path: Path):
+    """Prune on the source (packs repacked, snapshots gone) does not disturb what is copied next."""
+    dest = make_destination(tmp_path, source)
+    (source.data / "gone.bin").write_bytes(os.urandom(2_000_000))
+    source.run("backup", "--target", "files")
+    assert copy(source, dest)["snapshots_copied"] == 2
+    (source.data / "gone.bin").unlink()
+    write_file(source.data / "later.bin", os.urandom(500_000))
+    source.run("backup", "--target", "files")
+    source.run("forget", "--prune")  # keep_last 2: the first snapshot goes, its data is pruned
+    assert len(source.snapshots()) == 2
+    result = copy(source, dest)
+    assert result["snapshots_copied"] == 1 and result["snapshots_skipped"] == 1
+    assert len(dest.snapshots()) == 3  # the copy keeps what the source forgot
+    out = tmp_path / "restored"
+    dest.run("restore", "latest:files", "--to", out)
+    assert_same_tree(source.data, out / "data", exclude=EXCLUDED)
+    dest.run("check", "--read-data")

@@ -61,6 +61,9 @@ def test_copy_restores_identical_and_second_copy_sends_nothing(source: Workspace
     [copied] = dest.snapshots()
     assert copied["copied_from"]["snapshot"] == original["id"] and copied["id"] != original["id"]
     assert f"copy of {original['short_id']}" in dest.run("snapshots").stdout
+    # ... and the source's listing says where its snapshot also lives (from the catalog's copy jobs).
+    assert source.snapshots()[0]["copies"] == [str(dest.repo)]
+    assert f"also in {dest.repo}" in source.run("snapshots").stdout
     out = tmp_path / "restored"
     dest.run("restore", "latest:files", "--to", out)
     assert_same_tree(source.data, out / "data", exclude=EXCLUDED)

@@ -175,6 +175,8 @@ def _snapshot_note(row: dict) -> str:
         notes.append("REPLAYED (forgotten before)")
     if row.get("original"):
         notes.append(f"repaired from {row['original'][:8]}")
+    if row.get("copies"):
+        notes.append(printable("also in " + ", ".join(row["copies"])))
     if row.get("copied_from"):
         origin = row["copied_from"]
         notes.append(printable(f"copy of {origin['snapshot'][:8]} from {origin.get('url') or origin['repository'][:8]}"))

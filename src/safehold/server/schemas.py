@@ -121,6 +121,10 @@ class Snapshot(BaseModel):
     bytes_read: int
     bytes_added: int
     skipped: Skipped | None = None
+    copied_from: dict[str, str] | None = Field(
+        None, description="On a snapshot written by 'safehold copy': the source repository id, snapshot id and url.")
+    copies: list[str] = Field(default_factory=list,
+                              description="Copies (names or urls) this catalog's copy jobs sent the snapshot to.")
 
 
 class SnapshotList(BaseModel):

@@ -20,7 +20,7 @@ from ..config.repository import RepositoryConfig
 from ..repository import Repository
 from ..repository.backends import open_backend
 from ..repository.copy import CopyStats, copied_ids, copy_snapshot
-from ..repository.forgotten import live_snapshots
+from ..repository.forgotten import live_snapshots, replayed_records
 from ..repository.repository import same_params
 from .context import Context
 
@@ -139,6 +139,11 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
                                               source_id=source.id[:8], destination_id=target_repository.id[:8])
             if snapshot_ref is not None:
                 wanted = [source.find_snapshot(snapshot_ref, target)]
+                # A snapshot forget removed and someone put back (a rollback) is not spread further.
+                replayed = replayed_records(source, wanted)
+                if wanted[0].id in replayed:
+                    raise errors.SnapshotReplayed(snapshot=wanted[0].short_id,
+                                                  record=replayed[wanted[0].id].describe())
             else:
                 wanted = live_snapshots(source, target)
             lock = target_repository.lock(purpose="copy")

@@ -95,3 +95,21 @@ def test_a_failing_copy_does_not_fail_the_backup(context: Context, monkeypatch: 
     [copy_job] = context.catalog.list_jobs(kind="copy")
     assert copy_job.status == "failed" and copy_job.error_type == "CopyDestinationPassword"
     assert any("copy to offsite failed" in line.message for line in context.catalog.job_logs(record.id))
+
+
+def test_a_replayed_snapshot_is_not_copied(context: Context, tmp_path: Path):
+    """A snapshot that forget removed and someone put back (a rollback) does not spread to copies."""
+    from safehold.engine.copy import copy_to
+    from safehold.engine.maintenance import forget_snapshots
+
+    run_job(context, submit_job(context, "backup", "docs"))
+    [snapshot] = context.open_repository(load_index=False).list_snapshots()
+    [stored] = [p for p in (tmp_path / "ws" / "repo" / "snapshots").rglob("*") if p.is_file()]
+    saved = stored.read_bytes()
+    forget_snapshots(context, snapshot_ids=[snapshot.id])
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(saved)  # put back
+    with pytest.raises(errors.SnapshotReplayed):
+        copy_to(context, "offsite", "docs", snapshot.id)
+    [result] = copy_to(context, "offsite", "docs")
+    assert result["snapshots_copied"] == 0

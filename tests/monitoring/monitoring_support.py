@@ -67,6 +67,7 @@ ALERT_NAMES = (
     "RestoreTestOverdue",
     "RTOAtRisk",
     "SafeholdDown",
+    "CopyLagging",
 )
 
 

@@ -168,6 +168,9 @@ def test_one_configuration_file_for_source_and_copy(workspace: Workspace, tmp_pa
     assert result["destination"] == "offsite" and result["snapshots_copied"] == 1
     jobs = [job for job in workspace.json("jobs") if job["kind"] == "copy"]
     assert [job["target"] for job in jobs] == ["files"]
+    status = {entry["name"]: entry for entry in workspace.json("status")["targets"]}
+    assert status["files"]["copies"]["offsite"] is not None and status["disk"]["copies"] == {}
+    assert "offsite 20" in workspace.run("status").stdout  # the copies column: name and date
     # The copy is a repository of its own: its password, not the source's.
     dest = make_workspace(tmp_path / "dest")
     dest.password = DEST_PASSWORD

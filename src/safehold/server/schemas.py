@@ -82,6 +82,9 @@ class TargetStatus(BaseModel):
     last_restore_test: RestoreTestStatus | None
     skipped_items: int = Field(0, description="Items the newest finished backup left out or stored while they "
                                               "changed (its status is then 'partial'); 0 if it was complete.")
+    copies: dict[str, dt.datetime | None] = Field(
+        default_factory=dict, description="Each configured copy covering the target: when its newest copy "
+                                          "succeeded (null: never).")
 
 
 class TargetList(BaseModel):

@@ -76,6 +76,10 @@ def test_a_backup_job_copies_after_itself_and_metrics_show_it(context: Context, 
                if s.name == "safehold_copy_last_success_timestamp_seconds"]
     assert {(s.labels["target"], s.labels["destination"]) for s in samples} == {("web", "offsite")}
     assert samples[0].value > 0
+    from safehold.engine.status import target_statuses
+
+    statuses = {status.name: status for status in target_statuses(context)}
+    assert statuses["web"].copies["offsite"] is not None and statuses["docs"].copies == {}
 
 
 def test_a_queued_copy_job_names_a_configured_copy(context: Context):

@@ -590,6 +590,34 @@ def from_os_error(exc: OSError, what: str) -> SafeholdError:
     return BackendError(detail=detail)
 
 
+# --- repository copies (codes 41-44) -----------------------------------------------
+
+
+class CopyParamsDiffer(SafeholdError):
+    """``safehold copy`` between repositories whose blob ids differ for the same data."""
+
+    template = ("repository {destination} does not share the chunking parameters and id key of {source} "
+                "(source {source_id}, destination {destination_id}): the same data has other blob ids there")
+    remedy = ("create the destination with 'safehold init --copy-params-from {source}' (a new, empty repository "
+              "with its own password and master key) and copy into that one")
+    exit_code = 41
+
+
+class CopyDestinationPassword(SafeholdError):
+    """The password given for a copy's destination (or an init's parameter source) opens no key of it."""
+
+    template = "the password from {password_source} does not open any key of the repository at {url}"
+    remedy = ("check {password_source}: it must hold that repository's own password "
+              "(not the password of the configured repository)")
+    exit_code = 42
+
+
+class CopySameRepository(SafeholdError):
+    template = "{url} is the repository being copied from (repository {repository_id}): a copy needs another one"
+    remedy = "name a different repository with --to (a repository created with 'safehold init --copy-params-from')"
+    exit_code = 43
+
+
 def all_error_classes() -> list[type[SafeholdError]]:
     """Every concrete error class, for the documentation test and docs/exit-codes.md."""
     seen: list[type[SafeholdError]] = []
@@ -630,3 +658,4 @@ def exit_code_markdown() -> str:
 
 if __name__ == "__main__":
     print(exit_code_markdown(), end="")
+

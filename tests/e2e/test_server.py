@@ -62,7 +62,7 @@ METRIC_FAMILIES = {
     "safehold_restore_test_last_duration_seconds", "safehold_restore_test_interval_seconds",
     "safehold_jobs_running", "safehold_job_failures",
     "safehold_repository_stored_bytes", "safehold_repository_capacity_bytes", "safehold_repository_snapshots",
-    "safehold_build_info",
+    "safehold_build_info", "safehold_copy_last_success_timestamp_seconds", "safehold_copy_last_bytes_sent",
 }
 
 

@@ -51,6 +51,8 @@ EXPORTED_METRICS = frozenset(
         "safehold_repository_capacity_bytes",
         "safehold_repository_snapshots",
         "safehold_build_info",
+        "safehold_copy_last_success_timestamp_seconds",
+        "safehold_copy_last_bytes_sent",
     }
 )
 # Exported only for drills configured under `drills:` (tests/unit/engine/test_drill.py covers them).
@@ -78,6 +80,7 @@ ALERT_NAMES = (
     "SafeholdDown",
     "DRDrillFailed",
     "DRDrillOverdue",
+    "CopyLagging",
 )
 
 

@@ -26,6 +26,7 @@ STABLE |= {"LockLost": 25}
 STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFailed": 60}
 STABLE |= {"SandboxSetupFailed": 61, "SandboxNotRemoved": 62}
 STABLE |= {"KeyRetained": 37}
+STABLE |= {"CopyParamsDiffer": 41, "CopyDestinationPassword": 42, "CopySameRepository": 43}
 STABLE |= {"PostgresToolTooOld": 67, "PostgresError": 68, "CommandFailed": 69, "PostgresRestoreRefused": 33}
 STABLE |= {"PruneRefused": 27, "SnapshotReplayed": 28, "RepairRefused": 29}
 STABLE |= {"SshHostKeyRejected": 64, "SshConnectionFailed": 65, "SshCommandFailed": 66}

@@ -44,9 +44,12 @@ def status(json_output: bool = JsonOption) -> None:
         last = entry.last_status or ""
         if entry.skipped_items:
             last += f" ({entry.skipped_items} skipped)"
+        copies = ", ".join(f"{name} {f'{when:%Y-%m-%d %H:%M}' if when else 'never'}"
+                           for name, when in entry.copies.items())
         rows.append([entry.name, entry.tier, entry.source_type, _age(entry.rpo_seconds), _age(entry.age_seconds),
-                     "yes" if entry.compliant else "NO", last, drill])
-    print_table(["target", "tier", "source", "rpo", "age", "compliant", "last backup", "restore test"], rows)
+                     "yes" if entry.compliant else "NO", last, drill] + ([copies] if ctx.config.copies else []))
+    print_table(["target", "tier", "source", "rpo", "age", "compliant", "last backup", "restore test"]
+                + (["copies (last)"] if ctx.config.copies else []), rows)
     bad = [entry.name for entry in statuses if not entry.compliant]
     typer.echo(f"{len(statuses) - len(bad)} of {len(statuses)} target(s) within their RPO")
     partial = [entry.name for entry in statuses if entry.skipped_items]

@@ -25,16 +25,50 @@ from .output import error_console, human_bytes, print_json, print_table
 
 
 @app.command()
-def init(json_output: bool = JsonOption) -> None:
+def init(
+    copy_params_from: Optional[str] = typer.Option(
+        None, "--copy-params-from", metavar="SOURCE",
+        help="Share the id key and chunking parameters of the repository at this url, so 'safehold copy' "
+             "between them sends only missing blobs (its own password and master key stay separate)."),
+    from_password_env: Optional[str] = typer.Option(None, "--from-password-env", metavar="VAR",
+                                                    help="Variable holding SOURCE's password."),
+    from_password_file: Optional[Path] = typer.Option(None, "--from-password-file", metavar="FILE",
+                                                      help="File holding SOURCE's password."),
+    for_copy: Optional[str] = typer.Option(
+        None, "--for-copy", metavar="NAME",
+        help="Create instead the destination of the copy NAME under 'copies:', sharing the configured "
+             "repository's id key and chunking parameters (its password from the copy's own settings)."),
+    json_output: bool = JsonOption,
+) -> None:
     """Create the repository named in the configuration (and the job catalog)."""
     from ..engine.maintenance import init_repository
 
     ctx, _ = context(json_output)
-    result = init_repository(ctx)
+    if for_copy is not None:
+        from ..engine.copy import init_copy_destination
+
+        if copy_params_from is not None:
+            raise UsageError("--for-copy already takes the parameters of the configured repository: "
+                             "leave out --copy-params-from")
+        result = init_copy_destination(ctx, for_copy)
+    elif copy_params_from is not None:
+        from ..engine.copy import init_with_params_from, repository_spec
+
+        if from_password_env is None and from_password_file is None:
+            raise UsageError("name where the password of --copy-params-from comes from: "
+                             "--from-password-env VAR or --from-password-file FILE")
+        source = repository_spec(copy_params_from, from_password_env,
+                                 str(from_password_file) if from_password_file else None)
+        result = init_with_params_from(ctx, source)
+    else:
+        result = init_repository(ctx)
     if json_output:
         print_json(result)
     else:
         typer.echo(f"created repository {result['id'][:8]} at {result['url']}")
+        if result.get("params_from"):
+            typer.echo(f"it shares the id key and chunking parameters of {result['params_from'][:8]} "
+                       f"at {result['params_from_url']}")
         typer.echo("keep the password safe: without it the backups cannot be read")
 
 
@@ -141,6 +175,11 @@ def _snapshot_note(row: dict) -> str:
         notes.append("REPLAYED (forgotten before)")
     if row.get("original"):
         notes.append(f"repaired from {row['original'][:8]}")
+    if row.get("copies"):
+        notes.append(printable("also in " + ", ".join(row["copies"])))
+    if row.get("copied_from"):
+        origin = row["copied_from"]
+        notes.append(printable(f"copy of {origin['snapshot'][:8]} from {origin.get('url') or origin['repository'][:8]}"))
     return "; ".join(notes)
 
 
@@ -630,6 +669,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.server",
     "safehold.cli.repair",
     "safehold.cli.drill",
+    "safehold.cli.copy",
 ]
 
 

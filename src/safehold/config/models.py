@@ -43,6 +43,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from safehold.config.copies import CopyConfig
 from safehold.config.common import _context, _environ, _invalid, _Model, _problem, _reraise, _resolve_path
 from safehold.config.drills import DRILL_SCENARIOS, Drill, DrillDestination, DrillStep, drill_problems
 from safehold.config.fields import CRON_USAGE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ChunkSize, Cron, Duration
@@ -186,6 +187,34 @@ def _cross_check(data: dict[str, Any]) -> list[InitErrorDetails]:
     return problems + drill_problems(data)
 
 
+def _copy_problems(data: dict[str, Any]) -> list[InitErrorDetails]:
+    """Duplicate copy names and copies of targets that do not exist."""
+    copies, targets = data.get("copies"), data.get("targets")
+    if not isinstance(copies, list):
+        return []
+    known = {t.get("name") for t in targets if isinstance(t, dict)} if isinstance(targets, list) else set()
+    problems: list[InitErrorDetails] = []
+    seen: dict[str, int] = {}
+    for index, copy in enumerate(copies):
+        if not isinstance(copy, dict):
+            continue
+        name = copy.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(_problem(("copies", index, "name"), f"duplicate copy name {name!r}: copies[{seen[name]}] "
+                                         "has it too; names must be unique", name))
+            seen.setdefault(name, index)
+        covered = copy.get("targets")
+        if isinstance(covered, list):
+            for position, target in enumerate(covered):
+                if isinstance(target, str) and target not in known:
+                    problems.append(_problem(
+                        ("copies", index, "targets", position),
+                        f"target {target!r} is not defined; defined targets: "
+                        f"{', '.join(sorted(n for n in known if isinstance(n, str))) or '(none)'}", target))
+    return problems
+
+
 def _boot_check_problems(index: int, target: dict[str, Any]) -> list[InitErrorDetails]:
     """A ``boot`` health check on a target whose restored disks safehold cannot boot."""
     test, source = target.get("restore_test"), target.get("source")
@@ -233,6 +262,16 @@ class Config(_Model):
         default_factory=list,
         description="Everything to back up.",
     )
+    copies: list[CopyConfig] = Field(
+        default_factory=list,
+        description=(
+            "Second copies of the snapshots in other repositories (another site, region or account), each "
+            "created with 'safehold init --copy-params-from'; see 'safehold copy'."
+        ),
+        examples=[[{"name": "offsite", "repository": {"url": "s3://dr-backups/safehold",
+                                                       "password_env": "SAFEHOLD_OFFSITE_PASSWORD"},
+                    "after_backup": True}]],
+    )
     scheduler: SchedulerConfig = Field(
         default_factory=SchedulerConfig,
         description="Concurrency limits, jitter, retries and the maintenance schedules of the scheduler.",
@@ -258,7 +297,7 @@ class Config(_Model):
             # From the environment, so relative to where safehold runs, not to the file.
             data["state_dir"] = os.path.abspath(os.path.expanduser(override))
         data["tiers"] = _merge_tiers(data.get("tiers"))
-        problems = _cross_check(data)
+        problems = _cross_check(data) + _copy_problems(data)
         try:
             config = handler(data)
         except ValidationError as error:
@@ -305,6 +344,14 @@ class Config(_Model):
                 return drill
         known = ", ".join(drill.name for drill in self.drills) or "(none)"
         raise DrillNotFound(name=name, path=str(self.path) if self.path else "the configuration", known=known)
+
+    def copy(self, name: str) -> CopyConfig | None:
+        """The copy called ``name``, or None."""
+        return next((copy for copy in self.copies if copy.name == name), None)
+
+    def copies_of(self, target: str) -> list[CopyConfig]:
+        """The copies that cover ``target``."""
+        return [copy for copy in self.copies if copy.targets is None or target in copy.targets]
 
     def tier_of(self, target: Target | str) -> TierConfig:
         """The TierConfig of a target (or target name)."""

@@ -26,6 +26,7 @@ def snapshot_dict(snapshot: Snapshot) -> dict:
         "bytes_read": summary.get("bytes_read", 0), "bytes_added": summary.get("bytes_added", 0),
         "skipped": skipped_dict(summary.get("skipped")),
         "original": snapshot.original,  # set on snapshots written by 'repair snapshots'
+        "copied_from": snapshot.copied_from,  # set on snapshots written by 'copy'
     }
 
 
@@ -84,7 +85,29 @@ def list_snapshots(context: Context, target: str | None = None) -> list[dict]:
     shown = [s for s in everything if target is None or s.target == target]
     # A snapshot that a forget record names was forgotten and put back: marked, never hidden.
     replayed = replayed_records(repository, shown)
-    return [snapshot_dict(s) | {"replayed": replayed[s.id].as_dict() if s.id in replayed else None} for s in shown]
+    copies = _copies_in_catalog(context, repository.id)
+    return [snapshot_dict(s) | {"replayed": replayed[s.id].as_dict() if s.id in replayed else None,
+                                "copies": sorted(copies.get(s.id, ()))} for s in shown]
+
+
+def _copies_in_catalog(context: Context, repository_id: str) -> dict[str, set[str]]:
+    """Snapshot id -> the destinations (copy names or urls) the catalog's successful copy jobs of
+    this repository sent it to. From job history: a copy made from another host's catalog, or
+    forgotten on the destination since, is not known here (the destination's own 'snapshots'
+    says what it holds, with 'copied_from')."""
+    found: dict[str, set[str]] = {}
+    try:
+        jobs = context.catalog.list_jobs(kind="copy", status="succeeded", limit=None)
+    except Exception:  # a listing never fails because of the catalog
+        return found
+    for job in jobs:
+        details = job.details or {}
+        if details.get("source_id") != repository_id or not isinstance(details.get("copied"), list):
+            continue
+        for entry in details["copied"]:
+            if isinstance(entry, dict) and isinstance(entry.get("source"), str):
+                found.setdefault(entry["source"], set()).add(str(details.get("destination")))
+    return found
 
 
 def rebuild_catalog(context: Context) -> dict:

@@ -20,7 +20,7 @@ from .context import Context
 from .params import PARAMS, QueuedPlatformRestore, restore_params_model
 
 SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance", "repair-index",
-                     "repair-snapshots", "drill")
+                     "repair-snapshots", "drill", "copy")
 """Kinds a user or the scheduler may queue."""
 
 NEEDS_TARGET = ("backup", "restore-test")
@@ -54,6 +54,9 @@ def submit_job(
     checked = _check_params(kind, target, dict(params or {}))
     if kind == "drill":
         context.config.drill(checked["drill"])  # DrillNotFound listing the known names
+    if kind == "copy" and context.config.copy(checked["to"]) is None:
+        known = ", ".join(copy.name for copy in context.config.copies) or "(none)"
+        raise errors.UsageError(f"params.to: no copy named {checked['to']!r} in the configuration; configured: {known}")
     details: dict[str, Any] = {"params": checked, "trigger": trigger, "attempt": attempt}
     return context.catalog.queue_job(kind, target, details)
 
@@ -99,6 +102,7 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
 
         result = backup_target(context, target or "", tags=params.get("tags"), job_id=job_id)
         _forget_after_backup(context, target or "", job_id, result.snapshot_id)
+        _copy_after_backup(context, target or "", job_id, result.snapshot_id)
     elif kind == "restore":
         from .restore import restore_snapshot
 
@@ -148,6 +152,13 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
         from .drill import run_drill
 
         run_drill(context, str(params.get("drill", "")), job_id=job_id)
+    elif kind == "copy":
+        from .copy import copy_to
+
+        if context.config.copy(str(params.get("to"))) is None:  # queued jobs name configured copies only
+            known = ", ".join(copy.name for copy in context.config.copies) or "(none)"
+            raise errors.UsageError(f"no copy named {params.get('to')!r} in the configuration; configured: {known}")
+        copy_to(context, params["to"], target, params.get("snapshot"), job_id=job_id)
     else:  # submit_job refuses these; a row written by a newer release could still carry one
         raise errors.UsageError(f"this safehold cannot run jobs of kind {kind!r}")
 
@@ -172,6 +183,25 @@ def _forget_after_backup(context: Context, target: str, backup_job_id: int, snap
         return
     context.catalog.log(backup_job_id, f"retention applied after snapshot {snapshot_id[:8]}: "
                                        f"forgot {len(outcome.removed)} snapshot(s)")
+
+
+def _copy_after_backup(context: Context, target: str, backup_job_id: int, snapshot_id: str) -> None:
+    """Copy the new snapshot to every copy with ``after_backup`` that covers the target, each as its
+    own 'copy' job. A failing copy does not fail the backup (the data is safe in the repository):
+    it is recorded in its own job (and the metric of its last success stops moving)."""
+    from .copy import copy_to
+
+    for configured in context.config.copies_of(target):
+        if not configured.after_backup:
+            continue
+        try:
+            copy_to(context, configured.name, target)
+        except errors.SafeholdError as error:
+            if error.bug:
+                raise
+            context.catalog.log(backup_job_id, f"copy to {configured.name} failed: {error}", level="warning")
+            continue
+        context.catalog.log(backup_job_id, f"snapshot {snapshot_id[:8]} copied to {configured.name}")
 
 
 def _ensure_finished(context: Context, job_id: int, error: BaseException | None, status: str = "failed") -> None:

@@ -102,6 +102,12 @@ class DrillParams(Params):
     drill: str = Field(min_length=1, max_length=128, description="Name of a drill under 'drills:' in targets.yml.")
 
 
+class CopyParams(Params):
+    to: str = Field(min_length=1, description="The name of a copy configured under 'copies:' in targets.yml.")
+    snapshot: str | None = Field(None, description="Only this snapshot (id prefix or 'latest'); default: every "
+                                                   "snapshot of the target the destination lacks.")
+
+
 #: kind -> the model its queued params are validated with.
 PARAMS: dict[str, type[Params]] = {
     "backup": BackupParams,
@@ -114,4 +120,5 @@ PARAMS: dict[str, type[Params]] = {
     "repair-index": RepairIndexParams,
     "repair-snapshots": RepairSnapshotsParams,
     "drill": DrillParams,
+    "copy": CopyParams,
 }

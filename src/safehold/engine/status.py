@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.store import GOOD_BACKUP_STATUSES
@@ -54,6 +54,8 @@ class TargetStatus:
     # Items the newest finished backup left out or stored while they changed (its status is then
     # 'partial'); 0 when it was complete or failed, or there was none.
     skipped_items: int = 0
+    # Each configured copy covering the target: its name -> when its newest copy succeeded (None: never).
+    copies: dict[str, dt.datetime | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +71,7 @@ class TargetStatus:
             "compliant": self.compliant,
             "last_restore_test": self.last_restore_test.as_dict() if self.last_restore_test else None,
             "skipped_items": self.skipped_items,
+            "copies": {name: when.isoformat() if when else None for name, when in self.copies.items()},
         }
 
 
@@ -92,6 +95,7 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
     finished_jobs = catalog.latest_jobs("backup", status=FINISHED_BACKUP_STATUSES)
     snapshot_times = catalog.latest_snapshot_times()
     tests = catalog.latest_jobs("restore-test", status=FINISHED_TEST_STATUSES)
+    copied = _last_copies(context)
     statuses: list[TargetStatus] = []
     for target in context.config.targets:
         tier = context.config.tier_of(target)
@@ -117,8 +121,21 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
             compliant=age is not None and age <= rpo,
             last_restore_test=_restore_test_status(tests.get(target.name), rto),
             skipped_items=skipped_count(finished_jobs.get(target.name)),
+            copies={copy.name: copied.get((target.name, copy.name)) for copy in context.config.copies_of(target.name)},
         ))
     return statuses
+
+
+def _last_copies(context: Context) -> dict[tuple[str, str], dt.datetime]:
+    """(target, destination) -> when its newest copy job succeeded; one query, none without copies."""
+    if not context.config.copies:
+        return {}
+    found: dict[tuple[str, str], dt.datetime] = {}
+    for job in context.catalog.list_jobs(kind="copy", status="succeeded", limit=1000):  # newest first
+        key = (job.target or "", str((job.details or {}).get("destination", "")))
+        if key not in found:
+            found[key] = job.finished_at or job.created_at
+    return found
 
 
 def skipped_count(job: JobRecord | None) -> int:

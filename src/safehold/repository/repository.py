@@ -59,6 +59,10 @@ class Snapshot:
     source: dict = field(default_factory=dict)
     # Set on a snapshot written by 'repair snapshots': the id of the damaged snapshot it replaces.
     original: str | None = None
+    # Set on a snapshot written by 'copy': {"repository": source repository id, "snapshot": the
+    # source snapshot's id, "url": the source's url}. A snapshot's id is the hash of its encrypted
+    # object (a fresh nonce per write), so a copy cannot keep the id: it names its original instead.
+    copied_from: dict | None = None
 
     def to_document(self) -> dict:
         document = {
@@ -68,6 +72,8 @@ class Snapshot:
         }
         if self.original is not None:  # only repaired snapshots carry it; older readers ignore it
             document["original"] = self.original
+        if self.copied_from is not None:  # only copies carry it; older readers ignore it
+            document["copied_from"] = self.copied_from
         return document
 
     @classmethod
@@ -78,11 +84,22 @@ class Snapshot:
             parent=document.get("parent"), tags=document.get("tags", []), summary=document.get("summary", {}),
             source=document.get("source", {}),
             original=document["original"] if isinstance(document.get("original"), str) else None,
+            copied_from=_copied_from(document.get("copied_from")),
         )
 
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+
+def _copied_from(value: object) -> dict | None:
+    """A snapshot's ``copied_from`` record, read from the repository (hostile): only short strings
+    under the known keys are kept; anything else is dropped rather than trusted."""
+    if not isinstance(value, dict):
+        return None
+    record = {key: value[key] for key in ("repository", "snapshot", "url")
+              if isinstance(value.get(key), str) and len(value[key]) <= 4096}
+    return record if "snapshot" in record and "repository" in record else None
 
 
 @dataclass
@@ -117,7 +134,12 @@ class Repository:
 
     # -- creation and opening -----------------------------------------------
     @classmethod
-    def init(cls, backend: Backend, password: bytes, kdf: dict | None = None) -> "Repository":
+    def init(cls, backend: Backend, password: bytes, kdf: dict | None = None,
+             params_from: "Repository | None" = None) -> "Repository":
+        """Create a repository. With ``params_from`` (an open repository) the new one shares its id
+        key, chunker seed and chunker, so the same data gets the same blob ids in both and a copy
+        between them sends only the blobs the destination lacks (restic's --copy-chunker-params);
+        its encryption key is its own, fresh and random, like its password."""
         if backend.exists():
             raise errors.RepositoryAlreadyExists(url=backend.url)
         _refuse_foreign(backend)
@@ -132,6 +154,10 @@ class Repository:
                 pass
         backend.create()
         master = MasterKey.generate()
+        if params_from is not None:
+            # Only the encryption key is new: id key and chunker seed decide blob ids and chunk
+            # boundaries. Sharing them reveals nothing new to a holder of the source's key.
+            master = MasterKey(master.encryption_key, params_from.master.id_key, params_from.master.chunker_seed)
         key_file = wrap_master_key(master, password, kdf)
         key_name = _name_of(key_file)
         # Keys and config are locked like data (Object Lock): without them the locked data
@@ -148,6 +174,14 @@ class Repository:
             "chunker": "fastcdc-2020",
             "key_check": key_check(master, repository_id),
         }
+        if params_from is not None:
+            # The id key is shared, so a key check made with it alone would also pass for the
+            # source's master key (a source key file put into keys/ here would "open" this
+            # repository and then fail on every object): bind the encryption key as well.
+            config["key_check_binds"] = "encryption"
+            config["key_check"] = key_check(master, repository_id, config)
+            config["chunker"] = params_from.config.get("chunker", "fastcdc-2020")
+            config["params_from"] = params_from.id  # informational: which repository it shares ids with
         # The config is written last: a repository without it does not exist yet,
         # so an interrupted init can simply be run again.
         _put_new(backend, Kind.CONFIG, "config", json.dumps(config, indent=1).encode(), until)
@@ -183,7 +217,7 @@ class Repository:
         config = read_config(backend)
         if unlocked is not None:
             master, key_name = unlocked
-            if key_check(master, config["id"]) != config.get("key_check"):
+            if key_check(master, config["id"], config) != config.get("key_check"):
                 raise errors.WrongPassword(url=backend.url)
             return cls(backend, config, master, key_name)
         names = sorted(info.name for info in backend.list(Kind.KEYS))
@@ -211,7 +245,7 @@ class Repository:
                 master = unwrap_master_key(key_file, password)
             except (DecryptionFailed, ValueError, KeyError):
                 continue
-            if key_check(master, config["id"]) != config["key_check"]:
+            if key_check(master, config["id"], config) != config["key_check"]:
                 continue  # a key for another master key (a foreign or stray key file)
             return cls(backend, config, master, name)
         if len(candidates) > limit:
@@ -662,10 +696,25 @@ def _put_new(backend: Backend, kind: Kind, name: str, data: bytes, retain_until:
             raise errors.RepositoryAlreadyExists(url=backend.url) from None
 
 
-def key_check(master: MasterKey, repository_id: str) -> str:
-    """Binds the master key to the repository: open() ignores key files that unwrap another key."""
+def same_params(first: Repository, second: Repository) -> bool:
+    """Whether the same data gets the same blob ids and chunk boundaries in both repositories
+    (shared id key, chunker seed and chunker): the condition for copying blobs without re-chunking."""
+    import hmac
+
+    return (hmac.compare_digest(first.master.id_key, second.master.id_key)
+            and first.master.chunker_seed == second.master.chunker_seed
+            and first.config.get("chunker", "fastcdc-2020") == second.config.get("chunker", "fastcdc-2020"))
+
+
+def key_check(master: MasterKey, repository_id: str, config: dict | None = None) -> str:
+    """Binds the master key to the repository: open() ignores key files that unwrap another key.
+    A repository made with ``params_from`` (config ``key_check_binds: encryption``) binds the
+    encryption key too, since its id key is shared with another repository."""
     import blake3
 
+    if config is not None and config.get("key_check_binds") == "encryption":
+        return blake3.blake3(b"safehold-key-check-v2:" + repository_id.encode() + b"\x00" + master.encryption_key,
+                             key=master.id_key).hexdigest()
     return blake3.blake3(b"safehold-key-check:" + repository_id.encode(), key=master.id_key).hexdigest()
 
 

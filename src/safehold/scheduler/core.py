@@ -243,6 +243,7 @@ class Scheduler:
                 kind = "restore-test"
             if decision.due:
                 self._queue(kind, target.name, {}, decision, report)
+        self._queue_copies(now, report, busy)
         # Maintenance extends Object Lock retention: without a lock there is nothing to extend.
         locked = config.repository.object_lock is not None
         for kind, expression, params in (
@@ -284,6 +285,32 @@ class Scheduler:
             if decision.due:
                 self._queue("drill", None, {"drill": drill.name}, decision, report)
                 return
+
+    def _queue_copies(self, now: dt.datetime, report: TickReport, busy: set[Any]) -> None:
+        """Copies with a schedule: one job per (copy, covered target), due by the copy's cron. Copies
+        after each backup are run by the backup job itself (engine.jobs)."""
+        settings = self.settings
+        assert self.started_at is not None
+        if not self.context.config.copies:
+            return
+        # Never two jobs of one target: a backup queued in this pass goes first (it copies itself
+        # when after_backup is set), the scheduled copy comes at a later pass.
+        busy = busy | {self.context.catalog.get_job(job_id).target for job_id in report.queued} - {None}
+        for configured in self.context.config.copies:
+            if configured.schedule is None:
+                continue
+            for target in self.context.config.targets:
+                if target.name in busy or (configured.targets is not None and target.name not in configured.targets):
+                    continue
+                history = self.context.catalog.list_jobs(kind="copy", target=target.name, limit=50)
+                last = next((job for job in history if (job.details or {}).get("destination") == configured.name
+                             or ((job.details or {}).get("params") or {}).get("to") == configured.name), None)
+                decision = timing.retry_decision(last, now, settings.retries, settings.retry_backoff) or \
+                    timing.cron_decision(f"{target.name}:copy:{configured.name}", configured.schedule, last, now,
+                                         started_at=self.started_at, jitter=self.jitter, timezone=self.timezone)
+                if decision.due:
+                    self._queue("copy", target.name, {"to": configured.name}, decision, report)
+                    busy.add(target.name)
 
     def _backup_decision(self, target: Any, last: Any, now: dt.datetime) -> timing.Decision:
         settings = self.settings

@@ -50,7 +50,7 @@ DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 REPOSITORY_TTL_SECONDS = 60.0
 
 #: Kinds always reported by safehold_jobs_running, also at 0, so a dashboard has a line for each.
-RUNNING_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance")
+RUNNING_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance", "copy")
 
 #: Finished backup outcomes that count as a failed last attempt (cancelled jobs never ran and say nothing).
 FAILED_OUTCOMES = ("failed", "interrupted")
@@ -75,6 +75,7 @@ class SafeholdCollector(Collector):
         yield from self._drills()
         yield from self._jobs()
         yield from self._repository()
+        yield from self._copies()
 
     # --- families -------------------------------------------------------------
 
@@ -244,6 +245,38 @@ class SafeholdCollector(Collector):
             yield _gauge("safehold_repository_capacity_bytes",
                          "Bytes the repository could occupy: its own plus the free space of its filesystem "
                          "(absent for object stores without a limit)", values["capacity_bytes"])
+
+    def _copies(self) -> Iterator[Metric]:
+        """Per (target, destination): when its newest copy succeeded and what that copy sent. Every
+        configured copy's targets appear (0 before the first copy, so an alert can tell "never");
+        copies to a url given on the command line appear once they succeeded."""
+        success = GaugeMetricFamily(
+            "safehold_copy_last_success_timestamp_seconds",
+            "Unix time the newest successful copy of the target's snapshots to the destination finished; 0 if none",
+            labels=("target", "destination"))
+        sent = GaugeMetricFamily(
+            "safehold_copy_last_bytes_sent",
+            "Stored bytes the newest successful copy sent to the destination (0: it had everything already)",
+            labels=("target", "destination"))
+        newest: dict[tuple[str, str], tuple[float, float]] = {}
+        for copy in self.context.config.copies:
+            for target in self.context.config.targets:
+                if copy.targets is None or target.name in copy.targets:
+                    newest[(target.name, copy.name)] = (0.0, 0.0)
+        # Newest first: the first job seen for a (target, destination) is its newest.
+        seen: set[tuple[str, str]] = set()
+        for job in self.context.catalog.list_jobs(kind="copy", status="succeeded", limit=1000):
+            details = job.details or {}
+            key = (job.target or "", str(details.get("destination", "")))
+            if key in seen or not key[1]:
+                continue
+            seen.add(key)
+            newest[key] = (_timestamp(job.finished_at or job.created_at), float(details.get("bytes_sent") or 0))
+        for (target, destination), (when, size) in sorted(newest.items()):
+            success.add_metric((target, destination), when)
+            sent.add_metric((target, destination), size)
+        yield success
+        yield sent
 
     # --- queries --------------------------------------------------------------
 

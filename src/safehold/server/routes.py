@@ -128,8 +128,8 @@ def get_job_log(job_id: JobId, request: Request,
 @router.post("/jobs", response_model=schemas.Job, status_code=status.HTTP_202_ACCEPTED, tags=["jobs"],
              responses={**NOT_FOUND, **INVALID})
 def submit_job(request: Request, body: schemas.JobRequest = Body(), _: TokenRecord = operator) -> dict[str, Any]:
-    """Queue a backup, restore, restore-test, check, prune, forget, maintenance, repair-index or
-    repair-snapshots; a worker runs it.
+    """Queue a backup, restore, restore-test, check, prune, forget, maintenance, repair-index,
+    repair-snapshots, drill or copy; a worker runs it.
 
     Answers 202 with the queued job; follow it with ``GET /api/v1/jobs/{id}``.
     """

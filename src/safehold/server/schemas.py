@@ -82,6 +82,9 @@ class TargetStatus(BaseModel):
     last_restore_test: RestoreTestStatus | None
     skipped_items: int = Field(0, description="Items the newest finished backup left out or stored while they "
                                               "changed (its status is then 'partial'); 0 if it was complete.")
+    copies: dict[str, dt.datetime | None] = Field(
+        default_factory=dict, description="Each configured copy covering the target: when its newest copy "
+                                          "succeeded (null: never).")
 
 
 class TargetList(BaseModel):
@@ -141,6 +144,10 @@ class Snapshot(BaseModel):
                                                             "again (a rollback of the repository's history): "
                                                             "'latest' and backups skip it, and restores refuse it "
                                                             "(the CLI's 'restore --allow-replayed' overrides).")
+    copied_from: dict[str, str] | None = Field(
+        None, description="On a snapshot written by 'safehold copy': the source repository id, snapshot id and url.")
+    copies: list[str] = Field(default_factory=list,
+                              description="Copies (names or urls) this catalog's copy jobs sent the snapshot to.")
 
 
 class SnapshotList(BaseModel):
@@ -227,6 +234,7 @@ MaintenanceParams = params.MaintenanceParams
 RepairIndexParams = params.RepairIndexParams
 RepairSnapshotsParams = params.RepairSnapshotsParams
 DrillParams = params.DrillParams
+CopyParams = params.CopyParams
 
 
 class BackupJob(_Body):
@@ -305,8 +313,17 @@ class DrillJob(_Body):
     params: DrillParams
 
 
+class CopyJob(_Body):
+    """Copy a target's snapshots (every target the copy covers when no target is given) to a copy
+    named under 'copies:' in targets.yml: only what the destination lacks is sent."""
+
+    kind: Literal["copy"]
+    target: str | None = Field(None, min_length=1, max_length=255, description="Target name; all covered when omitted.")
+    params: CopyParams
+
+
 JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob
-                       | RepairIndexJob | RepairSnapshotsJob | DrillJob, Field(discriminator="kind")]
+                       | RepairIndexJob | RepairSnapshotsJob | DrillJob | CopyJob, Field(discriminator="kind")]
 
 
 class Token(BaseModel):

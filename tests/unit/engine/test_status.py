@@ -46,7 +46,7 @@ def test_status_follows_backups_failures_and_restore_tests(tmp_path: Path, clock
     json.dumps(data)  # JSON-able as the API and --json print it
     assert set(data) == {"name", "tier", "source_type", "rpo_seconds", "rto_seconds", "last_success",
                          "last_attempt", "last_status", "age_seconds", "compliant", "last_restore_test",
-                         "skipped_items"}
+                         "skipped_items", "copies"}
     assert set(data["last_restore_test"]) == {"time", "passed", "art_seconds", "rto_seconds", "rto_met"}
     assert data["last_success"] == backed_up.isoformat()
 

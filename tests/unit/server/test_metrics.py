@@ -28,6 +28,7 @@ RESTORE_TEST = {name for name in PER_TARGET if name.startswith("safehold_restore
 CONTRACT = PER_TARGET | {
     "safehold_jobs_running", "safehold_job_failures", "safehold_repository_stored_bytes",
     "safehold_repository_capacity_bytes", "safehold_repository_snapshots", "safehold_build_info",
+    "safehold_copy_last_success_timestamp_seconds", "safehold_copy_last_bytes_sent",
 }
 
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

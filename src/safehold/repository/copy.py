@@ -1,0 +1,142 @@
+"""Copying snapshots between two repositories that share their id parameters.
+
+Both repositories use the same id key, chunker seed and chunker (the destination was created with
+``init --copy-params-from``), so a blob has the same id in both and a snapshot's item stream can be
+copied as it is: only the blobs the destination lacks are read from the source, checked, and
+re-encrypted under the destination's own key.
+
+Write order on the destination is the backup's (docs/repository-format.md): packs, then the index
+that names them, then the snapshot object, after proving that the destination lock is still held
+and every pack this run wrote is still stored. A copy killed at any moment leaves no snapshot on
+the destination, only packs (and index objects written every few packs, so that the next run
+skips what they hold); the packs no index names are what prune removes, as after a killed backup.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from .. import errors
+from ..concurrency import ordered_map
+from .check import referenced_blobs
+from .repository import Repository, Snapshot
+
+# Index objects are written every this many packs (the backup's default is 32, about 512 MiB): a
+# killed copy re-sends at most this many packs' worth of blobs on its next run.
+INDEX_EVERY_PACKS = 4
+
+
+@dataclass
+class CopyStats:
+    snapshots_copied: int = 0
+    snapshots_skipped: int = 0  # already on the destination (copied earlier)
+    blobs_total: int = 0  # blobs the copied snapshots use
+    blobs_sent: int = 0  # blobs added to the destination by this run
+    blobs_present: int = 0  # blobs the destination already had
+    bytes_sent: int = 0  # stored (compressed, encrypted) bytes written to the destination
+    plain_bytes_sent: int = 0
+    packs_written: int = 0
+    blobs_verified: int = 0  # blobs read back from the destination and checked
+    copied: list[dict] = field(default_factory=list)  # {"source": id, "destination": id, "target": ...}
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def copied_ids(destination: Repository, source_id: str) -> dict[str, str]:
+    """Source snapshot id -> destination snapshot id, for the copies of ``source_id``'s snapshots
+    already committed on the destination."""
+    mapping: dict[str, str] = {}
+    for snapshot in destination.list_snapshots(on_error=lambda name, exc: None):
+        origin = snapshot.copied_from
+        if origin is not None and origin.get("repository") == source_id:
+            mapping[origin["snapshot"]] = snapshot.id
+    return mapping
+
+
+def copy_snapshot(source: Repository, destination: Repository, snapshot: Snapshot, stats: CopyStats,
+                  parent_id: str | None, source_url: str, threads: int = 2, verify: bool = True,
+                  on_progress: Callable[[dict], None] | None = None) -> Snapshot:
+    """Copy one snapshot: its missing blobs, then the index, then the snapshot object, which is
+    returned. Both repositories must be open with their indexes loaded and share params (checked
+    by the caller); ``parent_id`` is the destination's copy of the snapshot's parent, if any."""
+    wanted = referenced_blobs(source, snapshots=[snapshot])  # reads (and verifies) its TREE blobs
+    missing = [blob_id for blob_id in wanted if not destination.has_blob(blob_id)]
+    stats.blobs_total += len(wanted)
+    stats.blobs_present += len(wanted) - len(missing)
+    before = (destination.stats.blobs_added, destination.stats.bytes_added,
+              destination.stats.plain_bytes_added, destination.stats.packs_written)
+    packs_at_index = destination.stats.packs_written
+
+    def transfer(blob_id: bytes) -> bool:
+        location = source.locate(blob_id)
+        data = source.read_blob(blob_id, location)  # authenticated under the source key
+        # The id must be the keyed hash of the plaintext under the shared id key: checked, not
+        # trusted, so a destination never stores a blob under an id its content does not have.
+        if not hmac.compare_digest(destination.cipher.blob_id(data), blob_id):
+            raise errors.IntegrityError(detail=f"blob {blob_id.hex()[:16]} in pack {location.pack} does not "
+                                               "hash to its id", pack=location.pack)
+        _id, added = destination.save_blob(location.blob_type, data, blob_id=blob_id)
+        return added
+
+    sent: list[bytes] = []
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for done, (blob_id, added) in enumerate(
+                ordered_map(pool, lambda b: (b, transfer(b)), missing, window=max(4, threads * 4)), start=1):
+            if added:
+                sent.append(blob_id)
+            if destination.stats.packs_written - packs_at_index >= INDEX_EVERY_PACKS:
+                destination.ensure_lock()
+                source.ensure_lock()
+                destination.write_index()  # makes the packs so far reusable by a rerun after a kill
+                packs_at_index = destination.stats.packs_written
+            if on_progress is not None and done % 256 == 0:
+                on_progress({"event": "copy", "snapshot": snapshot.id, "blobs_done": done,
+                             "blobs_total": len(missing)})
+    # Packs, then index, then snapshot, each step after proving the lock still holds (archiver.py).
+    destination.ensure_lock()
+    source.ensure_lock()
+    destination.flush_pack()
+    destination.verify_before_commit()
+    destination.write_index()
+    if verify:
+        _read_back(destination, sent, threads)
+        stats.blobs_verified += len(sent)
+    destination.verify_before_commit()
+    stats.blobs_sent += destination.stats.blobs_added - before[0]
+    stats.bytes_sent += destination.stats.bytes_added - before[1]
+    stats.plain_bytes_sent += destination.stats.plain_bytes_added - before[2]
+    stats.packs_written += destination.stats.packs_written - before[3]
+    copy = Snapshot(
+        id="", time=snapshot.time, target=snapshot.target, kind=snapshot.kind, hostname=snapshot.hostname,
+        paths=list(snapshot.paths), tree=list(snapshot.tree), parent=parent_id, tags=list(snapshot.tags),
+        summary=dict(snapshot.summary), source=dict(snapshot.source), original=snapshot.original,
+        copied_from={"repository": source.id, "snapshot": snapshot.id, "url": source_url},
+    )
+    destination.save_snapshot(copy)
+    stats.snapshots_copied += 1
+    stats.copied.append({"source": snapshot.id, "destination": copy.id, "target": snapshot.target})
+    return copy
+
+
+def _read_back(destination: Repository, blob_ids: Iterable[bytes], threads: int) -> None:
+    """Read every blob this run sent back from the destination: decrypted under its key, and hashed
+    again to its id. Raises IntegrityError (naming the pack) on the first that does not match."""
+
+    def check(blob_id: bytes) -> None:
+        data = destination.read_blob(blob_id)
+        if not hmac.compare_digest(destination.cipher.blob_id(data), blob_id):
+            raise errors.IntegrityError(detail=f"blob {blob_id.hex()[:16]} read back from the destination does "
+                                               "not hash to its id")
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for _ in ordered_map(pool, check, list(blob_ids), window=max(4, threads * 4)):
+            pass
+
+
+def default_threads() -> int:
+    return os.cpu_count() or 1

@@ -1,0 +1,70 @@
+"""A copy from a local repository to an S3 repository with Object Lock on the moto server,
+configured under ``copies:`` and driven through the CLI (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+import moto_support
+
+SOURCE_PASSWORD = "source password"
+DEST_PASSWORD = "offsite password"
+
+
+def cli() -> list[str]:
+    script = Path(sys.executable).with_name("safehold")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "safehold.cli.main"]
+
+
+def run(root: Path, config: Path, password: str, *args: str, code: int = 0) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAFEHOLD_"))}
+    env.update(SAFEHOLD_CONFIG=str(config), SAFEHOLD_PASSWORD=password, AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", OFFSITE_PASSWORD=DEST_PASSWORD, SOURCE_PASSWORD=SOURCE_PASSWORD)
+    proc = subprocess.run([*cli(), *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == code, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_copy_to_an_object_lock_bucket(moto, lock_bucket, s3, tmp_path: Path):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "file.txt").write_text("first version\n")
+    (data / "sub" / "random.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    offsite = {"url": f"s3://{lock_bucket}/copy", "endpoint_url": moto.url, "region": moto_support.REGION,
+               "password_env": "OFFSITE_PASSWORD", "object_lock": {"mode": "GOVERNANCE", "days": 3}}
+    target = {"name": "docs", "tier": 3, "source": {"type": "files", "paths": [str(data)]}}
+    source_config = tmp_path / "source.yml"
+    source_config.write_text(yaml.safe_dump({
+        "repository": {"url": str(tmp_path / "repo")}, "state_dir": "state-source", "targets": [target],
+        "copies": [{"name": "offsite", "repository": offsite}]}))
+    dest_config = tmp_path / "dest.yml"
+    dest_config.write_text(yaml.safe_dump({"repository": offsite, "state_dir": "state-dest", "targets": [target]}))
+    run(tmp_path, source_config, SOURCE_PASSWORD, "init")
+    run(tmp_path, source_config, SOURCE_PASSWORD, "backup", "--target", "docs")
+    run(tmp_path, dest_config, DEST_PASSWORD, "init", "--copy-params-from", str(tmp_path / "repo"),
+        "--from-password-env", "SOURCE_PASSWORD")
+
+    [first] = json.loads(run(tmp_path, source_config, SOURCE_PASSWORD, "copy", "--to", "offsite", "--json").stdout)
+    assert first["destination"] == "offsite" and first["snapshots_copied"] == 1 and first["blobs_sent"] > 0
+    [again] = json.loads(run(tmp_path, source_config, SOURCE_PASSWORD, "copy", "--to", "offsite", "--json").stdout)
+    assert again["snapshots_skipped"] == 1 and again["blobs_sent"] == 0
+
+    # Every object the copy wrote is under Object Lock, like a backup's.
+    listed = s3.list_objects_v2(Bucket=lock_bucket, Prefix="copy/data/")["Contents"]
+    assert listed
+    head = s3.head_object(Bucket=lock_bucket, Key=listed[0]["Key"])
+    assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockRetainUntilDate"]
+
+    [copied] = json.loads(run(tmp_path, dest_config, DEST_PASSWORD, "snapshots", "--json").stdout)
+    assert copied["copied_from"]["snapshot"] == first["copied"][0]["source"]
+    run(tmp_path, dest_config, DEST_PASSWORD, "check", "--read-data")
+    out = tmp_path / "restored"
+    run(tmp_path, dest_config, DEST_PASSWORD, "restore", "latest:docs", "--to", str(out))
+    restored = out / "data"
+    assert (restored / "sub" / "random.bin").read_bytes() == (data / "sub" / "random.bin").read_bytes()

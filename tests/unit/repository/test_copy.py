@@ -1,0 +1,120 @@
+"""Repository-level copies: shared parameters, blob transfer, write order, tampered blobs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from safehold import errors
+from safehold.repository import Repository, Snapshot
+from safehold.repository import copy as copy_module
+from safehold.repository import repository as repository_module
+from safehold.repository.archiver import Archiver
+from safehold.repository.backends import Kind
+from safehold.repository.backends.memory import MemoryBackend
+from safehold.repository.check import check
+from safehold.repository.copy import CopyStats, copied_ids, copy_snapshot
+from safehold.repository.repository import same_params
+from safehold.restore.directory import DirectoryRestorer
+from safehold.sources.files import FilesSource
+
+FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
+
+
+def backup(repository: Repository, tree: Path) -> Snapshot:
+    with FilesSource([str(tree)]).open() as view:
+        return Archiver(repository, threads=2).snapshot(view, "docs", None)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "data"
+    tree.mkdir()
+    (tree / "a.bin").write_bytes(os.urandom(700_000))
+    (tree / "b.txt").write_bytes(b"log line\n" * 50_000)
+    return tree
+
+
+@pytest.fixture
+def pair() -> tuple[Repository, Repository]:
+    source = Repository.init(MemoryBackend(), b"source", FAST_KDF)
+    destination = Repository.init(MemoryBackend(), b"destination", FAST_KDF, params_from=source)
+    return source, destination
+
+
+def test_params_are_shared_but_not_the_encryption_key(pair):
+    source, destination = pair
+    assert same_params(source, destination)
+    assert destination.master.encryption_key != source.master.encryption_key
+    assert destination.id != source.id and destination.config["params_from"] == source.id
+    assert source.cipher.blob_id(b"same data") == destination.cipher.blob_id(b"same data")
+    assert not same_params(source, Repository.init(MemoryBackend(), b"x", FAST_KDF))
+    # Its own password only: the source's password opens nothing there.
+    with pytest.raises(errors.WrongPassword):
+        Repository.open(destination.backend, b"source")
+    Repository.open(destination.backend, b"destination")
+
+
+def test_a_source_key_file_does_not_open_the_destination(pair):
+    """The id key is shared, so the key check also binds the encryption key: a key file of the
+    source put into the destination's keys/ must not be taken for one of its own."""
+    source, destination = pair
+    [name] = [info.name for info in source.backend.list(Kind.KEYS)]
+    destination.backend.put(Kind.KEYS, name, source.backend.get(Kind.KEYS, name))
+    with pytest.raises(errors.WrongPassword):
+        Repository.open(destination.backend, b"source")
+
+
+def test_copy_sends_missing_blobs_reencrypted_then_snapshot(pair, tree: Path, tmp_path: Path):
+    source, destination = pair
+    snapshot = backup(source, tree)
+    source.load_index()
+    stats = CopyStats()
+    copied = copy_snapshot(source, destination, snapshot, stats, None, "memory://source", threads=2)
+    assert stats.blobs_sent == stats.blobs_total == stats.blobs_verified > 0
+    assert copied.copied_from == {"repository": source.id, "snapshot": snapshot.id, "url": "memory://source"}
+    assert copied.tree == snapshot.tree
+    # Different ciphertexts: no stored pack is shared between the two repositories.
+    assert not {i.name for i in source.backend.list(Kind.DATA)} & {i.name for i in destination.backend.list(Kind.DATA)}
+    reopened = Repository.open(destination.backend, b"destination")
+    assert check(reopened, read_data_percent=100).ok
+    assert copied_ids(reopened, source.id) == {snapshot.id: copied.id}
+    out = tmp_path / "out"
+    reopened.load_index()
+    DirectoryRestorer(reopened, out, threads=2).restore(reopened.read_tree(reopened.load_snapshot(copied.id)))
+    assert (out / "data" / "a.bin").read_bytes() == (tree / "a.bin").read_bytes()
+    again = CopyStats()
+    copy_snapshot(source, reopened, snapshot, again, None, "memory://source")
+    assert again.blobs_sent == 0 and again.blobs_present == stats.blobs_total
+
+
+def test_a_blob_that_does_not_hash_to_its_id_is_refused(pair, tree: Path, monkeypatch):
+    """A source blob whose plaintext is not what its id says (a bug, or a source with other
+    parameters slipped past the check) never reaches the destination, nor does the snapshot."""
+    source, destination = pair
+    snapshot = backup(source, tree)
+    source.load_index()
+    real = source.read_blob
+    # The transfer reads with a location; the item stream is read without one and stays intact.
+    monkeypatch.setattr(source, "read_blob", lambda blob_id, location=None:
+                        real(blob_id, location) + (b"!" if location is not None else b""))
+    with pytest.raises(errors.IntegrityError, match="does not hash to its id"):
+        copy_snapshot(source, destination, snapshot, CopyStats(), None, "memory://source")
+    assert list(destination.backend.list(Kind.SNAPSHOTS)) == []
+
+
+def test_index_is_written_every_few_packs(pair, tree: Path, monkeypatch):
+    """So that a killed copy's rerun skips what reached the destination before the kill."""
+    source, destination = pair
+    monkeypatch.setattr(repository_module, "PACK_TARGET_SIZE", 60_000)
+    monkeypatch.setattr(copy_module, "INDEX_EVERY_PACKS", 2)
+    for number in range(10):
+        (tree / f"part{number}.bin").write_bytes(os.urandom(50_000))
+    snapshot = backup(source, tree)
+    source.load_index()
+    stats = CopyStats()
+    copy_snapshot(source, destination, snapshot, stats, None, "memory://source", threads=1)
+    assert stats.packs_written >= 4
+    assert len(list(destination.backend.list(Kind.INDEX))) >= stats.packs_written // 2

@@ -81,7 +81,9 @@ def test_conflicting_locks_raise_repository_locked(repository: Repository, other
 def test_lock_objects_are_encrypted(repository: Repository) -> None:
     with repository.lock(purpose="secret purpose") as lock:
         stored = repository.backend.get(Kind.LOCKS, lock.name)
-        assert b"secret purpose" not in stored and socket.gethostname().encode() not in stored
+        # The JSON's own keys stand for the plaintext: a short host name ("vm") turns up by chance in
+        # a few hundred random bytes about once in 300 runs, so it proves nothing either way.
+        assert b"secret purpose" not in stored and b'"hostname"' not in stored and b'"exclusive"' not in stored
         [info] = list_locks(repository)
         assert (info.purpose, info.pid, info.hostname, info.exclusive) == (
             "secret purpose", os.getpid(), socket.gethostname(), False)

@@ -31,6 +31,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,17 +216,20 @@ class CampaignWorkspace(Workspace):
     """An e2e workspace whose CLI runs are forked children (see the module docstring)."""
 
     def start(self, *args: str, password: str | None = None, env: dict | None = None):
+        started = time.monotonic()
         if EXEC:
-            return super().start(*args, password=password, env=env)
-        return Forked([str(a) for a in args], self.root, self.environment(password, env))
+            process = super().start(*args, password=password, env=env)
+        else:
+            process = Forked([str(a) for a in args], self.root, self.environment(password, env))
+        process.started, process.command_name = started, str(args[0]) if args else "?"
+        return process
 
     def run(self, *args: str, ok: bool = True, code: int | None = None, password: str | None = None,
             env: dict | None = None, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
         if EXEC:
             return super().run(*args, ok=ok, code=code, password=password, env=env, timeout=timeout)
-        process = self.start(*args, password=password, env=env)
-        stdout, stderr = process.communicate(timeout=timeout)
-        proc = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        outcome = finish(self.start(*args, password=password, env=env), timeout)
+        proc = subprocess.CompletedProcess(["safehold", *args], outcome.code, outcome.stdout, outcome.stderr)
         described = (f"safehold {' '.join(map(str, args))} -> exit {proc.returncode}\n"
                      f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
         if code is not None:
@@ -258,8 +262,15 @@ class Outcome:
         return "Traceback" in self.stderr or "internal error" in self.stderr
 
 
+# Seconds spent per command (by its first argument), for the figures.
+SPENT: Counter = Counter()
+
+
 def finish(process, timeout: float = COMMAND_TIMEOUT) -> Outcome:
     stdout, stderr = process.communicate(timeout=timeout)
+    started = getattr(process, "started", None)
+    if started is not None:
+        SPENT[process.command_name] += time.monotonic() - started
     return Outcome(process.returncode, stdout, stderr)
 
 

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from ..errors import LockLost, RepositoryLocked
-from .backends import Kind, ObjectNotFound
+from .backends import Kind, ObjectExists, ObjectNotFound
 from .crypto import DecryptionFailed
 
 if TYPE_CHECKING:
@@ -235,7 +235,12 @@ class Lock:
     def _create(self) -> None:
         # A conditional write (S3: If-None-Match), so a lock is never silently
         # replaced, even by a name collision; heartbeats then overwrite it.
-        self.repository._put(Kind.LOCKS, self.name, self._encrypted(), exclusive=True)
+        try:
+            self.repository._put(Kind.LOCKS, self.name, self._encrypted(), exclusive=True)
+        except ObjectExists:
+            # The client retried a write whose answer was lost (a reset after S3 stored it): the
+            # object is then ours. Anything else under our random name is refused.
+            self._check_own_object()
 
     def _write(self) -> None:
         self.repository._put(Kind.LOCKS, self.name, self._encrypted())

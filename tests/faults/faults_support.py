@@ -22,6 +22,7 @@ seed of every campaign.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.request
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -250,6 +252,41 @@ def make_campaign_workspace(root: Path, targets: list[dict] | None = None, repos
     return workspace
 
 
+# --- the S3 fault proxy ------------------------------------------------------------------
+
+
+class FaultProxy:
+    """``s3_fault_proxy.py`` in its own process, in front of ``upstream`` (the moto server)."""
+
+    def __init__(self, upstream: str, seed: int, rate: float, stall: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve().parent / "s3_fault_proxy.py"), "--upstream", upstream,
+             "--seed", str(seed), "--rate", str(rate), "--stall", str(stall)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("PORT "), f"the fault proxy did not start: {line!r}"
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+
+    def control(self, path: str, method: str = "POST") -> dict:
+        request = urllib.request.Request(f"{self.url}/_faults/{path}", method=method, data=b"" if method == "POST"
+                                         else None)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def stats(self) -> dict:
+        return self.control("stats", "GET")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+
 @dataclass
 class Outcome:
     """How one run ended: ``code`` (negative: killed by that signal), its output."""
@@ -274,6 +311,6 @@ def finish(process, timeout: float = COMMAND_TIMEOUT) -> Outcome:
     return Outcome(process.returncode, stdout, stderr)
 
 
-__all__ = ["CLI", "CampaignWorkspace", "EXEC", "Forked", "Outcome", "REPAIR_IN_CAMPAIGNS", "campaign_seed",
+__all__ = ["CLI", "CampaignWorkspace", "EXEC", "FaultProxy", "Forked", "SPENT", "Outcome", "REPAIR_IN_CAMPAIGNS", "campaign_seed",
            "cli_has_repair", "figures", "finish", "large_count", "make_campaign_workspace", "require_campaign_marker",
            "warm_up"]

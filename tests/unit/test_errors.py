@@ -24,6 +24,7 @@ STABLE = {
 STABLE |= {"TokenNotFound": 36, "ImmutabilityAuditFailed": 40}
 STABLE |= {"LockLost": 25}
 STABLE |= {"HyperVError": 58, "HyperVSessionExpired": 59, "HyperVConnectionFailed": 60}
+STABLE |= {"DestinationFull": 20}  # a full restore destination: the code of a full repository
 
 
 def test_exit_codes_never_change():

@@ -359,6 +359,9 @@ def run_damage_campaign(pristine: Pristine, trials: int, seed: int, scratch: Pat
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(scratch / f"repair-{trial}", ignore_errors=True)
         undo(pristine, damage)
+        if (trial + 1) % 500 == 0 and trial + 1 < trials:  # a long run reports as it goes
+            figures("damage-progress", trials=trial + 1, named=counts["named"], inert=counts["inert"],
+                    undetected=len(undetected), lost=len(losses), seconds=time.monotonic() - started)
     elapsed = time.monotonic() - started
     by_kind = {kind: counts[kind] for kind in KINDS}
     line = figures("damage", trials=trials, named=f"{counts['named']}/{trials}", inert=counts["inert"],

@@ -262,6 +262,8 @@ def run_kill_campaign(root: Path, moto, kills: int, seed: int, checkpoint_every:
         campaign.kill_round(number, command)
         if number % checkpoint_every == 0 and number != kills:
             campaign.verify(root / "scratch", everything=False)
+            figures("kills-progress", kills=number, lost=len(tally.losses), killed_holding_lock=tally.in_work,
+                    restores=tally.restores, seconds=time.monotonic() - started)
     campaign.verify(root / "scratch", everything=True)
     line = figures("kills", kills=sum(tally.kills.values()), lost=len(tally.losses), by_command=dict(tally.kills),
                    killed_holding_lock=tally.in_work, finished_before_kill=tally.finished_first,

@@ -122,7 +122,9 @@ def pristine(tmp_path_factory) -> Pristine:
         if target == "files":
             snapshots[new] = {"target": target, "files": tree_manifest(ws.data, metadata=False)}
         else:
-            snapshots[new] = {"target": target, "image": sha256_file(ws.image)}
+            copy = root / f"image-{new[:12]}"
+            shutil.copyfile(ws.image, copy)
+            snapshots[new] = {"target": target, "image": sha256_file(ws.image), "copy": str(copy)}
 
     backup("files")
     backup("disk")
@@ -243,6 +245,8 @@ def verify_restore(pristine: Pristine, damage: Damage, snapshot_id: str, out: Pa
                     problems.append("the image restored with exit 0 differs from the source")
             elif damage.kind != "data":
                 problems.append(f"image ranges named damaged by a {damage.kind} damage: {damaged}")
+            else:
+                problems += compare_image(Path(expected["copy"]).read_bytes(), destination.read_bytes(), damaged)
             return ("damaged-named" if damaged else "identical"), problems
         unexplained = [name for name in damaged if name not in explained]
         if unexplained:
@@ -274,6 +278,25 @@ def verify_restore(pristine: Pristine, damage: Damage, snapshot_id: str, out: Pa
         if entry[0] == "file" and expected["files"].get(path) != entry:
             problems.append(f"refused restore left data/{os.fsdecode(path)} with wrong content")
     return f"refused-{proc.returncode}", problems
+
+
+def compare_image(source: bytes, restored: bytes, damaged: list[str]) -> list[str]:
+    """A restored image may differ from the source only inside the ranges it names ("NAME: bytes
+    START-END"), and holds zeros there (a hole, never other data)."""
+    if len(restored) != len(source):
+        return [f"the image restored with {len(restored)} bytes, the source has {len(source)}"]
+    named = []
+    for line in damaged:
+        start, end = (int(x) for x in line.rsplit("bytes ", 1)[1].split("-"))
+        named.append((start, end + 1))
+        if restored[start:end + 1].strip(b"\0"):
+            return [f"a damaged range {start}-{end} holds data, not zeros"]
+    position = 0
+    for start, end in sorted(named) + [(len(source), len(source))]:
+        if restored[position:start] != source[position:start]:
+            return [f"the image differs from the source outside the named ranges, between {position} and {start}"]
+        position = max(position, end)
+    return []
 
 
 def _run_any(ws: CampaignWorkspace, *args) -> subprocess.CompletedProcess:

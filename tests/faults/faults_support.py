@@ -233,12 +233,12 @@ class CampaignWorkspace(Workspace):
         return subprocess.CompletedProcess(["safehold", *args], outcome.code, outcome.stdout, outcome.stderr)
 
 
-def make_campaign_workspace(root: Path, targets: list[dict] | None = None, repository_url: str = "repo",
-                            extra_repository: str = "") -> CampaignWorkspace:
+def make_campaign_workspace(root: Path, targets: list[dict] | None = None,
+                            repository_url: str = "repo") -> CampaignWorkspace:
     root.mkdir(parents=True, exist_ok=True)
     workspace = CampaignWorkspace(root)
     workspace.data.mkdir(exist_ok=True)
-    workspace.write_config(targets=targets, repository_url=repository_url + extra_repository)
+    workspace.write_config(targets=targets, repository_url=repository_url)
     return workspace
 
 

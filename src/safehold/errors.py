@@ -351,6 +351,14 @@ class DestinationError(SafeholdError):
     exit_code = 33
 
 
+class DestinationFull(DestinationError):
+    """The restore destination ran out of space: the exit code of a full repository, its own words."""
+
+    template = "no space left on the restore destination {destination} ({detail})"
+    remedy = "free space there or restore to a larger volume, then run the restore again; the repository is unchanged"
+    exit_code = 20
+
+
 
 # --- virtual machines (libvirt: 50-53) ---------------------------------------
 

@@ -67,19 +67,24 @@ class MotoServer:
         self.post("/moto-api/reset-auth", str(unauthenticated_requests).encode(), "text/plain")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> "MotoServer":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Stop a helper server that serves until its stdin closes (killed after 10 s)."""
+    if process.poll() is None:
+        process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 _shared: MotoServer | None = None

@@ -120,8 +120,7 @@ class Workspace:
             env: dict | None = None, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
         """Run ``safehold ARGS`` in the workspace; assert the exit code (0 by default,
         non-zero with ``ok=False``, exactly ``code`` when given)."""
-        proc = subprocess.run([*CLI, *map(str, args)], cwd=self.root, env=self.environment(password, env),
-                              capture_output=True, text=True, errors="surrogateescape", timeout=timeout)
+        proc = self.execute(args, password, env, timeout)
         described = (f"safehold {' '.join(map(str, args))} -> exit {proc.returncode}\n"
                      f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
         if code is not None:
@@ -131,6 +130,11 @@ class Workspace:
         else:
             assert proc.returncode != 0, described
         return proc
+
+    def execute(self, args: tuple, password: str | None, env: dict | None, timeout: float) -> subprocess.CompletedProcess:
+        """Run ``safehold ARGS`` to its end, whatever its exit code."""
+        return subprocess.run([*CLI, *map(str, args)], cwd=self.root, env=self.environment(password, env),
+                              capture_output=True, text=True, errors="surrogateescape", timeout=timeout)
 
     def json(self, *args: str, **kwargs) -> object:
         """Run with --json and parse stdout."""

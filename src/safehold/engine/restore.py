@@ -10,6 +10,7 @@ reach vCenter, the Hyper-V host, AWS) is resolved here, never by the destination
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass, field
@@ -189,6 +190,14 @@ def _run(context: Context, job: JobHandle, destination: Destination, snapshot: S
         plan = destination.plan(snapshot, items)
         result: RestoreReport = destination.write(reader, plan, report)
         destination.commit()
+    except errors.DestinationError as exc:
+        destination.rollback()
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT) \
+                and not isinstance(exc, errors.DestinationFull):
+            raise errors.DestinationFull(destination=exc.fields.get("destination", describe(spec)),
+                                         detail=exc.fields.get("detail", cause.strerror)) from cause
+        raise
     except BaseException:
         destination.rollback()
         raise

@@ -1,7 +1,10 @@
 """Repository check: structure always, data on request.
 
-Structure: every index object decrypts; every pack the index names exists
-with the right size; every snapshot decrypts and its item stream reads; every
+Structure: the config is well formed and every key file matches its name (key files are
+named by their hash; the config is plain JSON, bound to the keys by its key_check: a flip
+in its ``created`` time that still reads as a time no later than its key files allow (a
+minute of slack) is the one damage no check can see, and nothing uses that value); every
+index object decrypts; every pack the index names exists with the right size; every snapshot decrypts and its item stream reads; every
 blob an item refers to is in the index. Packs that no index names and blobs no
 snapshot uses are *garbage* (left by a killed backup or by forget), reported
 but not errors: prune removes them.
@@ -20,14 +23,16 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from .. import errors
 from ..items import HOLE
 from .backends import Kind
-from .crypto import DecryptionFailed
+from .crypto import DecryptionFailed, KeyFileRejected, parse_key_file
 from .forgotten import replayed_records
 from .pack import BlobType, decode_blob, pack_name_of, read_pack_header
 from .reindex import scan_pack_headers
@@ -97,9 +102,70 @@ def referenced_blobs(repository: Repository, on_item: Callable[[str, dict, bytes
     return used
 
 
+_CONFIG_FIELDS = {"version": int, "id": str, "created": str, "chunker": str, "key_check": str}
+_CHUNKERS = ("fastcdc-2020",)
+
+
+def check_config_and_keys(repository: Repository, report: CheckReport) -> list[datetime]:
+    """Errors for a malformed config and for key files whose content does not match their name;
+    returns the creation times of the key files (bounds for the config's own)."""
+    from .repository import SUPPORTED_VERSIONS, _name_of
+
+    config = repository.config
+    problems = [f"unexpected field {name!r}" for name in sorted(set(config) - set(_CONFIG_FIELDS))]
+    for name, kind in _CONFIG_FIELDS.items():
+        if type(config.get(name)) is not kind:
+            problems.append(f"{name} is missing or not a {kind.__name__}")
+    if not problems:
+        if config["version"] not in SUPPORTED_VERSIONS:
+            problems.append(f"version {config['version']} is not supported")
+        if not re.fullmatch(r"[0-9a-f]{32}", config["id"]):
+            problems.append(f"id {config['id']!r} is not 32 hex digits")
+        if not re.fullmatch(r"[0-9a-f]{64}", config["key_check"]):
+            problems.append("key_check is not 64 hex digits")
+        if config["chunker"] not in _CHUNKERS:
+            problems.append(f"chunker {config['chunker']!r} is unknown")
+    created_times: list[datetime] = []
+    for info in repository.backend.list(Kind.KEYS):
+        try:
+            raw = repository.backend.get(Kind.KEYS, info.name)
+        except OSError as exc:
+            report.errors.append(f"key {info.name[:8]}: unreadable: {exc}")
+            continue
+        if _name_of(raw) != info.name:
+            report.errors.append(f"key {info.name[:8]}: its content does not match its name (damaged)")
+            continue
+        try:
+            created = parse_key_file(raw).created
+        except KeyFileRejected as exc:
+            report.errors.append(f"key {info.name[:8]}: {exc}")
+            continue
+        moment = _moment(created)
+        if moment is not None:
+            created_times.append(moment)
+    if not problems:
+        created = _moment(config["created"])
+        if created is None:
+            problems.append(f"created {config['created']!r} is not a time")
+        elif created > min([datetime.now(timezone.utc) + timedelta(days=1)]
+                           + [t + timedelta(minutes=1) for t in created_times]):
+            problems.append(f"created {config['created']} is later than its key files or the present")
+    report.errors += [f"config: {problem}" for problem in problems]
+    return created_times
+
+
+def _moment(text: object) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 def check(repository: Repository, read_data_percent: float = 0.0, seed: int | None = None,
           on_progress: Callable[[int, int], None] | None = None, threads: int | None = None) -> CheckReport:
     report = CheckReport()
+    check_config_and_keys(repository, report)
     repository.load_index(on_error=lambda name, exc: report.errors.append(f"index {name}: {exc}"))
     on_progress = on_progress or (lambda done, total: None)
 

@@ -8,7 +8,8 @@ other and both back off; nobody proceeds on a conflict.
 A live holder refreshes its lock (heartbeat) every ``refresh_interval()``
 seconds from a background thread. A lock is stale when its heartbeat is older
 than ``stale_after()``, or when it was taken on this host by a process that no
-longer exists (a killed backup). Stale locks never block anyone and ``safehold
+longer exists (a killed backup; a pid now used by another process, told apart by its
+start time, counts as gone). Stale locks never block anyone and ``safehold
 unlock`` removes them.
 
 The stale age is 30 minutes unless SAFEHOLD_LOCK_STALE_AFTER (seconds) says
@@ -49,7 +50,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from ..errors import LockLost, RepositoryLocked
-from .backends import Kind, ObjectNotFound
+from .backends import Kind, ObjectExists, ObjectNotFound
 from .crypto import DecryptionFailed
 
 if TYPE_CHECKING:
@@ -130,13 +131,20 @@ class LockInfo:
     heartbeat: float
     namespace: str = ""
     claim: bool = False  # written while acquiring, before the conflict check passed
+    process_started: int | None = None  # the holder's start time (/proc/PID/stat), against pid reuse
 
     def is_stale(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         if now - self.heartbeat > stale_after():
             return True
-        if self.namespace == process_namespace() and not _pid_alive(self.pid):
-            return True
+        if self.namespace == process_namespace():
+            if not _pid_alive(self.pid):
+                return True
+            # The pid lives, but is it still the holder? A busy host reuses the pid of a killed
+            # backup within minutes, which would bring its lock back to life until the stale age.
+            started = _process_start(self.pid)
+            if self.process_started is not None and started is not None and started != self.process_started:
+                return True
         return False
 
     def describe(self) -> str:
@@ -159,6 +167,15 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _process_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, field 22 of /proc/PID/stat); None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Lock:
     def __init__(self, repository: "Repository", exclusive: bool, purpose: str) -> None:
         self.repository = repository
@@ -179,7 +196,8 @@ class Lock:
         """The fields that say a lock object is this holder's (the heartbeat changes, these do not)."""
         if self._fixed_identity is None:
             self._fixed_identity = {"exclusive": self.exclusive, "hostname": socket.gethostname(),
-                                    "pid": os.getpid(), "created": self.created, "namespace": process_namespace()}
+                                    "pid": os.getpid(), "created": self.created, "namespace": process_namespace(),
+                                    "process_started": _process_start(os.getpid())}
         return self._fixed_identity
 
     def _encrypted(self, claim: bool = False) -> bytes:
@@ -279,7 +297,12 @@ class Lock:
     def _create(self) -> None:
         # A conditional write (S3: If-None-Match), so a lock is never silently
         # replaced, even by a name collision; heartbeats then overwrite it.
-        self.repository._put(Kind.LOCKS, self.name, self._encrypted(claim=True), exclusive=True)
+        try:
+            self.repository._put(Kind.LOCKS, self.name, self._encrypted(claim=True), exclusive=True)
+        except ObjectExists:
+            # The client retried a write whose answer was lost (a reset after S3 stored it): the
+            # object is then ours. Anything else under our random name is refused.
+            self._check_own_object()
 
     def _write(self) -> None:
         self.repository._put(Kind.LOCKS, self.name, self._encrypted())
@@ -365,8 +388,12 @@ def list_locks(repository: "Repository") -> list[LockInfo]:
         locks.append(LockInfo(info.name, bool(document["exclusive"]), document["hostname"], int(document["pid"]),
                               document.get("purpose", "?"), float(document["created"]),
                               float(document["heartbeat"]), document.get("namespace", ""),
-                              bool(document.get("claim", False))))
+                              bool(document.get("claim", False)), _int_or_none(document.get("process_started"))))
     return locks
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def remove_locks(repository: "Repository", all_locks: bool = False) -> list[LockInfo]:

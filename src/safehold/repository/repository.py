@@ -227,6 +227,10 @@ class Repository:
                 raise errors.KeyNotFound(key_id=key_id)
         candidates: list[tuple[str, KeyFile]] = []
         rejected: list[tuple[str, str]] = []
+        # Key files are named by the hash of their content, so a damaged one shows. It is still
+        # tried (a flip in its metadata leaves the key usable); if it does not open, it is named
+        # rather than the password blamed.
+        damaged: set[str] = set()
         for name in names:
             try:
                 raw = backend.get(Kind.KEYS, name)
@@ -234,18 +238,26 @@ class Repository:
                 continue  # removed while we listed
             except OSError as exc:
                 raise errors.from_os_error(exc, f"reading keys/{name[:16]}") from exc
+            if _name_of(raw) != name:
+                damaged.add(name)
             try:
                 candidates.append((name, parse_key_file(raw)))
             except KeyFileRejected as exc:
-                rejected.append((name, str(exc)))
+                rejected.append((name, str(exc) + ("; its content does not match its name (damaged)"
+                                                   if name in damaged else "")))
         candidates = _most_likely_first(candidates, list(preferred))
         limit = 1 if key_id is not None else cls.MAX_KEY_ATTEMPTS
+        foreign = 0
         for name, key_file in candidates[:limit]:
             try:
                 master = unwrap_master_key(key_file, password)
             except (DecryptionFailed, ValueError, KeyError):
+                if name in damaged:
+                    rejected.insert(0, (name, "its content does not match its name: the key file is damaged "
+                                              "(open with another key's password, or put back a copy of it)"))
                 continue
             if key_check(master, config["id"], config) != config["key_check"]:
+                foreign += 1
                 continue  # a key for another master key (a foreign or stray key file)
             return cls(backend, config, master, name)
         if len(candidates) > limit:
@@ -253,6 +265,13 @@ class Repository:
         if rejected:
             name, detail = rejected[0]
             raise errors.KeyFileInvalid(url=backend.url, key_id=name[:8], detail=detail)
+        if foreign:
+            # The password is right (a key file's authenticated encryption opened with it), yet no key
+            # it opens matches the config: a stray key of another repository with this very password
+            # is far less likely than a damaged config.
+            raise errors.IntegrityError(
+                detail=f"config: its id or key_check matches none of the {foreign} key file(s) this password "
+                       "opens; the config is damaged (or the key files belong to another repository)")
         raise errors.WrongPassword(url=backend.url)
 
     # -- encrypted metadata objects -------------------------------------------

@@ -133,6 +133,30 @@ def test_a_lock_of_a_live_local_process_is_not_stale(repository: Repository) -> 
         repository.lock()
 
 
+def test_a_lock_whose_pid_was_reused_by_another_process_is_stale(repository: Repository) -> None:
+    # Found by the kill campaign (tests/faults): a killed prune's lock, left in the repository,
+    # came back to life 13 minutes later when a busy host gave its pid to another process.
+    reused = os.getppid()  # alive, but started at another time than the holder recorded
+    plant_lock(repository, "reuse" * 6 + "ab", exclusive=True, pid=reused,
+               process_started=locks._process_start(reused) + 1)
+    [info] = list_locks(repository)
+    assert info.is_stale()
+    with repository.lock(exclusive=True):
+        pass
+
+
+def test_a_live_holder_is_told_apart_by_its_start_time(repository: Repository, other: Repository) -> None:
+    holder = repository.lock(exclusive=True)
+    try:
+        [info] = list_locks(other)
+        assert info.process_started == locks._process_start(os.getpid()) is not None
+        assert not info.is_stale()
+        with pytest.raises(errors.RepositoryLocked):
+            other.lock()
+    finally:
+        holder.release()
+
+
 def test_a_lock_without_a_recent_heartbeat_is_stale(repository: Repository) -> None:
     now = time.time()
     plant_lock(repository, "old" * 8, exclusive=True, hostname="elsewhere.example",

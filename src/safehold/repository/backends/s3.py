@@ -31,6 +31,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import errno
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterator, Sequence
 from urllib.parse import urlparse
@@ -43,6 +44,7 @@ DEFAULT_MULTIPART_THRESHOLD = 32 * MIB
 DEFAULT_PART_SIZE = 16 * MIB
 MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
 DEFAULT_MAX_ATTEMPTS = 10
+BODY_READ_ATTEMPTS = 5
 STALE_UPLOAD_AGE = timedelta(hours=6)
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
@@ -198,13 +200,23 @@ class S3Backend:
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             options["Range"] = f"bytes={offset}-{end}"
-        try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=key, **options)
-            return answer["Body"].read()
-        except Exception as exc:
-            if _error_code(exc) == "InvalidRange":  # offset at or past the end: nothing to read
-                return b""
-            raise self._read_error(exc, kind, name, f"reading {kind.value}/{name[:16]}") from exc
+        # botocore retries the request, but not the reading of its body: a connection cut or a
+        # body shorter than its Content-Length (botocore checks it) after the headers arrived
+        # is retried here, as a transient error, never reported as damage.
+        for attempt in range(1, BODY_READ_ATTEMPTS + 1):
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key, **options)
+            except Exception as exc:
+                if _error_code(exc) == "InvalidRange":  # offset at or past the end: nothing to read
+                    return b""
+                raise self._read_error(exc, kind, name, f"reading {kind.value}/{name[:16]}") from exc
+            try:
+                return answer["Body"].read()
+            except Exception as exc:
+                if attempt == BODY_READ_ATTEMPTS or not _transient_body_error(exc):
+                    raise _storage_error(exc, f"reading {kind.value}/{name[:16]}") from exc
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+        raise AssertionError("unreachable")
 
     def _head(self, kind: Kind, name: str) -> dict:
         try:
@@ -383,6 +395,21 @@ def _rechunk(parts: Sequence, size: int) -> Iterator[bytes]:
                 buffer.clear()
     if buffer:
         yield bytes(buffer)
+
+
+def _transient_body_error(exc: BaseException) -> bool:
+    """A response body cut short, reset or timed out while being read (not an answer from S3)."""
+    from botocore import exceptions
+
+    transient = (exceptions.IncompleteReadError, exceptions.ResponseStreamingError, exceptions.ReadTimeoutError,
+                 exceptions.ConnectionError)
+    if isinstance(exc, transient):
+        return True
+    try:
+        from urllib3.exceptions import HTTPError as Urllib3Error
+    except ImportError:  # pragma: no cover - urllib3 comes with botocore
+        return False
+    return isinstance(exc, (Urllib3Error, ConnectionError))
 
 
 def _utc(value: datetime) -> datetime:

@@ -7,6 +7,7 @@ the commands print, exit with and leave behind, down to restores compared byte f
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from dataclasses import dataclass
@@ -260,3 +261,34 @@ def test_repair_snapshots_read_data_drops_a_file_with_a_flipped_bit(repo: Damage
     ws.run("restore", "latest:files", "--to", destination)
     expected = {path: entry for path, entry in repo.manifests[repo.second["id"]].items() if path != b"big.bin"}
     assert tree_manifest(destination / "data") == expected
+
+
+def test_a_damaged_snapshot_object_blocks_nothing_and_forget_removes_it(repo: Damaged, tmp_path: Path):
+    """Found by the damage campaign: one unreadable snapshot object failed every backup (the
+    parent lookup read it), 'snapshots', 'repair snapshots' and 'forget ID', and prune refuses
+    while it is there, so nothing short of deleting the file by hand helped."""
+    ws = repo.ws
+    flip_byte(ws.repo / "snapshots" / repo.first["id"], 40)
+    # A backup still runs (a full one would too: the damaged object may be its parent) and says why.
+    write_file(ws.data / "new.txt", b"after the damage\n")
+    ws.run("backup", "--target", "files")
+    [job] = [j for j in ws.json("jobs") if j["kind"] == "backup"][:1]
+    log = ws.run("jobs", "--id", str(job["id"])).stdout
+    assert f"snapshot {repo.first['short_id']} cannot be read" in log
+    # snapshots lists the others, names the damaged one and fails with the damage's exit code.
+    listed = ws.run("snapshots", "--json", code=17)
+    assert f"unreadable: snapshot {repo.first['short_id']}" in listed.stderr
+    assert "'safehold forget ID' removes each" in listed.stderr
+    listed_ids = {row["id"] for row in json.loads(listed.stdout)}
+    assert repo.second["id"] in listed_ids and repo.first["id"] not in listed_ids and len(listed_ids) == 2
+    # repair snapshots names it and repairs nothing else (nothing else is damaged).
+    report = ws.json("repair", "snapshots")
+    assert report["unreadable"] == [repo.first["id"]] and report["repaired"] == []
+    ws.run("prune", code=27)  # it cannot tell what an unreadable snapshot uses: deletes nothing
+    forgotten = ws.json("forget", repo.first["short_id"])
+    assert forgotten["removed"] == [repo.first["id"]]
+    ws.run("prune")
+    ws.run("check", "--read-data")
+    destination = tmp_path / "restored"
+    ws.run("restore", repo.second["short_id"], "--to", destination)
+    assert tree_manifest(destination / "data") == repo.manifests[repo.second["id"]]

@@ -48,7 +48,7 @@ from e2e_support import CLI, COMMAND_TIMEOUT, Workspace
 # ``test_damage_campaign.assert_repair_brings_back_the_undamaged``) and run them only when
 # this switch is on. ``test_repair_switch_matches_the_cli`` fails as soon as the CLI has a
 # `repair` command while the switch is still off, so the merge cannot forget it.
-REPAIR_IN_CAMPAIGNS = False
+REPAIR_IN_CAMPAIGNS = True
 
 
 def cli_has_repair() -> bool:

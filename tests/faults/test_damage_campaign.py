@@ -43,6 +43,9 @@ pytestmark = pytest.mark.slow
 
 KINDS = ("data", "index", "snapshots", "keys", "config")
 CI_TRIALS = 200
+# Repair runs after every REPAIR_EVERY-th trial (two repairs and a restore of every snapshot each):
+# 40 of the CI's 200 trials; SAFEHOLD_CAMPAIGN_REPAIR_EVERY=1 repairs after every one.
+REPAIR_EVERY = large_count("SAFEHOLD_CAMPAIGN_REPAIR_EVERY", 5)
 SECOND_PASSWORD = "the second key's password"
 IMAGE_SIZE = 4 * 1024 * 1024
 IMAGE_CHUNK = 512 * 1024
@@ -165,12 +168,12 @@ def damage_one(rng: random.Random, repo: Path, objects: dict[str, list[str]]) ->
     return Damage(kind, name, how, offset, size)
 
 
-def undo(pristine: Pristine, damage: Damage) -> None:
+def undo(pristine: Pristine, damage: Damage, repaired: bool = False) -> None:
     """Put the working copy back to the pristine repository: the damaged object's bytes (check and
-    restore write nothing else but their locks, which they remove). With repair switched on,
-    repair rewrites index and snapshot objects, so the whole copy is made again."""
+    restore write nothing else but their locks, which they remove). After a repair, which rewrites
+    index and snapshot objects, the whole copy is made again."""
     repo = pristine.ws.repo
-    if REPAIR_IN_CAMPAIGNS:
+    if repaired:
         shutil.rmtree(repo)
         shutil.copytree(pristine.copy, repo)
         return
@@ -313,32 +316,54 @@ def _run_any(ws: CampaignWorkspace, *args) -> subprocess.CompletedProcess:
 
 
 def assert_repair_brings_back_the_undamaged(pristine: Pristine, damage: Damage, out: Path) -> list[str]:
-    """After ``safehold repair index`` and ``repair snapshots``: check is clean except for the
-    damaged data itself, and every snapshot restores every file that used no damaged blob.
-    Runs only with REPAIR_IN_CAMPAIGNS (the command is written in another branch)."""
+    """After ``safehold repair index`` and ``repair snapshots --read-data``: every snapshot (its
+    repaired copy where one was written: repaired snapshots get new ids and record ``original``)
+    restores every file that used no damaged blob, byte-identical, with exit 0."""
     ws = pristine.ws
-    problems = []
-    for what in ("index", "snapshots"):
-        proc = _run_any(ws, "repair", what)
-        if proc.returncode not in (0, 18) or "Traceback" in proc.stderr:
-            problems.append(f"repair {what} -> exit {proc.returncode}: {proc.stderr[-500:]}")
     if damage.kind in ("keys", "config"):
-        return problems  # repair does not make keys or a config
+        return []  # repair makes neither keys nor a config: a damaged one is named by check and open
+    problems = []
+    reports = {}
+    for what in (("index",), ("snapshots", "--read-data")):
+        proc = _run_any(ws, "repair", *what, "--json")
+        if proc.returncode != 0 or "Traceback" in proc.stderr:
+            problems.append(f"repair {what[0]} -> exit {proc.returncode}: {proc.stderr[-500:]}")
+            return problems
+        reports[what[0]] = json.loads(proc.stdout)
+    report = reports["snapshots"]
+    repaired = {entry["original"]: entry["repaired"] for entry in report.get("repaired", []) if entry.get("repaired")}
+    # Its item stream broke (the damaged pack held the stream's blobs): the repaired copy holds the
+    # items before the break, or nothing was left to write. What it holds must be right; what is
+    # gone cannot be asked back.
+    broken = {entry["original"] for entry in report.get("repaired", []) + report.get("nothing_left", [])
+              if entry.get("stream_damaged") is not None or entry in report.get("nothing_left", [])}
     for snapshot_id, expected in pristine.snapshots.items():
         if damage.kind == "snapshots" and snapshot_id == damage.name:
+            if snapshot_id not in report.get("unreadable", []):
+                problems.append(f"repair snapshots did not name the damaged snapshot object {snapshot_id[:8]}")
             continue  # its item list is gone with it
+        if snapshot_id in broken and snapshot_id not in repaired:
+            continue
+        chosen = repaired.get(snapshot_id, snapshot_id)
         target = out / f"repaired-{snapshot_id[:8]}"
-        proc = _run_any(ws, "restore", snapshot_id, "--to", target / "disk.img" if "image" in expected else target,
+        proc = _run_any(ws, "restore", chosen, "--to", target / "disk.img" if "image" in expected else target,
                         "--json")
         lost = {path for snap, path in pristine.pack_users.get(damage.name, set()) if snap == snapshot_id}
-        if proc.returncode not in (0, 18) or (proc.returncode == 18 and not lost):
+        if chosen != snapshot_id:
+            if proc.returncode != 0:  # the repaired copy left out exactly what was damaged
+                problems.append(f"repaired copy {chosen[:8]} of {snapshot_id[:8]} restores with exit "
+                                f"{proc.returncode}: {proc.stderr[-300:]}")
+                continue
+        elif proc.returncode not in (0, 18) or (proc.returncode == 18 and not lost):
             problems.append(f"after repair, snapshot {snapshot_id[:8]} restores with exit {proc.returncode}")
             continue
         if "files" in expected:
             actual = tree_manifest(target / "data", metadata=False)
             for path, entry in expected["files"].items():
                 shown = "data/" + os.fsdecode(path)
-                if shown not in lost and path != b"." and actual.get(path) != entry:
+                if path == b"." or shown in lost or (snapshot_id in broken and path not in actual):
+                    continue
+                if actual.get(path) != entry:
                     problems.append(f"after repair, {snapshot_id[:8]}:{shown} is not back")
     return problems
 
@@ -381,23 +406,26 @@ def run_damage_campaign(pristine: Pristine, trials: int, seed: int, scratch: Pat
         spent["restore"] += time.monotonic() - moment
         counts[verdict] += 1
         losses += [f"trial {trial}: {damage.describe()}, restore {choice[:8]}: {p}" for p in problems]
-        if REPAIR_IN_CAMPAIGNS:
+        repair_now = REPAIR_IN_CAMPAIGNS and trial % REPAIR_EVERY == 0
+        if repair_now:
             repaired = assert_repair_brings_back_the_undamaged(pristine, damage, scratch / f"repair-{trial}")
             counts["repaired"] += not repaired
             losses += [f"trial {trial}: {damage.describe()}: {p}" for p in repaired]
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(scratch / f"repair-{trial}", ignore_errors=True)
-        undo(pristine, damage)
+        undo(pristine, damage, repaired=repair_now)
         if (trial + 1) % 500 == 0 and trial + 1 < trials:  # a long run reports as it goes
             figures("damage-progress", trials=trial + 1, named=counts["named"], inert=counts["inert"],
                     undetected=len(undetected), lost=len(losses), seconds=time.monotonic() - started)
     elapsed = time.monotonic() - started
     by_kind = {kind: counts[kind] for kind in KINDS}
+    repairs = sum(1 for trial in range(trials) if REPAIR_IN_CAMPAIGNS and trial % REPAIR_EVERY == 0)
     line = figures("damage", trials=trials, named=f"{counts['named']}/{trials}", inert=counts["inert"],
                    lost=len(losses),
                    restores={k: v for k, v in sorted(counts.items()) if k.startswith(("identical", "damaged",
                                                                                         "refused"))},
-                   kinds=by_kind, repair="on" if REPAIR_IN_CAMPAIGNS else "off", seed=seed, seconds=elapsed,
+                   kinds=by_kind, repaired=f"{counts['repaired']}/{repairs}",
+                   seed=seed, seconds=elapsed,
                    spent={k: round(v, 1) for k, v in spent.items()})
     return {"line": line, "undetected": undetected, "losses": losses, "counts": counts}
 

@@ -55,7 +55,8 @@ ARGUMENTS = {
     "forget": ("forget", "--prune"),
     # Renew everything each time (objects are locked for 1 day), so every run has work to do.
     "maintenance": ("maintenance", "--renew-within-days", "2"),
-    "repair": ("repair", "index"),
+    # Rebuild the index from every pack header: writes new index objects and deletes the old ones.
+    "repair": ("repair", "index", "--read-all-packs"),
 }
 
 

@@ -149,9 +149,11 @@ def snapshots(target: Optional[str] = typer.Option(None, "--target", "-t"), json
     from ..engine.browse import list_snapshots
 
     ctx, _ = context(json_output)
-    rows = list_snapshots(ctx, target)
+    damaged: list[tuple[str, str]] = []
+    rows = list_snapshots(ctx, target, damaged)
     if json_output:
         print_json(rows)
+        _damaged_snapshots(damaged)
         return
     columns = ["id", "time", "target", "kind", "files", "size", "added", "skipped"]
     notes = {r["id"]: _snapshot_note(r) for r in rows}
@@ -167,6 +169,21 @@ def snapshots(target: Optional[str] = typer.Option(None, "--target", "-t"), json
             error_console.print(f"[red]replayed[/]: snapshot {r['short_id']} was forgotten and is present again "
                                 f"({printable(_describe_record(r['replayed']))}); 'safehold forget {r['short_id']}' "
                                 "removes it", highlight=False, soft_wrap=True)
+    _damaged_snapshots(damaged)
+
+
+def _damaged_snapshots(damaged: list[tuple[str, str]]) -> None:
+    """Name each snapshot object that could not be read, then fail (the others were listed)."""
+    from ..errors import IntegrityError
+
+    if not damaged:
+        return
+    for name, reason in damaged:
+        error_console.print(f"[red]unreadable[/]: snapshot {name[:8]}: {printable(reason)}", highlight=False,
+                            soft_wrap=True)
+    raise IntegrityError(detail=f"{len(damaged)} snapshot object(s) cannot be read ("
+                         + ", ".join(name[:8] for name, _ in damaged) + "); nothing of them can be restored or "
+                         "repaired: 'safehold forget ID' removes each, then 'safehold prune' can run again")
 
 
 def _snapshot_note(row: dict) -> str:

@@ -89,7 +89,11 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     with context.catalog.job("backup", target.name, {"tier": target.tier, "source": target.source.type},
                              job_id=job_id) as job:
         with context.locked(purpose=f"backup {target.name}") as repository:
-            parents = live_snapshots(repository, target.name)  # never a replayed (forgotten) snapshot
+            # Never a replayed (forgotten) snapshot; a damaged snapshot object (of any target: its
+            # target cannot be read) must not stop the backups that keep the RPO: named and skipped.
+            parents = live_snapshots(repository, target.name, on_error=lambda name, exc: job.log(
+                f"snapshot {name[:8]} cannot be read and is not considered as a parent: {exc}; 'safehold check' "
+                f"names it and 'safehold forget {name[:8]}' removes it", level="warning"))
             parent: Snapshot | None = parents[-1] if parents else None
             job.log(f"parent snapshot: {parent.short_id if parent else 'none (full backup)'}")
             source = open_source(target.source, target)

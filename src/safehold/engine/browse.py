@@ -73,10 +73,18 @@ def _cache_rows(snapshots: list[Snapshot]) -> list[dict]:
              "added_bytes": s.summary.get("bytes_added", 0), "tags": s.tags} for s in snapshots]
 
 
-def list_snapshots(context: Context, target: str | None = None) -> list[dict]:
+def list_snapshots(context: Context, target: str | None = None,
+                   damaged: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Every readable snapshot (of ``target``). A snapshot object that cannot be read fails the
+    listing, unless ``damaged`` is given: then it is appended there as (id, error) and the others
+    are listed (the catalog's cache is then left as it was)."""
     repository = context.open_repository(load_index=False)
-    everything = repository.list_snapshots()
-    if target is None:
+    found: list[tuple[str, str]] = []
+    everything = repository.list_snapshots(
+        on_error=None if damaged is None else lambda name, exc: found.append((name, str(exc))))
+    if damaged is not None:
+        damaged.extend(found)
+    if target is None and not found:
         # Keep the catalog's cache current while the whole list is in hand.
         try:
             context.catalog.replace_snapshots(repository.id, _cache_rows(everything))

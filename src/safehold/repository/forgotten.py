@@ -28,7 +28,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 import blake3
 import msgpack
@@ -140,9 +140,11 @@ def replayed_records(repository: Repository, snapshots: Iterable[Snapshot]) -> d
     return {snapshot_id: load_record(repository, name, snapshot_id) for snapshot_id, name in found.items()}
 
 
-def live_snapshots(repository: Repository, target: str | None = None) -> list[Snapshot]:
+def live_snapshots(repository: Repository, target: str | None = None,
+                   on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> list[Snapshot]:
     """Snapshots, oldest first, without replayed ones: what 'latest', a backup's parent and
-    'restore --all' choose from."""
-    snapshots = repository.list_snapshots(target)
+    'restore --all' choose from. An unreadable snapshot object raises, or is handed to ``on_error``
+    and left out."""
+    snapshots = repository.list_snapshots(target, on_error=on_error)
     replayed = replayed_snapshots(repository, [s.id for s in snapshots])
     return [s for s in snapshots if s.id not in replayed]

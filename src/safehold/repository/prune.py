@@ -113,11 +113,30 @@ def plan_forget_ids(repository: Repository, refs: list[str]) -> list[ForgetDecis
     decisions: list[ForgetDecision] = []
     seen: set[str] = set()
     for ref in refs:
-        snapshot = repository.find_snapshot(ref)
+        try:
+            snapshot = repository.find_snapshot(ref)
+            why = f"named on the command line ({ref})"
+        except errors.IntegrityError as exc:
+            # A damaged snapshot object: nothing of it can be read or repaired, and while it is
+            # there prune refuses to run. Naming it is how it goes; its forget record says so.
+            snapshot = damaged_snapshot(repository, ref, exc)
+            why = f"named on the command line ({ref}); its object cannot be read: {exc}"
         if snapshot.id not in seen:
             seen.add(snapshot.id)
-            decisions.append(ForgetDecision(snapshot, False, [f"named on the command line ({ref})"]))
+            decisions.append(ForgetDecision(snapshot, False, [why]))
     return decisions
+
+
+def damaged_snapshot(repository: Repository, ref: str, error: errors.IntegrityError) -> Snapshot:
+    """A stand-in for the unreadable snapshot object that ``ref`` names (an id or prefix, never
+    'latest'), so that it can be forgotten like any other: target '?' and the epoch as its time."""
+    if ref.startswith("latest"):
+        raise error
+    names = [info.name for info in repository.backend.list(Kind.SNAPSHOTS) if info.name.startswith(ref)]
+    if len(names) != 1:
+        raise error
+    return Snapshot(id=names[0], time=datetime.fromtimestamp(0, timezone.utc), target="?", kind="?", hostname="?",
+                    paths=[], tree=[], tags=["unreadable"])
 
 
 def forget(repository: Repository, decisions: list[ForgetDecision], reason: str = "retention policy") -> list[Snapshot]:

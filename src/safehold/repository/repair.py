@@ -72,6 +72,7 @@ class RepairSnapshotsReport:
     packs_read: int = 0
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # ids of snapshot objects that cannot be read
 
     def as_dict(self) -> dict:
         data = dict(self.__dict__)
@@ -207,7 +208,14 @@ def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = 
         raise errors.RepairRefused(
             what="snapshots", reason=f"{len(damaged_index)} index object(s) are damaged, e.g. "
             f"{next(iter(damaged_index))[:16]}: files whose blobs they list would be dropped needlessly")
-    everything = repository.list_snapshots()
+    unreadable: list[str] = []
+    # A snapshot object that cannot be read holds its own item list: nothing of it can be written
+    # again. It is named (check names it too; 'forget ID' removes it) and the others are repaired.
+    everything = repository.list_snapshots(on_error=lambda name, exc: unreadable.append(name))
+    report.unreadable = unreadable
+    for name in unreadable:
+        report.warnings.append(f"snapshot {name[:8]} cannot be read (its object is damaged): nothing of it can "
+                               f"be repaired; 'safehold forget {name[:8]}' removes it")
     chosen = everything if snapshots is None else snapshots
     report.snapshots_checked = len(chosen)
     stored = stored_packs(repository)

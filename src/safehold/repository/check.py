@@ -112,7 +112,13 @@ def check_config_and_keys(repository: Repository, report: CheckReport) -> list[d
     from .repository import SUPPORTED_VERSIONS, _name_of
 
     config = repository.config
-    problems = [f"unexpected field {name!r}" for name in sorted(set(config) - set(_CONFIG_FIELDS))]
+    # Only in a repository made for copies (init --copy-params-from): see docs/repository-format.md.
+    optional = {"key_check_binds", "params_from"}
+    problems = [f"unexpected field {name!r}" for name in sorted(set(config) - set(_CONFIG_FIELDS) - optional)]
+    if "key_check_binds" in config and config["key_check_binds"] != "encryption":
+        problems.append(f"key_check_binds {config['key_check_binds']!r} is unknown")
+    if "params_from" in config and not re.fullmatch(r"[0-9a-f]{32}", str(config["params_from"])):
+        problems.append("params_from is not 32 hex digits")
     for name, kind in _CONFIG_FIELDS.items():
         if type(config.get(name)) is not kind:
             problems.append(f"{name} is missing or not a {kind.__name__}")

@@ -21,7 +21,7 @@ from pydantic_core import InitErrorDetails
 
 from safehold.config.common import _check_kind, _invalid, _Model, _problem, _resolve_path
 from safehold.config.fields import Duration
-from safehold.config.restore_test import BOOTABLE_SOURCES, HEALTH_CHECK_TYPES, HealthCheck
+from safehold.config.restore_test import BOOTABLE_SOURCES, HEALTH_CHECK_TYPES, HealthCheck, check_libvirt_uri
 from safehold.config.targets import TARGET_NAME_PATTERN
 
 __all__ = ["DRILL_SCENARIOS", "SCENARIO_RUNBOOKS", "Drill", "DrillDestination", "DrillStep", "drill_problems",
@@ -77,9 +77,7 @@ class DrillDestination(_Model):
     @field_validator("uri")
     @classmethod
     def _check_uri(cls, value: str | None) -> str | None:
-        if value is not None and "://" not in value:
-            raise _invalid(f"{value!r} is not a libvirt URI; expected e.g. qemu:///system")
-        return value
+        return check_libvirt_uri(value)
 
 
 class DrillStep(_Model):

@@ -121,6 +121,13 @@ def _regular_expression(value: object) -> object:
     return value
 
 
+def check_libvirt_uri(value: str | None) -> str | None:
+    """A libvirt URI given for a sandbox (a boot check's, a drill's restore_to)."""
+    if value is not None and "://" not in value:
+        raise _invalid(f"{value!r} is not a libvirt URI; expected e.g. qemu:///system")
+    return value
+
+
 ConsolePattern = Annotated[
     str,
     BeforeValidator(_regular_expression),
@@ -212,9 +219,7 @@ class BootCheck(_Model):
     @field_validator("uri")
     @classmethod
     def _check_uri(cls, value: str | None) -> str | None:
-        if value is not None and "://" not in value:
-            raise _invalid(f"{value!r} is not a libvirt URI; expected e.g. qemu:///system")
-        return value
+        return check_libvirt_uri(value)
 
     @model_validator(mode="after")
     def _kernel_first(self) -> BootCheck:

@@ -626,6 +626,12 @@ class CopySameRepository(SafeholdError):
     exit_code = 43
 
 
+class CopyNotFound(SafeholdError):
+    template = "no copy named {name!r} in {path}"
+    remedy = "configured copies: {known}; copies are defined under 'copies:' in targets.yml (or pass a url to --to)"
+    exit_code = 44
+
+
 def all_error_classes() -> list[type[SafeholdError]]:
     """Every concrete error class, for the documentation test and docs/exit-codes.md."""
     seen: list[type[SafeholdError]] = []

@@ -160,7 +160,7 @@ def test_one_configuration_file_for_source_and_copy(workspace: Workspace, tmp_pa
     workspace.write_config(text=text)
     env = {"OFFSITE_PASSWORD": DEST_PASSWORD}
     workspace.run("init")
-    proc = workspace.run("init", "--for-copy", "nope", code=2, env=env)
+    proc = workspace.run("init", "--for-copy", "nope", code=44, env=env)
     assert "no copy named 'nope'" in proc.stderr
     workspace.run("init", "--for-copy", "offsite", env=env)
     workspace.run("backup", "--target", "files")

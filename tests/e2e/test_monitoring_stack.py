@@ -259,13 +259,16 @@ def run_scenario(workspace, http: HTTPRecorder, smtp: SMTPRecorder, am_url: str,
     assert "recovery point objective is 30s" in rpo_text, rpo_text
     assert smtp.messages, "the e-mail digest"
 
-    # every dashboard query runs against this Prometheus; nearly all have data after a minute
+    # every dashboard query runs against this Prometheus; nearly all have data after a minute. The
+    # drill panels' families have series only for configured drills, and this control plane has
+    # none (their values are tested in tests/unit/engine/test_drill.py, their rules by promtool):
+    # those queries must run, and only they may come back empty.
     empty = []
     for name, expressions in dashboard_queries().items():
         for expression in expressions:
             response = http_json(f"{prom}/api/v1/query?query={urllib.parse.quote(expression)}")
             assert response["status"] == "success", (name, expression, response)
-            if not response["data"]["result"]:
+            if not response["data"]["result"] and not any(metric in expression for metric in DRILL_METRICS):
                 empty.append(expression)
     assert empty == [], f"dashboard queries without data on a real safehold: {empty}"
     # db's failure counter began at 1 (its first failure): the overview still counts it

@@ -349,6 +349,16 @@ class Config(_Model):
         """The copy called ``name``, or None."""
         return next((copy for copy in self.copies if copy.name == name), None)
 
+    def copy_named(self, name: str) -> CopyConfig:
+        """The copy called ``name``; raises CopyNotFound listing the configured ones."""
+        from safehold.errors import CopyNotFound
+
+        found = self.copy(name)
+        if found is None:
+            known = ", ".join(copy.name for copy in self.copies) or "(none)"
+            raise CopyNotFound(name=name, path=str(self.path) if self.path else "the configuration", known=known)
+        return found
+
     def copies_of(self, target: str) -> list[CopyConfig]:
         """The copies that cover ``target``."""
         return [copy for copy in self.copies if copy.targets is None or target in copy.targets]

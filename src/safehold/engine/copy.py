@@ -104,11 +104,7 @@ def copy_to(context: Context, to: str, target: str | None = None, snapshot_ref: 
 def init_copy_destination(context: Context, name: str) -> dict:
     """Create the destination repository of the configured copy ``name`` (``copies:``) with the
     configured repository's id key and chunking parameters: one configuration file for both."""
-    configured = context.config.copy(name)
-    if configured is None:
-        known = ", ".join(copy.name for copy in context.config.copies) or "(none)"
-        raise errors.UsageError(f"no copy named {name!r} under 'copies:' in the configuration; configured: {known}")
-    spec = configured.repository
+    spec = context.config.copy_named(name).repository
     with context.catalog.job("init", details={"copy": name, "url": spec.url}) as job:
         source = context.open_repository(load_index=False)
         backend = open_backend(spec.url, **spec.backend_options())

@@ -54,9 +54,8 @@ def submit_job(
     checked = _check_params(kind, target, dict(params or {}))
     if kind == "drill":
         context.config.drill(checked["drill"])  # DrillNotFound listing the known names
-    if kind == "copy" and context.config.copy(checked["to"]) is None:
-        known = ", ".join(copy.name for copy in context.config.copies) or "(none)"
-        raise errors.UsageError(f"params.to: no copy named {checked['to']!r} in the configuration; configured: {known}")
+    if kind == "copy":
+        context.config.copy_named(checked["to"])  # CopyNotFound (404) listing the configured ones
     details: dict[str, Any] = {"params": checked, "trigger": trigger, "attempt": attempt}
     return context.catalog.queue_job(kind, target, details)
 
@@ -155,9 +154,7 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
     elif kind == "copy":
         from .copy import copy_to
 
-        if context.config.copy(str(params.get("to"))) is None:  # queued jobs name configured copies only
-            known = ", ".join(copy.name for copy in context.config.copies) or "(none)"
-            raise errors.UsageError(f"no copy named {params.get('to')!r} in the configuration; configured: {known}")
+        context.config.copy_named(str(params.get("to")))  # queued jobs name configured copies only
         copy_to(context, params["to"], target, params.get("snapshot"), job_id=job_id)
     else:  # submit_job refuses these; a row written by a newer release could still carry one
         raise errors.UsageError(f"this safehold cannot run jobs of kind {kind!r}")

@@ -46,6 +46,7 @@ STATUS_OF: dict[type[errors.SafeholdError], int] = {
     errors.UsageError: 400,
     errors.TargetNotFound: 404,
     errors.DrillNotFound: 404,
+    errors.CopyNotFound: 404,
     errors.JobNotFound: 404,
     errors.TokenNotFound: 404,
     errors.SnapshotNotFound: 404,

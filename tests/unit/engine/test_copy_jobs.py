@@ -83,8 +83,9 @@ def test_a_backup_job_copies_after_itself_and_metrics_show_it(context: Context, 
 
 
 def test_a_queued_copy_job_names_a_configured_copy(context: Context):
-    with pytest.raises(errors.UsageError, match="no copy named 'elsewhere'"):
+    with pytest.raises(errors.CopyNotFound, match="no copy named 'elsewhere'") as caught:
         submit_job(context, "copy", "web", {"to": "elsewhere"})
+    assert caught.value.exit_code == 44 and "offsite" in caught.value.hint  # the API answers 404
     run_job(context, submit_job(context, "backup", "docs"))
     record = run_job(context, submit_job(context, "copy", "docs", {"to": "offsite"}))
     assert record.status == "succeeded" and record.details["snapshots_copied"] == 1

@@ -40,5 +40,10 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
     -o "$tmp/base.txt"
 { header "pyproject.toml + requirements/build.in, constrained by requirements/test.lock"; cat "$tmp/base.txt"; } \
     > requirements/base.lock
+# The same pins in the standard lock format (PEP 751) at the top of the checkout, for tools that
+# read lock files; what the scripts install is requirements/*.lock (pip reads no pylock.toml yet).
+"$tool/bin/uv" pip compile pyproject.toml requirements/build.in --extra test -c requirements/test.lock \
+    --python-version 3.11 --python-platform x86_64-manylinux_2_36 --no-header --quiet --format pylock.toml \
+    -o pylock.toml
 echo "requirements/test.lock: $(grep -c '^[A-Za-z0-9].*==' requirements/test.lock) packages;" \
      "requirements/base.lock: $(grep -c '^[A-Za-z0-9].*==' requirements/base.lock) packages"

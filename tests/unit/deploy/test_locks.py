@@ -84,3 +84,15 @@ def test_debian_version_check_names_a_wrong_upstream_version(tmp_path):
     assert result.returncode == 1
     assert f"dpkg is {version}, expected upstream 0.0.1*" in result.stderr
     assert "safehold-no-such-package is not installed" in result.stderr
+
+
+def test_pylock_toml_pins_the_same_versions_as_the_test_lock():
+    """pylock.toml (PEP 751, made by scripts/lock.sh) holds exactly the versions requirements/test.lock pins."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[3]
+    pylock = tomllib.loads((root / "pylock.toml").read_text())
+    in_pylock = {package["name"].lower(): package["version"] for package in pylock["packages"]}
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\]+)", (root / "requirements" / "test.lock").read_text(), re.M))
+    assert in_pylock == {name.lower().replace("_", "-"): version for name, version in pinned.items()}

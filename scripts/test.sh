@@ -26,4 +26,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 trap 'bash scripts/services.sh stop' EXIT
 eval "$(bash scripts/services.sh start)"
-.venv/bin/python -m pytest -q "$@"
+# In parallel worker processes (pytest-xdist), grouped so that tests which watch a shared service
+# never run beside each other (tests/conftest.py). SAFEHOLD_TEST_WORKERS=0 runs serially.
+workers=${SAFEHOLD_TEST_WORKERS:-2}
+parallel=()
+[ "$workers" != 0 ] && parallel=(-n "$workers" --dist loadgroup)
+.venv/bin/python -m pytest -q "${parallel[@]}" "$@"

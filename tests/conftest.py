@@ -27,3 +27,54 @@ def memory_repository(fast_kdf: dict):
     from safehold.repository.backends.memory import MemoryBackend
 
     return Repository.init(MemoryBackend(), PASSWORD, fast_kdf)
+
+
+# --- Running in parallel (pytest-xdist, as scripts/test.sh does) ----------------------------------
+#
+# scripts/test.sh runs `pytest -n N --dist loadgroup`. Every test gets a group, so a group's tests
+# run in one worker process, one after another:
+# - by default its file (module-scoped fixtures are built once, as in a serial run);
+# - files that watch a service shared by the whole machine for what *other* tests leave behind
+#   (every libvirt domain and image, the sshd's sftp.log, the throwaway PostgreSQL clusters under
+#   /tmp/safehold-pg-*) share one group, "services", so they never run beside one another.
+# Each worker gets a PostgreSQL database of its own for catalog tests (pytest_configure below):
+# they drop every table of the catalog they are given.
+SERIAL_GROUPS = {
+    "services": ("tests/integration/libvirt/", "tests/integration/ssh/", "tests/integration/postgres/",
+                 "tests/contract/", "tests/bench/test_ssh_bench_smoke.py"),
+}
+
+
+def _group_of(relative: str) -> str:
+    for group, prefixes in SERIAL_GROUPS.items():
+        if relative.startswith(prefixes):
+            return group
+    return relative
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    root = config.rootpath
+    for item in items:
+        relative = item.path.relative_to(root).as_posix()
+        item.add_marker(pytest.mark.xdist_group(_group_of(relative)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import os
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    url = os.environ.get("SAFEHOLD_TEST_POSTGRES_URL")
+    if not worker or not url:
+        return
+    # One database per worker on the test services' server, made afresh for this run.
+    import psycopg
+    from psycopg import sql
+
+    base, _, _ = url.rpartition("/")
+    name = f"safehold_worker_{worker}"
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    os.environ["SAFEHOLD_TEST_POSTGRES_URL"] = f"{base}/{name}"

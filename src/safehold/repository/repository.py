@@ -616,10 +616,22 @@ class Repository:
             raise errors.SnapshotNotFound(ref=ref)
         names = [info.name for info in self.backend.list(Kind.SNAPSHOTS) if info.name.startswith(ref)]
         if not names:
-            raise errors.SnapshotNotFound(ref=ref)
+            return self._find_copy_of(ref, target)
         if len(names) > 1:
             raise errors.AmbiguousSnapshot(ref=ref, count=len(names))
         return self.load_snapshot(names[0])
+
+    def _find_copy_of(self, ref: str, target: str | None) -> Snapshot:
+        """In a copy (docs/copies.md), the snapshot copied from the source snapshot ``ref`` (an id or
+        prefix of the source's id): a copy has its own id, and the source's is what a user knows
+        from the source's listing, a job log or a runbook. Raises SnapshotNotFound or AmbiguousSnapshot."""
+        found = {snapshot.id: snapshot for snapshot in self.list_snapshots(target, on_error=lambda name, exc: None)
+                 if snapshot.copied_from is not None and snapshot.copied_from["snapshot"].startswith(ref)}
+        if not found:
+            raise errors.SnapshotNotFound(ref=ref)
+        if len(found) > 1:
+            raise errors.AmbiguousSnapshot(ref=ref, count=len(found))
+        return next(iter(found.values()))
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete one snapshot object. The caller proves its lock first (verify_before_delete);

@@ -82,15 +82,22 @@ def copy_snapshot(source: Repository, destination: Repository, snapshot: Snapsho
               destination.stats.plain_bytes_added, destination.stats.packs_written)
     packs_at_index = destination.stats.packs_written
 
+    # Both compress alike (zstd at the same level, or not at all): the stored frame moves as it is,
+    # decompressed only to check its id, never compressed again (compression is most of a copy's
+    # CPU). Otherwise the destination's own setting applies to the plaintext.
+    pass_through = destination.compression == source.compression
+
     def transfer(blob_id: bytes) -> bool:
         location = source.locate(blob_id)
-        data = source.read_blob(blob_id, location)  # authenticated under the source key
+        # Authenticated under the source key, decompressed and hashed to its id there.
+        body, data = source.read_blob_body(blob_id, location)
         # The id must be the keyed hash of the plaintext under the shared id key: checked, not
         # trusted, so a destination never stores a blob under an id its content does not have.
         if not hmac.compare_digest(destination.cipher.blob_id(data), blob_id):
             raise errors.IntegrityError(detail=f"blob {blob_id.hex()[:16]} in pack {location.pack} does not "
                                                "hash to its id", pack=location.pack)
-        _id, added = destination.save_blob(location.blob_type, data, blob_id=blob_id)
+        _id, added = destination.save_blob(location.blob_type, data, blob_id=blob_id,
+                                           body=bytes(body) if pass_through else None)
         return added
 
     sent: list[bytes] = []

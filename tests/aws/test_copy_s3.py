@@ -82,7 +82,7 @@ stored = s3.S3Backend.put
 def put(self, kind, name, data, **options):
     result = stored(self, kind, name, data, **options)
     if kind is Kind.DATA:
-        time.sleep(0.15)
+        time.sleep(0.25)
     return result
 s3.S3Backend.put = put
 from safehold.cli.main import run
@@ -98,7 +98,7 @@ def test_a_killed_copy_to_an_object_lock_bucket_resumes_and_checks_clean(moto, l
 
     data = tmp_path / "data"
     data.mkdir()
-    for number in range(8):
+    for number in range(10):  # 10 packs of 1 MiB on the destination, 0.25 s apart: a wide window to kill in
         (data / f"part-{number}.bin").write_bytes(os.urandom(1024 * 1024))
     offsite = {"url": f"s3://{lock_bucket}/copy", "endpoint_url": moto.url, "region": moto_support.REGION,
                "password_env": "OFFSITE_PASSWORD", "object_lock": {"mode": "GOVERNANCE", "days": 3}}

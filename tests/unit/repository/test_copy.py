@@ -83,6 +83,12 @@ def test_copy_sends_missing_blobs_reencrypted_then_snapshot(pair, tree: Path, tm
     reopened = Repository.open(destination.backend, b"destination")
     assert check(reopened, read_data_percent=100).ok
     assert copied_ids(reopened, source.id) == {snapshot.id: copied.id}
+    # The source's id (or a prefix of it) finds its copy there; an id neither has is still not found.
+    assert reopened.find_snapshot(snapshot.id[:8]).id == copied.id == reopened.find_snapshot(snapshot.id).id
+    assert reopened.find_snapshot(copied.id[:8]).id == copied.id
+    with pytest.raises(errors.SnapshotNotFound):
+        reopened.find_snapshot(next(prefix for prefix in ("0000", "1111", "2222")
+                                    if not snapshot.id.startswith(prefix) and not copied.id.startswith(prefix)))
     out = tmp_path / "out"
     reopened.load_index()
     DirectoryRestorer(reopened, out, threads=2).restore(reopened.read_tree(reopened.load_snapshot(copied.id)))

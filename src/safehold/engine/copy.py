@@ -177,15 +177,15 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
                     job.log(f"copied snapshot {snapshot.short_id} ({snapshot.target}) to {copy.short_id}")
             finally:
                 lock.release()
-        kept_by_retention = []
+        retention_outcomes = []
         if retention is not None:
             covered = [target] if target is not None else sorted({snapshot.target for snapshot in wanted})
-            kept_by_retention = _apply_retention(context, job, target_repository, covered, retention)
+            retention_outcomes = _apply_retention(context, job, target_repository, covered, retention)
         result = {"source": source.backend.url, "source_id": source.id, "destination": details["destination"],
                   "destination_url": target_repository.backend.url, "destination_id": target_repository.id,
                   "duration": round(time.monotonic() - started, 3), **stats.as_dict()}
         if retention is not None:
-            result["retention"] = kept_by_retention
+            result["retention"] = retention_outcomes
         job.update(bytes_added=stats.bytes_sent)
         job.details.update(result)  # merged into the job's details when it finishes
         return result

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -70,11 +71,17 @@ def config(folder: Path, repository: Path, data: Path) -> Path:
     return path
 
 
+CPU: list[float] = [0.0]  # user + sys seconds of the last command run (steadier than wall time on a busy host)
+
+
 def run(command: list[str], env: dict) -> tuple[float, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{proc.stdout}\n{proc.stderr}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return time.monotonic() - started, proc.stdout
 
 
@@ -101,7 +108,8 @@ def safehold(work: Path, data: Path, paths: list[Path], rng_seed: int) -> list[d
         before = folder_bytes(work / "dst-repo")
         seconds, out = run(copy, source_env)
         [result] = json.loads(out)
-        rows.append({"tool": "safehold" + (" --no-verify" if VERIFY else ""), "run": label, "seconds": seconds, "sent": result["bytes_sent"],
+        rows.append({"tool": "safehold" + (" --no-verify" if VERIFY else ""), "run": label, "seconds": seconds,
+                     "cpu": CPU[0], "sent": result["bytes_sent"],
                      "growth": folder_bytes(work / "dst-repo") - before, "blobs": result["blobs_sent"]})
     return rows
 
@@ -124,7 +132,8 @@ def restic(work: Path, data: Path, paths: list[Path], rng_seed: int) -> list[dic
         seconds, _ = run(["restic", "-r", dest, "copy", "--from-repo", source, "--compression", "auto"],
                          {**env, "RESTIC_PASSWORD2": "source"})
         growth = folder_bytes(Path(dest)) - before
-        rows.append({"tool": "restic 0.14 copy", "run": label, "seconds": seconds, "sent": growth, "growth": growth,
+        rows.append({"tool": "restic 0.14 copy", "run": label, "seconds": seconds, "cpu": CPU[0], "sent": growth,
+                     "growth": growth,
                      "blobs": None})
     return rows
 
@@ -146,10 +155,10 @@ def main() -> None:
             rows += tool(work, data, paths, rng_seed=16)
         print(f"`python bench/copy_bench.py --mib {args.mib}` ({os.cpu_count()} cores; {args.mib} MiB, half "
               "incompressible; the change: 1 MiB overwritten in one file in twenty):\n")
-        print("| tool | copy | seconds | MiB/s of snapshot | sent MiB | destination grew MiB | blobs sent |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| tool | copy | seconds | CPU s | MiB/s of snapshot | sent MiB | destination grew MiB | blobs sent |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for row in rows:
-            print(f"| {row['tool']} | {row['run']} | {row['seconds']:.1f} | {args.mib / row['seconds']:.0f} | "
+            print(f"| {row['tool']} | {row['run']} | {row['seconds']:.1f} | {row['cpu']:.1f} | {args.mib / row['seconds']:.0f} | "
                   f"{row['sent'] / MiB:.2f} | {row['growth'] / MiB:.2f} | {row['blobs'] if row['blobs'] is not None else ''} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -198,3 +198,61 @@ def test_copy_of_a_pruned_source(source: Workspace, tmp_path: Path):
     dest.run("restore", "latest:files", "--to", out)
     assert_same_tree(source.data, out / "data", exclude=EXCLUDED)
     dest.run("check", "--read-data")
+
+
+REGION_DRILL = """\
+drills:
+  - name: region-lost
+    scenario: aws_region_failure
+    repository: offsite
+    steps:
+      - {target: disk, check: {type: command, run: "test -s restore"}}
+      - {target: files, after: [disk], check: {type: file_exists, path: data/small.txt}}
+"""
+
+
+def test_restore_listing_restore_test_and_drill_from_a_copy(workspace: Workspace, tmp_path: Path):
+    """'--repository NAME' reads the copy named under 'copies:' (issue 15): with the source repository
+    gone, snapshots, ls, restore, restore-test and the region-failure drill all work from the copy, and
+    a source snapshot id still finds its copy."""
+    make_tree(workspace.data)
+    write_file(workspace.data / "small.txt", b"small\n")
+    disk = os.urandom(1024 * 1024) + bytes(512 * 1024) + os.urandom(512 * 1024)
+    workspace.image.write_bytes(disk)
+    offsite = tmp_path / "offsite"
+    text = workspace.config.read_text() + (
+        f"copies:\n  - {{name: offsite, repository: {{url: {offsite}, password_env: OFFSITE_PASSWORD}}}}\n"
+        + REGION_DRILL)
+    workspace.write_config(text=text)
+    env = {"OFFSITE_PASSWORD": DEST_PASSWORD}
+    workspace.run("init")
+    workspace.run("init", "--for-copy", "offsite", env=env)
+    workspace.run("backup", "--all")
+    workspace.json("copy", "--to", "offsite", env=env)
+    originals = {snapshot["target"]: snapshot["id"] for snapshot in workspace.snapshots()}
+
+    proc = workspace.run("snapshots", "--repository", "nope", code=44, env=env)
+    assert_clean_error(proc, 44, "no copy named 'nope'")
+    assert "offsite" in proc.stderr
+    # The site (and its repository) is lost: only the copy is left.
+    workspace.repo.rename(tmp_path / "repository-lost")
+    copies = workspace.json("snapshots", "--repository", "offsite", env=env)
+    assert {c["target"]: c["copied_from"]["snapshot"] for c in copies} == originals
+    assert all(c["id"] != originals[c["target"]] for c in copies)
+    # A source snapshot's id (what the source's listing, job logs and runbooks show) finds its copy.
+    listed = workspace.json("ls", originals["files"][:10], "data/small.txt", "--repository", "offsite", env=env)
+    assert [item["path"] for item in listed] == ["data/small.txt"]
+    out = tmp_path / "restored"
+    workspace.run("restore", originals["files"][:12], "--to", out, "--repository", "offsite", env=env)
+    assert_same_tree(workspace.data, out / "data", exclude=EXCLUDED)
+    workspace.run("restore", "latest:disk", "--to", tmp_path / "disk.img", "--repository", "offsite", env=env)
+    assert (tmp_path / "disk.img").read_bytes() == disk
+    tested = workspace.json("restore-test", "--target", "files", "--repository", "offsite", env=env)
+    assert tested["passed"] and tested["snapshot_id"] != originals["files"]
+
+    # The region-failure drill restores from the copy its configuration names.
+    report = workspace.json("drill", "run", "region-lost", env=env)
+    assert report["passed"] and report["repository"] == "offsite" and report["left_behind"] == []
+    assert [step["outcome"] for step in report["steps"]] == ["passed", "passed"]
+    assert {step["target"]: step["snapshot_id"] for step in report["steps"]} == {c["target"]: c["id"] for c in copies}
+

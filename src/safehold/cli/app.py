@@ -32,6 +32,9 @@ app.add_typer(catalog_app, name="catalog")
 
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 ThreadsOption = typer.Option(None, "--threads", min=1, help="Worker threads (default: the number of cores).")
+RepositoryOption = typer.Option(None, "--repository", metavar="NAME",
+                                help="Read the copy named NAME under 'copies:' in targets.yml instead of the "
+                                     "configured repository (e.g. the off-site copy when the site is lost).")
 
 
 class State:
@@ -66,12 +69,13 @@ def global_options(
 
 
 def context(json_output: bool = False, threads: int | None = None, compression: int | None = None,
-            progress: bool = True):
+            progress: bool = True, repository: str | None = None):
     from ..engine.context import Context
 
     display = ProgressDisplay(enabled=progress and not json_output)
     ctx = Context.load(state.config_path, threads=threads, compression=compression, progress=display,
                        ask_password=_prompt_password if sys.stdin.isatty() else None, key_id=state.key_id)
+    ctx.use_repository(repository)  # CopyNotFound for a name 'copies:' does not have
     return ctx, display
 
 

@@ -5,9 +5,11 @@ Commands parse arguments, call ``safehold.engine`` / ``safehold.scheduler`` and 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-from .app import JsonOption, context
+from .app import JsonOption, RepositoryOption, context
 from .output import human_bytes, print_json, print_table
 
 
@@ -60,12 +62,13 @@ def status(json_output: bool = JsonOption) -> None:
 
 def restore_test(
     target: str = typer.Option(..., "--target", "-t", help="Target whose newest snapshot to test."),
+    repository: Optional[str] = RepositoryOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Restore the newest snapshot into a sandbox, run the health check, compare the ART with the RTO."""
     from ..engine.restore_test import run_restore_test
 
-    ctx, _ = context(json_output, progress=False)
+    ctx, _ = context(json_output, progress=False, repository=repository)
     result = run_restore_test(ctx, target)
     if json_output:
         print_json(result.as_dict())

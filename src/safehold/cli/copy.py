@@ -58,6 +58,14 @@ def _print_result(result: dict, verify: bool) -> None:
                f"sent {result['blobs_sent']} of {result['blobs_total']} blob(s), "
                f"{human_bytes(result['bytes_sent'])}, in {result['duration']:.1f}s"
                + (f"; {result['blobs_verified']} blob(s) read back and verified" if verify else ""))
+    if result.get("snapshots_dropped"):
+        typer.echo(f"{result['snapshots_dropped']} snapshot(s) not sent: the copy's retention dropped them before")
+    for outcome in result.get("retention") or []:
+        if "skipped" in outcome:
+            typer.echo(f"retention not applied this time: {outcome['skipped']}")
+        elif outcome["forgotten"]:
+            typer.echo(f"{outcome['target']}: the copy's retention ({outcome['policy']}) forgot "
+                       f"{len(outcome['forgotten'])} copy(ies), kept {len(outcome['kept'])}")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from .app import JsonOption, context
+from .app import JsonOption, RepositoryOption, context
 
 drill_app = typer.Typer(help="Disaster-recovery drills defined under 'drills:' in targets.yml.",
                         no_args_is_help=True)
@@ -29,7 +29,8 @@ def _age(seconds: float | None) -> str:
 
 
 @drill_app.command("plan")
-def drill_plan(name: str = typer.Argument(..., help="Name of the drill."), json_output: bool = JsonOption) -> None:
+def drill_plan(name: str = typer.Argument(..., help="Name of the drill."),
+               repository: Optional[str] = RepositoryOption, json_output: bool = JsonOption) -> None:
     """Show what 'safehold drill run NAME' would do: order, snapshots and their age, what is missing. Writes nothing."""
     from .. import errors
     from ..engine.drill import plan_drill
@@ -37,12 +38,13 @@ def drill_plan(name: str = typer.Argument(..., help="Name of the drill."), json_
 
     ctx, display = context(json_output)
     with display:
-        plan = plan_drill(ctx, name)
+        plan = plan_drill(ctx, name, repository=repository)
     if json_output:
         print_json(plan.as_dict())
     else:
         typer.echo(f"drill {plan.drill}: scenario {plan.scenario} (runbook {plan.runbook})")
-        typer.echo(f"sandboxes under {plan.sandbox_directory}; RPO measured from {plan.reference_time}")
+        typer.echo(f"sandboxes under {plan.sandbox_directory}; RPO measured from {plan.reference_time}"
+                   + (f"; restoring from copy {plan.repository}" if plan.repository else ""))
         for number, wave in enumerate(plan.waves, 1):
             typer.echo(f"wave {number}:")
             for target in wave:
@@ -66,6 +68,7 @@ def drill_run(
     name: str = typer.Argument(..., help="Name of the drill."),
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for the evidence report "
                                           "(report.json, report.md, report.html); default <state_dir>/drills/NAME-jobID."),
+    repository: Optional[str] = RepositoryOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Run the drill in sandboxes: restore in dependency order, check, measure ART and RPO, clean up, report."""
@@ -76,7 +79,7 @@ def drill_run(
     ctx, display = context(json_output)
     try:
         with display:
-            result = run_drill(ctx, name, report_dir=report)
+            result = run_drill(ctx, name, report_dir=report, repository=repository)
     except errors.DrillFailed as failed:
         if json_output:
             _print_failed_evidence(failed)

@@ -18,7 +18,7 @@ import typer
 
 from ..errors import SafeholdError, UsageError
 from ..text import printable
-from .app import JsonOption, ThreadsOption, app, catalog_app, config_app, context, key_app, state
+from .app import JsonOption, RepositoryOption, ThreadsOption, app, catalog_app, config_app, context, key_app, state
 from .output import error_console, human_bytes, print_json, print_table
 
 # --- repository ---------------------------------------------------------------
@@ -144,11 +144,12 @@ def _print_skipped(target: str, job_id: int, skipped: dict) -> None:
 
 
 @app.command()
-def snapshots(target: Optional[str] = typer.Option(None, "--target", "-t"), json_output: bool = JsonOption) -> None:
+def snapshots(target: Optional[str] = typer.Option(None, "--target", "-t"),
+              repository: Optional[str] = RepositoryOption, json_output: bool = JsonOption) -> None:
     """List snapshots, oldest first."""
     from ..engine.browse import list_snapshots
 
-    ctx, _ = context(json_output)
+    ctx, _ = context(json_output, repository=repository)
     damaged: list[tuple[str, str]] = []
     rows = list_snapshots(ctx, target, damaged)
     if json_output:
@@ -210,12 +211,13 @@ def _describe_record(record: dict) -> str:
 def list_contents(
     snapshot: str = typer.Argument(..., help="Snapshot id (prefix), 'latest' or 'latest:TARGET'."),
     path: Optional[str] = typer.Argument(None, help="Only this path and what is under it."),
+    repository: Optional[str] = RepositoryOption,
     json_output: bool = JsonOption,
 ) -> None:
     """List the files (or disk images) in a snapshot."""
     from ..engine.browse import list_items
 
-    ctx, _ = context(json_output)
+    ctx, _ = context(json_output, repository=repository)
     items = list_items(ctx, snapshot, path)
     if json_output:
         print_json(items)
@@ -263,6 +265,7 @@ def restore(
     region: Optional[str] = typer.Option(None, "--region", help="With --destination-instance: the snapshot's region."),
     allow_replayed: bool = typer.Option(False, "--allow-replayed", help="Restore a snapshot that was forgotten and "
                                         "is present again (refused by default: its object was copied back)."),
+    repository: Optional[str] = RepositoryOption,
     threads: Optional[int] = ThreadsOption,
     json_output: bool = JsonOption,
 ) -> None:
@@ -275,7 +278,7 @@ def restore(
                              "(and --overwrite, --threads, --json)")
         if not to:
             raise UsageError("name the directory to restore every target into with --to DIR")
-        _restore_all(to, overwrite, threads, json_output, special_files)
+        _restore_all(to, overwrite, threads, json_output, special_files, repository)
         return
     if snapshot and snapshot_id and snapshot != snapshot_id:
         raise UsageError("give the snapshot once: as an argument or with --snapshot-id")
@@ -283,6 +286,9 @@ def restore(
     if not snapshot:
         raise UsageError("name the snapshot to restore (an id, 'latest', or --snapshot-id)")
     if destination_instance:
+        if repository:
+            raise UsageError("--destination-instance restores from the configured repository (or an EBS "
+                             "snapshot's DR copy); leave out --repository")
         from .ebs import restore_to_instance
 
         restore_to_instance(snapshot, destination_instance, device=device, region=region, target=target,
@@ -292,7 +298,7 @@ def restore(
         raise UsageError("name where to restore with --to (or --destination-instance for EBS)")
     from ..engine.restore import restore_snapshot
 
-    ctx, display = context(json_output, threads)
+    ctx, display = context(json_output, threads, repository=repository)
     try:
         with display:
             outcome = restore_snapshot(ctx, snapshot, to, target=target, includes=include, overwrite=overwrite,
@@ -305,11 +311,11 @@ def restore(
 
 
 def _restore_all(to: str, overwrite: bool, threads: Optional[int], json_output: bool,
-                 special_files: bool = False) -> None:
+                 special_files: bool = False, repository: Optional[str] = None) -> None:
     from ..engine.restore import restore_targets
     from ..errors import PartialFailure, RestoreIncomplete
 
-    ctx, display = context(json_output, threads)
+    ctx, display = context(json_output, threads, repository=repository)
     names = [t.name for t in ctx.config.targets]
     with display:
         run = restore_targets(ctx, to, names, overwrite=overwrite, special_files=special_files)

@@ -4,9 +4,9 @@ Each entry names a destination repository (the same fields as ``repository:``; i
 created with ``safehold init --copy-params-from`` the configured repository), the targets it
 covers (all by default) and when to copy (after each backup, on a cron schedule, or both).
 
-Not yet: a retention of the copy's own. Forgetting on the destination needs the copy to remember
-which source snapshots it dropped on purpose (else the next copy sends them again), so it is left
-out rather than accepted and ignored; until then a copy keeps every snapshot it received.
+A copy may have a retention of its own (``retention:``, the rules of a target's): applied on the
+destination after each copy job, which remembers there what it dropped on purpose so that the next
+job does not send it again (repository/copy.py). Without one a copy keeps every snapshot it received.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from safehold.config.common import _invalid, _Model
 from safehold.config.fields import Cron
 from safehold.config.repository import RepositoryConfig
-from safehold.config.targets import TARGET_NAME_PATTERN
+from safehold.config.targets import TARGET_NAME_PATTERN, Retention
 
 __all__ = ["CopyConfig"]
 
@@ -55,6 +55,16 @@ class CopyConfig(_Model):
         description="Cron schedule of a copy job for every covered target (besides or instead of after_backup).",
         examples=["30 2 * * *"],
     )
+    retention: Retention | None = Field(
+        None,
+        description=(
+            "The copy's own retention, applied on the destination per target after each copy job (then the "
+            "destination is pruned under its exclusive lock). A copy it forgets is not sent again; a snapshot "
+            "forgotten on the source stays on the copy while this keeps it. Default: keep every copy."
+        ),
+        examples=[{"keep_daily": 30, "keep_monthly": 24}],
+    )
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:

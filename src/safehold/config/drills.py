@@ -154,6 +154,15 @@ class Drill(_Model):
         ),
         examples=["2026-12-01T00:00:00Z"],
     )
+    repository: str | None = Field(
+        None,
+        description=(
+            "Restore from this copy (a name under 'copies:') instead of the configured repository: the "
+            "aws_region_failure drill restores from the copy in the DR region, as a real recovery would. "
+            "'safehold drill plan/run --repository NAME' overrides it."
+        ),
+        examples=["offsite"],
+    )
     steps: list[DrillStep] = Field(min_length=1, description="The targets restored, each at most once.",
                                    examples=[[{"target": "db"}, {"target": "web", "after": ["db"]}]])
 
@@ -235,6 +244,14 @@ def drill_problems(data: dict[str, Any]) -> list[InitErrorDetails]:
                                          f"drills[{seen[name]}] has it too; names must be unique", name))
             else:
                 seen[name] = index
+        repository = drill.get("repository")
+        if isinstance(repository, str):
+            copies = [copy.get("name") for copy in data.get("copies") or [] if isinstance(copy, dict)] \
+                if isinstance(data.get("copies"), list) else []
+            if repository not in copies:
+                problems.append(_problem(("drills", index, "repository"),
+                                         f"repository {repository!r} is not a copy under 'copies:' (configured: "
+                                         f"{', '.join(str(name) for name in copies) or '(none)'})", repository))
         steps = drill.get("steps")
         if not isinstance(steps, list):
             continue

@@ -7,6 +7,7 @@ server's worker pool, or as tasks of a distributed queue.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from contextlib import contextmanager
@@ -42,6 +43,9 @@ class Context:
     # The key file to try (a prefix of its id): one derivation instead of up to
     # Repository.MAX_KEY_ATTEMPTS in a repository with many key files.
     key_id: str | None = None
+    # A configured copy (``copies:`` in targets.yml) to read instead of the configured repository
+    # ('--repository NAME'): restores, listings, restore tests and drills from the second copy.
+    repository_name: str | None = None
     _catalog: "Catalog | None" = field(default=None, repr=False)
     _unlocked: tuple | None = field(default=None, repr=False)
 
@@ -67,18 +71,44 @@ class Context:
             self._catalog.close()
             self._catalog = None
 
+    def use_repository(self, name: str | None) -> "Context":
+        """Work on the configured copy ``name`` from now on (None: the configured repository).
+        Raises CopyNotFound, naming the configured copies, for an unknown name."""
+        if name is not None:
+            self.config.copy_named(name)
+        if name != self.repository_name:
+            self.repository_name = name
+            self._unlocked = None  # another repository: another master key
+        return self
+
+    def with_repository(self, name: str | None) -> "Context":
+        """A context on the configured copy ``name`` that shares this one's catalog (one job
+        history); this context is left as it is. Raises CopyNotFound."""
+        if name == self.repository_name:
+            return self
+        if name is not None:
+            self.config.copy_named(name)
+        return dataclasses.replace(self, repository_name=name, _catalog=self.catalog, _unlocked=None)
+
+    @property
+    def repository_config(self):
+        """The repository this context works on: 'repository:', or the copy chosen by name."""
+        if self.repository_name is None:
+            return self.config.repository
+        return self.config.copy_named(self.repository_name).repository
+
     @property
     def repository_url(self) -> str:
-        return self.config.repository.url
+        return self.repository_config.url
 
     def backend(self):
-        return open_backend(self.repository_url, **self.config.repository.backend_options())
+        return open_backend(self.repository_url, **self.repository_config.backend_options())
 
     def password(self, new: bool = False) -> bytes:
         from ..errors import PasswordMissing
 
         try:
-            return self.config.repository.password()
+            return self.repository_config.password()
         except PasswordMissing:
             if self.ask_password is None:
                 raise

@@ -19,7 +19,7 @@ from .. import errors
 from ..config.repository import RepositoryConfig
 from ..repository import Repository
 from ..repository.backends import open_backend
-from ..repository.copy import CopyStats, copied_ids, copy_snapshot
+from ..repository.copy import CopyStats, apply_copy_retention, copied_ids, copy_snapshot, dropped_sources
 from ..repository.forgotten import live_snapshots, replayed_records
 from ..repository.repository import same_params
 from .context import Context
@@ -88,16 +88,17 @@ def copy_to(context: Context, to: str, target: str | None = None, snapshot_ref: 
     one job for a url. Returns each job's figures."""
     name, repository = resolve_destination(context, to, **destination)
     configured = context.config.copy(to)
+    retention = configured.retention if configured is not None else None
     if configured is None or snapshot_ref is not None:
         return [copy_snapshots(context, repository, target, snapshot_ref, verify, job_id=job_id,
-                               destination_name=name)]
+                               destination_name=name, retention=retention)]
     if target is not None:
         context.config.target(target)
         names = [target]
     else:
         names = [t.name for t in context.config.targets if configured.targets is None or t.name in configured.targets]
     return [copy_snapshots(context, repository, each, None, verify, job_id=job_id if index == 0 else None,
-                           destination_name=name)
+                           destination_name=name, retention=retention)
             for index, each in enumerate(names)]
 
 
@@ -115,13 +116,21 @@ def init_copy_destination(context: Context, name: str) -> dict:
                 "copy": name}
 
 
+#: Seconds the copy's retention waits for the destination's exclusive lock (another target's copy
+#: job may hold it shared); when it cannot get it, the copy stands and the next job applies it.
+RETENTION_LOCK_WAIT = 30.0
+
+
 def copy_snapshots(context: Context, destination: RepositoryConfig, target: str | None = None,
                    snapshot_ref: str | None = None, verify: bool = True, *, job_id: int | None = None,
-                   destination_name: str | None = None) -> dict:
+                   destination_name: str | None = None, retention: Any = None) -> dict:
     """Copy the live snapshots of the configured repository (of ``target``, or only ``snapshot_ref``)
-    that the destination does not hold yet. Idempotent: a rerun (after success or a kill) sends only
-    what is missing. Returns the figures also stored in the job's details (``destination``: the
-    configured copy's name, else the url)."""
+    that the destination does not hold yet, and not those whose copies the destination's retention
+    dropped. Idempotent: a rerun (after success or a kill) sends only what is missing. With
+    ``retention`` (the copy's ``retention:``), it is then applied on the destination to the targets
+    copied, under its exclusive lock, and the destination is pruned when a copy was forgotten.
+    Returns the figures also stored in the job's details (``destination``: the configured copy's
+    name, else the url)."""
     details: dict[str, Any] = {"destination": destination_name or destination.url,
                                "destination_url": destination.url, "snapshot": snapshot_ref}
     with context.catalog.job("copy", target=target, details=details, job_id=job_id) as job:
@@ -147,10 +156,17 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
                 source.load_index()
                 target_repository.load_index()  # under the lock: a prune that just finished is seen
                 done = copied_ids(target_repository, source.id)
+                # Copies the destination's retention dropped on purpose are not sent again.
+                dropped = dropped_sources(target_repository, source.id, [s.id for s in wanted if s.id not in done])
                 stats = CopyStats()
                 for snapshot in wanted:
                     if snapshot.id in done:
                         stats.snapshots_skipped += 1
+                        continue
+                    if snapshot.id in dropped:
+                        stats.snapshots_dropped += 1
+                        job.log(f"snapshot {snapshot.short_id} ({snapshot.target}) not copied: the copy's retention "
+                                "dropped its copy before")
                         continue
                     copy = copy_snapshot(
                         source, target_repository, snapshot, stats,
@@ -161,9 +177,43 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
                     job.log(f"copied snapshot {snapshot.short_id} ({snapshot.target}) to {copy.short_id}")
             finally:
                 lock.release()
+        retention_outcomes = []
+        if retention is not None:
+            covered = [target] if target is not None else sorted({snapshot.target for snapshot in wanted})
+            retention_outcomes = _apply_retention(context, job, target_repository, covered, retention)
         result = {"source": source.backend.url, "source_id": source.id, "destination": details["destination"],
                   "destination_url": target_repository.backend.url, "destination_id": target_repository.id,
                   "duration": round(time.monotonic() - started, 3), **stats.as_dict()}
+        if retention is not None:
+            result["retention"] = retention_outcomes
         job.update(bytes_added=stats.bytes_sent)
         job.details.update(result)  # merged into the job's details when it finishes
         return result
+
+
+def _apply_retention(context: Context, job: Any, destination: Any, targets: list[str], retention: Any) -> list[dict]:
+    """The copy's own retention on the destination, per target, under its exclusive lock (waited for
+    a while: another target's copy job may hold it shared). A lock that stays busy leaves the
+    retention to the next copy job (logged, the copy itself stands)."""
+    from ..repository.retention import RetentionPolicy
+
+    policy = RetentionPolicy.from_config(retention)
+    try:
+        lock = destination.lock(exclusive=True, purpose="copy retention", wait=RETENTION_LOCK_WAIT)
+    except errors.RepositoryLocked as exc:
+        job.log(f"the copy's retention was not applied (the next copy job applies it): {exc.message}",
+                level="warning")
+        return [{"skipped": exc.message}]
+    results = []
+    try:
+        for name in targets:
+            outcome = apply_copy_retention(
+                destination, name, policy,
+                on_progress=lambda message: context.progress({"event": "prune", "message": message}))
+            for forgotten in outcome.forgotten:
+                job.log(f"{name}: the copy's retention ({outcome.policy}) forgot copy {forgotten['copy'][:8]}"
+                        + (f" of {forgotten['source'][:8]}" if forgotten["source"] else ""))
+            results.append(outcome.as_dict())
+    finally:
+        lock.release()
+    return results

@@ -69,6 +69,7 @@ class DrillPlan:
     sandbox_directory: str
     waves: list[list[str]]
     steps: list[StepPlan]
+    repository: str | None = None  # the copy restored from (copies:), None: the configured repository
 
     @property
     def problems(self) -> list[str]:
@@ -97,13 +98,23 @@ def drill_sandbox_root(context: Context, drill: Drill) -> Path:
     return Path(drill.restore_to.directory) if drill.restore_to.directory else sandbox_root(context)
 
 
-def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None) -> DrillPlan:
-    """What ``safehold drill run NAME`` would do; writes nothing. Raises DrillNotFound."""
+def drill_context(context: Context, drill: Drill, repository: str | None = None) -> Context:
+    """The context a drill restores through: on the copy ``repository`` (else the drill's own
+    ``repository:``) when one is named, so that a region-failure drill reads the DR region's copy.
+    Raises CopyNotFound."""
+    return context.with_repository(repository or drill.repository or context.repository_name)
+
+
+def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None,
+               repository: str | None = None) -> DrillPlan:
+    """What ``safehold drill run NAME`` would do; writes nothing. Raises DrillNotFound, and
+    CopyNotFound for a ``repository`` (a copy's name) 'copies:' does not have."""
     from ..repository.forgotten import live_snapshots
     from . import boot_check
     from .restore_test import describe, sandbox_destination
 
     drill = context.config.drill(name)
+    context = drill_context(context, drill, repository)
     now = now or dt.datetime.now(dt.timezone.utc)
     reference = drill.before or now
     waves = topological_order(drill)
@@ -147,7 +158,7 @@ def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None) -
                 plan.problems.append(f"the sandbox cannot boot: {exc.message}")
     return DrillPlan(drill.name, drill.scenario, scenario_runbook(drill.scenario), drill.description,
                      reference.isoformat(), drill.before.isoformat() if drill.before else None,
-                     str(drill_sandbox_root(context, drill)), waves, steps)
+                     str(drill_sandbox_root(context, drill)), waves, steps, context.repository_name)
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -173,7 +184,7 @@ def default_report_dir(context: Context, name: str, job_id: int) -> Path:
 
 
 def run_drill(context: Context, name: str, *, report_dir: str | Path | None = None,
-              job_id: int | None = None) -> DrillResult:
+              job_id: int | None = None, repository: str | None = None) -> DrillResult:
     """Run drill ``name`` in sandboxes, record a 'drill' job, write the evidence report.
 
     Raises DrillNotFound, DrillNotReady (the plan lists problems: nothing was restored) and
@@ -181,16 +192,20 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
     first and the job recorded failed with the same evidence). With ``job_id`` it runs as that
     queued job (``engine.jobs``: the scheduler, the API), which the caller has claimed.
     """
-    plan = plan_drill(context, name)
+    plan = plan_drill(context, name, repository=repository)
     if plan.problems:
         raise errors.DrillNotReady(name=name, detail="; ".join(plan.problems))
     drill = context.config.drill(name)
+    context = drill_context(context, drill, repository)
     wall_start, started = time.time(), time.monotonic()
     # The disaster is declared now: RPOs are measured from here (or from 'before').
     reference = drill.before or dt.datetime.fromtimestamp(wall_start, dt.timezone.utc)
     root = drill_sandbox_root(context, drill)
     root.mkdir(parents=True, exist_ok=True)
-    with context.catalog.job("drill", None, {"drill": name, "scenario": drill.scenario}, job_id=job_id) as job:
+    job_details = {"drill": name, "scenario": drill.scenario}
+    if context.repository_name is not None:
+        job_details["repository"] = context.repository_name
+    with context.catalog.job("drill", None, job_details, job_id=job_id) as job:
         job.log(f"drill {name} ({drill.scenario}): {len(plan.steps)} step(s) in {len(plan.waves)} wave(s), "
                 f"sandboxes under {root}")
         leftovers = _remove_leftovers(context, drill, root)
@@ -215,7 +230,8 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
             "drill": name, "scenario": drill.scenario, "runbook": plan.runbook, "description": drill.description,
             "job_id": job.id, "started": _iso(wall_start), "ended": _iso(ended),
             "duration_seconds": round(ended - wall_start, 3), "reference_time": reference.isoformat(),
-            "before": plan.before, "sandbox_directory": str(root), "waves": plan.waves, "passed": passed,
+            "before": plan.before, "sandbox_directory": str(root), "repository": plan.repository,
+            "waves": plan.waves, "passed": passed,
             "steps": steps,
             "created": [item for step in steps for item in step["created"]],
             "removed": [item for step in steps for item in step["removed"]],

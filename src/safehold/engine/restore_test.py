@@ -104,8 +104,10 @@ def run_restore_test(context: Context, target_name: str, *, job_id: int | None =
     check = target.restore_test.health_check if target.restore_test else None
     root = sandbox_root(context)
     root.mkdir(parents=True, exist_ok=True)
-    with context.catalog.job("restore-test", target.name, {"tier": target.tier, "rto_seconds": rto},
-                             job_id=job_id) as job:
+    details = {"tier": target.tier, "rto_seconds": rto}
+    if context.repository_name is not None:
+        details["repository"] = context.repository_name  # tested from a copy (copies:), not the repository
+    with context.catalog.job("restore-test", target.name, details, job_id=job_id) as job:
         sandbox = Path(tempfile.mkdtemp(prefix=SANDBOX_PREFIX, dir=root))
         job.details["sandbox"] = str(sandbox)
         job.log(f"sandbox {sandbox}")

@@ -16,14 +16,23 @@ from __future__ import annotations
 
 import hmac
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Callable, Iterable
+
+import blake3
+import msgpack
 
 from .. import errors
 from ..concurrency import ordered_map
+from .backends import Kind
 from .check import referenced_blobs
+from .forgotten import forgotten_names
+from .prune import PruneReport, forget, hold_retained_snapshots, plan_forget, prune
 from .repository import Repository, Snapshot
+from .retention import RetentionPolicy
 
 # Index objects are written every this many packs (the backup's default is 32, about 512 MiB): a
 # killed copy re-sends at most this many packs' worth of blobs on its next run.
@@ -34,6 +43,7 @@ INDEX_EVERY_PACKS = 4
 class CopyStats:
     snapshots_copied: int = 0
     snapshots_skipped: int = 0  # already on the destination (copied earlier)
+    snapshots_dropped: int = 0  # not sent: the copy's retention dropped their copies before
     blobs_total: int = 0  # blobs the copied snapshots use
     blobs_sent: int = 0  # blobs added to the destination by this run
     blobs_present: int = 0  # blobs the destination already had
@@ -72,15 +82,22 @@ def copy_snapshot(source: Repository, destination: Repository, snapshot: Snapsho
               destination.stats.plain_bytes_added, destination.stats.packs_written)
     packs_at_index = destination.stats.packs_written
 
+    # Both compress alike (zstd at the same level, or not at all): the stored frame moves as it is,
+    # decompressed only to check its id, never compressed again (compression is most of a copy's
+    # CPU). Otherwise the destination's own setting applies to the plaintext.
+    pass_through = destination.compression == source.compression
+
     def transfer(blob_id: bytes) -> bool:
         location = source.locate(blob_id)
-        data = source.read_blob(blob_id, location)  # authenticated under the source key
+        # Authenticated under the source key, decompressed and hashed to its id there.
+        body, data = source.read_blob_body(blob_id, location)
         # The id must be the keyed hash of the plaintext under the shared id key: checked, not
         # trusted, so a destination never stores a blob under an id its content does not have.
         if not hmac.compare_digest(destination.cipher.blob_id(data), blob_id):
             raise errors.IntegrityError(detail=f"blob {blob_id.hex()[:16]} in pack {location.pack} does not "
                                                "hash to its id", pack=location.pack)
-        _id, added = destination.save_blob(location.blob_type, data, blob_id=blob_id)
+        _id, added = destination.save_blob(location.blob_type, data, blob_id=blob_id,
+                                           body=bytes(body) if pass_through else None)
         return added
 
     sent: list[bytes] = []
@@ -136,6 +153,93 @@ def _read_back(destination: Repository, blob_ids: Iterable[bytes], threads: int)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for _ in ordered_map(pool, check, list(blob_ids), window=max(4, threads * 4)):
             pass
+
+
+# --- the copy's own retention ---------------------------------------------------------------------
+#
+# A copy may keep longer (or shorter) than the source: its retention runs on the destination after
+# each copy job. Forgetting a copy there must not make the next job send the source snapshot again,
+# so before a copy is deleted a *drop record* is written in the destination's forgotten/ folder,
+# named by the keyed BLAKE3 (the destination's id key) of "safehold-copy-dropped:" || source
+# repository id || "/" || source snapshot id, encrypted like a forget record. A copy job lists
+# forgotten/ once and leaves out every source snapshot a drop record names. The name cannot collide
+# with a forget record's (another prefix) and, like those, only a key holder can compute it; records
+# are never deleted (they are under Object Lock like snapshots when the destination has it).
+
+_DROPPED_PREFIX = b"safehold-copy-dropped:"
+_DROPPED_AAD = b"safehold-copy-dropped"
+DROP_RECORD_VERSION = 1
+
+
+def dropped_name(destination: Repository, source_id: str, snapshot_id: str) -> str:
+    return blake3.blake3(_DROPPED_PREFIX + f"{source_id}/{snapshot_id}".encode(),
+                         key=destination.master.id_key).hexdigest()
+
+
+def dropped_sources(destination: Repository, source_id: str, snapshot_ids: Iterable[str]) -> set[str]:
+    """The ids among ``snapshot_ids`` (of the source ``source_id``) whose copies the destination's
+    retention dropped: not to be sent again. One listing, nothing read."""
+    names = forgotten_names(destination)
+    if not names:
+        return set()
+    return {snapshot_id for snapshot_id in snapshot_ids if dropped_name(destination, source_id, snapshot_id) in names}
+
+
+def record_dropped(destination: Repository, copies: Iterable[Snapshot], reason: str) -> list[str]:
+    """Write a drop record for each copy about to be forgotten (call before deleting it).
+    Idempotent; a snapshot without ``copied_from`` (not a copy) needs none."""
+    written = []
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for copy in copies:
+        origin = copy.copied_from
+        if origin is None:
+            continue
+        name = dropped_name(destination, origin["repository"], origin["snapshot"])
+        if destination.backend_has(Kind.FORGOTTEN, name):
+            continue
+        document = {"version": DROP_RECORD_VERSION, "source_repository": origin["repository"],
+                    "source_snapshot": origin["snapshot"], "copy": copy.id, "target": copy.target,
+                    "snapshot_time": copy.time.isoformat(), "dropped_at": now, "hostname": socket.gethostname(),
+                    "reason": reason}
+        data = destination.cipher.encrypt(msgpack.packb(document), _DROPPED_AAD + name.encode())
+        destination._put(Kind.FORGOTTEN, name, data, destination.retain_until())
+        written.append(name)
+    return written
+
+
+@dataclass
+class CopyRetention:
+    target: str
+    policy: str
+    kept: list[str] = field(default_factory=list)  # destination snapshot ids
+    forgotten: list[dict] = field(default_factory=list)  # {"copy": id, "source": id or None, "time"}
+    prune: dict | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def apply_copy_retention(destination: Repository, target: str, policy: RetentionPolicy,
+                         now: datetime | None = None,
+                         on_progress: Callable[[str], None] | None = None) -> CopyRetention:
+    """Forget the copies of ``target`` that ``policy`` does not keep, each after its drop record,
+    then prune when anything went. The caller holds the destination's exclusive lock. Copies still
+    under Object Lock retention are kept (as 'forget' keeps them) and get no drop record."""
+    decisions = [decision for decision in plan_forget(destination, {target: policy}, now)
+                 if decision.snapshot.target == target]
+    hold_retained_snapshots(destination, decisions)
+    result = CopyRetention(target, policy.describe(), kept=[d.snapshot.id for d in decisions if d.keep])
+    going = [decision.snapshot for decision in decisions if not decision.keep]
+    if not going:
+        return result
+    destination.verify_before_delete()
+    record_dropped(destination, going, f"copy retention: {policy.describe()}")
+    for snapshot in forget(destination, decisions, reason=f"copy retention: {policy.describe()}"):
+        result.forgotten.append({"copy": snapshot.id, "time": snapshot.time.isoformat(),
+                                 "source": snapshot.copied_from["snapshot"] if snapshot.copied_from else None})
+    report: PruneReport = prune(destination, on_progress=on_progress)
+    result.prune = report.as_dict()
+    return result
 
 
 def default_threads() -> int:

@@ -81,9 +81,17 @@ def encode_blob(cipher: Cipher, blob_type: BlobType, blob_id: bytes, data: bytes
     return cipher.encrypt(bytes((flag,)) + bytes(body), blob_associated_data(blob_type, blob_id))
 
 
-def decode_blob(cipher: Cipher, blob_type: BlobType, blob_id: bytes, stored: bytes | memoryview,
-                plain_length: int | None = None) -> bytes:
-    """Decrypt, decompress and verify the id. Raises DecryptionFailed on any mismatch."""
+def encode_blob_body(cipher: Cipher, blob_type: BlobType, blob_id: bytes, body: bytes) -> bytes:
+    """Encrypt a body that ``decode_blob_body`` returned (its flag byte and payload, compressed or
+    not, proven to decode to the plaintext of ``blob_id``) as it is: a copy between repositories
+    that compress alike moves the zstd frame without compressing it again."""
+    return cipher.encrypt(body, blob_associated_data(blob_type, blob_id))
+
+
+def decode_blob_body(cipher: Cipher, blob_type: BlobType, blob_id: bytes, stored: bytes | memoryview,
+                     plain_length: int | None = None) -> tuple[bytes, bytes]:
+    """Decrypt, decompress and verify the id; returns (the body: flag byte and payload as stored,
+    the plaintext). Raises DecryptionFailed on any mismatch."""
     body = cipher.decrypt(stored, blob_associated_data(blob_type, blob_id))
     if body[0] == ZSTD:
         data = _decompressor().decompress(memoryview(body)[1:], max_output_size=plain_length or 0)
@@ -93,7 +101,13 @@ def decode_blob(cipher: Cipher, blob_type: BlobType, blob_id: bytes, stored: byt
         raise DecryptionFailed(f"unknown blob flag {body[0]}")
     if cipher.blob_id(data) != blob_id:
         raise DecryptionFailed("content does not match its id")
-    return data
+    return body, data
+
+
+def decode_blob(cipher: Cipher, blob_type: BlobType, blob_id: bytes, stored: bytes | memoryview,
+                plain_length: int | None = None) -> bytes:
+    """Decrypt, decompress and verify the id. Raises DecryptionFailed on any mismatch."""
+    return decode_blob_body(cipher, blob_type, blob_id, stored, plain_length)[1]
 
 
 @dataclass(frozen=True)

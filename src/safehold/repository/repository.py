@@ -35,7 +35,8 @@ from .crypto import (
 )
 from .index import BlobLocation, Index, decode_entries, encode_entries
 from .locks import Lock
-from .pack import DEFAULT_COMPRESSION_LEVEL, BlobType, PackBuilder, decode_blob, encode_blob
+from .pack import (DEFAULT_COMPRESSION_LEVEL, BlobType, PackBuilder, decode_blob_body, encode_blob,
+                   encode_blob_body)
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -459,9 +460,10 @@ class Repository:
         return blob_id in self.index or blob_id in self._in_flight
 
     def save_blob(self, blob_type: BlobType, data: bytes, blob_id: bytes | None = None,
-                  force: bool = False) -> tuple[bytes, bool]:
+                  force: bool = False, body: bytes | None = None) -> tuple[bytes, bool]:
         """Store ``data`` unless a blob with its id exists (``force``: store anyway, for repacking).
-        Returns (id, added).
+        Returns (id, added). ``body``: the blob as another repository stores it (``read_blob_body``,
+        verified to decode to ``data``), encrypted as it is instead of compressed again.
 
         Thread-safe: hashing, compression and encryption run outside any lock,
         so a thread pool over chunks scales with the cores.
@@ -473,7 +475,10 @@ class Repository:
                 return blob_id, False
             self._in_flight.add(blob_id)
         try:
-            stored = encode_blob(self.cipher, blob_type, blob_id, data, self.compression)
+            if body is None:
+                stored = encode_blob(self.cipher, blob_type, blob_id, data, self.compression)
+            else:
+                stored = encode_blob_body(self.cipher, blob_type, blob_id, body)
         except BaseException:
             with self._index_lock:
                 self._in_flight.discard(blob_id)
@@ -555,10 +560,15 @@ class Repository:
 
     def read_blob(self, blob_id: bytes, location: BlobLocation | None = None) -> bytes:
         """Read and verify one blob; raises IntegrityError naming the pack when damaged."""
+        return self.read_blob_body(blob_id, location)[1]
+
+    def read_blob_body(self, blob_id: bytes, location: BlobLocation | None = None) -> tuple[bytes, bytes]:
+        """Read and verify one blob; returns (its decrypted body, flag byte and payload as stored,
+        its plaintext). Raises IntegrityError naming the pack when damaged."""
         location = location or self.locate(blob_id)
         stored = self._get(Kind.DATA, location.pack, location.offset, location.length)
         try:
-            return decode_blob(self.cipher, location.blob_type, blob_id, stored, location.plain_length)
+            return decode_blob_body(self.cipher, location.blob_type, blob_id, stored, location.plain_length)
         except Exception as exc:  # DecryptionFailed, zstd errors on a damaged frame
             raise errors.IntegrityError(
                 detail=f"blob {blob_id.hex()[:16]} in pack {location.pack}: {exc}", pack=location.pack
@@ -616,10 +626,22 @@ class Repository:
             raise errors.SnapshotNotFound(ref=ref)
         names = [info.name for info in self.backend.list(Kind.SNAPSHOTS) if info.name.startswith(ref)]
         if not names:
-            raise errors.SnapshotNotFound(ref=ref)
+            return self._find_copy_of(ref, target)
         if len(names) > 1:
             raise errors.AmbiguousSnapshot(ref=ref, count=len(names))
         return self.load_snapshot(names[0])
+
+    def _find_copy_of(self, ref: str, target: str | None) -> Snapshot:
+        """In a copy (docs/copies.md), the snapshot copied from the source snapshot ``ref`` (an id or
+        prefix of the source's id): a copy has its own id, and the source's is what a user knows
+        from the source's listing, a job log or a runbook. Raises SnapshotNotFound or AmbiguousSnapshot."""
+        found = {snapshot.id: snapshot for snapshot in self.list_snapshots(target, on_error=lambda name, exc: None)
+                 if snapshot.copied_from is not None and snapshot.copied_from["snapshot"].startswith(ref)}
+        if not found:
+            raise errors.SnapshotNotFound(ref=ref)
+        if len(found) > 1:
+            raise errors.AmbiguousSnapshot(ref=ref, count=len(found))
+        return next(iter(found.values()))
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete one snapshot object. The caller proves its lock first (verify_before_delete);

@@ -88,5 +88,25 @@ def test_a_host_failure_drill_boots_the_database_first_and_proves_it_in_the_repo
     assert shown["kind"] == "drill" and shown["status"] == "succeeded"
     page = (tmp_path / "report" / "report.html").read_text()
     assert "kvm-01-lost" in page and vm["boot"]["sandbox_domain"] in page
+
+    # The region is lost instead (issue 15): the same VM disk comes back from the copy in the DR
+    # region, with the source repository out of reach; no boot (the check reads the restored image).
+    data = yaml.safe_load(config.read_text())
+    data["copies"] = [{"name": "offsite", "repository": {"url": str(folder / "offsite"),
+                                                         "password_env": "SAFEHOLD_TEST_LIBVIRT_PASSWORD"}}]
+    data["drills"].append({"name": "region-lost", "scenario": "aws_region_failure", "repository": "offsite",
+                           "restore_to": {"directory": str(tmp_path / "dr")},
+                           "steps": [{"target": "vm", "check": {"type": "command",
+                                                                "run": f"grep -qaF '{domain.line}' *"}}]})
+    config.write_text(yaml.safe_dump(data))
+    for args in (("init", "--for-copy", "offsite"), ("copy", "--to", "offsite")):
+        assert cli(config, *args).returncode == 0, args
+    (folder / "repo").rename(folder / "repo-lost")
+    from_copy = cli(config, "drill", "run", "region-lost", "--json")
+    assert from_copy.returncode == 0, from_copy.stderr
+    evidence = json.loads(from_copy.stdout)
+    [step] = evidence["steps"]
+    assert evidence["passed"] and evidence["repository"] == "offsite" and step["outcome"] == "passed"
+    assert step["snapshot_id"] != vm["snapshot_id"] and evidence["left_behind"] == []
     print(f"drill: vm ART {vm['art_seconds']:.2f}s (boot {vm['boot']['boot_seconds']:.2f}s), app ART "
           f"{app['art_seconds']:.2f}s, whole drill {report['duration_seconds']:.2f}s, CLI {elapsed:.2f}s")

@@ -112,3 +112,22 @@ def test_duplicate_drill_names() -> None:
         - {name: same, scenario: data_corruption, steps: [{target: web}]}
         """)
     assert any(p.startswith(f"{PATH}:8:") and "duplicate drill name 'same'" in p for p in found), found
+
+
+def test_a_drill_restores_from_a_configured_copy_only() -> None:
+    drill = """\
+        - name: region-lost
+          scenario: aws_region_failure
+          repository: %s
+          steps: [{target: web}]
+    """
+    copies = "copies:\n  - {name: offsite, repository: {url: /srv/offsite}}\n"
+    config = load_config_text(TARGETS + textwrap.indent(textwrap.dedent(drill % "offsite"), "  ") + copies, PATH,
+                              environ={})
+    assert config.drill("region-lost").repository == "offsite"
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(TARGETS + textwrap.indent(textwrap.dedent(drill % "elsewhere"), "  ") + copies, PATH,
+                         environ={})
+    [problem] = caught.value.problems
+    assert "repository 'elsewhere' is not a copy under 'copies:' (configured: offsite)" in problem
+    assert "line 9" in problem or "drills[0].repository" in problem or "drills" in problem

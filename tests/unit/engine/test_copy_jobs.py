@@ -118,3 +118,62 @@ def test_a_replayed_snapshot_is_not_copied(context: Context, tmp_path: Path):
         copy_to(context, "offsite", "docs", snapshot.id)
     [result] = copy_to(context, "offsite", "docs")
     assert result["snapshots_copied"] == 0
+
+
+def test_copy_retention_forgets_on_the_destination_and_never_resends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A copy's own 'retention:' (issue 15): applied on the destination after the copy job, which
+    prunes there; a copy it dropped is not sent again (its drop record), also when named, and a
+    snapshot the source forgot stays on the copy while the copy's retention keeps it."""
+    from safehold.engine.backup import backup_target
+    from safehold.engine.copy import copy_to
+    from safehold.engine.maintenance import forget_snapshots
+    from safehold.repository.retention import RetentionPolicy
+
+    monkeypatch.setenv("OFFSITE_PASSWORD", "offsite")
+    target = files_target(tmp_path, "web")
+    copies = [{"name": "offsite", "repository": {"url": str(tmp_path / "offsite"), "password_env": "OFFSITE_PASSWORD"},
+               "retention": {"keep_last": 2}}]
+    context = Context(load_config(write(tmp_path / "ws", [target], copies)))
+    Path(context.config.state_dir).mkdir(parents=True, exist_ok=True)
+    context._catalog = Catalog.open(context.config.catalog_url, clock=FakeClock())
+    init_repository(context)
+    Repository.init(open_backend(str(tmp_path / "offsite")), b"offsite", FAST_KDF,
+                    params_from=context.open_repository(load_index=False))
+    data = Path(target["source"]["paths"][0])
+    sources = []
+    for number in range(3):
+        (data / "changing.bin").write_bytes(bytes([number]) * 200_000)  # each snapshot's own data
+        sources.append(backup_target(context, "web").snapshot_id)
+    destination = context.with_repository("offsite")
+
+    def copies_of_sources() -> list[str]:
+        return [s.copied_from["snapshot"] for s in destination.open_repository(load_index=False).list_snapshots()]
+
+    [first] = copy_to(context, "offsite")
+    assert first["snapshots_copied"] == 3
+    [retention] = first["retention"]
+    assert [entry["source"] for entry in retention["forgotten"]] == sources[:1]
+    assert retention["prune"]["bytes_freed"] > 0  # the first snapshot's own data went with it
+    assert copies_of_sources() == sources[1:]
+    # Dropped on purpose: never sent again, also when named.
+    [again] = copy_to(context, "offsite")
+    assert (again["snapshots_copied"], again["snapshots_dropped"], again["blobs_sent"]) == (0, 1, 0)
+    assert again["retention"][0]["forgotten"] == [] and again["retention"][0]["prune"] is None
+    [named] = copy_to(context, "offsite", snapshot_ref=sources[0])
+    assert (named["snapshots_copied"], named["snapshots_dropped"]) == (0, 1)
+    # The source forgets all but its newest: the copy keeps what its own retention keeps.
+    forget_snapshots(context, target="web", override=RetentionPolicy(keep_last=1), and_prune=True)
+    [kept] = copy_to(context, "offsite")
+    assert kept["snapshots_copied"] == 0 and kept["retention"][0]["forgotten"] == []
+    assert copies_of_sources() == sources[1:]
+    # A new backup reaches the copy and pushes the oldest copy out.
+    (data / "changing.bin").write_bytes(b"\x03" * 200_000)
+    newest = backup_target(context, "web").snapshot_id
+    [last] = copy_to(context, "offsite")
+    assert last["snapshots_copied"] == 1 and [e["source"] for e in last["retention"][0]["forgotten"]] == sources[1:2]
+    assert copies_of_sources() == [sources[2], newest]
+    from safehold.repository.check import check
+
+    report = check(destination.open_repository(), read_data_percent=100.0)
+    assert not report.errors, report.errors
+    context.close()

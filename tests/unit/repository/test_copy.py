@@ -83,6 +83,12 @@ def test_copy_sends_missing_blobs_reencrypted_then_snapshot(pair, tree: Path, tm
     reopened = Repository.open(destination.backend, b"destination")
     assert check(reopened, read_data_percent=100).ok
     assert copied_ids(reopened, source.id) == {snapshot.id: copied.id}
+    # The source's id (or a prefix of it) finds its copy there; an id neither has is still not found.
+    assert reopened.find_snapshot(snapshot.id[:8]).id == copied.id == reopened.find_snapshot(snapshot.id).id
+    assert reopened.find_snapshot(copied.id[:8]).id == copied.id
+    with pytest.raises(errors.SnapshotNotFound):
+        reopened.find_snapshot(next(prefix for prefix in ("0000", "1111", "2222")
+                                    if not snapshot.id.startswith(prefix) and not copied.id.startswith(prefix)))
     out = tmp_path / "out"
     reopened.load_index()
     DirectoryRestorer(reopened, out, threads=2).restore(reopened.read_tree(reopened.load_snapshot(copied.id)))
@@ -98,10 +104,14 @@ def test_a_blob_that_does_not_hash_to_its_id_is_refused(pair, tree: Path, monkey
     source, destination = pair
     snapshot = backup(source, tree)
     source.load_index()
-    real = source.read_blob
+    real = source.read_blob_body
+
+    def tampered(blob_id, location=None):
+        body, data = real(blob_id, location)
+        return body, data + (b"!" if location is not None else b"")
+
     # The transfer reads with a location; the item stream is read without one and stays intact.
-    monkeypatch.setattr(source, "read_blob", lambda blob_id, location=None:
-                        real(blob_id, location) + (b"!" if location is not None else b""))
+    monkeypatch.setattr(source, "read_blob_body", tampered)
     with pytest.raises(errors.IntegrityError, match="does not hash to its id"):
         copy_snapshot(source, destination, snapshot, CopyStats(), None, "memory://source")
     assert list(destination.backend.list(Kind.SNAPSHOTS)) == []
@@ -120,3 +130,34 @@ def test_index_is_written_every_few_packs(pair, tree: Path, monkeypatch):
     copy_snapshot(source, destination, snapshot, stats, None, "memory://source", threads=1)
     assert stats.packs_written >= 4
     assert len(list(destination.backend.list(Kind.INDEX))) >= stats.packs_written // 2
+
+
+def test_stored_frames_pass_through_when_both_compress_alike(pair, tree: Path, tmp_path: Path, monkeypatch):
+    """Same compression on both sides: each blob's stored body (its zstd frame, or raw bytes) is
+    re-encrypted as it is, never compressed again; a destination that does not compress gets the
+    plaintext. Both restore the same bytes and check clean."""
+    source, destination = pair
+    snapshot = backup(source, tree)
+    source.load_index()
+    real = repository_module.encode_blob
+    encoded: list[int] = []
+    monkeypatch.setattr(repository_module, "encode_blob", lambda *args: encoded.append(1) or real(*args))
+    copy_snapshot(source, destination, snapshot, CopyStats(), None, "memory://source")
+    assert encoded == []  # nothing compressed (or even encoded) again
+    for blob_id, location in source.index.entries():
+        assert destination.locate(blob_id).length == location.length
+    assert check(Repository.open(destination.backend, b"destination"), read_data_percent=100).ok
+
+    plain = Repository.init(MemoryBackend(), b"plain", FAST_KDF, params_from=source)
+    plain.compression = None
+    copy_snapshot(source, plain, snapshot, CopyStats(), None, "memory://source")
+    assert len(encoded) > 0  # compressions differ: the destination's own setting applies
+    longer = [blob_id for blob_id, location in source.index.entries() if plain.locate(blob_id).length > location.length]
+    assert longer  # b.txt compresses in the source, not in the plain destination
+    reopened = Repository.open(plain.backend, b"plain")
+    assert check(reopened, read_data_percent=100).ok
+    reopened.load_index()
+    out = tmp_path / "out"
+    DirectoryRestorer(reopened, out, threads=2).restore(reopened.read_tree(reopened.load_snapshot(
+        copied_ids(reopened, source.id)[snapshot.id])))
+    assert (out / "data" / "b.txt").read_bytes() == (tree / "b.txt").read_bytes()

@@ -296,7 +296,13 @@ def remove_resource(ec2: Any, resource: Resource, timeout: float = 600.0, poll: 
             if state is None:
                 return
             if state == "in-use":
-                ec2.detach_volume(VolumeId=resource.id, Force=True)
+                # InstanceId is optional for AWS, but naming it is harmless and some implementations need it.
+                volume = ec2.describe_volumes(VolumeIds=[resource.id])["Volumes"][0]
+                arguments: dict[str, Any] = {"VolumeId": resource.id, "Force": True}
+                instances = [a["InstanceId"] for a in volume.get("Attachments", []) if a.get("InstanceId")]
+                if instances:
+                    arguments["InstanceId"] = instances[0]
+                ec2.detach_volume(**arguments)
                 probe._wait(f"detaching {resource.id}", lambda: probe.volume_state(resource.id) or "available",
                             "available")
             ec2.delete_volume(VolumeId=resource.id)

@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import errors
 from ..config.drills import Drill, scenario_runbook, topological_order
-from ..config.models import BootCheck
+from ..config.models import AttachCheck, BootCheck, InstanceCheck
 from .context import Context
 
 #: Sources a drill step cannot restore in this slice (they need their own sandbox kind).
@@ -55,6 +55,7 @@ class StepPlan:
     snapshot_age_seconds: float | None = None
     rpo_met: bool | None = None
     boot_from: str | None = None
+    ec2_region: str | None = None  # attach and instance checks: the region the EBS snapshots come up in
     problems: list[str] = field(default_factory=list)
 
 
@@ -138,7 +139,17 @@ def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None) -
         plan.snapshot_id, plan.snapshot_time = snapshot.id, snapshot.time.isoformat()
         plan.snapshot_age_seconds = round(age, 3)
         plan.rpo_met = age <= plan.rpo_objective_seconds
-        if (snapshot.source or {}).get("blocks_copied") is False:
+        ec2_check = isinstance(check, (AttachCheck, InstanceCheck))
+        if drill.restore_to.type == "aws" and not ec2_check:
+            plan.problems.append(f"a drill into {drill.restore_to.region} brings ebs targets up with an attach or "
+                                 "instance check; give this step one (check: {type: instance})")
+        elif ec2_check:
+            from .ec2_check import plan_problems
+
+            region = drill.restore_to.region or target.source.region
+            plan.ec2_region = region
+            plan.problems += plan_problems(check, dict(snapshot.source or {}), region, drill.restore_to.instance)
+        elif (snapshot.source or {}).get("blocks_copied") is False:
             plan.problems.append(f"snapshot {snapshot.id[:8]} holds no data in the repository (copy_blocks: false)")
         if isinstance(check, BootCheck):
             try:
@@ -295,6 +306,19 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
                 record["created"].append(domain)
                 record["removed"].append(domain)  # boot_restored raises SandboxNotRemoved otherwise
             healthy_at = started + art
+        elif isinstance(check, (AttachCheck, InstanceCheck)):
+            from .restore_test import _ec2_test
+
+            try:
+                _, passed, detail, art = _ec2_test(context, job, target, check, started, snapshot_ref=step.snapshot_id,
+                                                   region=step.ec2_region, instance=drill.restore_to.instance)
+            finally:
+                facts = job.details.pop("ec2", None)
+                if facts:
+                    record["ec2"] = facts
+                    record["created"] += [{"kind": "EC2 " + item.split()[0], "name": item} for item in facts["created"]]
+                    record["removed"] += [{"kind": "EC2 " + item.split()[0], "name": item} for item in facts["removed"]]
+            healthy_at = started + art
         elif target.source.type == "postgres":
             from .postgres import restore_into_throwaway_cluster
 
@@ -321,6 +345,9 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
         record["detail"] = detail
     except errors.SafeholdError as exc:
         record["outcome"], record["detail"] = "error", f"{type(exc).__name__}: {exc.message}"
+        if isinstance(exc, errors.Ec2SandboxNotRemoved):
+            record["created"] += [{"kind": "EC2 resource", "name": f"{name.strip()} in {exc.fields.get('region')}"}
+                                  for name in str(exc.fields.get("resources", "")).split(",")]
         if isinstance(exc, errors.SandboxNotRemoved):  # made, and still there: the report must say so
             record["created"].append({"kind": "sandbox domain",
                                       "name": f"{exc.fields.get('name')} on {exc.fields.get('uri')}"})

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,12 @@ def test_the_region_failure_drill_comes_back_in_the_dr_region(aws: Aws, tmp_path
                                    f"{context.config.target('logs-ebs').source.volume_ids[0]} in this restore point"]
     with pytest.raises(errors.DrillNotReady, match="no copy in us-west-2"):
         run_drill(context, "region-lost-all", report_dir=tmp_path / "never")
+    shown = subprocess.run([sys.executable, "-m", "safehold.cli.main", "drill", "plan", "region-lost-all"],
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, SAFEHOLD_CONFIG=str(tmp_path / "targets.yml")))
+    assert shown.returncode == 81, shown.stderr
+    assert f"db-ebs (ebs, tier 1)" in shown.stdout and f"brought up in EC2 {DR_REGION}" in shown.stdout
+    assert f"missing: logs-ebs: no copy in {DR_REGION} (add it to dr_copies)" in shown.stdout
 
     plan = plan_drill(context, "region-lost")
     assert plan.problems == [] and [step.ec2_region for step in plan.steps] == [DR_REGION, DR_REGION]

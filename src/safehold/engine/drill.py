@@ -89,6 +89,8 @@ def _check_of(drill: Drill, target: Any, step: Any) -> Any:
         check = target.restore_test.health_check if target.restore_test else None
     if isinstance(check, BootCheck) and drill.restore_to.uri:
         check = check.model_copy(update={"uri": drill.restore_to.uri})
+    if isinstance(check, AttachCheck) and drill.restore_to.instance:
+        check = check.model_copy(update={"instance": drill.restore_to.instance})  # the check's is in the lost region
     return check
 
 

@@ -86,7 +86,7 @@ def test_the_region_failure_drill_comes_back_in_the_dr_region(aws: Aws, tmp_path
     db, app = result.evidence["steps"]
     copies = {s["SnapshotId"] for s in aws.client("ec2", DR_REGION).describe_snapshots(OwnerIds=["self"])["Snapshots"]}
     # db-ebs: a volume from its DR copy in the DR instance's zone, attached to the DR instance.
-    assert db["ec2"]["region"] == DR_REGION and db["ec2"]["instance"] == dr_instance
+    assert db["ec2"]["region"] == DR_REGION and db["ec2"]["instance"] == dr_instance and dr_instance in db["check"]
     assert db["ec2"]["availability_zone"] == DR_REGION + "b"
     assert [v["snapshot"] in copies for v in db["ec2"]["volumes"].values()] == [True]
     # app-ebs: an AMI of its DR copy and an instance run from it in the DR region, after db-ebs.

@@ -28,6 +28,8 @@ from safehold.config.targets import TARGET_NAME_PATTERN
 __all__ = ["DRILL_SCENARIOS", "SCENARIO_RUNBOOKS", "Drill", "DrillDestination", "DrillStep", "drill_problems",
            "scenario_runbook", "topological_order"]
 
+#: Sources whose VM snapshots a drill into an AWS region brings up as new EC2 instances (restore --to-ec2).
+VM_TO_EC2_SOURCES = ("libvirt", "image", "vmware", "hyperv")
 #: The seed's three disasters; each has a runbook at runbooks/<runbook>.md.
 DRILL_SCENARIOS = ("on_prem_host_failure", "aws_region_failure", "data_corruption")
 #: The runbook (under runbooks/) of each scenario, as the seed's README links them.
@@ -47,7 +49,9 @@ class DrillDestination(_Model):
             "Destination kind. 'sandbox': a fresh folder on this host, removed afterwards; VM disks are booted "
             "in sandbox domains (new names, no network, no production MACs) that are destroyed and undefined. "
             "'aws': the DR region named by 'region': ebs targets come back from their DR-region copies of the "
-            "EBS snapshots as volumes (attach checks) or an AMI and an instance (instance checks), removed afterwards."
+            "EBS snapshots as volumes (attach checks) or an AMI and an instance (instance checks), and VMs "
+            "(libvirt, image, vmware, hyperv; instance checks) as new instances from the repository (as restore "
+            "--to-ec2 does); everything made is removed afterwards."
         ),
         examples=["sandbox", "aws"],
     )
@@ -290,19 +294,28 @@ def drill_problems(data: dict[str, Any]) -> list[InitErrorDetails]:
                 problems.append(_problem(("drills", index, "steps", position, "target"),
                                          f"unknown target {target!r}; configured targets: {known}", target))
             check = step.get("check")
-            if isinstance(check, dict) and check.get("type") in ("attach", "instance"):
+            restore_to = drill.get("restore_to")
+            into_aws = isinstance(restore_to, dict) and restore_to.get("type") == "aws"
+            vm_to_ec2 = into_aws and kinds.get(target) in VM_TO_EC2_SOURCES
+            if vm_to_ec2:
+                if not isinstance(check, dict) or check.get("type") != "instance":
+                    problems.append(_problem(
+                        ("drills", index, "steps", position, "check"),
+                        f"a drill into an AWS region brings the VM of target {target!r} up as an EC2 instance "
+                        "(restore --to-ec2); give this step check: {type: instance}", target))
+            elif isinstance(check, dict) and check.get("type") in ("attach", "instance"):
                 from safehold.config.models import ec2_check_problems
 
                 configured = next((t for t in targets if isinstance(t, dict) and t.get("name") == target), None)
                 if configured is not None:
                     problems += ec2_check_problems(("drills", index, "steps", position, "check"), check, configured)
-            restore_to = drill.get("restore_to")
-            if isinstance(restore_to, dict) and restore_to.get("type") == "aws" and isinstance(kinds.get(target), str) \
+            if into_aws and isinstance(kinds.get(target), str) and not vm_to_ec2 \
                     and kinds[target] not in EC2_CHECK_SOURCES:
                 problems.append(_problem(
                     ("drills", index, "steps", position, "target"),
-                    f"a drill into an AWS region restores ebs targets from their DR-region copies; target {target!r} "
-                    f"has source {kinds[target]!r}: restore it in a drill with a sandbox destination", target))
+                    f"a drill into an AWS region restores ebs targets from their DR-region copies and VMs "
+                    f"({', '.join(VM_TO_EC2_SOURCES)}) as new instances; target {target!r} has source "
+                    f"{kinds[target]!r}: restore it in a drill with a sandbox destination", target))
             if isinstance(check, dict) and check.get("type") == "boot" and isinstance(kinds.get(target), str) \
                     and kinds[target] not in BOOTABLE_SOURCES:
                 problems.append(_problem(

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..config.drills import Drill, scenario_runbook, topological_order
+from ..config.drills import VM_TO_EC2_SOURCES, Drill, scenario_runbook, topological_order
 from ..config.models import AttachCheck, BootCheck, InstanceCheck
 from .context import Context
 
@@ -145,6 +145,10 @@ def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None) -
         if drill.restore_to.type == "aws" and not ec2_check:
             plan.problems.append(f"a drill into {drill.restore_to.region} brings ebs targets up with an attach or "
                                  "instance check; give this step one (check: {type: instance})")
+        elif ec2_check and drill.restore_to.type == "aws" and target.source.type in VM_TO_EC2_SOURCES:
+            plan.ec2_region = drill.restore_to.region
+            if snapshot.kind == "files":
+                plan.problems.append(f"snapshot {snapshot.id[:8]} holds no disk image to launch in EC2")
         elif ec2_check:
             from .ec2_check import plan_problems
 
@@ -308,6 +312,9 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
                 record["created"].append(domain)
                 record["removed"].append(domain)  # boot_restored raises SandboxNotRemoved otherwise
             healthy_at = started + art
+        elif isinstance(check, InstanceCheck) and target.source.type in VM_TO_EC2_SOURCES:
+            passed, detail = _vm_to_ec2(context, job, target, check, step, record)
+            healthy_at = record.pop("_healthy_at", None)
         elif isinstance(check, (AttachCheck, InstanceCheck)):
             from .restore_test import _ec2_test
 
@@ -371,6 +378,52 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
             f"{step.rto_seconds:.0f}s, RPO {record['rpo_seconds']:.0f}s against {step.rpo_objective_seconds:.0f}s",
             level=level)
     return record
+
+
+def _vm_to_ec2(context: Context, job: Any, target: Any, check: InstanceCheck, step: Any,
+               record: dict[str, Any]) -> tuple[bool, str]:
+    """A VM step of a drill into an AWS region: the snapshot restored as a new EC2 instance (the
+    ``ec2`` destination of ``restore --to-ec2``, everything tagged safehold:sandbox), healthy once
+    it runs; then the instance, its AMI and EBS snapshots are removed."""
+    from ..platforms.aws.ec2 import Resource, remove_resource
+    from .restore import restore_in_job
+
+    spec = {"kind": "ec2", "region": step.ec2_region, "instance_type": check.instance_type, "subnet": check.subnet,
+            "security_groups": list(check.security_groups), "key_name": check.key_name,
+            "architecture": check.architecture, "boot_mode": check.boot_mode, "ena": check.ena,
+            "root_device": check.root_device, "timeout": check.timeout.total_seconds(), "sandbox": True}
+    outcome = restore_in_job(context, job, step.snapshot_id, spec, target=target.name)
+    record["_healthy_at"] = time.monotonic()
+    details = outcome.details
+    for warning in outcome.warnings:
+        job.log(f"{target.name}: {warning}", level="warning")
+    record["ec2"] = {"region": step.ec2_region, **details, "warnings": outcome.warnings}
+    made = [Resource("instance", details["instance_id"], step.ec2_region),
+            Resource("image", details["image_id"], step.ec2_region),
+            *[Resource("snapshot", snapshot, step.ec2_region) for snapshot in details["snapshots"].values()]]
+    ec2 = _aws_clients(context)("ec2", step.ec2_region)
+    failed = []
+    for resource in made:
+        record["created"].append({"kind": "EC2 " + resource.kind, "name": resource.describe()})
+        try:
+            remove_resource(ec2, resource, check.timeout.total_seconds())
+            record["removed"].append({"kind": "EC2 " + resource.kind, "name": resource.describe()})
+        except Exception as exc:  # noqa: BLE001 - each is tried; what resists is reported and left to the next run
+            failed.append(f"{resource.describe()} ({exc})")
+    if failed:
+        raise errors.Ec2SandboxNotRemoved(region=step.ec2_region, resources=", ".join(failed), tag="safehold:sandbox")
+    running = details.get("state") == "running"
+    disks = ", ".join(f"{disk} as {device}" for disk, device in details.get("disks", {}).items())
+    return running, (f"instance {details['instance_id']} of AMI {details['image_id']} {details.get('state')} in "
+                     f"{step.ec2_region} with {disks}")
+
+
+def _aws_clients(context: Context) -> Any:
+    from .ebs import aws_location, clients_for
+
+    _, endpoint = aws_location(context, None) if any(t.source.type == "ebs" for t in context.config.targets) \
+        else (None, None)
+    return clients_for(context, endpoint)
 
 
 # --- the evidence report -------------------------------------------------------------------------

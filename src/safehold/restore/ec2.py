@@ -243,9 +243,10 @@ class Ec2Destination:
         volumes = [m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
         kept = [image, instance["InstanceId"], *self.snapshots.values(), *volumes]
         ec2 = self.clients("ec2", plan.region)
-        # Kept: no longer a sandbox a later run may remove, but the restore's result.
         ec2.create_tags(Resources=kept, Tags=aws.tag_list({RESTORED_KEY: self.target, "Name": plan.name}))
-        ec2.delete_tags(Resources=kept, Tags=[{"Key": SANDBOX_KEY}])
+        if not self.options.sandbox:
+            # Kept: no longer a sandbox a later run may remove, but the restore's result.
+            ec2.delete_tags(Resources=kept, Tags=[{"Key": SANDBOX_KEY}])
         sandbox.created.clear()
         self.report.details.update({
             "region": plan.region, "image_id": image, "instance_id": instance["InstanceId"],

@@ -107,6 +107,8 @@ class Ec2Options(_Options):
     boot_disk: str | None = Field(None, description="The disk the AMI boots from (default: vda/sda/hda, else the first).")
     name: str | None = Field(None, max_length=128, description="Name tag of the AMI and instance.")
     timeout: float = Field(3600.0, description="Seconds to wait for snapshots and the instance.")
+    sandbox: bool = Field(False, description="Keep everything tagged safehold:sandbox (a drill removes it "
+                          "afterwards; a killed drill's are removed by the next run).")
 
 
 class PostgresOptions(_Options):

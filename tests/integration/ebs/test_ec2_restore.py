@@ -2,7 +2,8 @@
 (tests/support/guest.py: its ext4 disk, plus a data disk) launched as an EC2 instance on the moto
 server (extended by moto_ebs): every disk an EBS snapshot written through the EBS direct APIs, the
 boot disk the AMI's root device, the other a block-device mapping, the instance running with
-volumes holding the disks' blocks; the warning about a disk EC2 cannot boot; everything removed."""
+volumes holding the disks' blocks; the warning about a disk EC2 cannot boot; everything removed.
+Then the on-premise host-failure drill into an AWS region does the same and removes it all."""
 
 from __future__ import annotations
 
@@ -78,7 +79,10 @@ def test_a_libvirt_guest_snapshot_is_launched_in_ec2(aws: Aws, guest_domain, tmp
     (folder / "targets.yml").write_text(json.dumps({
         "repository": {"url": str(folder / "repo"), "password_env": "SAFEHOLD_EC2_TEST_PASSWORD"},
         "state_dir": str(folder / "state"),
-        "targets": [{"name": "vm", "tier": 2, "source": {"type": "libvirt", "domain": name, "uri": uri}}]}))
+        "targets": [{"name": "vm", "tier": 2, "source": {"type": "libvirt", "domain": name, "uri": uri}}],
+        "drills": [{"name": "site-lost", "scenario": "on_prem_host_failure",
+                    "restore_to": {"type": "aws", "region": REGION},
+                    "steps": [{"target": "vm", "check": {"type": "instance", "instance_type": "t3.small"}}]}]}))
     os.environ["SAFEHOLD_EC2_TEST_PASSWORD"] = PASSWORD
     context = Context.load(folder / "targets.yml", threads=2)
     init_repository(context)
@@ -120,6 +124,18 @@ def test_a_libvirt_guest_snapshot_is_launched_in_ec2(aws: Aws, guest_domain, tmp
         ec2.delete_snapshot(SnapshotId=snapshot_id)
     left = [{"Name": "tag-key", "Values": ["safehold:restored-from", "safehold:sandbox"]}]
     assert ec2.describe_volumes(Filters=left)["Volumes"] == []
+    assert (ec2.describe_images(Owners=["self"])["Images"], ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]) \
+        == before
+
+    # The on-premise site is lost: a drill brings the VM up in EC2 the same way, then removes it all.
+    from safehold.engine.drill import run_drill
+
+    drilled = run_drill(context, "site-lost", report_dir=tmp_path / "report")
+    step = drilled.evidence["steps"][0]
+    assert drilled.passed and step["ec2"]["disks"] == {"vda": "/dev/xvda", "vdb": "/dev/sdb"}, step
+    assert sorted(item["kind"] for item in step["removed"] if item["kind"].startswith("EC2")) == \
+        ["EC2 image", "EC2 instance", "EC2 snapshot", "EC2 snapshot"]
+    assert drilled.evidence["left_behind"] == [] and ec2.describe_volumes(Filters=left)["Volumes"] == []
     assert (ec2.describe_images(Owners=["self"])["Images"], ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]) \
         == before
     context.close()

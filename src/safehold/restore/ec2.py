@@ -217,7 +217,10 @@ class Ec2Destination:
                 written += length
                 progress(written, name)
 
-            tags = {SANDBOX_KEY: self.owner, "Name": f"{plan.name} {disk.name}", RESTORED_KEY: self.target}
+            # safehold:managed: the restore role may write blocks only into snapshots marked so (deploy/iam/);
+            # without safehold:target no ebs target's retention ever takes them for its own.
+            tags = {SANDBOX_KEY: self.owner, "Name": f"{plan.name} {disk.name}", RESTORED_KEY: self.target,
+                    aws.MARKER_KEY: "true"}
             snapshot_id, blocks = image_to_ebs_snapshot(
                 self.clients, reader, disk.item, region=plan.region, tags=tags,
                 description=f"safehold restore of {self.target} disk {disk.name}", threads=self.threads * 2,

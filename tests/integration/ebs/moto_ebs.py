@@ -20,7 +20,7 @@ server on 127.0.0.1 in this process, after patching moto so that:
   volume already attached (moto accepts both);
 * ``RegisterImage`` from EBS snapshots keeps what AWS keeps (architecture,
   root device, boot mode, ENA flag, the block-device mappings, each snapshot
-  checked to exist; moto keeps only the name), and ``RunInstances`` of such an
+  checked to exist, its TagSpecifications; moto keeps only the name), and ``RunInstances`` of such an
   AMI makes the instance's volumes from the mapped snapshots (with their blocks)
   where moto gives every instance an empty 8 GiB /dev/sda1;
 * snapshots (from CreateSnapshot, CopySnapshot and the direct APIs'
@@ -258,6 +258,9 @@ def _patch_images() -> None:
         ena = self._get_param("EnaSupport")
         image.ena_support = None if ena is None else str(ena).lower() in ("true", "1")
         image.safehold_mappings = kept
+        for specification in self._get_param("TagSpecifications", []):
+            if specification.get("ResourceType") == "image":
+                self.ec2_backend.create_tags([image.id], {t["Key"]: t["Value"] for t in specification.get("Tags", [])})
         return ActionResult({"ImageId": image.id})
 
     run_instances = InstanceBackend.run_instances

@@ -35,6 +35,7 @@ from ...errors import Ec2SandboxFailed, Ec2SandboxNotRemoved
 from .. import aws
 
 SANDBOX_KEY = "safehold:sandbox"
+RESTORED_FROM_KEY = "safehold:restored-from"
 NAME_PREFIX = "safehold-sandbox-"
 ARCHITECTURES = ("x86_64", "arm64", "i386")
 BOOT_MODES = ("legacy-bios", "uefi", "uefi-preferred")
@@ -149,8 +150,11 @@ class Ec2Sandbox:
 
     def create_volume(self, snapshot_id: str, zone: str, volume_type: str | None = None) -> str:
         """A new volume from ``snapshot_id`` in ``zone``, tagged, waited for ``available``."""
+        # safehold:restored-from on the new volume: what the restore role's IAM policy (deploy/iam/)
+        # requires of every volume it creates.
+        tags = dict(self.tags(), **{RESTORED_FROM_KEY: snapshot_id})
         arguments: dict[str, Any] = {"SnapshotId": snapshot_id, "AvailabilityZone": zone,
-                                     "TagSpecifications": self._specification("volume")}
+                                     "TagSpecifications": [{"ResourceType": "volume", "Tags": aws.tag_list(tags)}]}
         if volume_type:
             arguments["VolumeType"] = volume_type
         volume_id = self._call(f"a volume from {snapshot_id} in {zone}", self.ec2.create_volume, **arguments)["VolumeId"]
@@ -197,14 +201,14 @@ class Ec2Sandbox:
         arguments: dict[str, Any] = {"Name": self.name, "Description": description or f"safehold {self.name}",
                                      "Architecture": architecture, "RootDeviceName": root_device,
                                      "VirtualizationType": "hvm", "EnaSupport": ena,
-                                     "BlockDeviceMappings": mappings}
+                                     "BlockDeviceMappings": mappings,
+                                     # Tagged as it is made: never an untagged AMI a kill could leave, and
+                                     # the IAM policy needs no CreateTags on AMIs that are not ours.
+                                     "TagSpecifications": self._specification("image")}
         if boot_mode:
             arguments["BootMode"] = boot_mode
         image_id = self._call(f"an AMI from {root_snapshot}", self.ec2.register_image, **arguments)["ImageId"]
         self.created.append(Resource("image", image_id, self.region))
-        # RegisterImage tags only in newer API versions and not everywhere: tag it at once instead
-        # (a kill in between leaves an AMI named safehold-sandbox-*, which leftovers() finds too).
-        self._call(f"tagging {image_id}", self.ec2.create_tags, Resources=[image_id], Tags=aws.tag_list(self.tags()))
         return image_id
 
     def instance(self, instance_id: str) -> dict | None:

@@ -454,6 +454,25 @@ class EbsInstanceInOtherRegion(SafeholdError):
               "to an instance in {region}")
     exit_code = 47
 
+
+# --- EC2 sandboxes and restores to EC2 (codes 83-86) ------------------------------------------
+
+
+class Ec2SandboxFailed(SafeholdError):
+    template = "EC2 in {region}: {what}: {detail}"
+    remedy = ("check the IAM permissions (ec2:CreateVolume, AttachVolume, RegisterImage, RunInstances, CreateTags "
+              "and their Describe/Delete calls), the account's limits and the names in targets.yml or the "
+              "options; everything made so far was removed")
+    exit_code = 83
+
+
+class Ec2SandboxNotRemoved(SafeholdError):
+    template = "EC2 sandbox resources in {region} were not removed: {resources}"
+    remedy = ("remove them by hand (aws ec2 terminate-instances / delete-volume / deregister-image / "
+              "delete-snapshot --region {region}); the next restore test or drill also removes resources "
+              "tagged {tag} whose run ended")
+    exit_code = 84
+
 # --- VMware vSphere (codes 54-57) ---------------------------------------------
 
 

@@ -362,3 +362,42 @@ def test_ebs_direct_api_statements(world):
         assert iam_evaluation.decide([restore], action, snapshot, ours) == "allow"
         assert iam_evaluation.decide([restore], action, snapshot, {}) == "implicit"
         assert iam_evaluation.decide([backup], action, snapshot, ours) == "implicit"
+
+
+def test_ec2_sandbox_statements_of_the_restore_role():
+    # Evaluated with iam_evaluation directly: what the EC2 sandboxes (restore-test checks attach and
+    # instance, drills into a region, restore --to-ec2) call, and that only sandboxes can be removed.
+    restore = policy("restore-role-policy.json", REPOSITORY_BUCKET="b", REPOSITORY_PREFIX="p")
+    arn = {"instance": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0",
+           "volume": f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0123456789abcdef0",
+           "image": f"arn:aws:ec2:{REGION}::image/ami-0123456789abcdef0",
+           "snapshot": f"arn:aws:ec2:{REGION}::snapshot/snap-0123456789abcdef0"}
+    sandbox = {"aws:ResourceTag/safehold:sandbox": ["job=1;pid=2;created=3;deadline=0;namespace=x"]}
+    managed = {"aws:ResourceTag/safehold:managed": ["true"]}
+
+    def decide(action: str, resource: str, context: dict) -> str:
+        return iam_evaluation.decide([restore], action, arn.get(resource, resource), context)
+
+    # A volume from a backup snapshot, tagged as a restore (the sandbox tags it so), attached and detached.
+    assert decide("ec2:CreateVolume", "snapshot", managed) == "allow"
+    assert decide("ec2:CreateVolume", "volume", {"aws:RequestTag/safehold:restored-from": ["snap-1"]}) == "allow"
+    assert decide("ec2:DetachVolume", "instance", {}) == "allow"
+    # An AMI from our snapshots only; instances only with the sandbox tag on the request.
+    assert decide("ec2:RegisterImage", "snapshot", managed) == "allow"
+    assert decide("ec2:RegisterImage", "snapshot", {}) == "implicit"
+    request = {"aws:RequestTag/safehold:sandbox": ["job=1"]}
+    for resource in ("instance", "volume"):
+        assert decide("ec2:RunInstances", resource, request) == "allow"
+        assert decide("ec2:RunInstances", resource, {}) == "implicit"
+    assert decide("ec2:RunInstances", "image", {}) == "allow"
+    assert decide("ec2:CreateTags", "instance", {"ec2:CreateAction": ["RunInstances"]}) == "allow"
+    assert decide("ec2:CreateTags", "image", {"ec2:CreateAction": ["RegisterImage"]}) == "allow"
+    # Tagging someone's AMI (or instance) as a sandbox, to have it removed, is not allowed.
+    assert decide("ec2:CreateTags", "image", {}) == "implicit"
+    assert decide("ec2:CreateTags", "instance", {}) == "implicit"
+    # Removal and retagging: sandboxes only; a backup snapshot or someone's instance never.
+    for action, resource in (("ec2:TerminateInstances", "instance"), ("ec2:DeleteVolume", "volume"),
+                             ("ec2:DeregisterImage", "image"), ("ec2:DeleteSnapshot", "snapshot"),
+                             ("ec2:DeleteTags", "instance")):
+        assert decide(action, resource, sandbox) == "allow", action
+        assert decide(action, resource, managed) == "implicit", action

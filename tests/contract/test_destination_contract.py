@@ -1,6 +1,6 @@
 """One contract every restore destination passes (``restore.base.Destination``), run against the
 real thing where there is one: a directory, an image file, libvirtd, vCenter (vcsim), the fake
-Hyper-V host, EBS (moto), PostgreSQL (a throwaway cluster: a real pg_dump of a table holding the
+Hyper-V host, EBS and EC2 (moto), PostgreSQL (a throwaway cluster: a real pg_dump of a table holding the
 data, restored through pg_restore and read back with a query), a real program (``command``) and a
 directory of another host over SFTP (a loopback sshd).
 
@@ -262,6 +262,46 @@ class EbsHarness(Harness):
         return DATA  # the volume holds the same blocks as one written with DATA
 
 
+class Ec2Harness(Harness):
+    """A disk snapshot as a new EC2 instance (moto extended by moto_ebs: RegisterImage keeps its
+    mappings, and the instance's volumes carry the mapped snapshots' blocks)."""
+
+    refusal = "does not exist"
+
+    def __init__(self, aws: Any) -> None:
+        self.aws = aws
+
+    def _destination(self, subnet: str | None) -> Any:
+        from safehold.engine.ec2_check import owner_gone, owner_tag
+        from safehold.restore.ec2 import Ec2Destination
+
+        return Ec2Destination(options.Ec2Options(kind="ec2", subnet=subnet, timeout=60),
+                              clients=lambda service, region: self.aws.client(service, region), region="us-east-1",
+                              owner=owner_tag(None), owner_gone=owner_gone, threads=2, poll=0.05)
+
+    def destination(self) -> Any:
+        return self._destination(None)
+
+    def bad_destination(self) -> Any:
+        return self._destination("subnet-0123456789abcdef0")
+
+    def leftovers(self) -> Any:
+        ec2 = self.aws.client("ec2")
+        ours = [{"Name": "tag-key", "Values": ["safehold:sandbox", "safehold:restored-from"]}]
+        instances = [i["InstanceId"] for r in ec2.describe_instances(Filters=ours)["Reservations"]
+                     for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+        return (sorted(instances), sorted(i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]),
+                sorted(v["VolumeId"] for v in ec2.describe_volumes(Filters=ours)["Volumes"]),
+                sorted(s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=ours)["Snapshots"]))
+
+    def restored(self, report: Any) -> bytes:
+        reference = self.aws.volume()
+        self.aws.write(reference, 0, DATA)
+        root = report.details["devices"]["/dev/xvda"]
+        assert self.aws.volume_blocks(root) == self.aws.volume_blocks(reference)
+        return DATA  # the instance's root volume holds the same blocks as one written with DATA
+
+
 class PostgresHarness(Harness):
     """The data is a bytea value in a table of a real pg_dump, stored in 64 KiB pieces (so that the
     failing reader fails midway); restored through pg_restore into a new database and read back."""
@@ -379,7 +419,8 @@ class SshHarness(DirectoryHarness):
         return self._at(self.root / "a-file")
 
 
-@pytest.fixture(params=["directory", "image", "libvirt", "vmware", "hyperv", "ebs", "postgres", "command", "ssh"])
+@pytest.fixture(params=["directory", "image", "libvirt", "vmware", "hyperv", "ebs", "ec2", "postgres", "command",
+                        "ssh"])
 def harness(request, tmp_path) -> Harness:
     kind = request.param
     if kind == "postgres":
@@ -399,6 +440,8 @@ def harness(request, tmp_path) -> Harness:
         return HypervHarness(request.getfixturevalue("host"), tmp_path)
     if kind == "ssh":
         return SshHarness(tmp_path, request.getfixturevalue("ssh_server"))
+    if kind == "ec2":
+        return Ec2Harness(request.getfixturevalue("aws"))
     return EbsHarness(request.getfixturevalue("aws"))
 
 

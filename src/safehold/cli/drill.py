@@ -55,7 +55,8 @@ def drill_plan(name: str = typer.Argument(..., help="Name of the drill."),
                 after = f" after {', '.join(step.after)}" if step.after else ""
                 typer.echo(f"  {step.target} ({step.source}, tier {step.tier}){after}: {snapshot}; "
                            f"check: {step.check}; RTO {_age(step.rto_seconds)}"
-                           + (f"; boots from {step.boot_from}" if step.boot_from else ""))
+                           + (f"; boots from {step.boot_from}" if step.boot_from else "")
+                           + (f"; brought up in EC2 {step.ec2_region}" if step.ec2_region else ""))
         for problem in plan.problems:
             typer.echo(f"missing: {problem}")
         typer.echo("ready to run" if not plan.problems else f"{len(plan.problems)} problem(s): not ready")

@@ -262,7 +262,18 @@ def restore(
         None, "--destination-instance", help="EC2 instance: restore to a new EBS volume attached to it."),
     device: Optional[str] = typer.Option(None, "--device", help="With --destination-instance: device name "
                                          "(default: the first free of /dev/sdf-/dev/sdp)."),
-    region: Optional[str] = typer.Option(None, "--region", help="With --destination-instance: the snapshot's region."),
+    region: Optional[str] = typer.Option(None, "--region", help="With --destination-instance: the snapshot's region; "
+                                         "with --to-ec2: the region to launch in."),
+    to_ec2: bool = typer.Option(False, "--to-ec2", help="Every disk of a VM or image snapshot into EBS snapshots, "
+                                "an AMI and a new EC2 instance."),
+    instance_type: Optional[str] = typer.Option(None, "--instance-type", help="With --to-ec2 (default t3.micro)."),
+    subnet: Optional[str] = typer.Option(None, "--subnet", help="With --to-ec2: subnet id."),
+    security_group: list[str] = typer.Option([], "--security-group", help="With --to-ec2: security group id (repeatable)."),
+    key_name: Optional[str] = typer.Option(None, "--key-name", help="With --to-ec2: EC2 key pair."),
+    boot_disk: Optional[str] = typer.Option(None, "--boot-disk", help="With --to-ec2: the disk to boot (default vda)."),
+    architecture: Optional[str] = typer.Option(None, "--architecture", help="With --to-ec2: x86_64, arm64 or i386."),
+    boot_mode: Optional[str] = typer.Option(None, "--boot-mode", help="With --to-ec2: legacy-bios, uefi or uefi-preferred."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --to-ec2: print the plan, make nothing."),
     allow_replayed: bool = typer.Option(False, "--allow-replayed", help="Restore a snapshot that was forgotten and "
                                         "is present again (refused by default: its object was copied back)."),
     repository: Optional[str] = RepositoryOption,
@@ -285,6 +296,14 @@ def restore(
     snapshot = snapshot or snapshot_id
     if not snapshot:
         raise UsageError("name the snapshot to restore (an id, 'latest', or --snapshot-id)")
+    if to_ec2:
+        from .ec2 import restore_to_ec2
+
+        restore_to_ec2(snapshot, region=region, instance_type=instance_type, subnet=subnet,
+                       security_groups=security_group, key_name=key_name, boot_disk=boot_disk,
+                       architecture=architecture, boot_mode=boot_mode, dry_run=dry_run, target=target,
+                       threads=threads, json_output=json_output)
+        return
     if destination_instance:
         if repository:
             raise UsageError("--destination-instance restores from the configured repository (or an EBS "

@@ -13,20 +13,23 @@ raw data, so the loader reports them with their line like any other problem.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails
 
 from safehold.config.common import _check_kind, _invalid, _Model, _problem, _resolve_path
 from safehold.config.fields import Duration
-from safehold.config.restore_test import BOOTABLE_SOURCES, HEALTH_CHECK_TYPES, HealthCheck, check_libvirt_uri
+from safehold.config.restore_test import BOOTABLE_SOURCES, EC2_CHECK_SOURCES, HEALTH_CHECK_TYPES, HealthCheck, check_libvirt_uri
 from safehold.config.targets import TARGET_NAME_PATTERN
 
 __all__ = ["DRILL_SCENARIOS", "SCENARIO_RUNBOOKS", "Drill", "DrillDestination", "DrillStep", "drill_problems",
            "scenario_runbook", "topological_order"]
 
+#: Sources whose VM snapshots a drill into an AWS region brings up as new EC2 instances (restore --to-ec2).
+VM_TO_EC2_SOURCES = ("libvirt", "image", "vmware", "hyperv")
 #: The seed's three disasters; each has a runbook at runbooks/<runbook>.md.
 DRILL_SCENARIOS = ("on_prem_host_failure", "aws_region_failure", "data_corruption")
 #: The runbook (under runbooks/) of each scenario, as the seed's README links them.
@@ -40,13 +43,28 @@ SCENARIO_RUNBOOKS = {
 class DrillDestination(_Model):
     """Where a drill restores: a sandbox on this host, optionally on another libvirt hypervisor or folder."""
 
-    type: Literal["sandbox"] = Field(
+    type: Literal["sandbox", "aws"] = Field(
         "sandbox",
         description=(
             "Destination kind. 'sandbox': a fresh folder on this host, removed afterwards; VM disks are booted "
-            "in sandbox domains (new names, no network, no production MACs) that are destroyed and undefined."
+            "in sandbox domains (new names, no network, no production MACs) that are destroyed and undefined. "
+            "'aws': the DR region named by 'region': ebs targets come back from their DR-region copies of the "
+            "EBS snapshots as volumes (attach checks) or an AMI and an instance (instance checks), and VMs "
+            "(libvirt, image, vmware, hyperv; instance checks) as new instances from the repository (as restore "
+            "--to-ec2 does); everything made is removed afterwards."
         ),
-        examples=["sandbox"],
+        examples=["sandbox", "aws"],
+    )
+    region: str | None = Field(
+        None,
+        description="type aws: the region the drill recovers into; each ebs target needs a dr_copies entry for it.",
+        examples=["us-west-2"],
+    )
+    instance: str | None = Field(
+        None,
+        description="type aws: the instance in that region that attach checks attach the volumes to (the "
+        "check's own instance lives in the lost region).",
+        examples=["i-0123456789abcdef0"],
     )
     directory: str | None = Field(
         None,
@@ -78,6 +96,29 @@ class DrillDestination(_Model):
     @classmethod
     def _check_uri(cls, value: str | None) -> str | None:
         return check_libvirt_uri(value)
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", value):
+            raise _invalid(f"{value!r} is not an AWS region name; expected e.g. us-west-2")
+        return value
+
+    @field_validator("instance")
+    @classmethod
+    def _check_instance(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"i-[0-9a-f]{8,17}", value):
+            raise _invalid(f"{value!r} is not an EC2 instance id; expected e.g. i-0123456789abcdef0")
+        return value
+
+    @model_validator(mode="after")
+    def _region_for_aws(self) -> DrillDestination:
+        if self.type == "aws" and self.region is None:
+            raise _invalid("restore_to type aws needs 'region': the DR region the drill recovers into, e.g. us-west-2")
+        if self.type != "aws" and (self.region is not None or self.instance is not None):
+            given = "region" if self.region is not None else "instance"
+            raise _invalid(f"{given} is for restore_to type aws; remove it, or set type: aws")
+        return self
 
 
 class DrillStep(_Model):
@@ -270,6 +311,28 @@ def drill_problems(data: dict[str, Any]) -> list[InitErrorDetails]:
                 problems.append(_problem(("drills", index, "steps", position, "target"),
                                          f"unknown target {target!r}; configured targets: {known}", target))
             check = step.get("check")
+            restore_to = drill.get("restore_to")
+            into_aws = isinstance(restore_to, dict) and restore_to.get("type") == "aws"
+            vm_to_ec2 = into_aws and kinds.get(target) in VM_TO_EC2_SOURCES
+            if vm_to_ec2:
+                if not isinstance(check, dict) or check.get("type") != "instance":
+                    problems.append(_problem(
+                        ("drills", index, "steps", position, "check"),
+                        f"a drill into an AWS region brings the VM of target {target!r} up as an EC2 instance "
+                        "(restore --to-ec2); give this step check: {type: instance}", target))
+            elif isinstance(check, dict) and check.get("type") in ("attach", "instance"):
+                from safehold.config.models import ec2_check_problems
+
+                configured = next((t for t in targets if isinstance(t, dict) and t.get("name") == target), None)
+                if configured is not None:
+                    problems += ec2_check_problems(("drills", index, "steps", position, "check"), check, configured)
+            if into_aws and isinstance(kinds.get(target), str) and not vm_to_ec2 \
+                    and kinds[target] not in EC2_CHECK_SOURCES:
+                problems.append(_problem(
+                    ("drills", index, "steps", position, "target"),
+                    f"a drill into an AWS region restores ebs targets from their DR-region copies and VMs "
+                    f"({', '.join(VM_TO_EC2_SOURCES)}) as new instances; target {target!r} has source "
+                    f"{kinds[target]!r}: restore it in a drill with a sandbox destination", target))
             if isinstance(check, dict) and check.get("type") == "boot" and isinstance(kinds.get(target), str) \
                     and kinds[target] not in BOOTABLE_SOURCES:
                 problems.append(_problem(

@@ -50,12 +50,15 @@ from safehold.config.fields import CRON_USAGE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, C
 from safehold.config.repository import DEFAULT_PASSWORD_ENV, CatalogConfig, ObjectLock, RepositoryConfig
 from safehold.config.restore_test import (
     BOOTABLE_SOURCES,
+    EC2_CHECK_SOURCES,
     HEALTH_CHECK_TYPES,
+    AttachCheck,
     BootCheck,
     ChecksumCheck,
     CommandCheck,
     FileExistsCheck,
     HealthCheck,
+    InstanceCheck,
     RestoreTest,
     SqlCheck,
     TreePath,
@@ -90,6 +93,7 @@ __all__ = [
     "SOURCE_TYPES",
     "STATE_DIR_ENV",
     "TARGET_NAME_PATTERN",
+    "AttachCheck",
     "BootCheck",
     "CatalogConfig",
     "ChecksumCheck",
@@ -108,6 +112,7 @@ __all__ = [
     "HealthCheck",
     "HyperVSource",
     "ImageSource",
+    "InstanceCheck",
     "LibvirtSource",
     "ObjectLock",
     "RepositoryConfig",
@@ -215,14 +220,42 @@ def _copy_problems(data: dict[str, Any]) -> list[InitErrorDetails]:
     return problems
 
 
+def ec2_check_problems(location: tuple, check: dict[str, Any], target: dict[str, Any]) -> list[InitErrorDetails]:
+    """An ``attach`` or ``instance`` check on a target that has no EBS snapshots, or an instance
+    check whose root volume is not one of the target's named volumes."""
+    source = target.get("source") if isinstance(target.get("source"), dict) else {}
+    kind = source.get("type")
+    if kind not in EC2_CHECK_SOURCES:
+        return [_problem(
+            (*location, "type"),
+            f"health check type {check.get('type')!r} brings EBS snapshots up in EC2, so it needs an ebs target; "
+            f"target {target.get('name')!r} has source {kind!r}: use a command, file_exists, checksum or boot check",
+            check.get("type"))]
+    root, volumes = check.get("root_volume"), source.get("volume_ids")
+    if check.get("type") == "instance" and isinstance(volumes, list):
+        only_named = not source.get("instance_ids") and not source.get("tags")
+        if isinstance(root, str) and only_named and root not in volumes:
+            return [_problem((*location, "root_volume"),
+                             f"root_volume {root!r} is not one of the target's volume_ids ({', '.join(map(str, volumes))})",
+                             root)]
+        if root is None and only_named and len(volumes) > 1:
+            return [_problem((*location, "type"),
+                             f"target {target.get('name')!r} has {len(volumes)} volumes; an instance check needs "
+                             f"root_volume: the one its AMI boots from (one of {', '.join(map(str, volumes))})",
+                             "instance")]
+    return []
+
+
 def _boot_check_problems(index: int, target: dict[str, Any]) -> list[InitErrorDetails]:
     """A ``boot`` health check on a target whose restored disks safehold cannot boot."""
     test, source = target.get("restore_test"), target.get("source")
     check = test.get("health_check") if isinstance(test, dict) else None
     kind = source.get("type") if isinstance(source, dict) else None
-    if not isinstance(check, dict) or check.get("type") != "boot" or not isinstance(kind, str):
+    if not isinstance(check, dict) or not isinstance(kind, str):
         return []
-    if kind in BOOTABLE_SOURCES:
+    if check.get("type") in ("attach", "instance"):
+        return ec2_check_problems(("targets", index, "restore_test", "health_check"), check, target)
+    if check.get("type") != "boot" or kind in BOOTABLE_SOURCES:
         return []
     return [_problem(
         ("targets", index, "restore_test", "health_check", "type"),

@@ -4,8 +4,10 @@ The health check kinds are ``CommandCheck`` (a shell command in the restored
 tree), ``FileExistsCheck`` and ``ChecksumCheck`` (SHA-256 of a file), whose
 paths are ``TreePath``s, which cannot leave the tree, ``BootCheck`` (the
 restored disks booted in a sandbox VM until a sign of life shows on its serial
-console) and ``SqlCheck`` (postgres targets: a query in the restored database),
-chosen by ``type``.
+console), ``SqlCheck`` (postgres targets: a query in the restored database),
+and for ebs targets ``AttachCheck`` (volumes from the EBS snapshots attached to a
+sandbox instance) and ``InstanceCheck`` (an AMI registered from them and an
+instance run from it), chosen by ``type``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from safehold.config.fields import Duration
 
 __all__ = [
     "BOOTABLE_SOURCES",
+    "EC2_CHECK_SOURCES",
+    "AttachCheck",
+    "InstanceCheck",
     "HEALTH_CHECK_TYPES",
     "BootCheck",
     "ChecksumCheck",
@@ -33,9 +38,17 @@ __all__ = [
     "TreePath",
 ]
 
-HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum", "boot", "sql")
+HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum", "boot", "sql", "attach", "instance")
 #: Source kinds whose restored disks a ``boot`` check can boot (in a libvirt sandbox).
 BOOTABLE_SOURCES = ("libvirt", "image")
+#: Source kinds whose EBS snapshots the ``attach`` and ``instance`` checks bring up in EC2.
+EC2_CHECK_SOURCES = ("ebs",)
+_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+_VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
+_DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z]$")
+_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 #: ``expect`` of a sql check: a comparison with a number, or the exact text of the first value.
 SQL_EXPECT = re.compile(r"^\s*(>=|<=|!=|=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -263,8 +276,124 @@ class SqlCheck(_Model):
     )
 
 
+def _matching(value: str | None, pattern: re.Pattern[str], what: str, example: str) -> str | None:
+    if value is not None and not pattern.fullmatch(value):
+        raise _invalid(f"{value!r} is not {what}; expected e.g. {example}")
+    return value
+
+
+class AttachCheck(_Model):
+    """ebs targets: a new volume from each EBS snapshot of the restore point, made in the sandbox
+    instance's zone, attached to it, checked attached, then detached and deleted.
+
+    Every volume is tagged safehold:sandbox (with the run that owns it), so a killed run's volumes are
+    removed by the next one. The actual recovery time runs to the moment every volume is attached.
+    The EBS snapshots themselves are never touched."""
+
+    type: Literal["attach"] = Field(description="Health check kind.", examples=["attach"])
+    instance: str = Field(
+        description=(
+            "An EC2 instance kept for restore tests, in the region of the snapshots (a drill into another "
+            "region names its own in restore_to.instance). The volumes are made in its availability zone."
+        ),
+        examples=["i-0123456789abcdef0"],
+    )
+    device: str | None = Field(
+        None,
+        description="Device name of the first volume (the next free ones follow). Default: the first free of /dev/sdf-/dev/sdp.",
+        examples=["/dev/sdf"],
+    )
+    timeout: Duration = Field(
+        timedelta(minutes=10),
+        description="The check fails when a volume is not available or attached this long after it was asked for.",
+        examples=["10m"],
+    )
+
+    @field_validator("instance")
+    @classmethod
+    def _check_instance(cls, value: str) -> str:
+        return _matching(value, _INSTANCE_ID, "an EC2 instance id", "i-0123456789abcdef0") or value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str | None) -> str | None:
+        return _matching(value, _DEVICE, "a device name for an EBS volume", "/dev/sdf")
+
+
+class InstanceCheck(_Model):
+    """ebs targets: an AMI registered from the restore point's EBS snapshots (the root volume's as
+    its root device, the others as extra block-device mappings) and an instance run from it, waited
+    for until it is running; then the instance is terminated (its volumes go with it) and the AMI
+    deregistered. The actual recovery time runs to 'running'.
+
+    The EBS snapshots are the backups: they are never deleted, only the AMI made from them is.
+    Everything made is tagged safehold:sandbox, so a killed run's leftovers are removed by the next run.
+    'running' is what EC2 reports once the instance is placed; it says nothing of the guest's boot
+    (EC2's status checks and the console output do, and take minutes)."""
+
+    type: Literal["instance"] = Field(description="Health check kind.", examples=["instance"])
+    root_volume: str | None = Field(
+        None,
+        description="The volume (id) whose snapshot becomes the root device. Required when the target has several volumes.",
+        examples=["vol-0123456789abcdef0"],
+    )
+    root_device: str = Field("/dev/xvda", description="Root device name of the AMI.", examples=["/dev/xvda", "/dev/sda1"])
+    architecture: Literal["x86_64", "arm64", "i386"] = Field(
+        "x86_64", description="Architecture of the AMI.", examples=["x86_64", "arm64"]
+    )
+    boot_mode: Literal["legacy-bios", "uefi", "uefi-preferred"] | None = Field(
+        None, description="Boot mode of the AMI. Default: EC2's default for the instance type.", examples=["uefi"]
+    )
+    ena: bool = Field(True, description="Whether the AMI declares ENA networking (required by current instance types).",
+                      examples=[True])
+    instance_type: str = Field("t3.micro", description="Instance type of the test instance.", examples=["t3.micro"])
+    subnet: str | None = Field(None, description="Subnet to run it in (a sandbox subnet without a route out).",
+                               examples=["subnet-0123456789abcdef0"])
+    security_groups: list[str] = Field(default_factory=list, description="Security groups (ids) of the test instance.",
+                                       examples=[["sg-0123456789abcdef0"]])
+    key_name: str | None = Field(None, description="EC2 key pair for the test instance.", examples=["dr-tests"])
+    timeout: Duration = Field(
+        timedelta(minutes=15),
+        description="The check fails when the instance is not running this long after it was asked for.",
+        examples=["15m"],
+    )
+
+    @field_validator("root_volume")
+    @classmethod
+    def _check_root(cls, value: str | None) -> str | None:
+        return _matching(value, _VOLUME_ID, "an EBS volume id", "vol-0123456789abcdef0")
+
+    @field_validator("root_device")
+    @classmethod
+    def _check_root_device(cls, value: str) -> str:
+        if not re.fullmatch(r"/dev/(sd[a-z]1?|xvd[a-z])", value):
+            raise _invalid(f"{value!r} is not a root device name; expected /dev/xvda or /dev/sda1")
+        return value
+
+    @field_validator("instance_type")
+    @classmethod
+    def _check_type(cls, value: str) -> str:
+        return _matching(value, _INSTANCE_TYPE, "an EC2 instance type", "t3.micro") or value
+
+    @field_validator("subnet")
+    @classmethod
+    def _check_subnet(cls, value: str | None) -> str | None:
+        return _matching(value, _SUBNET, "a subnet id", "subnet-0123456789abcdef0")
+
+    @field_validator("security_groups", mode="before")
+    @classmethod
+    def _check_groups(cls, value: object) -> object:
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    _matching(item, _SECURITY_GROUP, "a security group id", "sg-0123456789abcdef0")
+        return value
+
+
 HealthCheck = Annotated[
-    CommandCheck | FileExistsCheck | ChecksumCheck | BootCheck | SqlCheck, Field(discriminator="type")
+    CommandCheck | FileExistsCheck | ChecksumCheck | BootCheck | SqlCheck | AttachCheck | InstanceCheck,
+    Field(discriminator="type"),
 ]
 """One of the health check kinds, chosen by ``type``."""
 

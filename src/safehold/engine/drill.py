@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..config.drills import Drill, scenario_runbook, topological_order
-from ..config.models import BootCheck
+from ..config.drills import VM_TO_EC2_SOURCES, Drill, scenario_runbook, topological_order
+from ..config.models import AttachCheck, BootCheck, InstanceCheck
 from .context import Context
 
 #: Sources a drill step cannot restore in this slice (they need their own sandbox kind).
@@ -55,6 +55,7 @@ class StepPlan:
     snapshot_age_seconds: float | None = None
     rpo_met: bool | None = None
     boot_from: str | None = None
+    ec2_region: str | None = None  # attach and instance checks: the region the EBS snapshots come up in
     problems: list[str] = field(default_factory=list)
 
 
@@ -89,6 +90,8 @@ def _check_of(drill: Drill, target: Any, step: Any) -> Any:
         check = target.restore_test.health_check if target.restore_test else None
     if isinstance(check, BootCheck) and drill.restore_to.uri:
         check = check.model_copy(update={"uri": drill.restore_to.uri})
+    if isinstance(check, AttachCheck) and drill.restore_to.instance:
+        check = check.model_copy(update={"instance": drill.restore_to.instance})  # the check's is in the lost region
     return check
 
 
@@ -149,7 +152,21 @@ def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None,
         plan.snapshot_id, plan.snapshot_time = snapshot.id, snapshot.time.isoformat()
         plan.snapshot_age_seconds = round(age, 3)
         plan.rpo_met = age <= plan.rpo_objective_seconds
-        if (snapshot.source or {}).get("blocks_copied") is False:
+        ec2_check = isinstance(check, (AttachCheck, InstanceCheck))
+        if drill.restore_to.type == "aws" and not ec2_check:
+            plan.problems.append(f"a drill into {drill.restore_to.region} brings ebs targets up with an attach or "
+                                 "instance check; give this step one (check: {type: instance})")
+        elif ec2_check and drill.restore_to.type == "aws" and target.source.type in VM_TO_EC2_SOURCES:
+            plan.ec2_region = drill.restore_to.region
+            if snapshot.kind == "files":
+                plan.problems.append(f"snapshot {snapshot.id[:8]} holds no disk image to launch in EC2")
+        elif ec2_check:
+            from .ec2_check import plan_problems
+
+            region = drill.restore_to.region or target.source.region
+            plan.ec2_region = region
+            plan.problems += plan_problems(check, dict(snapshot.source or {}), region, drill.restore_to.instance)
+        elif (snapshot.source or {}).get("blocks_copied") is False:
             plan.problems.append(f"snapshot {snapshot.id[:8]} holds no data in the repository (copy_blocks: false)")
         if isinstance(check, BootCheck):
             try:
@@ -311,6 +328,22 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
                 record["created"].append(domain)
                 record["removed"].append(domain)  # boot_restored raises SandboxNotRemoved otherwise
             healthy_at = started + art
+        elif isinstance(check, InstanceCheck) and target.source.type in VM_TO_EC2_SOURCES:
+            passed, detail = _vm_to_ec2(context, job, target, check, step, record)
+            healthy_at = record.pop("_healthy_at", None)
+        elif isinstance(check, (AttachCheck, InstanceCheck)):
+            from .restore_test import _ec2_test
+
+            try:
+                _, passed, detail, art = _ec2_test(context, job, target, check, started, snapshot_ref=step.snapshot_id,
+                                                   region=step.ec2_region, instance=drill.restore_to.instance)
+            finally:
+                facts = job.details.pop("ec2", None)
+                if facts:
+                    record["ec2"] = facts
+                    record["created"] += [{"kind": "EC2 " + item.split()[0], "name": item} for item in facts["created"]]
+                    record["removed"] += [{"kind": "EC2 " + item.split()[0], "name": item} for item in facts["removed"]]
+            healthy_at = started + art
         elif target.source.type == "postgres":
             from .postgres import restore_into_throwaway_cluster
 
@@ -337,6 +370,9 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
         record["detail"] = detail
     except errors.SafeholdError as exc:
         record["outcome"], record["detail"] = "error", f"{type(exc).__name__}: {exc.message}"
+        if isinstance(exc, errors.Ec2SandboxNotRemoved):
+            record["created"] += [{"kind": "EC2 resource", "name": f"{name.strip()} in {exc.fields.get('region')}"}
+                                  for name in str(exc.fields.get("resources", "")).split(",")]
         if isinstance(exc, errors.SandboxNotRemoved):  # made, and still there: the report must say so
             record["created"].append({"kind": "sandbox domain",
                                       "name": f"{exc.fields.get('name')} on {exc.fields.get('uri')}"})
@@ -358,6 +394,52 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
             f"{step.rto_seconds:.0f}s, RPO {record['rpo_seconds']:.0f}s against {step.rpo_objective_seconds:.0f}s",
             level=level)
     return record
+
+
+def _vm_to_ec2(context: Context, job: Any, target: Any, check: InstanceCheck, step: Any,
+               record: dict[str, Any]) -> tuple[bool, str]:
+    """A VM step of a drill into an AWS region: the snapshot restored as a new EC2 instance (the
+    ``ec2`` destination of ``restore --to-ec2``, everything tagged safehold:sandbox), healthy once
+    it runs; then the instance, its AMI and EBS snapshots are removed."""
+    from ..platforms.aws.ec2 import Resource, remove_resource
+    from .restore import restore_in_job
+
+    spec = {"kind": "ec2", "region": step.ec2_region, "instance_type": check.instance_type, "subnet": check.subnet,
+            "security_groups": list(check.security_groups), "key_name": check.key_name,
+            "architecture": check.architecture, "boot_mode": check.boot_mode, "ena": check.ena,
+            "root_device": check.root_device, "timeout": check.timeout.total_seconds(), "sandbox": True}
+    outcome = restore_in_job(context, job, step.snapshot_id, spec, target=target.name)
+    record["_healthy_at"] = time.monotonic()
+    details = outcome.details
+    for warning in outcome.warnings:
+        job.log(f"{target.name}: {warning}", level="warning")
+    record["ec2"] = {"region": step.ec2_region, **details, "warnings": outcome.warnings}
+    made = [Resource("instance", details["instance_id"], step.ec2_region),
+            Resource("image", details["image_id"], step.ec2_region),
+            *[Resource("snapshot", snapshot, step.ec2_region) for snapshot in details["snapshots"].values()]]
+    ec2 = _aws_clients(context)("ec2", step.ec2_region)
+    failed = []
+    for resource in made:
+        record["created"].append({"kind": "EC2 " + resource.kind, "name": resource.describe()})
+        try:
+            remove_resource(ec2, resource, check.timeout.total_seconds())
+            record["removed"].append({"kind": "EC2 " + resource.kind, "name": resource.describe()})
+        except Exception as exc:  # noqa: BLE001 - each is tried; what resists is reported and left to the next run
+            failed.append(f"{resource.describe()} ({exc})")
+    if failed:
+        raise errors.Ec2SandboxNotRemoved(region=step.ec2_region, resources=", ".join(failed), tag="safehold:sandbox")
+    running = details.get("state") == "running"
+    disks = ", ".join(f"{disk} as {device}" for disk, device in details.get("disks", {}).items())
+    return running, (f"instance {details['instance_id']} of AMI {details['image_id']} {details.get('state')} in "
+                     f"{step.ec2_region} with {disks}")
+
+
+def _aws_clients(context: Context) -> Any:
+    from .ebs import aws_location, clients_for
+
+    _, endpoint = aws_location(context, None) if any(t.source.type == "ebs" for t in context.config.targets) \
+        else (None, None)
+    return clients_for(context, endpoint)
 
 
 # --- the evidence report -------------------------------------------------------------------------

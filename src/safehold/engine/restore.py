@@ -109,6 +109,8 @@ def describe(spec: dict) -> str:
         return f"hyperv:{spec.get('name')}"
     if kind == "ebs":
         return f"instance {spec.get('instance')}"
+    if kind == "ec2":
+        return f"a new EC2 instance in {spec.get('region') or 'the default region'}"
     if kind == "postgres":
         if spec.get("data_dir"):
             return f"postgres data directory {spec['data_dir']}"
@@ -161,7 +163,7 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
     with context.locked(purpose="restore") as repository:
         snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target, allow_replayed)
         info = snapshot_info(snapshot)
-        if info.source.get("blocks_copied") is False and spec.get("kind", "image") in ("directory", "image"):
+        if info.source.get("blocks_copied") is False and spec.get("kind", "image") in ("directory", "image", "ec2"):
             raise errors.UsageError(
                 f"snapshot {info.short_id} of {info.target} holds no data in the repository: its EBS snapshots "
                 "are not copied into it (copy_blocks: false); restore it to an instance with 'safehold restore "
@@ -258,6 +260,11 @@ def build_destination(context: Context, options: Any, restore_root: str | None =
     from .ebs import aws_location, clients_for
 
     region, endpoint = aws_location(context, options.region)
+    if options.kind == "ec2":
+        from .ec2_check import owner_gone, owner_tag
+
+        return cls(options, clients=clients_for(context, endpoint), region=region, owner=owner_tag(None),
+                   owner_gone=owner_gone, threads=context.threads_or_default())
     return cls(options, clients=clients_for(context, endpoint), region=region,
                threads=context.threads_or_default())
 

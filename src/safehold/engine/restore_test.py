@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..config.models import BootCheck, ChecksumCheck, CommandCheck, FileExistsCheck, SqlCheck
+from ..config.models import AttachCheck, BootCheck, ChecksumCheck, CommandCheck, FileExistsCheck, InstanceCheck, SqlCheck
 from .context import Context
 
 SANDBOX_PREFIX = "safehold-restore-test-"
@@ -117,6 +117,8 @@ def run_restore_test(context: Context, target_name: str, *, job_id: int | None =
             restore_to = sandbox_destination(target, destination)
             if isinstance(check, BootCheck):
                 outcome, passed, detail, art = _boot_test(context, job, target, check, sandbox, restore_to, started)
+            elif isinstance(check, (AttachCheck, InstanceCheck)):
+                outcome, passed, detail, art = _ec2_test(context, job, target, check, started)
             elif target.source.type == "postgres":
                 from .postgres import restore_into_throwaway_cluster
 
@@ -177,6 +179,36 @@ def _boot_test(context: Context, job: Any, target: Any, check: BootCheck, sandbo
     return outcome, result.passed, result.detail, art
 
 
+@dataclass
+class Ec2Outcome:
+    """What an EC2 check restored, in the shape of a restore's outcome (nothing was written here)."""
+
+    snapshot_id: str
+    bytes_written: int = 0
+    files: int = 0
+
+
+def _ec2_test(context: Context, job: Any, target: Any, check: AttachCheck | InstanceCheck, started: float, *,
+              snapshot_ref: str = "latest", region: str | None = None, instance: str | None = None
+              ) -> tuple[Ec2Outcome, bool, str, float]:
+    """An ``attach`` or ``instance`` check of an ebs target (``engine.ec2_check``) on the EBS
+    snapshots of the restore point (in ``region``, default the target's, from the DR copies there);
+    returns (outcome, passed, detail, ART to attached/running). Job details: ``ec2``."""
+    from .ebs import clients_for
+    from .ec2_check import run_ec2_check
+
+    snapshot = context.open_repository(load_index=False).find_snapshot(snapshot_ref, target.name)
+    source = dict(snapshot.source or {})
+    where = region or target.source.region
+    clients = clients_for(context, target.source.endpoint_url)
+    job.log(f"restore point {snapshot.id[:8]}: its EBS snapshots in {where}")
+    result = run_ec2_check(job, target.name, check, source, clients=clients, region=where, instance=instance)
+    job.details["ec2"] = {"region": result.region, **result.facts, "created": result.created,
+                          "removed": result.removed, "leftovers_removed": result.leftovers_removed}
+    art = (result.healthy_at if result.healthy_at is not None else time.monotonic()) - started
+    return Ec2Outcome(snapshot.id), result.passed, result.detail, art
+
+
 #: Sources whose disks a restore test writes as images into ``<sandbox>/restore/``, one file per disk.
 VM_SOURCES = ("libvirt", "vmware", "hyperv", "ebs")
 
@@ -195,13 +227,17 @@ def sandbox_destination(target: Any, destination: Path) -> str | dict:
     return {"kind": "image", "path": str(destination), "into_directory": True, "flatten_names": True}
 
 
-def describe(check: CommandCheck | FileExistsCheck | ChecksumCheck | BootCheck | SqlCheck | None) -> str:
+def describe(check: Any) -> str:
     if check is None:
         return "restore verified"
     if isinstance(check, BootCheck):
         return f"boot until the console shows {', '.join(repr(pattern) for pattern in check.console)}"
     if isinstance(check, SqlCheck):
         return f"sql {check.query!r} expect {check.expect}"
+    if isinstance(check, (AttachCheck, InstanceCheck)):
+        from .ec2_check import describe as describe_ec2
+
+        return describe_ec2(check)
     if isinstance(check, CommandCheck):
         return f"command {check.run!r}"
     if isinstance(check, FileExistsCheck):

@@ -107,6 +107,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "vmware": ("safehold.restore.vmware", "VmwareDestination"),
     "hyperv": ("safehold.restore.hyperv", "HypervDestination"),
     "ebs": ("safehold.restore.ebs", "EbsDestination"),
+    "ec2": ("safehold.restore.ec2", "Ec2Destination"),
     "postgres": ("safehold.restore.postgres", "PostgresDestination"),
     "command": ("safehold.restore.command", "CommandDestination"),
     "ssh": ("safehold.restore.ssh", "SshDestination"),

@@ -89,6 +89,28 @@ class EbsOptions(_Options):
     timeout: float = Field(3600.0, description="Seconds to wait for snapshots and volumes.")
 
 
+class Ec2Options(_Options):
+    """Every disk of a VM or image snapshot into EBS snapshots, an AMI and a new instance (``--to-ec2``)."""
+
+    kind: Literal["ec2"]
+    region: str | None = Field(None, description="Region to launch in (default: the configuration's or boto3's).")
+    instance_type: str = Field("t3.micro", pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", description="Instance type.")
+    subnet: str | None = Field(None, pattern=r"^subnet-[0-9a-f]{8,17}$", description="Subnet to launch in.")
+    security_groups: list[str] = Field(default_factory=list, description="Security group ids of the instance.")
+    key_name: str | None = Field(None, description="EC2 key pair of the instance.")
+    architecture: Literal["x86_64", "arm64", "i386"] | None = Field(
+        None, description="AMI architecture (default: the saved VM description's, else x86_64).")
+    boot_mode: Literal["legacy-bios", "uefi", "uefi-preferred"] | None = Field(
+        None, description="AMI boot mode (default: the saved VM description's or the disk's, else EC2's default).")
+    ena: bool = Field(True, description="Declare ENA networking on the AMI (current instance types need it).")
+    root_device: str = Field("/dev/xvda", pattern=r"^/dev/(sd[a-z]1?|xvd[a-z])$", description="Root device name.")
+    boot_disk: str | None = Field(None, description="The disk the AMI boots from (default: vda/sda/hda, else the first).")
+    name: str | None = Field(None, max_length=128, description="Name tag of the AMI and instance.")
+    timeout: float = Field(3600.0, description="Seconds to wait for snapshots and the instance.")
+    sandbox: bool = Field(False, description="Keep everything tagged safehold:sandbox (a drill removes it "
+                          "afterwards; a killed drill's are removed by the next run).")
+
+
 class PostgresOptions(_Options):
     """The databases of a postgres dump snapshot into a PostgreSQL server, through pg_restore."""
 
@@ -125,7 +147,7 @@ class SshOptions(_PathOptions):
 
 
 DestinationOptions = Annotated[Union[DirectoryOptions, ImageOptions, LibvirtOptions, VmwareOptions, HypervOptions,
-                                     EbsOptions, PostgresOptions, CommandOptions, SshOptions],
+                                     EbsOptions, Ec2Options, PostgresOptions, CommandOptions, SshOptions],
                                Field(discriminator="kind")]
 #: The platform kinds the API accepts in ``params.to`` (directory and image go through ``params.destination``).
 #: postgres and command are deliberately not among them: through the API, ``password_env`` would let a

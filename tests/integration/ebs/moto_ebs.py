@@ -18,6 +18,11 @@ server on 127.0.0.1 in this process, after patching moto so that:
   that is not completed;
 * ``AttachVolume`` refuses a device name already in use on the instance and a
   volume already attached (moto accepts both);
+* ``RegisterImage`` from EBS snapshots keeps what AWS keeps (architecture,
+  root device, boot mode, ENA flag, the block-device mappings, each snapshot
+  checked to exist, its TagSpecifications; moto keeps only the name), and ``RunInstances`` of such an
+  AMI makes the instance's volumes from the mapped snapshots (with their blocks)
+  where moto gives every instance an empty 8 GiB /dev/sda1;
 * snapshots (from CreateSnapshot, CopySnapshot and the direct APIs'
   CompleteSnapshot) can stay ``pending`` for a while (``POST /_harness/config``
   ``{"pending_seconds": S}``); moto completes them at once.
@@ -197,6 +202,80 @@ def _patch_ec2() -> None:
     Ec2Ebs.describe_snapshots = patched_describe_snapshots
     Ec2Ebs.delete_snapshot = patched_delete_snapshot
     Ec2Ebs.attach_volume = patched_attach_volume
+
+
+# --- AMIs from EBS snapshots -----------------------------------------------------------------
+
+
+def _patch_images() -> None:
+    from moto.core.responses import ActionResult
+    from moto.ec2.models.amis import Ami
+    from moto.ec2.models.instances import InstanceBackend
+    from moto.ec2.responses.amis import AmisResponse
+
+    original_mappings = Ami.block_device_mappings
+
+    def block_device_mappings(self) -> list:
+        mappings = getattr(self, "safehold_mappings", None)
+        return mappings if mappings is not None else original_mappings.fget(self)
+
+    def register_image(self) -> ActionResult:
+        self.error_on_dryrun()
+        mappings = self._get_param("BlockDeviceMappings", [])
+        root = self._get_param("RootDeviceName")
+        if not mappings:
+            image = self.ec2_backend.register_image(self._get_param("Name"), self._get_param("Description", ""))
+            return ActionResult({"ImageId": image.id})
+        kept = []
+        for mapping in mappings:
+            ebs = mapping.get("Ebs") or {}
+            snapshot_id = ebs.get("SnapshotId")
+            if snapshot_id:
+                snapshot = self.ec2_backend.get_snapshot(snapshot_id)  # InvalidSnapshot.NotFound as on AWS
+                _refresh_pending([snapshot])
+                if snapshot.status != "completed":
+                    raise _ec2_error("IncorrectState", f"Snapshot '{snapshot_id}' is not 'completed'.")
+                size = ebs.get("VolumeSize") or snapshot.volume.size
+            else:
+                size = ebs.get("VolumeSize") or 8
+            delete = ebs.get("DeleteOnTermination", True)
+            kept.append({"DeviceName": mapping["DeviceName"],
+                         "Ebs": {"SnapshotId": snapshot_id, "VolumeSize": int(size),
+                                 "DeleteOnTermination": str(delete).lower() in ("true", "1"),
+                                 "VolumeType": ebs.get("VolumeType") or "gp2"}})
+        if not root or root not in [m["DeviceName"] for m in kept]:
+            raise _ec2_error("InvalidBlockDeviceMapping",
+                             f"The device '{root}' is not in the block-device mappings: no root device.")
+        image = self.ec2_backend.register_image(self._get_param("Name"), self._get_param("Description", ""))
+        # moto's Ami makes a snapshot of its own for the root device; AWS makes none.
+        if getattr(image, "ebs_snapshot", None) is not None:
+            self.ec2_backend.snapshots.pop(image.ebs_snapshot.id, None)
+        image.architecture = self._get_param("Architecture") or "x86_64"
+        image.root_device_name = root
+        image.root_device_type = "ebs"
+        image.virtualization_type = self._get_param("VirtualizationType") or "hvm"
+        image.boot_mode = self._get_param("BootMode")
+        ena = self._get_param("EnaSupport")
+        image.ena_support = None if ena is None else str(ena).lower() in ("true", "1")
+        image.safehold_mappings = kept
+        for specification in self._get_param("TagSpecifications", []):
+            if specification.get("ResourceType") == "image":
+                self.ec2_backend.create_tags([image.id], {t["Key"]: t["Value"] for t in specification.get("Tags", [])})
+        return ActionResult({"ImageId": image.id})
+
+    run_instances = InstanceBackend.run_instances
+
+    def patched_run_instances(self, image_id, count, user_data, security_group_names, **kwargs):
+        image = self.amis.get(image_id) if hasattr(self, "amis") else None
+        mappings = getattr(image, "safehold_mappings", None)
+        if mappings and "block_device_mappings" not in kwargs:
+            kwargs["block_device_mappings"] = [dict(m, Ebs=dict(m["Ebs"])) for m in mappings]
+        return run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+
+    Ami.block_device_mappings = property(block_device_mappings)
+    Ami.ena_support = None
+    AmisResponse.register_image = register_image
+    InstanceBackend.run_instances = patched_run_instances
 
 
 # --- EBS direct APIs ---------------------------------------------------------------------
@@ -449,6 +528,7 @@ def serve(port: int = 0, port_file: str | None = None) -> None:
     from werkzeug.serving import make_server
 
     _patch_ec2()
+    _patch_images()
     _patch_ebs()
     app = _harness_app(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)

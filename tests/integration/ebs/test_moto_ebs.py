@@ -55,6 +55,11 @@ def test_plain_moto_has_the_documented_gaps(plain_moto: Aws):
     assert ec2.describe_snapshots(SnapshotIds=[made_by_ec2])["Snapshots"][0]["State"] == "completed"  # at once
     with pytest.raises(ClientError):  # AWS: an (empty) block list; moto: HTTP 500
         ebs.list_snapshot_blocks(SnapshotId=made_by_ec2)
+    image = ec2.register_image(Name="plain", RootDeviceName="/dev/xvda", Architecture="arm64", BlockDeviceMappings=[
+        {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": made_by_ec2}}])["ImageId"]
+    kept = ec2.describe_images(ImageIds=[image])["Images"][0]
+    # AWS: arm64, root /dev/xvda from made_by_ec2; moto keeps the name only (and makes a snapshot of its own).
+    assert kept.get("Architecture") != "arm64" and kept["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"] != made_by_ec2
 
 
 # --- the harness: AWS's documented behaviour --------------------------------------------------
@@ -76,6 +81,32 @@ def test_ec2_snapshots_hold_the_volume_blocks_and_copies_and_volumes_carry_them(
     copy = aws.client("ec2", DR_REGION).copy_snapshot(SourceSnapshotId=snapshot, SourceRegion=REGION)["SnapshotId"]
     restored = aws.client("ec2", DR_REGION).create_volume(SnapshotId=copy, AvailabilityZone=DR_REGION + "b")
     assert aws.volume_blocks(restored["VolumeId"]) == aws.volume_blocks(volume)
+
+
+def test_amis_from_snapshots_keep_their_mappings_and_instances_get_volumes_from_them(aws: Aws):
+    volume = aws.volume()
+    aws.write(volume, BLOCK, b"root" * 100)
+    ec2 = aws.client("ec2")
+    snapshot = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
+    with pytest.raises(ClientError, match="InvalidSnapshot.NotFound"):
+        ec2.register_image(Name="bad", RootDeviceName="/dev/xvda", BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-0123456789abcdef0"}}])
+    with pytest.raises(ClientError, match="InvalidBlockDeviceMapping"):
+        ec2.register_image(Name="no-root", RootDeviceName="/dev/sda1", BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snapshot}}])
+    image = ec2.register_image(Name="from-snapshot", RootDeviceName="/dev/xvda", Architecture="arm64", BootMode="uefi",
+                               EnaSupport=True, VirtualizationType="hvm", BlockDeviceMappings=[
+                                   {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snapshot}},
+                                   {"DeviceName": "/dev/sdb", "Ebs": {"SnapshotId": snapshot, "VolumeSize": 2}}])["ImageId"]
+    kept = ec2.describe_images(ImageIds=[image])["Images"][0]
+    assert (kept["Architecture"], kept["BootMode"], kept["EnaSupport"], kept["RootDeviceName"]) == \
+        ("arm64", "uefi", True, "/dev/xvda")
+    assert [(m["DeviceName"], m["Ebs"]["SnapshotId"], m["Ebs"]["VolumeSize"]) for m in kept["BlockDeviceMappings"]] == \
+        [("/dev/xvda", snapshot, 1), ("/dev/sdb", snapshot, 2)]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
+    mapped = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]}
+    assert sorted(mapped) == ["/dev/sdb", "/dev/xvda"]
+    assert aws.volume_blocks(mapped["/dev/xvda"]) == aws.volume_blocks(volume)
 
 
 def test_paging_with_max_results_next_token_and_starting_index(aws: Aws):

@@ -521,7 +521,7 @@ def test_health_check_kinds() -> None:
         "    restore_test: {health_check: {type: cmd, run: 'true'}}\n"
     )
     assert (
-        "health_check.type: 'cmd' is not valid; expected one of: command, file_exists, checksum, boot, sql; did you mean 'command'?"
+        "health_check.type: 'cmd' is not valid; expected one of: command, file_exists, checksum, boot, sql, attach, instance; did you mean 'command'?"
         in problem
     )
 

@@ -131,3 +131,31 @@ def test_a_drill_restores_from_a_configured_copy_only() -> None:
     [problem] = caught.value.problems
     assert "repository 'elsewhere' is not a copy under 'copies:' (configured: offsite)" in problem
     assert "line 9" in problem or "drills[0].repository" in problem or "drills" in problem
+
+
+def test_a_drill_into_an_aws_region_names_it_and_restores_only_ebs_targets() -> None:
+    found = problems("""\
+        - name: region-lost
+          scenario: aws_region_failure
+          restore_to: {type: aws}
+          steps: [{target: web}]
+        - name: region-lost-2
+          scenario: aws_region_failure
+          restore_to: {type: aws, region: us-west-2, instance: i-12}
+          steps: [{target: docs, check: {type: instance}}]
+        - name: sandboxed
+          scenario: aws_region_failure
+          restore_to: {region: us-west-2}
+          steps: [{target: docs}]
+        - name: site-lost
+          scenario: on_prem_host_failure
+          restore_to: {type: aws, region: us-west-2}
+          steps: [{target: db}]
+        """)
+    text = "\n".join(found)
+    assert f"{PATH}:9: drills[region-lost].restore_to" in text and "restore_to type aws needs 'region'" in text
+    assert "'i-12' is not an EC2 instance id" in text
+    assert "target 'web' has source 'files': restore it in a drill with a sandbox destination" in text
+    assert "type 'instance' brings EBS snapshots up in EC2, so it needs an ebs target" in text
+    assert "region is for restore_to type aws" in text
+    assert "brings the VM of target 'db' up as an EC2 instance (restore --to-ec2); give this step check" in text

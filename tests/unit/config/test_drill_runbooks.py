@@ -56,3 +56,15 @@ def test_the_example_drills_are_valid_and_have_their_runbooks() -> None:
     for drill in config.drills:
         assert drill.name in (ROOT / "runbooks" / SCENARIO_RUNBOOKS[drill.scenario]).read_text()
     assert "runbooks/aws_region_failure.md" in examples
+
+
+def test_the_aws_region_failure_example_is_valid_and_named_by_its_runbook() -> None:
+    config = load_config(ROOT / "configs" / "aws_region_failure.yml", environ={})
+    runbook = (ROOT / "runbooks" / "aws_region_failure.md").read_text()
+    assert "configs/aws_region_failure.yml" in runbook
+    for drill in config.drills:
+        assert drill.scenario == "aws_region_failure" and drill.restore_to.type == "aws"
+        assert drill.name in runbook
+        for step in drill.steps:  # each step's target copies its snapshots to the drill's region
+            regions = [copy.region for copy in config.target(step.target).source.dr_copies]
+            assert drill.restore_to.region in regions

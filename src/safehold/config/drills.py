@@ -189,6 +189,16 @@ class Drill(_Model):
     )
     steps: list[DrillStep] = Field(min_length=1, description="The targets restored, each at most once.",
                                    examples=[[{"target": "db"}, {"target": "web", "after": ["db"]}]])
+    parallel: int = Field(
+        1, ge=1, le=16,
+        description=(
+            "How many steps of one wave (steps whose 'after' are all done) run at the same time. 1 (the "
+            "default): one after the other, so each step's ART is measured without the others competing for "
+            "the CPU, disks and repository; more recovers faster when the destinations and the repository "
+            "can take it, as in a real recovery of several hosts."
+        ),
+        examples=[4],
+    )
 
     @field_validator("before")
     @classmethod

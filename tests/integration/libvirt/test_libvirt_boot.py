@@ -355,3 +355,33 @@ def test_a_stopping_control_plane_ends_a_boot_check_and_removes_its_sandbox(boot
         assert context.catalog.latest_jobs("restore-test")["vm"].status == "interrupted"
     finally:
         context.close()
+
+
+def test_tcp_and_http_probes_reach_the_restored_guest_over_a_restricted_network(bootable, libvirt_uri, tmp_path):
+    """With probes the sandbox gets a restricted user-network card; the guest's httpd serves the
+    restored disk's line, so the http probe proves the restored disk once more."""
+    domain = bootable()
+    check = console_check(domain.line, probes=[
+        {"type": "tcp", "port": 80},
+        {"type": "http", "port": 80, "path": "/", "expect": f"^{re.escape(domain.line)}$"}])
+    config = workspace(tmp_path, domain, libvirt_uri, check)
+    assert cli(config, "init").returncode == 0
+    assert cli(config, "backup", "-t", "vm").returncode == 0
+    domain.rewrite_disk("written after the backup")
+
+    tested = cli(config, "restore-test", "--target", "vm", "--json")
+    assert tested.returncode == 0, tested.stderr
+    result = json.loads(tested.stdout)
+    assert result["passed"] and "http port 80 /: status 200, body matches" in result["detail"], result
+    record, log = job(config, result["job_id"])
+    boot = record["details"]["boot"]
+    probes = boot["probes"]
+    assert [(probe["type"], probe["port"], probe["passed"]) for probe in probes] == [("tcp", 80, True),
+                                                                                   ("http", 80, True)]
+    assert probes[0]["host_port"] == probes[1]["host_port"]  # one forward per guest port
+    # The ART runs to the last passing probe, after the console's sign of life.
+    assert boot["boot_seconds"] <= probes[1]["seconds"] < result["art_seconds"] + 1
+    assert any("restricted user network, guest port(s) 80 forwarded from loopback" in line for line in log)
+    assert boot["sandbox_domain"] not in sandbox_domains(libvirt_uri) and sandbox_folders(config) == []
+    print(f"boot with probes: ART {result['art_seconds']:.2f}s, console {boot['boot_seconds']:.2f}s, "
+          f"http {probes[1]['seconds']:.2f}s")

@@ -40,6 +40,11 @@ ART_OVER_RTO = (
     f"safehold_restore_test_last_duration_seconds{{{TARGETS}}}"
     " / on (instance, target) group_left () safehold_target_rto_seconds"
 )
+# The newest passing ART from restore tests and drills alike (RTOApproaching reads the same ratio).
+LAST_ART_OVER_RTO = (
+    f"safehold_target_last_art_seconds{{{TARGETS}}}"
+    " / on (instance, target) group_left () safehold_target_rto_seconds"
+)
 # Failures in the last 24 h: increase() for counters that existed a day ago, the whole value for
 # counters born since (increase() needs two samples, so a counter that starts above 0 adds nothing).
 FAILURES = f"safehold_job_failures_total{{{TARGETS}}}"
@@ -327,6 +332,20 @@ def overview() -> dashboard.Dashboard:
         .orientation(common.VizOrientation.HORIZONTAL)
         .reduce_options(LAST_VALUE)
         .grid_pos(position(12, 31, 12, 8))
+    )
+    board = board.with_panel(
+        graph()
+        .title("ART trend against the RTO")
+        .description("Each target's newest passing actual recovery time (restore test or drill step) as a share of "
+                     "its tier's RTO, over time. At 80 % RTOApproaching warns; above 100 % the RTO is missed. A "
+                     "line far below 25 % for weeks: the RTO could be tightened (safehold status says so).")
+        .datasource(DATASOURCE)
+        .with_target(query(LAST_ART_OVER_RTO, "{{target}} (tier {{tier}})"))
+        .unit("percentunit")
+        .min(0)
+        .thresholds(thresholds((None, "green"), (0.8, "orange"), (1, "red")))
+        .thresholds_style(common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.LINE))
+        .grid_pos(position(0, 39, 24, 8))
     )
     return board
 

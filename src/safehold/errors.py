@@ -602,6 +602,13 @@ class DrillFailed(SafeholdError):
     exit_code = 82
 
 
+class DrillNotConfirmed(SafeholdError):
+    template = "drill {name} --for-real was not confirmed: {detail}; nothing was restored"
+    remedy = "a real recovery writes to production: run it from a terminal and answer 'yes', or add --yes " \
+             "once you have read 'safehold drill plan {name} --for-real'"
+    exit_code = 38
+
+
 class InternalError(SafeholdError):
     template = "internal error: {message}"
     remedy = "this is a bug in safehold; please report it with the traceback above"

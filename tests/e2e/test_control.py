@@ -49,8 +49,11 @@ def test_status_and_restore_test(workspace: Workspace) -> None:
     assert status["compliant"] is True and status["last_status"] == "succeeded"
     assert status["last_restore_test"]["passed"] is True
     assert status["last_restore_test"]["art_seconds"] == pytest.approx(result["art_seconds"], abs=0.001)
+    assert status["art"]["latest_seconds"] == pytest.approx(result["art_seconds"], abs=0.001)
+    assert status["art"]["history"][0]["kind"] == "restore-test" and status["art"]["state"] == "ok"
     table = ws.run("status").stdout
     assert "web" in table and "1 of 1 target(s) within their RPO" in table and "passed" in table
+    assert "ART trend" in table and "of RTO (restore-test)" in table
     assert list((ws.state / "restore-tests").iterdir()) == []
 
 

@@ -64,3 +64,87 @@ def test_plan_run_and_report_through_the_cli(workspace) -> None:
     assert_clean_error(failed, 82, "drill site-lost failed: app skipped, db failed")
     sandboxes = workspace.state / "restore-tests"
     assert not sandboxes.exists() or list(sandboxes.iterdir()) == []
+
+
+def _jobs(workspace) -> list:
+    jobs = workspace.json("jobs", "--kind", "drill")
+    return jobs["jobs"] if isinstance(jobs, dict) else jobs
+
+
+def _answer_on_terminal(workspace, args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run the CLI with a pty as its terminal; type ``answer`` at the confirmation prompt."""
+    import os
+    import pty
+    import select
+    import subprocess
+
+    from e2e_support import CLI
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(CLI + args, cwd=workspace.root, env=workspace.environment(), stdin=terminal,
+                               stdout=terminal, stderr=terminal, close_fds=True, start_new_session=True)
+    os.close(terminal)
+    output, answered = b"", False
+    while True:
+        ready, _, _ = select.select([controller], [], [], 120)
+        if not ready:
+            process.kill()
+            raise AssertionError(f"no output for 120 s; so far: {output!r}")
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not answered and b"to recover for real: " in output:
+            os.write(controller, answer + b"\n")
+            answered = True
+    os.close(controller)
+    return process.wait(timeout=60), output.decode(errors="replace")
+
+
+def test_for_real_asks_on_a_terminal_and_recovers_into_production(workspace, tmp_path) -> None:
+    """--for-real: refused without a terminal and without --yes, and without recover_to; on a
+    terminal, a wrong answer restores nothing, the drill's name recovers into the recover_to folders
+    (kept), recorded as for real in the job and the report."""
+    import hashlib
+    import subprocess
+
+    from e2e_support import CLI
+
+    with_drills(workspace, hashlib.sha256(b"1,orders\n").hexdigest())
+    workspace.run("init")
+    workspace.run("backup", "--all")
+    no_terminal = subprocess.run([*CLI, "drill", "run", "site-lost", "--for-real"], cwd=workspace.root,
+                                 env=workspace.environment(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert_clean_error(no_terminal, 38, "drill site-lost --for-real was not confirmed: no terminal to ask on and no "
+                                        "--yes; nothing was restored")
+    no_destination = workspace.run("drill", "run", "site-lost", "--for-real", "--yes", code=81)
+    assert "no recover_to" in no_destination.stderr
+    # A sandbox drill ignores recover_to; --for-real needs it on every step.
+    production = tmp_path / "production"
+    text = workspace.config.read_text()
+    text = text.replace("{target: app, after: [db],", f"{{target: app, recover_to: {production / 'app'}, after: [db],")
+    text = text.replace("{target: db,", f"{{target: db, recover_to: {production / 'db'},")
+    workspace.config.write_text(text)
+    plan = workspace.run("drill", "plan", "site-lost", "--for-real").stdout
+    assert f"RECOVERS TO {production / 'db'}" in plan and "FOR REAL" in plan
+
+    code, output = _answer_on_terminal(workspace, ["drill", "run", "site-lost", "--for-real"], b"yes")
+    assert code == 38 and "the answer was 'yes', not 'site-lost'" in output, output
+    assert not production.exists() and _jobs(workspace) == []
+
+    code, output = _answer_on_terminal(workspace, ["drill", "run", "site-lost", "--for-real"], b"site-lost")
+    assert code == 0, output
+    assert "RECOVERS TO" in output and "passed (FOR REAL: recovered into production)" in output
+    assert (production / "db" / "db" / "rows.csv").read_bytes() == b"1,orders\n"
+    assert (production / "app" / "app" / "app.ini").read_bytes() == b"database = orders\n"
+    [job] = _jobs(workspace)
+    assert job["details"]["for_real"] is True and job["details"]["passed"] is True
+    folder = Path(job["details"]["report"]["json"]).parent
+    report = json.loads((folder / "report.json").read_text())
+    assert report["for_real"] is True and report["left_behind"] == []
+    assert {item["kind"] for item in report["created"]} == {"recovered in production"}
+    assert [step["detail"] for step in report["steps"]] == ["exit status 0", "db/rows.csv has the expected SHA-256"]
+    assert "FOR REAL" in (folder / "report.md").read_text() and "kept (production)" in (folder / "report.html").read_text()

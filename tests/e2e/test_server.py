@@ -60,6 +60,7 @@ METRIC_FAMILIES = {
     "safehold_target_rto_seconds",
     "safehold_restore_test_last_success_timestamp_seconds", "safehold_restore_test_last_status",
     "safehold_restore_test_last_duration_seconds", "safehold_restore_test_interval_seconds",
+    "safehold_target_last_art_seconds",
     "safehold_jobs_running", "safehold_job_failures",
     "safehold_repository_stored_bytes", "safehold_repository_capacity_bytes", "safehold_repository_snapshots",
     "safehold_build_info", "safehold_copy_last_success_timestamp_seconds", "safehold_copy_last_bytes_sent",
@@ -320,6 +321,11 @@ def test_jobs_triggered_over_http_run_in_the_server(tmp_path, servers) -> None:
     targets = {t["name"]: t for t in server.request("GET", "/api/v1/targets", viewer).json()["targets"]}
     assert targets["files"]["compliant"] is True and targets["files"]["last_restore_test"]["passed"] is True
     assert targets["broken"]["compliant"] is False and targets["broken"]["last_success"] is None
+    # The target detail carries the ART history and its verdict against the RTO.
+    detail = server.request("GET", "/api/v1/targets/files", viewer).json()
+    assert detail["art"]["history"][0]["job_id"] == test["id"] and detail["art"]["history"][0]["kind"] == "restore-test"
+    assert detail["art"]["latest_seconds"] == test["details"]["art_seconds"] and detail["art"]["state"] == "ok"
+    assert server.request("GET", "/api/v1/targets/broken", viewer).json()["art"]["state"] == "unmeasured"
 
     scraped = server.request("GET", "/metrics").text
     assert_promtool_clean(scraped)
@@ -336,6 +342,7 @@ def test_jobs_triggered_over_http_run_in_the_server(tmp_path, servers) -> None:
     assert sample("safehold_backup_last_status", target="broken", tier="1", source="files") == 0
     assert sample("safehold_job_failures_total", target="broken", kind="backup") >= 1
     assert sample("safehold_restore_test_last_duration_seconds", target="files") == test["details"]["art_seconds"]
+    assert sample("safehold_target_last_art_seconds", target="files") == test["details"]["art_seconds"]
     assert sample("safehold_backup_last_success_timestamp_seconds", target="broken") == 0
     assert sample("safehold_restore_test_interval_seconds", target="files", tier="2", source="files") == 7 * 86400
     # 'broken' has no restore_test: none of the restore-test series, so RestoreTestOverdue cannot report it.

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Bump when the initramfs or its init changes, so that caches of an older recipe are not reused.
-RECIPE = 1
+RECIPE = 2  # 2: virtio_net and an httpd serving the disk's line when the guest has a network card
 CACHE = Path(os.environ.get("SAFEHOLD_TEST_GUEST_CACHE", "/var/cache/safehold-test/guest"))
 KERNEL_PACKAGE = "linux-image-cloud-amd64"  # Debian's meta package; it depends on the current release
 BUSYBOX = "/bin/busybox"  # busybox-static: no shared libraries needed in the initramfs
@@ -56,7 +56,8 @@ MEMORY_MIB = 256
 
 # In this order: each needs the ones before it (no modprobe or depmod in the initramfs).
 MODULES = ("drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko", "drivers/virtio/virtio_pci_legacy_dev.ko",
-           "drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci.ko", "drivers/block/virtio_blk.ko")
+           "drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci.ko", "drivers/block/virtio_blk.ko",
+           "net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko")
 
 INIT = f"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /mnt /tmp
@@ -77,6 +78,13 @@ fi
 case " $(cat /proc/cmdline) " in
     *" safehold.after=poweroff "*) sync; poweroff -f ;;
 esac
+# With a network card (a sandbox with tcp/http probes: QEMU user networking, guest 10.0.2.15),
+# serve the disk's line over HTTP on port 80, so a probe proves the restored disk too.
+if [ -d /sys/class/net/eth0 ]; then
+    ip link set lo up; ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up
+    mkdir -p /www; head -n 1 /mnt/{DISK_FILE} > /www/index.html
+    httpd -p 80 -h /www && echo "SAFEHOLD-GUEST-HTTP: port 80"
+fi
 while true; do sleep 3600; done
 """
 

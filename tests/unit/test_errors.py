@@ -32,6 +32,7 @@ STABLE |= {"PruneRefused": 27, "SnapshotReplayed": 28, "RepairRefused": 29}
 STABLE |= {"SshHostKeyRejected": 64, "SshConnectionFailed": 65, "SshCommandFailed": 66}
 STABLE |= {"DrillNotFound": 80, "DrillNotReady": 81, "DrillFailed": 82}
 STABLE |= {"Ec2SandboxFailed": 83, "Ec2SandboxNotRemoved": 84}
+STABLE |= {"DrillNotConfirmed": 38}
 STABLE |= {"DestinationFull": 20}  # a full restore destination: the code of a full repository
 
 

@@ -25,6 +25,20 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def _art_cell(trend) -> str:
+    """The newest passing ART as a share of the RTO, its trend and verdict: '41% of RTO, rising'."""
+    if trend is None or trend.latest is None:
+        return "-"
+    latest = trend.latest
+    share = f"{latest.art_seconds / trend.rto_seconds:.0%}" if trend.rto_seconds else "?"
+    parts = [f"{latest.art_seconds:.1f}s = {share} of RTO ({latest.kind})"]
+    if trend.trend:
+        parts.append(trend.trend)
+    if trend.state in ("approaching", "at-risk", "could-tighten"):
+        parts.append(trend.state.upper() if trend.state != "could-tighten" else trend.state)
+    return ", ".join(parts)
+
+
 def status(json_output: bool = JsonOption) -> None:
     """Each target's tier, RPO, age of its last good backup, compliance and last restore test."""
     from ..engine.status import target_statuses
@@ -49,8 +63,9 @@ def status(json_output: bool = JsonOption) -> None:
         copies = ", ".join(f"{name} {f'{when:%Y-%m-%d %H:%M}' if when else 'never'}"
                            for name, when in entry.copies.items())
         rows.append([entry.name, entry.tier, entry.source_type, _age(entry.rpo_seconds), _age(entry.age_seconds),
-                     "yes" if entry.compliant else "NO", last, drill] + ([copies] if ctx.config.copies else []))
-    print_table(["target", "tier", "source", "rpo", "age", "compliant", "last backup", "restore test"]
+                     "yes" if entry.compliant else "NO", last, drill, _art_cell(entry.art)]
+                    + ([copies] if ctx.config.copies else []))
+    print_table(["target", "tier", "source", "rpo", "age", "compliant", "last backup", "restore test", "ART trend"]
                 + (["copies (last)"] if ctx.config.copies else []), rows)
     bad = [entry.name for entry in statuses if not entry.compliant]
     typer.echo(f"{len(statuses) - len(bad)} of {len(statuses)} target(s) within their RPO")
@@ -58,6 +73,21 @@ def status(json_output: bool = JsonOption) -> None:
     if partial:
         typer.echo(f"{len(partial)} target(s) whose newest backup left items out: {', '.join(partial)} "
                    "(safehold jobs --status partial)")
+    for entry in statuses:
+        trend = entry.art
+        if trend is None or trend.latest is None:
+            continue
+        percent = f"{trend.latest.art_seconds / trend.rto_seconds:.0%}" if trend.rto_seconds else "?"
+        if trend.state == "approaching":
+            typer.echo(f"{entry.name}: recovery takes {percent} of its RTO ({_age(trend.rto_seconds)}): speed it up or "
+                       "raise the RTO before it is missed (runbooks/RTOApproaching.md)")
+        elif trend.state == "at-risk":
+            typer.echo(f"{entry.name}: recovery takes {percent} of its RTO ({_age(trend.rto_seconds)}): the RTO is "
+                       "missed (runbooks/RTOAtRisk.md)")
+        elif trend.state == "could-tighten":
+            typer.echo(f"{entry.name}: the last {len(trend.passing)} recoveries took at most "
+                       f"{_age(max(sample.art_seconds for sample in trend.passing))} of an RTO of "
+                       f"{_age(trend.rto_seconds)}: the RTO (tier {entry.tier}) could be tightened")
 
 
 def restore_test(

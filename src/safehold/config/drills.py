@@ -144,6 +144,39 @@ class DrillStep(_Model):
         description="Recovery time objective of this step, measured from the drill's start. Default: the tier's RTO.",
         examples=["1h"],
     )
+    recover_to: str | dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Where 'safehold drill run NAME --for-real' recovers this target in a real disaster (production, "
+            "nothing removed afterwards): a folder (files) or image path, or a destination as 'safehold restore' "
+            "takes it, e.g. {kind: libvirt, images_dir: ..., define: NAME} or {kind: postgres, to_dsn: ...}. "
+            "Sandbox drills ignore it; --for-real refuses a drill with a step without it."
+        ),
+        examples=["/srv/recovered/app", {"kind": "libvirt", "images_dir": "/var/lib/libvirt/images",
+                                         "define": "db-vm"}],
+    )
+
+    @field_validator("recover_to")
+    @classmethod
+    def _check_recover_to(cls, value: str | dict[str, Any] | None, info: ValidationInfo) -> str | dict[str, Any] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if not value.strip():
+                raise _invalid("recover_to is empty; name a folder or image path, or a destination mapping")
+            return _resolve_path(value, info)
+        from pydantic import ValidationError
+
+        from safehold.restore.options import parse_options
+
+        try:
+            parse_options(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise _invalid(f"recover_to is not a restore destination ({where + ': ' if where else ''}{first['msg']}); e.g. "
+                           "{kind: libvirt, images_dir: /var/lib/libvirt/images, define: db-vm}") from None
+        return value
 
     @field_validator("after", mode="before")
     @classmethod
@@ -206,6 +239,16 @@ class Drill(_Model):
     )
     steps: list[DrillStep] = Field(min_length=1, description="The targets restored, each at most once.",
                                    examples=[[{"target": "db"}, {"target": "web", "after": ["db"]}]])
+    parallel: int = Field(
+        1, ge=1, le=16,
+        description=(
+            "How many steps of one wave (steps whose 'after' are all done) run at the same time. 1 (the "
+            "default): one after the other, so each step's ART is measured without the others competing for "
+            "the CPU, disks and repository; more recovers faster when the destinations and the repository "
+            "can take it, as in a real recovery of several hosts."
+        ),
+        examples=[4],
+    )
 
     @field_validator("before")
     @classmethod

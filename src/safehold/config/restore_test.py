@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
@@ -149,13 +149,48 @@ ConsolePattern = Annotated[
 """A regular expression searched for in a sandbox's serial console output."""
 
 
+class TcpProbe(_Model):
+    """The sandbox answers on a TCP port: a connection to it is accepted."""
+
+    type: Literal["tcp"] = Field(description="Probe kind.", examples=["tcp"])
+    port: int = Field(ge=1, le=65535, description="Port in the guest.", examples=[5432])
+
+
+class HttpProbe(_Model):
+    """The sandbox answers an HTTP GET with the expected status (and body)."""
+
+    type: Literal["http"] = Field(description="Probe kind.", examples=["http"])
+    port: int = Field(80, ge=1, le=65535, description="Port in the guest.", examples=[80, 8080])
+    path: str = Field("/", pattern=r"^/[\x21-\x7e]*$", max_length=2048,
+                      description="Path to GET (printable ASCII, no spaces).", examples=["/healthz"])
+    status: int = Field(200, ge=100, le=599, description="Expected status code.", examples=[200])
+    expect: str | None = Field(
+        None, description="A regular expression (Python syntax) searched for in the first 64 KiB of the body.",
+        examples=["ready"])
+
+    @field_validator("expect")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise _invalid(f"expect {value!r} is not a regular expression: {exc}") from None
+        return value
+
+
+Probe = Annotated[Union[TcpProbe, HttpProbe], Field(discriminator="type")]
+
+
 class BootCheck(_Model):
     """Boot the restored disks in a sandbox VM on libvirt and wait for a sign of life on its serial console.
 
-    The sandbox is a new domain named safehold-sandbox-<target>-<random> with no network, no MAC
+    The sandbox is a new domain named safehold-sandbox-<target>-<random> with no network (with
+    probes: one restricted user-network card reachable only through loopback forwards), no MAC
     address of production, the restored images as its disks and its serial console written to a
     file; it is destroyed and undefined, and its disks removed, whatever happens (a killed run's
-    leftovers are removed by the next restore test). The actual recovery time runs to the sign of life.
+    leftovers are removed by the next restore test). The actual recovery time runs to the sign of
+    life, or to the last passing probe.
     """
 
     type: Literal["boot"] = Field(description="Health check kind.", examples=["boot"])
@@ -213,6 +248,17 @@ class BootCheck(_Model):
         le=512,
         description="Virtual CPUs of the sandbox. Default: the saved domain's (libvirt targets), else 1.",
         examples=[1],
+    )
+    probes: list[Probe] = Field(
+        default_factory=list,
+        description=(
+            "tcp and http probes run once the console showed its sign of life, each retried until it passes or "
+            "the timeout ends; the actual recovery time then runs to the last passing probe. With probes the "
+            "sandbox gets one network card on QEMU's user networking, restricted (the guest reaches nothing "
+            "outside, the host included) with each probed guest port forwarded from a free port on the host's "
+            "loopback, a random MAC address, the guest at 10.0.2.15 (DHCP from QEMU)."
+        ),
+        examples=[[{"type": "tcp", "port": 5432}, {"type": "http", "port": 80, "path": "/", "expect": "ready"}]],
     )
 
     @field_validator("console", mode="before")

@@ -225,8 +225,86 @@ class BootResult:
     facts: dict[str, Any]
 
 
+def free_loopback_ports(guest_ports: list[int]) -> dict[int, int]:
+    """A free port on 127.0.0.1 for each distinct guest port: host port -> guest port. (Asked of the
+    kernel and released at once: another process could take one before QEMU binds it, in which case
+    the sandbox does not start and the check fails with libvirt's message.)"""
+    import socket
+
+    forwards: dict[int, int] = {}
+    for guest in sorted(set(guest_ports)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            forwards[probe.getsockname()[1]] = guest
+    return forwards
+
+
+def probe_once(probe: Any, host_port: int) -> tuple[bool, str]:
+    """One try of a tcp or http probe through the forwarded loopback port; (passed, detail).
+
+    QEMU's user networking accepts on the host port whether or not the guest listens, and closes
+    the connection when the guest refuses it: so a tcp probe passes only when the connection is
+    still open (or has sent something) a second after it was accepted. An http probe needs a
+    response. What the guest sends is hostile: at most 64 KiB is read, and it is never shown raw.
+    """
+    import http.client
+    import socket
+
+    if probe.type == "tcp":
+        try:
+            with socket.create_connection(("127.0.0.1", host_port), timeout=2) as connection:
+                connection.settimeout(1.0)
+                try:
+                    data = connection.recv(1)
+                except TimeoutError:
+                    return True, f"tcp port {probe.port} accepts connections"
+                if data:
+                    return True, f"tcp port {probe.port} accepts connections (it speaks first)"
+                return False, f"tcp port {probe.port}: the guest closed the connection (nothing listens)"
+        except OSError as exc:
+            return False, f"tcp port {probe.port}: {exc.strerror or exc}"
+    connection = http.client.HTTPConnection("127.0.0.1", host_port, timeout=3)
+    try:
+        connection.request("GET", probe.path, headers={"Host": "sandbox", "User-Agent": "safehold-probe"})
+        response = connection.getresponse()
+        body = response.read(64 * 1024).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException) as exc:
+        return False, f"http port {probe.port} {probe.path}: {type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
+    if response.status != probe.status:
+        return False, f"http port {probe.port} {probe.path}: status {response.status}, expected {probe.status}"
+    if probe.expect is not None and not re.search(probe.expect, body, re.MULTILINE):
+        return False, f"http port {probe.port} {probe.path}: the body does not match {probe.expect!r}"
+    return True, f"http port {probe.port} {probe.path}: status {response.status}" + (
+        f", body matches {probe.expect!r}" if probe.expect is not None else "")
+
+
+def run_probes(probes: list[Any], forwards: dict[int, int], started: float, deadline: float,
+               abort: threading.Event) -> tuple[bool, str, float, list[dict[str, Any]]]:
+    """Each probe in order, retried every half second until it passes or ``deadline``; returns
+    (all passed, detail, seconds from ``started`` to the last pass or to giving up, facts)."""
+    host_of = {guest: host for host, guest in forwards.items()}
+    facts: list[dict[str, Any]] = []
+    for probe in probes:
+        attempts = 0
+        while True:
+            attempts += 1
+            passed, detail = probe_once(probe, host_of[probe.port])
+            if passed or time.monotonic() >= deadline or abort.is_set():
+                break
+            abort.wait(0.5)
+        seconds = time.monotonic() - started
+        facts.append({"type": probe.type, "port": probe.port, "host_port": host_of[probe.port], "passed": passed,
+                      "attempts": attempts, "seconds": round(seconds, 3), "detail": printable(detail)})
+        if not passed:
+            return False, printable(detail), seconds, facts
+    return True, "; ".join(fact["detail"] for fact in facts), time.monotonic() - started, facts
+
+
 def boot_restored(job: Any, target: Any, check: BootCheck, plan: BootPlan, images: Path, folder: Path) -> BootResult:
-    """Boot the images restored at ``images`` in a sandbox, wait for the console patterns, remove it."""
+    """Boot the images restored at ``images`` in a sandbox, wait for the console patterns (then the
+    probes, through forwarded loopback ports), remove it."""
     owner = make_owner(folder, job.id, check.timeout.total_seconds() + CLEANUP_MARGIN)
     disks = restored_disks(images, plan.buses)
     if not disks:
@@ -236,18 +314,28 @@ def boot_restored(job: Any, target: Any, check: BootCheck, plan: BootPlan, image
     sandbox = Sandbox(plan.uri, name, str(console), target.name)
     facts: dict[str, Any] = {"sandbox_domain": name, "sandbox_uri": plan.uri, "boot_from": plan.source,
                              "disks": {disk.target: os.path.basename(disk.path) for disk in disks}}
+    forwards = free_loopback_ports([probe.port for probe in check.probes]) if check.probes else {}
+    network = (f"restricted user network, guest port(s) {', '.join(str(g) for g in sorted(set(forwards.values())))} "
+               "forwarded from loopback" if forwards else "no network")
     job.log(f"sandbox {name} on {plan.uri}: {len(disks)} disk(s) "
-            f"({', '.join(disk.target for disk in disks)}), no network, booting from {plan.source}")
+            f"({', '.join(disk.target for disk in disks)}), {network}, booting from {plan.source}")
+    probed: tuple[bool, str, float, list[dict[str, Any]]] | None = None
     abort = threading.Event()
     with _waits_lock:
         _waiting.add(abort)
     removal_error: errors.SafeholdError | None = None
     try:
         sandbox.start(disks, plan.boot, owner,
-                      description=f"safehold restore test of {target.name} (job {owner.job}); removed when it ends")
+                      description=f"safehold restore test of {target.name} (job {owner.job}); removed when it ends",
+                      forwards=forwards or None)
         facts["accelerator"] = "kvm" if sandbox.domain_type == "kvm" else "tcg"
         outcome: BootOutcome = sandbox.wait_for(check.console, check.timeout.total_seconds(), abort)
         alive_at = sandbox.started + outcome.seconds if outcome.alive else None
+        if outcome.alive and check.probes:
+            probed = run_probes(check.probes, forwards, sandbox.started,
+                                sandbox.started + check.timeout.total_seconds(), abort)
+            facts["probes"] = probed[3]
+            alive_at = sandbox.started + probed[2] if probed[0] else None
     finally:
         with _waits_lock:
             _waiting.discard(abort)
@@ -258,7 +346,7 @@ def boot_restored(job: Any, target: Any, check: BootCheck, plan: BootPlan, image
     if removal_error is not None:
         raise removal_error
     job.log(f"sandbox {name} destroyed and undefined")
-    if outcome.detail == "aborted":
+    if outcome.detail == "aborted" or abort.is_set():
         from .restore_test import RestoreTestAborted
 
         raise RestoreTestAborted("the control plane stopped during the boot check")
@@ -267,8 +355,13 @@ def boot_restored(job: Any, target: Any, check: BootCheck, plan: BootPlan, image
                                  "seconds": round(match.seconds, 3)} for match in outcome.matches]
     if outcome.alive:
         lines = "; ".join(printable(match.line) for match in outcome.matches)
-        return BootResult(True, f"sign of life {outcome.seconds:.1f}s after the sandbox started: {lines}",
-                          alive_at, facts)
+        alive = f"sign of life {outcome.seconds:.1f}s after the sandbox started: {lines}"
+        if probed is not None and not probed[0]:
+            return BootResult(False, f"{alive}; but probe {probed[1]} (gave up {probed[2]:.1f}s after the start)",
+                              None, facts)
+        if probed is not None:
+            return BootResult(True, f"{alive}; {probed[1]} {probed[2]:.1f}s after the start", alive_at, facts)
+        return BootResult(True, alive, alive_at, facts)
     facts["console_tail"] = "\n".join(printable(line) for line in outcome.console_tail.splitlines())
     tail = printable(outcome.console_tail.splitlines()[-1]) if outcome.console_tail.strip() else "(nothing)"
     return BootResult(False, f"{outcome.detail}; last console line: {tail}", None, facts)

@@ -16,8 +16,11 @@ disaster). The job's details hold the whole evidence (no new table); ``write_rep
 as JSON, Markdown and a self-contained HTML page.
 
 A postgres step restores into a throwaway cluster (or the target's ``restore_test.server``) and
-runs a ``sql`` check there, as restore tests do. Steps run one after the other (a wave's steps too): restores compete for the same two cores
-and the same repository lock here, and a sequential drill measures each step's ART honestly.
+runs a ``sql`` check there, as restore tests do. By default steps run one after the other (a
+wave's steps too): restores compete for the same cores and repository, and a sequential drill
+measures each step's ART without the others. ``parallel: N`` runs up to N ready steps of a wave
+at once on threads (``_run_wave_in_parallel``), each with its own view of the job (``_StepJob``)
+so that their details never mix; the ARTs then include the competition, as in a real recovery.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class StepPlan:
     rpo_met: bool | None = None
     boot_from: str | None = None
     ec2_region: str | None = None  # attach and instance checks: the region the EBS snapshots come up in
+    recover_to: str | None = None  # --for-real: the production destination, described
     problems: list[str] = field(default_factory=list)
 
 
@@ -71,6 +75,7 @@ class DrillPlan:
     waves: list[list[str]]
     steps: list[StepPlan]
     repository: str | None = None  # the copy restored from (copies:), None: the configured repository
+    for_real: bool = False
 
     @property
     def problems(self) -> list[str]:
@@ -109,9 +114,13 @@ def drill_context(context: Context, drill: Drill, repository: str | None = None)
 
 
 def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None,
-               repository: str | None = None) -> DrillPlan:
+               repository: str | None = None, for_real: bool = False) -> DrillPlan:
     """What ``safehold drill run NAME`` would do; writes nothing. Raises DrillNotFound, and
-    CopyNotFound for a ``repository`` (a copy's name) 'copies:' does not have."""
+    CopyNotFound for a ``repository`` (a copy's name) 'copies:' does not have.
+
+    ``for_real``: what ``--for-real`` would do: each step restores to its ``recover_to`` (a step
+    without one is a problem) and boot checks are not planned (production is not booted here).
+    """
     from ..repository.forgotten import live_snapshots
     from . import boot_check
     from .restore_test import describe, sandbox_destination
@@ -133,6 +142,13 @@ def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None,
         plan = StepPlan(target.name, target.source.type, target.tier, list(step.after), wave_of[target.name],
                         describe(check), (step.rto or tier.rto).total_seconds(), tier.rpo.total_seconds())
         steps.append(plan)
+        if for_real:
+            spec = step.recover_to
+            if spec is None:
+                plan.problems.append("no recover_to: --for-real does not know where production is (add "
+                                     "'recover_to:' to the step in targets.yml)")
+            else:
+                plan.recover_to = _describe_destination(spec)
         if target.source.type in UNSUPPORTED_SOURCES:
             plan.problems.append(UNSUPPORTED_SOURCES[target.source.type])
             continue
@@ -168,14 +184,21 @@ def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None,
             plan.problems += plan_problems(check, dict(snapshot.source or {}), region, drill.restore_to.instance)
         elif (snapshot.source or {}).get("blocks_copied") is False:
             plan.problems.append(f"snapshot {snapshot.id[:8]} holds no data in the repository (copy_blocks: false)")
-        if isinstance(check, BootCheck):
+        if isinstance(check, BootCheck) and not for_real:
             try:
                 plan.boot_from = boot_check.plan_boot(target, check, dict(snapshot.source or {})).source
             except errors.SafeholdError as exc:
                 plan.problems.append(f"the sandbox cannot boot: {exc.message}")
     return DrillPlan(drill.name, drill.scenario, scenario_runbook(drill.scenario), drill.description,
                      reference.isoformat(), drill.before.isoformat() if drill.before else None,
-                     str(drill_sandbox_root(context, drill)), waves, steps, context.repository_name)
+                     str(drill_sandbox_root(context, drill)), waves, steps,
+                     repository=context.repository_name, for_real=for_real)
+
+
+def _describe_destination(spec: str | dict[str, Any]) -> str:
+    from .restore import describe as describe_spec
+
+    return spec if isinstance(spec, str) else describe_spec(dict(spec))
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -201,15 +224,21 @@ def default_report_dir(context: Context, name: str, job_id: int) -> Path:
 
 
 def run_drill(context: Context, name: str, *, report_dir: str | Path | None = None,
-              job_id: int | None = None, repository: str | None = None) -> DrillResult:
+              job_id: int | None = None, repository: str | None = None, for_real: bool = False) -> DrillResult:
     """Run drill ``name`` in sandboxes, record a 'drill' job, write the evidence report.
+
+    ``for_real``: a real recovery (``--for-real``; the caller has had it confirmed): each step
+    restores to its ``recover_to`` in production and nothing it restored is removed; file checks
+    run on what was restored at a path, other checks (boot, sql, a platform destination) are not
+    run on production and the step passes on its verified restore. The job's details and the
+    report say ``for_real: true``.
 
     Raises DrillNotFound, DrillNotReady (the plan lists problems: nothing was restored) and
     DrillFailed (a step failed its check, missed its RTO or was skipped; the report is written
     first and the job recorded failed with the same evidence). With ``job_id`` it runs as that
     queued job (``engine.jobs``: the scheduler, the API), which the caller has claimed.
     """
-    plan = plan_drill(context, name, repository=repository)
+    plan = plan_drill(context, name, repository=repository, for_real=for_real)
     if plan.problems:
         raise errors.DrillNotReady(name=name, detail="; ".join(plan.problems))
     drill = context.config.drill(name)
@@ -219,26 +248,35 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
     reference = drill.before or dt.datetime.fromtimestamp(wall_start, dt.timezone.utc)
     root = drill_sandbox_root(context, drill)
     root.mkdir(parents=True, exist_ok=True)
-    job_details = {"drill": name, "scenario": drill.scenario}
+    job_details = {"drill": name, "scenario": drill.scenario, "for_real": for_real}
     if context.repository_name is not None:
         job_details["repository"] = context.repository_name
     with context.catalog.job("drill", None, job_details, job_id=job_id) as job:
         job.log(f"drill {name} ({drill.scenario}): {len(plan.steps)} step(s) in {len(plan.waves)} wave(s), "
-                f"sandboxes under {root}")
+                + ("FOR REAL: into the production destinations of recover_to" if for_real
+                   else f"sandboxes under {root}"))
         leftovers = _remove_leftovers(context, drill, root)
         for removed in leftovers:
             job.log(f"removed the leftover of a run that ended: {removed}", level="warning")
         outcomes: dict[str, dict[str, Any]] = {}
+        run = _run_step_for_real if for_real else _run_step
         for wave in plan.waves:
+            ready = []
             for target_name in wave:
                 step_plan = next(step for step in plan.steps if step.target == target_name)
                 failed_before = [needed for needed in step_plan.after if outcomes[needed]["outcome"] != "passed"]
                 if failed_before:
                     outcomes[target_name] = _skipped(step_plan, failed_before)
                     job.log(f"{target_name}: skipped, it needs {', '.join(failed_before)}", level="error")
-                    continue
-                outcomes[target_name] = _run_step(context, job, drill, step_plan, root, started, wall_start,
-                                                  reference)
+                else:
+                    ready.append(step_plan)
+            if drill.parallel > 1 and len(ready) > 1:
+                outcomes.update(_run_wave_in_parallel(context, job, drill, ready, run, root, started, wall_start,
+                                                      reference))
+            else:
+                for step_plan in ready:
+                    outcomes[step_plan.target] = run(context, job, drill, step_plan, root, started, wall_start,
+                                                     reference)
         ended = time.time()
         steps = [outcomes[step.target] for step in plan.steps]
         passed = all(step["outcome"] == "passed" and step["rto_met"] for step in steps)
@@ -248,11 +286,13 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
             "job_id": job.id, "started": _iso(wall_start), "ended": _iso(ended),
             "duration_seconds": round(ended - wall_start, 3), "reference_time": reference.isoformat(),
             "before": plan.before, "sandbox_directory": str(root), "repository": plan.repository,
-            "waves": plan.waves, "passed": passed,
+            "waves": plan.waves, "passed": passed, "for_real": for_real,
             "steps": steps,
             "created": [item for step in steps for item in step["created"]],
             "removed": [item for step in steps for item in step["removed"]],
-            "left_behind": [item for step in steps for item in step["created"] if item not in step["removed"]],
+            # What a real recovery restored is meant to stay: it is production now, not a leftover.
+            "left_behind": [item for step in steps for item in step["created"]
+                            if item not in step["removed"] and item["kind"] != PRODUCTION_KIND],
             "leftovers_removed": leftovers,
         }
         job.details.update(evidence)
@@ -265,6 +305,90 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
                    for step in steps if step["outcome"] != "passed" or not step["rto_met"]]
             raise errors.DrillFailed(name=name, detail=", ".join(bad), report=str(folder), job_id=job.id)
         return DrillResult(passed, job.id, str(folder), evidence)
+
+
+class _StepJob:
+    """The drill job as one step of a parallel wave sees it: log lines go to the drill job (the
+    catalog takes them from several threads) prefixed by nothing more than the step already says;
+    details (``boot`` facts, a restore's result) and progress stay the step's own, so steps never
+    read or overwrite each other's. Progress counters are not summed into the drill job."""
+
+    def __init__(self, job: Any) -> None:
+        self.id = job.id
+        self.catalog = job.catalog
+        self._job = job
+        self.details: dict[str, Any] = {}
+        self.bytes_read = self.bytes_added = self.files = 0
+        self.snapshot_id: str | None = None
+
+    def log(self, message: str, level: str = "info") -> None:
+        self._job.log(message, level)
+
+    def update(self, *, bytes_read: int | None = None, bytes_added: int | None = None, files: int | None = None,
+               snapshot_id: str | None = None) -> None:
+        self.bytes_read = bytes_read if bytes_read is not None else self.bytes_read
+        self.files = files if files is not None else self.files
+
+    def flush(self) -> None:
+        pass
+
+
+def _run_wave_in_parallel(context: Context, job: Any, drill: Drill, ready: list[Any], run: Any, root: Path,
+                          started: float, wall_start: float, reference: dt.datetime) -> dict[str, dict[str, Any]]:
+    """The ready steps of one wave on up to ``drill.parallel`` threads; each keeps its own record."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    job.log(f"running {', '.join(step.target for step in ready)} at the same time "
+            f"(up to {drill.parallel} at once)")
+    with ThreadPoolExecutor(max_workers=min(drill.parallel, len(ready)),
+                            thread_name_prefix=f"drill-{drill.name}") as pool:
+        futures = {step.target: pool.submit(run, context, _StepJob(job), drill, step, root, started, wall_start,
+                                            reference) for step in ready}
+        return {target: future.result() for target, future in futures.items()}
+
+
+#: The kind of a resource a --for-real step restored (kept: it is the recovered production).
+PRODUCTION_KIND = "recovered in production"
+
+
+def _run_step_for_real(context: Context, job: Any, drill: Drill, step: Any, root: Path, started: float,
+                       wall_start: float, reference: dt.datetime) -> dict[str, Any]:
+    """One step of a real recovery: the restore to the step's ``recover_to``, kept; ART to its check."""
+    from ..config.models import SqlCheck
+    from .restore import restore_in_job
+    from .restore_test import _log_restored, run_health_check
+
+    target = context.config.target(step.target)
+    spec = drill.step(step.target).recover_to
+    check = _check_of(drill, target, drill.step(step.target))
+    record = _step_record(step)
+    record["for_real"] = True
+    record["recover_to"] = step.recover_to
+    step_start = time.monotonic()
+    record["started"] = _iso(wall_start + (step_start - started))
+    job.log(f"{target.name}: FOR REAL: restoring snapshot {step.snapshot_id[:8]} to {step.recover_to}")
+    healthy_at: float | None = None
+    try:
+        outcome = restore_in_job(context, job, step.snapshot_id, spec, target=target.name)
+        _log_restored(job, outcome)
+        record["created"].append({"kind": PRODUCTION_KIND, "name": step.recover_to})
+        if isinstance(spec, str) and not isinstance(check, (BootCheck, SqlCheck)):
+            passed, detail = run_health_check(check, Path(spec), outcome.kind)
+        else:
+            passed, detail = True, (f"restored to {step.recover_to}, every byte verified; the check "
+                                    f"({describe_check(check)}) runs in sandbox drills only, not on production")
+        healthy_at = time.monotonic()
+        record["outcome"] = "passed" if passed else "failed"
+        record["detail"] = detail
+    except errors.SafeholdError as exc:
+        record["outcome"], record["detail"] = "error", f"{type(exc).__name__}: {exc.message}"
+    return _finish_step(job, target, step, record, started, step_start, wall_start, healthy_at, reference)
+
+
+def describe_check(check: Any) -> str:
+    from .restore_test import describe
+
+    return describe(check)
 
 
 def _remove_leftovers(context: Context, drill: Drill, root: Path) -> list[str]:
@@ -380,6 +504,12 @@ def _run_step(context: Context, job: Any, drill: Drill, step: Any, root: Path, s
         remove_sandbox(sandbox)
         if not sandbox.exists():
             record["removed"].append({"kind": "sandbox folder", "name": str(sandbox)})
+    return _finish_step(job, target, step, record, started, step_start, wall_start, healthy_at, reference)
+
+
+def _finish_step(job: Any, target: Any, step: Any, record: dict[str, Any], started: float, step_start: float,
+                 wall_start: float, healthy_at: float | None, reference: dt.datetime) -> dict[str, Any]:
+    """End time, ART (the drill's start to healthy), RTO and RPO verdicts of a step, logged."""
     ended = time.monotonic()
     record["ended"] = _iso(wall_start + (ended - started))
     art = (healthy_at if healthy_at is not None and record["outcome"] == "passed" else ended) - started
@@ -472,6 +602,7 @@ def render_markdown(evidence: dict[str, Any]) -> str:
         "",
         f"- Scenario: {cell(evidence['scenario'])} (runbook: {cell(evidence['runbook'])})",
         f"- Result: **{'PASSED' if evidence['passed'] else 'FAILED'}**",
+        f"- Mode: {_mode(evidence)}",
         f"- Started: {cell(evidence['started'])}; ended: {cell(evidence['ended'])} "
         f"({_seconds(evidence['duration_seconds'])})",
         f"- RPO measured from: {cell(evidence['reference_time'])}",
@@ -496,14 +627,26 @@ def render_markdown(evidence: dict[str, Any]) -> str:
     removed = {(item["kind"], item["name"]) for item in evidence["removed"]}
     for item in evidence["created"]:
         lines.append(f"| {cell(item['kind'])} | {cell(item['name'])} | "
-                     f"{'yes' if (item['kind'], item['name']) in removed else '**NO**'} |")
+                     f"{_removed_word(item, removed).replace('NO', '**NO**')} |")
     lines.append("")
     return "\n".join(lines)
 
 
+def _mode(evidence: dict[str, Any]) -> str:
+    if evidence.get("for_real"):
+        return "FOR REAL: a recovery into the production destinations (recover_to), which are kept"
+    return "rehearsal in sandboxes, all removed"
+
+
+def _removed_word(item: dict[str, Any], removed: set[tuple[str, str]]) -> str:
+    if (item["kind"], item["name"]) in removed:
+        return "yes"
+    return "kept (production)" if item["kind"] == PRODUCTION_KIND else "NO"
+
+
 _STYLE = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 th,td{border:1px solid #999;padding:.3em .6em;text-align:left}th{background:#eee}
-.passed,.met{color:#060}.failed,.error,.skipped,.MISSED,.NO{color:#a00;font-weight:bold}"""
+.passed,.met{color:#060}.forreal{color:#a00}.failed,.error,.skipped,.MISSED,.NO{color:#a00;font-weight:bold}"""
 
 
 def render_html(evidence: dict[str, Any]) -> str:
@@ -529,7 +672,7 @@ def render_html(evidence: dict[str, Any]) -> str:
     removed = {(item["kind"], item["name"]) for item in evidence["removed"]}
     resources = "".join(
         f"<tr><td>{text(item['kind'])}</td><td>{text(item['name'])}</td>"
-        f"<td>{tagged('yes' if (item['kind'], item['name']) in removed else 'NO')}</td></tr>"
+        f"<td>{tagged(_removed_word(item, removed))}</td></tr>"
         for item in evidence["created"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -538,6 +681,7 @@ def render_html(evidence: dict[str, Any]) -> str:
 <body><h1>Drill report: {text(evidence['drill'])}</h1>
 <p>Scenario <b>{text(evidence['scenario'])}</b> (runbook {text(evidence['runbook'])}):
 result {tagged(result)}.</p>
+<p>Mode: {'<b class="forreal">' if evidence.get('for_real') else '<span>'}{text(_mode(evidence))}{'</b>' if evidence.get('for_real') else '</span>'}</p>
 <p>{text(evidence.get('description') or '')}</p>
 <ul><li>Started {text(evidence['started'])}, ended {text(evidence['ended'])}
 ({text(_seconds(evidence['duration_seconds']))})</li>

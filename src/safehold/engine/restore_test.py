@@ -231,7 +231,9 @@ def describe(check: Any) -> str:
     if check is None:
         return "restore verified"
     if isinstance(check, BootCheck):
-        return f"boot until the console shows {', '.join(repr(pattern) for pattern in check.console)}"
+        probes = "".join(f", then {probe.type} port {probe.port}" + (f" {probe.path}" if probe.type == "http" else "")
+                         for probe in check.probes)
+        return f"boot until the console shows {', '.join(repr(pattern) for pattern in check.console)}{probes}"
     if isinstance(check, SqlCheck):
         return f"sql {check.query!r} expect {check.expect}"
     if isinstance(check, (AttachCheck, InstanceCheck)):

@@ -2,6 +2,9 @@
 
 Computed from the configuration and the catalog alone (no repository access),
 so ``safehold status``, the API and the metrics collector can call it often.
+Each target's ART history (``art_trend``) comes from the same catalog: the finished restore-test
+jobs and the steps of the finished drill jobs that restored it (no table of its own), newest
+first, with a verdict against the RTO (docs/design/drills.md, "ART trend").
 The last good backup is the newer of the last succeeded (or partial) backup job and the
 newest cached snapshot, so a catalog rebuilt from the repository
 (``safehold catalog rebuild``) still knows how old each target's data is.
@@ -38,6 +41,102 @@ class RestoreTestStatus:
                 "rto_seconds": self.rto_seconds, "rto_met": self.rto_met}
 
 
+#: How many measured ARTs per target ``status``, the API and the trend keep (newest first).
+ART_HISTORY_LIMIT = 10
+#: A passing ART at or above this share of the RTO is "approaching" (RTOApproaching warns).
+APPROACHING_RATIO = 0.8
+#: The RTO "could be tightened" when each of at least TIGHTEN_SAMPLES passing ARTs, the newest
+#: included, took at most this share of it: halving the RTO would still leave ample margin.
+TIGHTEN_RATIO = 0.25
+TIGHTEN_SAMPLES = 3
+#: A trend is "rising" or "falling" when the newest passing ART differs from the mean of the
+#: older ones by more than this share of the RTO; "steady" otherwise.
+TREND_RATIO = 0.1
+
+
+@dataclass(frozen=True)
+class ArtSample:
+    """One measured actual recovery time: a restore test, or one step of a drill."""
+
+    time: dt.datetime
+    kind: str  # 'restore-test' or 'drill'
+    job_id: int
+    drill: str | None
+    art_seconds: float
+    rto_seconds: float
+    passed: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.art_seconds / self.rto_seconds if self.rto_seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"time": self.time.isoformat(), "kind": self.kind, "job_id": self.job_id, "drill": self.drill,
+                "art_seconds": self.art_seconds, "rto_seconds": self.rto_seconds,
+                "rto_ratio": round(self.ratio, 4), "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class ArtTrend:
+    """A target's ART history (newest first) and what it says about the RTO.
+
+    ``state``: 'unmeasured' (no passing test or drill yet), 'at-risk' (the newest passing ART is
+    above the RTO: RTOAtRisk for restore tests, DRDrillFailed for drills), 'approaching' (at or
+    above APPROACHING_RATIO of it: RTOApproaching), 'could-tighten' (the newest TIGHTEN_SAMPLES or
+    more passing ARTs all took at most TIGHTEN_RATIO of it) or 'ok'. Failed runs are kept in the
+    history (their ART is the time to failure) but judge nothing.
+    """
+
+    rto_seconds: float
+    samples: tuple[ArtSample, ...]
+
+    @property
+    def passing(self) -> list[ArtSample]:
+        return [sample for sample in self.samples if sample.passed]
+
+    @property
+    def latest(self) -> ArtSample | None:
+        passing = self.passing
+        return passing[0] if passing else None
+
+    @property
+    def state(self) -> str:
+        latest = self.latest
+        if latest is None:
+            return "unmeasured"
+        ratio = latest.art_seconds / self.rto_seconds if self.rto_seconds > 0 else float("inf")
+        if ratio > 1:
+            return "at-risk"
+        if ratio >= APPROACHING_RATIO:
+            return "approaching"
+        passing = self.passing
+        if len(passing) >= TIGHTEN_SAMPLES and all(sample.art_seconds <= TIGHTEN_RATIO * self.rto_seconds
+                                                   for sample in passing):
+            return "could-tighten"
+        return "ok"
+
+    @property
+    def trend(self) -> str | None:
+        passing = self.passing
+        if len(passing) < 2 or self.rto_seconds <= 0:
+            return None
+        older = [sample.art_seconds for sample in passing[1:]]
+        change = (passing[0].art_seconds - sum(older) / len(older)) / self.rto_seconds
+        return "rising" if change > TREND_RATIO else "falling" if change < -TREND_RATIO else "steady"
+
+    def as_dict(self) -> dict[str, Any]:
+        latest = self.latest
+        return {
+            "rto_seconds": self.rto_seconds,
+            "latest_seconds": latest.art_seconds if latest else None,
+            "rto_ratio": round(latest.art_seconds / self.rto_seconds, 4) if latest and self.rto_seconds > 0 else None,
+            "max_seconds": max((sample.art_seconds for sample in self.passing), default=None),
+            "state": self.state,
+            "trend": self.trend,
+            "history": [sample.as_dict() for sample in self.samples],
+        }
+
+
 @dataclass(frozen=True)
 class TargetStatus:
     name: str
@@ -56,6 +155,8 @@ class TargetStatus:
     skipped_items: int = 0
     # Each configured copy covering the target: its name -> when its newest copy succeeded (None: never).
     copies: dict[str, dt.datetime | None] = field(default_factory=dict)
+    # The measured recovery times of its restore tests and drills against its RTO.
+    art: ArtTrend | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +173,7 @@ class TargetStatus:
             "last_restore_test": self.last_restore_test.as_dict() if self.last_restore_test else None,
             "skipped_items": self.skipped_items,
             "copies": {name: when.isoformat() if when else None for name, when in self.copies.items()},
+            "art": self.art.as_dict() if self.art else None,
         }
 
 
@@ -96,6 +198,7 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
     snapshot_times = catalog.latest_snapshot_times()
     tests = catalog.latest_jobs("restore-test", status=FINISHED_TEST_STATUSES)
     copied = _last_copies(context)
+    histories = art_histories(context)
     statuses: list[TargetStatus] = []
     for target in context.config.targets:
         tier = context.config.tier_of(target)
@@ -122,8 +225,55 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
             last_restore_test=_restore_test_status(tests.get(target.name), rto),
             skipped_items=skipped_count(finished_jobs.get(target.name)),
             copies={copy.name: copied.get((target.name, copy.name)) for copy in context.config.copies_of(target.name)},
+            art=ArtTrend(rto, tuple(histories.get(target.name, ()))),
         ))
     return statuses
+
+
+def art_histories(context: Context, limit: int = ART_HISTORY_LIMIT) -> dict[str, list[ArtSample]]:
+    """Per target: up to ``limit`` measured ARTs, newest first, from finished restore tests and drills.
+
+    Two catalog queries, bounded (``limit`` restore tests per configured target, the newest 100
+    drills), so the metrics collector can afford it on every scrape. A restore test's ART is its
+    ``details.art_seconds`` (restore start to passing check); a drill step's is its
+    ``art_seconds`` (the drill's start to healthy), judged against the step's own RTO. Runs
+    without a measured ART (failed before the restore began) are left out. Details come from our
+    own catalog but are checked for type all the same: a bad row is skipped, never fatal.
+    """
+    # A restore test recorded before its job stored the RTO is judged against the tier's.
+    wanted = {target.name: context.config.tier_of(target).rto.total_seconds() for target in context.config.targets}
+    samples: dict[str, list[ArtSample]] = {}
+    catalog = context.catalog
+    for job in catalog.list_jobs(kind="restore-test", status=("succeeded", "failed"),
+                                 limit=limit * max(1, len(wanted))):
+        details = job.details or {}
+        art, rto = details.get("art_seconds"), details.get("rto_seconds")
+        if job.target not in wanted or not _number(art):
+            continue
+        rto = rto if _number(rto) else wanted[job.target]
+        samples.setdefault(job.target, []).append(ArtSample(
+            job.finished_at or job.created_at, "restore-test", job.id, None, float(art), float(rto),
+            job.status == "succeeded" and bool(details.get("passed", True))))
+    for job in catalog.list_jobs(kind="drill", status=("succeeded", "failed"), limit=100):
+        details = job.details or {}
+        drill = details.get("drill")
+        for step in details.get("steps") or []:
+            if not isinstance(step, dict) or step.get("target") not in wanted:
+                continue
+            art, rto = step.get("art_seconds"), step.get("rto_seconds")
+            if not _number(art) or not _number(rto) or step.get("outcome") == "skipped":
+                continue
+            samples.setdefault(step["target"], []).append(ArtSample(
+                job.finished_at or job.created_at, "drill", job.id, drill if isinstance(drill, str) else None,
+                float(art), float(rto), step.get("outcome") == "passed"))
+    for history in samples.values():
+        history.sort(key=lambda sample: (sample.time, sample.job_id), reverse=True)
+        del history[limit:]
+    return samples
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def _last_copies(context: Context) -> dict[tuple[str, str], dt.datetime]:

@@ -17,6 +17,8 @@ carries how many items it left out, which is what BackupPartial alerts on.
 The restore-test families exist only for targets with ``restore_test:``
 configured (with their interval), so a target that is not meant to be
 tested never looks "never tested" to RestoreTestOverdue.
+``safehold_target_last_art_seconds`` is the newest passing ART of a target from restore tests
+and drills alike (RTOApproaching compares it with the RTO); exists once one was measured.
 The drill families (labels ``drill`` and ``scenario``; the per-target ART also ``target``) exist
 only for the drills configured under ``drills:``, read from the 'drill' jobs' details.
 Only safehold's own families are exported (a private registry, no process or
@@ -122,6 +124,10 @@ class SafeholdCollector(Collector):
             "safehold_restore_test_last_duration_seconds",
             "Actual recovery time (restore start to passing health check) of the newest passed restore test",
             labels=TARGET_LABELS)
+        last_art = GaugeMetricFamily(
+            "safehold_target_last_art_seconds",
+            "Actual recovery time of the newest passing restore test or drill step of the target (its ART "
+            "history is in the catalog); absent before the first", labels=TARGET_LABELS)
         test_interval = GaugeMetricFamily(
             "safehold_restore_test_interval_seconds",
             "Configured interval between restore tests (restore_test.every); only targets with restore tests",
@@ -134,6 +140,9 @@ class SafeholdCollector(Collector):
             rpo.add_metric(values, tier.rpo.total_seconds())
             rto.add_metric(values, tier.rto.total_seconds())
             status = statuses.get(name)
+            latest_art = status.art.latest if status and status.art else None
+            if latest_art is not None:
+                last_art.add_metric(values, latest_art.art_seconds)
             last_success.add_metric(values, _timestamp(status.last_success if status else None))
             last_attempt.add_metric(values, _timestamp(status.last_attempt if status else None))
             if name in outcomes:
@@ -152,7 +161,7 @@ class SafeholdCollector(Collector):
             if passed and passed[1] is not None:
                 test_duration.add_metric(values, passed[1])
         yield from (rpo, rto, last_success, last_attempt, last_status, skipped_items, test_success, test_status,
-                    test_duration, test_interval)
+                    test_duration, test_interval, last_art)
         yield from self._backup_totals(labels)
 
     def _drills(self) -> Iterator[Metric]:

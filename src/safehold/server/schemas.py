@@ -67,6 +67,35 @@ class RestoreTestStatus(BaseModel):
     rto_met: bool
 
 
+class ArtSample(BaseModel):
+    time: dt.datetime = Field(description="When the restore test or drill ended.")
+    kind: str = Field(examples=["restore-test", "drill"])
+    job_id: int
+    drill: str | None = Field(description="The drill's name for a drill step; null for a restore test.")
+    art_seconds: float = Field(description="Actual recovery time: start to healthy (a drill step: the drill's "
+                                           "start to healthy); for a failed run, to the failure.")
+    rto_seconds: float = Field(description="The RTO it was judged against.")
+    rto_ratio: float = Field(description="art_seconds / rto_seconds.")
+    passed: bool
+
+
+class ArtTrend(BaseModel):
+    """The target's measured recovery times (restore tests and drills), newest first, against its RTO."""
+
+    rto_seconds: float
+    latest_seconds: float | None = Field(description="ART of the newest passing run; null if none.")
+    rto_ratio: float | None = Field(description="latest_seconds / rto_seconds.")
+    max_seconds: float | None = Field(description="The longest passing ART in the history.")
+    state: str = Field(description="unmeasured, ok, approaching (>= 80 % of the RTO: RTOApproaching), at-risk "
+                                   "(above the RTO) or could-tighten (the newest 3 or more passing ARTs all "
+                                   "took at most 25 % of it).",
+                       examples=["ok", "approaching"])
+    trend: str | None = Field(description="rising, falling or steady (the newest passing ART against the mean "
+                                          "of the older ones, 10 % of the RTO either way); null with fewer "
+                                          "than two.")
+    history: list[ArtSample]
+
+
 class TargetStatus(BaseModel):
     name: str
     tier: int
@@ -85,6 +114,7 @@ class TargetStatus(BaseModel):
     copies: dict[str, dt.datetime | None] = Field(
         default_factory=dict, description="Each configured copy covering the target: when its newest copy "
                                           "succeeded (null: never).")
+    art: ArtTrend | None = Field(None, description="Measured recovery times and their trend against the RTO.")
 
 
 class TargetList(BaseModel):

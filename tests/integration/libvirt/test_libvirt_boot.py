@@ -113,8 +113,14 @@ def console_check(line: str, **options) -> dict:
 
 
 def test_a_restored_guest_boots_in_a_sandbox_and_the_art_runs_to_its_sign_of_life(bootable, libvirt_uri, tmp_path):
+    """Also the tcp and http probes (one boot for both, to keep CI short): with probes the sandbox
+    gets a restricted user-network card; the guest's httpd serves the restored disk's line, so the
+    http probe proves the restored disk once more, and the ART runs to the last probe."""
     domain = bootable()
-    config = workspace(tmp_path, domain, libvirt_uri, console_check(domain.line))
+    check = console_check(domain.line, probes=[
+        {"type": "tcp", "port": 80},
+        {"type": "http", "port": 80, "path": "/", "expect": f"^{re.escape(domain.line)}$"}])
+    config = workspace(tmp_path, domain, libvirt_uri, check)
     assert cli(config, "init").returncode == 0
     backup = cli(config, "backup", "-t", "vm")
     assert backup.returncode == 0, backup.stderr
@@ -138,6 +144,14 @@ def test_a_restored_guest_boots_in_a_sandbox_and_the_art_runs_to_its_sign_of_lif
     assert 0 < boot["boot_seconds"] < result["art_seconds"]
     assert record["details"]["art_seconds"] == round(result["art_seconds"], 3)
     assert any(f"sandbox {boot['sandbox_domain']} destroyed and undefined" in line for line in log)
+    assert "http port 80 /: status 200, body matches" in result["detail"], result
+    probes = boot["probes"]
+    assert [(probe["type"], probe["port"], probe["passed"]) for probe in probes] == [("tcp", 80, True),
+                                                                                   ("http", 80, True)]
+    assert probes[0]["host_port"] == probes[1]["host_port"]  # one forward per guest port
+    # The ART runs to the last passing probe, after the console's sign of life.
+    assert boot["boot_seconds"] <= probes[1]["seconds"] <= result["art_seconds"] + 1
+    assert any("restricted user network, guest port(s) 80 forwarded from loopback" in line for line in log)
     # Nothing of the sandbox is left, and the original domain was never started.
     assert boot["sandbox_domain"] not in sandbox_domains(libvirt_uri)
     assert sandbox_folders(config) == []
@@ -146,8 +160,8 @@ def test_a_restored_guest_boots_in_a_sandbox_and_the_art_runs_to_its_sign_of_lif
     status = cli(config, "status", "--json")
     test = json.loads(status.stdout)["targets"][0]["last_restore_test"]
     assert test["passed"] and test["art_seconds"] == record["details"]["art_seconds"]
-    print(f"boot restore test: ART {result['art_seconds']:.2f}s (boot {boot['boot_seconds']:.2f}s), "
-          f"accelerator {boot['accelerator']}")
+    print(f"boot restore test: ART {result['art_seconds']:.2f}s (boot {boot['boot_seconds']:.2f}s, http "
+          f"{probes[1]['seconds']:.2f}s), accelerator {boot['accelerator']}")
 
 
 def test_a_sign_of_life_that_never_shows_fails_within_the_timeout_and_leaves_nothing(bootable, libvirt_uri,
@@ -355,3 +369,4 @@ def test_a_stopping_control_plane_ends_a_boot_check_and_removes_its_sandbox(boot
         assert context.catalog.latest_jobs("restore-test")["vm"].status == "interrupted"
     finally:
         context.close()
+

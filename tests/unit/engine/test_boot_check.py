@@ -91,6 +91,18 @@ def test_the_sandbox_has_no_network_its_console_in_a_file_and_its_owner_in_its_m
 
     firmware = ET.fromstring(sandbox_xml(name, [], BootSettings(), "/c", owner))
     assert firmware.find("os/kernel") is None and firmware.find("os/boot").get("dev") == "hd"
+    assert firmware.find("{http://libvirt.org/schemas/domain/qemu/1.0}commandline") is None  # no probes: no card
+
+    # With probes: one restricted user-network card, forwards from loopback only, a fresh local MAC.
+    probed = ET.fromstring(sandbox_xml(name, [], BootSettings(machine="pc-q35-7.2"), "/c", owner,
+                                       forwards={40080: 80, 45432: 5432}))
+    args = [arg.get("value") for arg in probed.iterfind(
+        "{http://libvirt.org/schemas/domain/qemu/1.0}commandline/{http://libvirt.org/schemas/domain/qemu/1.0}arg")]
+    assert args[0] == "-netdev" and args[2] == "-device"
+    assert args[1] == "user,id=safehold0,restrict=on,hostfwd=tcp:127.0.0.1:40080-:80,hostfwd=tcp:127.0.0.1:45432-:5432"
+    assert args[3].startswith("virtio-net-pci,netdev=safehold0,mac=52:54:00:")
+    assert args[3].endswith(",bus=pcie.0,addr=0x1e")
+    assert probed.find("devices/interface") is None  # nothing libvirt would connect to a host network
 
 
 def target(kind: str = "libvirt") -> SimpleNamespace:
@@ -172,3 +184,73 @@ def test_sandbox_folders_of_ended_runs_are_removed_and_others_kept(tmp_path: Pat
     assert removed == [f"folder {dead}"]
     assert sorted(path.name for path in root.iterdir()) == sorted(
         path.name for path in (live, unowned, foreign))
+
+
+def test_probes_pass_only_when_the_guest_really_answers(tmp_path: Path) -> None:
+    """probe_once through a loopback port, against stand-ins for what QEMU's forward shows: a port
+    that accepts and closes at once (the guest refused: no listener) fails a tcp probe, one that
+    stays open passes; http needs the status and the body's match."""
+    import http.server
+    import socket
+    import threading
+
+    from safehold.config.restore_test import HttpProbe, TcpProbe
+
+    closing = socket.socket()
+    closing.bind(("127.0.0.1", 0))
+    closing.listen()
+    open_port = socket.socket()
+    open_port.bind(("127.0.0.1", 0))
+    open_port.listen()
+    kept = []
+
+    def serve(listener, close: bool) -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            if close:
+                connection.close()
+            else:
+                kept.append(connection)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b"disk line 7\n" if self.path == "/" else b"nope"
+            self.send_response(200 if self.path == "/" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threads = [threading.Thread(target=serve, args=(closing, True), daemon=True),
+               threading.Thread(target=serve, args=(open_port, False), daemon=True),
+               threading.Thread(target=web.serve_forever, daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        tcp = TcpProbe(type="tcp", port=80)
+        assert boot_check.probe_once(tcp, open_port.getsockname()[1])[0] is True
+        passed, detail = boot_check.probe_once(tcp, closing.getsockname()[1])
+        assert passed is False and "nothing listens" in detail
+        http_port = web.server_address[1]
+        assert boot_check.probe_once(HttpProbe(type="http", expect="^disk line 7$"), http_port) == (
+            True, "http port 80 /: status 200, body matches '^disk line 7$'")
+        passed, detail = boot_check.probe_once(HttpProbe(type="http", expect="other"), http_port)
+        assert passed is False and "does not match" in detail
+        passed, detail = boot_check.probe_once(HttpProbe(type="http", path="/missing"), http_port)
+        assert passed is False and "status 404, expected 200" in detail
+        # Retried until the deadline, then the facts say what failed.
+        forwards = {closing.getsockname()[1]: 80}
+        started = time.monotonic()
+        ok, detail, seconds, facts = boot_check.run_probes([tcp], forwards, started, started + 1.0,
+                                                          threading.Event())
+        assert ok is False and facts[0]["attempts"] >= 2 and 1.0 <= seconds < 5
+    finally:
+        web.shutdown()
+        for listener in (closing, open_port, *kept):
+            listener.close()

@@ -257,3 +257,29 @@ def test_the_api_queues_a_drill_and_names_an_unknown_one(tmp_path) -> None:
         assert queued.status_code == 202, queued.text
     job = context.catalog.list_jobs(kind="drill")[0]
     assert job.details["params"] == {"drill": "site-lost"} and job.details["trigger"] == "api"
+
+
+def test_parallel_runs_the_steps_of_a_wave_at_the_same_time(tmp_path) -> None:
+    """Two independent steps whose checks each take a second: with parallel: 2 their runs overlap
+    (the drill takes about one check, not two), each keeps its own record; by default they do not."""
+    slow = {"type": "command", "run": "sleep 1 && test -f */hostname"}
+    steps = [{"target": "db", "check": slow}, {"target": "web", "check": slow}]
+    context = drill_context(tmp_path, [{"name": "together", "scenario": "on_prem_host_failure", "parallel": 2,
+                                        "steps": steps},
+                                       {"name": "apart", "scenario": "on_prem_host_failure", "steps": steps}])
+    backup_target(context, "db")
+    backup_target(context, "web")
+
+    def intervals(name: str) -> list[tuple[dt.datetime, dt.datetime]]:
+        result = run_drill(context, name, report_dir=tmp_path / name)
+        assert result.passed and result.evidence["left_behind"] == []
+        assert [step["detail"] for step in result.evidence["steps"]] == ["exit status 0", "exit status 0"]
+        assert len(result.evidence["created"]) == 2 and len(set(map(str, result.evidence["created"]))) == 2
+        return [(dt.datetime.fromisoformat(step["started"]), dt.datetime.fromisoformat(step["ended"]))
+                for step in result.evidence["steps"]]
+
+    (db_start, db_end), (web_start, web_end) = intervals("together")
+    assert db_start < web_end and web_start < db_end  # they overlap
+    (db_start, db_end), (web_start, web_end) = intervals("apart")
+    assert db_end <= web_start or web_end <= db_start  # one after the other
+    assert leftovers(context) == []

@@ -46,8 +46,10 @@ def test_status_follows_backups_failures_and_restore_tests(tmp_path: Path, clock
     json.dumps(data)  # JSON-able as the API and --json print it
     assert set(data) == {"name", "tier", "source_type", "rpo_seconds", "rto_seconds", "last_success",
                          "last_attempt", "last_status", "age_seconds", "compliant", "last_restore_test",
-                         "skipped_items", "copies"}
+                         "skipped_items", "copies", "art"}
     assert set(data["last_restore_test"]) == {"time", "passed", "art_seconds", "rto_seconds", "rto_met"}
+    assert data["art"]["state"] == "ok" and len(data["art"]["history"]) == 1
+    assert data["art"]["history"][0]["kind"] == "restore-test"
     assert data["last_success"] == backed_up.isoformat()
 
 
@@ -194,5 +196,71 @@ def test_status_and_a_metrics_scrape_take_as_many_queries_for_30_targets_as_for_
         counts[size] = (status_queries, len(statements) - status_queries)
         context.close()
     assert counts[3] == counts[30], counts
-    # newest backup, newest good backup, newest finished backup (what it skipped), newest snapshot, newest test
-    assert counts[3][0] == 5, counts
+    # newest backup, newest good backup, newest finished backup (what it skipped), newest snapshot, newest test,
+    # the ART history's restore tests and drills
+    assert counts[3][0] == 7, counts
+
+
+def record_test(context, clock: FakeClock, target: str, art: float, *, passed: bool = True, rto: float = 3600) -> None:
+    clock.advance(hours=1)
+    catalog = context.catalog
+    catalog.finish_job(catalog.start_job("restore-test", target), "succeeded" if passed else "failed",
+                       details={"art_seconds": art, "passed": passed, "rto_seconds": rto})
+
+
+def record_drill(context, clock: FakeClock, steps: list[dict], *, passed: bool = True) -> None:
+    clock.advance(hours=1)
+    catalog = context.catalog
+    catalog.finish_job(catalog.start_job("drill", None, {"drill": "site-lost", "scenario": "on-prem-host-failure"}),
+                       "succeeded" if passed else "failed", details={"drill": "site-lost", "passed": passed,
+                                                                     "steps": steps})
+
+
+def test_art_history_merges_restore_tests_and_drill_steps_and_judges_the_rto(tmp_path: Path,
+                                                                               clock: FakeClock) -> None:
+    """Tier 1: RTO 1h. The trend is read from the catalog's restore-test and drill jobs, newest first."""
+    context = make_context(tmp_path / "ws", [files_target(tmp_path, "web", tier=1),
+                                             files_target(tmp_path, "db", tier=1),
+                                             files_target(tmp_path, "docs", tier=3)], clock=clock, init=False)
+
+    def art(name: str):
+        return next(entry.art for entry in target_statuses(context, clock.now) if entry.name == name)
+
+    assert art("web").state == "unmeasured" and art("web").latest is None and art("web").trend is None
+    # Three fast recoveries (at most 25 % of the RTO): the RTO could be tightened.
+    for seconds in (600, 700, 800):
+        record_test(context, clock, "web", seconds)
+    assert art("web").state == "could-tighten" and art("web").trend == "steady"
+    # A drill step for web (ART from the drill's start) and db; a skipped step and an unknown target count
+    # for nothing, nor does a row with a hostile value.
+    record_drill(context, clock, [
+        {"target": "web", "outcome": "passed", "art_seconds": 2000.0, "rto_seconds": 3600.0},
+        {"target": "db", "outcome": "skipped", "art_seconds": None, "rto_seconds": 3600.0},
+        {"target": "gone", "outcome": "passed", "art_seconds": 5.0, "rto_seconds": 3600.0},
+        {"target": "docs", "outcome": "passed", "art_seconds": "NaN", "rto_seconds": 3600.0},
+        "not a step"])
+    web = art("web")
+    assert [sample.kind for sample in web.samples] == ["drill", "restore-test", "restore-test", "restore-test"]
+    assert web.latest.art_seconds == 2000 and web.latest.drill == "site-lost"
+    assert web.state == "ok" and web.trend == "rising"
+    assert art("db").samples == () and art("docs").samples == ()
+    # At 80 % of the RTO: approaching (RTOApproaching); a failed run after it judges nothing.
+    record_test(context, clock, "web", 2880)
+    record_test(context, clock, "web", 120, passed=False)
+    web = art("web")
+    assert web.state == "approaching" and web.latest.art_seconds == 2880
+    assert web.samples[0].passed is False and web.samples[0].art_seconds == 120
+    # Above the RTO: at risk; exactly the RTO is still only approaching.
+    record_test(context, clock, "web", 3600)
+    assert art("web").state == "approaching"
+    record_test(context, clock, "web", 3601)
+    assert art("web").state == "at-risk"
+    # The history is bounded, newest first, and JSON-able as status --json and the API print it.
+    for _ in range(12):
+        record_test(context, clock, "web", 900)
+    data = art("web").as_dict()
+    json.dumps(data)
+    assert len(data["history"]) == 10 and data["latest_seconds"] == 900 and data["rto_ratio"] == 0.25
+    assert data["state"] == "could-tighten" and data["max_seconds"] == 900
+    assert [entry["time"] for entry in data["history"]] == sorted((entry["time"] for entry in data["history"]),
+                                                                  reverse=True)

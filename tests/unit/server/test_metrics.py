@@ -22,6 +22,7 @@ PER_TARGET = {
     "safehold_backup_bytes_added", "safehold_target_rpo_seconds", "safehold_target_rto_seconds",
     "safehold_restore_test_last_success_timestamp_seconds", "safehold_restore_test_last_status",
     "safehold_restore_test_last_duration_seconds", "safehold_restore_test_interval_seconds",
+    "safehold_target_last_art_seconds",
 }
 #: Exported only for targets with ``restore_test:`` configured.
 RESTORE_TEST = {name for name in PER_TARGET if name.startswith("safehold_restore_test_")}
@@ -140,8 +141,11 @@ def test_values_follow_the_catalog(context: Context, clock: Clock) -> None:
     assert get("safehold_jobs_running", kind="backup") == 1
     assert get("safehold_restore_test_last_status", target="web") == 1
     assert get("safehold_restore_test_last_duration_seconds", target="web") == 6.5
+    assert get("safehold_target_last_art_seconds", target="web") == 6.5
     assert get("safehold_restore_test_last_success_timestamp_seconds", target="web") == test_time.timestamp()
     assert get("safehold_restore_test_last_success_timestamp_seconds", target="db") == 0  # configured, never run
+    assert not [sample for sample in families["safehold_target_last_art_seconds"]
+                if sample.labels["target"] != "web"]  # measured nowhere else
     assert not [sample for name in RESTORE_TEST for sample in families[name] if sample.labels["target"] == "disk"]
 
     catalog.finish_job(running, "succeeded")
@@ -153,6 +157,13 @@ def test_values_follow_the_catalog(context: Context, clock: Clock) -> None:
     # The last *passed* test keeps its time and ART, so RTOAtRisk and RestoreTestOverdue stay meaningful.
     assert get("safehold_restore_test_last_duration_seconds", target="web") == 6.5
     assert get("safehold_restore_test_last_success_timestamp_seconds", target="web") == test_time.timestamp()
+    assert get("safehold_target_last_art_seconds", target="web") == 6.5
+    # A drill step restores web later, in 40 s: the newest passing ART of either kind is exported.
+    run_job(catalog, clock, "drill", None, 41, "succeeded", details={"drill": "d", "passed": True, "steps": [
+        {"target": "web", "outcome": "passed", "art_seconds": 40.0, "rto_seconds": 3600.0}]})
+    families = scrape(context)
+    assert get("safehold_target_last_art_seconds", target="web") == 40.0
+    assert get("safehold_restore_test_last_duration_seconds", target="web") == 6.5
 
 
 def test_a_partial_backup_is_a_good_backup_with_its_skipped_items(context: Context, clock: Clock) -> None:

@@ -2,7 +2,9 @@
 
 A sandbox is a persistent domain named ``safehold-sandbox-<label>-<random>`` built from scratch
 (never from a saved domain XML, which is hostile input read from a repository): the restored
-images as its disks, no network interface (so no MAC address of production and nothing to reach),
+images as its disks, no network interface (so no MAC address of production and nothing to reach;
+with ``forwards``, for tcp/http probes, one card on QEMU's user networking with ``restrict=on``:
+the guest reaches nothing, and only the forwarded loopback ports reach it; a random local MAC),
 no graphics, no host devices, its first serial port written to a file, and ``destroy`` on
 poweroff, reboot and crash, so a guest that dies ends its run at once. Its ``<metadata>`` names
 the run that owns it (``SandboxOwner``), so a later run can tell a killed run's leftover from a
@@ -29,6 +31,7 @@ from .connection import connect, import_libvirt
 
 SANDBOX_PREFIX = "safehold-sandbox-"
 METADATA_NAMESPACE = "https://safehold.invalid/xmlns/sandbox/1"
+QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
 CONSOLE_KEEP = 1 << 20  # console characters kept for matching: the newest MiB
 MAX_BOOT_FILE = 512 * 1024 * 1024  # a kernel or initrd larger than this is refused (a device, a wrong path)
 _NAME_PART = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -176,8 +179,13 @@ def _count(value: str | None) -> int | None:
 
 
 def sandbox_xml(name: str, disks: list[SandboxDisk], boot: BootSettings, console: str, owner: SandboxOwner,
-                domain_type: str = "qemu", description: str = "") -> str:
-    """The sandbox's domain XML (see the module docstring for what it has and lacks)."""
+                domain_type: str = "qemu", description: str = "", forwards: dict[int, int] | None = None) -> str:
+    """The sandbox's domain XML (see the module docstring for what it has and lacks).
+
+    ``forwards``: host loopback port -> guest port, for probes. libvirt 9's ``<portForward>`` needs
+    the passt backend (not installed with Debian's libvirt), so the card is given to QEMU directly
+    (``<qemu:commandline>``): SLIRP with ``restrict=on`` and ``hostfwd`` on 127.0.0.1 only.
+    """
     root = ET.Element("domain", type=domain_type)
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "description").text = description or "safehold sandbox; removed when its run ends"
@@ -212,6 +220,18 @@ def sandbox_xml(name: str, disks: list[SandboxDisk], boot: BootSettings, console
     video = ET.SubElement(devices, "video")
     ET.SubElement(video, "model", type="none")
     ET.SubElement(devices, "memballoon", model="none")
+    if forwards:
+        rules = ",".join(f"hostfwd=tcp:127.0.0.1:{int(host)}-:{int(guest)}" for host, guest in sorted(forwards.items()))
+        mac = "52:54:00:" + ":".join(f"{byte:02x}" for byte in os.urandom(3))  # never production's
+        commandline = ET.SubElement(root, f"{{{QEMU_NAMESPACE}}}commandline")
+        for value in ("-netdev", f"user,id=safehold0,restrict=on,{rules}",
+                      # A fixed, high PCI slot: libvirt numbers its own devices (the disks) from slot 2
+                      # up and does not know about this one, which would otherwise take slot 2 first.
+                      # (q35's root bus is pcie.0.)
+                      "-device", f"virtio-net-pci,netdev=safehold0,mac={mac},"
+                                 f"bus={'pcie.0' if 'q35' in (boot.machine or '') else 'pci.0'},addr=0x1e"):
+            ET.SubElement(commandline, f"{{{QEMU_NAMESPACE}}}arg", value=value)
+        ET.register_namespace("qemu", QEMU_NAMESPACE)
     ET.register_namespace("safehold", METADATA_NAMESPACE)
     return ET.tostring(root, encoding="unicode")
 
@@ -261,11 +281,12 @@ class Sandbox:
         self.started = 0.0
         self.domain_type = "qemu"
 
-    def start(self, disks: list[SandboxDisk], boot: BootSettings, owner: SandboxOwner, description: str = "") -> None:
+    def start(self, disks: list[SandboxDisk], boot: BootSettings, owner: SandboxOwner, description: str = "",
+              forwards: dict[int, int] | None = None) -> None:
         libvirt = import_libvirt()
         self.connection = connect(self.uri)
         self.domain_type = domain_type_for(self.connection)
-        xml = sandbox_xml(self.name, disks, boot, self.console, owner, self.domain_type, description)
+        xml = sandbox_xml(self.name, disks, boot, self.console, owner, self.domain_type, description, forwards)
         # libvirt answered (connect did not fail): a refusal now is about this sandbox (a kernel QEMU
         # cannot read, a machine type or accelerator this host lacks), not about the hypervisor.
         try:

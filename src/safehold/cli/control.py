@@ -46,12 +46,22 @@ def status(json_output: bool = JsonOption) -> None:
             last += f" ({entry.skipped_items} skipped)"
         copies = ", ".join(f"{name} {f'{when:%Y-%m-%d %H:%M}' if when else 'never'}"
                            for name, when in entry.copies.items())
+        state = entry.ransomware or {}
+        verdict = "SUSPICIOUS" if state.get("suspicious") else state.get("verdict", "")
         rows.append([entry.name, entry.tier, entry.source_type, _age(entry.rpo_seconds), _age(entry.age_seconds),
-                     "yes" if entry.compliant else "NO", last, drill] + ([copies] if ctx.config.copies else []))
-    print_table(["target", "tier", "source", "rpo", "age", "compliant", "last backup", "restore test"]
+                     "yes" if entry.compliant else "NO", last, drill, verdict] + ([copies] if ctx.config.copies else []))
+    print_table(["target", "tier", "source", "rpo", "age", "compliant", "last backup", "restore test", "verdict"]
                 + (["copies (last)"] if ctx.config.copies else []), rows)
     bad = [entry.name for entry in statuses if not entry.compliant]
     typer.echo(f"{len(statuses) - len(bad)} of {len(statuses)} target(s) within their RPO")
+    suspicious = [entry for entry in statuses if (entry.ransomware or {}).get("suspicious")]
+    for entry in suspicious:
+        state = entry.ransomware or {}
+        clean = state.get("latest_clean")
+        typer.echo(f"SUSPICIOUS: {entry.name}: possible ransomware since snapshot {str(state.get('since'))[:8]} "
+                   f"(score {state.get('score', 0):g}); last clean: {clean[:8] if clean else 'none'} "
+                   f"('safehold snapshots --target {entry.name}', then 'safehold mark ID clean' or restore "
+                   f"latest-clean:{entry.name})")
     partial = [entry.name for entry in statuses if entry.skipped_items]
     if partial:
         typer.echo(f"{len(partial)} target(s) whose newest backup left items out: {', '.join(partial)} "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..catalog.store import GOOD_BACKUP_STATUSES
 from .context import Context
+from .verdicts import target_states
 
 if TYPE_CHECKING:
     from ..catalog.store import JobRecord
@@ -56,6 +57,9 @@ class TargetStatus:
     skipped_items: int = 0
     # Each configured copy covering the target: its name -> when its newest copy succeeded (None: never).
     copies: dict[str, dt.datetime | None] = field(default_factory=dict)
+    # The ransomware verdict of the target's snapshots (engine/verdicts.py): {"snapshot", "verdict",
+    # "score", "suspicious", "since", "latest_clean"}; None before a backup recorded one.
+    ransomware: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +76,7 @@ class TargetStatus:
             "last_restore_test": self.last_restore_test.as_dict() if self.last_restore_test else None,
             "skipped_items": self.skipped_items,
             "copies": {name: when.isoformat() if when else None for name, when in self.copies.items()},
+            "ransomware": self.ransomware,
         }
 
 
@@ -96,6 +101,7 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
     snapshot_times = catalog.latest_snapshot_times()
     tests = catalog.latest_jobs("restore-test", status=FINISHED_TEST_STATUSES)
     copied = _last_copies(context)
+    verdicts = target_states(context)
     statuses: list[TargetStatus] = []
     for target in context.config.targets:
         tier = context.config.tier_of(target)
@@ -122,6 +128,7 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
             last_restore_test=_restore_test_status(tests.get(target.name), rto),
             skipped_items=skipped_count(finished_jobs.get(target.name)),
             copies={copy.name: copied.get((target.name, copy.name)) for copy in context.config.copies_of(target.name)},
+            ransomware=verdicts.get(target.name),
         ))
     return statuses
 

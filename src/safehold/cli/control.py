@@ -70,13 +70,15 @@ def status(json_output: bool = JsonOption) -> None:
 
 def restore_test(
     target: str = typer.Option(..., "--target", "-t", help="Target whose newest snapshot to test."),
+    snapshot: str = typer.Option("latest", "--snapshot", help="Another snapshot of the target: an id (prefix) or "
+                                 "'latest-clean' (the newest judged clean of ransomware)."),
     json_output: bool = JsonOption,
 ) -> None:
     """Restore the newest snapshot into a sandbox, run the health check, compare the ART with the RTO."""
     from ..engine.restore_test import run_restore_test
 
     ctx, _ = context(json_output, progress=False)
-    result = run_restore_test(ctx, target)
+    result = run_restore_test(ctx, target, snapshot_ref=snapshot)
     if json_output:
         print_json(result.as_dict())
         return

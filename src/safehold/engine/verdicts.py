@@ -23,7 +23,7 @@ from .. import errors
 from ..repository import Repository, Snapshot
 from ..repository.forgotten import live_snapshots
 from ..repository.marks import MARKS, Assessment, assess, baseline_history, latest_clean, load_records, record_verdict
-from ..repository.signals import ParentFile, SignalCollector, looks_random, magic
+from ..repository.signals import WINDOW, ParentFile, SignalCollector, looks_random, magic
 from ..repository.verdict import judge
 from ..text import printable
 from .context import Context
@@ -205,7 +205,7 @@ def _read_type(repository: Repository, item: dict) -> tuple[str | None, bool | N
         data = repository.read_blob(ids[0])
     except errors.SafeholdError:
         return None, None
-    return magic(data[:1024]), looks_random(data)
+    return magic(data[:1024]), looks_random(data[:WINDOW])
 
 
 def mark_snapshot(context: Context, ref: str, verdict: str, note: str | None = None,

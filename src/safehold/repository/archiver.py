@@ -35,7 +35,7 @@ from ..items import ChangeAware, DiskItem, FileItem, ItemSkipped, SkippedItems, 
 from .chunker import DEFAULT_IMAGE_CHUNK
 from .pack import BlobType
 from .repository import Repository, Snapshot, TreeWriter
-from .signals import ParentFile, SignalCollector, looks_random, magic
+from .signals import WINDOW, ParentFile, SignalCollector, looks_random, magic
 from .verdict import judge
 
 
@@ -190,10 +190,6 @@ class Archiver:
                     if not block and not all(f.done() for f in futures):
                         return
                     record["chunks"] = b"".join(f.result()[0] for f in futures)
-                    if futures and self._collector is not None:
-                        random = futures[0].result()[2]  # the first chunk's: what a type is judged on
-                        if random is not None:
-                            record["random"] = random
                 pending.popleft()
                 if self._collector is not None and record["type"] == "file":
                     self._collector.file(record["path"], record["size"], record["inode"], record.get("magic"),
@@ -233,7 +229,12 @@ class Archiver:
                             opened = True
                             for chunk in chunker.chunks(stream):
                                 if not futures and self._collector is not None:
+                                    # The type the file's first bytes claim, and whether its first
+                                    # window looks random: what intermittent encryption hits first.
                                     record["magic"] = magic(chunk[:1024])
+                                    random = looks_random(chunk[:WINDOW])
+                                    if random is not None:
+                                        record["random"] = random
                                 futures.append(self._submit(pool, chunk))
                                 size += len(chunk)
                                 self.summary.bytes_read += len(chunk)

@@ -22,8 +22,8 @@ read that the backup would not read anyway.
   churn (many new names that are a deleted name plus the same new extension, ``report.docx`` ->
   ``report.docx.locked``), and names that ransom notes use.
 
-The item records of files carry ``magic`` (the label) and ``random`` (whether the first chunk's
-sample looks random; absent for files under 512 bytes) so the next backup can compare without
+The item records of files carry ``magic`` (the label) and ``random`` (whether the file's first
+4 KiB look random, where intermittent encryption starts; absent for files under 512 bytes) so the next backup can compare without
 reading the parent's data (docs/repository-format.md).
 """
 
@@ -232,7 +232,9 @@ class SignalCollector:
             stem, dot, extension = new.path.rpartition(b".")
             if dot and b"/" not in extension and 0 < len(extension) <= 32:
                 old_path = counterpart if counterpart is not None else (stem if stem in deleted else None)
-                if old_path is not None and not old_path.endswith(b"." + extension):
+                # Only content that looks encrypted counts: 'gzip *.log' gives many '.gz' too.
+                if (old_path is not None and not old_path.endswith(b"." + extension)
+                        and encrypted_looking(new.magic, new.random)):
                     entry = gained.setdefault(extension.lower(), [0, []])
                     entry[0] += 1
                     if len(entry[1]) < EXAMPLES:

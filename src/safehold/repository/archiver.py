@@ -35,7 +35,7 @@ from ..items import ChangeAware, DiskItem, FileItem, ItemSkipped, SkippedItems, 
 from .chunker import DEFAULT_IMAGE_CHUNK
 from .pack import BlobType
 from .repository import Repository, Snapshot, TreeWriter
-from .signals import WINDOW, ParentFile, SignalCollector, looks_random, magic
+from .signals import ParentFile, SignalCollector, chunk_randomness, magic
 from .verdict import judge
 
 
@@ -152,21 +152,24 @@ class Archiver:
                                _label(item.get("magic")), _flag(item.get("random")))
                 for item in self.repository.read_tree(parent) if item["type"] == "file"}
 
-    def _store(self, data: bytes) -> tuple[bytes, bool, bool | None]:
-        """Runs in the pool: the chunk's randomness (a sample of its plaintext, before compression),
-        then store it."""
-        random = looks_random(data) if self._collector is not None else None
+    def _store(self, data: bytes, first: bool = False) -> tuple[bytes, bool, bool | None]:
+        """Runs in the pool: the chunk's randomness (a sample of its plaintext, before compression;
+        for a file's first chunk also of its first window), then store it. Returns (id, added,
+        first window random)."""
+        random = head = None
+        if self._collector is not None:
+            random, head = chunk_randomness(data, first)
         blob_id, added = self.repository.save_blob(BlobType.DATA, data)
         if added and self._collector is not None:
             self._collector.chunk(len(data), random)
-        return blob_id, added, random
+        return blob_id, added, head
 
-    def _submit(self, pool: ThreadPoolExecutor, data: bytes) -> Future:
+    def _submit(self, pool: ThreadPoolExecutor, data: bytes, first: bool = False) -> Future:
         # A lost lock (failed heartbeat) stops the run here, not hours later at the snapshot.
         self.repository.ensure_lock()
         # The semaphore bounds chunks in flight, so memory stays flat however fast we read.
         self._slots.acquire()
-        future = pool.submit(self._store, data)
+        future = pool.submit(self._store, data, first)
         future.add_done_callback(lambda _future: self._slots.release())
         return future
 
@@ -190,6 +193,10 @@ class Archiver:
                     if not block and not all(f.done() for f in futures):
                         return
                     record["chunks"] = b"".join(f.result()[0] for f in futures)
+                    if futures and self._collector is not None:
+                        head = futures[0].result()[2]
+                        if head is not None:
+                            record["random"] = head
                 pending.popleft()
                 if self._collector is not None and record["type"] == "file":
                     self._collector.file(record["path"], record["size"], record["inode"], record.get("magic"),
@@ -231,11 +238,9 @@ class Archiver:
                                 if not futures and self._collector is not None:
                                     # The type the file's first bytes claim, and whether its first
                                     # window looks random: what intermittent encryption hits first.
+                                    # (The window's randomness is judged in the pool, with the chunk's.)
                                     record["magic"] = magic(chunk[:1024])
-                                    random = looks_random(chunk[:WINDOW])
-                                    if random is not None:
-                                        record["random"] = random
-                                futures.append(self._submit(pool, chunk))
+                                futures.append(self._submit(pool, chunk, first=not futures))
                                 size += len(chunk)
                                 self.summary.bytes_read += len(chunk)
                                 self.progress.bytes_done += len(chunk)

@@ -360,7 +360,7 @@ def measure_cost(base: Path, work: Path, repeat: int) -> dict:
 
 # -- run -----------------------------------------------------------------------------------------
 
-def run(files: int, workdir: Path, repeat: int, fractions: list[float], seed: int) -> dict:
+def run(files: int, workdir: Path, repeat: int, fractions: list[float], seed: int, quick: bool = False) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     base = workdir / "base"
     if base.exists():
@@ -369,9 +369,13 @@ def run(files: int, workdir: Path, repeat: int, fractions: list[float], seed: in
     tree_files = all_files(base)
     result: dict = {"files": len(tree_files), "bytes": sum(p.stat().st_size for p in tree_files),
                     "attacks": [], "benign": []}
-    for mode in ("full", "intermittent"):
-        for rename in (False, True):
-            for notes in (False, True):
+    variants = [(mode, rename, notes) for mode in ("full", "intermittent") for rename in (False, True)
+                for notes in (False, True)]
+    if quick:  # the smoke test: two attacks exercise every code path
+        variants = [("full", False, False), ("intermittent", True, True)]
+    for mode, rename, notes in variants:
+        if True:
+            if True:
                 for fraction in fractions:
                     target = fresh_target(base, workdir / "scenario")
                     touched = attack(target.tree, fraction, mode, rename, notes)
@@ -462,11 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="full backups per setting for the cost")
     parser.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="two attack variants only (the smoke test)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--out", type=Path, help="write the markdown section here")
     parser.add_argument("--update-docs", action="store_true", help=f"replace '{SECTION}' in docs/benchmarks.md")
     args = parser.parse_args(argv)
-    result = run(args.files, args.workdir, args.repeat, [float(f) for f in args.fractions.split(",")], args.seed)
+    result = run(args.files, args.workdir, args.repeat, [float(f) for f in args.fractions.split(",")], args.seed,
+                 quick=args.quick)
     command = "python bench/ransomware.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
                                                        if a != "--update-docs")
     text = markdown(result, command.strip())

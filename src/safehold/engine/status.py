@@ -101,7 +101,7 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
     snapshot_times = catalog.latest_snapshot_times()
     tests = catalog.latest_jobs("restore-test", status=FINISHED_TEST_STATUSES)
     copied = _last_copies(context)
-    verdicts = target_states(context)
+    verdicts = target_states(context, good_jobs)
     statuses: list[TargetStatus] = []
     for target in context.config.targets:
         tier = context.config.tier_of(target)

@@ -228,12 +228,17 @@ def mark_snapshot(context: Context, ref: str, verdict: str, note: str | None = N
                     "verdict": verdict_dict(assessed.get(snapshot.id)), "state": state}
 
 
-def target_states(context: Context) -> dict[str, dict]:
-    """target -> its ransomware state from the catalog (the newest backup, mark or scan job that
-    recorded one); three queries whatever the number of targets."""
+def target_states(context: Context, good_backups: dict | None = None) -> dict[str, dict]:
+    """target -> its ransomware state from the catalog (the newest good backup, mark or scan job
+    that recorded one); three queries whatever the number of targets, two when the caller has the
+    newest good backups (``catalog.latest_jobs('backup', GOOD_BACKUP_STATUSES)``) at hand."""
     newest: dict[str, tuple[int, dict]] = {}
     for kind in ("backup", "mark", "scan"):
-        for target, job in context.catalog.latest_jobs(kind, status=("succeeded", "partial")).items():
+        if kind == "backup" and good_backups is not None:
+            jobs = good_backups
+        else:
+            jobs = context.catalog.latest_jobs(kind, status=("succeeded", "partial"))
+        for target, job in jobs.items():
             state = (job.details or {}).get(STATE_KEY)
             if target is None or not isinstance(state, dict):
                 continue

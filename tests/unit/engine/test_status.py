@@ -46,7 +46,7 @@ def test_status_follows_backups_failures_and_restore_tests(tmp_path: Path, clock
     json.dumps(data)  # JSON-able as the API and --json print it
     assert set(data) == {"name", "tier", "source_type", "rpo_seconds", "rto_seconds", "last_success",
                          "last_attempt", "last_status", "age_seconds", "compliant", "last_restore_test",
-                         "skipped_items", "copies"}
+                         "skipped_items", "copies", "ransomware"}
     assert set(data["last_restore_test"]) == {"time", "passed", "art_seconds", "rto_seconds", "rto_met"}
     assert data["last_success"] == backed_up.isoformat()
 
@@ -194,5 +194,6 @@ def test_status_and_a_metrics_scrape_take_as_many_queries_for_30_targets_as_for_
         counts[size] = (status_queries, len(statements) - status_queries)
         context.close()
     assert counts[3] == counts[30], counts
-    # newest backup, newest good backup, newest finished backup (what it skipped), newest snapshot, newest test
-    assert counts[3][0] == 5, counts
+    # newest backup, newest good backup, newest finished backup (what it skipped), newest snapshot, newest test,
+    # newest mark and newest scan (the ransomware state; the good backup's is reused)
+    assert counts[3][0] == 7, counts

@@ -223,10 +223,11 @@ class SignalCollector:
             self._compare(path, old, label, random)
 
     def _compare(self, path: bytes, old: ParentFile, label: str | None, random: bool | None) -> None:
-        if not encrypted_looking(label, random) or old.magic is None:
+        if not encrypted_looking(label, random) or old.magic in (None, "empty"):
             return
-        # It was of a known type, or of unknown type but not random: now it is random data.
-        if old.magic != "data" and old.magic != "empty" or old.random is False:
+        # It was of a known type and is now random data (or data too short to judge: a note-sized
+        # text encrypted); or it was of no type but not random, and now is, measurably.
+        if old.magic != "data" or (old.random is False and random is True):
             self.type_changed += 1
             if len(self.type_changed_files) < EXAMPLES:
                 self.type_changed_files.append(path)

@@ -262,3 +262,14 @@ def test_backups_store_types_in_items_and_a_verdict_that_catches_encryption(tmp_
     # signals off (to measure their cost): no fields, no verdict
     off = backup(third, [], signals=False)
     assert "verdict" not in off.summary and "signals" not in off.summary
+
+
+def test_a_short_untyped_file_changing_is_no_type_change():
+    """A small binary of no known type (a .pyc) rewritten with content too short to judge is an
+    upgrade, not encryption; a short text turned into untyped bytes is (a note-sized file encrypted)."""
+    parent = parent_of({"lib/a.pyc": (900, 1, "data", False), "notes/todo.txt": (300, 2, "text", None)})
+    collector = SignalCollector(parent=parent)
+    collector.file(b"lib/a.pyc", 150, 1, "data", None, read=True)
+    collector.file(b"notes/todo.txt", 300, 2, "data", None, read=True)
+    signals = collector.finish()
+    assert signals["type_changed"] == 1 and signals["examples"]["type_changed"] == [b"notes/todo.txt"]

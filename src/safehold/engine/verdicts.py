@@ -124,15 +124,15 @@ def compute_signals(repository: Repository, snapshot: Snapshot, parent: Snapshot
         return _image_signals(repository, snapshot, parent)
     old: dict[bytes, dict] = {}
     if parent is not None and parent.kind == "files":
-        old = {item["path"]: item for item in repository.read_tree(parent) if item.get("type") == "file"}
-    current = [item for item in repository.read_tree(snapshot) if item.get("type") == "file"]
+        old = {item["path"]: item for item in repository.read_tree(parent) if _is_file(item)}
+    current = [item for item in repository.read_tree(snapshot) if _is_file(item)]
     now_chunks = {item["path"]: item.get("chunks") for item in current}
     parents: dict[bytes, ParentFile] = {}
     for path, item in old.items():
         label, rnd = _stored_type(item)
         if label is None and now_chunks.get(path) != item.get("chunks"):
             label, rnd = _read_type(repository, item)
-        parents[path] = ParentFile(int(item.get("size") or 0), int(item.get("inode") or 0), label, rnd)
+        parents[path] = ParentFile(_int(item.get("size")), _int(item.get("inode")), label, rnd)
     collector = SignalCollector(parent=parents if parent is not None else None)
     old_chunks = {bytes(c) for item in old.values() for c in _ids(item.get("chunks"))}
     new_chunks: list[bytes] = []
@@ -145,7 +145,7 @@ def compute_signals(repository: Repository, snapshot: Snapshot, parent: Snapshot
             if label is None:
                 label, rnd = _read_type(repository, item)
             new_chunks += [c for c in _ids(item.get("chunks")) if c not in old_chunks]
-        collector.file(item["path"], int(item.get("size") or 0), int(item.get("inode") or 0), label, rnd,
+        collector.file(item["path"], _int(item.get("size")), _int(item.get("inode")), label, rnd,
                        read=not unchanged)
     _sample_chunks(repository, list(dict.fromkeys(new_chunks)), collector)
     signals = collector.finish()
@@ -182,6 +182,15 @@ def _sample_chunks(repository: Repository, chunks: list[bytes], collector: Signa
     collector.new_bytes += int(probe.new_bytes * scale)
     collector.random_chunks += int(probe.random_chunks * scale)
     collector.random_bytes += int(probe.random_bytes * scale)
+
+
+def _is_file(item: Any) -> bool:
+    """A file item of a tree read from the repository (hostile input: anything else is skipped)."""
+    return isinstance(item, dict) and item.get("type") == "file" and isinstance(item.get("path"), bytes)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _ids(chunks: Any) -> list[bytes]:

@@ -177,9 +177,9 @@ class Archiver:
                pool: ThreadPoolExecutor, skipped: SkippedItems) -> None:
         previous = self._parent_files(parent)
         if self.signals:
-            self._collector = collector = SignalCollector(
-                parent={path: ParentFile(old[0], old[3], old[5], old[6]) for path, old in previous.items()}
-                if parent is not None and parent.kind == "files" else None)
+            self._collector = SignalCollector(
+                parent=previous if parent is not None and parent.kind == "files" else None,
+                unpack=lambda old: ParentFile(old[0], old[3], old[5], old[6]))
         chunker = self.repository.file_chunker()
         pending: deque[tuple[dict, list[Future] | None]] = deque()
         # Files left out, by path: a later hard link to one of them is left out too (it would point

@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy
 
@@ -184,7 +185,11 @@ class SignalCollector:
     """Sums up one snapshot's signals. ``file`` is called on the archiver's thread, ``chunk``
     from the pool's threads (it takes a lock)."""
 
-    parent: dict[bytes, ParentFile] | None  # None: no parent (a first snapshot)
+    # path -> what the parent knew of the file; None: no parent (a first snapshot). Any mapping:
+    # ``unpack`` turns its values into ParentFile, so the archiver passes the dict of tuples it
+    # already holds instead of a second object per file (a parent of millions of files).
+    parent: Mapping[bytes, Any] | None
+    unpack: Callable[[Any], ParentFile] = lambda value: value
     files: int = 0
     added: int = 0
     modified: int = 0
@@ -220,7 +225,7 @@ class SignalCollector:
             self._added.append(_New(path, size, inode, label, random))
         elif read:
             self.modified += 1
-            self._compare(path, old, label, random)
+            self._compare(path, self.unpack(old), label, random)
 
     def _compare(self, path: bytes, old: ParentFile, label: str | None, random: bool | None) -> None:
         if not encrypted_looking(label, random) or old.magic in (None, "empty"):
@@ -241,7 +246,7 @@ class SignalCollector:
         }
         if self.parent is None:
             return signals
-        deleted = {path: old for path, old in self.parent.items() if path not in self._seen}
+        deleted = {path: self.unpack(old) for path, old in self.parent.items() if path not in self._seen}
         by_inode: dict[tuple[int, int], bytes] = {(old.inode, old.size): path for path, old in deleted.items()
                                                  if old.inode}
         renamed = 0
@@ -284,7 +289,7 @@ class SignalCollector:
                                                     default=(b"", (0, [])))
         signals.update({
             "added": len(self._added), "deleted": len(deleted), "modified": self.modified, "renamed": renamed,
-            "parent_files": len(self.parent), "typed_parent": any(old.magic is not None for old in self.parent.values()),
+            "parent_files": len(self.parent),
             "type_changed": self.type_changed, "random_unknown_added": random_unknown_count,
             "extension_churn": churn, "churn_extension": churn_extension, "ransom_notes": notes_count,
             "examples": {"type_changed": self.type_changed_files, "random_unknown_added": random_unknown,

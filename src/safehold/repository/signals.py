@@ -66,6 +66,12 @@ _MAGIC: list[tuple[int, bytes, str]] = [
     (0, b"\xed\xab\xee\xdb", "rpm"), (0, b"\x00\x00\x00\x0cjP  ", "jp2"), (0, b"wOFF", "woff"), (0, b"wOF2", "woff"),
     (0, b"\x00\x01\x00\x00\x00", "ttf"), (0, b"OTTO", "otf"), (0, b"{\\rtf", "rtf"),
 ]
+# Signatures at offset 0 by their first byte: one dict lookup and a startswith or two per file.
+_BY_FIRST_BYTE: dict[int, list[tuple[bytes, str]]] = {}
+for _offset, _signature, _label in _MAGIC:
+    if _offset == 0:
+        _BY_FIRST_BYTE.setdefault(_signature[0], []).append((_signature, _label))
+_AT_OFFSET = [(offset, signature, label) for offset, signature, label in _MAGIC if offset]
 _ZLIB_SECOND = {0x01, 0x5E, 0x9C, 0xDA}  # 0x78 then one of these: a zlib stream (git's loose objects)
 _TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\f\b\x1b"
 
@@ -128,8 +134,12 @@ def chunk_randomness(data: bytes, first: bool) -> tuple[bool | None, bool | None
 
 def magic(first: bytes) -> str:
     """A label for the type the first bytes of a file claim (``data`` when none)."""
-    for offset, signature, label in _MAGIC:
-        if first[offset: offset + len(signature)] == signature:
+    if first:
+        for signature, label in _BY_FIRST_BYTE.get(first[0], ()):
+            if first.startswith(signature):
+                return label
+    for offset, signature, label in _AT_OFFSET:
+        if first.startswith(signature, offset):
             return label
     if len(first) >= 2 and first[0] == 0x78 and first[1] in _ZLIB_SECOND and (first[0] * 256 + first[1]) % 31 == 0:
         return "zlib"

@@ -152,24 +152,26 @@ class Archiver:
                                _label(item.get("magic")), _flag(item.get("random")))
                 for item in self.repository.read_tree(parent) if item["type"] == "file"}
 
-    def _store(self, data: bytes, first: bool = False) -> tuple[bytes, bool, bool | None]:
+    def _store(self, data: bytes, first: bool = False, judge: bool = True) -> tuple[bytes, bool, bool | None]:
         """Runs in the pool: the chunk's randomness (a sample of its plaintext, before compression;
         for a file's first chunk also of its first window), then store it. Returns (id, added,
-        first window random)."""
+        first window random). ``judge`` False: the chunk belongs to a file of a known type, whose
+        randomness no rule reads (a JPEG is random, a text is not; only a change of type tells),
+        so the histogram is not computed at all: most files of most trees."""
         random = head = None
-        if self._collector is not None:
+        if self._collector is not None and judge:
             random, head = chunk_randomness(data, first)
         blob_id, added = self.repository.save_blob(BlobType.DATA, data)
         if added and self._collector is not None:
             self._collector.chunk(len(data), random)
         return blob_id, added, head
 
-    def _submit(self, pool: ThreadPoolExecutor, data: bytes, first: bool = False) -> Future:
+    def _submit(self, pool: ThreadPoolExecutor, data: bytes, first: bool = False, judge: bool = True) -> Future:
         # A lost lock (failed heartbeat) stops the run here, not hours later at the snapshot.
         self.repository.ensure_lock()
         # The semaphore bounds chunks in flight, so memory stays flat however fast we read.
         self._slots.acquire()
-        future = pool.submit(self._store, data, first)
+        future = pool.submit(self._store, data, first, judge)
         future.add_done_callback(lambda _future: self._slots.release())
         return future
 
@@ -240,7 +242,8 @@ class Archiver:
                                     # window looks random: what intermittent encryption hits first.
                                     # (The window's randomness is judged in the pool, with the chunk's.)
                                     record["magic"] = magic(chunk[:1024])
-                                futures.append(self._submit(pool, chunk, first=not futures))
+                                futures.append(self._submit(pool, chunk, first=not futures,
+                                                            judge=record.get("magic") == "data"))
                                 size += len(chunk)
                                 self.summary.bytes_read += len(chunk)
                                 self.progress.bytes_done += len(chunk)

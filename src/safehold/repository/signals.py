@@ -22,8 +22,13 @@ read that the backup would not read anyway.
   churn (many new names that are a deleted name plus the same new extension, ``report.docx`` ->
   ``report.docx.locked``), and names that ransom notes use.
 
-The item records of files carry ``magic`` (the label) and ``random`` (whether the file's first
-4 KiB look random, where intermittent encryption starts; absent for files under 512 bytes) so the next backup can compare without
+Randomness is judged only where a rule reads it: chunks of files of no known type (``data``) and
+of disk images. A file of a known type is judged by its type alone (a JPEG is random by nature,
+a text never; encryption shows as the type turning into ``data``), which spares the histogram
+for most files of most trees.
+
+The item records of files carry ``magic`` (the label) and ``random`` (for ``data`` files: whether
+the first 4 KiB look random, where intermittent encryption starts; absent under 512 bytes) so the next backup can compare without
 reading the parent's data (docs/repository-format.md).
 """
 
@@ -214,7 +219,8 @@ class SignalCollector:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def chunk(self, length: int, random: bool | None) -> None:
-        """A chunk this snapshot stored (new to the repository)."""
+        """A chunk this snapshot stored (new to the repository); ``random`` None when not judged
+        (a chunk of a file of a known type)."""
         with self._lock:
             self.new_chunks += 1
             self.new_bytes += length

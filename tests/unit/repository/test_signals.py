@@ -236,6 +236,8 @@ def test_backups_store_types_in_items_and_a_verdict_that_catches_encryption(tmp_
     for i in range(30):
         (tree / f"doc{i:02}.txt").write_bytes(text(3000 + i * 100, seed=i))
     (tree / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + random.Random(3).randbytes(20000))
+    (tree / "table.dat").write_bytes(b"\x02\x07" + b"".join(i.to_bytes(4, "little") + bytes(4) for i in range(1000)))
+    (tree / "blob.dat").write_bytes(random.Random(4).randbytes(9000))
     repository = Repository.init(LocalBackend(tmp_path / "repo"), b"pw", FAST_KDF)
 
     def backup(parent: Snapshot | None, history: list[dict], signals: bool = True) -> Snapshot:
@@ -245,8 +247,12 @@ def test_backups_store_types_in_items_and_a_verdict_that_catches_encryption(tmp_
     first = backup(None, [])
     assert first.summary["verdict"]["verdict"] == "unknown"
     items = {item["path"]: item for item in repository.read_tree(first) if item["type"] == "file"}
-    assert items[b"tree/doc00.txt"]["magic"] == "text" and items[b"tree/doc00.txt"]["random"] is False
-    assert items[b"tree/photo.jpg"]["magic"] == "jpeg"
+    # a file of a known type is judged by its type alone: no histogram, no 'random'
+    assert items[b"tree/doc00.txt"]["magic"] == "text" and "random" not in items[b"tree/doc00.txt"]
+    assert items[b"tree/photo.jpg"]["magic"] == "jpeg" and "random" not in items[b"tree/photo.jpg"]
+    assert items[b"tree/table.dat"]["magic"] == "data" and items[b"tree/table.dat"]["random"] is False
+    assert items[b"tree/blob.dat"]["magic"] == "data" and items[b"tree/blob.dat"]["random"] is True
+    assert first.summary["signals"]["random_chunks"] == 1  # the blob's: the only judged random chunk
     second = backup(first, [])
     assert second.summary["verdict"]["verdict"] == "clean"
     # reused unread, the types are carried over

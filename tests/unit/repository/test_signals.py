@@ -279,3 +279,30 @@ def test_a_short_untyped_file_changing_is_no_type_change():
     collector.file(b"notes/todo.txt", 300, 2, "data", None, read=True)
     signals = collector.finish()
     assert signals["type_changed"] == 1 and signals["examples"]["type_changed"] == [b"notes/todo.txt"]
+
+
+def test_scan_recomputes_the_signals_of_snapshots_written_without_them(tmp_path: Path):
+    """Snapshots of a release before verdicts have no types in their items: 'scan' reads the first
+    chunk of each changed file of both snapshots and finds the same attack the backup would."""
+    from safehold.engine.verdicts import compute_signals
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(10):
+        (tree / f"doc{i}.txt").write_bytes(text(5000, seed=i))
+    repository = Repository.init(LocalBackend(tmp_path / "repo"), b"pw", FAST_KDF)
+
+    def backup(parent: Snapshot | None) -> Snapshot:
+        with FilesSource([str(tree)]).open() as view:
+            return Archiver(repository, threads=2, signals=False).snapshot(view, "t", parent)
+
+    before = backup(None)
+    for i in range(4):
+        path = tree / f"doc{i}.txt"
+        path.write_bytes(encrypt(path.read_bytes()))
+    after = backup(before)
+    assert "signals" not in after.summary and all("magic" not in item for item in repository.read_tree(after))
+    signals = compute_signals(repository, after, before)
+    assert signals["type_changed"] == 4 and signals["modified"] == 4 and signals["scanned"] is True
+    assert judge(signals, [])["verdict"] == "suspicious"
+    assert judge(compute_signals(repository, before, None), [])["verdict"] == "unknown"

@@ -609,6 +609,19 @@ class DrillNotConfirmed(SafeholdError):
     exit_code = 38
 
 
+class NoCleanSnapshot(SafeholdError):
+    template = "no snapshot of target {target!r} is judged clean (none is clean and not after a suspicious one)"
+    remedy = ("'safehold snapshots --target {target}' shows each verdict; 'safehold scan ID' judges snapshots "
+              "written before verdicts existed, 'safehold mark ID clean' records that one is good")
+    exit_code = 90
+
+
+class InvalidMark(SafeholdError):
+    template = "cannot mark snapshot {snapshot}: {detail}"
+    remedy = "give 'clean' or 'suspicious', e.g. 'safehold mark {snapshot} clean --note \"checked the files\"'"
+    exit_code = 91
+
+
 class InternalError(SafeholdError):
     template = "internal error: {message}"
     remedy = "this is a bug in safehold; please report it with the traceback above"

@@ -54,6 +54,8 @@ EXPORTED_METRICS = frozenset(
         "safehold_build_info",
         "safehold_copy_last_success_timestamp_seconds",
         "safehold_copy_last_bytes_sent",
+        "safehold_snapshot_suspicious",
+        "safehold_snapshot_suspicion_score",
     }
 )
 # Exported only for drills configured under `drills:` (tests/unit/engine/test_drill.py covers them).
@@ -83,6 +85,7 @@ ALERT_NAMES = (
     "DRDrillFailed",
     "DRDrillOverdue",
     "CopyLagging",
+    "SuspiciousChanges",
 )
 
 

@@ -30,6 +30,7 @@ STABLE |= {"CopyParamsDiffer": 41, "CopyDestinationPassword": 42, "CopySameRepos
 STABLE |= {"PostgresToolTooOld": 67, "PostgresError": 68, "CommandFailed": 69, "PostgresRestoreRefused": 33}
 STABLE |= {"PruneRefused": 27, "SnapshotReplayed": 28, "RepairRefused": 29}
 STABLE |= {"SshHostKeyRejected": 64, "SshConnectionFailed": 65, "SshCommandFailed": 66}
+STABLE |= {"NoCleanSnapshot": 90, "InvalidMark": 91}
 STABLE |= {"DrillNotFound": 80, "DrillNotReady": 81, "DrillFailed": 82}
 STABLE |= {"Ec2SandboxFailed": 83, "Ec2SandboxNotRemoved": 84}
 STABLE |= {"DrillNotConfirmed": 38}

@@ -62,13 +62,24 @@ def status(json_output: bool = JsonOption) -> None:
             last += f" ({entry.skipped_items} skipped)"
         copies = ", ".join(f"{name} {f'{when:%Y-%m-%d %H:%M}' if when else 'never'}"
                            for name, when in entry.copies.items())
+        state = entry.ransomware or {}
+        verdict = "SUSPICIOUS" if state.get("suspicious") else state.get("verdict", "")
         rows.append([entry.name, entry.tier, entry.source_type, _age(entry.rpo_seconds), _age(entry.age_seconds),
-                     "yes" if entry.compliant else "NO", last, drill, _art_cell(entry.art)]
+                     "yes" if entry.compliant else "NO", last, drill, _art_cell(entry.art), verdict]
                     + ([copies] if ctx.config.copies else []))
-    print_table(["target", "tier", "source", "rpo", "age", "compliant", "last backup", "restore test", "ART trend"]
+    print_table(["target", "tier", "source", "rpo", "age", "compliant", "last backup", "restore test", "ART trend",
+                 "verdict"]
                 + (["copies (last)"] if ctx.config.copies else []), rows)
     bad = [entry.name for entry in statuses if not entry.compliant]
     typer.echo(f"{len(statuses) - len(bad)} of {len(statuses)} target(s) within their RPO")
+    suspicious = [entry for entry in statuses if (entry.ransomware or {}).get("suspicious")]
+    for entry in suspicious:
+        state = entry.ransomware or {}
+        clean = state.get("latest_clean")
+        typer.echo(f"SUSPICIOUS: {entry.name}: possible ransomware since snapshot {str(state.get('since'))[:8]} "
+                   f"(score {state.get('score', 0):g}); last clean: {clean[:8] if clean else 'none'} "
+                   f"('safehold snapshots --target {entry.name}', then 'safehold mark ID clean' or restore "
+                   f"latest-clean:{entry.name})")
     partial = [entry.name for entry in statuses if entry.skipped_items]
     if partial:
         typer.echo(f"{len(partial)} target(s) whose newest backup left items out: {', '.join(partial)} "
@@ -93,13 +104,15 @@ def status(json_output: bool = JsonOption) -> None:
 def restore_test(
     target: str = typer.Option(..., "--target", "-t", help="Target whose newest snapshot to test."),
     repository: Optional[str] = RepositoryOption,
+    snapshot: str = typer.Option("latest", "--snapshot", help="Another snapshot of the target: an id (prefix) or "
+                                 "'latest-clean' (the newest judged clean of ransomware)."),
     json_output: bool = JsonOption,
 ) -> None:
     """Restore the newest snapshot into a sandbox, run the health check, compare the ART with the RTO."""
     from ..engine.restore_test import run_restore_test
 
     ctx, _ = context(json_output, progress=False, repository=repository)
-    result = run_restore_test(ctx, target)
+    result = run_restore_test(ctx, target, snapshot_ref=snapshot)
     if json_output:
         print_json(result.as_dict())
         return

@@ -145,32 +145,61 @@ def _print_skipped(target: str, job_id: int, skipped: dict) -> None:
 
 @app.command()
 def snapshots(target: Optional[str] = typer.Option(None, "--target", "-t"),
-              repository: Optional[str] = RepositoryOption, json_output: bool = JsonOption) -> None:
-    """List snapshots, oldest first."""
+              repository: Optional[str] = RepositoryOption,
+              clean: bool = typer.Option(False, "--clean", help="Only restore points judged clean (no ransomware "
+                                         "signal, not after a suspicious snapshot); the last is 'latest-clean:TARGET'."),
+              json_output: bool = JsonOption) -> None:
+    """List snapshots, oldest first, with their ransomware verdict."""
     from ..engine.browse import list_snapshots
 
     ctx, _ = context(json_output, repository=repository)
     damaged: list[tuple[str, str]] = []
-    rows = list_snapshots(ctx, target, damaged)
+    rows = list_snapshots(ctx, target, damaged, clean_only=clean)
     if json_output:
         print_json(rows)
         _damaged_snapshots(damaged)
         return
-    columns = ["id", "time", "target", "kind", "files", "size", "added", "skipped"]
+    columns = ["id", "time", "target", "kind", "files", "size", "added", "skipped", "verdict"]
     notes = {r["id"]: _snapshot_note(r) for r in rows}
     noted = any(notes.values())  # the note column appears only when a snapshot needs one
     print_table(columns + (["note"] if noted else []), (
         [r["short_id"], r["time"][:19].replace("T", " "), r["target"], r["kind"], r["files"],
-         human_bytes(r["bytes_total"]), human_bytes(r["bytes_added"]), r["skipped"]["count"] or ""]
+         human_bytes(r["bytes_total"]), human_bytes(r["bytes_added"]), r["skipped"]["count"] or "",
+         _verdict_cell(r["verdict"])]
         + ([notes[r["id"]]] if noted else [])
         for r in rows))
     typer.echo(f"{len(rows)} snapshot(s)")
+    for r in rows:
+        if r["verdict"]["verdict"] == "suspicious":
+            error_console.print(f"[red]suspicious[/]: snapshot {r['short_id']} of {printable(r['target'])}: "
+                                + _reasons_text(r["verdict"]["reasons"]), highlight=False, soft_wrap=True)
     for r in rows:
         if r.get("replayed"):
             error_console.print(f"[red]replayed[/]: snapshot {r['short_id']} was forgotten and is present again "
                                 f"({printable(_describe_record(r['replayed']))}); 'safehold forget {r['short_id']}' "
                                 "removes it", highlight=False, soft_wrap=True)
     _damaged_snapshots(damaged)
+
+
+def _verdict_cell(verdict: dict) -> str:
+    text = verdict["verdict"]
+    if verdict["source"] == "operator":
+        text += " (marked)"
+    if verdict.get("after_suspicious"):
+        text += f" after {verdict['after_suspicious'][:8]}"
+    return text
+
+
+def _reasons_text(reasons: list[dict]) -> str:
+    parts = []
+    for reason in reasons:
+        text = f"{reason['signal']} {reason['value']:g}" if isinstance(reason["value"], (int, float)) else reason["signal"]
+        if reason.get("extension"):
+            text += f" (.{reason['extension']})"
+        if reason["files"]:
+            text += ": " + ", ".join(reason["files"][:3]) + (" ..." if len(reason["files"]) > 3 else "")
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def _damaged_snapshots(damaged: list[tuple[str, str]]) -> None:
@@ -712,6 +741,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.repair",
     "safehold.cli.drill",
     "safehold.cli.copy",
+    "safehold.cli.verdicts",
 ]
 
 

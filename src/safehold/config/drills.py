@@ -237,6 +237,14 @@ class Drill(_Model):
         ),
         examples=["offsite"],
     )
+    snapshot: Literal["latest", "latest-clean"] = Field(
+        "latest",
+        description=(
+            "Which snapshot of each target is restored (of those before 'before', if set): 'latest', or "
+            "'latest-clean', the newest judged clean by the ransomware signals (docs/ransomware.md)."
+        ),
+        examples=["latest-clean"],
+    )
     steps: list[DrillStep] = Field(min_length=1, description="The targets restored, each at most once.",
                                    examples=[[{"target": "db"}, {"target": "web", "after": ["db"]}]])
     parallel: int = Field(

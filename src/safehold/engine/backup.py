@@ -15,6 +15,10 @@ from .. import errors
 from ..repository import Snapshot
 from ..repository.archiver import Archiver, Progress
 from ..repository.forgotten import live_snapshots
+from ..repository.marks import assess, baseline_history, load_records
+from ..repository.verdict import describe_reasons
+from ..text import printable
+from .verdicts import STATE_KEY, state_of
 from ..repository.retention import RetentionPolicy, SnapshotRef, apply_policy
 from ..sources import open_source
 from ..sources.base import Extent, KeepsPlatformSnapshots, PlatformSnapshot
@@ -95,6 +99,10 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                 f"snapshot {name[:8]} cannot be read and is not considered as a parent: {exc}; 'safehold check' "
                 f"names it and 'safehold forget {name[:8]}' removes it", level="warning"))
             parent: Snapshot | None = parents[-1] if parents else None
+            # The target's baseline for the ransomware verdict (repository/verdict.py): its own history.
+            records = load_records(repository, on_error=lambda name, exc: job.log(
+                f"verdict record {name[:16]} cannot be read and is ignored: {exc}", level="warning"))
+            history = baseline_history(parents, assess(parents, records))
             job.log(f"parent snapshot: {parent.short_id if parent else 'none (full backup)'}")
             source = open_source(target.source, target)
 
@@ -109,7 +117,7 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
             with source.open(parent.source if parent else None, **open_arguments) as view:
                 chunk_size = getattr(target.source, "chunk_size", None)
                 kwargs = {"chunk_size": chunk_size} if chunk_size else {}
-                snapshot = archiver.snapshot(view, target.name, parent, tags=tags, **kwargs)
+                snapshot = archiver.snapshot(view, target.name, parent, tags=tags, history=history, **kwargs)
             for note in view.notes:
                 job.log(note)
             if isinstance(source, KeepsPlatformSnapshots) and target.retention is not None:
@@ -130,6 +138,14 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                 job.log(warning, level="warning")
             job.log(f"snapshot {snapshot.short_id}: read {summary['bytes_read']} bytes, "
                     f"added {summary['bytes_added']} bytes in {summary['blobs_added']} new blob(s)")
+            job.details[STATE_KEY] = state_of(parents + [snapshot], records)
+            verdict = summary.get("verdict") or {}
+            if verdict.get("verdict") == "suspicious":
+                job.log(f"snapshot {snapshot.short_id} is SUSPICIOUS (possible ransomware): "
+                        + printable(describe_reasons(verdict.get("reasons", []))) + "; 'safehold snapshots --target "
+                        f"{target.name}' lists the last clean one, 'safehold mark {snapshot.short_id} clean' "
+                        "records a false alarm", level="warning")
+                job.details["verdict"] = verdict
             if summary["skipped"]["count"]:
                 _record_partial(job, snapshot.short_id, summary["skipped"])
         return BackupResult(target.name, snapshot.id, parent.id if parent else None, snapshot.kind, summary,

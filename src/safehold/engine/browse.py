@@ -14,6 +14,7 @@ from ..repository.backends import Kind
 from ..repository.forgotten import replayed_records
 from ..text import printable
 from .context import Context
+from .verdicts import assess_snapshots, signals_dict, verdict_dict
 
 
 def snapshot_dict(snapshot: Snapshot) -> dict:
@@ -74,10 +75,11 @@ def _cache_rows(snapshots: list[Snapshot]) -> list[dict]:
 
 
 def list_snapshots(context: Context, target: str | None = None,
-                   damaged: list[tuple[str, str]] | None = None) -> list[dict]:
+                   damaged: list[tuple[str, str]] | None = None, clean_only: bool = False) -> list[dict]:
     """Every readable snapshot (of ``target``). A snapshot object that cannot be read fails the
     listing, unless ``damaged`` is given: then it is appended there as (id, error) and the others
-    are listed (the catalog's cache is then left as it was)."""
+    are listed (the catalog's cache is then left as it was). ``clean_only``: only the restore
+    points judged clean (``verdict.clean_point``: clean and not after a suspicious snapshot)."""
     repository = context.open_repository(load_index=False)
     found: list[tuple[str, str]] = []
     everything = repository.list_snapshots(
@@ -94,8 +96,15 @@ def list_snapshots(context: Context, target: str | None = None,
     # A snapshot that a forget record names was forgotten and put back: marked, never hidden.
     replayed = replayed_records(repository, shown)
     copies = _copies_in_catalog(context, repository.id)
-    return [snapshot_dict(s) | {"replayed": replayed[s.id].as_dict() if s.id in replayed else None,
-                                "copies": sorted(copies.get(s.id, ()))} for s in shown]
+    # Each snapshot's ransomware verdict, judged within its target's history (engine/verdicts.py).
+    assessed = assess_snapshots(repository, [s for s in everything if s.target in {x.target for x in shown}])
+    rows = [snapshot_dict(s) | {"replayed": replayed[s.id].as_dict() if s.id in replayed else None,
+                                "copies": sorted(copies.get(s.id, ())),
+                                "verdict": verdict_dict(assessed.get(s.id)),
+                                "signals": signals_dict(s.summary.get("signals"))} for s in shown]
+    if clean_only:
+        rows = [row for row in rows if row["verdict"]["clean_point"]]
+    return rows
 
 
 def _copies_in_catalog(context: Context, repository_id: str) -> dict[str, set[str]]:

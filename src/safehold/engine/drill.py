@@ -164,6 +164,15 @@ def plan_drill(context: Context, name: str, *, now: dt.datetime | None = None,
             plan.problems.append(f"no snapshot{when}: back it up ('safehold backup --target {target.name}')")
             continue
         snapshot = candidates[-1]
+        if drill.snapshot == "latest-clean":
+            from ..repository.marks import latest_clean, load_records
+
+            clean = latest_clean(candidates, load_records(repository))
+            if clean is None:
+                plan.problems.append(f"no snapshot judged clean ('safehold snapshots --target {target.name}' shows "
+                                     "the verdicts; 'safehold mark ID clean' records one)")
+                continue
+            snapshot = clean
         age = (reference - snapshot.time).total_seconds()
         plan.snapshot_id, plan.snapshot_time = snapshot.id, snapshot.time.isoformat()
         plan.snapshot_age_seconds = round(age, 3)

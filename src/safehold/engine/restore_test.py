@@ -89,8 +89,10 @@ def sandbox_root(context: Context) -> Path:
     return Path(configured) if configured else Path(context.config.state_dir) / "restore-tests"
 
 
-def run_restore_test(context: Context, target_name: str, *, job_id: int | None = None) -> RestoreTestResult:
-    """Restore the newest snapshot of ``target_name`` into a sandbox and run its health check.
+def run_restore_test(context: Context, target_name: str, *, job_id: int | None = None,
+                     snapshot_ref: str = "latest") -> RestoreTestResult:
+    """Restore the newest snapshot of ``target_name`` (or ``snapshot_ref``: an id, or
+    'latest-clean', the newest judged clean) into a sandbox and run its health check.
 
     Records a 'restore-test' job whose details hold ``passed``,
     ``art_seconds``, ``rto_seconds`` and ``rto_met``. Raises RestoreTestFailed
@@ -116,9 +118,10 @@ def run_restore_test(context: Context, target_name: str, *, job_id: int | None =
             destination = sandbox / "restore"
             restore_to = sandbox_destination(target, destination)
             if isinstance(check, BootCheck):
-                outcome, passed, detail, art = _boot_test(context, job, target, check, sandbox, restore_to, started)
+                outcome, passed, detail, art = _boot_test(context, job, target, check, sandbox, restore_to, started,
+                                                          snapshot_ref=snapshot_ref)
             elif isinstance(check, (AttachCheck, InstanceCheck)):
-                outcome, passed, detail, art = _ec2_test(context, job, target, check, started)
+                outcome, passed, detail, art = _ec2_test(context, job, target, check, started, snapshot_ref=snapshot_ref)
             elif target.source.type == "postgres":
                 from .postgres import restore_into_throwaway_cluster
 
@@ -128,7 +131,7 @@ def run_restore_test(context: Context, target_name: str, *, job_id: int | None =
                     lambda other, env: run_health_check(other, destination, "files", env=env))
                 art = time.monotonic() - started
             else:
-                outcome = restore_in_job(context, job, "latest", restore_to, target=target.name)
+                outcome = restore_in_job(context, job, snapshot_ref, restore_to, target=target.name)
                 _log_restored(job, outcome)
                 # VM disks: checks run in the folder of images, as in a restored tree.
                 passed, detail = run_health_check(check, destination, "files" if isinstance(restore_to, dict)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..catalog.store import GOOD_BACKUP_STATUSES
 from .context import Context
+from .verdicts import target_states
 
 if TYPE_CHECKING:
     from ..catalog.store import JobRecord
@@ -157,6 +158,9 @@ class TargetStatus:
     copies: dict[str, dt.datetime | None] = field(default_factory=dict)
     # The measured recovery times of its restore tests and drills against its RTO.
     art: ArtTrend | None = None
+    # The ransomware verdict of the target's snapshots (engine/verdicts.py): {"snapshot", "verdict",
+    # "score", "suspicious", "since", "latest_clean"}; None before a backup recorded one.
+    ransomware: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +178,7 @@ class TargetStatus:
             "skipped_items": self.skipped_items,
             "copies": {name: when.isoformat() if when else None for name, when in self.copies.items()},
             "art": self.art.as_dict() if self.art else None,
+            "ransomware": self.ransomware,
         }
 
 
@@ -199,6 +204,7 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
     tests = catalog.latest_jobs("restore-test", status=FINISHED_TEST_STATUSES)
     copied = _last_copies(context)
     histories = art_histories(context)
+    verdicts = target_states(context, good_jobs)
     statuses: list[TargetStatus] = []
     for target in context.config.targets:
         tier = context.config.tier_of(target)
@@ -226,6 +232,7 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
             skipped_items=skipped_count(finished_jobs.get(target.name)),
             copies={copy.name: copied.get((target.name, copy.name)) for copy in context.config.copies_of(target.name)},
             art=ArtTrend(rto, tuple(histories.get(target.name, ()))),
+            ransomware=verdicts.get(target.name),
         ))
     return statuses
 

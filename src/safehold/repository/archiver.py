@@ -35,6 +35,8 @@ from ..items import ChangeAware, DiskItem, FileItem, ItemSkipped, SkippedItems, 
 from .chunker import DEFAULT_IMAGE_CHUNK
 from .pack import BlobType
 from .repository import Repository, Snapshot, TreeWriter
+from .signals import ParentFile, SignalCollector, chunk_randomness, magic
+from .verdict import judge
 
 
 
@@ -74,8 +76,11 @@ class Summary:
 
 class Archiver:
     def __init__(self, repository: Repository, threads: int | None = None,
-                 on_progress: Callable[[Progress], None] | None = None) -> None:
+                 on_progress: Callable[[Progress], None] | None = None, signals: bool = True) -> None:
         self.repository = repository
+        # Ransomware signals (signals.py) and the verdict they give; off only to measure their cost.
+        self.signals = signals
+        self._collector: SignalCollector | None = None
         self.threads = max(1, threads or os.cpu_count() or 1)
         self.on_progress = on_progress or (lambda progress: None)
         self.progress = Progress()
@@ -85,7 +90,9 @@ class Archiver:
 
     # -- entry point ----------------------------------------------------------------
     def snapshot(self, view: View, target: str, parent: Snapshot | None, tags: list[str] | None = None,
-                 chunk_size: int = DEFAULT_IMAGE_CHUNK) -> Snapshot:
+                 chunk_size: int = DEFAULT_IMAGE_CHUNK, history: list[dict] | None = None) -> Snapshot:
+        """``history``: the signals of the target's earlier snapshots that form its baseline
+        (``verdict.baseline_history``), oldest first; the verdict is judged against them."""
         started = time.monotonic()
         before = (self.repository.stats.blobs_added, self.repository.stats.bytes_added,
                   self.repository.stats.plain_bytes_added)
@@ -96,6 +103,8 @@ class Archiver:
                 assert view.items is not None
                 self._files(view.items(), parent, tree, pool, view.skipped)
             else:
+                if self.signals:
+                    self._collector = SignalCollector(parent={} if parent is not None else None)
                 for disk in view.disks:
                     self._disk(disk, parent, tree, pool, chunk_size)
         tree_ids = tree.finish()
@@ -117,36 +126,62 @@ class Archiver:
         self.summary.blobs_added = stats.blobs_added - before[0]
         self.summary.bytes_added = stats.bytes_added - before[1]
         self.summary.plain_bytes_added = stats.plain_bytes_added - before[2]
-        self.summary.duration = time.monotonic() - started
+        summary = self.summary.as_dict()
+        if self._collector is not None:
+            signals = self._collector.finish()
+            signals["kind"] = view.kind
+            summary["signals"] = signals
+            summary["verdict"] = judge(signals, history or [])
+        self.summary.duration = summary["duration"] = time.monotonic() - started
         snapshot = Snapshot(
             id="", time=datetime.now(timezone.utc), target=target, kind=view.kind, hostname=socket.gethostname(),
             paths=view.paths, tree=tree_ids, parent=parent.id if parent else None, tags=list(tags or []),
-            summary=self.summary.as_dict(), source={"incremental": view.incremental, **token},
+            summary=summary, source={"incremental": view.incremental, **token},
         )
         self.repository.save_snapshot(snapshot)
         return snapshot
 
     # -- files ----------------------------------------------------------------------
-    def _parent_files(self, parent: Snapshot | None) -> dict[bytes, tuple[int, int, int, int, bytes]]:
-        """path -> (size, mtime, ctime, inode, chunks) of the parent's files: a tuple, not the whole
-        item, so a parent of a million files costs a fraction of the memory."""
+    def _parent_files(self, parent: Snapshot | None) -> dict[bytes, tuple]:
+        """path -> (size, mtime, ctime, inode, chunks, magic, random) of the parent's files: a tuple,
+        not the whole item, so a parent of a million files costs a fraction of the memory. ``magic``
+        and ``random`` are None for parents written before signals."""
         if parent is None or parent.kind != "files":
             return {}
-        return {item["path"]: (item["size"], item["mtime"], item["ctime"], item["inode"], item["chunks"])
+        return {item["path"]: (item["size"], item["mtime"], item["ctime"], item["inode"], item["chunks"],
+                               _label(item.get("magic")), _flag(item.get("random")))
                 for item in self.repository.read_tree(parent) if item["type"] == "file"}
 
-    def _submit(self, pool: ThreadPoolExecutor, data: bytes) -> Future:
+    def _store(self, data: bytes, first: bool = False, judge: bool = True) -> tuple[bytes, bool, bool | None]:
+        """Runs in the pool: the chunk's randomness (a sample of its plaintext, before compression;
+        for a file's first chunk also of its first window), then store it. Returns (id, added,
+        first window random). ``judge`` False: the chunk belongs to a file of a known type, whose
+        randomness no rule reads (a JPEG is random, a text is not; only a change of type tells),
+        so the histogram is not computed at all: most files of most trees."""
+        random = head = None
+        if self._collector is not None and judge:
+            random, head = chunk_randomness(data, first)
+        blob_id, added = self.repository.save_blob(BlobType.DATA, data)
+        if added and self._collector is not None:
+            self._collector.chunk(len(data), random)
+        return blob_id, added, head
+
+    def _submit(self, pool: ThreadPoolExecutor, data: bytes, first: bool = False, judge: bool = True) -> Future:
         # A lost lock (failed heartbeat) stops the run here, not hours later at the snapshot.
         self.repository.ensure_lock()
         # The semaphore bounds chunks in flight, so memory stays flat however fast we read.
         self._slots.acquire()
-        future = pool.submit(self.repository.save_blob, BlobType.DATA, data)
+        future = pool.submit(self._store, data, first, judge)
         future.add_done_callback(lambda _future: self._slots.release())
         return future
 
     def _files(self, items: Iterable[FileItem], parent: Snapshot | None, tree: TreeWriter,
                pool: ThreadPoolExecutor, skipped: SkippedItems) -> None:
         previous = self._parent_files(parent)
+        if self.signals:
+            self._collector = SignalCollector(
+                parent=previous if parent is not None and parent.kind == "files" else None,
+                unpack=lambda old: ParentFile(old[0], old[3], old[5], old[6]))
         chunker = self.repository.file_chunker()
         pending: deque[tuple[dict, list[Future] | None]] = deque()
         # Files left out, by path: a later hard link to one of them is left out too (it would point
@@ -160,7 +195,14 @@ class Archiver:
                     if not block and not all(f.done() for f in futures):
                         return
                     record["chunks"] = b"".join(f.result()[0] for f in futures)
+                    if futures and self._collector is not None:
+                        head = futures[0].result()[2]
+                        if head is not None:
+                            record["random"] = head
                 pending.popleft()
+                if self._collector is not None and record["type"] == "file":
+                    self._collector.file(record["path"], record["size"], record["inode"], record.get("magic"),
+                                         record.get("random"), read=futures is not None)
                 tree.add(record)
 
         for item in _with_prefetch(items, previous):
@@ -180,6 +222,10 @@ class Archiver:
                 if old is not None and old[:4] == (item.size, item.mtime_ns, item.ctime_ns, item.inode):
                     record["chunks"] = old[4]
                     record["size"] = old[0]
+                    if self._collector is not None and old[5] is not None:
+                        record["magic"] = old[5]
+                        if old[6] is not None:
+                            record["random"] = old[6]
                     self.summary.files_unchanged += 1
                     self.progress.bytes_done += item.size
                 else:
@@ -191,13 +237,21 @@ class Archiver:
                         with item.open() as stream:
                             opened = True
                             for chunk in chunker.chunks(stream):
-                                futures.append(self._submit(pool, chunk))
+                                if not futures and self._collector is not None:
+                                    # The type the file's first bytes claim, and whether its first
+                                    # window looks random: what intermittent encryption hits first.
+                                    # (The window's randomness is judged in the pool, with the chunk's.)
+                                    record["magic"] = magic(chunk[:1024])
+                                futures.append(self._submit(pool, chunk, first=not futures,
+                                                            judge=record.get("magic") == "data"))
                                 size += len(chunk)
                                 self.summary.bytes_read += len(chunk)
                                 self.progress.bytes_done += len(chunk)
                             if isinstance(stream, ChangeAware):
                                 changed = stream.changed_while_read()
                         record["size"] = size
+                        if size == 0 and self._collector is not None:
+                            record["magic"] = "empty"
                     except (ItemSkipped, OSError) as exc:
                         # One file that cannot be read must not fail the whole backup: it is left
                         # out and recorded, and the snapshot holds everything that could be read.
@@ -326,6 +380,15 @@ def _with_prefetch(items: Iterable[FileItem], previous: dict) -> Iterator[FileIt
         if len(window) > PREFETCH_AHEAD:
             yield window.popleft()
     yield from window
+
+
+def _label(value: object) -> str | None:
+    """A parent record's ``magic`` (hostile input): a short string, else unknown."""
+    return value if isinstance(value, str) and len(value) <= 16 else None
+
+
+def _flag(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 def _file_record(item: FileItem) -> dict:

@@ -612,7 +612,19 @@ class Repository:
             return False
 
     def find_snapshot(self, ref: str, target: str | None = None) -> Snapshot:
-        """Resolve 'latest', 'latest:TARGET', a full id or an id prefix."""
+        """Resolve 'latest', 'latest:TARGET', 'latest-clean[:TARGET]' (the newest snapshot judged
+        clean and not after an unresolved suspicious one, marks.py), a full id or an id prefix."""
+        if ref == "latest-clean" or ref.startswith("latest-clean:"):
+            from .forgotten import live_snapshots
+            from .marks import latest_clean, load_records
+
+            wanted = ref.partition(":")[2] or target
+            if not wanted:
+                raise errors.SnapshotNotFound(ref=f"{ref} (name the target: latest-clean:TARGET)")
+            found = latest_clean(live_snapshots(self, wanted), load_records(self))
+            if found is None:
+                raise errors.NoCleanSnapshot(target=wanted)
+            return found
         if ref == "latest" or ref.startswith("latest:"):
             from .forgotten import live_snapshots  # forgotten.py builds on this module
 
@@ -763,7 +775,7 @@ def _refuse_foreign(backend: Backend) -> None:
     """Refuse to initialise inside a directory that holds something else (another tool's repository)."""
     root = backend.root if isinstance(backend, DirectoryBackend) else None
     if root is not None and os.path.isdir(root):
-        known = {"keys", "locks", "snapshots", "index", "data", "forgotten"}
+        known = {"keys", "locks", "snapshots", "index", "data", "forgotten", "verdicts"}
         for name in os.listdir(root):
             if name.startswith(".tmp-"):  # left by an init killed while writing the config
                 os.unlink(os.path.join(root, name))

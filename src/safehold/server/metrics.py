@@ -133,6 +133,15 @@ class SafeholdCollector(Collector):
             "Configured interval between restore tests (restore_test.every); only targets with restore tests",
             labels=TARGET_LABELS)
 
+        suspicious = GaugeMetricFamily(
+            "safehold_snapshot_suspicious",
+            "1 when the target's newest snapshot is suspicious (possible ransomware) or follows a suspicious one "
+            "nobody marked clean; 0 otherwise; absent before a backup judged one", labels=TARGET_LABELS)
+        score = GaugeMetricFamily(
+            "safehold_snapshot_suspicion_score",
+            "Ransomware score of the target's newest snapshot: largest ratio of a signal to its threshold "
+            "(suspicious from 1)", labels=TARGET_LABELS)
+
         outcomes = self._last_backup_outcomes()
         passed_tests = self._last_passed_restore_tests()
         for name, values in labels.items():
@@ -145,6 +154,10 @@ class SafeholdCollector(Collector):
                 last_art.add_metric(values, latest_art.art_seconds)
             last_success.add_metric(values, _timestamp(status.last_success if status else None))
             last_attempt.add_metric(values, _timestamp(status.last_attempt if status else None))
+            state = status.ransomware if status else None
+            if isinstance(state, dict):
+                suspicious.add_metric(values, 1.0 if state.get("suspicious") else 0.0)
+                score.add_metric(values, float(state.get("score") or 0.0))
             if name in outcomes:
                 last_status.add_metric(values, 1.0 if outcomes[name] in GOOD_OUTCOMES else 0.0)
                 skipped_items.add_metric(values, float(status.skipped_items if status else 0))
@@ -161,7 +174,7 @@ class SafeholdCollector(Collector):
             if passed and passed[1] is not None:
                 test_duration.add_metric(values, passed[1])
         yield from (rpo, rto, last_success, last_attempt, last_status, skipped_items, test_success, test_status,
-                    test_duration, test_interval, last_art)
+                    test_duration, test_interval, last_art, suspicious, score)
         yield from self._backup_totals(labels)
 
     def _drills(self) -> Iterator[Metric]:

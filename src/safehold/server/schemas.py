@@ -96,6 +96,35 @@ class ArtTrend(BaseModel):
     history: list[ArtSample]
 
 
+class RansomwareState(BaseModel):
+    snapshot: str = Field(description="The target's newest snapshot.")
+    verdict: str = Field(description="Its own verdict: clean, suspicious or unknown (a first snapshot).")
+    score: float = Field(description="Largest ratio of a ransomware signal to its threshold (suspicious from 1).")
+    suspicious: bool = Field(description="The newest snapshot is suspicious, or follows a suspicious one that "
+                                         "nobody marked clean.")
+    since: str | None = Field(None, description="That suspicious snapshot.")
+    latest_clean: str | None = Field(None, description="What 'latest-clean:TARGET' names; null if none.")
+
+
+class VerdictReason(BaseModel):
+    signal: str = Field(examples=["type_changed", "extension_churn", "ransom_notes", "random_unknown_added"])
+    value: float | None
+    threshold: float | None
+    context: bool = Field(False, description="Reported beside a strong signal; never a verdict alone.")
+    extension: str | None = None
+    files: list[str] = Field(default_factory=list, description="Files that carry it (the first 10, escaped).")
+
+
+class Verdict(BaseModel):
+    verdict: str = Field(description="clean, suspicious or unknown.")
+    source: str = Field(description="backup (judged when written), scan, operator (a mark) or none.")
+    score: float
+    reasons: list[VerdictReason] = Field(default_factory=list)
+    after_suspicious: str | None = Field(None, description="The unresolved suspicious snapshot this one follows.")
+    clean_point: bool = Field(description="Clean and not after a suspicious snapshot: a 'latest-clean' candidate.")
+    note: str | None = Field(None, description="The operator's note of a mark.")
+
+
 class TargetStatus(BaseModel):
     name: str
     tier: int
@@ -115,6 +144,8 @@ class TargetStatus(BaseModel):
         default_factory=dict, description="Each configured copy covering the target: when its newest copy "
                                           "succeeded (null: never).")
     art: ArtTrend | None = Field(None, description="Measured recovery times and their trend against the RTO.")
+    ransomware: RansomwareState | None = Field(None, description="The ransomware verdict of the target's "
+                                                                  "snapshots; null before a backup judged one.")
 
 
 class TargetList(BaseModel):
@@ -178,6 +209,8 @@ class Snapshot(BaseModel):
         None, description="On a snapshot written by 'safehold copy': the source repository id, snapshot id and url.")
     copies: list[str] = Field(default_factory=list,
                               description="Copies (names or urls) this catalog's copy jobs sent the snapshot to.")
+    verdict: Verdict | None = Field(None, description="The snapshot's ransomware verdict (docs/ransomware.md).")
+    signals: dict[str, float] | None = Field(None, description="The counters of its ransomware signals.")
 
 
 class SnapshotList(BaseModel):

@@ -46,7 +46,7 @@ def test_status_follows_backups_failures_and_restore_tests(tmp_path: Path, clock
     json.dumps(data)  # JSON-able as the API and --json print it
     assert set(data) == {"name", "tier", "source_type", "rpo_seconds", "rto_seconds", "last_success",
                          "last_attempt", "last_status", "age_seconds", "compliant", "last_restore_test",
-                         "skipped_items", "copies", "art"}
+                         "skipped_items", "copies", "art", "ransomware"}
     assert set(data["last_restore_test"]) == {"time", "passed", "art_seconds", "rto_seconds", "rto_met"}
     assert data["art"]["state"] == "ok" and len(data["art"]["history"]) == 1
     assert data["art"]["history"][0]["kind"] == "restore-test"
@@ -197,8 +197,9 @@ def test_status_and_a_metrics_scrape_take_as_many_queries_for_30_targets_as_for_
         context.close()
     assert counts[3] == counts[30], counts
     # newest backup, newest good backup, newest finished backup (what it skipped), newest snapshot, newest test,
-    # the ART history's restore tests and drills
-    assert counts[3][0] == 7, counts
+    # the ART history's restore tests and drills, the newest mark and newest scan (the ransomware state;
+    # the good backup's is reused)
+    assert counts[3][0] == 9, counts
 
 
 def record_test(context, clock: FakeClock, target: str, art: float, *, passed: bool = True, rto: float = 3600) -> None:

@@ -23,6 +23,7 @@ PER_TARGET = {
     "safehold_restore_test_last_success_timestamp_seconds", "safehold_restore_test_last_status",
     "safehold_restore_test_last_duration_seconds", "safehold_restore_test_interval_seconds",
     "safehold_target_last_art_seconds",
+    "safehold_snapshot_suspicious", "safehold_snapshot_suspicion_score",
 }
 #: Exported only for targets with ``restore_test:`` configured.
 RESTORE_TEST = {name for name in PER_TARGET if name.startswith("safehold_restore_test_")}
@@ -235,3 +236,27 @@ def test_restore_test_series_only_for_targets_with_restore_tests(context: Contex
     assert not [s for s in families["safehold_restore_test_last_status"] if s.labels["target"] == "db"]
     # Other per-target families still cover every target.
     assert {s.labels["target"] for s in families["safehold_target_rto_seconds"]} == {"web", "disk", "db"}
+
+
+def test_ransomware_state_of_the_newest_backup_mark_or_scan(context: Context, clock: Clock) -> None:
+    """safehold_snapshot_suspicious follows the newest job that recorded the target's ransomware
+    state: a backup that found a suspicious snapshot sets it, a later mark clears it; a target
+    never judged has no series (SuspiciousChanges cannot fire on a missing value)."""
+    catalog = context.catalog
+    suspicious = {"snapshot": "b" * 64, "verdict": "suspicious", "score": 6.5, "suspicious": True,
+                  "since": "b" * 64, "latest_clean": "a" * 64}
+    run_job(catalog, clock, "backup", "web", 2, "succeeded", details={"ransomware": suspicious})
+    run_job(catalog, clock, "backup", "disk", 2, "succeeded",
+            details={"ransomware": dict(suspicious, verdict="clean", score=0.2, suspicious=False, since=None)})
+    families = scrape(context)
+    assert value(families["safehold_snapshot_suspicious"], "safehold_snapshot_suspicious", target="web",
+                 tier="1", source="files") == 1
+    assert value(families["safehold_snapshot_suspicion_score"], "safehold_snapshot_suspicion_score",
+                 target="web") == 6.5
+    assert value(families["safehold_snapshot_suspicious"], "safehold_snapshot_suspicious", target="disk") == 0
+    assert not [s for s in families["safehold_snapshot_suspicious"] if s.labels["target"] == "db"]
+    # the operator marks it clean: the newest job with a state now says not suspicious
+    run_job(catalog, clock, "mark", "web", 0, "succeeded",
+            details={"ransomware": dict(suspicious, verdict="clean", suspicious=False, since=None)})
+    families = scrape(context)
+    assert value(families["safehold_snapshot_suspicious"], "safehold_snapshot_suspicious", target="web") == 0

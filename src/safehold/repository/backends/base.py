@@ -30,6 +30,9 @@ class Kind(str, Enum):
     # Records of forgotten snapshots (see repository/forgotten.py): added by forget, never
     # rewritten; absent from repositories written before they existed.
     FORGOTTEN = "forgotten"
+    # Verdict records (see repository/marks.py): an operator's 'mark' or a 'scan' of a snapshot;
+    # added, never rewritten; absent from repositories written before them.
+    VERDICTS = "verdicts"
 
 
 MUTABLE_KINDS = frozenset({Kind.CONFIG, Kind.KEYS, Kind.LOCKS})

@@ -1,7 +1,8 @@
 """Local filesystem backend.
 
 Layout: ``config``, ``keys/<name>``, ``locks/<name>``, ``snapshots/<name>``,
-``index/<name>``, ``forgotten/<name>``, ``data/<first two hex chars>/<name>``.
+``index/<name>``, ``forgotten/<name>``, ``verdicts/<name>`` (created on first use),
+``data/<first two hex chars>/<name>``.
 
 Durability: every object is written to a temporary file in the same directory,
 fsynced, renamed into place, and the directory fsynced, so a crash or a full

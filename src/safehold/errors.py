@@ -259,6 +259,21 @@ class SchedulerRunning(SafeholdError):
     exit_code = 24
 
 
+class QueueNotConfigured(SafeholdError):
+    template = "the job queue is not usable: {detail}"
+    remedy = ("set scheduler.executor: procrastinate, put the queue's PostgreSQL DSN in the variable named by "
+              "scheduler.queue_dsn_env (default SAFEHOLD_QUEUE_DSN) or in scheduler.queue_dsn_file, and install "
+              "the 'workers' extra (pip install 'safehold[workers]')")
+    exit_code = 96
+
+
+class QueueUnreachable(SafeholdError):
+    template = "cannot reach the job queue at {dsn}: {detail}"
+    remedy = ("check that PostgreSQL answers at that DSN and that its schema is in place "
+              "('safehold worker --apply-schema' creates procrastinate's tables once)")
+    exit_code = 97
+
+
 # --- configuration and targets ----------------------------------------------
 
 

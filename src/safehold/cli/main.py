@@ -687,6 +687,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.repair",
     "safehold.cli.drill",
     "safehold.cli.copy",
+    "safehold.cli.workers",
 ]
 
 

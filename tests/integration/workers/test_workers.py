@@ -1,0 +1,214 @@
+"""Scale-out on procrastinate with real ``safehold worker`` processes on loopback.
+
+Each test makes its own PostgreSQL database (catalog and queue in one, as a small install would),
+a file repository in tmp, and runs the CLI in subprocesses: ``worker``, ``scheduler run``,
+``workers``, ``check``, ``restore``. Nothing machine-wide is looked at: the workers only see their
+own database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+pytest.importorskip("procrastinate")
+
+ADMIN_URL = os.environ.get("SAFEHOLD_TEST_POSTGRES_URL", "")
+pytestmark = pytest.mark.skipif(not ADMIN_URL, reason="needs SAFEHOLD_TEST_POSTGRES_URL (scripts/services.sh start)")
+PASSWORD = "workers correct horse battery staple"
+CLI = [sys.executable, "-m", "safehold.cli.main"]
+
+
+def _libpq(url: str) -> str:
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A database of its own (libpq DSN), dropped at the end."""
+    name = f"sh_workers_{uuid.uuid4().hex[:12]}"
+    admin = _libpq(ADMIN_URL)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    dsn = re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", admin, count=1) if admin.count("/") >= 3 else admin + "/" + name
+    try:
+        yield dsn
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Install:
+    """targets.yml, a repository, and the processes started on them (killed at the end)."""
+
+    def __init__(self, root: Path, dsn: str, targets: list[dict], scheduler: dict) -> None:
+        self.root, self.dsn = root, dsn
+        self.processes: list[subprocess.Popen] = []
+        settings = {"executor": "procrastinate", "jitter": "1s", "worker_timeout": "3s", "retries": 2,
+                    "retry_backoff": "1s", "prune_schedule": None, "check_schedule": None, **scheduler}
+        lines = ["repository:", "  url: repo", "  password_env: SAFEHOLD_PASSWORD", "state_dir: state",
+                 f"catalog: {{url: {json.dumps(dsn.replace('postgresql://', 'postgresql+psycopg://', 1))}}}",
+                 f"scheduler: {json.dumps(settings)}",
+                 "tiers:", "  1: {rpo: 15m, rto: 1h}", "targets:"]
+        lines += [f"  - {json.dumps(target)}" for target in targets]
+        (root / "targets.yml").write_text("\n".join(lines) + "\n")
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("SAFEHOLD_")}
+        self.env.update(SAFEHOLD_CONFIG=str(root / "targets.yml"), SAFEHOLD_PASSWORD=PASSWORD,
+                        SAFEHOLD_QUEUE_DSN=dsn, COLUMNS="200", NO_COLOR="1", PYTHONUNBUFFERED="1")
+
+    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*CLI, *args], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=120)
+        if ok:
+            assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def start(self, *args: str) -> subprocess.Popen:
+        log = open(self.root / f"{args[0]}-{len(self.processes)}.log", "w")
+        process = subprocess.Popen([*CLI, *args], cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text()}" for path in sorted(self.root.glob("*.log")))
+
+    def jobs(self) -> list[dict]:
+        with psycopg.connect(self.dsn) as connection:
+            rows = connection.execute("SELECT id, kind, target, status, pid, error, details FROM jobs ORDER BY id")
+            return [dict(zip(("id", "kind", "target", "status", "pid", "error", "details"), row)) for row in rows]
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}\njobs: {self.jobs()}\n{self.logs()}")
+
+    def wait_for_workers(self, count: int) -> list[dict]:
+        def listed() -> list[dict] | None:
+            proc = self.run("workers", "--json", ok=False)
+            if proc.returncode == 97:  # the first worker has not created the queue's tables yet
+                return None
+            assert proc.returncode == 0, proc.stderr
+            found = json.loads(proc.stdout)["workers"]
+            described = [worker for worker in found if worker["alive"] and worker["hostname"]]
+            return described if len(described) >= count else None
+        return self.wait_for(listed, 30, f"{count} worker(s)")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def install(tmp_path: Path, database: str):
+    made: list[Install] = []
+
+    def make(targets: list[dict], scheduler: dict | None = None) -> Install:
+        created = Install(tmp_path, database, targets, scheduler or {})
+        made.append(created)
+        created.run("init")
+        return created
+
+    yield make
+    for created in made:
+        created.stop()
+
+
+def test_jobs_run_on_the_workers_their_queue_places_them_on(install, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "file").write_text("on any worker\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "file").write_text("only where label kvm1 is\n")
+    site = install([{"name": "a", "tier": 1, "source": {"type": "files", "paths": ["a"]}},
+                    {"name": "kvm1-b", "tier": 1, "source": {"type": "files", "paths": ["b"]}}],
+                   {"placement": {"kvm1-*": "label:kvm1"}})
+    anywhere = site.start("worker", "--apply-schema", "--concurrency", "2")
+    site.wait_for_workers(1)  # the schema is in place before the second worker starts
+    labelled = site.start("worker", "--queues", "other", "--host-label", "kvm1")
+    workers = site.wait_for_workers(2)
+    by_pid = {worker["pid"]: worker for worker in workers}
+    assert by_pid[labelled.pid]["labels"] == ["kvm1"]
+    assert by_pid[labelled.pid]["queues"] == ["other", "label:kvm1"]
+    assert by_pid[anywhere.pid]["queues"] == ["default"]
+
+    once = site.run("scheduler", "run", "--once")
+    assert "queued 2 job(s), ran 2" in once.stdout, once.stdout + once.stderr
+    jobs = {job["target"]: job for job in site.jobs() if job["kind"] == "backup"}
+    assert {target: job["status"] for target, job in jobs.items()} == {"a": "succeeded", "kvm1-b": "succeeded"}
+    assert jobs["a"]["pid"] == anywhere.pid  # the job ran in the worker process, not in the scheduler
+    assert jobs["kvm1-b"]["pid"] == labelled.pid
+    table = site.run("workers").stdout
+    assert "kvm1" in table and "up" in table
+
+
+def test_a_worker_killed_mid_backup_is_detected_and_another_worker_finishes_the_job(install, tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "kept.txt").write_text("an earlier snapshot must stay restorable\n")
+    marker, child = tmp_path / "first-attempt", tmp_path / "child.pid"
+    # The first attempt streams some data, then hangs until its worker is killed; the next one completes.
+    run = (f"if [ ! -e {marker} ]; then touch {marker}; echo $$ > {child}; yes first | head -c 3000000; "
+           f"exec sleep 120; fi; yes slow | head -c 2000000")
+    site = install([{"name": "docs", "tier": 1, "source": {"type": "files", "paths": ["docs"]}},
+                    {"name": "slow", "tier": 1, "source": {"type": "command", "run": run, "name": "slow.out"}}])
+    site.run("backup", "--target", "docs")  # the earlier snapshot, before any worker runs
+    doomed = site.start("worker", "--apply-schema")
+    site.wait_for_workers(1)
+    site.start("scheduler", "run", "--poll", "0.5")
+    running = site.wait_for(lambda: [job for job in site.jobs() if job["target"] == "slow"
+                                     and job["status"] == "running" and child.exists()], 60, "the first attempt")
+    assert running[0]["pid"] == doomed.pid
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    try:
+        rescuer = site.start("worker")
+        finished = site.wait_for(lambda: [job for job in site.jobs() if job["target"] == "slow"
+                                          and job["kind"] == "backup" and job["status"] == "succeeded"],
+                                 60, "the retry on the second worker")
+    finally:
+        try:
+            os.kill(int(child.read_text()), signal.SIGKILL)  # the hung command outlives its worker
+        except (OSError, ValueError):
+            pass
+    attempts = [job for job in site.jobs() if job["target"] == "slow" and job["kind"] == "backup"]
+    assert [job["status"] for job in attempts] == ["interrupted", "succeeded"], attempts
+    assert "heartbeat" in attempts[0]["error"]
+    assert attempts[1]["pid"] == rescuer.pid and json.loads(attempts[1]["details"])["attempt"] == 2
+    assert finished
+    assert not [job for job in site.jobs() if job["status"] == "running"]
+    site.stop()
+    site.run("check", "--read-data")
+    out = tmp_path / "restored"
+    site.run("restore", "latest:docs", "--to", str(out))
+    assert (out / "docs" / "kept.txt").read_text() == "an earlier snapshot must stay restorable\n" or \
+        any(path.read_text() == "an earlier snapshot must stay restorable\n" for path in out.rglob("kept.txt"))
+    site.run("restore", "latest:slow", "--to", str(tmp_path / "slow"))
+    restored = list((tmp_path / "slow").rglob("slow.out"))
+    assert restored and restored[0].read_bytes() == (b"slow\n" * 400000)[:2000000]
+
+
+def test_without_a_dsn_the_worker_says_what_to_set(install) -> None:
+    site = install([])
+    site.env.pop("SAFEHOLD_QUEUE_DSN")
+    proc = site.run("worker", ok=False)
+    assert proc.returncode == 96, proc.stderr
+    assert "SAFEHOLD_QUEUE_DSN is unset" in proc.stderr and "Traceback" not in proc.stderr

@@ -53,6 +53,9 @@ EXPORTED_METRICS = frozenset(
         "safehold_build_info",
         "safehold_copy_last_success_timestamp_seconds",
         "safehold_copy_last_bytes_sent",
+        "safehold_worker_up",
+        "safehold_worker_last_heartbeat_timestamp_seconds",
+        "safehold_worker_jobs_running",
     }
 )
 # Exported only for drills configured under `drills:` (tests/unit/engine/test_drill.py covers them).
@@ -81,6 +84,7 @@ ALERT_NAMES = (
     "DRDrillFailed",
     "DRDrillOverdue",
     "CopyLagging",
+    "WorkerDown",
 )
 
 

@@ -141,7 +141,7 @@ def install(tmp_path: Path, database: str):
         created.stop()
 
 
-def test_jobs_run_on_the_workers_their_queue_places_them_on(install, tmp_path: Path) -> None:
+def test_jobs_run_on_the_workers_their_queue_places_them_on(install, tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "file").write_text("on any worker\n")
     (tmp_path / "b").mkdir()
@@ -167,6 +167,26 @@ def test_jobs_run_on_the_workers_their_queue_places_them_on(install, tmp_path: P
     listed = json.loads(site.run("workers", "--json").stdout)["workers"]
     assert {(worker["pid"], tuple(worker["labels"]), worker["alive"]) for worker in listed} == \
         {(anywhere.pid, (), True), (labelled.pid, ("kvm1",), True)}
+
+    # The same list from the API, and as metrics.
+    from fastapi.testclient import TestClient
+
+    from safehold.catalog.tokens import TokenStore
+    from safehold.engine.context import Context
+    from safehold.server.app import create_app
+
+    monkeypatch.setenv("SAFEHOLD_QUEUE_DSN", site.dsn)
+    context = Context.load(tmp_path / "targets.yml")
+    _, token = TokenStore(context.catalog).create("t", "viewer")
+    with TestClient(create_app(context)) as client:
+        answer = client.get("/api/v1/workers", headers={"Authorization": f"Bearer {token}"})
+        metrics = client.get("/metrics").text
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["executor"] == "procrastinate"
+    assert sorted(worker["pid"] for worker in body["workers"]) == sorted([anywhere.pid, labelled.pid])
+    up = [line for line in metrics.splitlines() if line.startswith("safehold_worker_up{")]
+    assert len(up) == 2 and all(line.endswith(" 1.0") for line in up), up
 
 
 def test_a_worker_killed_mid_backup_is_detected_and_another_worker_finishes_the_job(install, tmp_path: Path) -> None:

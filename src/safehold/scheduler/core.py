@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import errors
 from ..catalog.store import ACTIVE_STATUSES, GOOD_BACKUP_STATUSES
 from ..engine.context import Context
 from ..engine.jobs import run_job, submit_job
@@ -386,7 +387,11 @@ class Scheduler:
                 continue
             submit_job = getattr(self.executor, "submit_job", None)
             if submit_job is not None:  # a queue of workers: the job runs elsewhere, by id
-                future = submit_job(job.id, job.kind, job.target)
+                try:
+                    future = submit_job(job.id, job.kind, job.target)
+                except errors.JobNotRunnable as error:  # the queue holds another job of this target
+                    log.warning("%s", error)
+                    continue
             else:
                 future = self.executor.submit(self._run, job.id)
             self._running[job.id] = Running(job.id, job.kind, job.target, host, future)

@@ -179,7 +179,17 @@ class ProcrastinateExecutor:
         lock = lock_for(kind, target)
         task = self._app.configure_task(TASK_NAME, queue=queue_for(self.settings, target), lock=lock,
                                         queueing_lock=lock)
-        await task.defer_async(job_id=job_id)
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        try:
+            await task.defer_async(job_id=job_id)
+        except AlreadyEnqueued:
+            # Deferred already, by this scheduler before a restart: still waiting, nothing to add.
+            waiting = await self._app.job_manager.list_jobs_async(queueing_lock=lock, status="todo")
+            if any(int(job.task_kwargs.get("job_id", 0)) == job_id for job in waiting):
+                return
+            # Another catalog job of this target waits in the queue: that one goes first.
+            raise errors.JobNotRunnable(job_id=job_id, detail=f"the queue already holds a job for {lock}") from None
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)

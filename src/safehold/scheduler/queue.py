@@ -35,6 +35,7 @@ import os
 import re
 import socket
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +48,8 @@ log = logging.getLogger("safehold.queue")
 TASK_NAME = "safehold.run_job"
 DEFAULT_QUEUE = "default"
 _PRESENCE_PREFIX = "safehold-worker "
-_POLL_SECONDS = 1.0
+_POLL_SECONDS = 0.25  # how often the catalog rows of jobs in flight are read (what frees a slot)
+_STALL_CHECK_SECONDS = 1.0
 #: A dead worker stays listed (DOWN, so WorkerDown can fire) this long before it is forgotten.
 FORGET_DEAD_WORKER_SECONDS = 3600.0
 
@@ -203,9 +205,12 @@ class ProcrastinateExecutor:
     async def _main(self) -> None:
         async with self._app.open_async():
             self._ready.set()
+            checked = 0.0
             while not self._stop.is_set():
                 try:
-                    await self._reap_dead_workers()
+                    if time.monotonic() - checked >= _STALL_CHECK_SECONDS:
+                        checked = time.monotonic()
+                        await self._reap_dead_workers()
                     self._complete_finished()
                 except Exception:  # a database hiccup must not end the executor
                     log.exception("queue poll failed")

@@ -93,8 +93,11 @@ def lock_for(kind: str, target: str | None) -> str:
 
 
 def worker_queues(queues: list[str] | None, labels: list[str]) -> list[str]:
-    chosen = list(queues or [DEFAULT_QUEUE])
-    return chosen + [f"label:{label}" for label in labels if f"label:{label}" not in chosen]
+    chosen = list(dict.fromkeys(queues or [DEFAULT_QUEUE]))
+    for label in labels:
+        if f"label:{label}" not in chosen:
+            chosen.append(f"label:{label}")
+    return chosen
 
 
 def _procrastinate() -> Any:

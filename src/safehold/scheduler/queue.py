@@ -48,6 +48,7 @@ log = logging.getLogger("safehold.queue")
 TASK_NAME = "safehold.run_job"
 DEFAULT_QUEUE = "default"
 _PRESENCE_PREFIX = "safehold-worker "
+_NAME = re.compile(r"[A-Za-z0-9._:-]{1,40}")
 _POLL_SECONDS = 0.25  # how often the catalog rows of jobs in flight are read (what frees a slot)
 _STALL_CHECK_SECONDS = 1.0
 #: A dead worker stays listed (DOWN, so WorkerDown can fire) this long before it is forgotten.
@@ -267,8 +268,13 @@ def run_worker(context: Any, *, queues: list[str] | None = None, concurrency: in
     Each job runs ``engine.jobs.run_job`` in a thread of this process. Raises QueueNotConfigured
     or QueueUnreachable before taking any work.
     """
-    dsn = queue_dsn(context.config.scheduler)
     labels = list(labels or [])
+    for name in [*labels, *(queues or [])]:
+        # Names travel in a space- and comma-separated application_name: keep them plain.
+        if not _NAME.fullmatch(name):
+            raise errors.UsageError(f"queue or label {name!r}: use letters, digits and . _ : - only, "
+                                    "at most 40 characters")
+    dsn = queue_dsn(context.config.scheduler)
     chosen = worker_queues(queues, labels)
     try:
         if apply:

@@ -55,3 +55,11 @@ def test_the_default_stays_the_thread_executor() -> None:
         assert isinstance(executor, ThreadExecutor)
     finally:
         executor.shutdown()
+
+
+@pytest.mark.parametrize("label", ["a b", "x,y", "", "l" * 41])
+def test_labels_that_would_not_survive_the_worker_list_are_refused(label: str) -> None:
+    from safehold.scheduler.queue import run_worker
+
+    with pytest.raises(errors.UsageError, match="letters, digits"):
+        run_worker(None, labels=[label])

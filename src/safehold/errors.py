@@ -274,6 +274,13 @@ class QueueUnreachable(SafeholdError):
     exit_code = 97
 
 
+class WorkerCatalogLost(SafeholdError):
+    template = "this worker stopped taking work: the catalog did not answer for {seconds}s ({detail})"
+    remedy = ("check the catalog database (catalog.url) and the network path to it, then start the worker "
+              "again (systemd restarts it); jobs it could not record are retried")
+    exit_code = 98
+
+
 # --- configuration and targets ----------------------------------------------
 
 

@@ -31,7 +31,7 @@ STABLE |= {"PostgresToolTooOld": 67, "PostgresError": 68, "CommandFailed": 69, "
 STABLE |= {"PruneRefused": 27, "SnapshotReplayed": 28, "RepairRefused": 29}
 STABLE |= {"SshHostKeyRejected": 64, "SshConnectionFailed": 65, "SshCommandFailed": 66}
 STABLE |= {"DrillNotFound": 80, "DrillNotReady": 81, "DrillFailed": 82}
-STABLE |= {"QueueNotConfigured": 96, "QueueUnreachable": 97}
+STABLE |= {"QueueNotConfigured": 96, "QueueUnreachable": 97, "WorkerCatalogLost": 98}
 STABLE |= {"DestinationFull": 20}  # a full restore destination: the code of a full repository
 
 

@@ -287,7 +287,12 @@ def run_worker(context: Any, *, queues: list[str] | None = None, concurrency: in
 
     from ..engine.jobs import run_job
 
-    @app.task(name=TASK_NAME)
+    from procrastinate import RetryStrategy
+
+    # run_job records every failure of the job itself in the catalog and returns; what escapes it
+    # is the catalog failing (claiming or recording). Procrastinate retries those, here or on
+    # another worker, while the queue job keeps its lock.
+    @app.task(name=TASK_NAME, retry=RetryStrategy(max_attempts=5, wait=2, exponential_wait=2))
     def run_catalog_job(job_id: int) -> str:
         try:
             record = run_job(context, job_id)
@@ -297,10 +302,31 @@ def run_worker(context: Any, *, queues: list[str] | None = None, concurrency: in
         return str(record.status)
 
     timeout = context.config.scheduler.worker_timeout.total_seconds()
-    asyncio.run(_work(app, dsn, chosen, labels, concurrency, timeout))
+    asyncio.run(_work(app, dsn, chosen, labels, concurrency, timeout, context))
 
 
-async def _work(app: Any, dsn: str, queues: list[str], labels: list[str], concurrency: int, timeout: float) -> None:
+async def _watch_catalog(context: Any, worker: Any, timeout: float, lost: list[str]) -> None:
+    """Stop taking work when the catalog stops answering for ``timeout`` seconds: a job run then
+    could not be recorded. Running jobs finish (or fail to record, and are retried)."""
+    failing_since: float | None = None
+    while True:
+        await asyncio.sleep(max(0.5, timeout / 6))
+        try:
+            await asyncio.to_thread(context.catalog.list_jobs, limit=1)
+        except Exception as error:  # any database error: the catalog is what must answer
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if now - failing_since >= timeout:
+                lost.append(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+                log.error("the catalog has not answered for %.0fs; this worker stops taking work", timeout)
+                worker.stop()
+                return
+        else:
+            failing_since = None
+
+
+async def _work(app: Any, dsn: str, queues: list[str], labels: list[str], concurrency: int, timeout: float,
+                context: Any) -> None:
     import psycopg
     from procrastinate.worker import Worker
 
@@ -321,11 +347,16 @@ async def _work(app: Any, dsn: str, queues: list[str], labels: list[str], concur
             presence = await psycopg.AsyncConnection.connect(
                 dsn, autocommit=True, application_name=_presence_name(worker.worker_id, labels, queues))
             log.info("worker %s takes queues %s", worker.worker_id, ", ".join(queues))
+        lost: list[str] = []
+        watch = asyncio.ensure_future(_watch_catalog(context, worker, timeout, lost))
         try:
             await running
         finally:
+            watch.cancel()
             if presence is not None:
                 await presence.close()
+        if lost:
+            raise errors.WorkerCatalogLost(seconds=f"{timeout:g}", detail=lost[0])
     finally:
         await app.close_async()
 

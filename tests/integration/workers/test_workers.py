@@ -34,31 +34,40 @@ def _libpq(url: str) -> str:
     return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
 
 
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A database of its own (libpq DSN), dropped at the end."""
+def _create_database() -> tuple[str, str]:
     name = f"sh_workers_{uuid.uuid4().hex[:12]}"
     admin = _libpq(ADMIN_URL)
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
-    dsn = re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", admin, count=1) if admin.count("/") >= 3 else admin + "/" + name
+    return name, re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", admin, count=1)
+
+
+def _drop_database(name: str) -> None:
+    with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A database of its own (libpq DSN), dropped at the end."""
+    name, dsn = _create_database()
     try:
         yield dsn
     finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(name)
 
 
 class Install:
     """targets.yml, a repository, and the processes started on them (killed at the end)."""
 
-    def __init__(self, root: Path, dsn: str, targets: list[dict], scheduler: dict) -> None:
+    def __init__(self, root: Path, dsn: str, targets: list[dict], scheduler: dict,
+                 catalog_dsn: str | None = None) -> None:
         self.root, self.dsn = root, dsn
         self.processes: list[subprocess.Popen] = []
         settings = {"executor": "procrastinate", "jitter": "1s", "worker_timeout": "3s", "retries": 2,
                     "retry_backoff": "1s", "prune_schedule": None, "check_schedule": None, **scheduler}
         lines = ["repository:", "  url: repo", "  password_env: SAFEHOLD_PASSWORD", "state_dir: state",
-                 f"catalog: {{url: {json.dumps(dsn.replace('postgresql://', 'postgresql+psycopg://', 1))}}}",
+                 f"catalog: {{url: {json.dumps((catalog_dsn or dsn).replace('postgresql://', 'postgresql+psycopg://', 1))}}}",
                  f"scheduler: {json.dumps(settings)}",
                  "tiers:", "  1: {rpo: 15m, rto: 1h}", "targets:" + ("" if targets else " []")]
         lines += [f"  - {json.dumps(target)}" for target in targets]
@@ -129,8 +138,9 @@ class Install:
 def install(tmp_path: Path, database: str):
     made: list[Install] = []
 
-    def make(targets: list[dict], scheduler: dict | None = None, init: bool = True) -> Install:
-        created = Install(tmp_path, database, targets, scheduler or {})
+    def make(targets: list[dict], scheduler: dict | None = None, init: bool = True,
+             catalog_dsn: str | None = None) -> Install:
+        created = Install(tmp_path, database, targets, scheduler or {}, catalog_dsn)
         made.append(created)
         if init:
             created.run("init")
@@ -208,6 +218,10 @@ def test_a_worker_killed_mid_backup_is_detected_and_another_worker_finishes_the_
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     try:
+        # Found by its stale heartbeat alone (a worker started on this host would also find the dead
+        # pid when it opens the catalog: the heartbeat is what covers a host that vanished).
+        site.wait_for(lambda: [job for job in site.jobs() if job["id"] == running[0]["id"]
+                               and job["status"] == "interrupted"], 30, "the heartbeat timeout")
         rescuer = site.start("worker")
         finished = site.wait_for(lambda: [job for job in site.jobs() if job["target"] == "slow"
                                           and job["kind"] == "backup" and job["status"] == "succeeded"],
@@ -236,3 +250,16 @@ def test_without_a_dsn_the_worker_says_what_to_set(install) -> None:
     proc = site.run("worker", ok=False)
     assert proc.returncode == 96, proc.stderr
     assert "SAFEHOLD_QUEUE_DSN is unset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_worker_that_loses_the_catalog_stops_taking_work(install) -> None:
+    name, catalog = _create_database()
+    try:
+        site = install([], init=False, catalog_dsn=catalog)
+        worker = site.start("worker", "--apply-schema")
+        site.wait_for_workers(1)
+        _drop_database(name)  # the catalog is gone; the queue (another database) still answers
+        assert worker.wait(timeout=60) == 98, site.logs()
+        assert "did not answer for 3s" in site.logs()
+    finally:
+        _drop_database(name)

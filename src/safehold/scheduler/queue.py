@@ -248,10 +248,19 @@ class ProcrastinateExecutor:
         await manager.prune_stalled_workers(max(timeout, FORGET_DEAD_WORKER_SECONDS))
 
 
+def require_shared_catalog(config: Any) -> None:
+    """Workers on other hosts record jobs in the catalog: a SQLite file on one host cannot be it."""
+    if config.catalog_url.startswith("sqlite"):
+        raise errors.QueueNotConfigured(detail="scheduler.executor is procrastinate but the catalog is SQLite "
+                                               f"({config.catalog_url}); set catalog.url to a PostgreSQL database "
+                                               "that the scheduler and every worker reach")
+
+
 def make_executor(context: Any) -> Any:
     """The executor ``scheduler.executor`` names, sized by ``max_concurrent``."""
     settings = context.config.scheduler
     if settings.executor == "procrastinate":
+        require_shared_catalog(context.config)
         return ProcrastinateExecutor(context)
     from .executor import ThreadExecutor
 
@@ -274,6 +283,7 @@ def run_worker(context: Any, *, queues: list[str] | None = None, concurrency: in
         if not _NAME.fullmatch(name):
             raise errors.UsageError(f"queue or label {name!r}: use letters, digits and . _ : - only, "
                                     "at most 40 characters")
+    require_shared_catalog(context.config)
     dsn = queue_dsn(context.config.scheduler)
     chosen = worker_queues(queues, labels)
     try:

@@ -63,3 +63,19 @@ def test_labels_that_would_not_survive_the_worker_list_are_refused(label: str) -
 
     with pytest.raises(errors.UsageError, match="letters, digits"):
         run_worker(None, labels=[label])
+
+
+def test_the_queue_executor_refuses_a_sqlite_catalog(tmp_path: Path) -> None:
+    from safehold.config import load_config_text
+    from safehold.scheduler.queue import make_executor
+
+    config = load_config_text("repository: {url: repo, password_env: P}\nscheduler: {executor: procrastinate}\n"
+                              "targets: []\n", tmp_path / "targets.yml")
+
+    class Context:
+        pass
+
+    context = Context()
+    context.config = config
+    with pytest.raises(errors.QueueNotConfigured, match="the catalog is SQLite"):
+        make_executor(context)

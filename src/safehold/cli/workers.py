@@ -20,7 +20,7 @@ def _split(values: Optional[list[str]]) -> list[str]:
 def worker(
     queues: Optional[list[str]] = typer.Option(
         None, "--queues", "-q", help="Queues to take jobs from (repeat or comma-separate); default: 'default'."),
-    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Jobs this worker runs at once."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Jobs this worker runs at once."),
     host_labels: Optional[list[str]] = typer.Option(
         None, "--host-label", help="A label of this host (repeatable); the worker also takes queue 'label:NAME', "
         "where scheduler.placement sends the targets only this host can reach."),

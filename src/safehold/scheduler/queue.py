@@ -167,12 +167,13 @@ class ProcrastinateExecutor:
 
     def submit_job(self, job_id: int, kind: str, target: str | None) -> Future[Any]:
         """Defer catalog job ``job_id`` (queued) to its queue; thread-safe."""
-        future: Future[Any] = Future()
-        future.set_running_or_notify_cancel()
         deferred = asyncio.run_coroutine_threadsafe(self._defer(job_id, kind, target), self._loop)
         deferred.result(timeout=30)
         with self._lock:
-            self._pending[job_id] = future
+            future = self._pending.get(job_id)
+            if future is None:  # one Future per catalog job, however often it is handed over
+                future = self._pending[job_id] = Future()
+                future.set_running_or_notify_cancel()
         return future
 
     def shutdown(self, wait: bool = True) -> None:

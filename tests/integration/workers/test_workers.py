@@ -263,3 +263,33 @@ def test_a_worker_that_loses_the_catalog_stops_taking_work(install) -> None:
         assert "did not answer for 3s" in site.logs()
     finally:
         _drop_database(name)
+
+
+def test_one_queued_job_per_target_and_the_future_follows_the_catalog(install, tmp_path: Path, monkeypatch) -> None:
+    from safehold import errors
+    from safehold.engine.context import Context
+    from safehold.engine.jobs import cancel_job, submit_job
+    from safehold.scheduler.queue import ProcrastinateExecutor, apply_schema
+
+    site = install([{"name": "kvm01-web", "tier": 1, "source": {"type": "files", "paths": ["."]}}],
+                   {"placement": {"kvm01-*": "label:kvm01"}}, init=False)
+    assert apply_schema(site.dsn) and not apply_schema(site.dsn)  # once only
+    monkeypatch.setenv("SAFEHOLD_QUEUE_DSN", site.dsn)
+    context = Context.load(tmp_path / "targets.yml")
+    executor = ProcrastinateExecutor(context)
+    try:
+        first = submit_job(context, "backup", "kvm01-web", trigger="scheduler")
+        second = submit_job(context, "backup", "kvm01-web", trigger="scheduler")
+        future = executor.submit_job(first, "backup", "kvm01-web")
+        # Handed over again (a scheduler restarted): no second copy, the same Future.
+        assert executor.submit_job(first, "backup", "kvm01-web") is future
+        with pytest.raises(errors.JobNotRunnable, match="target:kvm01-web"):
+            executor.submit_job(second, "backup", "kvm01-web")
+        with psycopg.connect(site.dsn) as connection:
+            rows = connection.execute("SELECT queue_name, lock, queueing_lock, args FROM procrastinate_jobs").fetchall()
+        assert rows == [("label:kvm01", "target:kvm01-web", "target:kvm01-web", {"job_id": first})]
+        assert not future.done()
+        assert cancel_job(context, first)  # a final catalog row completes the scheduler's Future
+        assert future.result(timeout=10).status == "cancelled"
+    finally:
+        executor.shutdown()

@@ -259,6 +259,28 @@ class SchedulerRunning(SafeholdError):
     exit_code = 24
 
 
+class QueueNotConfigured(SafeholdError):
+    template = "the job queue is not usable: {detail}"
+    remedy = ("set scheduler.executor: procrastinate, put the queue's PostgreSQL DSN in the variable named by "
+              "scheduler.queue_dsn_env (default SAFEHOLD_QUEUE_DSN) or in scheduler.queue_dsn_file, and install "
+              "the 'workers' extra (pip install 'safehold[workers]')")
+    exit_code = 96
+
+
+class QueueUnreachable(SafeholdError):
+    template = "cannot reach the job queue at {dsn}: {detail}"
+    remedy = ("check that PostgreSQL answers at that DSN and that its schema is in place "
+              "('safehold worker --apply-schema' creates procrastinate's tables once)")
+    exit_code = 97
+
+
+class WorkerCatalogLost(SafeholdError):
+    template = "this worker stopped taking work: the catalog did not answer for {seconds}s ({detail})"
+    remedy = ("check the catalog database (catalog.url) and the network path to it, then start the worker "
+              "again (systemd restarts it); jobs it could not record are retried")
+    exit_code = 98
+
+
 # --- configuration and targets ----------------------------------------------
 
 

@@ -45,6 +45,7 @@ REQUIRED_ROLE = {
     ("GET", "/api/v1/jobs/{job_id}/log"): "viewer",
     ("POST", "/api/v1/jobs"): "operator",
     ("POST", "/api/v1/jobs/{job_id}/cancel"): "operator",
+    ("GET", "/api/v1/workers"): "viewer",
     ("GET", "/api/v1/tokens"): "admin",
     ("POST", "/api/v1/tokens"): "admin",
     ("DELETE", "/api/v1/tokens/{token_id}"): "admin",

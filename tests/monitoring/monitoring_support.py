@@ -56,6 +56,9 @@ EXPORTED_METRICS = frozenset(
         "safehold_copy_last_bytes_sent",
         "safehold_snapshot_suspicious",
         "safehold_snapshot_suspicion_score",
+        "safehold_worker_up",
+        "safehold_worker_last_heartbeat_timestamp_seconds",
+        "safehold_worker_jobs_running",
     }
 )
 # Exported only for drills configured under `drills:` (tests/unit/engine/test_drill.py covers them).
@@ -86,6 +89,7 @@ ALERT_NAMES = (
     "DRDrillOverdue",
     "CopyLagging",
     "SuspiciousChanges",
+    "WorkerDown",
 )
 
 

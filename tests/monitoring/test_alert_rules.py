@@ -128,6 +128,7 @@ def test_every_alert_has_severity_texts_and_an_existing_runbook(rule):
 def test_per_target_alerts_take_severity_from_the_tier():
     for rule in alert_rules():
         if rule["alert"] in ("BackupStorageCapacityHigh", "SafeholdDown", "DRDrillFailed", "DRDrillOverdue",
+                             "WorkerDown",
                              "SuspiciousChanges"):  # critical for every tier (possible ransomware)
             continue
         assert "$labels.tier" in rule["labels"]["severity"], rule["alert"]

@@ -742,6 +742,7 @@ COMMAND_MODULES: list[str] = [
     "safehold.cli.drill",
     "safehold.cli.copy",
     "safehold.cli.verdicts",
+    "safehold.cli.workers",
 ]
 
 

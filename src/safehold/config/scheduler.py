@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from typing import Literal
+
 from pydantic import Field, ValidationInfo, field_validator
 
 from safehold.config.common import _Model, _resolve_path
@@ -77,6 +79,54 @@ class SchedulerConfig(_Model):
         ),
         examples=["/var/tmp/safehold"],
     )
+
+    executor: Literal["thread", "procrastinate"] = Field(
+        "thread",
+        description=(
+            "Where jobs run: 'thread' (the default) in a pool of threads of the scheduler's own process; "
+            "'procrastinate' on 'safehold worker' processes, on this host or others, fed through a procrastinate "
+            "job queue in PostgreSQL (needs the 'workers' extra and a PostgreSQL catalog shared by all of them). "
+            "The queue's DSN is read from the environment variable named by queue_dsn_env, or the file queue_dsn_file, "
+            "never from this file."
+        ),
+        examples=["thread", "procrastinate"],
+    )
+    queue_dsn_env: str = Field(
+        "SAFEHOLD_QUEUE_DSN",
+        description="Environment variable holding the queue's PostgreSQL DSN (libpq form, e.g. postgresql://safehold@db/safehold).",
+        examples=["SAFEHOLD_QUEUE_DSN"],
+    )
+    queue_dsn_file: str | None = Field(
+        None,
+        description=(
+            "File holding the queue's DSN (one line), used when the variable named by queue_dsn_env is unset. "
+            "Relative paths are relative to this file's directory."
+        ),
+        examples=["/etc/safehold/queue.dsn"],
+    )
+    placement: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Which queue each target's jobs go to with executor: procrastinate: target-name pattern (shell-style, "
+            "first match in file order wins) to queue name. A worker takes the queues given by 'safehold worker "
+            "--queues' plus 'label:<name>' for each '--host-label'. Unmatched targets and repository jobs (prune, "
+            "check, maintenance, drills) go to queue 'default'."
+        ),
+        examples=[{"kvm01-*": "label:kvm01", "ebs-*": "aws"}],
+    )
+    worker_timeout: Duration = Field(
+        timedelta(seconds=30),
+        description=(
+            "A worker whose last heartbeat (sent every tenth of this) is older than this is taken as dead: its jobs "
+            "are recorded 'interrupted' and retried per 'retries' on another worker."
+        ),
+        examples=["30s", "2m"],
+    )
+
+    @field_validator("queue_dsn_file")
+    @classmethod
+    def _resolve_dsn_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _resolve_path(value, info)
 
     @field_validator("sandbox_dir")
     @classmethod

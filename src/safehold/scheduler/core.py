@@ -31,11 +31,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import errors
 from ..catalog.store import ACTIVE_STATUSES, GOOD_BACKUP_STATUSES
 from ..engine.context import Context
 from ..engine.jobs import run_job, submit_job
 from . import timing
-from .executor import Executor, ThreadExecutor
+from .executor import Executor
 
 log = logging.getLogger("safehold.scheduler")
 
@@ -81,7 +82,11 @@ class Scheduler:
         # Overridable for one-shot runs (--once), where spreading start times means nothing.
         self.jitter = self.settings.jitter if jitter is None else jitter
         self.clock = clock
-        self.executor: Executor = executor or ThreadExecutor(self.settings.max_concurrent)
+        if executor is None:
+            from .queue import make_executor
+
+            executor = make_executor(context)
+        self.executor: Executor = executor
         self.timezone = timezone or local_timezone()
         self.poll_interval = poll_interval
         self.started_at: dt.datetime | None = None
@@ -140,6 +145,8 @@ class Scheduler:
             self._thread.join(timeout=max(self.poll_interval, 1.0) + 5)
         with self._lock:
             running = list(self._running.values())
+        if getattr(self.executor, "runs_elsewhere", False):
+            running = []  # jobs run on workers, which keep running them while no scheduler runs
         deadline = None if timeout is None else time.monotonic() + timeout
         for entry in running:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -378,7 +385,15 @@ class Scheduler:
             if host is not None and sum(entry.host == host for entry in self._running.values()) \
                     >= self.settings.max_per_host:
                 continue
-            future = self.executor.submit(self._run, job.id)
+            submit_job = getattr(self.executor, "submit_job", None)
+            if submit_job is not None:  # a queue of workers: the job runs elsewhere, by id
+                try:
+                    future = submit_job(job.id, job.kind, job.target)
+                except errors.JobNotRunnable as error:  # the queue holds another job of this target
+                    log.warning("%s", error)
+                    continue
+            else:
+                future = self.executor.submit(self._run, job.id)
             self._running[job.id] = Running(job.id, job.kind, job.target, host, future)
             report.dispatched.append(job.id)
 

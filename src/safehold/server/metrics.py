@@ -78,6 +78,7 @@ class SafeholdCollector(Collector):
         yield from self._jobs()
         yield from self._repository()
         yield from self._copies()
+        yield from self._workers()
 
     # --- families -------------------------------------------------------------
 
@@ -255,6 +256,33 @@ class SafeholdCollector(Collector):
             # Repository-wide jobs (check, prune) have no target: an empty label value.
             failures.add_metric((target or "", kind), float(count))
         yield from (running, failures)
+
+    def _workers(self) -> Iterator[Metric]:
+        """Workers of the job queue (only with scheduler.executor: procrastinate). A dead worker stays
+        listed, with up 0, for an hour (scheduler.queue.FORGET_DEAD_WORKER_SECONDS): WorkerDown fires on it."""
+        settings = self.context.config.scheduler
+        if settings.executor != "procrastinate":
+            return
+        from ..errors import SafeholdError
+        from ..scheduler.queue import list_workers
+
+        try:
+            found = list_workers(settings)
+        except SafeholdError as error:  # the rest of the scrape still answers; SafeholdDown covers us
+            log.warning("workers not listed: %s", error)
+            return
+        labels = ("worker", "host")
+        up = GaugeMetricFamily("safehold_worker_up", "1 while the worker's heartbeat is within "
+                               "scheduler.worker_timeout, 0 once it stopped answering", labels=labels)
+        heartbeat = GaugeMetricFamily("safehold_worker_last_heartbeat_timestamp_seconds",
+                                      "Unix time of the worker's last heartbeat", labels=labels)
+        running = GaugeMetricFamily("safehold_worker_jobs_running", "Jobs the worker runs now", labels=labels)
+        for entry in found:
+            values = (str(entry.id), entry.hostname or "")
+            up.add_metric(values, 1.0 if entry.alive else 0.0)
+            heartbeat.add_metric(values, entry.last_heartbeat.timestamp())
+            running.add_metric(values, float(len(entry.running_jobs)))
+        yield from (up, heartbeat, running)
 
     def _repository(self) -> Iterator[Metric]:
         values = self._repository_values()

@@ -107,6 +107,17 @@ def list_jobs(
     return {"jobs": [job_dict(record) for record in records]}
 
 
+@router.get("/workers", response_model=schemas.WorkerList, tags=["jobs"])
+def list_workers(request: Request, _: TokenRecord = viewer) -> dict[str, Any]:
+    """The workers of the job queue (scheduler.executor: procrastinate): labels, running jobs, last heartbeat."""
+    settings = _context(request).config.scheduler
+    if settings.executor != "procrastinate":
+        return {"executor": settings.executor, "workers": []}
+    from ..scheduler.queue import list_workers as queue_workers
+
+    return {"executor": settings.executor, "workers": [entry.as_dict() for entry in queue_workers(settings)]}
+
+
 @router.get("/jobs/{job_id}", response_model=schemas.Job, tags=["jobs"], responses=NOT_FOUND)
 def get_job(job_id: JobId, request: Request, _: TokenRecord = viewer) -> dict[str, Any]:
     """One job."""

@@ -53,6 +53,24 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class Worker(BaseModel):
+    id: int = Field(description="The worker's id in procrastinate's workers table.")
+    last_heartbeat: str = Field(description="ISO 8601 time of its last heartbeat.")
+    heartbeat_age_seconds: float
+    alive: bool = Field(description="Its last heartbeat is within scheduler.worker_timeout.")
+    hostname: str | None = Field(description="Host it runs on; null once it is gone.")
+    pid: int | None
+    labels: list[str] = Field(description="Its --host-label values.")
+    queues: list[str]
+    running_jobs: list[int] = Field(description="Catalog ids of the jobs it runs now.")
+
+
+class WorkerList(BaseModel):
+    executor: Literal["thread", "procrastinate"] = Field(
+        description="scheduler.executor; with 'thread' jobs run in the control plane and the list is empty.")
+    workers: list[Worker]
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     catalog: bool = Field(description="The catalog database answers.")

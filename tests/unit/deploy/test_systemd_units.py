@@ -46,7 +46,7 @@ def test_units_verify_cleanly(tmp_path: Path) -> None:
     units = installed_copy(tmp_path)
     assert {unit.name for unit in units} == {
         "safehold.service", "safehold-backup@web-01.service", "safehold-backup@web-01.timer",
-        "safehold-maintenance.service", "safehold-maintenance.timer"}
+        "safehold-maintenance.service", "safehold-maintenance.timer", "safehold-worker.service"}
     result = verify(units, tmp_path)
     # verify exits 0 on mere warnings (an unknown key is ignored), so any output is a failure too.
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result.stdout + result.stderr
@@ -74,3 +74,10 @@ def test_the_timer_drives_the_backup_of_its_instance() -> None:
     assert "Unit=safehold-backup@%i.service" in timer and "Persistent=true" in timer
     assert f"ExecStart={INSTALLED_PATH} backup --target %i" in service
     assert f"ExecStart={INSTALLED_PATH} serve" in (UNITS / "safehold.service").read_text()
+
+
+def test_the_worker_unit_runs_a_worker_with_its_secrets_from_a_file() -> None:
+    worker = (UNITS / "safehold-worker.service").read_text()
+    assert f"ExecStart={INSTALLED_PATH} worker " in worker
+    assert "EnvironmentFile=-/etc/safehold/worker.env" in worker
+    assert "SAFEHOLD_QUEUE_DSN=" not in worker.split("[Service]")[1]  # the DSN (a secret) never in the unit

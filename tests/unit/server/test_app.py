@@ -176,3 +176,12 @@ def test_an_unexpected_error_is_a_500_in_the_documented_shape(context: Context) 
         response = client.get("/boom")
     assert response.status_code == 500 and response.headers["content-type"] == "application/json"
     assert set(response.json()) == SHAPE and "not for the client" not in response.text
+
+
+def test_workers_list_is_empty_with_the_thread_executor(context: Context) -> None:
+    _, token = TokenStore(context.catalog).create("t", "viewer")
+    with TestClient(create_app(context)) as client:
+        answer = client.get("/api/v1/workers", headers={"Authorization": f"Bearer {token}"})
+        metrics = client.get("/metrics").text
+    assert answer.status_code == 200 and answer.json() == {"executor": "thread", "workers": []}
+    assert "safehold_worker_up" not in metrics

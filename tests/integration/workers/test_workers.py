@@ -1,0 +1,295 @@
+"""Scale-out on procrastinate with real ``safehold worker`` processes on loopback.
+
+Each test makes its own PostgreSQL database (catalog and queue in one, as a small install would),
+a file repository in tmp, and runs the CLI in subprocesses: ``worker``, ``scheduler run``,
+``workers``, ``check``, ``restore``. Nothing machine-wide is looked at: the workers only see their
+own database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+pytest.importorskip("procrastinate")
+
+ADMIN_URL = os.environ.get("SAFEHOLD_TEST_POSTGRES_URL", "")
+pytestmark = pytest.mark.skipif(not ADMIN_URL, reason="needs SAFEHOLD_TEST_POSTGRES_URL (scripts/services.sh start)")
+PASSWORD = "workers correct horse battery staple"
+CLI = [sys.executable, "-m", "safehold.cli.main"]
+
+
+def _libpq(url: str) -> str:
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+
+
+def _create_database() -> tuple[str, str]:
+    name = f"sh_workers_{uuid.uuid4().hex[:12]}"
+    admin = _libpq(ADMIN_URL)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return name, re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", admin, count=1)
+
+
+def _drop_database(name: str) -> None:
+    with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A database of its own (libpq DSN), dropped at the end."""
+    name, dsn = _create_database()
+    try:
+        yield dsn
+    finally:
+        _drop_database(name)
+
+
+class Install:
+    """targets.yml, a repository, and the processes started on them (killed at the end)."""
+
+    def __init__(self, root: Path, dsn: str, targets: list[dict], scheduler: dict,
+                 catalog_dsn: str | None = None) -> None:
+        self.root, self.dsn = root, dsn
+        self.processes: list[subprocess.Popen] = []
+        settings = {"executor": "procrastinate", "jitter": "1s", "worker_timeout": "3s", "retries": 2,
+                    "retry_backoff": "1s", "prune_schedule": None, "check_schedule": None, **scheduler}
+        lines = ["repository:", "  url: repo", "  password_env: SAFEHOLD_PASSWORD", "state_dir: state",
+                 f"catalog: {{url: {json.dumps((catalog_dsn or dsn).replace('postgresql://', 'postgresql+psycopg://', 1))}}}",
+                 f"scheduler: {json.dumps(settings)}",
+                 "tiers:", "  1: {rpo: 15m, rto: 1h}", "targets:" + ("" if targets else " []")]
+        lines += [f"  - {json.dumps(target)}" for target in targets]
+        (root / "targets.yml").write_text("\n".join(lines) + "\n")
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("SAFEHOLD_")}
+        self.env.update(SAFEHOLD_CONFIG=str(root / "targets.yml"), SAFEHOLD_PASSWORD=PASSWORD,
+                        SAFEHOLD_QUEUE_DSN=dsn, COLUMNS="200", NO_COLOR="1", PYTHONUNBUFFERED="1")
+
+    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*CLI, *args], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=120)
+        if ok:
+            assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def start(self, *args: str) -> subprocess.Popen:
+        log = open(self.root / f"{args[0]}-{len(self.processes)}.log", "w")
+        process = subprocess.Popen([*CLI, *args], cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text()}" for path in sorted(self.root.glob("*.log")))
+
+    def jobs(self) -> list[dict]:
+        with psycopg.connect(self.dsn) as connection:
+            rows = connection.execute("SELECT id, kind, target, status, pid, error, details FROM jobs ORDER BY id")
+            return [dict(zip(("id", "kind", "target", "status", "pid", "error", "details"), row)) for row in rows]
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}\njobs: {self.jobs()}\n{self.logs()}")
+
+    def wait_for_workers(self, count: int) -> list[dict]:
+        """Polled in-process (each CLI run costs seconds on a busy machine); the CLI is checked once per test."""
+        from safehold.config.scheduler import SchedulerConfig
+        from safehold.errors import QueueUnreachable
+        from safehold.scheduler.queue import list_workers
+
+        settings = SchedulerConfig(worker_timeout="3s")
+
+        def listed() -> list[dict] | None:
+            try:
+                found = [entry.as_dict() for entry in list_workers(settings, self.dsn)]
+            except QueueUnreachable:  # the first worker has not created the queue's tables yet
+                return None
+            described = [worker for worker in found if worker["alive"] and worker["hostname"]]
+            return described if len(described) >= count else None
+        return self.wait_for(listed, 30, f"{count} worker(s)")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def install(tmp_path: Path, database: str):
+    made: list[Install] = []
+
+    def make(targets: list[dict], scheduler: dict | None = None, init: bool = True,
+             catalog_dsn: str | None = None) -> Install:
+        created = Install(tmp_path, database, targets, scheduler or {}, catalog_dsn)
+        made.append(created)
+        if init:
+            created.run("init")
+        return created
+
+    yield make
+    for created in made:
+        created.stop()
+
+
+def test_jobs_run_on_the_workers_their_queue_places_them_on(install, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "file").write_text("on any worker\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "file").write_text("only where label kvm1 is\n")
+    site = install([{"name": "a", "tier": 1, "source": {"type": "files", "paths": ["a"]}},
+                    {"name": "kvm1-b", "tier": 1, "source": {"type": "files", "paths": ["b"]}}],
+                   {"placement": {"kvm1-*": "label:kvm1"}})
+    anywhere = site.start("worker", "--apply-schema", "--concurrency", "2")
+    site.wait_for_workers(1)  # the schema is in place before the second worker starts
+    labelled = site.start("worker", "--queues", "other", "--host-label", "kvm1")
+    workers = site.wait_for_workers(2)
+    by_pid = {worker["pid"]: worker for worker in workers}
+    assert by_pid[labelled.pid]["labels"] == ["kvm1"]
+    assert by_pid[labelled.pid]["queues"] == ["other", "label:kvm1"]
+    assert by_pid[anywhere.pid]["queues"] == ["default"]
+
+    once = site.run("scheduler", "run", "--once")
+    assert "queued 2 job(s), ran 2" in once.stdout, once.stdout + once.stderr
+    jobs = {job["target"]: job for job in site.jobs() if job["kind"] == "backup"}
+    assert {target: job["status"] for target, job in jobs.items()} == {"a": "succeeded", "kvm1-b": "succeeded"}
+    assert jobs["a"]["pid"] == anywhere.pid  # the job ran in the worker process, not in the scheduler
+    assert jobs["kvm1-b"]["pid"] == labelled.pid
+    listed = json.loads(site.run("workers", "--json").stdout)["workers"]
+    assert {(worker["pid"], tuple(worker["labels"]), worker["alive"]) for worker in listed} == \
+        {(anywhere.pid, (), True), (labelled.pid, ("kvm1",), True)}
+
+    # The same list from the API, and as metrics.
+    from fastapi.testclient import TestClient
+
+    from safehold.catalog.tokens import TokenStore
+    from safehold.engine.context import Context
+    from safehold.server.app import create_app
+
+    monkeypatch.setenv("SAFEHOLD_QUEUE_DSN", site.dsn)
+    context = Context.load(tmp_path / "targets.yml")
+    _, token = TokenStore(context.catalog).create("t", "viewer")
+    with TestClient(create_app(context)) as client:
+        answer = client.get("/api/v1/workers", headers={"Authorization": f"Bearer {token}"})
+        metrics = client.get("/metrics").text
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["executor"] == "procrastinate"
+    assert sorted(worker["pid"] for worker in body["workers"]) == sorted([anywhere.pid, labelled.pid])
+    up = [line for line in metrics.splitlines() if line.startswith("safehold_worker_up{")]
+    assert len(up) == 2 and all(line.endswith(" 1.0") for line in up), up
+
+
+def test_a_worker_killed_mid_backup_is_detected_and_another_worker_finishes_the_job(install, tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "kept.txt").write_text("an earlier snapshot must stay restorable\n")
+    marker, child = tmp_path / "first-attempt", tmp_path / "child.pid"
+    # The first attempt streams some data, then hangs until its worker is killed; the next one completes.
+    run = (f"if [ ! -e {marker} ]; then touch {marker}; echo $$ > {child}; yes first | head -c 3000000; "
+           f"exec sleep 120; fi; yes slow | head -c 2000000")
+    site = install([{"name": "docs", "tier": 1, "source": {"type": "files", "paths": ["docs"]}},
+                    {"name": "slow", "tier": 1, "source": {"type": "command", "run": run, "name": "slow.out"}}])
+    site.run("backup", "--target", "docs")  # the earlier snapshot, before any worker runs
+    doomed = site.start("worker", "--apply-schema")
+    site.wait_for_workers(1)
+    site.start("scheduler", "run", "--poll", "0.5")
+    running = site.wait_for(lambda: [job for job in site.jobs() if job["target"] == "slow"
+                                     and job["status"] == "running" and child.exists()], 60, "the first attempt")
+    assert running[0]["pid"] == doomed.pid
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    try:
+        # Found by its stale heartbeat alone (a worker started on this host would also find the dead
+        # pid when it opens the catalog: the heartbeat is what covers a host that vanished).
+        site.wait_for(lambda: [job for job in site.jobs() if job["id"] == running[0]["id"]
+                               and job["status"] == "interrupted"], 30, "the heartbeat timeout")
+        rescuer = site.start("worker")
+        finished = site.wait_for(lambda: [job for job in site.jobs() if job["target"] == "slow"
+                                          and job["kind"] == "backup" and job["status"] == "succeeded"],
+                                 60, "the retry on the second worker")
+    finally:
+        try:
+            os.kill(int(child.read_text()), signal.SIGKILL)  # the hung command outlives its worker
+        except (OSError, ValueError):
+            pass
+    attempts = [job for job in site.jobs() if job["target"] == "slow" and job["kind"] == "backup"]
+    assert [job["status"] for job in attempts] == ["interrupted", "succeeded"], attempts
+    assert "heartbeat" in attempts[0]["error"]
+    assert attempts[1]["pid"] == rescuer.pid and json.loads(attempts[1]["details"])["attempt"] == 2
+    assert finished
+    assert not [job for job in site.jobs() if job["status"] == "running"]
+    site.stop()
+    site.run("check", "--read-data")
+    out = tmp_path / "restored"
+    site.run("restore", "latest:docs", "--to", str(out))
+    assert [path.read_text() for path in out.rglob("kept.txt")] == ["an earlier snapshot must stay restorable\n"]
+
+
+def test_without_a_dsn_the_worker_says_what_to_set(install) -> None:
+    site = install([], init=False)
+    site.env.pop("SAFEHOLD_QUEUE_DSN")
+    proc = site.run("worker", ok=False)
+    assert proc.returncode == 96, proc.stderr
+    assert "SAFEHOLD_QUEUE_DSN is unset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_worker_that_loses_the_catalog_stops_taking_work(install) -> None:
+    name, catalog = _create_database()
+    try:
+        site = install([], init=False, catalog_dsn=catalog)
+        worker = site.start("worker", "--apply-schema")
+        site.wait_for_workers(1)
+        _drop_database(name)  # the catalog is gone; the queue (another database) still answers
+        assert worker.wait(timeout=60) == 98, site.logs()
+        assert "did not answer for 3s" in site.logs()
+    finally:
+        _drop_database(name)
+
+
+def test_one_queued_job_per_target_and_the_future_follows_the_catalog(install, tmp_path: Path, monkeypatch) -> None:
+    from safehold import errors
+    from safehold.engine.context import Context
+    from safehold.engine.jobs import cancel_job, submit_job
+    from safehold.scheduler.queue import ProcrastinateExecutor, apply_schema
+
+    site = install([{"name": "kvm01-web", "tier": 1, "source": {"type": "files", "paths": ["."]}}],
+                   {"placement": {"kvm01-*": "label:kvm01"}}, init=False)
+    assert apply_schema(site.dsn) and not apply_schema(site.dsn)  # once only
+    monkeypatch.setenv("SAFEHOLD_QUEUE_DSN", site.dsn)
+    context = Context.load(tmp_path / "targets.yml")
+    executor = ProcrastinateExecutor(context)
+    try:
+        first = submit_job(context, "backup", "kvm01-web", trigger="scheduler")
+        second = submit_job(context, "backup", "kvm01-web", trigger="scheduler")
+        future = executor.submit_job(first, "backup", "kvm01-web")
+        # Handed over again (a scheduler restarted): no second copy, the same Future.
+        assert executor.submit_job(first, "backup", "kvm01-web") is future
+        with pytest.raises(errors.JobNotRunnable, match="target:kvm01-web"):
+            executor.submit_job(second, "backup", "kvm01-web")
+        with psycopg.connect(site.dsn) as connection:
+            rows = connection.execute("SELECT queue_name, lock, queueing_lock, args FROM procrastinate_jobs").fetchall()
+        assert rows == [("label:kvm01", "target:kvm01-web", "target:kvm01-web", {"job_id": first})]
+        assert not future.done()
+        assert cancel_job(context, first)  # a final catalog row completes the scheduler's Future
+        assert future.result(timeout=10).status == "cancelled"
+    finally:
+        executor.shutdown()

@@ -557,6 +557,11 @@ class Repository:
         """Read and verify one blob; raises IntegrityError naming the pack when damaged."""
         location = location or self.locate(blob_id)
         stored = self._get(Kind.DATA, location.pack, location.offset, location.length)
+        return self.decode_blob(blob_id, location, stored)
+
+    def decode_blob(self, blob_id: bytes, location: BlobLocation, stored: bytes | memoryview) -> bytes:
+        """Decrypt, decompress and verify a blob's stored bytes (fetched by the caller, e.g. as part
+        of a larger range); raises IntegrityError naming the pack when they do not hold the blob."""
         try:
             return decode_blob(self.cipher, location.blob_type, blob_id, stored, location.plain_length)
         except Exception as exc:  # DecryptionFailed, zstd errors on a damaged frame

@@ -36,10 +36,11 @@ from .index import BlobLocation
 
 MIB = 1024 * 1024
 DEFAULT_CONNECTIONS = 16
-DEFAULT_MEMORY = 256 * MIB
-#: A whole pack (16 MiB by default) in one request when the restore needs most of it, as restic's
-#: restorer does: fewer, larger requests cost less per byte on every S3 implementation.
-DEFAULT_MAX_REQUEST = 16 * MIB
+DEFAULT_MEMORY = 128 * MIB
+#: Half a pack (16 MiB by default) in one request when the restore needs most of it: fewer, larger
+#: requests cost less per byte on every S3 implementation (moto reads the whole object for any
+#: range), and two per pack keep more connections busy when a restore touches few packs.
+DEFAULT_MAX_REQUEST = 8 * MIB
 DEFAULT_GAP = 256 * 1024
 #: Positions this far behind the furthest blob handed out are taken as skipped by the
 #: destination (a damaged file's later chunks): their groups may be evicted. A destination keeps

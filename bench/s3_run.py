@@ -284,6 +284,16 @@ def markdown(results: dict) -> str:
             ratios = [f"{w / walls[0]:.2f}x" if w and walls[0] else "-" for w in walls[1:]]
             lines.append(f"| {phase} | " + " | ".join(f"{w:.2f}" if w else "-" for w in walls) + " | "
                          + " | ".join(ratios) + " |")
+        lines += ["", "CPU seconds (user + sys) and peak RSS MiB of the same runs (medians), less sensitive to the "
+                  "machine's load than wall time:", "",
+                  "| phase | " + " | ".join(f"{t} CPU / RSS" for t in tools) + " |", "|---" * (len(tools) + 1) + "|"]
+        for phase in PHASES:
+            cells = []
+            for t in tools:
+                runs = out[t].get(phase) or []
+                cells.append(f"{statistics.median([m['cpu_s'] for m in runs]):.2f} / "
+                             f"{statistics.median([m['peak_rss_bytes'] for m in runs]) / bench.MiB:.0f}" if runs else "-")
+            lines.append(f"| {phase} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -433,13 +433,12 @@ class Repository:
         """Load every index object. A damaged one raises, or with ``on_error`` is reported and skipped."""
         if self._index_loaded:
             return
-        for info in self.backend.list(Kind.INDEX):
-            try:
-                document = self.load_object(Kind.INDEX, info.name)
-            except errors.IntegrityError as exc:
+        names = [info.name for info in self.backend.list(Kind.INDEX)]
+        for name, document in _read_ahead(lambda name: self.load_object(Kind.INDEX, name), names):
+            if isinstance(document, errors.IntegrityError):
                 if on_error is None:
-                    raise
-                on_error(info.name, exc)
+                    raise document
+                on_error(name, document)
                 continue
             for pack_name, entries in document["packs"]:
                 self.index.stage_pack(pack_name, decode_entries(entries))
@@ -584,15 +583,14 @@ class Repository:
                        on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> list[Snapshot]:
         """Snapshots, oldest first. A damaged one raises, or with ``on_error`` is reported and skipped."""
         snapshots = []
-        for info in self.backend.list(Kind.SNAPSHOTS):
-            try:
-                snapshot = self.load_snapshot(info.name)
-            except errors.IntegrityError as exc:
-                if not self.backend_has(Kind.SNAPSHOTS, info.name):
+        names = [info.name for info in self.backend.list(Kind.SNAPSHOTS)]
+        for name, snapshot in _read_ahead(self.load_snapshot, names):
+            if isinstance(snapshot, errors.IntegrityError):
+                if not self.backend_has(Kind.SNAPSHOTS, name):
                     continue  # forgotten while we listed
                 if on_error is None:
-                    raise
-                on_error(info.name, exc)
+                    raise snapshot
+                on_error(name, snapshot)
                 continue
             if target is None or snapshot.target == target:
                 snapshots.append(snapshot)
@@ -711,6 +709,40 @@ class TreeWriter:
         if self.buffer:
             self._cut(final=True)
         return self.ids
+
+
+def _read_ahead(read: Callable[[str], object], names: list[str], threads: int = 8) -> Iterator[tuple[str, object]]:
+    """(name, read(name)) in the order of ``names``, up to ``threads`` reads in flight (on S3 each
+    object is a round trip: the index and snapshot objects were read one after another). An
+    IntegrityError is handed back in place of the result, for the caller to raise or report in
+    order; any other error is raised where its name is reached."""
+    if len(names) <= 1:
+        for name in names:
+            yield name, _integrity_or(read, name)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending = iter(names)
+    with ThreadPoolExecutor(threads, thread_name_prefix="safehold-read") as pool:
+        ahead = deque((name, pool.submit(_integrity_or, read, name)) for _, name in zip(range(threads * 2), pending))
+        try:
+            while ahead:
+                name, future = ahead.popleft()
+                for following in pending:
+                    ahead.append((following, pool.submit(_integrity_or, read, following)))
+                    break
+                yield name, future.result()
+        finally:
+            for _, future in ahead:
+                future.cancel()
+
+
+def _integrity_or(read: Callable[[str], object], name: str) -> object:
+    try:
+        return read(name)
+    except errors.IntegrityError as exc:
+        return exc
 
 
 def read_config(backend: Backend) -> dict:

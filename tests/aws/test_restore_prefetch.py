@@ -78,6 +78,20 @@ def test_memory_stays_within_the_bound_when_blobs_are_skipped(stored):
         assert reader.stats.evicted_groups > 0
 
 
+def test_a_tree_repeating_one_small_blob_cannot_grow_the_bookkeeping(stored, monkeypatch):
+    """Bytes alone do not bound a crafted plan (one tiny blob listed over and over): the announced
+    blobs are bounded too."""
+    from safehold.repository import prefetch
+
+    monkeypatch.setattr(prefetch, "MAX_WINDOW_BLOBS", 8)
+    repository, blobs, _, _ = stored
+    small = min(blobs, key=lambda b: len(blobs[b]))
+    order = [small] * 400
+    with PrefetchReader(repository, iter(order), connections=2) as reader:
+        assert read_all(reader, order, threads=1) == [blobs[small]] * 400
+        assert reader.stats.peak_held_blobs <= 4 * 8
+
+
 def test_a_blob_outside_the_plan_is_read_directly(stored):
     repository, blobs, _, _ = stored
     order = list(blobs)

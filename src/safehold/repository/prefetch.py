@@ -19,7 +19,7 @@ Memory: the stored bytes held by the reader never exceed ``memory`` (one group a
 nothing else is held, and a group is at most ``max_request``); while a response is read its bytes
 can exist twice (the HTTP library joins its buffers), so the fetch layer's peak is below
 2 x ``memory``, whatever the snapshot size. The plan is read lazily and only the groups in the
-budget are indexed.
+budget are indexed (a window is at most MAX_WINDOW_BLOBS blobs, so the bookkeeping is bounded too).
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ DEFAULT_GAP = 256 * 1024
 #: at most threads x 4 chunks in flight, so this is generous; a late reader still gets its blob
 #: through a direct read.
 SLACK = 1024
+#: A window also ends after this many blobs: a crafted tree can list a tiny blob millions of
+#: times, and each announced blob costs ~200 bytes of bookkeeping whatever its size.
+MAX_WINDOW_BLOBS = 16384
 
 
 @dataclass
@@ -81,6 +84,7 @@ class PrefetchStats:
     bytes_fetched: int = 0
     direct_reads: int = 0  # blobs read one by one (not planned, evicted or failed group)
     peak_held_bytes: int = 0
+    peak_held_blobs: int = 0
     evicted_groups: int = 0
 
 
@@ -105,6 +109,7 @@ class PrefetchReader:
         self._pending: dict[bytes, deque[_Member]] = {}
         self._held: deque[_Group] = deque()  # groups holding budget, oldest first
         self._held_bytes = 0
+        self._held_blobs = 0  # announced blobs of the held groups (bounded too: see MAX_WINDOW_BLOBS)
         self._high = -1  # the furthest plan position handed out
         self._closed = False
         self._pool = ThreadPoolExecutor(self.connections, thread_name_prefix="safehold-fetch")
@@ -167,6 +172,7 @@ class PrefetchReader:
         group.state = "evicted"
         group.data = None
         self._held_bytes -= group.size
+        self._held_blobs -= len(group.members)
         try:
             self._held.remove(group)
         except ValueError:
@@ -197,7 +203,7 @@ class PrefetchReader:
                 window.append((position, blob_id, location))
                 window_bytes += location.length
                 position += 1
-                if window_bytes >= self.memory // 3:
+                if window_bytes >= self.memory // 3 or len(window) >= MAX_WINDOW_BLOBS:
                     if not self._submit_window(window):
                         return
                     window, window_bytes = [], 0
@@ -225,14 +231,20 @@ class PrefetchReader:
 
     def _submit(self, group: _Group) -> bool:
         """Wait for budget, announce the group's members, start its fetch. False once closed."""
+        def over() -> bool:
+            return bool(self._held_bytes or self._held_blobs) and (self._held_bytes + group.size > self.memory
+                                               or self._held_blobs + len(group.members) > 4 * MAX_WINDOW_BLOBS)
+
         with self._state:
-            while not self._closed and self._held_bytes and self._held_bytes + group.size > self.memory:
+            while not self._closed and over():
                 self._evict_behind()
-                if self._held_bytes and self._held_bytes + group.size > self.memory:
+                if over():
                     self._state.wait(0.05)
             if self._closed:
                 return False
             self._held_bytes += group.size
+            self._held_blobs += len(group.members)
+            self.stats.peak_held_blobs = max(self.stats.peak_held_blobs, self._held_blobs)
             self.stats.peak_held_bytes = max(self.stats.peak_held_bytes, self._held_bytes)
             self._held.append(group)
             group.outstanding = len(group.members)

@@ -771,6 +771,13 @@ class _WarningLine(logging.Handler):
 def run(argv: list[str] | None = None) -> None:
     # Typer handles usage errors itself (exit 2) and exits through SystemExit;
     # everything else that escapes a command is ours to explain.
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:
+        # Answered before Typer builds the command tree (which imports pydantic for its
+        # parameter adapters): the version is asked by scripts and monitoring, often.
+        from .. import __version__
+
+        print(f"safehold {__version__}")
+        return
     files_log = logging.getLogger("safehold.files")
     if not any(isinstance(handler, _WarningLine) for handler in files_log.handlers):
         files_log.addHandler(_WarningLine())

@@ -41,6 +41,7 @@ from .pack import (DEFAULT_COMPRESSION_LEVEL, BlobType, PackBuilder, decode_blob
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 PACK_TARGET_SIZE = 16 * 1024 * 1024
+TREE_READ_AHEAD = 4  # tree blobs read in parallel by read_tree (at most twice this held ahead)
 INDEX_EVERY_PACKS = 32  # a killed long backup keeps its uploaded packs reusable
 _OBJECT_AAD = b"safehold-object-"
 
@@ -433,13 +434,12 @@ class Repository:
         """Load every index object. A damaged one raises, or with ``on_error`` is reported and skipped."""
         if self._index_loaded:
             return
-        for info in self.backend.list(Kind.INDEX):
-            try:
-                document = self.load_object(Kind.INDEX, info.name)
-            except errors.IntegrityError as exc:
+        names = [info.name for info in self.backend.list(Kind.INDEX)]
+        for name, document in _read_ahead(lambda name: self.load_object(Kind.INDEX, name), names):
+            if isinstance(document, errors.IntegrityError):
                 if on_error is None:
-                    raise
-                on_error(info.name, exc)
+                    raise document
+                on_error(name, document)
                 continue
             for pack_name, entries in document["packs"]:
                 self.index.stage_pack(pack_name, decode_entries(entries))
@@ -567,6 +567,11 @@ class Repository:
         its plaintext). Raises IntegrityError naming the pack when damaged."""
         location = location or self.locate(blob_id)
         stored = self._get(Kind.DATA, location.pack, location.offset, location.length)
+        return self.decode_blob(blob_id, location, stored)
+
+    def decode_blob(self, blob_id: bytes, location: BlobLocation, stored: bytes | memoryview) -> bytes:
+        """Decrypt, decompress and verify a blob's stored bytes (fetched by the caller, e.g. as part
+        of a larger range); raises IntegrityError naming the pack when they do not hold the blob."""
         try:
             return decode_blob_body(self.cipher, location.blob_type, blob_id, stored, location.plain_length)
         except Exception as exc:  # DecryptionFailed, zstd errors on a damaged frame
@@ -588,15 +593,14 @@ class Repository:
                        on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> list[Snapshot]:
         """Snapshots, oldest first. A damaged one raises, or with ``on_error`` is reported and skipped."""
         snapshots = []
-        for info in self.backend.list(Kind.SNAPSHOTS):
-            try:
-                snapshot = self.load_snapshot(info.name)
-            except errors.IntegrityError as exc:
-                if not self.backend_has(Kind.SNAPSHOTS, info.name):
+        names = [info.name for info in self.backend.list(Kind.SNAPSHOTS)]
+        for name, snapshot in _read_ahead(self.load_snapshot, names):
+            if isinstance(snapshot, errors.IntegrityError):
+                if not self.backend_has(Kind.SNAPSHOTS, name):
                     continue  # forgotten while we listed
                 if on_error is None:
-                    raise
-                on_error(info.name, exc)
+                    raise snapshot
+                on_error(name, snapshot)
                 continue
             if target is None or snapshot.target == target:
                 snapshots.append(snapshot)
@@ -669,11 +673,37 @@ class Repository:
         return FileChunker(self.master.chunker_seed)
 
     def read_tree(self, snapshot: Snapshot) -> Iterator[dict]:
-        """Yield the items of a snapshot in stored order."""
+        """Yield the items of a snapshot in stored order.
+
+        The tree's blobs are read ahead, TREE_READ_AHEAD at a time and handed out in order (on S3
+        each is a request of its own: read one by one, a large tree cost a round trip per 48 KiB);
+        an error is raised where the blob that caused it is reached, as before."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
-        for hex_id in snapshot.tree:
-            unpacker.feed(self.read_blob(bytes.fromhex(hex_id)))
-            yield from unpacker
+        ids = iter(snapshot.tree)
+        if len(snapshot.tree) <= 1:
+            for hex_id in ids:
+                unpacker.feed(self.read_blob(bytes.fromhex(hex_id)))
+                yield from unpacker
+            return
+        with ThreadPoolExecutor(TREE_READ_AHEAD, thread_name_prefix="safehold-tree") as pool:
+            def read(hex_id: str) -> bytes:  # a malformed id fails where it is reached, in order
+                return self.read_blob(bytes.fromhex(hex_id))
+
+            ahead = deque(pool.submit(read, hex_id) for _, hex_id in zip(range(TREE_READ_AHEAD * 2), ids))
+            try:
+                while ahead:
+                    data = ahead.popleft().result()
+                    for hex_id in ids:
+                        ahead.append(pool.submit(read, hex_id))
+                        break
+                    unpacker.feed(data)
+                    yield from unpacker
+            finally:
+                for future in ahead:
+                    future.cancel()
 
 
 class TreeWriter:
@@ -713,6 +743,40 @@ class TreeWriter:
         if self.buffer:
             self._cut(final=True)
         return self.ids
+
+
+def _read_ahead(read: Callable[[str], object], names: list[str], threads: int = 8) -> Iterator[tuple[str, object]]:
+    """(name, read(name)) in the order of ``names``, up to ``threads`` reads in flight (on S3 each
+    object is a round trip: the index and snapshot objects were read one after another). An
+    IntegrityError is handed back in place of the result, for the caller to raise or report in
+    order; any other error is raised where its name is reached."""
+    if len(names) <= 1:
+        for name in names:
+            yield name, _integrity_or(read, name)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending = iter(names)
+    with ThreadPoolExecutor(threads, thread_name_prefix="safehold-read") as pool:
+        ahead = deque((name, pool.submit(_integrity_or, read, name)) for _, name in zip(range(threads * 2), pending))
+        try:
+            while ahead:
+                name, future = ahead.popleft()
+                for following in pending:
+                    ahead.append((following, pool.submit(_integrity_or, read, following)))
+                    break
+                yield name, future.result()
+        finally:
+            for _, future in ahead:
+                future.cancel()
+
+
+def _integrity_or(read: Callable[[str], object], name: str) -> object:
+    try:
+        return read(name)
+    except errors.IntegrityError as exc:
+        return exc
 
 
 def read_config(backend: Backend) -> dict:

@@ -1,0 +1,56 @@
+"""Start-up tax (issue 19): a command imports what it uses, not what other commands need. Guards
+the lazy imports by the modules a command leaves unloaded (not by timing, which the benchmark
+measures): ``python -X importtime`` showed each of these costing 0.1-0.5 s."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from safehold.repository import Repository
+from safehold.repository.backends import open_backend
+
+FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
+PROBE = """
+import json, sys
+sys.argv = ["safehold", *json.loads(sys.argv[1])]
+from safehold.cli.main import run
+try:
+    run()
+except SystemExit:
+    pass
+print("\\nMODULES " + json.dumps(sorted(sys.modules)))
+"""
+
+
+def modules_of(args: list[str], env: dict | None = None, cwd: Path | None = None) -> set[str]:
+    answer = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                            env=dict(os.environ, **(env or {})), cwd=cwd, timeout=120)
+    line = next(line for line in answer.stdout.splitlines() if line.startswith("MODULES "))
+    return set(json.loads(line[len("MODULES "):]))
+
+
+def loaded(modules: set[str], *names: str) -> list[str]:
+    return sorted(name for name in names if name in modules)
+
+
+def test_version_loads_no_engine_catalog_configuration_or_pydantic():
+    modules = modules_of(["--version"])
+    assert loaded(modules, "sqlalchemy", "alembic", "numpy", "boto3", "botocore", "pydantic", "yaml",
+                  "safehold.catalog", "safehold.config", "safehold.engine", "safehold.repository") == []
+
+
+def test_snapshots_of_a_local_repository_loads_no_cloud_sdk_migrations_or_restore_code(tmp_path: Path):
+    Repository.init(open_backend(str(tmp_path / "repo")), b"pw", FAST_KDF)
+    config = tmp_path / "targets.yml"
+    config.write_text(f"repository:\n  url: {tmp_path / 'repo'}\n  password_env: SAFEHOLD_PASSWORD\n"
+                      f"state_dir: {tmp_path / 'state'}\ntargets: []\n")
+    command = ["-c", str(config), "snapshots", "--json"]
+    modules_of(command, {"SAFEHOLD_PASSWORD": "pw"})  # the first run creates (and migrates) the catalog
+    modules = modules_of(command, {"SAFEHOLD_PASSWORD": "pw"})
+    assert "safehold.engine.browse" in modules  # the probe really ran the command
+    assert loaded(modules, "boto3", "botocore", "alembic", "paramiko", "libvirt", "fastapi", "prometheus_client",
+                  "safehold.restore", "safehold.sources", "safehold.repository.prefetch") == []

@@ -1,13 +1,14 @@
 """A first copy from an S3 repository: blob by blob against the prefetched pack ranges (issue 15).
 
-    python bench/copy_s3_bench.py [--mib 100] [--latency-ms 20]
+    python bench/copy_s3_bench.py [--mib 100] [--latency-ms 20] [--local] [--rounds 1]
 
 Backs ``--mib`` MiB (half incompressible, half log-like text, 5 MiB files) up into a repository
 in a bucket of a loopback moto server reached through ``bench/latency_proxy.py`` (a fixed delay
 per request, as a bucket in another region has), then copies its snapshot in-process into a
 fresh local destination twice: with ``SAFEHOLD_COPY_PREFETCH=0`` (one GET per blob, as before)
 and with the prefetcher (merged ranges of each pack). Prints seconds, GETs of data objects and
-bytes fetched; a Markdown table.
+bytes fetched; a Markdown table. ``--local``: the source is a local folder instead (no moto);
+``--rounds N`` repeats both copies N times, alternating which goes first.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=100)
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--local", action="store_true", help="A local source repository instead of S3.")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     os.environ.update(s3_run.AWS)
     moto, moto_port = s3_run.start([sys.executable, "-c", s3_run.MOTO])
@@ -57,10 +60,14 @@ def main() -> int:
         with tempfile.TemporaryDirectory(dir="/tmp") as work:
             data = Path(work) / "data"
             copy_bench.make_data(data, args.mib, random.Random(15))
-            source = Repository.init(S3Backend("s3://copy-bench/repo", client=client), b"source", FAST_KDF)
+            def backend():
+                return LocalBackend(str(Path(work) / "src")) if args.local else \
+                    S3Backend("s3://copy-bench/repo", client=client)
+
+            source = Repository.init(backend(), b"source", FAST_KDF)
             with FilesSource([str(data)]).open() as view:
                 snapshot = Archiver(source, threads=2).snapshot(view, "files", None)
-            source = Repository.open(S3Backend("s3://copy-bench/repo", client=client), b"source")
+            source = Repository.open(backend(), b"source")
             source.load_index()
             gets = {"count": 0, "bytes": 0}
             real = source.backend.get
@@ -74,27 +81,29 @@ def main() -> int:
 
             source.backend.get = counted  # type: ignore[method-assign]
             rows = []
-            for label, setting in (("blob by blob (before)", "0"), ("pack ranges (prefetch)", "1")):
+            both = [("blob by blob (before)", "0"), ("pack ranges (prefetch)", "1")]
+            order = [pair for number in range(args.rounds) for pair in (both if number % 2 == 0 else both[::-1])]
+            for number, (label, setting) in enumerate(order):
                 os.environ["SAFEHOLD_COPY_PREFETCH"] = setting
-                folder = Path(work) / f"dest-{setting}"
+                folder = Path(work) / f"dest-{number}"
                 destination = Repository.init(LocalBackend(str(folder)), b"dest", FAST_KDF, params_from=source)
                 gets.update(count=0, bytes=0)
                 stats = CopyStats()
-                started = time.monotonic()
-                copy_snapshot(source, destination, snapshot, stats, None, "s3://copy-bench/repo",
-                              threads=args.threads)
-                seconds = time.monotonic() - started
-                rows.append((label, seconds, gets["count"], gets["bytes"] / 2**20, stats.blobs_sent,
-                             stats.bytes_sent / 2**20))
+                started, cpu = time.monotonic(), time.process_time()
+                copy_snapshot(source, destination, snapshot, stats, None, "bench", threads=args.threads)
+                rows.append((label, time.monotonic() - started, time.process_time() - cpu, gets["count"],
+                             gets["bytes"] / 2**20, stats.blobs_sent, stats.bytes_sent / 2**20))
     finally:
         s3_run.stop(proxy)
         s3_run.stop(moto)
-    print(f"`python bench/copy_s3_bench.py --mib {args.mib} --latency-ms {args.latency_ms:g}` (first copy, S3 "
-          f"source on moto behind a {args.latency_ms:g} ms proxy, local destination, {args.threads} threads):\n")
-    print("| read | seconds | data GETs | MiB fetched | blobs sent | sent MiB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for label, seconds, count, fetched, blobs, sent in rows:
-        print(f"| {label} | {seconds:.1f} | {count} | {fetched:.1f} | {blobs} | {sent:.1f} |")
+    where = "local source" if args.local else f"S3 source on moto behind a {args.latency_ms:g} ms proxy"
+    print(f"`python bench/copy_s3_bench.py --mib {args.mib} --latency-ms {args.latency_ms:g}"
+          f"{' --local' if args.local else ''} --rounds {args.rounds}` (first copy, {where}, local destination, "
+          f"{args.threads} threads; CPU: this process):\n")
+    print("| read | seconds | CPU s | data reads | MiB fetched | blobs sent | sent MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, seconds, cpu, count, fetched, blobs, sent in rows:
+        print(f"| {label} | {seconds:.2f} | {cpu:.2f} | {count} | {fetched:.1f} | {blobs} | {sent:.1f} |")
     return 0
 
 

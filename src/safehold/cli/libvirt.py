@@ -31,17 +31,38 @@ def register(app: typer.Typer) -> None:
         uri: Optional[str] = typer.Option(None, "--uri", help="libvirt URI (default: the one the backup used)."),
         disk: list[str] = typer.Option([], "--disk", help="Restore only this disk, e.g. vda (repeatable)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing image files in --images-dir."),
+        vcpus: Optional[int] = typer.Option(None, "--vcpus", help="EBS snapshot (no saved XML): vCPUs of the "
+                                            "new domain (default 2)."),
+        memory: Optional[int] = typer.Option(None, "--memory", metavar="MIB", help="EBS snapshot: memory of the "
+                                             "new domain in MiB (default 2048)."),
+        boot_disk: Optional[str] = typer.Option(None, "--boot-disk", metavar="VOLUME", help="EBS snapshot: the "
+                                                "volume that becomes vda (default: the instance's root device)."),
+        network: Optional[str] = typer.Option(None, "--network", help="EBS snapshot: libvirt network of one "
+                                              "virtio interface (default: none)."),
+        firmware: Optional[str] = typer.Option(None, "--firmware", help="EBS snapshot: bios (default) or efi."),
+        domain_type: Optional[str] = typer.Option(None, "--domain-type", help="EBS snapshot: kvm (default) or "
+                                                  "qemu (emulated)."),
         threads: Optional[int] = ThreadsOption,
         json_output: bool = JsonOption,
     ) -> None:
-        """Restore a libvirt snapshot's disks (as qcow2 or raw), and define a new domain or replace disks."""
+        """Restore a libvirt snapshot's disks (as qcow2 or raw), and define a new domain or replace disks.
+
+        An EBS target's snapshot (copy_blocks) comes back on-premise too: its volumes as images, and
+        with --define a domain built from --vcpus/--memory/--network, the volumes as virtio disks."""
         from ..engine.restore import restore_snapshot
         from ..errors import RestoreIncomplete
 
         if image_format not in ("qcow2", "raw"):
             raise UsageError(f"--format {image_format!r}: use one of qcow2, raw")
+        if firmware not in (None, "bios", "efi"):
+            raise UsageError(f"--firmware {firmware!r}: use one of bios, efi")
+        if domain_type not in (None, "kvm", "qemu"):
+            raise UsageError(f"--domain-type {domain_type!r}: use one of kvm, qemu")
         spec = {"kind": "libvirt", "images_dir": images_dir, "format": image_format, "define": define,
                 "replace": replace, "uri": uri, "disks": list(disk), "overwrite": overwrite}
+        minimal = {"vcpus": vcpus, "memory_mib": memory, "boot_disk": boot_disk, "network": network,
+                   "firmware": firmware, "domain_type": domain_type}
+        spec |= {key: value for key, value in minimal.items() if value is not None}
         ctx, display = context(json_output, threads)
         try:
             with display:
@@ -59,6 +80,9 @@ def register(app: typer.Typer) -> None:
         for name, path in result["disks"].items():
             typer.echo(f"  {name}: {path}")
         if result["action"] == "define":
+            devices = result.get("devices") or {}
+            if devices:
+                typer.echo("  as " + ", ".join(f"{device}={name}" for name, device in devices.items()))
             typer.echo(f"defined domain {result['domain']} (not started; 'virsh start {result['domain']}')")
         elif result["action"] == "replace":
             typer.echo(f"replaced the disk(s) of domain {result['domain']}; its next backup is a full one")

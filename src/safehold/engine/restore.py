@@ -163,7 +163,8 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
     with context.locked(purpose="restore") as repository:
         snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target, allow_replayed)
         info = snapshot_info(snapshot)
-        if info.source.get("blocks_copied") is False and spec.get("kind", "image") in ("directory", "image", "ec2"):
+        needs_data = ("directory", "image", "ec2", "libvirt")
+        if info.source.get("blocks_copied") is False and spec.get("kind", "image") in needs_data:
             raise errors.UsageError(
                 f"snapshot {info.short_id} of {info.target} holds no data in the repository: its EBS snapshots "
                 "are not copied into it (copy_blocks: false); restore it to an instance with 'safehold restore "

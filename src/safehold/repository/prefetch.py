@@ -122,6 +122,11 @@ class PrefetchReader:
         return self.repository.blob_size(blob_id)
 
     def read_blob(self, blob_id: bytes) -> bytes:
+        return self.read_blob_body(blob_id)[1]
+
+    def read_blob_body(self, blob_id: bytes) -> tuple[bytes, bytes]:
+        """(the decrypted body as stored, the verified plaintext), as ``Repository.read_blob_body``:
+        a copy passes the body on without compressing it again."""
         with self._state:
             member = self._take(blob_id)
             if member is not None:
@@ -132,7 +137,7 @@ class PrefetchReader:
         if member is None or data is None:
             with self._state:
                 self.stats.direct_reads += 1
-            return self.repository.read_blob(blob_id)
+            return self.repository.read_blob_body(blob_id)
         location = member.location
         begin = location.offset - group.start
         stored = memoryview(data)[begin : begin + location.length]
@@ -141,7 +146,7 @@ class PrefetchReader:
                 detail=f"blob {blob_id.hex()[:16]} in pack {location.pack}: range truncated "
                        f"({len(stored)} of {location.length} bytes at offset {location.offset})",
                 pack=location.pack)
-        return self.repository.decode_blob(blob_id, location, stored)
+        return self.repository.decode_blob_body(blob_id, location, stored)
 
     # -- the consumer's side ---------------------------------------------------------------------
 

@@ -9,6 +9,11 @@ original), and only the restored disks: a disk the snapshot does not hold is lef
 shared with the original. Replacing writes each image beside the old one and renames it over it,
 so a failed restore leaves the old disk in place; the domain's checkpoints are dropped, because
 their bitmaps lived in the replaced images (the next backup of it is therefore full).
+
+A snapshot of an EBS target whose blocks are in the repository (``copy_blocks``) comes back the
+same way (an AWS workload brought on-premise): it carries no domain XML, so ``define`` builds a
+minimal one (``minimal_domain_xml``: CPUs, memory, firmware and network from the options, the
+volumes as virtio disks, the boot volume as vda).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class DomainRestoreResult:
     domain: str | None = None  # defined or replaced domain
     action: str = "images"  # images | define | replace
     disks: dict[str, str] = field(default_factory=dict)  # disk target -> image path
+    devices: dict[str, str] = field(default_factory=dict)  # EBS volume -> its disk in the new domain (vda ...)
     bytes_written: int = 0
     damaged_ranges: list[str] = field(default_factory=list)
 
@@ -136,6 +142,64 @@ def new_domain_xml(saved_xml: str, name: str, disks: dict[str, tuple[str, str]])
     return ET.tostring(root, encoding="unicode")
 
 
+#: The options that describe a domain built without saved XML (an EBS snapshot's).
+MINIMAL_OPTIONS = ("vcpus", "memory_mib", "boot_disk", "network", "firmware", "domain_type")
+
+
+def minimal_domain_xml(name: str, disks: list[tuple[str, str, str]], *, vcpus: int = 2, memory_mib: int = 2048,
+                       network: str | None = None, firmware: str = "bios", domain_type: str = "kvm") -> str:
+    """A domain for disks that came without a description (EBS volumes): ``disks`` are (target dev,
+    image path, format), the first one boots. virtio disks and network, a serial console, ACPI;
+    no UUID or MAC (libvirt makes them). Built with ElementTree, so names and paths are escaped."""
+    root = ET.Element("domain", type=domain_type)
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "memory", unit="MiB").text = str(memory_mib)
+    ET.SubElement(root, "vcpu").text = str(vcpus)
+    os_element = ET.SubElement(root, "os", **({"firmware": "efi"} if firmware == "efi" else {}))
+    ET.SubElement(os_element, "type").text = "hvm"
+    features = ET.SubElement(root, "features")
+    ET.SubElement(features, "acpi")
+    ET.SubElement(features, "apic")
+    devices = ET.SubElement(root, "devices")
+    for order, (dev, path, image_format) in enumerate(disks, start=1):
+        disk = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(disk, "driver", name="qemu", type=image_format)
+        ET.SubElement(disk, "source", file=path)
+        ET.SubElement(disk, "target", dev=dev, bus="virtio")
+        if order == 1:
+            ET.SubElement(disk, "boot", order="1")
+    if network:
+        interface = ET.SubElement(devices, "interface", type="network")
+        ET.SubElement(interface, "source", network=network)
+        ET.SubElement(interface, "model", type="virtio")
+    ET.SubElement(ET.SubElement(devices, "serial", type="pty"), "target", port="0")
+    ET.SubElement(ET.SubElement(devices, "console", type="pty"), "target", type="serial", port="0")
+    return ET.tostring(root, encoding="unicode")
+
+
+def _device_order(device: object) -> str:
+    """EC2 device names sort as the instance saw them: /dev/xvda and /dev/sda1 (the usual root
+    devices) before /dev/sdf, /dev/xvdb ... (xvdX and sdX are the same slot)."""
+    if not isinstance(device, str):
+        return "~"  # not attached when backed up: after every attached one
+    name = device.removeprefix("/dev/")
+    if name.startswith("xvd"):
+        name = "sd" + name[3:]
+    return name.rstrip("0123456789")
+
+
+def ebs_disk_order(volumes: dict, wanted: list[str], boot_disk: str | None) -> list[str]:
+    """``wanted`` volume ids in the order they become vda, vdb ...: ``boot_disk`` first, then by the
+    device each was attached at when backed up (the snapshot's token), then by id."""
+    def key(volume: str) -> tuple:
+        entry = volumes.get(volume) if isinstance(volumes, dict) else None
+        attached = entry.get("attached") if isinstance(entry, dict) else None
+        device = attached.get("device") if isinstance(attached, dict) else None
+        return (volume != boot_disk, _device_order(device), volume)
+
+    return sorted(wanted, key=key)
+
+
 def define_domain(uri: str, xml: str, name: str) -> None:
     libvirt = import_libvirt()
     connection = connect(uri)
@@ -210,21 +274,43 @@ class LibvirtDestination:
         self.final: dict[str, str] = {}
         self.places: dict[str, tuple[str, str]] = {}
         self.defined = False
+        self.minimal = False  # no saved XML (an EBS snapshot): define builds a minimal domain
+        self.devices: dict[str, str] = {}  # volume -> disk target in that domain
         self.made_folder: str | None = None  # images_dir, when write made it
         self.report = RestoreReport()
 
     def plan(self, snapshot: SnapshotInfo, items: list[dict]) -> Any:
         options = self.options
         token = snapshot.source
-        if "domain_xml" not in token:
-            raise UsageError(f"snapshot {snapshot.short_id} is not of a libvirt domain; restore it with 'safehold restore'")
+        self.minimal = "domain_xml" not in token
+        given = [name for name in MINIMAL_OPTIONS if getattr(options, name) is not None]
+        if self.minimal:
+            if not isinstance(token.get("volumes"), dict):
+                raise UsageError(f"snapshot {snapshot.short_id} is not of a libvirt domain, nor of an EBS "
+                                 "target; restore it with 'safehold restore'")
+            if token.get("blocks_copied") is False:
+                raise UsageError(f"snapshot {snapshot.short_id} of {snapshot.target} holds no data in the "
+                                 "repository (copy_blocks: false); only snapshots whose blocks were copied "
+                                 "come back as a libvirt domain")
+        elif given:
+            raise UsageError(f"{', '.join('--' + name.replace('_', '-') for name in given)}: snapshot "
+                             f"{snapshot.short_id} has its own domain description; these options are for "
+                             "snapshots without one (an EBS target's)")
         self.uri = options.uri or token.get("uri") or "qemu:///system"
-        self.domain_xml = token["domain_xml"]
+        self.domain_xml = token.get("domain_xml", "")
         by_name = {os.fsdecode(item["path"]): item for item in items}
         wanted = list(options.disks or by_name)
         unknown = [name for name in wanted if name not in by_name]
         if unknown:
             raise PathNotInSnapshot(path=", ".join(unknown), snapshot=snapshot.short_id)
+        if self.minimal:
+            if options.boot_disk is not None and options.boot_disk not in wanted:
+                raise PathNotInSnapshot(path=options.boot_disk, snapshot=snapshot.short_id)
+            wanted = ebs_disk_order(token["volumes"], wanted, options.boot_disk)
+            if len(wanted) > 26:
+                raise UsageError(f"snapshot {snapshot.short_id} holds {len(wanted)} volumes; a domain is "
+                                 "defined with at most 26 (vda-vdz): choose them with --disk")
+            self.devices = {name: f"vd{chr(ord('a') + index)}" for index, name in enumerate(wanted)}
         # Destination paths, decided (and a running domain refused) before any data is written.
         if options.replace:
             current = replaceable_disks(self.uri, options.replace, wanted)
@@ -272,6 +358,7 @@ class LibvirtDestination:
                 result.bytes_written += written
                 result.damaged_ranges += [f"{name}: bytes {offset}-{offset + length - 1}" for offset, length in damaged]
                 result.disks[name] = self.final[name]
+            result.devices = dict(self.devices) if options.define else {}
         finally:
             if folder is not None:
                 os.close(folder)
@@ -324,6 +411,19 @@ class LibvirtDestination:
             dropped = drop_checkpoints(self.uri, self.options.replace)
             self.report.log.append(f"replaced disk(s) {', '.join(self.wanted)} of domain {self.options.replace}; "
                                    f"dropped {dropped} checkpoint(s)")
+        elif self.options.define and self.minimal:
+            options = self.options
+            vcpus, memory = options.vcpus or 2, options.memory_mib or 2048
+            xml = minimal_domain_xml(options.define, [(self.devices[name], self.final[name], options.format)
+                                                      for name in self.wanted],
+                                     vcpus=vcpus, memory_mib=memory, network=options.network,
+                                     firmware=options.firmware or "bios", domain_type=options.domain_type or "kvm")
+            define_domain(self.uri, xml, options.define)
+            self.defined = True
+            self.written = []
+            disks = ", ".join(f"{self.devices[name]}={name}" for name in self.wanted)
+            self.report.log.append(f"defined domain {options.define} ({vcpus} vCPU, {memory} MiB) from a minimal "
+                                   f"description with disk(s) {disks}")
         elif self.options.define:
             xml = new_domain_xml(self.domain_xml, self.options.define,
                                  {name: (self.final[name], self.options.format) for name in self.wanted})
@@ -361,5 +461,5 @@ def _refuse_taken_name(connection: Any, name: str) -> None:
     raise DestinationError(destination=f"domain {name}", detail="a domain of that name exists already")
 
 
-__all__ = ["LibvirtDestination", "DomainRestoreResult", "FORMATS", "define_domain", "drop_checkpoints", "new_domain_xml",
-           "replaceable_disks", "restore_disk"]
+__all__ = ["LibvirtDestination", "DomainRestoreResult", "FORMATS", "define_domain", "drop_checkpoints",
+           "ebs_disk_order", "minimal_domain_xml", "new_domain_xml", "replaceable_disks", "restore_disk"]

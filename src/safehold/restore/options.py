@@ -52,6 +52,20 @@ class LibvirtOptions(_Options):
     disks: list[str] = Field(default_factory=list, description="Only these disks (e.g. vda); default all.")
     overwrite: bool = Field(False, description="Replace existing image files in images_dir.")
     uri: str | None = Field(None, description="libvirt URI (default: the one the backup used).")
+    # A snapshot that carries no domain XML (an EBS target's volumes) gets a minimal domain: these
+    # say what the saved XML would have said. Refused for a snapshot that has its own XML.
+    vcpus: int | None = Field(None, ge=1, le=512, description="Without a saved domain XML (an EBS snapshot): "
+                              "virtual CPUs of the new domain (default 2).")
+    memory_mib: int | None = Field(None, ge=16, le=16 * 2**20, description="Without a saved domain XML: memory "
+                                   "of the new domain in MiB (default 2048).")
+    boot_disk: str | None = Field(None, description="Without a saved domain XML: the disk (an EBS volume id) "
+                                  "that becomes vda (default: the volume attached as the instance's first device).")
+    network: str | None = Field(None, description="Without a saved domain XML: a libvirt network to give the "
+                                "domain one virtio interface on (default: no interface).")
+    firmware: Literal["bios", "efi"] | None = Field(None, description="Without a saved domain XML: boot "
+                                                    "firmware (default bios; efi for a UEFI-only image).")
+    domain_type: Literal["kvm", "qemu"] | None = Field(None, description="Without a saved domain XML: kvm "
+                                                       "(default) or qemu (emulated, a host without KVM).")
 
 
 class VmwareOptions(_Options):

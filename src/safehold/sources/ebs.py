@@ -225,10 +225,16 @@ class EbsSource:
             token_volumes: dict[str, dict] = {}
             ebs = self.ebs() if self.copy_blocks else None
             incremental = False
+            # Where each volume was attached (instance, device): a restore as a VM on-premise
+            # makes the root device its boot disk. From the listing already made: no extra call.
+            attached = {volume["VolumeId"]: {"instance": a.get("InstanceId"), "device": a.get("Device")}
+                        for volume in volumes for a in volume.get("Attachments", [])[:1]}
             for snapshot_id, snapshot in sorted(snapshots.items(), key=lambda pair: pair[1]["VolumeId"]):
                 volume_id = snapshot["VolumeId"]
                 entry = {"snapshot": snapshot_id, "size_gib": snapshot["VolumeSize"],
                          "copies": copies.get(volume_id, {})}
+                if volume_id in attached:
+                    entry["attached"] = attached[volume_id]
                 if ebs is not None:
                     parent_snapshot = parent_volumes.get(volume_id, {}).get("snapshot")
                     disk, detail = self.disk(ebs, volume_id, snapshot_id, parent_snapshot)

@@ -16,6 +16,7 @@ from safehold.repository.backends import Kind
 from safehold.repository.backends.memory import MemoryBackend
 from safehold.repository.check import check
 from safehold.repository.copy import CopyStats, copied_ids, copy_snapshot
+from safehold.repository.pack import BlobType
 from safehold.repository.repository import same_params
 from safehold.restore.directory import DirectoryRestorer
 from safehold.sources.files import FilesSource
@@ -104,14 +105,15 @@ def test_a_blob_that_does_not_hash_to_its_id_is_refused(pair, tree: Path, monkey
     source, destination = pair
     snapshot = backup(source, tree)
     source.load_index()
-    real = source.read_blob_body
+    real = source.decode_blob_body
 
-    def tampered(blob_id, location=None):
-        body, data = real(blob_id, location)
-        return body, data + (b"!" if location is not None else b"")
+    def tampered(blob_id, location, stored):
+        body, data = real(blob_id, location, stored)
+        return body, data + (b"!" if location.blob_type == BlobType.DATA else b"")
 
-    # The transfer reads with a location; the item stream is read without one and stays intact.
-    monkeypatch.setattr(source, "read_blob_body", tampered)
+    # Every read decodes through decode_blob_body (blob by blob or prefetched ranges); the item
+    # stream (TREE blobs) stays intact, the file contents do not hash to their ids.
+    monkeypatch.setattr(source, "decode_blob_body", tampered)
     with pytest.raises(errors.IntegrityError, match="does not hash to its id"):
         copy_snapshot(source, destination, snapshot, CopyStats(), None, "memory://source")
     assert list(destination.backend.list(Kind.SNAPSHOTS)) == []
@@ -161,3 +163,36 @@ def test_stored_frames_pass_through_when_both_compress_alike(pair, tree: Path, t
     DirectoryRestorer(reopened, out, threads=2).restore(reopened.read_tree(reopened.load_snapshot(
         copied_ids(reopened, source.id)[snapshot.id])))
     assert (out / "data" / "b.txt").read_bytes() == (tree / "b.txt").read_bytes()
+
+
+def test_neighbouring_blobs_of_a_pack_are_read_in_one_request(pair, tmp_path: Path, monkeypatch):
+    """The copy reads the source (and reads back the destination) a pack range at a time, not one
+    request per blob; ``SAFEHOLD_COPY_PREFETCH=0`` reads blob by blob."""
+    source, destination = pair
+    tree = tmp_path / "many"
+    tree.mkdir()
+    for number in range(40):
+        (tree / f"f{number}.bin").write_bytes(os.urandom(20_000))  # one small chunk each
+    snapshot = backup(source, tree)
+    source.load_index()
+    calls = {"source": 0, "destination": 0}
+    for name, repository in (("source", source), ("destination", destination)):
+        real = repository.backend.get
+
+        def counted(kind, object_name, offset=0, length=None, real=real, name=name):
+            if kind is Kind.DATA:
+                calls[name] += 1
+            return real(kind, object_name, offset, length)
+
+        monkeypatch.setattr(repository.backend, "get", counted)
+    stats = CopyStats()
+    copy_snapshot(source, destination, snapshot, stats, None, "memory://source")
+    assert stats.blobs_sent >= 40 and stats.blobs_verified == stats.blobs_sent
+    assert calls["source"] <= 4 and calls["destination"] <= 4, calls
+    # Blob by blob when prefetching is turned off (one more snapshot of the same data: nothing to
+    # send, so copy to a fresh destination).
+    monkeypatch.setenv("SAFEHOLD_COPY_PREFETCH", "0")
+    other = Repository.init(MemoryBackend(), b"other", FAST_KDF, params_from=source)
+    calls["source"] = 0
+    copy_snapshot(source, other, snapshot, CopyStats(), None, "memory://source", verify=False)
+    assert calls["source"] >= 40

@@ -64,8 +64,18 @@ def test_a_bad_boot_check_is_named_with_its_line(check: str, expected: str) -> N
     assert len(found) == 1 and found[0].startswith("/etc/safehold/targets.yml:6: ") and expected in found[0], found
 
 
-def test_only_libvirt_and_image_targets_boot() -> None:
+def test_only_libvirt_image_vmware_and_hyperv_targets_boot() -> None:
     found = problems("{type: boot, console: up}", "{type: files, paths: [/srv]}")
     assert found == ["/etc/safehold/targets.yml:6: targets[web].restore_test.health_check.type: health check type "
-                     "'boot' boots the restored disks of libvirt and image targets in a libvirt sandbox; this "
-                     "target's source is 'files': use a command, file_exists or checksum check"]
+                     "'boot' boots the restored disks of libvirt, image, vmware and hyperv targets in a libvirt "
+                     "sandbox on this host; this target's source is 'files': use a command, file_exists or "
+                     "checksum check"]
+    found = problems("{type: boot, console: up}", "{type: ebs, region: eu-west-1, volume_ids: [vol-0123456789abcdef0]}")
+    assert len(found) == 1 and found[0].endswith(
+        "this target's source is 'ebs': use an attach or instance check (the EBS snapshots brought up in EC2), "
+        "or a command check"), found
+    for source in ("{type: vmware, server: vc.test, user: svc, vms: [app-01]}",
+                   "{type: hyperv, host: hv01.test, vm: app-01, username: svc}"):
+        config = load_config_text(config_with("{type: boot, console: up, kernel: /boot/vmlinuz}", source),
+                                  "/etc/safehold/targets.yml", environ={})
+        assert isinstance(config.targets[0].restore_test.health_check, BootCheck), source

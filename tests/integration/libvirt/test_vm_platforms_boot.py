@@ -72,7 +72,9 @@ def test_a_vmware_vms_restored_disk_boots_in_the_sandbox(tmp_path: Path, libvirt
         assert f"{guest.DISK_LINE_PREFIX}{line}" in result["detail"] and result["art_seconds"] > 0
         shown = json.loads(safehold("jobs", "--id", str(result["job_id"]), "--json").stdout)
         boot = shown["job"]["details"]["boot"]
-        assert boot["disks"] == {"vda": f"{vm_name}-Hard disk 1"}
+        label = next(d.deviceInfo.label for d in lab.vm(vm_name).config.hardware.device
+                     if isinstance(d, vim.vm.device.VirtualDisk))
+        assert boot["disks"] == {"vda": f"{vm_name}-{label}"}  # '<vm>-<disk label>', vcsim's label: disk-202-0
         assert (boot["memory_mib"], boot["vcpus"], boot["firmware"]) == (MEMORY_MIB, 1, "bios")
         assert "from the VMware configuration saved in the snapshot" in boot["boot_from"]
         assert boot["sandbox_domain"] not in [leftover.name for leftover in leftover_sandboxes(libvirt_uri)]

@@ -275,6 +275,15 @@ class BootCheck(_Model):
         ),
         examples=[1],
     )
+    disk_bus: Literal["virtio", "sata", "scsi", "ide"] | None = Field(
+        None,
+        description=(
+            "Bus every restored disk is attached on in the sandbox. Default: the saved domain's buses (libvirt "
+            "targets), else virtio. A guest without virtio drivers (most Windows VMs from VMware or Hyper-V) "
+            "needs sata (or ide: at most 4 disks) to find its disks."
+        ),
+        examples=["sata"],
+    )
     probes: list[Probe] = Field(
         default_factory=list,
         description=(

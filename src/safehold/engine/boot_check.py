@@ -165,10 +165,23 @@ def saved_vm_description(target: str, kind: str, source: dict) -> tuple[SavedDom
             f"({firmware or 'bios'} firmware) from the Hyper-V VM description saved in the snapshot")
 
 
-def restored_disks(images: Path, buses: dict[str, str]) -> list[SandboxDisk]:
+def restored_disks(images: Path, buses: dict[str, str], bus: str | None = None) -> list[SandboxDisk]:
     """The restored images as sandbox disks: an image file is one disk ``vda``; a folder holds one
     file per disk, named after the disk ('vda'), attached under that name with the saved domain's
-    bus, in the saved domain's order (the firmware boots the first); other names get free ones."""
+    bus, in the saved domain's order (the firmware boots the first); other names get free ones.
+    ``bus`` (the check's ``disk_bus``) puts every disk on that bus, named in the same order."""
+    if bus is not None:
+        plain = restored_disks(images, buses)
+        if bus == "ide" and len(plain) > 4:
+            raise errors.SandboxSetupFailed(target="the sandbox", detail=f"{len(plain)} disks, but the ide bus "
+                                            "holds at most 4: set disk_bus to sata")
+        used: set[str] = set()
+        disks = []
+        for disk in plain:
+            target = _free_target(_PREFIXES[bus], used)
+            used.add(target)
+            disks.append(SandboxDisk(target, disk.path, disk.format, bus))
+        return disks
     if images.is_file():
         return [SandboxDisk("vda", str(images), "raw", "virtio")]
     files = {}
@@ -374,7 +387,7 @@ def boot_restored(job: Any, target: Any, check: BootCheck, plan: BootPlan, image
     """Boot the images restored at ``images`` in a sandbox, wait for the console patterns (then the
     probes, through forwarded loopback ports), remove it."""
     owner = make_owner(folder, job.id, check.timeout.total_seconds() + CLEANUP_MARGIN)
-    disks = restored_disks(images, plan.buses)
+    disks = restored_disks(images, plan.buses, check.disk_bus)
     if not disks:
         raise errors.SandboxSetupFailed(target=target.name, detail="the snapshot restored no disk to boot")
     name = sandbox_name(target.name)
@@ -382,6 +395,7 @@ def boot_restored(job: Any, target: Any, check: BootCheck, plan: BootPlan, image
     sandbox = Sandbox(plan.uri, name, str(console), target.name)
     facts: dict[str, Any] = {"sandbox_domain": name, "sandbox_uri": plan.uri, "boot_from": plan.source,
                              "disks": {disk.target: os.path.basename(disk.path) for disk in disks},
+                             "disk_bus": ",".join(sorted({disk.bus for disk in disks})),
                              "vcpus": plan.boot.vcpus, "memory_mib": plan.boot.memory_mib,
                              "firmware": plan.boot.firmware or "bios"}
     forwards = free_loopback_ports([probe.port for probe in check.probes]) if check.probes else {}

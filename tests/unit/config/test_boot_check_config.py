@@ -58,6 +58,7 @@ def test_a_boot_check_with_defaults_and_with_its_own_kernel() -> None:
     ("{type: boot, console: up, uri: localhost}", "'localhost' is not a libvirt URI; expected e.g. qemu:///system"),
     ("{type: boot, console: up, memory_mib: 16}", "memory_mib: 16 is not valid; input should be greater than or equal to 64"),
     ("{type: boot, console: up, network: default}", "network"),
+    ("{type: boot, console: up, disk_bus: usb}", "disk_bus: 'usb' is not valid"),
 ])
 def test_a_bad_boot_check_is_named_with_its_line(check: str, expected: str) -> None:
     found = problems(check)
@@ -76,6 +77,7 @@ def test_only_libvirt_image_vmware_and_hyperv_targets_boot() -> None:
         "or a command check"), found
     for source in ("{type: vmware, server: vc.test, user: svc, vms: [app-01]}",
                    "{type: hyperv, host: hv01.test, vm: app-01, username: svc}"):
-        config = load_config_text(config_with("{type: boot, console: up, kernel: /boot/vmlinuz}", source),
-                                  "/etc/safehold/targets.yml", environ={})
-        assert isinstance(config.targets[0].restore_test.health_check, BootCheck), source
+        config = load_config_text(config_with("{type: boot, console: up, kernel: /boot/vmlinuz, disk_bus: sata}",
+                                              source), "/etc/safehold/targets.yml", environ={})
+        check = config.targets[0].restore_test.health_check
+        assert isinstance(check, BootCheck) and check.disk_bus == "sata", source

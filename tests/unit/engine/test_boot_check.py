@@ -199,6 +199,13 @@ def test_vmware_and_hyperv_snapshots_give_the_sandbox_their_vms_shape(tmp_path: 
         (folder / name).write_bytes(b"")
     assert [(disk.target, Path(disk.path).name) for disk in boot_check.restored_disks(folder, {})] == [
         ("vda", "ide-0-0"), ("vdb", "scsi-0-2"), ("vdc", "scsi-0-10")]
+    # disk_bus: a guest without virtio drivers gets every disk on SATA (or IDE, at most 4), same order.
+    assert [(disk.target, disk.bus, Path(disk.path).name) for disk in boot_check.restored_disks(folder, {}, "sata")] \
+        == [("sda", "sata", "ide-0-0"), ("sdb", "sata", "scsi-0-2"), ("sdc", "sata", "scsi-0-10")]
+    for name in ("scsi-0-3", "scsi-0-4"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(errors.SandboxSetupFailed, match="5 disks, but the ide bus holds at most 4"):
+        boot_check.restored_disks(folder, {}, "ide")
 
 
 def test_an_owner_is_gone_when_its_process_is_or_its_deadline_passed(tmp_path: Path) -> None:

@@ -22,7 +22,15 @@ from pydantic_core import InitErrorDetails
 
 from safehold.config.common import _check_kind, _invalid, _Model, _problem, _resolve_path
 from safehold.config.fields import Duration
-from safehold.config.restore_test import BOOTABLE_SOURCES, EC2_CHECK_SOURCES, HEALTH_CHECK_TYPES, HealthCheck, check_libvirt_uri
+from safehold.config.restore_test import (
+    BOOTABLE_SOURCES,
+    EC2_CHECK_SOURCES,
+    HEALTH_CHECK_TYPES,
+    HealthCheck,
+    bootable_sources_text,
+    check_libvirt_uri,
+    not_bootable_advice,
+)
 from safehold.config.targets import TARGET_NAME_PATTERN
 
 __all__ = ["DRILL_SCENARIOS", "SCENARIO_RUNBOOKS", "Drill", "DrillDestination", "DrillStep", "drill_problems",
@@ -388,8 +396,8 @@ def drill_problems(data: dict[str, Any]) -> list[InitErrorDetails]:
                     and kinds[target] not in BOOTABLE_SOURCES:
                 problems.append(_problem(
                     ("drills", index, "steps", position, "check", "type"),
-                    f"health check type 'boot' boots the restored disks of {' and '.join(BOOTABLE_SOURCES)} targets; "
-                    f"target {target!r} has source {kinds[target]!r}: use a command, file_exists or checksum check",
+                    f"health check type 'boot' boots the restored disks of {bootable_sources_text()} targets; "
+                    f"target {target!r} has source {kinds[target]!r}: {not_bootable_advice(kinds[target])}",
                     "boot"))
             after = step.get("after")
             after = [after] if isinstance(after, str) else after

@@ -62,6 +62,8 @@ from safehold.config.restore_test import (
     RestoreTest,
     SqlCheck,
     TreePath,
+    bootable_sources_text,
+    not_bootable_advice,
 )
 from safehold.config.scheduler import SchedulerConfig
 from safehold.config.sources import (
@@ -259,8 +261,8 @@ def _boot_check_problems(index: int, target: dict[str, Any]) -> list[InitErrorDe
         return []
     return [_problem(
         ("targets", index, "restore_test", "health_check", "type"),
-        f"health check type 'boot' boots the restored disks of {' and '.join(BOOTABLE_SOURCES)} targets in a "
-        f"libvirt sandbox; this target's source is {kind!r}: use a command, file_exists or checksum check",
+        f"health check type 'boot' boots the restored disks of {bootable_sources_text()} targets in a "
+        f"libvirt sandbox on this host; this target's source is {kind!r}: {not_bootable_advice(kind)}",
         "boot",
     )]
 

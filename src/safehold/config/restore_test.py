@@ -23,6 +23,8 @@ from safehold.config.fields import Duration
 
 __all__ = [
     "BOOTABLE_SOURCES",
+    "bootable_sources_text",
+    "not_bootable_advice",
     "EC2_CHECK_SOURCES",
     "AttachCheck",
     "InstanceCheck",
@@ -39,8 +41,21 @@ __all__ = [
 ]
 
 HEALTH_CHECK_TYPES = ("command", "file_exists", "checksum", "boot", "sql", "attach", "instance")
-#: Source kinds whose restored disks a ``boot`` check can boot (in a libvirt sandbox).
-BOOTABLE_SOURCES = ("libvirt", "image")
+#: Source kinds whose restored disks a ``boot`` check can boot (in a libvirt sandbox on this host:
+#: VMware and Hyper-V disks are stored raw, so they boot under QEMU as they are).
+BOOTABLE_SOURCES = ("libvirt", "image", "vmware", "hyperv")
+
+
+def bootable_sources_text() -> str:
+    """'libvirt, image, vmware and hyperv', for error messages."""
+    return ", ".join(BOOTABLE_SOURCES[:-1]) + " and " + BOOTABLE_SOURCES[-1]
+
+
+def not_bootable_advice(kind: str) -> str:
+    """What to use instead of a ``boot`` check on a target of ``kind``."""
+    if kind == "ebs":
+        return "use an attach or instance check (the EBS snapshots brought up in EC2), or a command check"
+    return "use a command, file_exists or checksum check"
 #: Source kinds whose EBS snapshots the ``attach`` and ``instance`` checks bring up in EC2.
 EC2_CHECK_SOURCES = ("ebs",)
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
@@ -185,6 +200,10 @@ Probe = Annotated[Union[TcpProbe, HttpProbe], Field(discriminator="type")]
 class BootCheck(_Model):
     """Boot the restored disks in a sandbox VM on libvirt and wait for a sign of life on its serial console.
 
+    libvirt, image, vmware and hyperv targets. VMware and Hyper-V disks boot in the same local
+    libvirt/QEMU sandbox (their restored raw images, attached as virtio disks): that proves the
+    restored disks boot under QEMU, not that the VM boots on ESXi or Hyper-V.
+
     The sandbox is a new domain named safehold-sandbox-<target>-<random> with no network (with
     probes: one restricted user-network card reachable only through loopback forwards), no MAC
     address of production, the restored images as its disks and its serial console written to a
@@ -221,7 +240,8 @@ class BootCheck(_Model):
         description=(
             "Kernel for direct kernel boot, a file on this host. Default: the <kernel> of the domain XML saved "
             "in the snapshot (libvirt targets); without either the sandbox boots from its first disk through "
-            "the firmware, so that disk needs a bootloader. Relative paths are relative to this file's directory."
+            "the firmware (UEFI for a VMware VM with efi firmware or a Hyper-V generation 2 VM, else BIOS), so that "
+            "disk needs a bootloader and drivers for virtio disks. Relative paths are relative to this file's directory."
         ),
         examples=["/var/lib/libvirt/boot/vmlinuz"],
     )
@@ -239,15 +259,30 @@ class BootCheck(_Model):
         None,
         ge=64,
         le=1024 * 1024,
-        description="Memory of the sandbox in MiB. Default: the saved domain's (libvirt targets), else 1024.",
+        description=(
+            "Memory of the sandbox in MiB. Default: the saved domain's (libvirt targets) or the VM's description "
+            "saved in the snapshot (vmware, hyperv), else 1024."
+        ),
         examples=[512],
     )
     vcpus: int | None = Field(
         None,
         ge=1,
         le=512,
-        description="Virtual CPUs of the sandbox. Default: the saved domain's (libvirt targets), else 1.",
+        description=(
+            "Virtual CPUs of the sandbox. Default: the saved domain's (libvirt targets) or the VM's description "
+            "saved in the snapshot (vmware, hyperv), else 1."
+        ),
         examples=[1],
+    )
+    disk_bus: Literal["virtio", "sata", "scsi", "ide"] | None = Field(
+        None,
+        description=(
+            "Bus every restored disk is attached on in the sandbox. Default: the saved domain's buses (libvirt "
+            "targets), else virtio. A guest without virtio drivers (most Windows VMs from VMware or Hyper-V) "
+            "needs sata (or ide: at most 4 disks) to find its disks."
+        ),
+        examples=["sata"],
     )
     probes: list[Probe] = Field(
         default_factory=list,

@@ -77,6 +77,8 @@ def sandbox_uri(target: Any, check: BootCheck) -> str:
 def plan_boot(target: Any, check: BootCheck, snapshot_source: dict) -> BootPlan:
     """How the sandbox of ``target`` boots; raises SandboxSetupFailed for what cannot work."""
     saved = SavedDomain()
+    described = ""  # where the VM's shape (CPUs, memory, firmware) came from, for the log
+    kind = target.source.type
     xml = snapshot_source.get("domain_xml")
     if isinstance(xml, str) and xml:
         try:
@@ -84,6 +86,8 @@ def plan_boot(target: Any, check: BootCheck, snapshot_source: dict) -> BootPlan:
         except Exception as exc:  # hostile input: whatever the parser says, it is not usable
             raise errors.SandboxSetupFailed(target=target.name,
                                             detail=f"the domain XML saved in the snapshot cannot be read: {exc}") from None
+    elif kind in ("vmware", "hyperv"):
+        saved, described = saved_vm_description(target.name, kind, snapshot_source)
     if check.kernel:
         kernel, initrd, cmdline, source = check.kernel, check.initrd, check.cmdline, "the health check's kernel"
     elif saved.kernel:
@@ -97,16 +101,87 @@ def plan_boot(target: Any, check: BootCheck, snapshot_source: dict) -> BootPlan:
         if problem:
             hint = "" if check.kernel else "; set restore_test.health_check.kernel (and initrd, cmdline)"
             raise errors.SandboxSetupFailed(target=target.name, detail=f"{problem} ({source}){hint}")
+    firmware = saved.firmware
+    if kind in ("vmware", "hyperv") and kernel:
+        firmware = None  # QEMU loads the kernel itself: the VM's UEFI firmware would only slow the boot down
     boot = BootSettings(kernel=kernel, initrd=initrd, cmdline=cmdline,
                         memory_mib=check.memory_mib or saved.memory_mib or 1024,
-                        vcpus=check.vcpus or saved.vcpus or 1, machine=saved.machine, firmware=saved.firmware)
+                        vcpus=check.vcpus or saved.vcpus or 1, machine=saved.machine, firmware=firmware)
+    if described:
+        source += f"; {described}"
     return BootPlan(sandbox_uri(target, check), boot, dict(saved.buses), source)
 
 
-def restored_disks(images: Path, buses: dict[str, str]) -> list[SandboxDisk]:
+def _int_in(value: Any, low: int, high: int) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high else None
+
+
+def saved_vm_description(target: str, kind: str, source: dict) -> tuple[SavedDomain, str]:
+    """The shape of a VMware or Hyper-V VM as its snapshot recorded it (the source token: hostile
+    input, every value checked, anything odd dropped): CPUs, memory, firmware and, for VMware, the
+    order of its disks (restored as '<vm>-<disk label>', booted in controller/unit order, so the
+    first disk is the one the VM boots from). Returns it and a phrase for the log.
+
+    A VMware snapshot of several VMs is refused: a boot check boots one VM."""
+    if kind == "vmware":
+        vms = source.get("vms")
+        vms = [vm for vm in vms.values() if isinstance(vm, dict)] if isinstance(vms, dict) else []
+        if len(vms) > 1:
+            names = ", ".join(printable(str(vm.get("name")))[:80] for vm in vms[:5])
+            raise errors.SandboxSetupFailed(
+                target=target, detail=f"the snapshot holds the disks of {len(vms)} VMs ({names}); a boot check "
+                "boots one VM: give each VM a target of its own (source.vms with one name)")
+        vm = vms[0] if vms else {}
+        config = vm.get("config") if isinstance(vm.get("config"), dict) else {}
+        if not config:
+            return SavedDomain(), "no VM description in the snapshot (made before safehold saved it): " \
+                                  "the check's memory_mib and vcpus, else 1024 MiB and 1 vCPU"
+        memory = _int_in(config.get("memory_mb"), 64, 1024 * 1024)
+        vcpus = _int_in(config.get("num_cpus"), 1, 512)
+        firmware = "efi" if config.get("firmware") == "efi" else None
+        buses: dict[str, str] = {}
+        name = vm.get("name")
+        disks = vm.get("disks") if isinstance(vm.get("disks"), dict) else {}
+        slots = []
+        for disk in disks.values():
+            if isinstance(disk, dict) and isinstance(disk.get("label"), str) and isinstance(name, str):
+                slots.append((_int_in(disk.get("controller_key"), 0, 1 << 31) or 0,
+                              _int_in(disk.get("unit_number"), 0, 1 << 16) or 0, f"{name}-{disk['label']}"))
+        for _, _, restored in sorted(slots):
+            buses[restored] = "virtio"
+        return (SavedDomain(memory_mib=memory, vcpus=vcpus, firmware=firmware, buses=buses),
+                f"{vcpus or '?'} vCPU(s), {memory or '?'} MiB, {firmware or 'bios'} firmware from the VMware "
+                "configuration saved in the snapshot")
+    vm = source.get("vm") if isinstance(source.get("vm"), dict) else {}
+    if not vm:
+        return SavedDomain(), "no VM description in the snapshot: the check's memory_mib and vcpus, else defaults"
+    startup = _int_in(vm.get("MemoryStartup"), 64 << 20, 1 << 40)
+    memory = startup // (1 << 20) if startup else None
+    vcpus = _int_in(vm.get("ProcessorCount"), 1, 512)
+    generation = _int_in(vm.get("Generation"), 1, 2)
+    firmware = "efi" if generation == 2 else None
+    return (SavedDomain(memory_mib=memory, vcpus=vcpus, firmware=firmware),
+            f"{vcpus or '?'} vCPU(s), {memory or '?'} MiB, generation {generation or '?'} "
+            f"({firmware or 'bios'} firmware) from the Hyper-V VM description saved in the snapshot")
+
+
+def restored_disks(images: Path, buses: dict[str, str], bus: str | None = None) -> list[SandboxDisk]:
     """The restored images as sandbox disks: an image file is one disk ``vda``; a folder holds one
     file per disk, named after the disk ('vda'), attached under that name with the saved domain's
-    bus, in the saved domain's order (the firmware boots the first); other names get free ones."""
+    bus, in the saved domain's order (the firmware boots the first); other names get free ones.
+    ``bus`` (the check's ``disk_bus``) puts every disk on that bus, named in the same order."""
+    if bus is not None:
+        plain = restored_disks(images, buses)
+        if bus == "ide" and len(plain) > 4:
+            raise errors.SandboxSetupFailed(target="the sandbox", detail=f"{len(plain)} disks, but the ide bus "
+                                            "holds at most 4: set disk_bus to sata")
+        used: set[str] = set()
+        disks = []
+        for disk in plain:
+            target = _free_target(_PREFIXES[bus], used)
+            used.add(target)
+            disks.append(SandboxDisk(target, disk.path, disk.format, bus))
+        return disks
     if images.is_file():
         return [SandboxDisk("vda", str(images), "raw", "virtio")]
     files = {}
@@ -114,7 +189,8 @@ def restored_disks(images: Path, buses: dict[str, str]) -> list[SandboxDisk]:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
                 files[entry.name] = entry.path
-    order = [name for name in buses if name in files] + sorted(name for name in files if name not in buses)
+    order = [name for name in buses if name in files] + sorted((name for name in files if name not in buses),
+                                                                 key=_natural)
     disks: list[SandboxDisk] = []
     used = {name for name in order if _DISK_TARGET.fullmatch(name)}
     for name in order:
@@ -123,6 +199,11 @@ def restored_disks(images: Path, buses: dict[str, str]) -> list[SandboxDisk]:
         used.add(target)
         disks.append(SandboxDisk(target, files[name], "raw", bus if bus in BUSES else "virtio"))
     return disks
+
+
+def _natural(name: str) -> list[Any]:
+    """'Hard disk 2' before 'Hard disk 10'; 'ide-0-0' before 'scsi-0-0' (Hyper-V generation 1 boots IDE 0:0)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 def _free_target(prefix: str, used: set[str]) -> str:
@@ -306,14 +387,17 @@ def boot_restored(job: Any, target: Any, check: BootCheck, plan: BootPlan, image
     """Boot the images restored at ``images`` in a sandbox, wait for the console patterns (then the
     probes, through forwarded loopback ports), remove it."""
     owner = make_owner(folder, job.id, check.timeout.total_seconds() + CLEANUP_MARGIN)
-    disks = restored_disks(images, plan.buses)
+    disks = restored_disks(images, plan.buses, check.disk_bus)
     if not disks:
         raise errors.SandboxSetupFailed(target=target.name, detail="the snapshot restored no disk to boot")
     name = sandbox_name(target.name)
     console = folder / "console.log"
     sandbox = Sandbox(plan.uri, name, str(console), target.name)
     facts: dict[str, Any] = {"sandbox_domain": name, "sandbox_uri": plan.uri, "boot_from": plan.source,
-                             "disks": {disk.target: os.path.basename(disk.path) for disk in disks}}
+                             "disks": {disk.target: os.path.basename(disk.path) for disk in disks},
+                             "disk_bus": ",".join(sorted({disk.bus for disk in disks})),
+                             "vcpus": plan.boot.vcpus, "memory_mib": plan.boot.memory_mib,
+                             "firmware": plan.boot.firmware or "bios"}
     forwards = free_loopback_ports([probe.port for probe in check.probes]) if check.probes else {}
     network = (f"restricted user network, guest port(s) {', '.join(str(g) for g in sorted(set(forwards.values())))} "
                "forwarded from loopback" if forwards else "no network")
@@ -377,4 +461,5 @@ def abort_boot_checks() -> int:
 
 
 __all__ = ["BootPlan", "BootResult", "abort_boot_checks", "boot_restored", "owner_gone", "plan_boot",
-           "remove_leftover_folders", "remove_leftovers", "restored_disks", "sandbox_uri", "write_owner"]
+           "remove_leftover_folders", "remove_leftovers", "restored_disks", "sandbox_uri", "saved_vm_description",
+           "write_owner"]

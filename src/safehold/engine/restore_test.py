@@ -21,8 +21,10 @@ throwaway PostgreSQL cluster and checked there with a ``sql`` query (``engine.po
 ``command`` check then runs with PGHOST, PGPORT and PGUSER naming that cluster.
 Without a health check a test passes when every byte restored and verified.
 
-A ``boot`` check (libvirt and image targets, ``engine.boot_check``) boots the
-restored images in a sandbox domain until its serial console shows every
+A ``boot`` check (libvirt, image, vmware and hyperv targets, ``engine.boot_check``)
+boots the restored images in a sandbox domain on this host's libvirt/QEMU (VMware and
+Hyper-V disks are stored raw, so they boot as they are; CPUs, memory and firmware come
+from the VM description saved in the snapshot) until its serial console shows every
 configured pattern; then the ART runs to that sign of life, and the job's
 details say which lines matched, how long the boot took and which sandbox
 domain ran (it is destroyed and undefined whatever happens). How the sandbox

@@ -165,8 +165,11 @@ class _Backup:
                 item = self._disk(vm, name, snapshot, device, datacenter, parent.get("disks", {}), vm_config)
                 if item is not None:
                     self.disks.append(item)
-                    disk_tokens[str(device.key)] = {k: item.metadata[k] for k in ("change_id", "file", "size")}
-        self.vm_tokens[uuid] = {"name": name, "disks": disk_tokens}
+                    disk_tokens[str(device.key)] = {k: item.metadata[k] for k in (
+                        "change_id", "file", "size", "label", "controller_key", "unit_number")}
+        # The VM's description (CPUs, memory, firmware) and each disk's label and slot travel with the
+        # snapshot, so that a boot check can give its sandbox the VM's shape without reading the tree.
+        self.vm_tokens[uuid] = {"name": name, "disks": disk_tokens, "config": vm_config}
 
     def _create_snapshot(self, vm: Any, name: str, info: dict[str, Any]) -> Any:
         tools = info.get("guest.toolsRunningStatus")

@@ -58,14 +58,26 @@ def test_a_boot_check_with_defaults_and_with_its_own_kernel() -> None:
     ("{type: boot, console: up, uri: localhost}", "'localhost' is not a libvirt URI; expected e.g. qemu:///system"),
     ("{type: boot, console: up, memory_mib: 16}", "memory_mib: 16 is not valid; input should be greater than or equal to 64"),
     ("{type: boot, console: up, network: default}", "network"),
+    ("{type: boot, console: up, disk_bus: usb}", "disk_bus: 'usb' is not valid"),
 ])
 def test_a_bad_boot_check_is_named_with_its_line(check: str, expected: str) -> None:
     found = problems(check)
     assert len(found) == 1 and found[0].startswith("/etc/safehold/targets.yml:6: ") and expected in found[0], found
 
 
-def test_only_libvirt_and_image_targets_boot() -> None:
+def test_only_libvirt_image_vmware_and_hyperv_targets_boot() -> None:
     found = problems("{type: boot, console: up}", "{type: files, paths: [/srv]}")
     assert found == ["/etc/safehold/targets.yml:6: targets[web].restore_test.health_check.type: health check type "
-                     "'boot' boots the restored disks of libvirt and image targets in a libvirt sandbox; this "
-                     "target's source is 'files': use a command, file_exists or checksum check"]
+                     "'boot' boots the restored disks of libvirt, image, vmware and hyperv targets in a libvirt "
+                     "sandbox on this host; this target's source is 'files': use a command, file_exists or "
+                     "checksum check"]
+    found = problems("{type: boot, console: up}", "{type: ebs, region: eu-west-1, volume_ids: [vol-0123456789abcdef0]}")
+    assert len(found) == 1 and found[0].endswith(
+        "this target's source is 'ebs': use an attach or instance check (the EBS snapshots brought up in EC2), "
+        "or a command check"), found
+    for source in ("{type: vmware, server: vc.test, user: svc, vms: [app-01]}",
+                   "{type: hyperv, host: hv01.test, vm: app-01, username: svc}"):
+        config = load_config_text(config_with("{type: boot, console: up, kernel: /boot/vmlinuz, disk_bus: sata}",
+                                              source), "/etc/safehold/targets.yml", environ={})
+        check = config.targets[0].restore_test.health_check
+        assert isinstance(check, BootCheck) and check.disk_bus == "sata", source

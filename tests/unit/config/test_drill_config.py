@@ -159,3 +159,27 @@ def test_a_drill_into_an_aws_region_names_it_and_restores_only_ebs_targets() -> 
     assert "type 'instance' brings EBS snapshots up in EC2, so it needs an ebs target" in text
     assert "region is for restore_to type aws" in text
     assert "brings the VM of target 'db' up as an EC2 instance (restore --to-ec2); give this step check" in text
+
+
+def test_boot_steps_of_vmware_and_hyperv_targets() -> None:
+    """Their restored disks boot in the drill's local sandbox like a libvirt target's; other sources
+    are refused with the bootable kinds named."""
+    text = textwrap.dedent("""\
+        repository: {url: /srv/repo}
+        targets:
+          - {name: esx-app, tier: 1, source: {type: vmware, server: vc.test, user: svc, vms: [app-01]}}
+          - {name: hv-db, tier: 1, source: {type: hyperv, host: hv01.test, vm: db-01, username: svc}}
+          - {name: web, tier: 2, source: {type: files, paths: [/srv/www]}}
+        drills:
+          - name: site-lost
+            scenario: on_prem_host_failure
+            steps:
+              - {target: hv-db, check: {type: boot, console: "login:", kernel: /boot/vmlinuz}}
+              - {target: esx-app, after: hv-db, check: {type: boot, console: "login:"}}
+        """)
+    drill = load_config_text(text, PATH, environ={}).drill("site-lost")
+    assert isinstance(drill.step("hv-db").check, BootCheck) and isinstance(drill.step("esx-app").check, BootCheck)
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text + "      - {target: web, check: {type: boot, console: up}}\n", PATH, environ={})
+    assert any("boots the restored disks of libvirt, image, vmware and hyperv targets; target 'web' has source "
+               "'files'" in problem for problem in caught.value.problems), caught.value.problems

@@ -150,6 +150,64 @@ def test_restored_images_become_disks_in_the_saved_order_with_safe_names(tmp_pat
         ("sdb", "sata", "sdb"), ("vda", "virtio", "vda"), ("vdb", "virtio", "vm1-Hard disk 1")]
 
 
+def vmware_token(vms: dict) -> dict:
+    return {"server": "vc.test", "vms": vms}
+
+
+def test_vmware_and_hyperv_snapshots_give_the_sandbox_their_vms_shape(tmp_path: Path) -> None:
+    """CPUs, memory and firmware from the VM description saved with the snapshot (hostile: odd
+    values dropped), the VMware disks in controller/unit order, direct kernel boot without UEFI."""
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel")
+    vm = {"name": "app", "config": {"num_cpus": 2, "memory_mb": 3072, "firmware": "efi"},
+          "disks": {"2001": {"label": "Hard disk 2", "controller_key": 1000, "unit_number": 1},
+                    "2000": {"label": "Hard disk 1", "controller_key": 1000, "unit_number": 0},
+                    "2002": {"label": "Hard disk 10", "controller_key": 1001, "unit_number": 0}}}
+    plan = boot_check.plan_boot(target("vmware"), BootCheck(type="boot", console=["up"]), vmware_token({"u": vm}))
+    assert (plan.boot.vcpus, plan.boot.memory_mib, plan.boot.firmware, plan.boot.kernel) == (2, 3072, "efi", None)
+    assert list(plan.buses) == ["app-Hard disk 1", "app-Hard disk 2", "app-Hard disk 10"]
+    assert plan.uri == "qemu:///system" and "from the VMware configuration saved in the snapshot" in plan.source
+
+    # The check's values win; with the check's kernel QEMU boots it directly, without the VM's UEFI.
+    plan = boot_check.plan_boot(target("vmware"), BootCheck(type="boot", console=["up"], kernel=str(kernel),
+                                                            vcpus=1), vmware_token({"u": vm}))
+    assert (plan.boot.vcpus, plan.boot.memory_mib, plan.boot.firmware) == (1, 3072, None)
+
+    hostile = {"name": "app", "config": {"num_cpus": True, "memory_mb": -1, "firmware": "efi;rm"},
+               "disks": {"1": "x", "2": {"label": 5}}}
+    plan = boot_check.plan_boot(target("vmware"), BootCheck(type="boot", console=["up"]), vmware_token({"u": hostile}))
+    assert (plan.boot.vcpus, plan.boot.memory_mib, plan.boot.firmware, plan.buses) == (1, 1024, None, {})
+    old = boot_check.plan_boot(target("vmware"), BootCheck(type="boot", console=["up"]),
+                               vmware_token({"u": {"name": "app", "disks": {}}}))
+    assert old.boot.memory_mib == 1024 and "no VM description in the snapshot" in old.source
+    with pytest.raises(errors.SandboxSetupFailed, match=r"the disks of 2 VMs \(a, b\); a boot check boots one VM"):
+        boot_check.plan_boot(target("vmware"), BootCheck(type="boot", console=["up"]),
+                             vmware_token({"1": {"name": "a"}, "2": {"name": "b"}}))
+
+    hyperv = {"vm": {"Generation": 2, "ProcessorCount": 4, "MemoryStartup": 2 << 30}}
+    plan = boot_check.plan_boot(target("hyperv"), BootCheck(type="boot", console=["up"]), hyperv)
+    assert (plan.boot.vcpus, plan.boot.memory_mib, plan.boot.firmware) == (4, 2048, "efi")
+    assert "generation 2 (efi firmware) from the Hyper-V VM description" in plan.source
+    generation1 = {"vm": {"Generation": 1, "ProcessorCount": 0, "MemoryStartup": "lots"}}
+    plan = boot_check.plan_boot(target("hyperv"), BootCheck(type="boot", console=["up"]), generation1)
+    assert (plan.boot.vcpus, plan.boot.memory_mib, plan.boot.firmware) == (1, 1024, None)
+
+    # Restored Hyper-V disks ('<controller>-<number>-<location>'): IDE 0:0 first, then in slot order.
+    folder = tmp_path / "hyperv"
+    folder.mkdir()
+    for name in ("scsi-0-10", "scsi-0-2", "ide-0-0"):
+        (folder / name).write_bytes(b"")
+    assert [(disk.target, Path(disk.path).name) for disk in boot_check.restored_disks(folder, {})] == [
+        ("vda", "ide-0-0"), ("vdb", "scsi-0-2"), ("vdc", "scsi-0-10")]
+    # disk_bus: a guest without virtio drivers gets every disk on SATA (or IDE, at most 4), same order.
+    assert [(disk.target, disk.bus, Path(disk.path).name) for disk in boot_check.restored_disks(folder, {}, "sata")] \
+        == [("sda", "sata", "ide-0-0"), ("sdb", "sata", "scsi-0-2"), ("sdc", "sata", "scsi-0-10")]
+    for name in ("scsi-0-3", "scsi-0-4"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(errors.SandboxSetupFailed, match="5 disks, but the ide bus holds at most 4"):
+        boot_check.restored_disks(folder, {}, "ide")
+
+
 def test_an_owner_is_gone_when_its_process_is_or_its_deadline_passed(tmp_path: Path) -> None:
     alive = boot_check.make_owner(tmp_path, 1)
     assert not boot_check.owner_gone(alive)

@@ -23,7 +23,16 @@ from .. import errors
 from ..repository import Repository, Snapshot
 from ..repository.forgotten import live_snapshots
 from ..repository.marks import MARKS, Assessment, assess, baseline_history, latest_clean, load_records, record_verdict
-from ..repository.signals import WINDOW, ParentFile, SignalCollector, looks_random, magic
+from ..repository.signals import (
+    CHUNK_PLAIN,
+    CHUNK_RANDOM,
+    CHUNK_UNKNOWN,
+    WINDOW,
+    ParentFile,
+    SignalCollector,
+    looks_random,
+    magic,
+)
 from ..repository.verdict import judge
 from ..text import printable
 from .context import Context
@@ -155,13 +164,50 @@ def compute_signals(repository: Repository, snapshot: Snapshot, parent: Snapshot
 
 
 def _image_signals(repository: Repository, snapshot: Snapshot, parent: Snapshot | None) -> dict:
-    old_chunks: set[bytes] = set()
-    if parent is not None:
-        old_chunks = {c for item in repository.read_tree(parent) for c in _ids(item.get("chunks"))}
-    new = [c for item in repository.read_tree(snapshot) for c in _ids(item.get("chunks"))
-           if c not in old_chunks and any(c)]
-    collector = SignalCollector(parent={} if parent is not None else None)
-    _sample_chunks(repository, list(dict.fromkeys(new)), collector)
+    """An image snapshot's signals: a sample of its new chunks, each judged and compared with what
+    the parent held at the same offset (the parent's ``random`` map, else its chunk read)."""
+    old_items: dict[bytes, dict] = {}
+    if parent is not None and parent.kind == "image":
+        old_items = {item["path"]: item for item in repository.read_tree(parent)
+                     if isinstance(item, dict) and isinstance(item.get("path"), bytes)}
+    old_chunks = {c for item in old_items.values() for c in _ids(item.get("chunks"))}
+    new: list[tuple[bytes, str, int, bytes | None, int]] = []  # (id, disk, offset, parent id, parent flag)
+    seen: set[bytes] = set()
+    for item in repository.read_tree(snapshot):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), bytes):
+            continue
+        chunk_size = _int(item.get("chunk_size"))
+        old = old_items.get(item["path"])
+        same = old is not None and old.get("chunk_size") == chunk_size and chunk_size > 0
+        old_ids = _ids(old.get("chunks")) if same else []
+        old_map = old.get("random") if same and isinstance(old.get("random"), bytes) else None
+        if old_map is not None and len(old_map) != len(old_ids):
+            old_map = None
+        for index, blob_id in enumerate(_ids(item.get("chunks"))):
+            if blob_id in old_chunks or blob_id in seen or not any(blob_id):
+                continue
+            seen.add(blob_id)
+            parent_id = old_ids[index] if index < len(old_ids) and any(old_ids[index]) else None
+            flag = old_map[index] if old_map is not None and parent_id is not None else CHUNK_UNKNOWN
+            new.append((blob_id, os.fsdecode(item["path"])[:64], index * chunk_size, parent_id, flag))
+    collector = SignalCollector(parent={} if parent is not None else None, image=True)
+    if new:
+        sample = new if len(new) <= SCAN_CHUNK_SAMPLE else _random.Random(0).sample(new, SCAN_CHUNK_SAMPLE)
+        probe = SignalCollector(parent={}, image=True)
+        for blob_id, disk, offset, parent_id, flag in sample:
+            data = repository.read_blob(blob_id)
+            random = looks_random(data)
+            probe.chunk(len(data), random)
+            if parent_id is not None and flag == CHUNK_UNKNOWN:  # a parent written before the map
+                old_random = looks_random(repository.read_blob(parent_id))
+                flag = CHUNK_UNKNOWN if old_random is None else CHUNK_RANDOM if old_random else CHUNK_PLAIN
+            probe.extent(disk, offset, len(data), flag, random)
+        scale = len(new) / len(sample)
+        collector.new_chunks = len(new)
+        for name in ("new_bytes", "random_chunks", "random_bytes", "overwritten_bytes", "became_random_bytes",
+                     "became_random_chunks"):
+            setattr(collector, name, int(getattr(probe, name) * scale))
+        collector.became_random_extents = probe.became_random_extents
     signals = collector.finish()
     signals["kind"] = snapshot.kind
     signals["scanned"] = True

@@ -27,6 +27,13 @@ of disk images. A file of a known type is judged by its type alone (a JPEG is ra
 a text never; encryption shows as the type turning into ``data``), which spares the histogram
 for most files of most trees.
 
+Disk images have no file types: per changed chunk the randomness of the new data is compared with
+the old data at the same offset, without reading it: each image item carries ``random``, one byte
+per chunk (0 unknown or hole, 1 plain, 2 random), so the next backup knows what the parent held at
+every offset. ``overwritten_bytes`` counts new chunks that replaced plain data in place,
+``became_random_bytes`` those of them that are now random: what encrypting a file system's blocks
+does. New data written where the parent had a hole counts only in ``random_bytes``.
+
 The item records of files carry ``magic`` (the label) and ``random`` (for ``data`` files: whether
 the first 4 KiB look random, where intermittent encryption starts; absent under 512 bytes) so the next backup can compare without
 reading the parent's data (docs/repository-format.md).
@@ -42,6 +49,8 @@ from typing import Any, Callable, Mapping
 import numpy
 
 SIGNALS_VERSION = 1
+#: Per-chunk randomness of an image item (``random``: one byte per chunk).
+CHUNK_UNKNOWN, CHUNK_PLAIN, CHUNK_RANDOM = 0, 1, 2
 #: Bytes taken from each of the two sample windows of a chunk.
 WINDOW = 4096
 #: A sample whose chi-square is below this looks random: a random sample stays below it with
@@ -214,6 +223,11 @@ class SignalCollector:
     random_bytes: int = 0
     type_changed: int = 0
     type_changed_files: list = field(default_factory=_examples)
+    image: bool = False  # an image snapshot: the per-extent counts below go into its signals
+    overwritten_bytes: int = 0
+    became_random_bytes: int = 0
+    became_random_chunks: int = 0
+    became_random_extents: list = field(default_factory=_examples)
     _added: list[_New] = field(default_factory=list)
     _seen: set[bytes] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -227,6 +241,19 @@ class SignalCollector:
             if random:
                 self.random_chunks += 1
                 self.random_bytes += length
+
+    def extent(self, name: str, offset: int, length: int, old: int, random: bool | None) -> None:
+        """A new chunk of a disk at ``offset``, where the parent held ``old`` (CHUNK_*): plain data
+        overwritten in place, and whether it became random."""
+        if old != CHUNK_PLAIN:
+            return
+        with self._lock:
+            self.overwritten_bytes += length
+            if random:
+                self.became_random_bytes += length
+                self.became_random_chunks += 1
+                if len(self.became_random_extents) < EXAMPLES:
+                    self.became_random_extents.append(f"{name}@{offset}+{length}")
 
     def file(self, path: bytes, size: int, inode: int, label: str | None, random: bool | None,
              read: bool) -> None:
@@ -260,6 +287,12 @@ class SignalCollector:
             "new_chunks": self.new_chunks, "new_bytes": self.new_bytes,
             "random_chunks": self.random_chunks, "random_bytes": self.random_bytes,
         }
+        if self.image and self.parent is not None:
+            signals.update({"overwritten_bytes": self.overwritten_bytes,
+                            "became_random_bytes": self.became_random_bytes,
+                            "became_random_chunks": self.became_random_chunks,
+                            "examples": {"became_random": list(self.became_random_extents)}})
+            return signals
         if self.parent is None:
             return signals
         deleted = {path: self.unpack(old) for path, old in self.parent.items() if path not in self._seen}
@@ -314,5 +347,5 @@ class SignalCollector:
         return signals
 
 
-__all__ = ["ParentFile", "SignalCollector", "chi_square", "chunk_randomness", "encrypted_looking", "looks_random", "magic",
+__all__ = ["CHUNK_PLAIN", "CHUNK_RANDOM", "CHUNK_UNKNOWN", "ParentFile", "SignalCollector", "chi_square", "chunk_randomness", "encrypted_looking", "looks_random", "magic",
            "RANSOM_NOTE", "SIGNALS_VERSION"]

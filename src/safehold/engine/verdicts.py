@@ -98,10 +98,14 @@ def state_of(snapshots: list[Snapshot], records: dict) -> dict | None:
             "suspicious": since is not None, "since": since, "latest_clean": clean.id if clean else None}
 
 
-def scan_snapshot(context: Context, ref: str, target: str | None = None) -> dict:
-    """Recompute the signals and the verdict of one snapshot and record them (a 'scan' record)."""
+def scan_snapshot(context: Context, ref: str, target: str | None = None, *, job_id: int | None = None) -> dict:
+    """Recompute the signals and the verdict of one snapshot and record them (a 'scan' record).
+    ``job_id``: run as that queued job, already claimed (``engine.jobs.run_job``)."""
     found = context.open_repository(load_index=False).find_snapshot(ref, target)
-    with context.catalog.job("scan", found.target) as job:
+    if target is not None and found.target != target:
+        raise errors.SnapshotNotFound(ref=f"{ref} of target {printable(target)} (it is a snapshot of "
+                                          f"{printable(found.target)})")
+    with context.catalog.job("scan", found.target, job_id=job_id) as job:
         with context.locked(purpose="scan") as repository:
             snapshot = repository.load_snapshot(found.id)
             chain = live_snapshots(repository, snapshot.target)
@@ -264,12 +268,16 @@ def _read_type(repository: Repository, item: dict) -> tuple[str | None, bool | N
 
 
 def mark_snapshot(context: Context, ref: str, verdict: str, note: str | None = None,
-                  target: str | None = None) -> dict:
-    """Record an operator's judgement of a snapshot (it feeds the baseline and latest-clean)."""
+                  target: str | None = None, *, job_id: int | None = None) -> dict:
+    """Record an operator's judgement of a snapshot (it feeds the baseline and latest-clean).
+    ``job_id``: run as that queued job, already claimed (``engine.jobs.run_job``)."""
     if verdict not in MARKS:
         raise errors.InvalidMark(snapshot=ref, detail=f"{verdict!r} is not a verdict (clean or suspicious)")
     found = context.open_repository(load_index=False).find_snapshot(ref, target)
-    with context.catalog.job("mark", found.target) as job:
+    if target is not None and found.target != target:
+        raise errors.SnapshotNotFound(ref=f"{ref} of target {printable(target)} (it is a snapshot of "
+                                          f"{printable(found.target)})")
+    with context.catalog.job("mark", found.target, job_id=job_id) as job:
         with context.locked(purpose="mark", load_index=False) as repository:
             snapshot = repository.load_snapshot(found.id)
             name = record_verdict(repository, snapshot, verdict, "operator", note=note)

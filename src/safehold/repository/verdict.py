@@ -16,11 +16,11 @@ signals each make a snapshot suspicious on their own:
 - ``extension_churn``: many files gaining the same new extension (``.locked``);
 - ``ransom_notes``: new files named as ransom notes.
 
-Images (disks) have no file types: their strong signals are ``became_random``, the share of the
+Images (disks) have no file types: their strong signal is ``became_random``, the share of the
 plain data overwritten in place (chunk by chunk, against what the parent held at the same offset)
-that is now random: encryption of a file system's blocks; and ``random_new_data``, the share of all
-new bytes that look random (encrypted copies written to free space), each against the disk's
-baseline. Bursts of deletions and renames are reported
+that is now random: encryption of a file system's blocks. ``random_new_data``, the share of all new
+bytes that look random, is context only: at the block level a photo import into free space looks
+exactly like encrypted copies written there (measured: bench/ransomware.py). Bursts of deletions and renames are reported
 beside a strong signal (``context``) but never make a verdict alone: a ``git gc`` or a cleanup
 deletes thousands of files legitimately.
 
@@ -99,9 +99,9 @@ def judge(signals: dict, history: list[dict]) -> dict:
     if signals.get("first") is True:
         return {"verdict": "unknown", "score": 0.0, "reasons": [], "baseline": len(history)}
     image = signals.get("kind") == "image"
-    floors: dict[str, float] = ({"became_random": IMAGE_BECAME_RANDOM_SHARE, "random_new_data": IMAGE_RANDOM_SHARE}
-                                if image else dict(STRONG_FLOORS))
-    stats = baseline(history, list(floors) + list(CONTEXT_FLOORS))
+    floors: dict[str, float] = {"became_random": IMAGE_BECAME_RANDOM_SHARE} if image else dict(STRONG_FLOORS)
+    context_floors = {"random_new_data": IMAGE_RANDOM_SHARE} if image else CONTEXT_FLOORS
+    stats = baseline(history, list(floors) + list(context_floors))
     reasons: list[dict] = []
     score = 0.0
     for name, floor in floors.items():
@@ -124,11 +124,13 @@ def judge(signals: dict, history: list[dict]) -> dict:
                 reason["extension"] = os.fsdecode(signals["churn_extension"])[:32]
             reasons.append(reason)
     if reasons:
-        for name, floor in CONTEXT_FLOORS.items():
+        for name, floor in context_floors.items():
+            if name == "random_new_data" and _number(signals.get("random_bytes")) < IMAGE_MIN_BYTES:
+                continue
             value = _share(signals, name)
             threshold = _threshold(floor, stats[name])
             if value >= threshold:
-                reasons.append({"signal": name, "value": value, "threshold": round(threshold, 4), "context": True,
+                reasons.append({"signal": name, "value": round(value, 4), "threshold": round(threshold, 4), "context": True,
                                 "files": []})
     return {"verdict": "suspicious" if reasons else "clean", "score": round(score, 4), "reasons": reasons,
             "baseline": len(history)}

@@ -182,3 +182,27 @@ def test_the_audit_names_verdict_records_of_kept_snapshots_that_are_not_locked()
     report = AuditReport()
     _audit_verdict_records(report, {"b" * 64: now + timedelta(days=9)}, now, timedelta(days=1), 30)
     assert report.ok and "1 verdict record(s) of kept snapshots are locked" in report.findings[0].message
+
+
+def test_mark_and_scan_run_as_queued_jobs_like_every_api_action(attacked) -> None:
+    """POST /api/v1/jobs {"kind": "mark"|"scan"} queues these (operator role); a worker runs them."""
+    from safehold.engine.jobs import run_job, submit_job
+
+    context, (first, clean, bad, after) = attacked
+    job = run_job(context, submit_job(context, "mark", "files",
+                                      {"snapshot": after[:12], "verdict": "clean", "note": "restored"}))
+    assert job.status == "succeeded" and job.target == "files", job
+    assert job.details["ransomware"]["latest_clean"] == after and job.details["ransomware"]["suspicious"] is False
+    assert state_in_status(context)["latest_clean"] == after  # status reads the queued job's row
+    scanned = run_job(context, submit_job(context, "scan", "files", {"snapshot": "latest:files"}))
+    assert scanned.status == "succeeded" and scanned.details["snapshot"] == after
+    for params in ({"snapshot": after, "verdict": "fine"}, {"snapshot": after}, {"snapshot": "; rm -rf /",
+                   "verdict": "clean"}, {"snapshot": after, "verdict": "clean", "note": "x" * 1001}):
+        with pytest.raises(errors.UsageError):
+            submit_job(context, "mark", "files", params)
+    with pytest.raises(errors.UsageError):
+        submit_job(context, "scan", None, {"snapshot": after})  # a target is needed (status is per target)
+    # An id of another target's snapshot under this target is refused, not recorded under the wrong name.
+    with pytest.raises(errors.SnapshotNotFound) as caught:
+        mark_snapshot(context, after, "clean", target="web")
+    assert "it is a snapshot of files" in str(caught.value)

@@ -172,11 +172,17 @@ def test_random_unknown_added_needs_a_large_share_of_what_was_added():
     assert judge(quiet(added=12, random_unknown_added=10), [])["verdict"] == "suspicious"
 
 
-def test_image_snapshots_are_judged_on_the_share_of_random_new_data():
-    image = {"version": 1, "first": False, "kind": "image", "new_bytes": 100 << 20, "random_bytes": 5 << 20}
+def test_image_snapshots_are_judged_on_plain_data_turning_random_and_random_new_data_is_context():
+    image = {"version": 1, "first": False, "kind": "image", "new_bytes": 100 << 20, "random_bytes": 5 << 20,
+             "overwritten_bytes": 40 << 20, "became_random_bytes": 0}
     history = [dict(image) for _ in range(5)]
     assert judge(image, history)["verdict"] == "clean"
-    assert judge(dict(image, random_bytes=90 << 20), history)["verdict"] == "suspicious"
+    # random data into free space (a photo import looks the same as encrypted copies): no verdict alone
+    assert judge(dict(image, random_bytes=90 << 20), history)["verdict"] == "clean"
+    attacked = judge(dict(image, random_bytes=90 << 20, became_random_bytes=30 << 20), history)
+    assert attacked["verdict"] == "suspicious"
+    assert [(r["signal"], r.get("context", False)) for r in attacked["reasons"]] == [
+        ("became_random", False), ("random_new_data", True)]
 
 
 def test_stored_verdicts_are_hostile_input():

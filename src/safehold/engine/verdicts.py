@@ -24,12 +24,11 @@ from ..repository import Repository, Snapshot
 from ..repository.forgotten import live_snapshots
 from ..repository.marks import MARKS, Assessment, assess, baseline_history, latest_clean, load_records, record_verdict
 from ..repository.signals import (
-    CHUNK_PLAIN,
-    CHUNK_RANDOM,
     CHUNK_UNKNOWN,
     WINDOW,
     ParentFile,
     SignalCollector,
+    image_chunk_randomness,
     looks_random,
     magic,
 )
@@ -200,12 +199,11 @@ def _image_signals(repository: Repository, snapshot: Snapshot, parent: Snapshot 
         probe = SignalCollector(parent={}, image=True)
         for blob_id, disk, offset, parent_id, flag in sample:
             data = repository.read_blob(blob_id)
-            random = looks_random(data)
+            random, windows = image_chunk_randomness(data)
             probe.chunk(len(data), random)
             if parent_id is not None and flag == CHUNK_UNKNOWN:  # a parent written before the map
-                old_random = looks_random(repository.read_blob(parent_id))
-                flag = CHUNK_UNKNOWN if old_random is None else CHUNK_RANDOM if old_random else CHUNK_PLAIN
-            probe.extent(disk, offset, len(data), flag, random)
+                flag = image_chunk_randomness(repository.read_blob(parent_id))[1]
+            probe.extent(disk, offset, len(data), flag, windows)
         scale = len(new) / len(sample)
         collector.new_chunks = len(new)
         for name in ("new_bytes", "random_chunks", "random_bytes", "overwritten_bytes", "became_random_bytes",

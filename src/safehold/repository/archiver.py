@@ -29,13 +29,13 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..items import ChangeAware, DiskItem, FileItem, ItemSkipped, SkippedItems, View, skip_reason
 from .chunker import DEFAULT_IMAGE_CHUNK
 from .pack import BlobType
 from .repository import Repository, Snapshot, TreeWriter
-from .signals import CHUNK_PLAIN, CHUNK_RANDOM, CHUNK_UNKNOWN, ParentFile, SignalCollector, chunk_randomness, magic
+from .signals import CHUNK_UNKNOWN, ParentFile, SignalCollector, chunk_randomness, image_chunk_randomness, magic
 from .verdict import judge
 
 
@@ -153,21 +153,25 @@ class Archiver:
                 for item in self.repository.read_tree(parent) if item["type"] == "file"}
 
     def _store(self, data: bytes, first: bool = False,
-               judge: bool = True) -> tuple[bytes, bool, bool | None, bool | None]:
+               judge: bool | str = True) -> tuple[bytes, bool, Any, bool | None]:
         """Runs in the pool: the chunk's randomness (a sample of its plaintext, before compression;
         for a file's first chunk also of its first window), then store it. Returns (id, added,
-        first window random, chunk random). ``judge`` False: the chunk belongs to a file of a known type, whose
+        first window random — for a disk chunk (``judge`` "image") its map byte instead, chunk
+        random). ``judge`` False: the chunk belongs to a file of a known type, whose
         randomness no rule reads (a JPEG is random, a text is not; only a change of type tells),
         so the histogram is not computed at all: most files of most trees."""
         random = head = None
-        if self._collector is not None and judge:
+        if self._collector is not None and judge is True:
             random, head = chunk_randomness(data, first)
+        elif self._collector is not None and judge == "image":
+            # A disk chunk: its windows (the map byte) ride in ``head``'s slot.
+            random, head = image_chunk_randomness(data)
         blob_id, added = self.repository.save_blob(BlobType.DATA, data)
         if added and self._collector is not None:
             self._collector.chunk(len(data), random)
         return blob_id, added, head, random
 
-    def _submit(self, pool: ThreadPoolExecutor, data: bytes, first: bool = False, judge: bool = True) -> Future:
+    def _submit(self, pool: ThreadPoolExecutor, data: bytes, first: bool = False, judge: bool | str = True) -> Future:
         # A lost lock (failed heartbeat) stops the run here, not hours later at the snapshot.
         self.repository.ensure_lock()
         # The semaphore bounds chunks in flight, so memory stays flat however fast we read.
@@ -313,14 +317,14 @@ class Archiver:
         zero = bytes(chunk_size)
 
         def settle(j: int, future: Future) -> None:
-            blob_id, added, _head, random = future.result()
+            blob_id, added, windows, _random = future.result()
             chunks[j * 32 : (j + 1) * 32] = blob_id
             if random_map is None:
                 return
-            random_map[j] = CHUNK_UNKNOWN if random is None else CHUNK_RANDOM if random else CHUNK_PLAIN
+            random_map[j] = windows if isinstance(windows, int) else CHUNK_UNKNOWN
             if added and collector is not None and old_random is not None and j < len(old_random):
                 collector.extent(disk.name, j * chunk_size, min(chunk_size, disk.size - j * chunk_size),
-                                 old_random[j], random)
+                                 old_random[j], random_map[j])
 
         reader = disk.open()
         prefetch = _prefetcher(reader, changed, reusable_until, chunk_size, disk.size)
@@ -342,7 +346,7 @@ class Archiver:
                     if data == zero[:length]:
                         self.summary.holes += 1
                     else:
-                        futures.append((i, self._submit(pool, data)))
+                        futures.append((i, self._submit(pool, data, judge="image")))
                         while futures and futures[0][1].done():
                             settle(*futures.popleft())
                 self.progress.bytes_done += length

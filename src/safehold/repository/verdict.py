@@ -16,9 +16,9 @@ signals each make a snapshot suspicious on their own:
 - ``extension_churn``: many files gaining the same new extension (``.locked``);
 - ``ransom_notes``: new files named as ransom notes.
 
-Images (disks) have no file types: their strong signal is ``became_random``, the share of the
-plain data overwritten in place (chunk by chunk, against what the parent held at the same offset)
-that is now random: encryption of a file system's blocks. ``random_new_data``, the share of all new
+Images (disks) have no file types: their strong signal is ``became_random``, the bytes of plain
+data overwritten in place that are now random (window by window of each new chunk, against what
+the parent held at the same offset): encryption of files inside a file system. ``random_new_data``, the share of all new
 bytes that look random, is context only: at the block level a photo import into free space looks
 exactly like encrypted copies written there (measured: bench/ransomware.py). Bursts of deletions and renames are reported
 beside a strong signal (``context``) but never make a verdict alone: a ``git gc`` or a cleanup
@@ -42,8 +42,7 @@ STRONG_FLOORS = {"type_changed": 3, "random_unknown_added": 5, "extension_churn"
 RANDOM_ADDED_SHARE = 0.3
 IMAGE_RANDOM_SHARE = 0.5  # floor of random_new_data (share of new bytes)
 IMAGE_MIN_BYTES = 4 << 20  # an image snapshot adding less is not judged on randomness
-IMAGE_BECAME_RANDOM_SHARE = 0.5  # floor of became_random (share of overwritten plain bytes)
-IMAGE_EXTENT_MIN_BYTES = 2 << 20  # less plain data turned random is not judged
+IMAGE_BECAME_RANDOM_BYTES = 1 << 20  # floor of became_random (plain bytes turned random)
 CONTEXT_FLOORS = {"deleted": 20, "renamed": 20}
 VERDICTS = ("clean", "suspicious", "unknown")
 
@@ -59,8 +58,7 @@ def _share(signals: dict, name: str) -> float:
         total = _number(signals.get("new_bytes"))
         return _number(signals.get("random_bytes")) / total if total else 0.0
     if name == "became_random":
-        total = _number(signals.get("overwritten_bytes"))
-        return min(1.0, _number(signals.get("became_random_bytes")) / total) if total else 0.0
+        return _number(signals.get("became_random_bytes"))
     return _number(signals.get(name))
 
 
@@ -99,7 +97,7 @@ def judge(signals: dict, history: list[dict]) -> dict:
     if signals.get("first") is True:
         return {"verdict": "unknown", "score": 0.0, "reasons": [], "baseline": len(history)}
     image = signals.get("kind") == "image"
-    floors: dict[str, float] = {"became_random": IMAGE_BECAME_RANDOM_SHARE} if image else dict(STRONG_FLOORS)
+    floors: dict[str, float] = {"became_random": IMAGE_BECAME_RANDOM_BYTES} if image else dict(STRONG_FLOORS)
     context_floors = {"random_new_data": IMAGE_RANDOM_SHARE} if image else CONTEXT_FLOORS
     stats = baseline(history, list(floors) + list(context_floors))
     reasons: list[dict] = []
@@ -112,8 +110,6 @@ def judge(signals: dict, history: list[dict]) -> dict:
             if not added or value / added < RANDOM_ADDED_SHARE:
                 continue
         if name == "random_new_data" and _number(signals.get("random_bytes")) < IMAGE_MIN_BYTES:
-            continue
-        if name == "became_random" and _number(signals.get("became_random_bytes")) < IMAGE_EXTENT_MIN_BYTES:
             continue
         ratio = value / threshold if threshold else 0.0
         score = max(score, ratio)
@@ -141,7 +137,7 @@ def describe_reasons(reasons: list) -> str:
     texts = {"type_changed": "file(s) turned into random data", "random_unknown_added": "new random file(s) of no "
              "known type", "extension_churn": "file(s) gained the same new extension", "ransom_notes": "ransom "
              "note name(s)", "random_new_data": "share of new data that looks random",
-             "became_random": "share of overwritten plain data that turned random", "deleted": "file(s) deleted",
+             "became_random": "bytes of plain data overwritten with random data", "deleted": "file(s) deleted",
              "renamed": "file(s) renamed"}
     parts = []
     for reason in reasons:

@@ -445,7 +445,7 @@ def image_markdown(result: dict) -> list[str]:
              "written into the image with debugfs (the file system allocates the blocks), the in-place attack "
              "overwrites each chosen file's own blocks. Each scenario: a fresh image, a full backup, three ordinary "
              "days, the change, the judged backup. Each new chunk is compared with what the parent held at its "
-             "offset (`became_random`), beside the share of random new data (`random_new_data`).", "",
+             "offset (`became_random`); the share of random new data (`random_new_data`) is context only.", "",
              "| attack (full-file AES) | " + " | ".join(f"{f:.0%} of files" for f in fractions) + " |",
              "| --- |" + " ---: |" * len(fractions)]
     for mode in dict.fromkeys(a["mode"] for a in attacks):

@@ -53,12 +53,14 @@ from safehold.repository.archiver import Archiver  # noqa: E402
 from safehold.repository.backends.local import LocalBackend  # noqa: E402
 from safehold.repository.marks import assess, baseline_history  # noqa: E402
 from safehold.sources.files import FilesSource  # noqa: E402
+from safehold.sources.image import ImageSource  # noqa: E402
 
 FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
 KiB, MiB = 1024, 1024 * 1024
 FRACTIONS = [0.001, 0.01, 0.10, 1.0]
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SECTION = "## Ransomware detection"
+IMAGE_SECTION = "### Disk images (ext4)"
 
 
 # -- the tree ------------------------------------------------------------------------------------
@@ -285,6 +287,186 @@ BENIGN: dict[str, Callable[[Path], None]] = {
 }
 
 
+# -- disk images ---------------------------------------------------------------------------------
+
+IMAGE_CHUNK = 512 * KiB
+BLOCK = 4096
+
+
+def tree_state(tree: Path) -> tuple[dict[str, tuple[int, int]], set[str]]:
+    files, dirs = {}, set()
+    for path in tree.rglob("*"):
+        rel = "/" + path.relative_to(tree).as_posix()
+        if path.is_dir():
+            dirs.add(rel)
+        elif path.is_file():
+            st = path.stat()
+            files[rel] = (st.st_size, st.st_mtime_ns)
+    return files, dirs
+
+
+def debugfs(image: Path, commands: list[str], write: bool = True) -> str:
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".debugfs") as script:
+        script.write("\n".join(commands) + "\n")
+        script.flush()
+        proc = subprocess.run(["debugfs", *(["-w"] if write else []), "-f", script.name, str(image)],
+                              capture_output=True, text=True, check=True)
+    return proc.stdout
+
+
+def sync_image(image: Path, tree: Path, before: tuple[dict, set]) -> None:
+    """Apply what changed in ``tree`` since ``before`` to the file system in ``image`` (rm, mkdir,
+    write: the file system allocates the blocks, as in a running guest)."""
+    files, dirs = tree_state(tree)
+    old_files, old_dirs = before
+    commands = [f"mkdir {d}" for d in sorted(dirs - old_dirs, key=len)]
+    for rel in sorted(old_files):
+        if rel not in files or files[rel] != old_files[rel]:
+            commands.append(f"rm {rel}")
+    for rel in sorted(files):
+        if rel not in old_files or files[rel] != old_files[rel]:
+            commands.append(f"write {tree}{rel} {rel}")
+    commands += [f"rmdir {d}" for d in sorted(old_dirs - dirs, key=len, reverse=True)]
+    debugfs(image, commands)
+
+
+def encrypt_in_place(image: Path, tree: Path, fraction: float, seed: int = 5) -> int:
+    """Full-file AES of a fraction of the user files, each written over its own blocks."""
+    files = user_files(tree)
+    rng = np.random.default_rng([seed, int(fraction * 1e6), 3])
+    count = max(1, round(fraction * len(files)))
+    chosen = [files[i] for i in sorted(rng.choice(len(files), size=count, replace=False))]
+    rels = ["/" + p.relative_to(tree).as_posix() for p in chosen]
+    out = debugfs(image, [f"blocks {rel}" for rel in rels], write=False)
+    lines = [line for line in out.splitlines() if not line.startswith("debugfs")]
+    with open(image, "r+b") as handle:
+        for path, line in zip(chosen, lines):
+            data = aes(path.read_bytes())
+            for n, block in enumerate(int(b) for b in line.split()):
+                handle.seek(block * BLOCK)
+                handle.write(data[n * BLOCK: (n + 1) * BLOCK])
+    return count
+
+
+@dataclass
+class ImageTarget:
+    tree: Path
+    image: Path
+    repository: Repository
+    snapshots: list[Snapshot]
+
+    def backup(self) -> Snapshot:
+        parent = self.snapshots[-1] if self.snapshots else None
+        history = baseline_history(self.snapshots, assess(self.snapshots, {}))
+        with ImageSource(str(self.image), IMAGE_CHUNK).open(None) as view:
+            snapshot = Archiver(self.repository, threads=2).snapshot(view, "disk", parent, chunk_size=IMAGE_CHUNK,
+                                                                     history=history)
+        self.snapshots.append(snapshot)
+        return snapshot
+
+    def change(self, function: Callable[[Path], object]) -> object:
+        before = tree_state(self.tree)
+        result = function(self.tree)
+        sync_image(self.image, self.tree, before)
+        return result
+
+
+def fresh_image_target(base: Path, work: Path) -> ImageTarget:
+    import subprocess
+
+    if work.exists():
+        shutil.rmtree(work)
+    tree = work / "tree"
+    shutil.copytree(base, tree)
+    used = sum(p.stat().st_size for p in all_files(tree))
+    image = work / "disk.img"
+    with open(image, "wb") as handle:
+        handle.truncate((used * 3 // MiB + 64) * MiB)  # room for the benign sets and encrypted copies
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", str(BLOCK), "-d", str(tree), str(image)], check=True)
+    repository = Repository.init(LocalBackend(work / "repo"), b"bench", FAST_KDF)
+    target = ImageTarget(tree, image, repository, [])
+    target.backup()
+    for day in range(3):
+        target.change(lambda t, day=day: ordinary_day(t, day))
+        target.backup()
+    return target
+
+
+def package_upgrade_with_cache(tree: Path) -> None:
+    """The package upgrade, plus the .deb archives apt keeps (xz-compressed: random bytes)."""
+    import lzma
+
+    package_upgrade(tree)
+    cache = tree / "var" / "cache" / "apt" / "archives"
+    cache.mkdir(parents=True)
+    for path in sorted((tree / "lib").iterdir()):
+        (cache / f"{path.name}_amd64.deb").write_bytes(b"!<arch>\ndebian-binary   " + lzma.compress(path.read_bytes()))
+
+
+IMAGE_BENIGN: dict[str, Callable[[Path], None]] = {
+    "package upgrade with its .deb archives (ext4 image)": package_upgrade_with_cache,
+    "photo import (ext4 image)": photo_import, "logs compressed in place (ext4 image)": compress_logs,
+}
+
+
+def run_images(base: Path, workdir: Path, fractions: list[float], result: dict) -> None:
+    result["image_attacks"], result["image_benign"] = [], []
+    for mode in ("in place", "encrypted copies renamed .lkd, originals deleted"):
+        for fraction in fractions:
+            target = fresh_image_target(base, workdir / "image-scenario")
+            if mode == "in place":
+                touched = encrypt_in_place(target.image, target.tree, fraction)
+            else:
+                touched = target.change(lambda t: attack(t, fraction, "full", True, False))
+            verdict = target.backup().summary["verdict"]
+            result["image_attacks"].append({"mode": mode, "fraction": fraction, "files": touched,
+                                            "verdict": verdict["verdict"], "score": verdict["score"],
+                                            "signals": sorted({r["signal"] for r in verdict["reasons"]})})
+            print(f"image attack {mode} {fraction:7.1%} ({touched} files): {verdict['verdict']} "
+                  f"{verdict['score']:.2f}", file=sys.stderr)
+    for name, change in IMAGE_BENIGN.items():
+        target = fresh_image_target(base, workdir / "image-scenario")
+        target.change(change)
+        verdict = target.backup().summary["verdict"]
+        result["image_benign"].append({"set": name, "verdict": verdict["verdict"], "score": verdict["score"],
+                                       "signals": sorted({r["signal"] for r in verdict["reasons"]})})
+        print(f"image benign {name}: {verdict['verdict']} {verdict['score']:.2f}", file=sys.stderr)
+    shutil.rmtree(workdir / "image-scenario", ignore_errors=True)
+
+
+def image_markdown(result: dict) -> list[str]:
+    attacks, benign = result["image_attacks"], result["image_benign"]
+    fractions = sorted({a["fraction"] for a in attacks})
+    lines = ["### Disk images (ext4)", "",
+             "The same tree in an ext4 image (mke2fs -d), backed up as a disk in 512 KiB chunks; every change is "
+             "written into the image with debugfs (the file system allocates the blocks), the in-place attack "
+             "overwrites each chosen file's own blocks. Each scenario: a fresh image, a full backup, three ordinary "
+             "days, the change, the judged backup. Each new chunk is compared with what the parent held at its "
+             "offset (`became_random`); the share of random new data (`random_new_data`) is context only.", "",
+             "| attack (full-file AES) | " + " | ".join(f"{f:.0%} of files" for f in fractions) + " |",
+             "| --- |" + " ---: |" * len(fractions)]
+    for mode in dict.fromkeys(a["mode"] for a in attacks):
+        cells = []
+        for f in fractions:
+            a = next((x for x in attacks if x["mode"] == mode and x["fraction"] == f), None)
+            cells.append("" if a is None else f"{'**flagged**' if a['verdict'] == 'suspicious' else 'missed'} "
+                         f"({a['files']}; {a['score']:.1f}; {', '.join(a['signals']) or '-'})")
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: verdict (files touched; score; strong signals that fired).", "",
+              "| benign change set | verdict | score |", "| --- | --- | ---: |"]
+    for b in benign:
+        lines.append(f"| {b['set']} | {b['verdict']}{' (' + ', '.join(b['signals']) + ')' if b['signals'] else ''} "
+                     f"| {b['score']:.2f} |")
+    detected = sum(a["verdict"] == "suspicious" for a in attacks)
+    flagged = sum(b["verdict"] == "suspicious" for b in benign)
+    lines += ["", f"Images: **{detected}/{len(attacks)}** attacks flagged, **{flagged}/{len(benign)}** benign sets "
+              "flagged.", ""]
+    return lines
+
+
 # -- cost ----------------------------------------------------------------------------------------
 
 def cpu() -> float:
@@ -372,7 +554,8 @@ def measure_cost(base: Path, work: Path, repeat: int) -> dict:
 
 # -- run -----------------------------------------------------------------------------------------
 
-def run(files: int, workdir: Path, repeat: int, fractions: list[float], seed: int, quick: bool = False) -> dict:
+def run(files: int, workdir: Path, repeat: int, fractions: list[float], seed: int, quick: bool = False,
+        images: bool = True) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     base = workdir / "base"
     if base.exists():
@@ -406,6 +589,8 @@ def run(files: int, workdir: Path, repeat: int, fractions: list[float], seed: in
                                  "signals": sorted({r["signal"] for r in verdict["reasons"]})})
         print(f"benign {name}: {verdict['verdict']} {verdict['score']:.2f}", file=sys.stderr)
     shutil.rmtree(workdir / "scenario", ignore_errors=True)
+    if images:
+        run_images(base, workdir, [f for f in fractions if f >= 0.01] or fractions[-1:], result)
     cost = measure_cost(base, workdir, repeat)
     cost.pop("all_cpu")
     result["cost"] = cost
@@ -446,7 +631,8 @@ def markdown(result: dict, command: str) -> str:
                      f"| {b['score']:.2f} |")
     flagged = sum(b["verdict"] == "suspicious" for b in result["benign"])
     cost = result["cost"]
-    lines += ["", f"False positives: **{flagged}/{len(result['benign'])}** benign sets flagged.", "",
+    lines += ["", f"False positives: **{flagged}/{len(result['benign'])}** benign sets flagged.", ""]
+    lines += [
               f"Cost of the signals: full backup of the tree, median of {cost['repeat']} runs each, alternated in the "
               "same run:", "",
               "| | signals on | signals off | overhead |", "| --- | ---: | ---: | ---: |",
@@ -458,16 +644,27 @@ def markdown(result: dict, command: str) -> str:
               f"**{cost['signal_cpu_share']:.1%}** of the "
               "backup's CPU. The A/B difference above is the same quantity measured from outside: on 2 cores "
               "shared with other jobs it carries the machine's noise (see the spread of the runs in --json).", ""]
+    if result.get("image_attacks") is not None:
+        lines += image_markdown(result)
     return "\n".join(lines)
 
 
-def update_docs(text: str, docs: Path = DOCS) -> None:
+def update_docs(text: str, docs: Path = DOCS, section: str = SECTION) -> None:
+    """Replace ``section`` (up to the next heading of its level or above) in ``docs``; an image
+    subsection missing is added at the end of the ransomware section."""
     content = docs.read_text() if docs.exists() else ""
-    start = content.find(SECTION)
-    if start < 0:
+    start = content.find(section)
+    if start < 0 and section != SECTION and SECTION in content:
+        after = content.find(SECTION)
+        end = content.find("\n## ", after + len(SECTION))
+        end = len(content) if end < 0 else end + 1
+        content = content[:end].rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n\n" + content[end:]
+    elif start < 0:
         content = content.rstrip("\n") + "\n\n" + text
     else:
-        end = content.find("\n## ", start + len(SECTION))
+        ends = [i for i in (content.find("\n## ", start + len(section)),
+                            content.find("\n### ", start + len(section)) if section != SECTION else -1) if i >= 0]
+        end = min(ends) if ends else -1
         content = content[:start] + text + ("\n" + content[end + 1:] if end >= 0 else "")
     docs.write_text(content if content.endswith("\n") else content + "\n")
 
@@ -480,14 +677,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="two attack variants only (the smoke test)")
+    parser.add_argument("--no-images", action="store_true", help="leave out the ext4 image scenarios")
+    parser.add_argument("--images-only", action="store_true",
+                        help=f"only the ext4 image scenarios; --update-docs replaces '{IMAGE_SECTION}' alone")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--out", type=Path, help="write the markdown section here")
     parser.add_argument("--update-docs", action="store_true", help=f"replace '{SECTION}' in docs/benchmarks.md")
     args = parser.parse_args(argv)
-    result = run(args.files, args.workdir, args.repeat, [float(f) for f in args.fractions.split(",")], args.seed,
-                 quick=args.quick)
+    fractions = [float(f) for f in args.fractions.split(",")]
     command = "python bench/ransomware.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
                                                        if a != "--update-docs")
+    if args.images_only:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        base = args.workdir / "base"
+        shutil.rmtree(base, ignore_errors=True)
+        build_tree(base, args.files, args.seed)
+        result = {"files": len(all_files(base)), "bytes": sum(p.stat().st_size for p in all_files(base))}
+        run_images(base, args.workdir, [f for f in fractions if f >= 0.01] or fractions[-1:], result)
+        lines = image_markdown(result)
+        lines[2:2] = [f"`{command.strip()}` (one run on this machine: 2 shared cores); tree of {result['files']} files, "
+                      f"{result['bytes'] / MiB:.0f} MiB.", ""]
+        text = "\n".join(lines)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        if args.out:
+            args.out.write_text(text)
+        if args.update_docs:
+            update_docs(text, section=IMAGE_SECTION)
+        print(text)
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        return 0
+    result = run(args.files, args.workdir, args.repeat, fractions, args.seed,
+                 quick=args.quick, images=not args.no_images)
     text = markdown(result, command.strip())
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

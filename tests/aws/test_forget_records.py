@@ -105,3 +105,32 @@ def test_maintenance_extends_forget_records(moto, lock_bucket, tree):
     report = extend_retention(repository, [second])
     assert report.objects_extended.get("forgotten") == 1
     assert backend.retention(Kind.FORGOTTEN, name) >= before + timedelta(hours=2)
+
+
+def test_maintenance_extends_the_verdict_records_of_kept_snapshots(moto, lock_bucket, tree):
+    """Marks and scans decide latest-clean: they stay locked as long as the snapshots they judge;
+    records of snapshots no longer kept are left to expire."""
+    from safehold.repository.immutability import extend_retention, verdict_records_retention
+    from safehold.repository.marks import record_verdict
+
+    backend = S3Backend(f"s3://{lock_bucket}/repo", client=moto.client("s3"), object_lock_mode="GOVERNANCE",
+                        object_lock_days=1)
+    backend.retention_period = timedelta(seconds=2)
+    repository = Repository.init(backend, PASSWORD, FAST_KDF)
+    first = backup(repository, tree)
+    (tree / "b.bin").write_bytes(os.urandom(1000))
+    second = backup(repository, tree)
+    gone = record_verdict(repository, first, "suspicious", "operator", note="encrypted")
+    kept = [record_verdict(repository, second, "clean", "operator"),
+            record_verdict(repository, second, "suspicious", "scan", result={"verdict": "suspicious", "score": 2.0,
+                                                                            "reasons": [], "baseline": 3})]
+    time.sleep(3)  # every record's retention has ended
+    assert set(verdict_records_retention(repository, [second])) == set(kept)
+    backend.retention_period = timedelta(hours=2)
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    report = extend_retention(repository, [second])
+    assert report.objects_extended.get("verdicts") == 2
+    for name in kept:
+        assert backend.retention(Kind.VERDICTS, name) >= before + timedelta(hours=2)
+    assert backend.retention(Kind.VERDICTS, gone) < before  # first is not kept: its mark may expire
+    assert extend_retention(repository, [second]).objects_extended.get("verdicts") is None  # idempotent

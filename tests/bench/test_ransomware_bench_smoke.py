@@ -18,7 +18,7 @@ def test_simulator_runs_attacks_and_benign_sets_and_reports(tmp_path: Path) -> N
     results, out = tmp_path / "results.json", tmp_path / "section.md"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "ransomware.py"), "--files", "100", "--repeat", "1", "--quick",
-         "--fractions", "1.0", "--workdir", str(tmp_path / "work"), "--json", str(results), "--out", str(out)],
+         "--fractions", "1.0", "--no-images", "--workdir", str(tmp_path / "work"), "--json", str(results), "--out", str(out)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(results.read_text())

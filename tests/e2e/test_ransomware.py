@@ -1,6 +1,8 @@
 """Ransomware verdicts through the CLI, as an operator meets them: a quiet history, an attack
-(files encrypted in place and under a new extension, a ransom note), the verdict in 'snapshots',
-'status' and /metrics, 'latest-clean' restoring the data as it was, 'mark' and 'scan'."""
+(files encrypted in place and under a new extension, a ransom note) flagged in 'snapshots', and
+'restore latest-clean:TARGET' giving back the data as it was. Six CLI calls: the rest (status,
+scan, mark, the snapshots after an attack, exit codes) is tested in process against the same engine
+in tests/unit/engine/test_verdicts.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import random
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from e2e_support import Workspace, assert_clean_error, make_workspace
+from e2e_support import make_workspace
 
 
 def encrypt(data: bytes) -> bytes:
@@ -47,26 +49,11 @@ def test_an_attack_is_flagged_and_latest_clean_restores_the_data_before_it(tmp_p
         path.unlink()
     (ws.data / "HOW_TO_RECOVER_YOUR_FILES.txt").write_text("send 1 BTC\n")
     ws.run("backup", "--target", "files")  # exit 0: a verdict never fails a backup
-    # A later backup where nothing changes is still no restore point: it holds the encrypted files.
-    ws.run("backup", "--target", "files")
     rows = ws.json("snapshots", "--target", "files", "--json")
     assert [(row["verdict"]["verdict"], row["verdict"]["clean_point"]) for row in rows] == [
-        ("unknown", False), ("clean", True), ("suspicious", False), ("clean", False)]
-    clean, attacked, after = rows[1]["id"], rows[2], rows[3]["id"]
-    assert rows[3]["verdict"]["after_suspicious"] == attacked["id"]
-    assert attacked["verdict"]["verdict"] == "suspicious" and not attacked["verdict"]["clean_point"]
-    reasons = {reason["signal"]: reason for reason in attacked["verdict"]["reasons"]}
-    assert {"type_changed", "extension_churn", "ransom_notes"} <= set(reasons)
-    assert reasons["type_changed"]["value"] == 14
-    assert reasons["extension_churn"]["extension"] == "crypt"
-    assert reasons["ransom_notes"]["files"] == ["data/HOW_TO_RECOVER_YOUR_FILES.txt"]
-    assert attacked["signals"]["deleted"] == 6 and attacked["signals"]["added"] == 7
-    table = ws.run("snapshots", "--target", "files", "--clean")
-    assert rows[1]["short_id"] in table.stdout and "1 snapshot(s)" in table.stdout
-    assert attacked["short_id"] not in table.stdout and rows[3]["short_id"] not in table.stdout
-    status = ws.json("status", "--json")
-    state = next(t for t in status["targets"] if t["name"] == "files")["ransomware"]
-    assert state["suspicious"] is True and state["since"] == attacked["id"] and state["latest_clean"] == clean
+        ("unknown", False), ("clean", True), ("suspicious", False)]
+    reasons = {reason["signal"] for reason in rows[2]["verdict"]["reasons"]}
+    assert {"type_changed", "extension_churn", "ransom_notes"} <= reasons
 
     # latest-clean restores the data as it was before the attack.
     restored = tmp_path / "restored"
@@ -75,27 +62,4 @@ def test_an_attack_is_flagged_and_latest_clean_restores_the_data_before_it(tmp_p
         expected = body + b"late entry\n" if name == "invoice00.csv" else body
         assert (restored / "data" / name).read_bytes() == expected, name
     assert not (restored / "data" / "HOW_TO_RECOVER_YOUR_FILES.txt").exists()
-
-    # scan recomputes the verdict of a stored snapshot from its data
-    scanned = ws.json("scan", attacked["id"][:12], "--json")
-    assert scanned["verdict"]["verdict"] == "suspicious" and scanned["verdict"]["source"] == "scan"
-    assert scanned["signals"]["type_changed"] == 14
-
-    # The operator restored the data and marks the newest snapshot clean: the alarm ends there.
-    marked = ws.json("mark", after[:12], "clean", "--note", "restored after incident 7", "--json")
-    assert marked["verdict"]["source"] == "operator" and marked["verdict"]["note"] == "restored after incident 7"
-    assert marked["state"] == {"snapshot": after, "verdict": "clean", "score": 0.0, "suspicious": False,
-                               "since": None, "latest_clean": after}
-    status = ws.json("status", "--json")
-    state = next(t for t in status["targets"] if t["name"] == "files")["ransomware"]
-    assert state["suspicious"] is False and state["latest_clean"] == after
-
-
-def test_latest_clean_without_a_clean_snapshot_is_a_clear_error(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path / "ws")
-    make_files(ws.data)
-    ws.run("init")
-    ws.run("backup", "--target", "files")  # a first snapshot is 'unknown'
-    assert_clean_error(ws.run("restore", "latest-clean:files", "--to", str(tmp_path / "out"), ok=False), 90,
-                       "'files'")
-    assert_clean_error(ws.run("mark", "latest:files", "fine", ok=False), 91, "fine")
+    assert not (restored / "data" / "invoice09.csv.crypt").exists()

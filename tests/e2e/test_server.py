@@ -65,6 +65,7 @@ METRIC_FAMILIES = {
     "safehold_jobs_running", "safehold_job_failures",
     "safehold_repository_stored_bytes", "safehold_repository_capacity_bytes", "safehold_repository_snapshots",
     "safehold_build_info", "safehold_copy_last_success_timestamp_seconds", "safehold_copy_last_bytes_sent",
+    "safehold_snapshot_suspicious", "safehold_snapshot_suspicion_score",
 }
 
 
@@ -312,6 +313,7 @@ def test_jobs_triggered_over_http_run_in_the_server(tmp_path, servers) -> None:
     snapshots = server.request("GET", "/api/v1/snapshots", viewer, params={"target": "files"}).json()["snapshots"]
     assert backup["snapshot_id"] in [snapshot["id"] for snapshot in snapshots]
 
+
     # The scheduler backs up 'broken' on its own (never backed up: due at once) and records the failure.
     deadline = time.monotonic() + JOB_TIMEOUT
     while not server.request("GET", "/api/v1/jobs", viewer,
@@ -350,6 +352,24 @@ def test_jobs_triggered_over_http_run_in_the_server(tmp_path, servers) -> None:
     assert not [s for name, samples in families.items() if name.startswith("safehold_restore_test_")
                 for s in samples if s.labels.get("target") == "broken"]
     assert sample("safehold_repository_snapshots") >= 1
+
+    # An operator's ransomware verdict is a job like every action (a viewer may not queue it).
+    mark = {"kind": "mark", "target": "files",
+            "params": {"snapshot": backup["snapshot_id"][:12], "verdict": "suspicious", "note": "seen encrypted"}}
+    assert server.request("POST", "/api/v1/jobs", viewer, json=mark).status_code == 403
+    marked = submit(mark)
+    assert marked["status"] == "succeeded" and marked["details"]["ransomware"]["suspicious"] is True, marked
+    verdicts = {row["id"]: row["verdict"] for row in server.request(
+        "GET", "/api/v1/snapshots", viewer, params={"target": "files"}).json()["snapshots"]}
+    assert verdicts[backup["snapshot_id"]]["source"] == "operator"
+    assert verdicts[backup["snapshot_id"]]["note"] == "seen encrypted"
+    detail = server.request("GET", "/api/v1/targets/files", viewer).json()
+    assert detail["ransomware"]["suspicious"] is True and detail["ransomware"]["since"] == backup["snapshot_id"]
+    assert server.request("POST", "/api/v1/jobs", operator, json=dict(mark, params={
+        "snapshot": backup["snapshot_id"], "verdict": "fine"})).status_code == 422
+    suspicious = [s for family in text_string_to_metric_families(server.request("GET", "/metrics").text)
+                  for s in family.samples if s.name == "safehold_snapshot_suspicious"]
+    assert [(s.labels["target"], s.value) for s in suspicious] == [("files", 1.0)]
 
     assert server.stop() == 0, server.log
     assert workspace.json("jobs", "--status", "running") == []

@@ -21,6 +21,7 @@ from ..repository import Repository
 from ..repository.backends import open_backend
 from ..repository.copy import CopyStats, apply_copy_retention, copied_ids, copy_snapshot, dropped_sources
 from ..repository.forgotten import live_snapshots, replayed_records
+from ..repository.marks import copy_records
 from ..repository.repository import same_params
 from .context import Context
 
@@ -175,6 +176,14 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
                         on_progress=context.progress)
                     done[snapshot.id] = copy.id
                     job.log(f"copied snapshot {snapshot.short_id} ({snapshot.target}) to {copy.short_id}")
+                # Marks and scans (verdicts/) of the snapshots copied now or before, so latest-clean
+                # on the copy names the copy of the source's latest-clean (newer marks follow).
+                target_repository.ensure_lock()
+                carried = copy_records(source, target_repository,
+                                       {s.id: done[s.id] for s in wanted if s.id in done})
+                stats.verdict_records_copied += len(carried)
+                if carried:
+                    job.log(f"carried {len(carried)} verdict record(s) (marks, scans) to the copies")
             finally:
                 lock.release()
         retention_outcomes = []

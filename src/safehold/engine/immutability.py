@@ -21,6 +21,7 @@ from ..repository.immutability import (
     extend_retention,
     forget_records_retention,
     repository_objects_retention,
+    verdict_records_retention,
 )
 from ..repository.prune import plan_forget
 from ..repository.retention import RetentionPolicy
@@ -144,7 +145,8 @@ def audit_immutability(context: Context, min_remaining: timedelta = DEFAULT_MIN_
             retention = chain_retention(locked, chain) if lock is not None else {}
             essentials = repository_objects_retention(locked) if lock is not None else {}
             records = forget_records_retention(locked) if lock is not None else {}
-        report.objects_checked = len(retention) + len(essentials) + len(records)
+            verdicts = verdict_records_retention(locked, kept) if lock is not None else {}
+        report.objects_checked = len(retention) + len(essentials) + len(records) + len(verdicts)
         if chain.unindexed_packs:
             report.add("error", "chain", f"{len(chain.unindexed_packs)} pack(s) used by kept snapshots are in no "
                        "index object", "run 'safehold check' and repair the repository")
@@ -152,6 +154,7 @@ def audit_immutability(context: Context, min_remaining: timedelta = DEFAULT_MIN_
             _audit_repository_objects(report, essentials, now, min_remaining, lock.days)
             _audit_chains(report, chain, retention, now, min_remaining, lock.days)
             _audit_forget_records(report, records, now, min_remaining, lock.days)
+            _audit_verdict_records(report, verdicts, now, min_remaining, lock.days)
         return _finish(report, job)
 
 
@@ -221,6 +224,30 @@ def _audit_forget_records(report: AuditReport, retention: dict[str, datetime | N
         earliest = min(until for until in retention.values() if until is not None)
         report.add("info", "forgotten", f"{len(retention)} forget record(s) are locked until at least "
                    f"{earliest.isoformat(timespec='seconds')}")
+
+
+def _audit_verdict_records(report: AuditReport, retention: dict[str, datetime | None], now: datetime,
+                           min_remaining: timedelta, days: int) -> None:
+    """Verdict records of kept snapshots (marks, scans) decide latest-clean; deleting one could make
+    an encrypted snapshot a restore point again, so each must stay locked as long as its snapshot."""
+    if not retention:
+        return
+    unlocked = sorted(name for name, until in retention.items() if until is None or until <= now)
+    short = sorted(name for name, until in retention.items() if until is not None and now < until < now + min_remaining)
+    if unlocked:
+        report.add("error", "verdicts", f"{len(unlocked)} verdict record(s) of kept snapshots are not locked: "
+                   + ", ".join(f"verdicts/{name[:8]}" for name in unlocked[:10]) + (" ..." if len(unlocked) > 10 else "")
+                   + "; deleting an operator's 'mark suspicious' would make that snapshot a restore point again",
+                   "run 'safehold maintenance' now (it locks them for object_lock.days) and schedule it daily")
+    if short:
+        report.add("warning", "verdicts", f"{len(short)} verdict record(s) are locked for less than "
+                   f"{_days(min_remaining)}: " + ", ".join(f"verdicts/{name[:8]}" for name in short[:10])
+                   + (" ..." if len(short) > 10 else ""),
+                   f"run 'safehold maintenance' and schedule it at least every {max(1, days // 2)} day(s)")
+    if not unlocked and not short:
+        earliest = min(until for until in retention.values() if until is not None)
+        report.add("info", "verdicts", f"{len(retention)} verdict record(s) of kept snapshots are locked until at "
+                   f"least {earliest.isoformat(timespec='seconds')}")
 
 
 def _object_label(kind, name: str) -> str:

@@ -20,10 +20,10 @@ from .context import Context
 from .params import PARAMS, QueuedPlatformRestore, restore_params_model
 
 SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "forget", "maintenance", "repair-index",
-                     "repair-snapshots", "drill", "copy")
+                     "repair-snapshots", "drill", "copy", "mark", "scan")
 """Kinds a user or the scheduler may queue."""
 
-NEEDS_TARGET = ("backup", "restore-test")
+NEEDS_TARGET = ("backup", "restore-test", "mark", "scan")
 """Kinds that act on one target; check, prune and maintenance act on the whole repository."""
 
 MAX_RENEW_WITHIN_DAYS = 36500
@@ -156,6 +156,15 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
 
         context.config.copy_named(str(params.get("to")))  # queued jobs name configured copies only
         copy_to(context, params["to"], target, params.get("snapshot"), job_id=job_id)
+    elif kind == "mark":
+        from .verdicts import mark_snapshot
+
+        mark_snapshot(context, str(params["snapshot"]), str(params["verdict"]), note=params.get("note"),
+                      target=target, job_id=job_id)
+    elif kind == "scan":
+        from .verdicts import scan_snapshot
+
+        scan_snapshot(context, str(params["snapshot"]), target, job_id=job_id)
     else:  # submit_job refuses these; a row written by a newer release could still carry one
         raise errors.UsageError(f"this safehold cannot run jobs of kind {kind!r}")
 

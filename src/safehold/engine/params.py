@@ -5,7 +5,7 @@ them. Strict types and no unknown names: a typo in a request is an error, not an
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -108,6 +108,23 @@ class CopyParams(Params):
                                                    "snapshot of the target the destination lacks.")
 
 
+AnySnapshotRef = Annotated[str, Field(min_length=4, max_length=300,
+                                      pattern=r"^([0-9a-f]{4,64}|latest(-clean)?(:[^\x00]{1,255})?)$")]
+
+
+class MarkParams(Params):
+    snapshot: AnySnapshotRef = Field(description="Snapshot id (unique prefix of at least 4 hex characters), "
+                                                 "'latest:TARGET' or 'latest-clean:TARGET'.")
+    verdict: Literal["clean", "suspicious"] = Field(description="The operator's judgement: 'clean' ends an alarm "
+                                                                "(later snapshots are restore points again).")
+    note: str | None = Field(None, max_length=1000, description="Why (kept with the record).")
+
+
+class ScanParams(Params):
+    snapshot: AnySnapshotRef = Field(description="Snapshot id (unique prefix of at least 4 hex characters), "
+                                                 "'latest:TARGET' or 'latest-clean:TARGET'.")
+
+
 #: kind -> the model its queued params are validated with.
 PARAMS: dict[str, type[Params]] = {
     "backup": BackupParams,
@@ -121,4 +138,6 @@ PARAMS: dict[str, type[Params]] = {
     "repair-snapshots": RepairSnapshotsParams,
     "drill": DrillParams,
     "copy": CopyParams,
+    "mark": MarkParams,
+    "scan": ScanParams,
 }

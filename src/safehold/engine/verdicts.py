@@ -23,7 +23,15 @@ from .. import errors
 from ..repository import Repository, Snapshot
 from ..repository.forgotten import live_snapshots
 from ..repository.marks import MARKS, Assessment, assess, baseline_history, latest_clean, load_records, record_verdict
-from ..repository.signals import WINDOW, ParentFile, SignalCollector, looks_random, magic
+from ..repository.signals import (
+    CHUNK_UNKNOWN,
+    WINDOW,
+    ParentFile,
+    SignalCollector,
+    image_chunk_randomness,
+    looks_random,
+    magic,
+)
 from ..repository.verdict import judge
 from ..text import printable
 from .context import Context
@@ -89,10 +97,14 @@ def state_of(snapshots: list[Snapshot], records: dict) -> dict | None:
             "suspicious": since is not None, "since": since, "latest_clean": clean.id if clean else None}
 
 
-def scan_snapshot(context: Context, ref: str, target: str | None = None) -> dict:
-    """Recompute the signals and the verdict of one snapshot and record them (a 'scan' record)."""
+def scan_snapshot(context: Context, ref: str, target: str | None = None, *, job_id: int | None = None) -> dict:
+    """Recompute the signals and the verdict of one snapshot and record them (a 'scan' record).
+    ``job_id``: run as that queued job, already claimed (``engine.jobs.run_job``)."""
     found = context.open_repository(load_index=False).find_snapshot(ref, target)
-    with context.catalog.job("scan", found.target) as job:
+    if target is not None and found.target != target:
+        raise errors.SnapshotNotFound(ref=f"{ref} of target {printable(target)} (it is a snapshot of "
+                                          f"{printable(found.target)})")
+    with context.catalog.job("scan", found.target, job_id=job_id) as job:
         with context.locked(purpose="scan") as repository:
             snapshot = repository.load_snapshot(found.id)
             chain = live_snapshots(repository, snapshot.target)
@@ -155,13 +167,49 @@ def compute_signals(repository: Repository, snapshot: Snapshot, parent: Snapshot
 
 
 def _image_signals(repository: Repository, snapshot: Snapshot, parent: Snapshot | None) -> dict:
-    old_chunks: set[bytes] = set()
-    if parent is not None:
-        old_chunks = {c for item in repository.read_tree(parent) for c in _ids(item.get("chunks"))}
-    new = [c for item in repository.read_tree(snapshot) for c in _ids(item.get("chunks"))
-           if c not in old_chunks and any(c)]
-    collector = SignalCollector(parent={} if parent is not None else None)
-    _sample_chunks(repository, list(dict.fromkeys(new)), collector)
+    """An image snapshot's signals: a sample of its new chunks, each judged and compared with what
+    the parent held at the same offset (the parent's ``random`` map, else its chunk read)."""
+    old_items: dict[bytes, dict] = {}
+    if parent is not None and parent.kind == "image":
+        old_items = {item["path"]: item for item in repository.read_tree(parent)
+                     if isinstance(item, dict) and isinstance(item.get("path"), bytes)}
+    old_chunks = {c for item in old_items.values() for c in _ids(item.get("chunks"))}
+    new: list[tuple[bytes, str, int, bytes | None, int]] = []  # (id, disk, offset, parent id, parent flag)
+    seen: set[bytes] = set()
+    for item in repository.read_tree(snapshot):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), bytes):
+            continue
+        chunk_size = _int(item.get("chunk_size"))
+        old = old_items.get(item["path"])
+        same = old is not None and old.get("chunk_size") == chunk_size and chunk_size > 0
+        old_ids = _ids(old.get("chunks")) if same else []
+        old_map = old.get("random") if same and isinstance(old.get("random"), bytes) else None
+        if old_map is not None and len(old_map) != len(old_ids):
+            old_map = None
+        for index, blob_id in enumerate(_ids(item.get("chunks"))):
+            if blob_id in old_chunks or blob_id in seen or not any(blob_id):
+                continue
+            seen.add(blob_id)
+            parent_id = old_ids[index] if index < len(old_ids) and any(old_ids[index]) else None
+            flag = old_map[index] if old_map is not None and parent_id is not None else CHUNK_UNKNOWN
+            new.append((blob_id, os.fsdecode(item["path"])[:64], index * chunk_size, parent_id, flag))
+    collector = SignalCollector(parent={} if parent is not None else None, image=True)
+    if new:
+        sample = new if len(new) <= SCAN_CHUNK_SAMPLE else _random.Random(0).sample(new, SCAN_CHUNK_SAMPLE)
+        probe = SignalCollector(parent={}, image=True)
+        for blob_id, disk, offset, parent_id, flag in sample:
+            data = repository.read_blob(blob_id)
+            random, windows = image_chunk_randomness(data)
+            probe.chunk(len(data), random)
+            if parent_id is not None and flag == CHUNK_UNKNOWN:  # a parent written before the map
+                flag = image_chunk_randomness(repository.read_blob(parent_id))[1]
+            probe.extent(disk, offset, len(data), flag, windows)
+        scale = len(new) / len(sample)
+        collector.new_chunks = len(new)
+        for name in ("new_bytes", "random_chunks", "random_bytes", "overwritten_bytes", "became_random_bytes",
+                     "became_random_chunks"):
+            setattr(collector, name, int(getattr(probe, name) * scale))
+        collector.became_random_extents = probe.became_random_extents
     signals = collector.finish()
     signals["kind"] = snapshot.kind
     signals["scanned"] = True
@@ -218,12 +266,16 @@ def _read_type(repository: Repository, item: dict) -> tuple[str | None, bool | N
 
 
 def mark_snapshot(context: Context, ref: str, verdict: str, note: str | None = None,
-                  target: str | None = None) -> dict:
-    """Record an operator's judgement of a snapshot (it feeds the baseline and latest-clean)."""
+                  target: str | None = None, *, job_id: int | None = None) -> dict:
+    """Record an operator's judgement of a snapshot (it feeds the baseline and latest-clean).
+    ``job_id``: run as that queued job, already claimed (``engine.jobs.run_job``)."""
     if verdict not in MARKS:
         raise errors.InvalidMark(snapshot=ref, detail=f"{verdict!r} is not a verdict (clean or suspicious)")
     found = context.open_repository(load_index=False).find_snapshot(ref, target)
-    with context.catalog.job("mark", found.target) as job:
+    if target is not None and found.target != target:
+        raise errors.SnapshotNotFound(ref=f"{ref} of target {printable(target)} (it is a snapshot of "
+                                          f"{printable(found.target)})")
+    with context.catalog.job("mark", found.target, job_id=job_id) as job:
         with context.locked(purpose="mark", load_index=False) as repository:
             snapshot = repository.load_snapshot(found.id)
             name = record_verdict(repository, snapshot, verdict, "operator", note=note)

@@ -29,13 +29,13 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..items import ChangeAware, DiskItem, FileItem, ItemSkipped, SkippedItems, View, skip_reason
 from .chunker import DEFAULT_IMAGE_CHUNK
 from .pack import BlobType
 from .repository import Repository, Snapshot, TreeWriter
-from .signals import ParentFile, SignalCollector, chunk_randomness, magic
+from .signals import CHUNK_UNKNOWN, ParentFile, SignalCollector, chunk_randomness, image_chunk_randomness, magic
 from .verdict import judge
 
 
@@ -104,7 +104,7 @@ class Archiver:
                 self._files(view.items(), parent, tree, pool, view.skipped)
             else:
                 if self.signals:
-                    self._collector = SignalCollector(parent={} if parent is not None else None)
+                    self._collector = SignalCollector(parent={} if parent is not None else None, image=True)
                 for disk in view.disks:
                     self._disk(disk, parent, tree, pool, chunk_size)
         tree_ids = tree.finish()
@@ -152,21 +152,26 @@ class Archiver:
                                _label(item.get("magic")), _flag(item.get("random")))
                 for item in self.repository.read_tree(parent) if item["type"] == "file"}
 
-    def _store(self, data: bytes, first: bool = False, judge: bool = True) -> tuple[bytes, bool, bool | None]:
+    def _store(self, data: bytes, first: bool = False,
+               judge: bool | str = True) -> tuple[bytes, bool, Any, bool | None]:
         """Runs in the pool: the chunk's randomness (a sample of its plaintext, before compression;
         for a file's first chunk also of its first window), then store it. Returns (id, added,
-        first window random). ``judge`` False: the chunk belongs to a file of a known type, whose
+        first window random — for a disk chunk (``judge`` "image") its map byte instead, chunk
+        random). ``judge`` False: the chunk belongs to a file of a known type, whose
         randomness no rule reads (a JPEG is random, a text is not; only a change of type tells),
         so the histogram is not computed at all: most files of most trees."""
         random = head = None
-        if self._collector is not None and judge:
+        if self._collector is not None and judge is True:
             random, head = chunk_randomness(data, first)
+        elif self._collector is not None and judge == "image":
+            # A disk chunk: its windows (the map byte) ride in ``head``'s slot.
+            random, head = image_chunk_randomness(data)
         blob_id, added = self.repository.save_blob(BlobType.DATA, data)
         if added and self._collector is not None:
             self._collector.chunk(len(data), random)
-        return blob_id, added, head
+        return blob_id, added, head, random
 
-    def _submit(self, pool: ThreadPoolExecutor, data: bytes, first: bool = False, judge: bool = True) -> Future:
+    def _submit(self, pool: ThreadPoolExecutor, data: bytes, first: bool = False, judge: bool | str = True) -> Future:
         # A lost lock (failed heartbeat) stops the run here, not hours later at the snapshot.
         self.repository.ensure_lock()
         # The semaphore bounds chunks in flight, so memory stays flat however fast we read.
@@ -288,10 +293,18 @@ class Archiver:
         count = (disk.size + chunk_size - 1) // chunk_size
         parent_chunks: bytes | None = None
         parent_size = 0
-        if parent is not None and parent.kind == "image" and disk.changed is not None:
+        collector = self._collector
+        parent_item = None
+        # The parent's item: its chunks to reuse (given changed extents) and, for the signals, what
+        # it held at each offset (its ``random`` map), so each new chunk is judged against the old.
+        if parent is not None and parent.kind == "image" and (disk.changed is not None or collector is not None):
             for item in self.repository.read_tree(parent):
                 if item["path"] == disk.name.encode() and item.get("chunk_size") == chunk_size:
-                    parent_chunks, parent_size = item["chunks"], item["size"]
+                    parent_item = item
+        if parent_item is not None and disk.changed is not None:
+            parent_chunks, parent_size = parent_item["chunks"], parent_item["size"]
+        old_random = _random_map(parent_item) if collector is not None and parent_item is not None else None
+        random_map = bytearray(count) if collector is not None else None
         reusable_until = min(parent_size, disk.size) // chunk_size if parent_chunks is not None else 0
         changed = _chunk_set(disk.changed or [], chunk_size) if parent_chunks is not None else set()
         allocated = _chunk_set(disk.allocated, chunk_size) if disk.allocated is not None else None
@@ -302,6 +315,17 @@ class Archiver:
         chunks = bytearray(count * 32)
         futures: deque[tuple[int, Future]] = deque()
         zero = bytes(chunk_size)
+
+        def settle(j: int, future: Future) -> None:
+            blob_id, added, windows, _random = future.result()
+            chunks[j * 32 : (j + 1) * 32] = blob_id
+            if random_map is None:
+                return
+            random_map[j] = windows if isinstance(windows, int) else CHUNK_UNKNOWN
+            if added and collector is not None and old_random is not None and j < len(old_random):
+                collector.extent(disk.name, j * chunk_size, min(chunk_size, disk.size - j * chunk_size),
+                                 old_random[j], random_map[j])
+
         reader = disk.open()
         prefetch = _prefetcher(reader, changed, reusable_until, chunk_size, disk.size)
         try:
@@ -310,6 +334,8 @@ class Archiver:
                 if parent_chunks is not None and i < reusable_until and i not in changed:
                     chunks[i * 32 : (i + 1) * 32] = parent_chunks[i * 32 : (i + 1) * 32]
                     self.summary.chunks_reused_unread += 1
+                    if random_map is not None and old_random is not None and i < len(old_random):
+                        random_map[i] = old_random[i]
                 elif allocated is not None and i not in allocated:
                     self.summary.holes += 1
                 else:
@@ -320,20 +346,22 @@ class Archiver:
                     if data == zero[:length]:
                         self.summary.holes += 1
                     else:
-                        futures.append((i, self._submit(pool, data)))
+                        futures.append((i, self._submit(pool, data, judge="image")))
                         while futures and futures[0][1].done():
-                            j, future = futures.popleft()
-                            chunks[j * 32 : (j + 1) * 32] = future.result()[0]
+                            settle(*futures.popleft())
                 self.progress.bytes_done += length
                 if i % 64 == 0:
                     self.on_progress(self.progress)
             for j, future in futures:
-                chunks[j * 32 : (j + 1) * 32] = future.result()[0]
+                settle(j, future)
         finally:
             reader.close()
         self.on_progress(self.progress)
-        tree.add({"path": disk.name.encode(), "type": "image", "size": disk.size, "chunk_size": chunk_size,
-                  "chunks": bytes(chunks), "metadata": disk.metadata})
+        record = {"path": disk.name.encode(), "type": "image", "size": disk.size, "chunk_size": chunk_size,
+                  "chunks": bytes(chunks), "metadata": disk.metadata}
+        if random_map is not None:
+            record["random"] = bytes(random_map)
+        tree.add(record)
 
 
 PREFETCH_CHUNKS = 32  # scattered chunks hinted ahead of the reader (16 MiB at 512 KiB chunks)
@@ -380,6 +408,16 @@ def _with_prefetch(items: Iterable[FileItem], previous: dict) -> Iterator[FileIt
         if len(window) > PREFETCH_AHEAD:
             yield window.popleft()
     yield from window
+
+
+def _random_map(item: dict) -> bytes | None:
+    """A parent image item's ``random`` map (hostile input): one byte per chunk, else None (a parent
+    written before the map, or a damaged one: its offsets count as unknown)."""
+    value = item.get("random")
+    chunks = item.get("chunks")
+    if not isinstance(value, bytes) or not isinstance(chunks, bytes) or len(value) * 32 != len(chunks):
+        return None
+    return value
 
 
 def _label(value: object) -> str | None:

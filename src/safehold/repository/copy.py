@@ -52,6 +52,7 @@ class CopyStats:
     plain_bytes_sent: int = 0
     packs_written: int = 0
     blobs_verified: int = 0  # blobs read back from the destination and checked
+    verdict_records_copied: int = 0  # marks and scans carried to the copies (marks.copy_records)
     copied: list[dict] = field(default_factory=list)  # {"source": id, "destination": id, "target": ...}
 
     def as_dict(self) -> dict:

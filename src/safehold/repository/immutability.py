@@ -19,6 +19,10 @@ Concepts:
 - **Forget records** (``forgotten/``): what flags a forgotten snapshot that is put
   back (see forgotten.py). Deleting one hides a replay, so they are locked when
   written and maintenance extends every one of them; the audit checks them.
+- **Verdict records** (``verdicts/``): an operator's marks and scans' verdicts of a
+  snapshot (see marks.py). They decide ``latest-clean``, so they must last as long
+  as the snapshot they judge: maintenance extends the records of kept snapshots
+  (records of forgotten snapshots are left to expire); the audit checks them.
 - **Pinned pack**: a pack named by an index object that is itself still
   retained. Prune keeps it, so that no surviving index object ever names a
   missing pack.
@@ -142,6 +146,22 @@ def repository_objects_retention(repository: Repository) -> dict[tuple[Kind, str
     return result
 
 
+def verdict_records_of(repository: Repository, snapshots: list[Snapshot]) -> list[str]:
+    """Names of the verdict records (every one, superseded too) that judge one of ``snapshots``."""
+    from .marks import record_names
+
+    wanted = {snapshot.id for snapshot in snapshots}
+    return sorted(name for name, snapshot_id in record_names(repository).items() if snapshot_id in wanted)
+
+
+def verdict_records_retention(repository: Repository, snapshots: list[Snapshot]) -> dict[str, datetime | None]:
+    """Retain-until of the verdict records of ``snapshots`` (None: not retained or missing); empty
+    without retention."""
+    backend = retention_backend(repository)
+    names = verdict_records_of(repository, snapshots) if backend is not None else []
+    return _retention_of(backend, Kind.VERDICTS, names) if names else {}
+
+
 def forget_records_retention(repository: Repository) -> dict[str, datetime | None]:
     """Retain-until of every forget record (None: not retained or missing); empty without retention."""
     backend = retention_backend(repository)
@@ -165,8 +185,8 @@ class MaintenanceReport:
 
 def extend_retention(repository: Repository, snapshots: list[Snapshot], renew_within: timedelta | None = None,
                      now: datetime | None = None) -> MaintenanceReport:
-    """Extend retention on the config, the keys, every forget record and the chain of ``snapshots``
-    (the kept ones) where it ends within ``renew_within``.
+    """Extend retention on the config, the keys, every forget record, the chain of ``snapshots``
+    (the kept ones) and their verdict records where it ends within ``renew_within``.
 
     Objects get now + the repository's retention period. Idempotent: a second
     run right after the first extends nothing. Safe beside backups (it only
@@ -188,6 +208,9 @@ def extend_retention(repository: Repository, snapshots: list[Snapshot], renew_wi
     # Forget records too: while one is retained its content cannot be destroyed, and it is what
     # flags a forgotten snapshot that is put back (see forgotten.py). They are small and few.
     targets += [(Kind.FORGOTTEN, name) for name in sorted(info.name for info in repository.backend.list(Kind.FORGOTTEN))]
+    # Verdict records of kept snapshots: a mark deleted once its lock ends would silently change
+    # which snapshot is latest-clean (marks.py), so they last as long as the snapshots they judge.
+    targets += [(Kind.VERDICTS, name) for name in verdict_records_of(repository, chain.snapshots)]
     report.objects_checked = len(targets)
     earliest: datetime | None = None
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .. import errors
 from .backends import Kind, ObjectNotFound
@@ -68,10 +68,9 @@ def record_verdict(repository: Repository, snapshot: Snapshot, verdict: str, sou
     return repository.save_object(Kind.VERDICTS, document, repository.retain_until())
 
 
-def load_records(repository: Repository,
-                 on_error: Callable[[str, Exception], None] | None = None) -> dict[str, dict[str, dict]]:
-    """snapshot id -> {source ('operator' | 'scan') -> its newest record}."""
-    found: dict[str, dict[str, dict]] = {}
+def _read_records(repository: Repository, on_error: Callable[[str, Exception], None] | None = None
+                  ) -> Iterator[tuple[str, dict]]:
+    """(object name, checked record) of every readable verdict record."""
     for info in repository.backend.list(Kind.VERDICTS):
         try:
             document = repository.load_object(Kind.VERDICTS, info.name)
@@ -84,11 +83,64 @@ def load_records(repository: Repository,
             if on_error is not None:
                 on_error(info.name, ValueError("not a verdict record"))
             continue
+        yield info.name, record
+
+
+def load_records(repository: Repository,
+                 on_error: Callable[[str, Exception], None] | None = None) -> dict[str, dict[str, dict]]:
+    """snapshot id -> {source ('operator' | 'scan') -> its newest record}."""
+    found: dict[str, dict[str, dict]] = {}
+    for _name, record in _read_records(repository, on_error):
         slot = found.setdefault(record["snapshot"], {})
         current = slot.get(record["source"])
         if current is None or record["time"] > current["time"]:
             slot[record["source"]] = record
     return found
+
+
+def record_names(repository: Repository) -> dict[str, str]:
+    """Verdict record name -> the snapshot id it judges (every readable record, superseded ones
+    too). Maintenance keeps the records of kept snapshots locked (immutability.py)."""
+    return {name: record["snapshot"] for name, record in _read_records(repository)}
+
+
+def copy_records(source: Repository, destination: Repository, copies: dict[str, str],
+                 source_records: dict[str, dict[str, dict]] | None = None) -> list[str]:
+    """Carry the verdict records of copied snapshots to the copy: ``copies`` maps a source snapshot
+    id to its copy's id on ``destination``. For each snapshot and each record source (operator,
+    scan), the source's newest record is written for the copy unless the destination already has
+    one as new or newer (a mark made on the copy itself wins when it is the newer). Idempotent; the
+    record keeps its time, so 'newest wins' orders marks alike in both repositories, and names the
+    snapshot it was copied from. Returns the names written."""
+    records = load_records(source) if source_records is None else source_records
+    wanted = {snapshot_id: copy_id for snapshot_id, copy_id in copies.items() if snapshot_id in records}
+    if not wanted:
+        return []
+    present = load_records(destination)
+    copies_by_id = {s.id: s for s in destination.list_snapshots(on_error=lambda name, exc: None)
+                    if s.id in wanted.values()}
+    written = []
+    for snapshot_id, copy_id in sorted(wanted.items()):
+        copy = copies_by_id.get(copy_id)
+        if copy is None:
+            continue
+        for kind, record in sorted(records[snapshot_id].items()):
+            mine = present.get(copy_id, {}).get(kind)
+            if mine is not None and mine["time"] >= record["time"]:
+                continue
+            document: dict[str, Any] = {
+                "version": RECORD_VERSION, "snapshot": copy_id, "target": copy.target, "verdict": record["verdict"],
+                "source": kind, "time": record["time"], "hostname": record.get("hostname") or "",
+                "copied_from": {"repository": source.id, "snapshot": snapshot_id},
+            }
+            if record.get("note"):
+                document["note"] = record["note"]
+            if "result" in record:
+                document["result"] = record["result"]
+            if "signals" in record:
+                document["signals"] = record["signals"]
+            written.append(destination.save_object(Kind.VERDICTS, document, destination.retain_until()))
+    return written
 
 
 def _checked(document: Any) -> dict | None:
@@ -161,4 +213,5 @@ def latest_clean(snapshots: list[Snapshot], records: dict[str, dict[str, dict]])
     return None
 
 
-__all__ = ["Assessment", "assess", "baseline_history", "latest_clean", "load_records", "record_verdict", "MARKS"]
+__all__ = ["Assessment", "assess", "baseline_history", "copy_records", "latest_clean", "load_records", "record_names",
+           "record_verdict", "MARKS"]

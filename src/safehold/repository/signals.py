@@ -27,6 +27,15 @@ of disk images. A file of a known type is judged by its type alone (a JPEG is ra
 a text never; encryption shows as the type turning into ``data``), which spares the histogram
 for most files of most trees.
 
+Disk images have no file types: per changed chunk the randomness of the new data is compared with
+the old data at the same offset, without reading it: each image item carries ``random``, one byte
+per chunk (0 unknown or hole, else 1 + how many of eight 1 KiB windows spread over the chunk look
+random), so the next backup knows what the parent held at every offset. ``overwritten_bytes`` is
+the plain share of the data that new chunks replaced in place, ``became_random_bytes`` the share
+whose windows turned random: what encrypting files inside a file system does to its blocks, also
+when a chunk holds a few encrypted files among others. New data written where the parent had a
+hole counts only in ``random_bytes``.
+
 The item records of files carry ``magic`` (the label) and ``random`` (for ``data`` files: whether
 the first 4 KiB look random, where intermittent encryption starts; absent under 512 bytes) so the next backup can compare without
 reading the parent's data (docs/repository-format.md).
@@ -42,6 +51,11 @@ from typing import Any, Callable, Mapping
 import numpy
 
 SIGNALS_VERSION = 1
+#: Per-chunk randomness of an image item (``random``: one byte per chunk): 0 unknown (or a hole),
+#: else 1 + the number of its IMAGE_WINDOWS sample windows that look random (1 plain, 9 random).
+CHUNK_UNKNOWN, CHUNK_PLAIN, CHUNK_RANDOM = 0, 1, 9
+IMAGE_WINDOWS = 8
+IMAGE_WINDOW = 1024
 #: Bytes taken from each of the two sample windows of a chunk.
 WINDOW = 4096
 #: A sample whose chi-square is below this looks random: a random sample stays below it with
@@ -137,6 +151,27 @@ def chunk_randomness(data: bytes, first: bool) -> tuple[bool | None, bool | None
     return chunk, (_chi_square(head, WINDOW) < RANDOM_CHI_SQUARE) if first else None
 
 
+def image_chunk_randomness(data: bytes) -> tuple[bool | None, int]:
+    """A disk chunk's randomness: (the chunk looks random: most of its windows do, None when too
+    short; its map byte, CHUNK_UNKNOWN or 1 + the number of random windows). Eight 1 KiB windows
+    spread over the chunk, histogrammed in one call: a chunk that is partly encrypted (a few files of
+    a file system among others) counts for its share, at the cost of the two 4 KiB windows of files."""
+    length = len(data)
+    if length < IMAGE_WINDOWS * IMAGE_WINDOW:
+        return None, CHUNK_UNKNOWN
+    view = numpy.frombuffer(data, dtype=numpy.uint8)
+    offsets = [min(i * length // IMAGE_WINDOWS, length - IMAGE_WINDOW) for i in range(IMAGE_WINDOWS)]
+    keys = numpy.concatenate([view[o: o + IMAGE_WINDOW] for o in offsets]).astype(numpy.uint16)
+    keys += _WINDOW_BASE
+    counts = numpy.bincount(keys, minlength=IMAGE_WINDOWS * 256).reshape(IMAGE_WINDOWS, 256).astype(numpy.int64)
+    scores = (counts * counts).sum(axis=1) * 256 / IMAGE_WINDOW - IMAGE_WINDOW
+    random_windows = int((scores < RANDOM_CHI_SQUARE).sum())
+    return random_windows * 2 > IMAGE_WINDOWS, 1 + random_windows
+
+
+_WINDOW_BASE = numpy.repeat(numpy.arange(IMAGE_WINDOWS, dtype=numpy.uint16) * 256, IMAGE_WINDOW)
+
+
 def magic(first: bytes) -> str:
     """A label for the type the first bytes of a file claim (``data`` when none)."""
     if first:
@@ -214,6 +249,11 @@ class SignalCollector:
     random_bytes: int = 0
     type_changed: int = 0
     type_changed_files: list = field(default_factory=_examples)
+    image: bool = False  # an image snapshot: the per-extent counts below go into its signals
+    overwritten_bytes: int = 0
+    became_random_bytes: int = 0
+    became_random_chunks: int = 0
+    became_random_extents: list = field(default_factory=_examples)
     _added: list[_New] = field(default_factory=list)
     _seen: set[bytes] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -227,6 +267,22 @@ class SignalCollector:
             if random:
                 self.random_chunks += 1
                 self.random_bytes += length
+
+    def extent(self, name: str, offset: int, length: int, old: int, new: int) -> None:
+        """A new chunk of a disk at ``offset``: ``old`` and ``new`` its map bytes in the parent and
+        now (CHUNK_UNKNOWN, or 1 + random windows). The plain share of the old data counts as
+        overwritten, the windows that turned random as data that became random."""
+        if old == CHUNK_UNKNOWN or new == CHUNK_UNKNOWN:
+            return
+        old_random, new_random = min(old - 1, IMAGE_WINDOWS), min(new - 1, IMAGE_WINDOWS)
+        turned = max(0, new_random - old_random) * length // IMAGE_WINDOWS
+        with self._lock:
+            self.overwritten_bytes += (IMAGE_WINDOWS - old_random) * length // IMAGE_WINDOWS
+            if turned:
+                self.became_random_bytes += turned
+                self.became_random_chunks += 1
+                if len(self.became_random_extents) < EXAMPLES:
+                    self.became_random_extents.append(f"{name}@{offset}+{length}")
 
     def file(self, path: bytes, size: int, inode: int, label: str | None, random: bool | None,
              read: bool) -> None:
@@ -260,6 +316,12 @@ class SignalCollector:
             "new_chunks": self.new_chunks, "new_bytes": self.new_bytes,
             "random_chunks": self.random_chunks, "random_bytes": self.random_bytes,
         }
+        if self.image and self.parent is not None:
+            signals.update({"overwritten_bytes": self.overwritten_bytes,
+                            "became_random_bytes": self.became_random_bytes,
+                            "became_random_chunks": self.became_random_chunks,
+                            "examples": {"became_random": list(self.became_random_extents)}})
+            return signals
         if self.parent is None:
             return signals
         deleted = {path: self.unpack(old) for path, old in self.parent.items() if path not in self._seen}
@@ -314,5 +376,5 @@ class SignalCollector:
         return signals
 
 
-__all__ = ["ParentFile", "SignalCollector", "chi_square", "chunk_randomness", "encrypted_looking", "looks_random", "magic",
+__all__ = ["CHUNK_PLAIN", "CHUNK_RANDOM", "CHUNK_UNKNOWN", "IMAGE_WINDOWS", "ParentFile", "image_chunk_randomness", "SignalCollector", "chi_square", "chunk_randomness", "encrypted_looking", "looks_random", "magic",
            "RANSOM_NOTE", "SIGNALS_VERSION"]

@@ -16,8 +16,11 @@ signals each make a snapshot suspicious on their own:
 - ``extension_churn``: many files gaining the same new extension (``.locked``);
 - ``ransom_notes``: new files named as ransom notes.
 
-Images (disks) have no file types: their strong signal is ``random_new_data``, the share of new
-bytes that look random, against the disk's baseline. Bursts of deletions and renames are reported
+Images (disks) have no file types: their strong signal is ``became_random``, the bytes of plain
+data overwritten in place that are now random (window by window of each new chunk, against what
+the parent held at the same offset): encryption of files inside a file system. ``random_new_data``, the share of all new
+bytes that look random, is context only: at the block level a photo import into free space looks
+exactly like encrypted copies written there (measured: bench/ransomware.py). Bursts of deletions and renames are reported
 beside a strong signal (``context``) but never make a verdict alone: a ``git gc`` or a cleanup
 deletes thousands of files legitimately.
 
@@ -39,6 +42,7 @@ STRONG_FLOORS = {"type_changed": 3, "random_unknown_added": 5, "extension_churn"
 RANDOM_ADDED_SHARE = 0.3
 IMAGE_RANDOM_SHARE = 0.5  # floor of random_new_data (share of new bytes)
 IMAGE_MIN_BYTES = 4 << 20  # an image snapshot adding less is not judged on randomness
+IMAGE_BECAME_RANDOM_BYTES = 1 << 20  # floor of became_random (plain bytes turned random)
 CONTEXT_FLOORS = {"deleted": 20, "renamed": 20}
 VERDICTS = ("clean", "suspicious", "unknown")
 
@@ -53,6 +57,8 @@ def _share(signals: dict, name: str) -> float:
     if name == "random_new_data":
         total = _number(signals.get("new_bytes"))
         return _number(signals.get("random_bytes")) / total if total else 0.0
+    if name == "became_random":
+        return _number(signals.get("became_random_bytes"))
     return _number(signals.get(name))
 
 
@@ -91,8 +97,9 @@ def judge(signals: dict, history: list[dict]) -> dict:
     if signals.get("first") is True:
         return {"verdict": "unknown", "score": 0.0, "reasons": [], "baseline": len(history)}
     image = signals.get("kind") == "image"
-    floors: dict[str, float] = {"random_new_data": IMAGE_RANDOM_SHARE} if image else dict(STRONG_FLOORS)
-    stats = baseline(history, list(floors) + list(CONTEXT_FLOORS))
+    floors: dict[str, float] = {"became_random": IMAGE_BECAME_RANDOM_BYTES} if image else dict(STRONG_FLOORS)
+    context_floors = {"random_new_data": IMAGE_RANDOM_SHARE} if image else CONTEXT_FLOORS
+    stats = baseline(history, list(floors) + list(context_floors))
     reasons: list[dict] = []
     score = 0.0
     for name, floor in floors.items():
@@ -113,11 +120,13 @@ def judge(signals: dict, history: list[dict]) -> dict:
                 reason["extension"] = os.fsdecode(signals["churn_extension"])[:32]
             reasons.append(reason)
     if reasons:
-        for name, floor in CONTEXT_FLOORS.items():
+        for name, floor in context_floors.items():
+            if name == "random_new_data" and _number(signals.get("random_bytes")) < IMAGE_MIN_BYTES:
+                continue
             value = _share(signals, name)
             threshold = _threshold(floor, stats[name])
             if value >= threshold:
-                reasons.append({"signal": name, "value": value, "threshold": round(threshold, 4), "context": True,
+                reasons.append({"signal": name, "value": round(value, 4), "threshold": round(threshold, 4), "context": True,
                                 "files": []})
     return {"verdict": "suspicious" if reasons else "clean", "score": round(score, 4), "reasons": reasons,
             "baseline": len(history)}
@@ -127,7 +136,8 @@ def describe_reasons(reasons: list) -> str:
     """One line naming each reason of a verdict, e.g. '12 file(s) turned into random data (a.docx, b.pdf)'."""
     texts = {"type_changed": "file(s) turned into random data", "random_unknown_added": "new random file(s) of no "
              "known type", "extension_churn": "file(s) gained the same new extension", "ransom_notes": "ransom "
-             "note name(s)", "random_new_data": "share of new data that looks random", "deleted": "file(s) deleted",
+             "note name(s)", "random_new_data": "share of new data that looks random",
+             "became_random": "bytes of plain data overwritten with random data", "deleted": "file(s) deleted",
              "renamed": "file(s) renamed"}
     parts = []
     for reason in reasons:

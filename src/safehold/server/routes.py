@@ -140,7 +140,8 @@ def get_job_log(job_id: JobId, request: Request,
              responses={**NOT_FOUND, **INVALID})
 def submit_job(request: Request, body: schemas.JobRequest = Body(), _: TokenRecord = operator) -> dict[str, Any]:
     """Queue a backup, restore, restore-test, check, prune, forget, maintenance, repair-index,
-    repair-snapshots, drill or copy; a worker runs it.
+    repair-snapshots, drill, copy, mark (an operator's ransomware verdict of a snapshot) or scan; a
+    worker runs it.
 
     Answers 202 with the queued job; follow it with ``GET /api/v1/jobs/{id}``.
     """

@@ -316,6 +316,8 @@ RepairIndexParams = params.RepairIndexParams
 RepairSnapshotsParams = params.RepairSnapshotsParams
 DrillParams = params.DrillParams
 CopyParams = params.CopyParams
+MarkParams = params.MarkParams
+ScanParams = params.ScanParams
 
 
 class BackupJob(_Body):
@@ -403,8 +405,27 @@ class CopyJob(_Body):
     params: CopyParams
 
 
+class MarkJob(_Body):
+    """Record an operator's ransomware judgement of a snapshot (clean or suspicious): it overrides the
+    computed verdict, feeds the target's baseline, and 'clean' ends an alarm. Snapshots are immutable:
+    the mark is a record beside it."""
+
+    kind: Literal["mark"]
+    target: str = TARGET
+    params: MarkParams
+
+
+class ScanJob(_Body):
+    """Recompute a snapshot's ransomware signals and verdict from its data against its parent, and record it."""
+
+    kind: Literal["scan"]
+    target: str = TARGET
+    params: ScanParams
+
+
 JobRequest = Annotated[BackupJob | RestoreJob | RestoreTestJob | CheckJob | PruneJob | ForgetJob | MaintenanceJob
-                       | RepairIndexJob | RepairSnapshotsJob | DrillJob | CopyJob, Field(discriminator="kind")]
+                       | RepairIndexJob | RepairSnapshotsJob | DrillJob | CopyJob | MarkJob | ScanJob,
+                       Field(discriminator="kind")]
 
 
 class Token(BaseModel):

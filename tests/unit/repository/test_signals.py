@@ -172,11 +172,19 @@ def test_random_unknown_added_needs_a_large_share_of_what_was_added():
     assert judge(quiet(added=12, random_unknown_added=10), [])["verdict"] == "suspicious"
 
 
-def test_image_snapshots_are_judged_on_the_share_of_random_new_data():
-    image = {"version": 1, "first": False, "kind": "image", "new_bytes": 100 << 20, "random_bytes": 5 << 20}
+def test_image_snapshots_are_judged_on_plain_data_turning_random_and_random_new_data_is_context():
+    image = {"version": 1, "first": False, "kind": "image", "new_bytes": 100 << 20, "random_bytes": 5 << 20,
+             "overwritten_bytes": 40 << 20, "became_random_bytes": 0}
+    busy = [dict(image, became_random_bytes=(8 + n % 3) << 20) for n in range(6)]  # a disk that always does it
+    assert judge(dict(image, became_random_bytes=10 << 20), busy)["verdict"] == "clean"
     history = [dict(image) for _ in range(5)]
     assert judge(image, history)["verdict"] == "clean"
-    assert judge(dict(image, random_bytes=90 << 20), history)["verdict"] == "suspicious"
+    # random data into free space (a photo import looks the same as encrypted copies): no verdict alone
+    assert judge(dict(image, random_bytes=90 << 20), history)["verdict"] == "clean"
+    attacked = judge(dict(image, random_bytes=90 << 20, became_random_bytes=30 << 20), history)
+    assert attacked["verdict"] == "suspicious"
+    assert [(r["signal"], r.get("context", False)) for r in attacked["reasons"]] == [
+        ("became_random", False), ("random_new_data", True)]
 
 
 def test_stored_verdicts_are_hostile_input():
@@ -306,3 +314,114 @@ def test_scan_recomputes_the_signals_of_snapshots_written_without_them(tmp_path:
     assert signals["type_changed"] == 4 and signals["modified"] == 4 and signals["scanned"] is True
     assert judge(signals, [])["verdict"] == "suspicious"
     assert judge(compute_signals(repository, before, None), [])["verdict"] == "unknown"
+
+
+# --- disk images: each changed chunk against the old data at its offset ------------------------
+
+def test_image_chunks_are_judged_against_what_the_parent_held_at_the_same_offset(tmp_path: Path):
+    """A disk whose plain blocks are encrypted in place is suspicious on 'became_random'; random data
+    written where the parent had holes (a package cache filling free space) and plain rewrites are
+    not, and a chunk reused unread (changed extents) keeps the parent's flag."""
+    from safehold.repository.signals import CHUNK_PLAIN, CHUNK_RANDOM, CHUNK_UNKNOWN
+    from safehold.sources.image import ImageSource
+
+    chunk = 64 * 1024
+    repository = Repository.init(LocalBackend(tmp_path / "repo"), b"pw", FAST_KDF)
+    image = tmp_path / "disk.img"
+    plain = [text(chunk, seed) for seed in range(96)]  # 6 MiB of file system blocks holding text
+    image.write_bytes(b"".join(plain) + bytes(96 * chunk))  # and 6 MiB of free space (holes)
+    history: list[dict] = []
+    snapshots: list[Snapshot] = []
+
+    def backup(changed: list[tuple[int, int]] | None = None) -> Snapshot:
+        with ImageSource(str(image), chunk).open(None, changed=changed) as view:
+            snapshot = Archiver(repository, threads=2).snapshot(
+                view, "disk", snapshots[-1] if snapshots else None, chunk_size=chunk, history=history)
+        if snapshots:
+            history.append(snapshot.summary["signals"])
+        snapshots.append(snapshot)
+        return snapshot
+
+    def item(snapshot: Snapshot) -> dict:
+        [found] = list(repository.read_tree(snapshot))
+        return found
+
+    first = backup()
+    assert item(first)["random"] == bytes([CHUNK_PLAIN]) * 96 + bytes([CHUNK_UNKNOWN]) * 96  # text; holes
+    with open(image, "r+b") as handle:  # an ordinary day: a few blocks rewritten with other text
+        for n in (3, 40, 70):
+            handle.seek(n * chunk)
+            handle.write(text(chunk, 1000 + n))
+    ordinary = backup()
+    assert ordinary.summary["signals"]["overwritten_bytes"] == 3 * chunk
+    assert ordinary.summary["signals"]["became_random_bytes"] == 0
+    with open(image, "r+b") as handle:  # 8 MiB of compressed packages land in free space
+        handle.seek(96 * chunk)
+        handle.write(random.Random(3).randbytes(64 * chunk))
+    cache = backup()
+    # (a random sample passes the chi-square bar with probability ~0.998: counts allow a miss or two)
+    assert cache.summary["signals"]["became_random_bytes"] == 0 and cache.summary["signals"]["random_bytes"] >= 60 * chunk
+    assert "became_random" not in {r["signal"] for r in cache.summary["verdict"]["reasons"]}
+
+    with open(image, "r+b") as handle:  # the attack: 40 blocks of files encrypted in place
+        for n in range(10, 50):
+            handle.seek(n * chunk)
+            handle.write(encrypt(plain[n]))
+    attacked = backup(changed=[(10 * chunk, 40 * chunk)])  # changed extents: the rest is reused unread
+    signals = attacked.summary["signals"]
+    assert signals["overwritten_bytes"] == 40 * chunk and signals["became_random_bytes"] >= 38 * chunk
+    verdict = attacked.summary["verdict"]
+    assert verdict["verdict"] == "suspicious", verdict
+    [reason] = [r for r in verdict["reasons"] if r["signal"] == "became_random"]
+    assert reason["value"] >= 38 * chunk and reason["files"][0].startswith(f"{image.name}@")
+    flags = item(attacked)["random"]
+    assert sum(flags[10:50]) >= 40 * CHUNK_RANDOM - 16 and flags[:10] == bytes([CHUNK_PLAIN]) * 10  # reused: kept
+    assert flags[96:160] == item(cache)["random"][96:160]  # reused unread: the parent's flags
+
+
+def test_an_image_parent_without_a_random_map_gives_no_extent_signal():
+    from safehold.repository.archiver import _random_map
+
+    assert _random_map({"chunks": bytes(64), "random": b"\x01\x02"}) == b"\x01\x02"
+    assert _random_map({"chunks": bytes(64)}) is None
+    assert _random_map({"chunks": bytes(64), "random": b"\x01"}) is None  # wrong length: hostile
+    assert _random_map({"chunks": bytes(64), "random": [1, 2]}) is None
+    assert judge({"version": 1, "first": False, "kind": "image", "new_bytes": 10 << 20, "random_bytes": 0,
+                  "overwritten_bytes": 10 << 20, "became_random_bytes": 512 << 10}, [])["verdict"] == "clean"
+
+
+def test_a_chunk_partly_encrypted_counts_for_its_share():
+    from safehold.repository.signals import CHUNK_PLAIN, CHUNK_RANDOM, image_chunk_randomness
+
+    chunk = 512 * 1024
+    plain = text(chunk, 4)
+    assert image_chunk_randomness(plain) == (False, CHUNK_PLAIN)
+    assert image_chunk_randomness(encrypt(plain))[1] >= CHUNK_RANDOM - 1
+    quarter = encrypt(plain[: chunk // 4]) + plain[chunk // 4:]  # one file of four encrypted
+    random, windows = image_chunk_randomness(quarter)
+    assert random is False and windows - 1 == 2  # two of the eight windows fall in it
+    assert image_chunk_randomness(b"short") == (None, 0)
+
+
+def test_scan_of_an_image_compares_new_chunks_with_the_parent_at_the_same_offset(tmp_path: Path):
+    """A parent written before the random map: scan reads its chunk at the offset instead."""
+    from safehold.engine.verdicts import compute_signals
+    from safehold.sources.image import ImageSource
+
+    chunk = 64 * 1024
+    repository = Repository.init(LocalBackend(tmp_path / "repo"), b"pw", FAST_KDF)
+    image = tmp_path / "disk.img"
+    plain = [text(chunk, seed) for seed in range(64)]
+    image.write_bytes(b"".join(plain))
+    with ImageSource(str(image), chunk).open(None) as view:
+        parent = Archiver(repository, threads=2, signals=False).snapshot(view, "disk", None, chunk_size=chunk)
+    with open(image, "r+b") as handle:
+        for n in range(8, 56):
+            handle.seek(n * chunk)
+            handle.write(encrypt(plain[n]))
+    with ImageSource(str(image), chunk).open(None) as view:
+        attacked = Archiver(repository, threads=2, signals=False).snapshot(view, "disk", parent, chunk_size=chunk)
+    assert "signals" not in attacked.summary
+    signals = compute_signals(repository, attacked, parent)
+    assert signals["overwritten_bytes"] == 48 * chunk and signals["became_random_bytes"] >= 46 * chunk
+    assert judge(signals, [])["verdict"] == "suspicious"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Self
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import aliased, sessionmaker
 
 from safehold.catalog import migrate
 from safehold.catalog.database import create_catalog_engine
@@ -349,12 +349,26 @@ class Catalog:
         Keyed by target name (None for repository-wide jobs); the scheduler
         asks this for all targets on every pass.
         """
-        newest = select(func.max(Job.id)).where(Job.kind == kind)
-        if isinstance(status, str):
-            newest = newest.where(Job.status == status)
-        elif status is not None:
-            newest = newest.where(Job.status.in_(list(status)))
-        query = select(*_JOB_COLUMNS).where(Job.id.in_(newest.group_by(Job.target).scalar_subquery()))
+        statuses = [status] if isinstance(status, str) else None if status is None else list(status)
+        if self.engine.dialect.name == "sqlite":
+            # A skip scan of ix_jobs_target_kind: each target's entries for the kind lie in id order
+            # in the index, so its newest is the first match reading backwards. 10-20x faster than a
+            # GROUP BY that reads every job of the kind (bench/scale.py --api: 150 ms to 10 ms at
+            # 100,000 jobs). PostgreSQL's index holds no id, so there the GROUP BY is the faster.
+            inner = aliased(Job)
+            targets = select(Job.target).where(Job.kind == kind).distinct().subquery()
+            newest_of_target = (select(inner.id).where(inner.target.is_not_distinct_from(targets.c.target),
+                                                       inner.kind == kind)
+                                .order_by(inner.id.desc()).limit(1))
+            if statuses is not None:
+                newest_of_target = newest_of_target.where(inner.status.in_(statuses))
+            newest = select(newest_of_target.scalar_subquery()).select_from(targets)
+        else:
+            newest = select(func.max(Job.id)).where(Job.kind == kind)
+            if statuses is not None:
+                newest = newest.where(Job.status.in_(statuses))
+            newest = newest.group_by(Job.target)
+        query = select(*_JOB_COLUMNS).where(Job.id.in_(newest.scalar_subquery()))
         with self._read() as session:
             return {row.target: JobRecord.from_row(row) for row in session.execute(query)}
 

@@ -2,6 +2,7 @@
 
     eval "$(bash scripts/services.sh start)"     # SAFEHOLD_TEST_POSTGRES_URL
     python bench/scale.py [--targets 100] [--workers 1,2,4] [--thread] [--json FILE]
+    python bench/scale.py --api 500,1000 [--jobs 100000] [--json FILE]
 
 For each worker count: a fresh PostgreSQL database (catalog and queue in one), a fresh file
 repository, ``--targets`` targets of small file trees (1 to 20 files of 1-64 KiB, sizes varying
@@ -10,6 +11,13 @@ by target), W workers (``--concurrency 1`` each) and one ``safehold scheduler ru
 the round (from the scheduler's start to its exit, every target backed up), jobs per second, and
 the scheduler's own CPU time (user+sys of its process). ``--thread`` adds the embedded baseline
 (thread executor, same limits, no workers). Every database and directory made is removed.
+
+``--api N,...``: the control plane's read side at scale instead of a round. For each N and each
+catalog (SQLite, PostgreSQL): N targets, ``--jobs`` finished jobs spread over them and 30 days
+(backups mostly, some failed, restore tests, checks, prunes), a cached snapshot per target, one
+empty repository; then ``GET /metrics`` and ``GET /api/v1/targets`` in-process (FastAPI's test
+client, so no network or TLS is measured), the median and worst of ``--repeat`` requests after one
+warm-up, and the SELECTs each made.
 """
 
 from __future__ import annotations
@@ -112,12 +120,140 @@ def one_round(root: Path, admin: str, targets: list[dict], workers: int, executo
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def api_latency(root: Path, admin: str, targets: int, jobs: int, catalog: str, repeat: int) -> dict:
+    """Latency of /metrics and /api/v1/targets with ``targets`` targets and ``jobs`` jobs."""
+    import datetime as dt
+    import statistics
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event, insert
+
+    from safehold.catalog.models import Job, Snapshot
+    from safehold.catalog.tokens import TokenStore
+    from safehold.engine.context import Context
+    from safehold.server.app import create_app
+
+    work = root / f"api-{catalog}-{targets}"
+    work.mkdir()
+    database = None
+    if catalog == "postgresql":
+        database = f"sh_api_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{database}"')
+        url = re.sub(r"/[^/?]*(\?|$)", f"/{database}\\1", admin, count=1).replace("postgresql://",
+                                                                              "postgresql+psycopg://", 1)
+    else:
+        url = f"sqlite:///{work}/catalog.db"
+    names = [f"t{index:04d}" for index in range(targets)]
+    lines = ["repository:", "  url: repo", "  password_env: SAFEHOLD_PASSWORD", "state_dir: state",
+             f"catalog: {{url: {json.dumps(url)}}}", "tiers:", "  1: {rpo: 15m, rto: 1h}", "targets:"]
+    entries = [{"name": name, "tier": 1, "source": {"type": "files", "paths": ["data"]},
+                "restore_test": {"every": "7d"}} for name in names]
+    lines += [f"  - {json.dumps(entry)}" for entry in entries]
+    (work / "targets.yml").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "SAFEHOLD_CONFIG": str(work / "targets.yml"), "SAFEHOLD_PASSWORD": "scale"}
+    subprocess.run([*CLI, "init"], cwd=work, env=env, check=True, capture_output=True)
+    os.environ["SAFEHOLD_PASSWORD"] = "scale"
+    previous = os.getcwd()
+    os.chdir(work)
+    context = Context.load(work / "targets.yml")
+    try:
+        generator = random.Random(targets)
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = []
+        started = time.perf_counter()
+        for number in range(jobs):
+            created = now - dt.timedelta(days=30) * (1 - number / jobs)
+            kind = generator.choices(["backup", "restore-test", "check", "prune"], [90, 6, 2, 2])[0]
+            status = "failed" if generator.random() < 0.03 else "succeeded"
+            rows.append({"kind": kind, "target": None if kind in ("check", "prune") else generator.choice(names),
+                         "status": status, "created_at": created, "started_at": created,
+                         "finished_at": created + dt.timedelta(seconds=generator.randint(1, 600)),
+                         "snapshot_id": uuid.uuid4().hex * 2 if kind == "backup" and status == "succeeded" else None,
+                         "bytes_read": generator.randint(0, 1 << 30), "bytes_added": generator.randint(0, 1 << 24),
+                         "files": generator.randint(1, 10000), "error": "boom" if status == "failed" else None,
+                         "details": {"art_seconds": 12.5, "passed": True} if kind == "restore-test" else None})
+            if len(rows) == 5000:
+                with context.catalog.engine.begin() as connection:
+                    connection.execute(insert(Job), rows)
+                rows = []
+        if rows:
+            with context.catalog.engine.begin() as connection:
+                connection.execute(insert(Job), rows)
+        context.catalog.replace_snapshots("repo", [{"id": uuid.uuid4().hex * 2, "time": now, "target": name}
+                                                   for name in names])
+        fill_seconds = time.perf_counter() - started
+        _, token = TokenStore(context.catalog).create("bench", "viewer")
+        selects: list[str] = []
+        slowest: dict[str, float] = {}  # statement -> seconds, the worst seen
+
+        def record(connection, cursor, statement, *args) -> None:
+            if statement.lstrip().upper().startswith("SELECT"):
+                selects.append(statement)
+            connection.info["bench_started"] = time.perf_counter()
+
+        def recorded(connection, cursor, statement, *args) -> None:
+            took = time.perf_counter() - connection.info.pop("bench_started", time.perf_counter())
+            slowest[statement] = max(slowest.get(statement, 0.0), took)
+
+        if os.environ.get("SAFEHOLD_BENCH_PROFILE"):  # the Python side of both, in this thread
+            import cProfile
+            import pstats
+
+            from prometheus_client import generate_latest
+
+            from safehold.engine.status import target_statuses
+            from safehold.server.metrics import create_registry
+
+            registry = create_registry(context)
+            generate_latest(registry)
+            profile = cProfile.Profile()
+            profile.runcall(lambda: (generate_latest(registry), target_statuses(context)))
+            pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+        result = {"mode": "api", "catalog": catalog, "targets": targets, "jobs": jobs,
+                  "fill_seconds": round(fill_seconds, 1)}
+        with TestClient(create_app(context)) as client:
+            for label, path, headers in (("metrics", "/metrics", {}),
+                                         ("targets", "/api/v1/targets", {"Authorization": f"Bearer {token}"})):
+                answer = client.get(path, headers=headers)  # warm-up: caches, the repository listing
+                assert answer.status_code == 200, answer.text[:500]
+                times = []
+                for _ in range(repeat):
+                    selects.clear()
+                    slowest.clear()
+                    event.listen(context.catalog.engine, "before_cursor_execute", record)
+                    event.listen(context.catalog.engine, "after_cursor_execute", recorded)
+                    begun = time.perf_counter()
+                    client.get(path, headers=headers)
+                    times.append((time.perf_counter() - begun) * 1000)
+                    event.remove(context.catalog.engine, "before_cursor_execute", record)
+                    event.remove(context.catalog.engine, "after_cursor_execute", recorded)
+                result[f"{label}_ms_median"] = round(statistics.median(times), 1)
+                result[f"{label}_ms_max"] = round(max(times), 1)
+                result[f"{label}_selects"] = len(selects)
+                result[f"{label}_sql_ms"] = round(sum(slowest.values()) * 1000, 1)  # the last request's
+                if os.environ.get("SAFEHOLD_BENCH_SQL"):  # where the catalog's time goes
+                    for statement, took in sorted(slowest.items(), key=lambda item: -item[1])[:4]:
+                        print(f"{label} {took * 1000:8.1f} ms  {' '.join(statement.split())[:400]}", file=sys.stderr)
+        return result
+    finally:
+        context.close()
+        os.chdir(previous)
+        if database:
+            with psycopg.connect(admin, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, default=100)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--thread", action="store_true", help="also the embedded thread executor")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--api", help="target counts (e.g. 500,1000): measure /metrics and /api/v1/targets instead")
+    parser.add_argument("--jobs", type=int, default=100_000, help="jobs in the catalog for --api")
+    parser.add_argument("--catalogs", default="sqlite,postgresql", help="catalogs for --api")
+    parser.add_argument("--repeat", type=int, default=5)
     options = parser.parse_args()
     admin = libpq(os.environ.get("SAFEHOLD_TEST_POSTGRES_URL", ""))
     if not admin:
@@ -125,8 +261,14 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="safehold-scale-"))
     results = []
     try:
-        targets = make_trees(root, options.targets)
-        for workers in [int(part) for part in options.workers.split(",")]:
+        if options.api:
+            for count in [int(part) for part in options.api.split(",")]:
+                for catalog in options.catalogs.split(","):
+                    result = api_latency(root, admin, count, options.jobs, catalog, options.repeat)
+                    print(json.dumps(result), flush=True)
+                    results.append(result)
+        targets = make_trees(root, options.targets) if not options.api else []
+        for workers in ([] if options.api else [int(part) for part in options.workers.split(",")]):
             for executor in (["thread"] if options.thread else []) + ["procrastinate"]:
                 result = one_round(root, admin, targets, workers, executor)
                 print(json.dumps(result), flush=True)

@@ -29,6 +29,15 @@ class SchedulerConfig(_Model):
         ),
         examples=[1],
     )
+    large_after: Duration | None = Field(
+        timedelta(minutes=30),
+        description=(
+            "Fair share: a target whose last good backup took longer than this is large, and large targets "
+            "together run in at most max_concurrent minus a quarter of it (at least one slot kept free), so a "
+            "few huge targets cannot hold every slot while the rest wait; null turns it off."
+        ),
+        examples=["30m", "2h"],
+    )
     jitter: Duration = Field(
         timedelta(minutes=5),
         description=(

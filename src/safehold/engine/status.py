@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..catalog.store import GOOD_BACKUP_STATUSES
+from ..catalog.store import FINAL_STATUSES, GOOD_BACKUP_STATUSES
 from .context import Context
 from .verdicts import target_states
 
@@ -342,3 +342,62 @@ def repository_usage(context: Context) -> dict[str, float]:
         # The repository can grow into what is free on its filesystem; other data there is not ours to count.
         values["capacity_bytes"] = float(stored + shutil.disk_usage(local_path).free)
     return values
+
+
+@dataclass
+class TargetBackupTotals:
+    """One target's finished backups, summed: the duration histogram's cumulative bucket counts
+    (the last is +Inf), the sum of durations, bytes read and added."""
+
+    buckets: list[int]
+    duration_sum: float = 0.0
+    bytes_read: int = 0
+    bytes_added: int = 0
+
+
+class BackupTotals:
+    """Totals over every finished backup job in the catalog, kept up to date a tail at a time.
+
+    A scrape used to read every backup job ever run (a histogram and two sums over 100,000 jobs
+    cost most of a /metrics request: bench/scale.py --api). A finished job never changes, so each
+    ``update`` reads only the jobs from the *watermark* on: below it every backup job is finished
+    and counted. Jobs above it that finished are counted once (their ids are remembered until the
+    watermark passes them); the watermark stops at the oldest job still queued or running.
+    Thread-safe (two scrapes may overlap)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        import threading
+
+        self.bounds = bounds
+        self._lock = threading.Lock()
+        self._watermark = 0
+        self._counted: set[int] = set()
+        self.targets: dict[str | None, TargetBackupTotals] = {}
+
+    def update(self, context: Context) -> dict[str | None, TargetBackupTotals]:
+        with self._lock:
+            rows = context.catalog.finished_backups_from(self._watermark)
+            oldest_active = None
+            for job_id, target, status, seconds, read, added in rows:
+                if status not in FINAL_STATUSES:
+                    oldest_active = job_id if oldest_active is None else oldest_active
+                    continue
+                if job_id in self._counted:
+                    continue
+                self._counted.add(job_id)
+                totals = self.targets.get(target)
+                if totals is None:
+                    totals = self.targets[target] = TargetBackupTotals([0] * (len(self.bounds) + 1))
+                totals.bytes_read += read
+                totals.bytes_added += added
+                if status in GOOD_BACKUP_STATUSES and seconds is not None:
+                    totals.duration_sum += seconds
+                    for index, bound in enumerate(self.bounds):
+                        if seconds <= bound:
+                            totals.buckets[index] += 1
+                    totals.buckets[-1] += 1
+            if rows:
+                self._watermark = oldest_active if oldest_active is not None else rows[-1][0] + 1
+                self._counted = {job_id for job_id in self._counted if job_id >= self._watermark}
+            return {target: TargetBackupTotals(list(totals.buckets), totals.duration_sum, totals.bytes_read,
+                                               totals.bytes_added) for target, totals in self.targets.items()}

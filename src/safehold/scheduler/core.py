@@ -366,6 +366,7 @@ class Scheduler:
         busy_elsewhere = {job.target for job in running_elsewhere if job.target is not None}
         hosts = {target.name: getattr(target.source, "host", None) or LOCAL_HOST
                  for target in self.context.config.targets}
+        large, large_slots = self._large_targets()
         for job in queued:
             if len(self._running) >= self.settings.max_concurrent:
                 return
@@ -381,6 +382,8 @@ class Scheduler:
                 continue
             if job.target in busy_elsewhere:
                 continue  # run by another process (a CLI backup)
+            if job.target in large and sum(entry.target in large for entry in self._running.values()) >= large_slots:
+                continue  # fair share: the slots large targets may not take stay for the others
             host = self._host(job.target, hosts)
             if host is not None and sum(entry.host == host for entry in self._running.values()) \
                     >= self.settings.max_per_host:
@@ -396,6 +399,18 @@ class Scheduler:
                 future = self.executor.submit(self._run, job.id)
             self._running[job.id] = Running(job.id, job.kind, job.target, host, future)
             report.dispatched.append(job.id)
+
+    def _large_targets(self) -> tuple[set[str], int]:
+        """Targets whose last good backup took longer than ``large_after``, and how many slots they
+        may hold together: ``max_concurrent`` less a quarter of it, at least one kept for the rest
+        (none when only one job runs at a time: nothing to share). One catalog query."""
+        limit = self.settings.max_concurrent
+        if self.settings.large_after is None or limit < 2:
+            return set(), limit
+        threshold = self.settings.large_after.total_seconds()
+        large = {target for target, job in self.context.catalog.latest_jobs("backup", GOOD_BACKUP_STATUSES).items()
+                 if target is not None and (job.duration_seconds or 0.0) > threshold}
+        return large, limit - max(1, limit // 4)
 
     def _run(self, job_id: int) -> Any:
         return run_job(self.context, job_id)

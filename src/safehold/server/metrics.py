@@ -70,6 +70,9 @@ class SafeholdCollector(Collector):
         self.repository_ttl = repository_ttl
         self._repository_lock = threading.Lock()
         self._repository_cache: tuple[float, dict[str, float] | None] | None = None
+        from ..engine.status import BackupTotals
+
+        self._backup_totals_kept = BackupTotals(DURATION_BUCKETS)  # read a tail of the jobs per scrape
 
     def collect(self) -> Iterator[Metric]:
         yield from self._build_info()
@@ -231,15 +234,16 @@ class SafeholdCollector(Collector):
         bytes_added = CounterMetricFamily(
             "safehold_backup_bytes_added", "Bytes added to the repository (after deduplication) by finished backups",
             labels=TARGET_LABELS)
-        catalog = self.context.catalog
-        durations = catalog.backup_durations()
-        totals = catalog.backup_byte_totals()
+        from ..engine.status import TargetBackupTotals
+
+        totals = self._backup_totals_kept.update(self.context)
+        empty = TargetBackupTotals([0] * (len(DURATION_BUCKETS) + 1))
         for name, values in labels.items():
-            buckets, total = _histogram(durations.get(name, []))
-            duration.add_metric(values, buckets, total)
-            read, added = totals.get(name, (0, 0))
-            bytes_read.add_metric(values, float(read))
-            bytes_added.add_metric(values, float(added))
+            kept = totals.get(name, empty)
+            buckets = [(repr(bound), float(count)) for bound, count in zip(DURATION_BUCKETS, kept.buckets)]
+            duration.add_metric(values, buckets + [("+Inf", float(kept.buckets[-1]))], kept.duration_sum)
+            bytes_read.add_metric(values, float(kept.bytes_read))
+            bytes_added.add_metric(values, float(kept.bytes_added))
         yield from (duration, bytes_read, bytes_added)
 
     def _jobs(self) -> Iterator[Metric]:
@@ -383,10 +387,3 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 def _timestamp(moment: Any) -> float:
     return moment.timestamp() if moment is not None else 0.0
 
-
-def _histogram(values: list[float]) -> tuple[list[tuple[str, float]], float]:
-    buckets: list[tuple[str, float]] = []
-    for bound in DURATION_BUCKETS:
-        buckets.append((repr(bound), float(sum(1 for value in values if value <= bound))))
-    buckets.append(("+Inf", float(len(values))))
-    return buckets, float(sum(values))

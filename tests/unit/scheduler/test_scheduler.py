@@ -379,3 +379,37 @@ def test_stop_records_a_job_it_cannot_end_as_interrupted(tmp_path: Path) -> None
     job = context.catalog.get_job(job_id)
     assert job.status == "interrupted" and job.error_type == "Interrupted"
     assert "stopped before the job finished (waited 0.2s)" in job.error
+
+
+def test_fair_share_keeps_a_slot_from_large_targets(tmp_path: Path, clock: FakeClock, executor: ManualExecutor) -> None:
+    """Two targets whose backups take hours cannot hold both slots while the small ones wait."""
+    targets = [files_target(tmp_path, name) for name in ("huge1", "huge2", "small1", "small2")]
+    context = make_context(tmp_path / "ws", targets, quiet(max_concurrent=2, max_per_host=5, large_after="30m"),
+                           clock)
+    for name in ("huge1", "huge2"):  # their last backups took two hours
+        job_id = context.catalog.start_job("backup", name)
+        clock.advance(hours=2)
+        context.catalog.finish_job(job_id, "succeeded")
+    clock.advance(days=1)
+    scheduler = scheduler_for(context, clock, executor)
+    report = scheduler.tick()
+    started = [context.catalog.get_job(job_id).target for job_id in report.dispatched]
+    assert len(report.queued) == 4
+    assert started == ["huge1", "small1"], started  # queued first, huge2 waits for its share
+    # Once huge1 is done its share goes to huge2 (queued before small2): a share, not a ban.
+    executor.run_next()
+    assert context.catalog.latest_jobs("backup", "succeeded")["huge1"].finished_at == clock.now
+    started = [context.catalog.get_job(job_id).target for job_id in scheduler.tick(clock.advance(seconds=5)).dispatched]
+    assert started == ["huge2"], started
+
+
+def test_fair_share_off(tmp_path: Path, clock: FakeClock, executor: ManualExecutor) -> None:
+    targets = [files_target(tmp_path, name) for name in ("huge1", "huge2", "small1")]
+    context = make_context(tmp_path / "ws", targets, quiet(max_concurrent=2, max_per_host=5, large_after=None), clock)
+    for name in ("huge1", "huge2"):
+        job_id = context.catalog.start_job("backup", name)
+        clock.advance(hours=2)
+        context.catalog.finish_job(job_id, "succeeded")
+    clock.advance(days=1)
+    report = scheduler_for(context, clock, executor).tick()
+    assert [context.catalog.get_job(job_id).target for job_id in report.dispatched] == ["huge1", "huge2"]

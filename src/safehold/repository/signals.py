@@ -39,7 +39,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy
+from .lazy_numpy import LazyNumpy
+
+numpy = LazyNumpy()  # imported on first use: listing snapshots reads verdicts, never samples
 
 SIGNALS_VERSION = 1
 #: Bytes taken from each of the two sample windows of a chunk.

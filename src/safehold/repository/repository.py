@@ -567,11 +567,16 @@ class Repository:
         its plaintext). Raises IntegrityError naming the pack when damaged."""
         location = location or self.locate(blob_id)
         stored = self._get(Kind.DATA, location.pack, location.offset, location.length)
-        return self.decode_blob(blob_id, location, stored)
+        return self._decode_blob_body(blob_id, location, stored)
 
     def decode_blob(self, blob_id: bytes, location: BlobLocation, stored: bytes | memoryview) -> bytes:
         """Decrypt, decompress and verify a blob's stored bytes (fetched by the caller, e.g. as part
-        of a larger range); raises IntegrityError naming the pack when they do not hold the blob."""
+        of a larger range); returns its plaintext. Raises IntegrityError naming the pack when they
+        do not hold the blob."""
+        return self._decode_blob_body(blob_id, location, stored)[1]
+
+    def _decode_blob_body(self, blob_id: bytes, location: BlobLocation,
+                          stored: bytes | memoryview) -> tuple[bytes, bytes]:
         try:
             return decode_blob_body(self.cipher, location.blob_type, blob_id, stored, location.plain_length)
         except Exception as exc:  # DecryptionFailed, zstd errors on a damaged frame

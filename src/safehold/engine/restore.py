@@ -10,6 +10,7 @@ reach vCenter, the Hyper-V host, AWS) is resolved here, never by the destination
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import time
@@ -74,9 +75,32 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
     details = {"snapshot": snapshot_ref, "destination": describe(spec)}
     if "kind" in spec:
         details["to"] = spec
-    with context.catalog.job("restore", target, details, job_id=job_id) as job:
-        return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
-                              allow_replayed=allow_replayed, repository=repository)
+    with ThreadPoolExecutor(1, thread_name_prefix="safehold-open") as ahead:
+        opening = _open_ahead(context, repository, ahead)
+        with context.catalog.job("restore", target, details, job_id=job_id) as job:
+            if opening is not None:
+                opening.exception()  # waited for; an error is raised again, in the job, by the restore's own open
+            return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
+                                  allow_replayed=allow_replayed, repository=repository)
+
+
+def _open_ahead(context: Context, repository: Repository | None, pool: ThreadPoolExecutor) -> Any:
+    """Open the repository (its round trips and the key derivation) while the catalog opens and
+    records the job: both take a few tenths of a second before the first data byte, and the
+    derivation (Argon2id) runs outside the GIL, so on two cores they overlap. The unwrapped key stays
+    in the context (``Context.open_repository``), so the restore's own open is one config read.
+    The thread works on a copy of the context that never prompts (no password at hand: the
+    restore's own open asks, as before) and hands back only the unwrapped key."""
+    if repository is not None or context._unlocked is not None:
+        return None
+    shadow = dataclasses.replace(context, ask_password=None, _catalog=None)
+
+    def open_key() -> None:
+        shadow.open_repository(load_index=False)
+        if context._unlocked is None and shadow.repository_name == context.repository_name:
+            context._unlocked = shadow._unlocked
+
+    return pool.submit(open_key)
 
 
 def _refuse_secrets(spec: dict) -> None:

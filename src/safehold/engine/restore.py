@@ -78,27 +78,32 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
     with ThreadPoolExecutor(1, thread_name_prefix="safehold-open") as ahead:
         opening = _open_ahead(context, repository, ahead)
         with context.catalog.job("restore", target, details, job_id=job_id) as job:
-            if opening is not None:
-                opening.exception()  # waited for; an error is raised again, in the job, by the restore's own open
-            return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
-                                  allow_replayed=allow_replayed, repository=repository)
+            # Waited for; on an error the restore opens the repository itself and raises it again, in the job.
+            opened = opening.result() if opening is not None and opening.exception() is None else None
+            if opened is None:
+                return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
+                                      allow_replayed=allow_replayed, repository=repository)
+            with context.locked(purpose="restore", load_index=False, opened=opened) as locked:
+                return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
+                                      allow_replayed=allow_replayed, repository=locked)
 
 
 def _open_ahead(context: Context, repository: Repository | None, pool: ThreadPoolExecutor) -> Any:
     """Open the repository (its round trips and the key derivation) while the catalog opens and
     records the job: both take a few tenths of a second before the first data byte, and the
-    derivation (Argon2id) runs outside the GIL, so on two cores they overlap. The unwrapped key stays
-    in the context (``Context.open_repository``), so the restore's own open is one config read.
+    derivation (Argon2id) runs outside the GIL, so on two cores they overlap. The restore then
+    locks this opened repository (one S3 client, one open) inside its job, as it locked its own before.
     The thread works on a copy of the context that never prompts (no password at hand: the
     restore's own open asks, as before) and hands back only the unwrapped key."""
     if repository is not None or context._unlocked is not None:
         return None
     shadow = dataclasses.replace(context, ask_password=None, _catalog=None)
 
-    def open_key() -> None:
-        shadow.open_repository(load_index=False)
+    def open_key() -> Repository:
+        opened = shadow.open_repository(load_index=False)
         if context._unlocked is None and shadow.repository_name == context.repository_name:
             context._unlocked = shadow._unlocked
+        return opened
 
     return pool.submit(open_key)
 

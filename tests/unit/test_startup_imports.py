@@ -54,3 +54,19 @@ def test_snapshots_of_a_local_repository_loads_no_cloud_sdk_migrations_or_restor
     assert "safehold.engine.browse" in modules  # the probe really ran the command
     assert loaded(modules, "boto3", "botocore", "alembic", "paramiko", "libvirt", "fastapi", "prometheus_client",
                   "safehold.restore", "safehold.sources", "safehold.repository.prefetch") == []
+
+
+def test_a_repeated_snapshots_listing_loads_no_catalog_orm_or_numpy(tmp_path: Path):
+    """The second listing with nothing written to the catalog in between leaves the SQLite catalog
+    closed (engine/browse.py: the listing memo), and listing never touches the index's arrays or
+    the ransomware sampler, whose NumPy now loads on first use (repository/lazy_numpy.py)."""
+    Repository.init(open_backend(str(tmp_path / "repo")), b"pw", FAST_KDF)
+    config = tmp_path / "targets.yml"
+    config.write_text(f"repository:\n  url: {tmp_path / 'repo'}\n  password_env: SAFEHOLD_PASSWORD\n"
+                      f"state_dir: {tmp_path / 'state'}\ntargets: []\n")
+    command = ["-c", str(config), "snapshots", "--json"]
+    first = modules_of(command, {"SAFEHOLD_PASSWORD": "pw"})
+    assert "sqlalchemy" in first  # the first listing fills the catalog's cache
+    modules = modules_of(command, {"SAFEHOLD_PASSWORD": "pw"})
+    assert "safehold.engine.browse" in modules
+    assert loaded(modules, "sqlalchemy", "safehold.catalog", "numpy") == []

@@ -123,4 +123,4 @@ def _check_kind(value: object, *, what: str, supported: tuple[str, ...], planned
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)

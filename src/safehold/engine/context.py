@@ -162,8 +162,9 @@ class Context:
 
     @contextmanager
     def locked(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0,
-               load_index: bool = True) -> Iterator[Repository]:
-        repository = self.open_repository(load_index=False)
+               load_index: bool = True, opened: Repository | None = None) -> Iterator[Repository]:
+        """Lock the repository (``opened``: one this context opened already, not locked yet)."""
+        repository = opened if opened is not None else self.open_repository(load_index=False)
         lock: Lock = repository.lock(exclusive=exclusive, purpose=purpose, wait=wait)
         try:
             if load_index:

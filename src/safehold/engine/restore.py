@@ -10,11 +10,14 @@ reach vCenter, the Hyper-V host, AWS) is resolved here, never by the destination
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .. import errors
 from ..repository.forgotten import live_snapshots, replayed_records
@@ -52,7 +55,7 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
                      includes: list[str] | None = None, overwrite: bool = False,
                      job_id: int | None = None, images_into_directory: bool = False,
                      special_files: bool = False, restore_root: str | None = None,
-                     allow_replayed: bool = False) -> RestoreOutcome:
+                     allow_replayed: bool = False, repository: Repository | None = None) -> RestoreOutcome:
     """Restore; raises RestoreIncomplete (after restoring everything undamaged) if any data was damaged.
 
     A snapshot that was forgotten and is present again (replayed) is refused (SnapshotReplayed)
@@ -64,15 +67,45 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
     ``job_id``: run as this queued job, already claimed (see engine.jobs).
     ``restore_root``: a path destination must lie below this directory (API restores); checked
     here, when the job runs, by walking down from the root without following any link.
+    ``repository``: an open repository whose lock the caller holds, index loaded ('restore --all':
+    one open, one lock and one index for every target); without it the restore opens and locks its own.
     """
     spec = _spec(destination, includes, overwrite, images_into_directory, special_files)
     _refuse_secrets(spec)
     details = {"snapshot": snapshot_ref, "destination": describe(spec)}
     if "kind" in spec:
         details["to"] = spec
-    with context.catalog.job("restore", target, details, job_id=job_id) as job:
-        return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
-                              allow_replayed=allow_replayed)
+    with ThreadPoolExecutor(1, thread_name_prefix="safehold-open") as ahead:
+        opening = _open_ahead(context, repository, ahead)
+        with context.catalog.job("restore", target, details, job_id=job_id) as job:
+            # Waited for; on an error the restore opens the repository itself and raises it again, in the job.
+            opened = opening.result() if opening is not None and opening.exception() is None else None
+            if opened is None:
+                return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
+                                      allow_replayed=allow_replayed, repository=repository)
+            with context.locked(purpose="restore", load_index=False, opened=opened) as locked:
+                return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
+                                      allow_replayed=allow_replayed, repository=locked)
+
+
+def _open_ahead(context: Context, repository: Repository | None, pool: ThreadPoolExecutor) -> Any:
+    """Open the repository (its round trips and the key derivation) while the catalog opens and
+    records the job: both take a few tenths of a second before the first data byte, and the
+    derivation (Argon2id) runs outside the GIL, so on two cores they overlap. The restore then
+    locks this opened repository (one S3 client, one open) inside its job, as it locked its own before.
+    The thread works on a copy of the context that never prompts (no password at hand: the
+    restore's own open asks, as before) and hands back only the unwrapped key."""
+    if repository is not None or context._unlocked is not None:
+        return None
+    shadow = dataclasses.replace(context, ask_password=None, _catalog=None)
+
+    def open_key() -> Repository:
+        opened = shadow.open_repository(load_index=False)
+        if context._unlocked is None and shadow.repository_name == context.repository_name:
+            context._unlocked = shadow._unlocked
+        return opened
+
+    return pool.submit(open_key)
 
 
 def _refuse_secrets(spec: dict) -> None:
@@ -147,7 +180,7 @@ def snapshot_info(snapshot: Snapshot) -> SnapshotInfo:
 
 def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destination: str | dict, *,
                    target: str | None = None, restore_root: str | None = None, allow_replayed: bool = False,
-                   **path_options: Any) -> RestoreOutcome:
+                   repository: Repository | None = None, **path_options: Any) -> RestoreOutcome:
     """The restore itself, recorded in a job the caller runs (a restore, or a restore test)."""
     from ..restore.options import parse_options
 
@@ -160,8 +193,17 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
         platform = built.platform_snapshot(snapshot_ref, target) if isinstance(built, PlatformSnapshots) else None
         if platform is not None:  # kept on the platform (an EBS snapshot id): the repository is not needed
             return _run(context, job, built, platform, [], None, spec, started)
-    with context.locked(purpose="restore") as repository:
-        snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target, allow_replayed)
+    with _restore_lock(context, repository) as repository:
+        # The index loads while the snapshot is found (both under the lock, each a chain of round
+        # trips on S3: the index listing and objects; the snapshot listing, object and forget
+        # records); the tree is read only after both.
+        with ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
+            index = loader.submit(repository.load_index)
+            try:
+                snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target, allow_replayed)
+            finally:
+                index.exception()  # waited for either way: the thread uses the repository
+            index.result()
         info = snapshot_info(snapshot)
         needs_data = ("directory", "image", "ec2", "libvirt")
         if info.source.get("blocks_copied") is False and spec.get("kind", "image") in needs_data:
@@ -183,6 +225,17 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
         finally:
             if reader is not repository:
                 reader.close()
+
+
+@contextmanager
+def _restore_lock(context: Context, shared: Repository | None) -> Iterator[Repository]:
+    """The repository a restore reads: ``shared`` (its lock held by the caller), or one opened and
+    locked for this restore alone (index not loaded yet: ``restore_in_job`` loads it)."""
+    if shared is not None:
+        yield shared
+        return
+    with context.locked(purpose="restore", load_index=False) as repository:
+        yield repository
 
 
 def _reader(repository: Repository, snapshot: Snapshot, spec: dict, items: Any) -> Any:
@@ -414,20 +467,34 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
     snapshot, or whose snapshots hold no data in the repository (EBS with ``copy_blocks: false``),
     is reported as skipped, with the reason, not as an error.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     started = time.monotonic()
     run = RestoreRun(destination=os.path.abspath(destination))
     for name in names:
         context.config.target(name)  # unknown names fail before anything is written
     if os.path.exists(destination) and not os.path.isdir(destination):
         raise errors.DestinationError(destination=destination, detail="exists and is not a directory")
-    with context.locked(purpose="restore", load_index=False) as repository:
-        # One listing for every target (each 'latest:NAME' would list all snapshots again); this
-        # also derives the key, once, before the threads start.
+    # One open, one lock and one index for every target: each target opening the repository again
+    # cost its own round trips (config, lock, the index listing and every index object) before its
+    # first data byte. The lock is shared (restores and backups run beside it) and kept alive by
+    # its heartbeat however long the targets take.
+    with context.locked(purpose="restore", load_index=False) as repository, \
+            ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
+        index = loader.submit(repository.load_index)  # meanwhile, the snapshot listing
+        # One listing for every target (each 'latest:NAME' would list all snapshots again).
         newest: dict[str, Snapshot] = {}
-        for snapshot in live_snapshots(repository):  # never a replayed (forgotten) snapshot
-            newest[snapshot.target] = snapshot
+        try:
+            for snapshot in live_snapshots(repository):  # never a replayed (forgotten) snapshot
+                newest[snapshot.target] = snapshot
+        finally:
+            index.exception()
+        index.result()
+        _restore_each(context, repository, run, destination, names, newest, overwrite, concurrent, special_files)
+    run.duration = time.monotonic() - started
+    return run
+
+
+def _restore_each(context: Context, repository: Repository, run: RestoreRun, destination: str, names: list[str],
+                  newest: dict[str, Snapshot], overwrite: bool, concurrent: int, special_files: bool) -> None:
     wanted = []
     for name in names:
         snapshot = newest.get(name)
@@ -442,7 +509,8 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
 
     def one(name: str, snapshot_id: str) -> RestoreOutcome:
         return restore_snapshot(context, snapshot_id, os.path.join(destination, name), target=name,
-                                overwrite=overwrite, images_into_directory=True, special_files=special_files)
+                                overwrite=overwrite, images_into_directory=True, special_files=special_files,
+                                repository=repository)
 
     with ThreadPoolExecutor(max(1, concurrent), thread_name_prefix="safehold-target") as pool:
         futures = {name: pool.submit(one, name, snapshot_id) for name, snapshot_id in wanted}
@@ -453,5 +521,4 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
                 if exc.bug:
                     raise
                 run.failures[name] = exc
-    run.duration = time.monotonic() - started
-    return run
+

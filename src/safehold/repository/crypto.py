@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import base64
 import getpass
+import hashlib
+import hmac
 import json
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -237,7 +240,38 @@ def _associated_data(version: int, kdf: dict, salt: bytes) -> bytes:
     return _KEY_AAD_V2 + canonical.encode()
 
 
+# Derived wrapping keys, kept for the life of the process: the key derivation is deliberately
+# slow (Argon2id, ~0.3 s of CPU), and a process that opens repositories again and again (the
+# server's and the scheduler's jobs, 'restore --all', 'copy' between two repositories) derives
+# the same key from the same inputs each time. The derivation is a pure function of
+# (kdf parameters, salt, password), so the cache changes no result: a wrong password, another
+# salt or any other parameter is a different entry and is derived (and fails) as before. Entries
+# are keyed by an HMAC under a random per-process key, so the cache holds no password and no
+# offline-testable hash of one; the values are as secret as the master keys this process already
+# holds after unwrapping. Bounded, oldest out first.
+_DERIVED: dict[bytes, bytes] = {}
+_DERIVED_LIMIT = 16
+_DERIVED_SECRET = os.urandom(32)
+_DERIVED_LOCK = threading.Lock()
+
+
 def _derive(password: bytes, salt: bytes, kdf: dict) -> bytes:
+    parameters = json.dumps(kdf, sort_keys=True, separators=(",", ":")).encode()
+    entry = hmac.new(_DERIVED_SECRET, b"%d:%s%d:%s" % (len(parameters), parameters, len(salt), salt) + password,
+                     hashlib.sha256).digest()
+    with _DERIVED_LOCK:
+        known = _DERIVED.get(entry)
+    if known is not None:
+        return known
+    derived = _derive_uncached(password, salt, kdf)
+    with _DERIVED_LOCK:
+        _DERIVED[entry] = derived
+        while len(_DERIVED) > _DERIVED_LIMIT:
+            del _DERIVED[next(iter(_DERIVED))]
+    return derived
+
+
+def _derive_uncached(password: bytes, salt: bytes, kdf: dict) -> bytes:
     name = kdf["name"]
     if name == "argon2id":
         from cryptography.hazmat.primitives.kdf.argon2 import Argon2id

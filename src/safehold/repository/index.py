@@ -13,35 +13,34 @@ Stored index objects hold, per pack, the packed entries of its blobs (the
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from .lazy_numpy import LazyNumpy
 from .pack import BlobType, PackEntry
 
 
-def _import_numpy_without_blas_threads():
-    """NumPy's OpenBLAS starts a thread per core when it loads, and we never multiply a matrix:
-    the idle server threads still showed up in profiles of restores (perf: blas_thread_server).
-    OpenBLAS reads its thread count only while loading, so the variable is set for the import
-    alone and put back, keeping the environment of commands safehold runs (health checks) as
-    the user gave it."""
-    saved = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = saved or "1"
-    try:
-        import numpy
-    finally:
-        if saved is None:
-            del os.environ["OPENBLAS_NUM_THREADS"]
-        else:
-            os.environ["OPENBLAS_NUM_THREADS"] = saved
-    return numpy
+# NumPy loads on first use (lazy_numpy): listing snapshots opens a repository but never
+# touches the index's arrays.
+np = LazyNumpy()
+_ENTRY_FIELDS = [("id", "V32"), ("type", "u1"), ("offset", "<u4"), ("length", "<u4"), ("plain", "<u4")]
+_entry_dtype = None
 
 
-np = _import_numpy_without_blas_threads()
+def entry_dtype():
+    """The record type of a stored index entry (a numpy dtype, made on first use)."""
+    global _entry_dtype
+    if _entry_dtype is None:
+        _entry_dtype = np.dtype(_ENTRY_FIELDS)
+    return _entry_dtype
 
-ENTRY_DTYPE = np.dtype([("id", "V32"), ("type", "u1"), ("offset", "<u4"), ("length", "<u4"), ("plain", "<u4")])
+
+def __getattr__(name: str):
+    # ENTRY_DTYPE stays importable (bench/index_memory.py) without importing numpy with this module.
+    if name == "ENTRY_DTYPE":
+        return entry_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -55,14 +54,18 @@ class BlobLocation:
 
 def encode_entries(entries: Iterable[PackEntry]) -> bytes:
     entries = list(entries)
-    array = np.zeros(len(entries), dtype=ENTRY_DTYPE)
+    array = np.zeros(len(entries), dtype=entry_dtype())
     for i, e in enumerate(entries):
         array[i] = (e.blob_id, int(e.blob_type), e.offset, e.length, e.plain_length)
     return array.tobytes()
 
 
 def decode_entries(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype=ENTRY_DTYPE)
+    return np.frombuffer(data, dtype=entry_dtype())
+
+
+_ARRAYS = {"_keys": (0, "uint64"), "_rest": ((0, 24), "uint8"), "_pack": (0, "uint32"), "_offset": (0, "uint32"),
+           "_length": (0, "uint32"), "_plain": (0, "uint32"), "_type": (0, "uint8")}
 
 
 class Index:
@@ -74,15 +77,18 @@ class Index:
         self._lock = threading.Lock()
         self.packs: list[str] = []
         self._pack_numbers: dict[str, int] = {}
-        self._keys = np.zeros(0, dtype=np.uint64)
-        self._rest = np.zeros((0, 24), dtype=np.uint8)
-        self._pack = np.zeros(0, dtype=np.uint32)
-        self._offset = np.zeros(0, dtype=np.uint32)
-        self._length = np.zeros(0, dtype=np.uint32)
-        self._plain = np.zeros(0, dtype=np.uint32)
-        self._type = np.zeros(0, dtype=np.uint8)
+        # The sorted arrays (_keys, _rest, _pack, _offset, _length, _plain, _type) are made empty
+        # on first use (__getattr__), so an index nobody queries never imports numpy.
         self._pending: dict[bytes, tuple[int, int, int, int, int]] = {}
         self._staged: list[tuple[int, np.ndarray]] = []
+
+    def __getattr__(self, name: str):
+        # Called only for an attribute not set yet: the arrays, before anything used them.
+        if name not in _ARRAYS:
+            raise AttributeError(name)
+        for array, (shape, dtype) in _ARRAYS.items():
+            self.__dict__.setdefault(array, np.zeros(shape, dtype=dtype))  # setdefault: a racing first use keeps one set
+        return self.__dict__[name]
 
     # -- building -----------------------------------------------------------
     def _pack_number(self, pack: str) -> int:
@@ -106,7 +112,7 @@ class Index:
                 [np.full(len(entries), number, dtype=np.uint32) for number, entries in self._staged]
             )
             self._staged = []
-            merged = np.concatenate(parts) if parts else np.zeros(0, dtype=ENTRY_DTYPE)
+            merged = np.concatenate(parts) if parts else np.zeros(0, dtype=entry_dtype())
             self._merge_arrays(merged, numbers)
 
     def add_pack(self, pack: str, entries: Iterable[PackEntry]) -> None:
@@ -120,7 +126,7 @@ class Index:
     def _merge_pending(self) -> None:
         if not self._pending:
             return
-        array = np.zeros(len(self._pending), dtype=ENTRY_DTYPE)
+        array = np.zeros(len(self._pending), dtype=entry_dtype())
         numbers = np.zeros(len(self._pending), dtype=np.uint32)
         for i, (blob_id, (number, blob_type, offset, length, plain)) in enumerate(self._pending.items()):
             array[i] = (blob_id, blob_type, offset, length, plain)

@@ -216,30 +216,51 @@ class Repository:
         Every key file is parsed and checked against the KDF bounds first (no derivation); a
         rejected one is skipped, and named (``KeyFileInvalid``) if no other key opens.
         """
-        config = read_config(backend)
+        # The config is read while the key files are listed (on S3 each is a round trip, one after
+        # the other before), and the key files a few at a time; an error reading the config (no
+        # repository there, not safehold's) still comes first, as it did.
+        from concurrent.futures import ThreadPoolExecutor
+
         if unlocked is not None:
+            config = read_config(backend)
             master, key_name = unlocked
             if key_check(master, config["id"], config) != config.get("key_check"):
                 raise errors.WrongPassword(url=backend.url)
             return cls(backend, config, master, key_name)
-        names = sorted(info.name for info in backend.list(Kind.KEYS))
-        if key_id is not None:
-            names = [name for name in names if name.startswith(key_id)]
-            if len(names) != 1 or not key_id:
-                raise errors.KeyNotFound(key_id=key_id)
+        with ThreadPoolExecutor(1, thread_name_prefix="safehold-open") as pool:
+            reading = pool.submit(read_config, backend)
+            try:
+                names = sorted(info.name for info in backend.list(Kind.KEYS))
+                if key_id is not None:
+                    names = [name for name in names if name.startswith(key_id)]
+                    if len(names) != 1 or not key_id:
+                        raise errors.KeyNotFound(key_id=key_id)
+            except BaseException:
+                reading.result()  # the config's own error, if it has one, explains more
+                raise
+            config = reading.result()
+        return cls._open_with_keys(backend, config, password, key_id, preferred, names)
+
+    @classmethod
+    def _open_with_keys(cls, backend: Backend, config: dict, password: bytes, key_id: str | None,
+                        preferred: Iterable[str], names: list[str]) -> "Repository":
+        def read_key(name: str) -> bytes | Exception:
+            try:
+                return backend.get(Kind.KEYS, name)
+            except (ObjectNotFound, OSError) as exc:
+                return exc
+
         candidates: list[tuple[str, KeyFile]] = []
         rejected: list[tuple[str, str]] = []
         # Key files are named by the hash of their content, so a damaged one shows. It is still
         # tried (a flip in its metadata leaves the key usable); if it does not open, it is named
         # rather than the password blamed.
         damaged: set[str] = set()
-        for name in names:
-            try:
-                raw = backend.get(Kind.KEYS, name)
-            except ObjectNotFound:
+        for name, raw in _read_ahead(read_key, names):  # at most 8 in flight, in order
+            if isinstance(raw, ObjectNotFound):
                 continue  # removed while we listed
-            except OSError as exc:
-                raise errors.from_os_error(exc, f"reading keys/{name[:16]}") from exc
+            if isinstance(raw, OSError):
+                raise errors.from_os_error(raw, f"reading keys/{name[:16]}") from raw
             if _name_of(raw) != name:
                 damaged.add(name)
             try:

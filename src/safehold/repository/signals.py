@@ -48,7 +48,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy
+from .lazy_numpy import LazyNumpy
+
+numpy = LazyNumpy()  # imported on first use: listing snapshots reads verdicts, never samples
 
 SIGNALS_VERSION = 1
 #: Per-chunk randomness of an image item (``random``: one byte per chunk): 0 unknown (or a hole),

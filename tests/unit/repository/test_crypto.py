@@ -171,3 +171,29 @@ def test_unknown_cipher_version_fails() -> None:
     sealed[0] = 2
     with pytest.raises(DecryptionFailed, match="version"):
         CIPHER.decrypt(bytes(sealed), b"ad")
+
+
+def test_key_derivation_is_cached_per_process_and_changes_no_result():
+    """issue 19: a process opening repositories again derives each wrapping key once; the cache
+    holds neither the password nor a hash of it, and a wrong password or another salt is derived
+    (and refused) as before."""
+    from safehold.repository import crypto
+
+    kdf = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
+    master = crypto.MasterKey.generate()
+    key_file = crypto.wrap_master_key(master, b"right", kdf)
+    crypto._DERIVED.clear()
+    assert crypto.unwrap_master_key(key_file, b"right").to_bytes() == master.to_bytes()
+    assert len(crypto._DERIVED) == 1
+    assert crypto.unwrap_master_key(key_file, b"right").to_bytes() == master.to_bytes()
+    assert len(crypto._DERIVED) == 1  # the second open derived nothing
+    assert all(b"right" not in entry and b"right" not in value for entry, value in crypto._DERIVED.items())
+    with pytest.raises(crypto.DecryptionFailed):
+        crypto.unwrap_master_key(key_file, b"wrong")
+    assert len(crypto._DERIVED) == 2
+    salt = bytes(16)
+    assert crypto._derive(b"right", salt, kdf) == crypto._derive_uncached(b"right", salt, kdf)
+    assert crypto._derive(b"right", salt, dict(kdf, iterations=2)) == crypto._derive_uncached(b"right", salt, dict(kdf, iterations=2))
+    for number in range(crypto._DERIVED_LIMIT + 4):
+        crypto._derive(b"p%d" % number, salt, kdf)
+    assert len(crypto._DERIVED) == crypto._DERIVED_LIMIT

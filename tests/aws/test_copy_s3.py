@@ -31,18 +31,25 @@ def run(root: Path, config: Path, password: str, *args: str, code: int = 0) -> s
     return proc
 
 
-def test_copy_to_an_object_lock_bucket(moto, lock_bucket, s3, tmp_path: Path):
-    data = tmp_path / "data"
-    (data / "sub").mkdir(parents=True)
-    (data / "file.txt").write_text("first version\n")
-    (data / "sub" / "random.bin").write_bytes(os.urandom(3 * 1024 * 1024))
-    offsite = {"url": f"s3://{lock_bucket}/copy", "endpoint_url": moto.url, "region": moto_support.REGION,
+def source_with_copy(tmp_path: Path, moto, bucket: str, data: Path) -> tuple[dict, dict, Path]:
+    """A local source repository's config with target 'docs' (``data``) and the copy 'offsite' in
+    ``bucket`` under Object Lock; returns (the copy's repository, the target, the config's path)."""
+    offsite = {"url": f"s3://{bucket}/copy", "endpoint_url": moto.url, "region": moto_support.REGION,
                "password_env": "OFFSITE_PASSWORD", "object_lock": {"mode": "GOVERNANCE", "days": 3}}
     target = {"name": "docs", "tier": 3, "source": {"type": "files", "paths": [str(data)]}}
     source_config = tmp_path / "source.yml"
     source_config.write_text(yaml.safe_dump({
         "repository": {"url": str(tmp_path / "repo")}, "state_dir": "state-source", "targets": [target],
         "copies": [{"name": "offsite", "repository": offsite}]}))
+    return offsite, target, source_config
+
+
+def test_copy_to_an_object_lock_bucket(moto, lock_bucket, s3, tmp_path: Path):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "file.txt").write_text("first version\n")
+    (data / "sub" / "random.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    offsite, target, source_config = source_with_copy(tmp_path, moto, lock_bucket, data)
     dest_config = tmp_path / "dest.yml"
     dest_config.write_text(yaml.safe_dump({"repository": offsite, "state_dir": "state-dest", "targets": [target]}))
     run(tmp_path, source_config, SOURCE_PASSWORD, "init")
@@ -100,13 +107,7 @@ def test_a_killed_copy_to_an_object_lock_bucket_resumes_and_checks_clean(moto, l
     data.mkdir()
     for number in range(10):  # 10 packs of 1 MiB on the destination, 0.25 s apart: a wide window to kill in
         (data / f"part-{number}.bin").write_bytes(os.urandom(1024 * 1024))
-    offsite = {"url": f"s3://{lock_bucket}/copy", "endpoint_url": moto.url, "region": moto_support.REGION,
-               "password_env": "OFFSITE_PASSWORD", "object_lock": {"mode": "GOVERNANCE", "days": 3}}
-    target = {"name": "docs", "tier": 3, "source": {"type": "files", "paths": [str(data)]}}
-    source_config = tmp_path / "source.yml"
-    source_config.write_text(yaml.safe_dump({
-        "repository": {"url": str(tmp_path / "repo")}, "state_dir": "state-source", "targets": [target],
-        "copies": [{"name": "offsite", "repository": offsite}]}))
+    offsite, target, source_config = source_with_copy(tmp_path, moto, lock_bucket, data)
     run(tmp_path, source_config, SOURCE_PASSWORD, "init")
     run(tmp_path, source_config, SOURCE_PASSWORD, "init", "--for-copy", "offsite")
     run(tmp_path, source_config, SOURCE_PASSWORD, "backup", "--target", "docs")

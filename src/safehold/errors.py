@@ -624,6 +624,22 @@ class DrillFailed(SafeholdError):
     exit_code = 82
 
 
+class DrillStepLost(SafeholdError):
+    template = "drill {name}, step {target}: {detail}"
+    remedy = ("'safehold workers' shows which workers are alive and the queues they take ({queue} here); start a "
+              "worker on that queue ('safehold worker --queues {queue}'), raise scheduler.retries, or give the "
+              "step a longer rto, then run the drill again")
+    exit_code = 87
+
+
+class JobFenced(SafeholdError):
+    template = "job {job_id} is no longer this attempt's to finish: it is {status} ({detail}); nothing was committed"
+    remedy = ("nothing to repair: the job was taken from this worker (its heartbeat stopped, e.g. the process was "
+              "paused or cut off from the catalog) and retried elsewhere; the packs this attempt wrote are "
+              "unreferenced and 'safehold prune' removes them. Check why this worker stalled")
+    exit_code = 88
+
+
 class DrillNotConfirmed(SafeholdError):
     template = "drill {name} --for-real was not confirmed: {detail}; nothing was restored"
     remedy = "a real recovery writes to production: run it from a terminal and answer 'yes', or add --yes " \

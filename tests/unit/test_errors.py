@@ -35,6 +35,7 @@ STABLE |= {"DrillNotFound": 80, "DrillNotReady": 81, "DrillFailed": 82}
 STABLE |= {"Ec2SandboxFailed": 83, "Ec2SandboxNotRemoved": 84}
 STABLE |= {"DrillNotConfirmed": 38}
 STABLE |= {"QueueNotConfigured": 96, "QueueUnreachable": 97, "WorkerCatalogLost": 98}
+STABLE |= {"DrillStepLost": 87, "JobFenced": 88}
 STABLE |= {"DestinationFull": 20}  # a full restore destination: the code of a full repository
 
 

@@ -285,8 +285,15 @@ class Catalog:
         error: str | None = None,
         error_type: str | None = None,
         details: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Record the end of a job. ``details`` are merged into those given at start."""
+    ) -> bool:
+        """Record the end of a running job. ``details`` are merged into those given at start.
+
+        Only a 'running' job ends here; returns False (and writes nothing) when the job ended
+        already. That is the catalog's half of fencing: a job recorded 'interrupted' because its
+        worker stopped sending heartbeats (a paused process) and retried elsewhere stays
+        'interrupted' when the paused attempt comes back and finishes, so one round of a target
+        never shows two successes. JobNotFound for an unknown id.
+        """
         if status not in FINAL_STATUSES:
             raise ValueError(f"a finished job's status must be one of {', '.join(FINAL_STATUSES)}, got {status!r}")
         values: dict[str, Any] = {
@@ -300,19 +307,20 @@ class Catalog:
         }
         if snapshot_id is not None:
             values["snapshot_id"] = snapshot_id
-        if details:
-            # Read-modify-write, but inside one BEGIN IMMEDIATE (SQLite) or a
-            # row lock (PostgreSQL), so a concurrent writer cannot interleave.
-            with self._write.begin() as session:
-                row = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
-                if row is None:
-                    raise JobNotFound(job_id=job_id)
+        # Read-modify-write, but inside one BEGIN IMMEDIATE (SQLite) or a
+        # row lock (PostgreSQL), so a concurrent writer cannot interleave.
+        with self._write.begin() as session:
+            row = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+            if row is None:
+                raise JobNotFound(job_id=job_id)
+            if row.status != "running":
+                return False
+            if details:
                 merged = dict(row.details or {})
                 merged.update(details)
                 values["details"] = merged
-                session.execute(update(Job).where(Job.id == job_id).values(**values))
-            return
-        self._update_job(job_id, values)
+            session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**values))
+        return True
 
     def get_job(self, job_id: int) -> JobRecord:
         with self._read() as session:
@@ -632,7 +640,7 @@ class JobHandle:
             error = str(exc) or repr(exc)
             error_type = type(exc).__name__
         try:
-            self.catalog.finish_job(
+            recorded = self.catalog.finish_job(
                 self.id,
                 status,
                 snapshot_id=self.snapshot_id,
@@ -643,6 +651,10 @@ class JobHandle:
                 error_type=error_type,
                 details=self.details or None,
             )
+            if not recorded:  # fenced: the job was ended meanwhile (interrupted, and retried elsewhere)
+                self.catalog.log(self.id, f"this attempt ended ({status}) after the job was recorded "
+                                          f"{self.catalog.get_job(self.id).status}; its end is not recorded",
+                                 level="warning")
         except Exception as record_error:
             if not swallow:
                 raise

@@ -117,7 +117,8 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
             with source.open(parent.source if parent else None, **open_arguments) as view:
                 chunk_size = getattr(target.source, "chunk_size", None)
                 kwargs = {"chunk_size": chunk_size} if chunk_size else {}
-                snapshot = archiver.snapshot(view, target.name, parent, tags=tags, history=history, **kwargs)
+                snapshot = archiver.snapshot(view, target.name, parent, tags=tags, history=history,
+                                             before_commit=lambda: ensure_still_owned(context, job.id), **kwargs)
             for note in view.notes:
                 job.log(note)
             if isinstance(source, KeepsPlatformSnapshots) and target.retention is not None:
@@ -150,6 +151,23 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                 _record_partial(job, snapshot.short_id, summary["skipped"])
         return BackupResult(target.name, snapshot.id, parent.id if parent else None, snapshot.kind, summary,
                             job.id, time.monotonic() - started, status=job.status)
+
+
+def ensure_still_owned(context: Context, job_id: int) -> None:
+    """The fence before a visible commit: raise JobFenced unless catalog job ``job_id`` is still
+    'running', i.e. still this attempt's.
+
+    A worker that missed its heartbeats (SIGSTOP, a long pause, a partition from the catalog) had
+    its job recorded 'interrupted' and retried elsewhere; when it comes back it must not add a
+    second snapshot of the round. The job id is the attempt's identity (a retry is a new catalog
+    job), and the row leaves 'running' only once, so the check needs no column of its own. A
+    catalog that does not answer raises too: no commit that could not be recorded. What is left
+    unguarded is the snapshot's own put after this read (docs/architecture.md, fencing).
+    """
+    record = context.catalog.get_job(job_id)
+    if record.status != "running":
+        raise errors.JobFenced(job_id=job_id, status=record.status,
+                               detail=record.error or "ended by another process")
 
 
 def _record_partial(job: Any, short_id: str, skipped: dict) -> None:

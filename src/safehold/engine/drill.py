@@ -37,6 +37,7 @@ from typing import Any
 from .. import errors
 from ..config.drills import VM_TO_EC2_SOURCES, Drill, scenario_runbook, topological_order
 from ..config.models import AttachCheck, BootCheck, InstanceCheck
+from . import drill_workers
 from .context import Context
 
 #: Sources a drill step cannot restore in this slice (they need their own sandbox kind).
@@ -269,6 +270,11 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
             job.log(f"removed the leftover of a run that ended: {removed}", level="warning")
         outcomes: dict[str, dict[str, Any]] = {}
         run = _run_step_for_real if for_real else _run_step
+        dispatcher = None
+        if drill_workers.on_workers(context, for_real):  # scheduler.executor: procrastinate
+            dispatcher = drill_workers.StepDispatcher(context, job, drill, wall_start=wall_start, started=started,
+                                                      reference=reference, repository=context.repository_name)
+            job.log("steps run on the queue's workers (scheduler.executor: procrastinate)")
         for wave in plan.waves:
             ready = []
             for target_name in wave:
@@ -279,13 +285,21 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
                     job.log(f"{target_name}: skipped, it needs {', '.join(failed_before)}", level="error")
                 else:
                     ready.append(step_plan)
-            if drill.parallel > 1 and len(ready) > 1:
+            if dispatcher is not None:
+                try:
+                    outcomes.update(dispatcher.run_wave(ready))
+                except BaseException:
+                    dispatcher.close()
+                    raise
+            elif drill.parallel > 1 and len(ready) > 1:
                 outcomes.update(_run_wave_in_parallel(context, job, drill, ready, run, root, started, wall_start,
                                                       reference))
             else:
                 for step_plan in ready:
                     outcomes[step_plan.target] = run(context, job, drill, step_plan, root, started, wall_start,
                                                      reference)
+        if dispatcher is not None:
+            dispatcher.close()
         ended = time.time()
         steps = [outcomes[step.target] for step in plan.steps]
         passed = all(step["outcome"] == "passed" and step["rto_met"] for step in steps)

@@ -12,6 +12,7 @@ in the in-process worker pool or as tasks of a distributed queue.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,8 @@ SUBMITTABLE_KINDS = ("backup", "restore", "restore-test", "check", "prune", "for
 
 NEEDS_TARGET = ("backup", "restore-test", "mark", "scan")
 """Kinds that act on one target; check, prune and maintenance act on the whole repository."""
+
+log = logging.getLogger("safehold.jobs")
 
 MAX_RENEW_WITHIN_DAYS = 36500
 """S3 Object Lock allows retention of up to 100 years."""
@@ -151,6 +154,10 @@ def _dispatch(context: Context, kind: str, target: str | None, params: dict[str,
         from .drill import run_drill
 
         run_drill(context, str(params.get("drill", "")), job_id=job_id)
+    elif kind == "drill-step":  # queued by a drill (engine.drill_workers), never by a user
+        from .drill_workers import run_drill_step
+
+        run_drill_step(context, params, job_id)
     elif kind == "copy":
         from .copy import copy_to
 
@@ -214,6 +221,9 @@ def _ensure_finished(context: Context, job_id: int, error: BaseException | None,
     catalog = context.catalog
     record = catalog.get_job(job_id)
     if record.status != "running":
+        if isinstance(error, errors.JobFenced):  # said once on the row and in the worker's own log
+            catalog.log(job_id, f"a paused attempt came back and stopped before its commit: {error}", level="warning")
+            log.error("job %s: %s", job_id, error)
         return
     if error is None:
         # The engine function returned without recording an end: cannot happen with

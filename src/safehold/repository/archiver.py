@@ -90,9 +90,13 @@ class Archiver:
 
     # -- entry point ----------------------------------------------------------------
     def snapshot(self, view: View, target: str, parent: Snapshot | None, tags: list[str] | None = None,
-                 chunk_size: int = DEFAULT_IMAGE_CHUNK, history: list[dict] | None = None) -> Snapshot:
+                 chunk_size: int = DEFAULT_IMAGE_CHUNK, history: list[dict] | None = None,
+                 before_commit: Callable[[], None] | None = None) -> Snapshot:
         """``history``: the signals of the target's earlier snapshots that form its baseline
-        (``verdict.baseline_history``), oldest first; the verdict is judged against them."""
+        (``verdict.baseline_history``), oldest first; the verdict is judged against them.
+        ``before_commit``: called right before the snapshot object is written (packs and index are
+        stored by then); whatever it raises stops the run with nothing committed. The engine's fence:
+        a job that is no longer this attempt's must not add a snapshot."""
         started = time.monotonic()
         before = (self.repository.stats.blobs_added, self.repository.stats.bytes_added,
                   self.repository.stats.plain_bytes_added)
@@ -138,6 +142,8 @@ class Archiver:
             paths=view.paths, tree=tree_ids, parent=parent.id if parent else None, tags=list(tags or []),
             summary=summary, source={"incremental": view.incremental, **token},
         )
+        if before_commit is not None:
+            before_commit()
         self.repository.save_snapshot(snapshot)
         return snapshot
 

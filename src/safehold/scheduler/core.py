@@ -44,6 +44,8 @@ Clock = Callable[[], dt.datetime]
 LOCAL_HOST = "localhost"
 REPOSITORY_KINDS = ("check", "prune", "maintenance")
 EXCLUSIVE_KINDS = ("prune",)
+#: Queued by a drill, which defers them to its workers and waits for them (engine.drill_workers).
+DRILL_OWNED_KINDS = ("drill-step",)
 
 
 def utc_now() -> dt.datetime:
@@ -372,7 +374,7 @@ class Scheduler:
                 return
             if any(entry.kind in EXCLUSIVE_KINDS for entry in self._running.values()):
                 return
-            if job.id in self._running:
+            if job.id in self._running or job.kind in DRILL_OWNED_KINDS:
                 continue
             if job.kind in EXCLUSIVE_KINDS:
                 if self._running or running_elsewhere:

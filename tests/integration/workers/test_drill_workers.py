@@ -116,6 +116,41 @@ def test_a_worker_killed_during_a_drill_step_is_retried_on_another(install, tmp_
     assert not [job for job in site.jobs() if job["status"] in ("running", "queued")]
 
 
+def test_a_drill_job_on_a_worker_whose_step_loses_its_worker_fails_naming_the_step(install, tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """The drill as a queued job (the API's or the scheduler's kind) runs on one worker and its step on
+    another; the step's worker is killed and no retry is left: the drill fails, naming the step."""
+    site = install(_targets(tmp_path, ["db"]), {"retries": 0, "placement": {"db": "label:kvm1"}})
+    _add_drill(site, [{"target": "db", "check": {"type": "command", "run": "sleep 10"}}])
+    site.run("backup", "--all")
+    drills = site.start("worker", "--apply-schema")  # the default queue: where the drill job goes
+    site.wait_for_workers(1)
+    doomed = site.start("worker", "--queues", "none", "--host-label", "kvm1")
+    site.wait_for_workers(2)
+    from safehold.engine.context import Context
+    from safehold.engine.jobs import submit_job
+
+    monkeypatch.chdir(tmp_path)
+    context = Context.load(tmp_path / "targets.yml")
+    drill_job = submit_job(context, "drill", None, {"drill": "site"}, trigger="api")
+    context.close()
+    site.start("scheduler", "run", "--poll", "0.5")
+    step = site.wait_for(lambda: [job for job in site.jobs() if job["kind"] == "drill-step"
+                                  and job["status"] == "running"], 60, "the step")[0]
+    assert step["pid"] == doomed.pid
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    ended = site.wait_for(lambda: [job for job in site.jobs() if job["id"] == drill_job
+                                   and job["status"] not in ("queued", "running")], 60, "the drill's end")[0]
+    assert ended["status"] == "failed" and ended["pid"] == drills.pid
+    assert "drill site failed: db error" in ended["error"]
+    [record] = _report(tmp_path)["steps"]
+    assert record["outcome"] == "error" and record["attempt"] == 1
+    assert "DrillStepLost: drill site, step db:" in record["detail"] and "heartbeat" in record["detail"]
+    assert "no retry left (scheduler.retries: 0)" in record["detail"]
+    assert [job["status"] for job in site.jobs() if job["kind"] == "drill-step"] == ["interrupted"]
+
+
 def test_a_step_no_worker_takes_fails_the_drill_naming_it(install, tmp_path: Path, monkeypatch) -> None:
     """Never a hang: the wait is bounded by the step's RTO plus a grace (10 s here)."""
     site = install(_targets(tmp_path, ["db"]), {"placement": {"db": "label:nowhere"}})

@@ -58,3 +58,21 @@ def test_cancel_and_interrupt_only_touch_the_right_status(catalog: Catalog) -> N
     assert job.finished_at is not None
     with pytest.raises(JobNotFound):
         catalog.cancel_job(12345)
+
+
+def test_a_job_ended_by_another_process_keeps_its_end(catalog: Catalog) -> None:
+    """Fencing, the catalog's half: a job recorded interrupted (its worker stopped sending
+    heartbeats) stays so when the paused attempt finishes; the late end is logged, not recorded."""
+    job_id = catalog.start_job("backup", "web")
+    assert catalog.interrupt_job(job_id, "worker 3 stopped sending heartbeats")
+    assert catalog.finish_job(job_id, "succeeded", snapshot_id="ab12", details={"x": 1}) is False
+    job = catalog.get_job(job_id)
+    assert (job.status, job.snapshot_id, job.error) == ("interrupted", None, "worker 3 stopped sending heartbeats")
+    with catalog.job("backup", "web", job_id=job_id):
+        pass  # the paused attempt's own end
+    assert catalog.get_job(job_id).status == "interrupted"
+    assert "its end is not recorded" in catalog.job_logs(job_id)[-1].message
+    running = catalog.start_job("backup", "web")
+    assert catalog.finish_job(running, "succeeded") is True
+    with pytest.raises(JobNotFound):
+        catalog.finish_job(404, "succeeded")

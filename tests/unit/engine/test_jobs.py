@@ -129,3 +129,28 @@ def test_maintenance_job_runs_as_the_submitted_row_and_records_its_log(context) 
     assert job.details["params"] == {"renew_within_days": 2} and job.details["renew_within_s"] == 2 * 86400
     assert job.details["retention_enabled"] is False
     assert [row.id for row in context.catalog.list_jobs(kind="maintenance", limit=None)] == [job_id]
+
+
+def test_an_attempt_whose_job_was_interrupted_meanwhile_commits_no_snapshot(context) -> None:
+    """Fencing: the job is recorded 'interrupted' while its backup runs (as the queue executor does
+    when the worker's heartbeat stops: a paused process); the attempt goes on, reaches its commit
+    and stops there: no snapshot, the row stays interrupted, the repository stays consistent."""
+    from safehold.repository.check import check
+
+    job_id = submit_job(context, "backup", "web")
+    taken: list[int] = []
+
+    def reaped_meanwhile(event: dict) -> None:  # called while the backup reads its source
+        if not taken:
+            taken.append(job_id)
+            assert context.catalog.interrupt_job(job_id, "worker 7 stopped sending heartbeats")
+
+    context.progress = reaped_meanwhile
+    record = run_job(context, job_id)
+    assert taken and record.status == "interrupted" and record.snapshot_id is None
+    assert "worker 7 stopped sending heartbeats" in record.error
+    assert context.open_repository().list_snapshots() == []
+    messages = [line.message for line in context.catalog.job_logs(job_id)]
+    assert any("is no longer this attempt's to finish: it is interrupted" in message for message in messages)
+    assert any("after the job was recorded interrupted; its end is not recorded" in message for message in messages)
+    assert check(context.open_repository(), read_data_percent=100.0).ok  # its packs are harmless leftovers

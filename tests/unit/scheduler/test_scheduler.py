@@ -413,3 +413,12 @@ def test_fair_share_off(tmp_path: Path, clock: FakeClock, executor: ManualExecut
     clock.advance(days=1)
     report = scheduler_for(context, clock, executor).tick()
     assert [context.catalog.get_job(job_id).target for job_id in report.dispatched] == ["huge1", "huge2"]
+
+
+def test_drill_steps_are_dispatched_by_their_drill_not_by_the_scheduler(tmp_path: Path, clock: FakeClock,
+                                                                          executor: ManualExecutor) -> None:
+    context = make_context(tmp_path / "ws", [files_target(tmp_path, "web")], quiet(max_concurrent=2), clock=clock,
+                           init=False)
+    step = context.catalog.queue_job("drill-step", "web", {"params": {}, "drill_job": 1})
+    report = scheduler_for(context, clock, executor).tick()
+    assert step not in report.dispatched and context.catalog.get_job(step).status == "queued"

@@ -22,7 +22,7 @@ Failure, never a hang: the drill watches its steps' workers. A worker whose hear
 (and its queue job ended) by the drill itself, whether or not a scheduler runs; the step is then
 retried as a new attempt per ``scheduler.retries``, or reported as an error naming the step and
 the worker. Each step's wait is bounded: by its RTO (measured from the drill's start, as its ART
-is) plus a grace of ``max(10 s, 2 x worker_timeout)``; a step past it has missed its RTO anyway,
+is) plus a grace of twice ``worker_timeout``; a step past it has missed its RTO anyway,
 and is reported as an error (DrillStepLost: not taken by any worker of its queue, or still
 running) rather than waited for. A step cut off this way is fenced: its late end is not recorded.
 
@@ -57,7 +57,7 @@ def on_workers(context: Context, for_real: bool) -> bool:
 
 
 def wait_grace(settings: Any) -> float:
-    return max(10.0, 2 * settings.worker_timeout.total_seconds())
+    return 2 * settings.worker_timeout.total_seconds()
 
 
 # --- the drill's side ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: the harness is beside us
 
-from worker_harness import ADMIN_URL, database_fixture, install_fixture  # noqa: E402
+from worker_harness import ADMIN_URL, PASSWORD, database_fixture, install_fixture  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not ADMIN_URL, reason="needs SAFEHOLD_TEST_POSTGRES_URL (scripts/services.sh start)")
 database = pytest.fixture(database_fixture)
@@ -39,6 +39,33 @@ def _add_drill(site, steps: list[dict], parallel: int = 1) -> None:
         file.write(f"drills:\n  - {json.dumps(drill)}\n")
 
 
+def _init_and_back_up(site, monkeypatch, back_up: bool = True) -> None:
+    """In this process (a CLI run costs seconds on a busy machine): the repository and a snapshot of
+    every target, for the drill to restore."""
+    from safehold.engine.backup import backup_targets
+    from safehold.engine.context import Context
+    from safehold.engine.maintenance import init_repository
+
+    monkeypatch.setenv("SAFEHOLD_PASSWORD", PASSWORD)
+    monkeypatch.chdir(site.root)
+    context = Context.load(site.root / "targets.yml")
+    try:
+        init_repository(context)
+        assert not back_up or not backup_targets(context, [target.name for target in context.config.targets]).failures
+    finally:
+        context.close()
+
+
+def _start_workers(site, *arguments: list[str]) -> list:
+    """One worker per argument list, started together once the queue's tables exist."""
+    from safehold.scheduler.queue import apply_schema
+
+    apply_schema(site.dsn)
+    workers = [site.start("worker", *extra) for extra in arguments]
+    site.wait_for_workers(len(workers))
+    return workers
+
+
 def _report(tmp_path: Path) -> dict:
     [path] = (tmp_path / "state" / "drills").glob("site-job*/report.json")
     return json.loads(path.read_text())
@@ -48,17 +75,14 @@ def _moment(text: str) -> float:
     return dt.datetime.fromisoformat(text).timestamp()
 
 
-def test_a_drill_restores_its_steps_in_parallel_on_two_workers(install, tmp_path: Path) -> None:
+def test_a_drill_restores_its_steps_in_parallel_on_two_workers(install, tmp_path: Path, monkeypatch) -> None:
     names = ["t0", "t1", "t2"]
-    site = install(_targets(tmp_path, names))
+    site = install(_targets(tmp_path, names), init=False)
     # Each check takes a second and a half, so steps that run at once are seen to overlap.
     check = {"type": "command", "run": "sleep 1.5; find . -name payload -type f | grep -q ."}
     _add_drill(site, [{"target": name, "check": check} for name in names], parallel=3)
-    site.run("backup", "--all")
-    first = site.start("worker", "--apply-schema")
-    site.wait_for_workers(1)
-    second = site.start("worker")
-    site.wait_for_workers(2)
+    _init_and_back_up(site, monkeypatch)
+    first, second = _start_workers(site, [], [])
 
     run = site.run("drill", "run", "site", "--json")
     evidence = json.loads(run.stdout)
@@ -88,15 +112,12 @@ def test_a_drill_restores_its_steps_in_parallel_on_two_workers(install, tmp_path
         else True
 
 
-def test_a_worker_killed_during_a_drill_step_is_retried_on_another(install, tmp_path: Path) -> None:
-    site = install(_targets(tmp_path, ["db", "web"]), {"retries": 1})
+def test_a_worker_killed_during_a_drill_step_is_retried_on_another(install, tmp_path: Path, monkeypatch) -> None:
+    site = install(_targets(tmp_path, ["db", "web"]), {"retries": 1}, init=False)
     slow = {"type": "command", "run": "sleep 3; find . -name payload -type f | grep -q ."}
     _add_drill(site, [{"target": "db", "check": slow}, {"target": "web", "after": ["db"]}])
-    site.run("backup", "--all")
-    workers = [site.start("worker", "--apply-schema")]
-    site.wait_for_workers(1)
-    workers.append(site.start("worker"))
-    site.wait_for_workers(2)
+    _init_and_back_up(site, monkeypatch)
+    workers = _start_workers(site, [], [])
     drill = site.start("drill", "run", "site", "--json")
     running = site.wait_for(lambda: [job for job in site.jobs() if job["kind"] == "drill-step"
                                      and job["status"] == "running"], 60, "the first step")
@@ -120,17 +141,14 @@ def test_a_drill_job_on_a_worker_whose_step_loses_its_worker_fails_naming_the_st
                                                                                      monkeypatch) -> None:
     """The drill as a queued job (the API's or the scheduler's kind) runs on one worker and its step on
     another; the step's worker is killed and no retry is left: the drill fails, naming the step."""
-    site = install(_targets(tmp_path, ["db"]), {"retries": 0, "placement": {"db": "label:kvm1"}})
+    site = install(_targets(tmp_path, ["db"]), {"retries": 0, "placement": {"db": "label:kvm1"}}, init=False)
     _add_drill(site, [{"target": "db", "check": {"type": "command", "run": "sleep 10"}}])
-    site.run("backup", "--all")
-    drills = site.start("worker", "--apply-schema")  # the default queue: where the drill job goes
-    site.wait_for_workers(1)
-    doomed = site.start("worker", "--queues", "none", "--host-label", "kvm1")
-    site.wait_for_workers(2)
+    _init_and_back_up(site, monkeypatch)
+    # The first takes the default queue (where the drill job goes), the second only label:kvm1.
+    drills, doomed = _start_workers(site, [], ["--queues", "none", "--host-label", "kvm1"])
     from safehold.engine.context import Context
     from safehold.engine.jobs import submit_job
 
-    monkeypatch.chdir(tmp_path)
     context = Context.load(tmp_path / "targets.yml")
     drill_job = submit_job(context, "drill", None, {"drill": "site"}, trigger="api")
     context.close()
@@ -152,10 +170,10 @@ def test_a_drill_job_on_a_worker_whose_step_loses_its_worker_fails_naming_the_st
 
 
 def test_a_step_no_worker_takes_fails_the_drill_naming_it(install, tmp_path: Path, monkeypatch) -> None:
-    """Never a hang: the wait is bounded by the step's RTO plus a grace (10 s here)."""
-    site = install(_targets(tmp_path, ["db"]), {"placement": {"db": "label:nowhere"}})
+    """Never a hang: the wait is bounded by the step's RTO plus a grace (2 x worker_timeout: 6 s here)."""
+    site = install(_targets(tmp_path, ["db"]), {"placement": {"db": "label:nowhere"}}, init=False)
     _add_drill(site, [{"target": "db", "rto": "1s"}])
-    site.run("backup", "--all")
+    _init_and_back_up(site, monkeypatch)
     from safehold.scheduler.queue import apply_schema
 
     apply_schema(site.dsn)  # the queue exists, but no worker takes queue label:nowhere
@@ -174,18 +192,16 @@ def test_a_step_no_worker_takes_fails_the_drill_naming_it(install, tmp_path: Pat
         assert connection.execute("SELECT status FROM procrastinate_jobs").fetchall() == [("cancelled",)]
 
 
-def test_a_paused_worker_that_comes_back_commits_no_second_snapshot(install, tmp_path: Path) -> None:
+def test_a_paused_worker_that_comes_back_commits_no_second_snapshot(install, tmp_path: Path, monkeypatch) -> None:
     """SIGSTOP a worker mid-backup until its job is retried and done elsewhere, then SIGCONT."""
     marker = tmp_path / "first-attempt"
     (tmp_path / "payload").write_bytes(b"paused " * 200_000)
     # The first attempt waits 2 s before it sends its data (its worker is paused meanwhile); the retry does not.
     run = f"if [ ! -e {marker} ]; then touch {marker}; sleep 2; fi; cat {tmp_path / 'payload'}"
     site = install([{"name": "slow", "tier": 1, "source": {"type": "command", "run": run, "name": "slow.out"}}],
-                   {"retries": 1})
-    workers = [site.start("worker", "--apply-schema")]
-    site.wait_for_workers(1)
-    workers.append(site.start("worker"))
-    site.wait_for_workers(2)
+                   {"retries": 1}, init=False)
+    _init_and_back_up(site, monkeypatch, back_up=False)
+    workers = _start_workers(site, [], [])
     site.start("scheduler", "run", "--poll", "0.5")
     running = site.wait_for(lambda: [job for job in site.jobs() if job["kind"] == "backup"
                                      and job["status"] == "running" and marker.exists()], 60, "the first attempt")
@@ -203,13 +219,17 @@ def test_a_paused_worker_that_comes_back_commits_no_second_snapshot(install, tmp
     assert [job["status"] for job in attempts] == ["interrupted", "succeeded"], attempts
     assert attempts[0]["pid"] == paused.pid and attempts[1]["pid"] != paused.pid
     assert "heartbeat" in attempts[0]["error"]
-    snapshots = json.loads(site.run("snapshots", "--json").stdout)
-    listed = snapshots["snapshots"] if isinstance(snapshots, dict) else snapshots
-    assert len(listed) == 1, listed
-    assert attempts[1]["id"] and listed[0]["id"].startswith(str(_job_snapshot(site, attempts[1]["id"]))[:8])
+    from safehold.engine.context import Context
+    from safehold.repository.check import check
+
+    context = Context.load(site.root / "targets.yml")
+    try:
+        repository = context.open_repository()
+        assert [snapshot.id for snapshot in repository.list_snapshots()] == [_job_snapshot(site, attempts[1]["id"])]
+        assert check(repository, read_data_percent=100.0).ok  # the fenced attempt's packs are harmless
+    finally:
+        context.close()
     assert f"job {running[0]['id']} is no longer this attempt's to finish: it is interrupted" in site.logs()
-    site.stop()
-    site.run("check", "--read-data")
 
 
 def _job_snapshot(site, job_id: int) -> str:

@@ -127,7 +127,7 @@ class StepDispatcher:
         self.job.log(f"{step.target}: step queued as job {job_id} on queue {queue!r}"
                      + (f" (attempt {attempt}: {note})" if note else ""))
         return {"step": step, "attempt": attempt, "job_id": job_id, "queue_job": queue_job, "queue": queue,
-                "taken": False, "lost": []}
+                "taken": False, "stalled": False, "lost": []}
 
     def _look(self, flight: dict[str, Any]) -> dict[str, Any] | None:
         """The step's record once its job ended; a retry or an error record when its worker died
@@ -145,7 +145,10 @@ class StepDispatcher:
                       f"{step.target} (job {job_id}, attempt {flight['attempt']})")
             if self.context.catalog.interrupt_job(job_id, reason):
                 self.context.catalog.log(job_id, reason, level="error")
+            else:  # it died before it claimed the row: the row must not run later either
+                self.context.catalog.cancel_job(job_id, reason)
             self._end_queue_job(flight["queue_job"])
+            flight["stalled"] = True
             return self._ended(flight, self.context.catalog.get_job(job_id))
         deadline = self.started + step.rto_seconds + self.grace
         if time.monotonic() >= deadline:
@@ -170,7 +173,8 @@ class StepDispatcher:
         what = f"job {record.id} (attempt {flight['attempt']}) ended {record.status}: {record.error or 'no result'}"
         flight["lost"].append(what)
         attempts = 1 + self.settings.retries
-        if record.status == "interrupted" and flight["attempt"] < attempts \
+        lost_worker = record.status == "interrupted" or (record.status == "cancelled" and flight.get("stalled"))
+        if lost_worker and flight["attempt"] < attempts \
                 and time.monotonic() < self.started + step.rto_seconds + self.grace:
             self.job.log(f"{step.target}: {what}; retrying ({flight['attempt'] + 1} of {attempts})", level="warning")
             lost = flight["lost"]
@@ -178,9 +182,9 @@ class StepDispatcher:
             return None
         result = _step_record(step)
         result["outcome"] = "error"
-        detail = (f"{what}" + (f"; no retry left (scheduler.retries: {self.settings.retries})"
-                               if record.status == "interrupted" else ""))
-        result["detail"] = f"DrillStepLost: {errors.DrillStepLost(name=self.drill.name, target=step.target, detail=detail, queue=flight['queue']).message}"
+        detail = what + (f"; no retry left (scheduler.retries: {self.settings.retries})" if lost_worker else "")
+        result["detail"] = "DrillStepLost: " + errors.DrillStepLost(name=self.drill.name, target=step.target,
+                                                                    detail=detail, queue=flight["queue"]).message
         result["attempt"] = flight["attempt"]
         result["earlier_attempts"] = flight["lost"][:-1]
         self._finish_times(result, step)

@@ -21,6 +21,10 @@ wave's steps too): restores compete for the same cores and repository, and a seq
 measures each step's ART without the others. ``parallel: N`` runs up to N ready steps of a wave
 at once on threads (``_run_wave_in_parallel``), each with its own view of the job (``_StepJob``)
 so that their details never mix; the ARTs then include the competition, as in a real recovery.
+
+With ``scheduler.executor: procrastinate`` a sandbox drill's steps run on the queue's workers
+instead, each as a ``drill-step`` job on its target's queue (``engine.drill_workers``); the
+report is the same, with each step's worker and attempt.
 """
 
 from __future__ import annotations
@@ -275,31 +279,11 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
             dispatcher = drill_workers.StepDispatcher(context, job, drill, wall_start=wall_start, started=started,
                                                       reference=reference, repository=context.repository_name)
             job.log("steps run on the queue's workers (scheduler.executor: procrastinate)")
-        for wave in plan.waves:
-            ready = []
-            for target_name in wave:
-                step_plan = next(step for step in plan.steps if step.target == target_name)
-                failed_before = [needed for needed in step_plan.after if outcomes[needed]["outcome"] != "passed"]
-                if failed_before:
-                    outcomes[target_name] = _skipped(step_plan, failed_before)
-                    job.log(f"{target_name}: skipped, it needs {', '.join(failed_before)}", level="error")
-                else:
-                    ready.append(step_plan)
+        try:
+            _run_waves(context, job, drill, plan, outcomes, run, dispatcher, root, started, wall_start, reference)
+        finally:
             if dispatcher is not None:
-                try:
-                    outcomes.update(dispatcher.run_wave(ready))
-                except BaseException:
-                    dispatcher.close()
-                    raise
-            elif drill.parallel > 1 and len(ready) > 1:
-                outcomes.update(_run_wave_in_parallel(context, job, drill, ready, run, root, started, wall_start,
-                                                      reference))
-            else:
-                for step_plan in ready:
-                    outcomes[step_plan.target] = run(context, job, drill, step_plan, root, started, wall_start,
-                                                     reference)
-        if dispatcher is not None:
-            dispatcher.close()
+                dispatcher.close()
         ended = time.time()
         steps = [outcomes[step.target] for step in plan.steps]
         passed = all(step["outcome"] == "passed" and step["rto_met"] for step in steps)
@@ -328,6 +312,32 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
                    for step in steps if step["outcome"] != "passed" or not step["rto_met"]]
             raise errors.DrillFailed(name=name, detail=", ".join(bad), report=str(folder), job_id=job.id)
         return DrillResult(passed, job.id, str(folder), evidence)
+
+
+def _run_waves(context: Context, job: Any, drill: Drill, plan: DrillPlan, outcomes: dict[str, dict[str, Any]],
+               run: Any, dispatcher: Any, root: Path, started: float, wall_start: float,
+               reference: dt.datetime) -> None:
+    """Every wave in order; a step whose ``after`` did not pass is skipped. Steps run on the queue's
+    workers (``dispatcher``), on threads (``parallel``), or one after the other here."""
+    for wave in plan.waves:
+        ready = []
+        for target_name in wave:
+            step_plan = next(step for step in plan.steps if step.target == target_name)
+            failed_before = [needed for needed in step_plan.after if outcomes[needed]["outcome"] != "passed"]
+            if failed_before:
+                outcomes[target_name] = _skipped(step_plan, failed_before)
+                job.log(f"{target_name}: skipped, it needs {', '.join(failed_before)}", level="error")
+            else:
+                ready.append(step_plan)
+        if dispatcher is not None:
+            outcomes.update(dispatcher.run_wave(ready))
+        elif drill.parallel > 1 and len(ready) > 1:
+            outcomes.update(_run_wave_in_parallel(context, job, drill, ready, run, root, started, wall_start,
+                                                  reference))
+        else:
+            for step_plan in ready:
+                outcomes[step_plan.target] = run(context, job, drill, step_plan, root, started, wall_start,
+                                                 reference)
 
 
 class _StepJob:

@@ -374,7 +374,10 @@ class Scheduler:
                 return
             if any(entry.kind in EXCLUSIVE_KINDS for entry in self._running.values()):
                 return
-            if job.id in self._running or job.kind in DRILL_OWNED_KINDS:
+            if job.kind in DRILL_OWNED_KINDS:
+                self._cancel_orphaned_step(job)
+                continue
+            if job.id in self._running:
                 continue
             if job.kind in EXCLUSIVE_KINDS:
                 if self._running or running_elsewhere:
@@ -401,6 +404,19 @@ class Scheduler:
                 future = self.executor.submit(self._run, job.id)
             self._running[job.id] = Running(job.id, job.kind, job.target, host, future)
             report.dispatched.append(job.id)
+
+    def _cancel_orphaned_step(self, job: Any) -> None:
+        """A drill step still queued after its drill ended (the drill was killed before a worker took
+        the step) would hold its target's next backups back forever: cancelled, and a worker that
+        takes its queue job later skips it."""
+        drill_job = (job.details or {}).get("drill_job")
+        try:
+            ended = drill_job is None or self.context.catalog.get_job(int(drill_job)).finished
+        except errors.JobNotFound:
+            ended = True
+        if ended and self.context.catalog.cancel_job(job.id, f"its drill (job {drill_job}) ended before a worker "
+                                                             "took it"):
+            log.warning("drill step %s cancelled: its drill (job %s) ended before a worker took it", job.id, drill_job)
 
     def _large_targets(self) -> tuple[set[str], int]:
         """Targets whose last good backup took longer than ``large_after``, and how many slots they

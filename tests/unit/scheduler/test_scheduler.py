@@ -419,6 +419,13 @@ def test_drill_steps_are_dispatched_by_their_drill_not_by_the_scheduler(tmp_path
                                                                           executor: ManualExecutor) -> None:
     context = make_context(tmp_path / "ws", [files_target(tmp_path, "web")], quiet(max_concurrent=2), clock=clock,
                            init=False)
-    step = context.catalog.queue_job("drill-step", "web", {"params": {}, "drill_job": 1})
-    report = scheduler_for(context, clock, executor).tick()
+    drill = context.catalog.start_job("drill", None, {"drill": "site"})
+    step = context.catalog.queue_job("drill-step", "web", {"params": {}, "drill_job": drill})
+    scheduler = scheduler_for(context, clock, executor)
+    report = scheduler.tick()
     assert step not in report.dispatched and context.catalog.get_job(step).status == "queued"
+    # Its drill was killed before a worker took the step: cancelled, or the target's backups would wait forever.
+    context.catalog.interrupt_job(drill, "killed")
+    scheduler.tick()
+    assert context.catalog.get_job(step).status == "cancelled"
+    assert "its drill (job 1) ended before a worker took it" in context.catalog.get_job(step).error

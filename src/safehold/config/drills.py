@@ -261,7 +261,8 @@ class Drill(_Model):
             "How many steps of one wave (steps whose 'after' are all done) run at the same time. 1 (the "
             "default): one after the other, so each step's ART is measured without the others competing for "
             "the CPU, disks and repository; more recovers faster when the destinations and the repository "
-            "can take it, as in a real recovery of several hosts."
+            "can take it, as in a real recovery of several hosts. With scheduler.executor: procrastinate each "
+            "step runs on a worker of its target's queue, up to this many at once."
         ),
         examples=[4],
     )

@@ -309,6 +309,9 @@ def run_drill(context: Context, name: str, *, report_dir: str | Path | None = No
         job.log(f"evidence report in {folder}")
         if not passed:
             bad = [f"{step['target']} {step['outcome']}" + (" (RTO missed)" if step["outcome"] == "passed" else "")
+                   # A step lost on the way to or on a worker says why in the one line too.
+                   + (f" ({step['detail'].removeprefix('DrillStepLost: ')})"
+                      if str(step.get("detail", "")).startswith("DrillStepLost") else "")
                    for step in steps if step["outcome"] != "passed" or not step["rto_met"]]
             raise errors.DrillFailed(name=name, detail=", ".join(bad), report=str(folder), job_id=job.id)
         return DrillResult(passed, job.id, str(folder), evidence)

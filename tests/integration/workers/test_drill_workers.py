@@ -165,7 +165,8 @@ def test_a_drill_job_on_a_worker_whose_step_loses_its_worker_fails_naming_the_st
     ended = site.wait_for(lambda: [job for job in site.jobs() if job["id"] == drill_job
                                    and job["status"] not in ("queued", "running")], 60, "the drill's end")[0]
     assert ended["status"] == "failed" and ended["pid"] == drills.pid
-    assert "drill site failed: db error" in ended["error"]
+    assert "drill site failed: db error (drill site, step db: job " in ended["error"]
+    assert "heartbeat" in ended["error"]
     [record] = _report(tmp_path)["steps"]
     assert record["outcome"] == "error" and record["attempt"] == 1
     assert "DrillStepLost: drill site, step db:" in record["detail"] and "heartbeat" in record["detail"]
@@ -184,6 +185,7 @@ def test_a_step_no_worker_takes_fails_the_drill_naming_it(install, tmp_path: Pat
     begun = time.monotonic()
     run = site.run("drill", "run", "site", "--json", ok=False)
     assert run.returncode == 82, run.stdout + run.stderr  # DrillFailed
+    assert "step db: no worker of queue 'label:nowhere' took job" in run.stderr, run.stderr
     assert time.monotonic() - begun < 60
     [step] = _report(tmp_path)["steps"]
     assert step["outcome"] == "error" and "DrillStepLost" in step["detail"]
@@ -200,8 +202,8 @@ def test_a_paused_worker_that_comes_back_commits_no_second_snapshot(install, tmp
     """SIGSTOP a worker mid-backup until its job is retried and done elsewhere, then SIGCONT."""
     marker = tmp_path / "first-attempt"
     (tmp_path / "payload").write_bytes(b"paused " * 200_000)
-    # The first attempt waits 2 s before it sends its data (its worker is paused meanwhile); the retry does not.
-    run = f"if [ ! -e {marker} ]; then touch {marker}; sleep 2; fi; cat {tmp_path / 'payload'}"
+    # The first attempt waits 3 s before it sends its data (its worker is paused meanwhile); the retry does not.
+    run = f"if [ ! -e {marker} ]; then touch {marker}; sleep 3; fi; cat {tmp_path / 'payload'}"
     site = install([{"name": "slow", "tier": 1, "source": {"type": "command", "run": run, "name": "slow.out"}}],
                    {"retries": 1}, init=False)
     _init_and_back_up(site, monkeypatch, back_up=False)

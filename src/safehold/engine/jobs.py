@@ -223,7 +223,7 @@ def _ensure_finished(context: Context, job_id: int, error: BaseException | None,
     if record.status != "running":
         if isinstance(error, errors.JobFenced):  # said once on the row and in the worker's own log
             catalog.log(job_id, f"a paused attempt came back and stopped before its commit: {error}", level="warning")
-            log.error("%s (a retry ran elsewhere)", error)
+            log.error("%s; this attempt is not recorded", error)
         return
     if error is None:
         # The engine function returned without recording an end: cannot happen with

@@ -96,16 +96,29 @@ class StepDispatcher:
         waiting = list(ready)
         flying: dict[str, dict[str, Any]] = {}  # target -> {step, attempt, job_id, queue_job}
         outcomes: dict[str, dict[str, Any]] = {}
+        failing_since: float | None = None
         while waiting or flying:
-            while waiting and len(flying) < limit:
-                step = waiting.pop(0)
-                flying[step.target] = self._defer(step, attempt=1)
-            for target in list(flying):
-                outcome = self._look(flying[target])
-                if outcome is not None:
-                    del flying[target]
-                    outcomes[target] = outcome
-            if flying:
+            try:
+                while waiting and len(flying) < limit:
+                    flying[waiting[0].target] = self._defer(waiting[0], attempt=1)
+                    waiting.pop(0)
+                for target in list(flying):
+                    outcome = self._look(flying[target])
+                    if outcome is not None:
+                        del flying[target]
+                        outcomes[target] = outcome
+            except errors.SafeholdError:
+                raise
+            except Exception as error:  # a database hiccup must not end the drill; a lasting outage does
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > self.timeout:
+                    raise
+                log.warning("drill %s: the catalog or the queue did not answer (%s); trying again",
+                            self.drill.name, str(error).strip().splitlines()[0] if str(error).strip() else error)
+            else:
+                failing_since = None
+            if flying or waiting:
                 time.sleep(_POLL_SECONDS)
         return outcomes
 

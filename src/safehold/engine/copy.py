@@ -13,6 +13,7 @@ waits). The job is recorded in the catalog as kind ``copy``, its figures in the 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import errors
@@ -134,70 +135,93 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
     name, else the url)."""
     details: dict[str, Any] = {"destination": destination_name or destination.url,
                                "destination_url": destination.url, "snapshot": snapshot_ref}
-    with context.catalog.job("copy", target=target, details=details, job_id=job_id) as job:
-        started = time.monotonic()
-        with context.locked(purpose="copy", load_index=False) as source:
-            target_repository = open_other(destination)
-            if target_repository.id == source.id:
-                raise errors.CopySameRepository(url=target_repository.backend.url, repository_id=source.id)
-            if not same_params(source, target_repository):
-                raise errors.CopyParamsDiffer(source=source.backend.url, destination=target_repository.backend.url,
-                                              source_id=source.id[:8], destination_id=target_repository.id[:8])
-            if snapshot_ref is not None:
-                wanted = [source.find_snapshot(snapshot_ref, target)]
-                # A snapshot forget removed and someone put back (a rollback) is not spread further.
-                replayed = replayed_records(source, wanted)
-                if wanted[0].id in replayed:
-                    raise errors.SnapshotReplayed(snapshot=wanted[0].short_id,
-                                                  record=replayed[wanted[0].id].describe())
-            else:
-                wanted = live_snapshots(source, target)
-            lock = target_repository.lock(purpose="copy")
-            try:
+    # Both repositories open at once (two Argon2id derivations, outside the GIL: on two cores they
+    # cost one) while the job is recorded; an error of either is raised inside the job.
+    with ThreadPoolExecutor(2, thread_name_prefix="safehold-open") as ahead:
+        opening_source = context.open_ahead(ahead)
+        opening_destination = ahead.submit(open_other, destination)
+        with context.jobs.job("copy", target=target, details=details, job_id=job_id) as job:
+            return _copy_in_job(context, job, details, destination, opening_source, opening_destination, target,
+                                snapshot_ref, verify, retention)
+
+
+def _copy_in_job(context: Context, job: Any, details: dict, destination: RepositoryConfig, opening_source: Any,
+                 opening_destination: Any, target: str | None, snapshot_ref: str | None, verify: bool,
+                 retention: Any) -> dict:
+    started = time.monotonic()
+    # The source opened ahead is locked here; if its open failed (a password to prompt for), the
+    # context opens it again and raises or prompts as before.
+    opened = opening_source.result() if opening_source is not None and opening_source.exception() is None else None
+    with context.locked(purpose="copy", load_index=False, opened=opened) as source:
+        target_repository = opening_destination.result()
+        if target_repository.id == source.id:
+            raise errors.CopySameRepository(url=target_repository.backend.url, repository_id=source.id)
+        if not same_params(source, target_repository):
+            raise errors.CopyParamsDiffer(source=source.backend.url, destination=target_repository.backend.url,
+                                          source_id=source.id[:8], destination_id=target_repository.id[:8])
+        if snapshot_ref is not None:
+            wanted = [source.find_snapshot(snapshot_ref, target)]
+            # A snapshot forget removed and someone put back (a rollback) is not spread further.
+            replayed = replayed_records(source, wanted)
+            if wanted[0].id in replayed:
+                raise errors.SnapshotReplayed(snapshot=wanted[0].short_id,
+                                              record=replayed[wanted[0].id].describe())
+        else:
+            wanted = live_snapshots(source, target)
+        lock = target_repository.lock(purpose="copy")
+        try:
+            # The two indexes load side by side (their reads overlap; the destination's under
+            # its lock, so a prune that just finished is seen), with the copies already made.
+            with ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
+                loading = loader.submit(_destination_state, target_repository, source.id)
                 source.load_index()
-                target_repository.load_index()  # under the lock: a prune that just finished is seen
-                done = copied_ids(target_repository, source.id)
-                # Copies the destination's retention dropped on purpose are not sent again.
-                dropped = dropped_sources(target_repository, source.id, [s.id for s in wanted if s.id not in done])
-                stats = CopyStats()
-                for snapshot in wanted:
-                    if snapshot.id in done:
-                        stats.snapshots_skipped += 1
-                        continue
-                    if snapshot.id in dropped:
-                        stats.snapshots_dropped += 1
-                        job.log(f"snapshot {snapshot.short_id} ({snapshot.target}) not copied: the copy's retention "
-                                "dropped its copy before")
-                        continue
-                    copy = copy_snapshot(
-                        source, target_repository, snapshot, stats,
-                        parent_id=done.get(snapshot.parent) if snapshot.parent else None,
-                        source_url=source.backend.url, threads=context.threads_or_default(), verify=verify,
-                        on_progress=context.progress)
-                    done[snapshot.id] = copy.id
-                    job.log(f"copied snapshot {snapshot.short_id} ({snapshot.target}) to {copy.short_id}")
-                # Marks and scans (verdicts/) of the snapshots copied now or before, so latest-clean
-                # on the copy names the copy of the source's latest-clean (newer marks follow).
-                target_repository.ensure_lock()
-                carried = copy_records(source, target_repository,
-                                       {s.id: done[s.id] for s in wanted if s.id in done})
-                stats.verdict_records_copied += len(carried)
-                if carried:
-                    job.log(f"carried {len(carried)} verdict record(s) (marks, scans) to the copies")
-            finally:
-                lock.release()
-        retention_outcomes = []
-        if retention is not None:
-            covered = [target] if target is not None else sorted({snapshot.target for snapshot in wanted})
-            retention_outcomes = _apply_retention(context, job, target_repository, covered, retention)
-        result = {"source": source.backend.url, "source_id": source.id, "destination": details["destination"],
-                  "destination_url": target_repository.backend.url, "destination_id": target_repository.id,
-                  "duration": round(time.monotonic() - started, 3), **stats.as_dict()}
-        if retention is not None:
-            result["retention"] = retention_outcomes
-        job.update(bytes_added=stats.bytes_sent)
-        job.details.update(result)  # merged into the job's details when it finishes
-        return result
+                done = loading.result()
+            # Copies the destination's retention dropped on purpose are not sent again.
+            dropped = dropped_sources(target_repository, source.id, [s.id for s in wanted if s.id not in done])
+            stats = CopyStats()
+            for snapshot in wanted:
+                if snapshot.id in done:
+                    stats.snapshots_skipped += 1
+                    continue
+                if snapshot.id in dropped:
+                    stats.snapshots_dropped += 1
+                    job.log(f"snapshot {snapshot.short_id} ({snapshot.target}) not copied: the copy's retention "
+                            "dropped its copy before")
+                    continue
+                copy = copy_snapshot(
+                    source, target_repository, snapshot, stats,
+                    parent_id=done.get(snapshot.parent) if snapshot.parent else None,
+                    source_url=source.backend.url, threads=context.threads_or_default(), verify=verify,
+                    on_progress=context.progress)
+                done[snapshot.id] = copy.id
+                job.log(f"copied snapshot {snapshot.short_id} ({snapshot.target}) to {copy.short_id}")
+            # Marks and scans (verdicts/) of the snapshots copied now or before, so latest-clean
+            # on the copy names the copy of the source's latest-clean (newer marks follow).
+            target_repository.ensure_lock()
+            carried = copy_records(source, target_repository,
+                                   {s.id: done[s.id] for s in wanted if s.id in done})
+            stats.verdict_records_copied += len(carried)
+            if carried:
+                job.log(f"carried {len(carried)} verdict record(s) (marks, scans) to the copies")
+        finally:
+            lock.release()
+    retention_outcomes = []
+    if retention is not None:
+        covered = [target] if target is not None else sorted({snapshot.target for snapshot in wanted})
+        retention_outcomes = _apply_retention(context, job, target_repository, covered, retention)
+    result = {"source": source.backend.url, "source_id": source.id, "destination": details["destination"],
+              "destination_url": target_repository.backend.url, "destination_id": target_repository.id,
+              "duration": round(time.monotonic() - started, 3), **stats.as_dict()}
+    if retention is not None:
+        result["retention"] = retention_outcomes
+    job.update(bytes_added=stats.bytes_sent)
+    job.details.update(result)  # merged into the job's details when it finishes
+    return result
+
+
+def _destination_state(destination: Repository, source_id: str) -> dict[str, str]:
+    destination.load_index()
+    return copied_ids(destination, source_id)
 
 
 def _apply_retention(context: Context, job: Any, destination: Any, targets: list[str], retention: Any) -> list[dict]:

@@ -1,0 +1,114 @@
+"""catalog/light.py: jobs recorded with the standard library's sqlite3 must be the rows the
+catalog itself records (read back through ``Catalog``), and the recorder must step aside (None)
+for anything it does not handle: no file yet, another schema revision, PostgreSQL, in-memory."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from safehold.catalog import Catalog, JobNotFound
+from safehold.catalog.light import SqliteJobs, sqlite_path
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")  # SQLAlchemy's SQLite DateTime text
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'state' / 'catalog.db'}"
+    Catalog.open(url).close()  # created and migrated by the catalog, as a first command does
+    return url
+
+
+def record(recorder, fail: bool = False) -> int:
+    try:
+        with recorder.job("copy", target="web", details={"destination": "dr", "nested": {"b": 1, "a": [1, 2]}}) as job:
+            job.log("first line")
+            job.log("careful", level="warning")
+            job.update(bytes_added=1234)
+            job.details.update({"bytes_sent": 1234, "destination": "dr-renamed"})
+            if fail:
+                raise ValueError("boom")
+    except ValueError:
+        pass
+    return job.id
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_job_recorded_lightly_reads_back_as_the_catalogs_own(url: str, fail: bool) -> None:
+    with Catalog.open(url) as catalog:
+        reference = record(catalog, fail)
+    light = SqliteJobs.open(url)
+    assert light is not None
+    try:
+        ours = record(light, fail)
+    finally:
+        light.close()
+    with Catalog.open(url) as catalog:
+        theirs, mine = catalog.get_job(reference), catalog.get_job(ours)
+        assert mine.status == ("failed" if fail else "succeeded")
+        for name in ("kind", "target", "status", "snapshot_id", "bytes_read", "bytes_added", "files", "error",
+                     "error_type", "details"):
+            assert getattr(mine, name) == getattr(theirs, name), name
+        assert mine.started_at is not None and mine.finished_at >= mine.started_at >= theirs.finished_at
+        assert [(log.level, log.message) for log in catalog.job_logs(ours)] == \
+               [(log.level, log.message) for log in catalog.job_logs(reference)]
+    # Stored as the catalog stores them: fixed-width UTC text (text order is time order) and the
+    # same JSON encoding.
+    with sqlite3.connect(sqlite_path(url)) as connection:
+        rows = connection.execute("SELECT created_at, started_at, finished_at, details FROM jobs ORDER BY id").fetchall()
+    assert all(STAMP.match(value) for row in rows for value in row[:3])
+    assert rows[0][3] == rows[1][3]
+
+
+def test_the_recorder_steps_aside_for_what_the_catalog_must_open(tmp_path: Path, url: str) -> None:
+    assert SqliteJobs.open(f"sqlite:///{tmp_path / 'nothing-yet.db'}") is None  # the catalog creates it
+    assert not (tmp_path / "nothing-yet.db").exists()
+    assert SqliteJobs.open("sqlite:///:memory:") is None
+    assert SqliteJobs.open("postgresql+psycopg://postgres@127.0.0.1:1/safehold") is None
+    assert SqliteJobs.open(url + "?timeout=5") is None
+    with sqlite3.connect(sqlite_path(url)) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0001'")  # behind: the catalog migrates
+    assert SqliteJobs.open(url) is None
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    assert SqliteJobs.open(f"sqlite:///{empty}") is None
+
+
+def test_open_marks_jobs_of_dead_processes_interrupted_as_the_catalog_does(url: str) -> None:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    with Catalog.open(url) as catalog:
+        job_id = catalog.start_job("backup", "web")
+    with sqlite3.connect(sqlite_path(url)) as connection:
+        connection.execute("UPDATE jobs SET pid = ? WHERE id = ?", (process.pid, job_id))
+    light = SqliteJobs.open(url)
+    assert light is not None
+    light.close()
+    with Catalog.open(url, recover=False) as catalog:
+        job = catalog.get_job(job_id)
+    assert (job.status, job.error_type) == ("interrupted", "ProcessGone")
+    assert f"process {process.pid}" in job.error
+
+
+def test_unknown_job_and_bad_values_raise_like_the_catalog(url: str) -> None:
+    light = SqliteJobs.open(url)
+    assert light is not None
+    try:
+        with pytest.raises(JobNotFound):
+            light.log(4242, "nobody")
+        with pytest.raises(JobNotFound):
+            light.update_job(4242, bytes_added=1)
+        with pytest.raises(JobNotFound):
+            light.finish_job(4242, "succeeded", details={"a": 1})
+        with pytest.raises(ValueError):
+            light.finish_job(light.start_job("copy"), "done")
+        with pytest.raises(ValueError):
+            light.start_job("")
+    finally:
+        light.close()

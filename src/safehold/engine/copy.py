@@ -20,11 +20,11 @@ from .. import errors
 from ..config.repository import RepositoryConfig
 from ..repository import Repository
 from ..repository.backends import open_backend
-from ..repository.copy import CopyStats, apply_copy_retention, copied_ids, copy_snapshot, dropped_sources
-from ..repository.forgotten import live_snapshots, replayed_records
-from ..repository.marks import copy_records
-from ..repository.repository import same_params
 from .context import Context
+
+# The transfer's modules (repository/copy.py and what it imports, NumPy for the indexes) load in
+# copy_snapshots while the two key derivations run in their threads, not before they start: on
+# an incremental copy, start-up is most of the time (docs/benchmarks.md, issue 15).
 
 
 def repository_spec(url: str, password_env: str | None = None, password_file: str | None = None,
@@ -141,6 +141,7 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
         opening_source = context.open_ahead(ahead)
         opening_destination = ahead.submit(open_other, destination)
         with context.jobs.job("copy", target=target, details=details, job_id=job_id) as job:
+            _load_transfer_modules()
             return _copy_in_job(context, job, details, destination, opening_source, opening_destination, target,
                                 snapshot_ref, verify, retention)
 
@@ -148,6 +149,11 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
 def _copy_in_job(context: Context, job: Any, details: dict, destination: RepositoryConfig, opening_source: Any,
                  opening_destination: Any, target: str | None, snapshot_ref: str | None, verify: bool,
                  retention: Any) -> dict:
+    from ..repository.copy import CopyStats, copy_snapshot, dropped_sources
+    from ..repository.forgotten import live_snapshots, replayed_records
+    from ..repository.marks import copy_records
+    from ..repository.repository import same_params
+
     started = time.monotonic()
     # The source opened ahead is locked here; if its open failed (a password to prompt for), the
     # context opens it again and raises or prompts as before.
@@ -219,7 +225,18 @@ def _copy_in_job(context: Context, job: Any, details: dict, destination: Reposit
     return result
 
 
+def _load_transfer_modules() -> None:
+    """Import what the copy needs next (pure Python and NumPy: under the GIL) while the derivations
+    run outside it in the opening threads."""
+    from ..repository import copy, forgotten, marks  # noqa: F401
+    from ..repository.lazy_numpy import numpy
+
+    numpy()
+
+
 def _destination_state(destination: Repository, source_id: str) -> dict[str, str]:
+    from ..repository.copy import copied_ids
+
     destination.load_index()
     return copied_ids(destination, source_id)
 
@@ -228,6 +245,7 @@ def _apply_retention(context: Context, job: Any, destination: Any, targets: list
     """The copy's own retention on the destination, per target, under its exclusive lock (waited for
     a while: another target's copy job may hold it shared). A lock that stays busy leaves the
     retention to the next copy job (logged, the copy itself stands)."""
+    from ..repository.copy import apply_copy_retention
     from ..repository.retention import RetentionPolicy
 
     policy = RetentionPolicy.from_config(retention)

@@ -84,7 +84,7 @@ def resolve_destination(context: Context, to: str, password_env: str | None = No
 
 
 def copy_to(context: Context, to: str, target: str | None = None, snapshot_ref: str | None = None,
-            verify: bool = True, *, job_id: int | None = None, **destination: Any) -> list[dict]:
+            verify: bool | str = True, *, job_id: int | None = None, **destination: Any) -> list[dict]:
     """Copy to ``to`` (a configured copy's name or a url): one job per target for a configured copy
     (the targets it covers, or ``target``), so each target's copy has its own history and metric;
     one job for a url. Returns each job's figures."""
@@ -124,7 +124,7 @@ RETENTION_LOCK_WAIT = 30.0
 
 
 def copy_snapshots(context: Context, destination: RepositoryConfig, target: str | None = None,
-                   snapshot_ref: str | None = None, verify: bool = True, *, job_id: int | None = None,
+                   snapshot_ref: str | None = None, verify: bool | str = True, *, job_id: int | None = None,
                    destination_name: str | None = None, retention: Any = None) -> dict:
     """Copy the live snapshots of the configured repository (of ``target``, or only ``snapshot_ref``)
     that the destination does not hold yet, and not those whose copies the destination's retention
@@ -147,9 +147,9 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
 
 
 def _copy_in_job(context: Context, job: Any, details: dict, destination: RepositoryConfig, opening_source: Any,
-                 opening_destination: Any, target: str | None, snapshot_ref: str | None, verify: bool,
+                 opening_destination: Any, target: str | None, snapshot_ref: str | None, verify: bool | str,
                  retention: Any) -> dict:
-    from ..repository.copy import CopyStats, copy_snapshot, dropped_sources
+    from ..repository.copy import CopyStats, copy_snapshot, dropped_sources, verify_mode
     from ..repository.forgotten import live_snapshots, replayed_records
     from ..repository.marks import copy_records
     from ..repository.repository import same_params
@@ -184,7 +184,7 @@ def _copy_in_job(context: Context, job: Any, details: dict, destination: Reposit
                 done = loading.result()
             # Copies the destination's retention dropped on purpose are not sent again.
             dropped = dropped_sources(target_repository, source.id, [s.id for s in wanted if s.id not in done])
-            stats = CopyStats()
+            stats = CopyStats(verify=verify_mode(verify))
             for snapshot in wanted:
                 if snapshot.id in done:
                     stats.snapshots_skipped += 1

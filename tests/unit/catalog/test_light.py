@@ -4,6 +4,7 @@ for anything it does not handle: no file yet, another schema revision, PostgreSQ
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -112,3 +113,61 @@ def test_unknown_job_and_bad_values_raise_like_the_catalog(url: str) -> None:
             light.start_job("")
     finally:
         light.close()
+
+
+def context_on(tmp_path: Path, catalog_url: str | None = None):
+    from safehold.config import load_config_text
+    from safehold.engine.context import Context
+
+    text = f"repository:\n  url: {tmp_path / 'repo'}\nstate_dir: {tmp_path / 'ctx-state'}\ntargets: []\n"
+    if catalog_url:
+        text += f"catalog: {{url: '{catalog_url}'}}\n"
+    return Context(load_config_text(text, tmp_path / "targets.yml"))
+
+
+def test_context_jobs_takes_the_light_recorder_only_for_a_current_sqlite_catalog(tmp_path: Path) -> None:
+    first = context_on(tmp_path)
+    try:
+        assert isinstance(first.jobs, Catalog)  # no catalog yet: the catalog creates and migrates it
+    finally:
+        first.close()
+    second = context_on(tmp_path)
+    try:
+        assert isinstance(second.jobs, SqliteJobs)
+        with second.jobs.job("copy") as job:
+            job.log("light")
+        second.catalog  # opened now: from here on the catalog records
+        assert isinstance(second.jobs, Catalog)
+        assert second.catalog.get_job(job.id).status == "succeeded"
+    finally:
+        second.close()
+
+
+@pytest.mark.skipif(not os.environ.get("SAFEHOLD_TEST_POSTGRES_URL"),
+                    reason="set SAFEHOLD_TEST_POSTGRES_URL=postgresql+psycopg://... to run against PostgreSQL")
+def test_context_jobs_on_postgresql_is_the_catalog(tmp_path: Path) -> None:
+    """PostgreSQL catalogs always go through SQLAlchemy (in a database of this test's own)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(os.environ["SAFEHOLD_TEST_POSTGRES_URL"])
+    name = f"safehold_light_{os.getpid()}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        url = server.set(database=name).render_as_string(hide_password=False)
+        for _ in range(2):  # created, then current: still the catalog
+            context = context_on(tmp_path, url)
+            try:
+                assert isinstance(context.jobs, Catalog)
+                with context.jobs.job("copy") as job:
+                    pass
+                assert context.catalog.get_job(job.id).status == "succeeded"
+            finally:
+                context.close()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

@@ -15,7 +15,25 @@ matters) can be imported without SQLAlchemy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and readers see; at run time __getattr__ below
+    from safehold.catalog.migrate import CatalogSchemaTooNew
+    from safehold.catalog.revision import HEAD_REVISION
+    from safehold.catalog.store import (
+        ACTIVE_STATUSES,
+        FINAL_STATUSES,
+        GOOD_BACKUP_STATUSES,
+        JOB_KINDS,
+        LOG_LEVELS,
+        STATUSES,
+        Catalog,
+        JobHandle,
+        JobNotFound,
+        JobRecord,
+        LogRecord,
+        SnapshotRecord,
+    )
 
 _NAMES = {
     "HEAD_REVISION": "safehold.catalog.revision",

@@ -93,13 +93,15 @@ class SqliteJobs:
         except sqlite3.Error:
             return None
         try:
-            connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("PRAGMA foreign_keys = ON")
             try:
+                connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("PRAGMA synchronous = NORMAL")
+                connection.execute("PRAGMA foreign_keys = ON")
                 revisions = [row[0] for row in connection.execute("SELECT version_num FROM alembic_version")]
-            except sqlite3.OperationalError:  # no such table: a new database, for the full catalog
+            except sqlite3.DatabaseError:
+                # No such table (a new database), or a file that is no catalog (damaged, read-only,
+                # not SQLite): the full catalog creates it, or explains the error as it always has.
                 revisions = []
             if revisions != [HEAD_REVISION]:
                 connection.close()

@@ -171,3 +171,9 @@ def test_context_jobs_on_postgresql_is_the_catalog(tmp_path: Path) -> None:
         with admin.connect() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
+
+
+def test_a_file_that_is_no_catalog_is_left_to_the_catalog(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a SQLite database" * 100)
+    assert SqliteJobs.open(f"sqlite:///{junk}") is None

@@ -1,6 +1,7 @@
 """Repository copies: throughput of a first copy and bytes sent by an incremental one (issue 15).
 
-    python bench/copy_bench.py [--mib 500] [--workdir /tmp] [--no-restic]
+    python bench/copy_bench.py [--mib 500] [--workdir /tmp] [--no-restic] [--verify packs|full|none]
+                               [--rounds N] [--incrementals N]
 
 Makes ``--mib`` MiB of files (half incompressible, half log-like text, 5 MiB each), backs them up
 into a local safehold repository, creates a second one with ``init --copy-params-from`` and times
@@ -8,7 +9,10 @@ into a local safehold repository, creates a second one with ``init --copy-params
 one file in twenty), backs up again and times the second copy. ``sent`` is what the copy reports
 (stored bytes written to the destination); ``dest growth`` is what the destination folder grew
 by. With restic on the PATH the same is done with two restic repositories
-(``init --copy-chunker-params``, ``restic copy``), for comparison. Prints a Markdown table.
+(``init --copy-chunker-params``, ``restic copy``), for comparison: both tools are set up first,
+then each copy runs right beside the other tool's (the order alternating), so both see the same
+load. ``--rounds`` repeats everything on fresh repositories, ``--incrementals`` the change and the
+copy. Prints every run and the medians as Markdown tables, the load average beside each run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,53 +93,97 @@ def run(command: list[str], env: dict) -> tuple[float, str]:
 VERIFY: list[str] = []
 
 
-def safehold(work: Path, data: Path, paths: list[Path], rng_seed: int) -> list[dict]:
-    (work / "src").mkdir(exist_ok=True)
-    (work / "dst").mkdir(exist_ok=True)
-    source_env = {**os.environ, "SAFEHOLD_CONFIG": str(config(work / "src", work / "src-repo", data)),
-                  "SAFEHOLD_PASSWORD": "source", "DEST_PASSWORD": "dest"}
-    dest_env = {**source_env, "SAFEHOLD_CONFIG": str(config(work / "dst", work / "dst-repo", data)),
-                "SAFEHOLD_PASSWORD": "dest", "SOURCE_PASSWORD": "source"}
-    run([*SAFEHOLD, "init"], source_env)
-    run([*SAFEHOLD, "backup", "--target", "files"], source_env)
-    run([*SAFEHOLD, "init", "--copy-params-from", str(work / "src-repo"), "--from-password-env", "SOURCE_PASSWORD"],
-        dest_env)
-    rows = []
-    copy = [*SAFEHOLD, "copy", "--to", str(work / "dst-repo"), "--to-password-env", "DEST_PASSWORD", "--json", *VERIFY]
-    for label in ("first copy", "after a 1 % change"):
-        if label != "first copy":
-            change_one_percent(paths, random.Random(rng_seed))
-            run([*SAFEHOLD, "backup", "--target", "files"], source_env)
-        before = folder_bytes(work / "dst-repo")
-        seconds, out = run(copy, source_env)
+class SafeholdPair:
+    """A safehold source repository with the data backed up, and its copy destination."""
+
+    tool = "safehold"
+
+    def __init__(self, work: Path, data: Path) -> None:
+        (work / "src").mkdir(exist_ok=True)
+        (work / "dst").mkdir(exist_ok=True)
+        self.work = work
+        self.env = {**os.environ, "SAFEHOLD_CONFIG": str(config(work / "src", work / "src-repo", data)),
+                    "SAFEHOLD_PASSWORD": "source", "DEST_PASSWORD": "dest"}
+        dest_env = {**self.env, "SAFEHOLD_CONFIG": str(config(work / "dst", work / "dst-repo", data)),
+                    "SAFEHOLD_PASSWORD": "dest", "SOURCE_PASSWORD": "source"}
+        run([*SAFEHOLD, "init"], self.env)
+        self.backup()
+        run([*SAFEHOLD, "init", "--copy-params-from", str(work / "src-repo"), "--from-password-env",
+             "SOURCE_PASSWORD"], dest_env)
+        if VERIFY:
+            self.tool += " " + " ".join(VERIFY)
+
+    def backup(self) -> None:
+        run([*SAFEHOLD, "backup", "--target", "files"], self.env)
+
+    def copy(self) -> dict:
+        before = folder_bytes(self.work / "dst-repo")
+        seconds, out = run([*SAFEHOLD, "copy", "--to", str(self.work / "dst-repo"), "--to-password-env",
+                            "DEST_PASSWORD", "--json", *VERIFY], self.env)
         [result] = json.loads(out)
-        rows.append({"tool": "safehold" + (" --no-verify" if VERIFY else ""), "run": label, "seconds": seconds,
-                     "cpu": CPU[0], "sent": result["bytes_sent"],
-                     "growth": folder_bytes(work / "dst-repo") - before, "blobs": result["blobs_sent"]})
-    return rows
+        return {"seconds": seconds, "cpu": CPU[0], "sent": result["bytes_sent"],
+                "growth": folder_bytes(self.work / "dst-repo") - before, "blobs": result["blobs_sent"]}
 
 
-def restic(work: Path, data: Path, paths: list[Path], rng_seed: int) -> list[dict]:
-    env = {**os.environ, "RESTIC_PASSWORD": "dest", "RESTIC_FROM_PASSWORD": "source", "RESTIC_PASSWORD2": "source",
-           "RESTIC_CACHE_DIR": str(work / "restic-cache")}
-    source, dest = str(work / "restic-src"), str(work / "restic-dst")
-    run(["restic", "-r", source, "init", "--repository-version", "2"], {**env, "RESTIC_PASSWORD": "source"})
-    run(["restic", "-r", source, "backup", "--compression", "auto", str(data)], {**env, "RESTIC_PASSWORD": "source"})
-    run(["restic", "-r", dest, "init", "--repository-version", "2", "--from-repo", source, "--copy-chunker-params"],
-        {**env, "RESTIC_PASSWORD2": "source"})
+class ResticPair:
+    """Two restic repositories (``init --copy-chunker-params``), the source with the data backed up."""
+
+    tool = "restic 0.14 copy"
+
+    def __init__(self, work: Path, data: Path) -> None:
+        self.data = data
+        self.env = {**os.environ, "RESTIC_PASSWORD": "dest", "RESTIC_FROM_PASSWORD": "source",
+                    "RESTIC_PASSWORD2": "source", "RESTIC_CACHE_DIR": str(work / "restic-cache")}
+        self.source, self.dest = str(work / "restic-src"), str(work / "restic-dst")
+        run(["restic", "-r", self.source, "init", "--repository-version", "2"], {**self.env, "RESTIC_PASSWORD": "source"})
+        self.backup()
+        run(["restic", "-r", self.dest, "init", "--repository-version", "2", "--from-repo", self.source,
+             "--copy-chunker-params"], self.env)
+
+    def backup(self) -> None:
+        run(["restic", "-r", self.source, "backup", "--compression", "auto", str(self.data)],
+            {**self.env, "RESTIC_PASSWORD": "source"})
+
+    def copy(self) -> dict:
+        before = folder_bytes(Path(self.dest))
+        seconds, _ = run(["restic", "-r", self.dest, "copy", "--from-repo", self.source, "--compression", "auto"],
+                         self.env)
+        growth = folder_bytes(Path(self.dest)) - before
+        return {"seconds": seconds, "cpu": CPU[0], "sent": growth, "growth": growth, "blobs": None}
+
+
+def compile_package() -> None:
+    """Byte-compile safehold's own modules, as installing the package does (pip compiles a wheel's
+    modules): in an editable checkout under PYTHONDONTWRITEBYTECODE every command would otherwise
+    compile them from source, a cost no installed safehold pays."""
+    import safehold
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(safehold.__file__).parent)], check=True)
+
+
+def one_round(work: Path, mib: int, number: int, incrementals: int, tools: list) -> list[dict]:
+    """Both tools set up side by side, then each copy of one tool right beside the same copy of the
+    other, the order alternating from one pair of copies to the next."""
+    pairs = []
+    for tool in tools:
+        folder = work / tool.__name__
+        folder.mkdir()
+        data = folder / "data"
+        paths = make_data(data, mib, random.Random(15))
+        pairs.append((tool(folder, data), paths))
     rows = []
-    for label in ("first copy", "after a 1 % change"):
-        if label != "first copy":
-            change_one_percent(paths, random.Random(rng_seed))
-            run(["restic", "-r", source, "backup", "--compression", "auto", str(data)],
-                {**env, "RESTIC_PASSWORD": "source"})
-        before = folder_bytes(Path(dest))
-        seconds, _ = run(["restic", "-r", dest, "copy", "--from-repo", source, "--compression", "auto"],
-                         {**env, "RESTIC_PASSWORD2": "source"})
-        growth = folder_bytes(Path(dest)) - before
-        rows.append({"tool": "restic 0.14 copy", "run": label, "seconds": seconds, "cpu": CPU[0], "sent": growth,
-                     "growth": growth,
-                     "blobs": None})
+    turn = number
+    for step in range(incrementals + 1):
+        label = "first copy" if step == 0 else "after a 1 % change"
+        if step:
+            for pair, paths in pairs:
+                change_one_percent(paths, random.Random(1000 * number + step))
+                pair.backup()
+        order = pairs if turn % 2 == 0 else pairs[::-1]
+        turn += 1
+        for pair, _paths in order:
+            load = os.getloadavg()[0]
+            rows.append({"tool": pair.tool, "run": label, "round": number, "load": load, **pair.copy()})
     return rows
 
 
@@ -144,24 +193,48 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp")
     parser.add_argument("--no-restic", action="store_true")
     parser.add_argument("--no-verify", action="store_true", help="Copy without reading the sent blobs back.")
+    parser.add_argument("--verify", choices=("packs", "full", "none"), help="safehold copy --verify MODE.")
+    parser.add_argument("--rounds", type=int, default=1, help="Fresh repositories and data this many times.")
+    parser.add_argument("--incrementals", type=int, default=1,
+                        help="Incremental copies (each after its own 1 %% change) per round.")
     args = parser.parse_args()
-    VERIFY[:] = ["--no-verify"] if args.no_verify else []
-    work = Path(tempfile.mkdtemp(prefix="safehold-copy-bench-", dir=args.workdir))
-    try:
-        rows = []
-        for tool in ([safehold] if args.no_restic or not shutil.which("restic") else [safehold, restic]):
-            data = work / f"data-{tool.__name__}"
-            paths = make_data(data, args.mib, random.Random(15))
-            rows += tool(work, data, paths, rng_seed=16)
-        print(f"`python bench/copy_bench.py --mib {args.mib}` ({os.cpu_count()} cores; {args.mib} MiB, half "
-              "incompressible; the change: 1 MiB overwritten in one file in twenty):\n")
-        print("| tool | copy | seconds | CPU s | MiB/s of snapshot | sent MiB | destination grew MiB | blobs sent |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for row in rows:
-            print(f"| {row['tool']} | {row['run']} | {row['seconds']:.1f} | {row['cpu']:.1f} | {args.mib / row['seconds']:.0f} | "
-                  f"{row['sent'] / MiB:.2f} | {row['growth'] / MiB:.2f} | {row['blobs'] if row['blobs'] is not None else ''} |")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    VERIFY[:] = ["--no-verify"] if args.no_verify else (["--verify", args.verify] if args.verify else [])
+    compile_package()
+    tools = [SafeholdPair] if args.no_restic or not shutil.which("restic") else [SafeholdPair, ResticPair]
+    rows = []
+    for number in range(args.rounds):
+        work = Path(tempfile.mkdtemp(prefix="safehold-copy-bench-", dir=args.workdir))
+        try:
+            rows += one_round(work, args.mib, number, args.incrementals, tools)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    command = " ".join(["python", "bench/copy_bench.py", *sys.argv[1:]])
+    print(f"`{command}` ({os.cpu_count()} cores; {args.mib} MiB, half incompressible; the change: 1 MiB "
+          "overwritten in one file in twenty; load = 1-minute load average before the copy):\n")
+    print("| round | tool | copy | seconds | CPU s | load | MiB/s of snapshot | sent MiB | destination grew MiB | blobs sent |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(f"| {row['round']} | {row['tool']} | {row['run']} | {row['seconds']:.2f} | {row['cpu']:.2f} | "
+              f"{row['load']:.1f} | {args.mib / row['seconds']:.0f} | {row['sent'] / MiB:.2f} | "
+              f"{row['growth'] / MiB:.2f} | {row['blobs'] if row['blobs'] is not None else ''} |")
+    print("\nMedians (safehold / restic: the ratio of the medians):\n")
+    print("| copy | tool | runs | seconds | CPU s | sent MiB | load |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    medians: dict = {}
+    for label in ("first copy", "after a 1 % change"):
+        for tool in dict.fromkeys(row["tool"] for row in rows):
+            picked = [row for row in rows if row["run"] == label and row["tool"] == tool]
+            if not picked:
+                continue
+            median = {key: statistics.median(row[key] for row in picked) for key in ("seconds", "cpu", "sent", "load")}
+            medians[(label, tool.split()[0])] = median
+            print(f"| {label} | {tool} | {len(picked)} | {median['seconds']:.2f} | {median['cpu']:.2f} | "
+                  f"{median['sent'] / MiB:.2f} | {median['load']:.1f} |")
+    for label in ("first copy", "after a 1 % change"):
+        ours, theirs = medians.get((label, "safehold")), medians.get((label, "restic"))
+        if ours and theirs:
+            print(f"\n{label}: time {ours['seconds'] / theirs['seconds']:.2f}x restic's, CPU "
+                  f"{ours['cpu'] / theirs['cpu']:.2f}x, sent {ours['sent'] / theirs['sent']:.2f}x")
 
 
 if __name__ == "__main__":

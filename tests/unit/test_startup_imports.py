@@ -70,3 +70,29 @@ def test_a_repeated_snapshots_listing_loads_no_catalog_orm_or_numpy(tmp_path: Pa
     modules = modules_of(command, {"SAFEHOLD_PASSWORD": "pw"})
     assert "safehold.engine.browse" in modules
     assert loaded(modules, "sqlalchemy", "safehold.catalog", "numpy") == []
+
+
+def test_copy_with_a_current_catalog_loads_no_sqlalchemy_or_alembic(tmp_path: Path):
+    """An incremental copy is mostly start-up: with the catalog's schema current, its job is
+    recorded through the standard library's sqlite3 (catalog/light.py), not SQLAlchemy, and the
+    row is there for the catalog to read."""
+    source = Repository.init(open_backend(str(tmp_path / "source")), b"pw", FAST_KDF)
+    Repository.init(open_backend(str(tmp_path / "copy")), b"other", FAST_KDF, params_from=source)
+    config = tmp_path / "targets.yml"
+    config.write_text(f"repository:\n  url: {tmp_path / 'source'}\n  password_env: SAFEHOLD_PASSWORD\n"
+                      f"state_dir: {tmp_path / 'state'}\ntargets: []\n")
+    command = ["-c", str(config), "copy", "--to", str(tmp_path / "copy"), "--to-password-env", "COPY_PASSWORD",
+               "--json"]
+    environment = {"SAFEHOLD_PASSWORD": "pw", "COPY_PASSWORD": "other"}
+    first = modules_of(command, environment)  # creates (and migrates) the catalog
+    assert "sqlalchemy" in first and "safehold.engine.copy" in first
+    modules = modules_of(command, environment)
+    assert "safehold.catalog.light" in modules  # the probe really ran the command
+    assert loaded(modules, "sqlalchemy", "alembic", "asyncio") == []
+
+    from safehold.catalog import Catalog
+
+    with Catalog.open(f"sqlite:///{tmp_path / 'state' / 'catalog.db'}") as catalog:
+        jobs = catalog.list_jobs(kind="copy")
+    assert [job.status for job in jobs] == ["succeeded", "succeeded"]
+    assert jobs[0].details["destination_url"] == f"file://{tmp_path / 'copy'}"

@@ -21,16 +21,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
+from safehold.catalog.revision import HEAD_REVISION  # the newest revision, kept without SQLAlchemy
 from safehold.errors import CatalogSchemaTooNew
-
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-#: The newest revision in ``migrations/versions``. Kept here so that opening a
-#: current catalog does not import Alembic or parse the migration scripts; a
-#: unit test checks it against the script directory.
-HEAD_REVISION = "0002"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

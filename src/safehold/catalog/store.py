@@ -16,15 +16,12 @@ plain values; see the scale-out seam in docs/architecture.md).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import socket
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Engine, delete, func, insert, select, update
@@ -34,6 +31,7 @@ from sqlalchemy.orm import aliased, sessionmaker
 
 from safehold.catalog import migrate
 from safehold.catalog.database import create_catalog_engine
+from safehold.catalog.handle import JobHandle, run_job
 from safehold.catalog.models import UTC, Job, JobLog, Snapshot
 from safehold.catalog.processes import process_alive
 from safehold.errors import JobNotFound
@@ -322,6 +320,10 @@ class Catalog:
             session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**values))
         return True
 
+    def job_status(self, job_id: int) -> str:
+        """The recorded status of one job (JobNotFound for an unknown id)."""
+        return self.get_job(job_id).status
+
     def get_job(self, job_id: int) -> JobRecord:
         with self._read() as session:
             row = session.get(Job, job_id)
@@ -489,23 +491,8 @@ class Catalog:
         cancellation 'cancelled'. A failure to record the outcome never hides
         the job's own exception.
         """
-        if job_id is None:
-            handle = JobHandle(self, self.start_job(kind, target, details))
-        else:
-            handle = JobHandle(self, job_id, details=dict(details or {}))
-        try:
+        with run_job(self, kind, target, details, job_id=job_id) as handle:
             yield handle
-        except asyncio.CancelledError as exc:
-            handle._finish("cancelled", exc)
-            raise
-        except Exception as exc:
-            handle._finish("failed", exc)
-            raise
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit
-            handle._finish("interrupted", exc)
-            raise
-        else:
-            handle._finish(handle.status, None, swallow=False)
 
     # --- snapshot cache -----------------------------------------------------
 
@@ -574,93 +561,6 @@ class Catalog:
             result = session.execute(update(Job).where(Job.id == job_id).values(**values))
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise JobNotFound(job_id=job_id)
-
-
-@dataclass(eq=False)
-class JobHandle:
-    """What ``Catalog.job()`` yields: the job's id and a way to report progress.
-
-    ``update`` takes absolute values and writes them at most once per
-    ``flush_interval`` seconds (the final values are always written when the
-    job ends), so calling it per file costs little. ``details`` is merged into
-    the job's details when it finishes.
-    """
-
-    catalog: Catalog
-    id: int
-    bytes_read: int = 0
-    bytes_added: int = 0
-    files: int = 0
-    snapshot_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    # The status recorded when the block ends normally: 'succeeded', or 'partial' for a backup
-    # whose snapshot left items out.
-    status: str = "succeeded"
-    flush_interval: float = 1.0
-    _last_flush: float | None = field(default=None, repr=False)
-
-    def log(self, message: str, level: str = "info") -> None:
-        self.catalog.log(self.id, message, level)
-
-    def update(
-        self,
-        *,
-        bytes_read: int | None = None,
-        bytes_added: int | None = None,
-        files: int | None = None,
-        snapshot_id: str | None = None,
-    ) -> None:
-        if bytes_read is not None:
-            self.bytes_read = bytes_read
-        if bytes_added is not None:
-            self.bytes_added = bytes_added
-        if files is not None:
-            self.files = files
-        if snapshot_id is not None and snapshot_id != self.snapshot_id:
-            # A committed snapshot is worth recording at once: it exists now.
-            self.snapshot_id = snapshot_id
-            self.flush()
-        elif self._last_flush is None or time.monotonic() - self._last_flush >= self.flush_interval:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the current progress now."""
-        self.catalog.update_job(
-            self.id,
-            bytes_read=self.bytes_read,
-            bytes_added=self.bytes_added,
-            files=self.files,
-            snapshot_id=self.snapshot_id,
-        )
-        self._last_flush = time.monotonic()
-
-    def _finish(self, status: str, exc: BaseException | None, *, swallow: bool = True) -> None:
-        error = error_type = None
-        if exc is not None:
-            error = str(exc) or repr(exc)
-            error_type = type(exc).__name__
-        try:
-            recorded = self.catalog.finish_job(
-                self.id,
-                status,
-                snapshot_id=self.snapshot_id,
-                bytes_read=self.bytes_read,
-                bytes_added=self.bytes_added,
-                files=self.files,
-                error=error,
-                error_type=error_type,
-                details=self.details or None,
-            )
-            if not recorded:  # fenced: the job was ended meanwhile (interrupted, and retried elsewhere)
-                self.catalog.log(self.id, f"this attempt ended ({status}) after the job was recorded "
-                                          f"{self.catalog.get_job(self.id).status}; its end is not recorded",
-                                 level="warning")
-        except Exception as record_error:
-            if not swallow:
-                raise
-            # The job's own exception is about to propagate and matters more;
-            # leave a trace of this one on stderr rather than replace it.
-            print(f"safehold: could not record the end of job {self.id}: {record_error}", file=sys.stderr)
 
 
 # --- helpers ----------------------------------------------------------------

@@ -7,12 +7,19 @@ on stdout (one per target for a configured copy, one for a url).
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from .app import JsonOption, ThreadsOption, context
+
+
+class Verify(str, Enum):  # repository/copy.py VERIFY_MODES
+    packs = "packs"
+    full = "full"
+    none = "none"
 
 
 def copy(
@@ -28,8 +35,12 @@ def copy(
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this target's snapshots."),
     snapshot: Optional[str] = typer.Option(None, "--snapshot", metavar="ID",
                                            help="Only this snapshot (id prefix, 'latest' or 'latest:TARGET')."),
-    verify: bool = typer.Option(True, "--verify/--no-verify",
-                                help="Read every blob sent back from the destination and check it (default on)."),
+    verify: Verify = typer.Option(Verify.packs, "--verify",
+                               help="How what was sent is checked on the destination before the snapshot is "
+                                    "written: 'packs' reads each written pack back and hashes it to its name "
+                                    "(default), 'full' also decrypts every sent blob and hashes it to its id, "
+                                    "'none' reads nothing back."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Same as --verify none."),
     threads: Optional[int] = ThreadsOption,
     json_output: bool = JsonOption,
 ) -> None:
@@ -39,17 +50,17 @@ def copy(
 
     ctx, display = context(json_output, threads)
     with display:
-        results = copy_to(ctx, to, target=target, snapshot_ref=snapshot, verify=verify,
+        results = copy_to(ctx, to, target=target, snapshot_ref=snapshot, verify="none" if no_verify else verify.value,
                           password_env=to_password_env, password_file=str(to_password_file) if to_password_file else None,
                           endpoint_url=to_endpoint_url, region=to_region)
     if json_output:
         print_json(results)  # a list: one entry per job (per target for a configured copy)
         return
     for result in results:
-        _print_result(result, verify)
+        _print_result(result)
 
 
-def _print_result(result: dict, verify: bool) -> None:
+def _print_result(result: dict) -> None:
     from .output import human_bytes
 
     for copied in result["copied"]:
@@ -57,7 +68,7 @@ def _print_result(result: dict, verify: bool) -> None:
     typer.echo(f"{result['snapshots_copied']} snapshot(s) copied, {result['snapshots_skipped']} already there; "
                f"sent {result['blobs_sent']} of {result['blobs_total']} blob(s), "
                f"{human_bytes(result['bytes_sent'])}, in {result['duration']:.1f}s"
-               + (f"; {result['blobs_verified']} blob(s) read back and verified" if verify else ""))
+               + _verified(result))
     if result.get("snapshots_dropped"):
         typer.echo(f"{result['snapshots_dropped']} snapshot(s) not sent: the copy's retention dropped them before")
     for outcome in result.get("retention") or []:
@@ -66,6 +77,16 @@ def _print_result(result: dict, verify: bool) -> None:
         elif outcome["forgotten"]:
             typer.echo(f"{outcome['target']}: the copy's retention ({outcome['policy']}) forgot "
                        f"{len(outcome['forgotten'])} copy(ies), kept {len(outcome['kept'])}")
+
+
+def _verified(result: dict) -> str:
+    mode = result.get("verify", "none")
+    if mode == "full":
+        return f"; {result['blobs_verified']} blob(s) read back, decrypted and checked"
+    if mode == "packs":
+        return (f"; {result['packs_verified']} pack(s) holding {result['blobs_verified']} blob(s) read back and "
+                "checked")
+    return ""
 
 
 def register(app: typer.Typer) -> None:

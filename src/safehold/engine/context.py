@@ -22,7 +22,10 @@ from ..repository.backends import open_backend
 from ..repository.locks import Lock
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor, Future
+
     from ..catalog import Catalog
+    from ..catalog.light import SqliteJobs
 
 ProgressCallback = Callable[[dict], None]
 
@@ -47,6 +50,7 @@ class Context:
     # ('--repository NAME'): restores, listings, restore tests and drills from the second copy.
     repository_name: str | None = None
     _catalog: "Catalog | None" = field(default=None, repr=False)
+    _jobs: "SqliteJobs | None" = field(default=None, repr=False)
     _unlocked: tuple | None = field(default=None, repr=False)
 
     @classmethod
@@ -66,7 +70,27 @@ class Context:
             self._catalog = Catalog.open(url)
         return self._catalog
 
+    @property
+    def jobs(self) -> "Catalog | SqliteJobs":
+        """What records this command's jobs (``.job()``, ``.log()``...): the catalog when it is
+        open already, else, for a SQLite catalog whose schema is current, a recorder on the
+        standard library's sqlite3 that writes the same rows without importing SQLAlchemy
+        (catalog/light.py; a quarter of an incremental copy's start-up); else the catalog, which
+        creates or migrates it. For commands that only record their job (``copy``)."""
+        if self._catalog is not None:
+            return self._catalog
+        if self._jobs is None:
+            from ..catalog.light import SqliteJobs
+
+            self._jobs = SqliteJobs.open(self.config.catalog_url)
+            if self._jobs is None:
+                return self.catalog
+        return self._jobs
+
     def close(self) -> None:
+        if self._jobs is not None:
+            self._jobs.close()
+            self._jobs = None
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None
@@ -132,6 +156,24 @@ class Context:
         if load_index:
             repository.load_index()
         return repository
+
+    def open_ahead(self, pool: "Executor") -> "Future[Repository] | None":
+        """Open the repository in ``pool`` (its round trips and the key derivation, Argon2id, which
+        runs outside the GIL) while this thread does something else, e.g. records the job. The
+        thread works on a copy of this context that never prompts and hands back only the unwrapped
+        key; None when the key is unwrapped already. On an error in the future the caller opens
+        the repository itself (``locked()``), which prompts or raises the error in its job."""
+        if self._unlocked is not None:
+            return None
+        shadow = dataclasses.replace(self, ask_password=None, _catalog=None, _jobs=None)
+
+        def open_key() -> Repository:
+            opened = shadow.open_repository(load_index=False)
+            if self._unlocked is None and shadow.repository_name == self.repository_name:
+                self._unlocked = shadow._unlocked
+            return opened
+
+        return pool.submit(open_key)
 
     # The key file that last opened each repository from this state folder is tried first, so
     # the scheduler and daily commands pay one derivation however many key files exist. Only

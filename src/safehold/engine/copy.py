@@ -13,17 +13,18 @@ waits). The job is recorded in the catalog as kind ``copy``, its figures in the 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import errors
 from ..config.repository import RepositoryConfig
 from ..repository import Repository
 from ..repository.backends import open_backend
-from ..repository.copy import CopyStats, apply_copy_retention, copied_ids, copy_snapshot, dropped_sources
-from ..repository.forgotten import live_snapshots, replayed_records
-from ..repository.marks import copy_records
-from ..repository.repository import same_params
 from .context import Context
+
+# The transfer's modules (repository/copy.py and what it imports, NumPy for the indexes) load in
+# copy_snapshots while the two key derivations run in their threads, not before they start: on
+# an incremental copy, start-up is most of the time (docs/benchmarks.md, issue 15).
 
 
 def repository_spec(url: str, password_env: str | None = None, password_file: str | None = None,
@@ -83,7 +84,7 @@ def resolve_destination(context: Context, to: str, password_env: str | None = No
 
 
 def copy_to(context: Context, to: str, target: str | None = None, snapshot_ref: str | None = None,
-            verify: bool = True, *, job_id: int | None = None, **destination: Any) -> list[dict]:
+            verify: bool | str = True, *, job_id: int | None = None, **destination: Any) -> list[dict]:
     """Copy to ``to`` (a configured copy's name or a url): one job per target for a configured copy
     (the targets it covers, or ``target``), so each target's copy has its own history and metric;
     one job for a url. Returns each job's figures."""
@@ -123,7 +124,7 @@ RETENTION_LOCK_WAIT = 30.0
 
 
 def copy_snapshots(context: Context, destination: RepositoryConfig, target: str | None = None,
-                   snapshot_ref: str | None = None, verify: bool = True, *, job_id: int | None = None,
+                   snapshot_ref: str | None = None, verify: bool | str = True, *, job_id: int | None = None,
                    destination_name: str | None = None, retention: Any = None) -> dict:
     """Copy the live snapshots of the configured repository (of ``target``, or only ``snapshot_ref``)
     that the destination does not hold yet, and not those whose copies the destination's retention
@@ -134,76 +135,117 @@ def copy_snapshots(context: Context, destination: RepositoryConfig, target: str 
     name, else the url)."""
     details: dict[str, Any] = {"destination": destination_name or destination.url,
                                "destination_url": destination.url, "snapshot": snapshot_ref}
-    with context.catalog.job("copy", target=target, details=details, job_id=job_id) as job:
-        started = time.monotonic()
-        with context.locked(purpose="copy", load_index=False) as source:
-            target_repository = open_other(destination)
-            if target_repository.id == source.id:
-                raise errors.CopySameRepository(url=target_repository.backend.url, repository_id=source.id)
-            if not same_params(source, target_repository):
-                raise errors.CopyParamsDiffer(source=source.backend.url, destination=target_repository.backend.url,
-                                              source_id=source.id[:8], destination_id=target_repository.id[:8])
-            if snapshot_ref is not None:
-                wanted = [source.find_snapshot(snapshot_ref, target)]
-                # A snapshot forget removed and someone put back (a rollback) is not spread further.
-                replayed = replayed_records(source, wanted)
-                if wanted[0].id in replayed:
-                    raise errors.SnapshotReplayed(snapshot=wanted[0].short_id,
-                                                  record=replayed[wanted[0].id].describe())
-            else:
-                wanted = live_snapshots(source, target)
-            lock = target_repository.lock(purpose="copy")
-            try:
+    # Both repositories open at once (two Argon2id derivations, outside the GIL: on two cores they
+    # cost one) while the job is recorded; an error of either is raised inside the job.
+    with ThreadPoolExecutor(2, thread_name_prefix="safehold-open") as ahead:
+        opening_source = context.open_ahead(ahead)
+        opening_destination = ahead.submit(open_other, destination)
+        with context.jobs.job("copy", target=target, details=details, job_id=job_id) as job:
+            _load_transfer_modules()
+            return _copy_in_job(context, job, details, destination, opening_source, opening_destination, target,
+                                snapshot_ref, verify, retention)
+
+
+def _copy_in_job(context: Context, job: Any, details: dict, destination: RepositoryConfig, opening_source: Any,
+                 opening_destination: Any, target: str | None, snapshot_ref: str | None, verify: bool | str,
+                 retention: Any) -> dict:
+    from ..repository.copy import CopyStats, copy_snapshot, dropped_sources, verify_mode
+    from ..repository.forgotten import live_snapshots, replayed_records
+    from ..repository.marks import copy_records
+    from ..repository.repository import same_params
+
+    started = time.monotonic()
+    # The source opened ahead is locked here; if its open failed (a password to prompt for), the
+    # context opens it again and raises or prompts as before.
+    opened = opening_source.result() if opening_source is not None and opening_source.exception() is None else None
+    with context.locked(purpose="copy", load_index=False, opened=opened) as source:
+        target_repository = opening_destination.result()
+        if target_repository.id == source.id:
+            raise errors.CopySameRepository(url=target_repository.backend.url, repository_id=source.id)
+        if not same_params(source, target_repository):
+            raise errors.CopyParamsDiffer(source=source.backend.url, destination=target_repository.backend.url,
+                                          source_id=source.id[:8], destination_id=target_repository.id[:8])
+        if snapshot_ref is not None:
+            wanted = [source.find_snapshot(snapshot_ref, target)]
+            # A snapshot forget removed and someone put back (a rollback) is not spread further.
+            replayed = replayed_records(source, wanted)
+            if wanted[0].id in replayed:
+                raise errors.SnapshotReplayed(snapshot=wanted[0].short_id,
+                                              record=replayed[wanted[0].id].describe())
+        else:
+            wanted = live_snapshots(source, target)
+        lock = target_repository.lock(purpose="copy")
+        try:
+            # The two indexes load side by side (their reads overlap; the destination's under
+            # its lock, so a prune that just finished is seen), with the copies already made.
+            with ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
+                loading = loader.submit(_destination_state, target_repository, source.id)
                 source.load_index()
-                target_repository.load_index()  # under the lock: a prune that just finished is seen
-                done = copied_ids(target_repository, source.id)
-                # Copies the destination's retention dropped on purpose are not sent again.
-                dropped = dropped_sources(target_repository, source.id, [s.id for s in wanted if s.id not in done])
-                stats = CopyStats()
-                for snapshot in wanted:
-                    if snapshot.id in done:
-                        stats.snapshots_skipped += 1
-                        continue
-                    if snapshot.id in dropped:
-                        stats.snapshots_dropped += 1
-                        job.log(f"snapshot {snapshot.short_id} ({snapshot.target}) not copied: the copy's retention "
-                                "dropped its copy before")
-                        continue
-                    copy = copy_snapshot(
-                        source, target_repository, snapshot, stats,
-                        parent_id=done.get(snapshot.parent) if snapshot.parent else None,
-                        source_url=source.backend.url, threads=context.threads_or_default(), verify=verify,
-                        on_progress=context.progress)
-                    done[snapshot.id] = copy.id
-                    job.log(f"copied snapshot {snapshot.short_id} ({snapshot.target}) to {copy.short_id}")
-                # Marks and scans (verdicts/) of the snapshots copied now or before, so latest-clean
-                # on the copy names the copy of the source's latest-clean (newer marks follow).
-                target_repository.ensure_lock()
-                carried = copy_records(source, target_repository,
-                                       {s.id: done[s.id] for s in wanted if s.id in done})
-                stats.verdict_records_copied += len(carried)
-                if carried:
-                    job.log(f"carried {len(carried)} verdict record(s) (marks, scans) to the copies")
-            finally:
-                lock.release()
-        retention_outcomes = []
-        if retention is not None:
-            covered = [target] if target is not None else sorted({snapshot.target for snapshot in wanted})
-            retention_outcomes = _apply_retention(context, job, target_repository, covered, retention)
-        result = {"source": source.backend.url, "source_id": source.id, "destination": details["destination"],
-                  "destination_url": target_repository.backend.url, "destination_id": target_repository.id,
-                  "duration": round(time.monotonic() - started, 3), **stats.as_dict()}
-        if retention is not None:
-            result["retention"] = retention_outcomes
-        job.update(bytes_added=stats.bytes_sent)
-        job.details.update(result)  # merged into the job's details when it finishes
-        return result
+                done = loading.result()
+            # Copies the destination's retention dropped on purpose are not sent again.
+            dropped = dropped_sources(target_repository, source.id, [s.id for s in wanted if s.id not in done])
+            stats = CopyStats(verify=verify_mode(verify))
+            for snapshot in wanted:
+                if snapshot.id in done:
+                    stats.snapshots_skipped += 1
+                    continue
+                if snapshot.id in dropped:
+                    stats.snapshots_dropped += 1
+                    job.log(f"snapshot {snapshot.short_id} ({snapshot.target}) not copied: the copy's retention "
+                            "dropped its copy before")
+                    continue
+                copy = copy_snapshot(
+                    source, target_repository, snapshot, stats,
+                    parent_id=done.get(snapshot.parent) if snapshot.parent else None,
+                    source_url=source.backend.url, threads=context.threads_or_default(), verify=verify,
+                    on_progress=context.progress)
+                done[snapshot.id] = copy.id
+                job.log(f"copied snapshot {snapshot.short_id} ({snapshot.target}) to {copy.short_id}")
+            # Marks and scans (verdicts/) of the snapshots copied now or before, so latest-clean
+            # on the copy names the copy of the source's latest-clean (newer marks follow).
+            target_repository.ensure_lock()
+            carried = copy_records(source, target_repository,
+                                   {s.id: done[s.id] for s in wanted if s.id in done})
+            stats.verdict_records_copied += len(carried)
+            if carried:
+                job.log(f"carried {len(carried)} verdict record(s) (marks, scans) to the copies")
+        finally:
+            lock.release()
+    retention_outcomes = []
+    if retention is not None:
+        covered = [target] if target is not None else sorted({snapshot.target for snapshot in wanted})
+        retention_outcomes = _apply_retention(context, job, target_repository, covered, retention)
+    result = {"source": source.backend.url, "source_id": source.id, "destination": details["destination"],
+              "destination_url": target_repository.backend.url, "destination_id": target_repository.id,
+              "duration": round(time.monotonic() - started, 3), **stats.as_dict()}
+    if retention is not None:
+        result["retention"] = retention_outcomes
+    job.update(bytes_added=stats.bytes_sent)
+    job.details.update(result)  # merged into the job's details when it finishes
+    return result
+
+
+def _load_transfer_modules() -> None:
+    """Import what the copy needs next (pure Python and NumPy: under the GIL) while the derivations
+    run outside it in the opening threads."""
+    from ..repository import copy, forgotten, marks  # noqa: F401
+    from ..repository.lazy_numpy import numpy
+
+    numpy()
+
+
+def _destination_state(destination: Repository, source_id: str) -> dict[str, str]:
+    from ..repository.copy import copied_ids
+
+    destination.load_index()
+    return copied_ids(destination, source_id)
 
 
 def _apply_retention(context: Context, job: Any, destination: Any, targets: list[str], retention: Any) -> list[dict]:
     """The copy's own retention on the destination, per target, under its exclusive lock (waited for
     a while: another target's copy job may hold it shared). A lock that stays busy leaves the
     retention to the next copy job (logged, the copy itself stands)."""
+    from ..repository.copy import apply_copy_retention
     from ..repository.retention import RetentionPolicy
 
     policy = RetentionPolicy.from_config(retention)

@@ -196,3 +196,49 @@ def test_neighbouring_blobs_of_a_pack_are_read_in_one_request(pair, tmp_path: Pa
     calls["source"] = 0
     copy_snapshot(source, other, snapshot, CopyStats(), None, "memory://source", verify=False)
     assert calls["source"] >= 40
+
+
+class RottingBackend(MemoryBackend):
+    """Stores a pack with one byte flipped in the middle: the storage does not hold what was written."""
+
+    def put(self, kind, name, data, **options):
+        if kind == Kind.DATA:
+            data = bytearray(data if isinstance(data, (bytes, bytearray, memoryview)) else b"".join(data))
+            data[len(data) // 2] ^= 0x01
+            data = bytes(data)
+        super().put(kind, name, data, **options)
+
+
+@pytest.mark.parametrize("mode, caught", [("packs", "does not hash to its name"), ("full", "damaged data"),
+                                          ("none", None)])
+def test_a_pack_damaged_in_the_destination_is_caught_before_the_snapshot(tree: Path, mode: str, caught: str | None):
+    """Each verification mode reads what was written back before the snapshot is committed: a pack
+    the storage holds damaged fails the copy (no snapshot on the destination) in 'packs' (its bytes
+    no longer hash to its name) and 'full' (its blobs no longer decrypt); 'none' does not look."""
+    source = Repository.init(MemoryBackend(), b"source", FAST_KDF)
+    destination = Repository.init(RottingBackend(), b"destination", FAST_KDF, params_from=source)
+    snapshot = backup(source, tree)
+    source.load_index()
+    stats = CopyStats()
+    if caught is None:
+        copy_snapshot(source, destination, snapshot, stats, None, "memory://source", verify=mode)
+        assert (stats.verify, stats.blobs_verified, stats.packs_verified) == ("none", 0, 0)
+        assert len(list(destination.backend.list(Kind.SNAPSHOTS))) == 1
+        return
+    with pytest.raises(errors.IntegrityError, match=caught):
+        copy_snapshot(source, destination, snapshot, stats, None, "memory://source", verify=mode)
+    assert list(destination.backend.list(Kind.SNAPSHOTS)) == []
+
+
+@pytest.mark.parametrize("mode", ["packs", "full"])
+def test_each_verification_mode_counts_what_it_checked(pair, tree: Path, mode: str):
+    source, destination = pair
+    snapshot = backup(source, tree)
+    source.load_index()
+    stats = CopyStats()
+    copy_snapshot(source, destination, snapshot, stats, None, "memory://source", verify=mode)
+    assert stats.verify == mode
+    assert stats.blobs_verified == stats.blobs_sent > 0
+    assert stats.packs_verified == stats.packs_written > 0
+    with pytest.raises(errors.UsageError, match="expected one of packs, full, none"):
+        copy_snapshot(source, destination, snapshot, CopyStats(), None, "memory://source", verify="sometimes")

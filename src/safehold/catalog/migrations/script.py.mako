@@ -2,7 +2,7 @@
 
 Catalog migration. Portable SQL only (it must run on SQLite and PostgreSQL);
 use op.batch_alter_table for changes SQLite cannot ALTER. Then set
-HEAD_REVISION in safehold/catalog/migrate.py to this revision.
+HEAD_REVISION in safehold/catalog/revision.py to this revision.
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}

@@ -115,6 +115,26 @@ def test_unknown_job_and_bad_values_raise_like_the_catalog(url: str) -> None:
         light.close()
 
 
+def test_a_fenced_attempt_ends_nothing_through_the_light_recorder_either(url: str) -> None:
+    # A paused worker's attempt whose job was recorded 'interrupted' (and retried elsewhere)
+    # must not turn it into a success when it comes back, whichever recorder it holds.
+    light = SqliteJobs.open(url)
+    assert light is not None
+    try:
+        with light.job("copy", target="web") as job:
+            with Catalog.open(url, recover=False) as catalog:
+                assert catalog.interrupt_job(job.id, "worker stopped sending heartbeats")
+            job.details["bytes_sent"] = 1
+        assert light.finish_job(job.id, "failed") is False
+    finally:
+        light.close()
+    with Catalog.open(url, recover=False) as catalog:
+        record = catalog.get_job(job.id)
+        assert (record.status, record.error_type) == ("interrupted", "Interrupted")
+        assert "bytes_sent" not in (record.details or {})
+        assert "its end is not recorded" in catalog.job_logs(job.id)[-1].message
+
+
 def context_on(tmp_path: Path, catalog_url: str | None = None):
     from safehold.config import load_config_text
     from safehold.engine.context import Context

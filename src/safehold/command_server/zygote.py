@@ -169,6 +169,8 @@ class Zygote:
         self.pending = b""
         self.accepting = True
         self.selector = selectors.DefaultSelector()
+        self.inode = os.stat(path).st_ino  # the socket file this zygote made (removed only if still it)
+        self.server_log: int | None = None
 
     # --- the zygote ---------------------------------------------------------------
 
@@ -222,7 +224,7 @@ class Zygote:
                 except (KeyError, ValueError):
                     pass
         try:  # remove the socket only if it is still ours (a new server may have replaced it)
-            if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+            if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
         except OSError:
             pass

@@ -22,7 +22,7 @@ from safehold.repository import Repository
 from safehold.repository.backends import open_backend
 
 FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
-SAFEHOLD = [sys.executable, "-c", "import sys; from safehold.cli.entry import run; sys.argv[0] = 'safehold'; run()"]
+SAFEHOLD = [sys.executable, "-c", "import sys; from safehold.__main__ import run; sys.argv[0] = 'safehold'; run()"]
 NOBODY = 65534
 
 

@@ -70,3 +70,30 @@ def test_a_repeated_snapshots_listing_loads_no_catalog_orm_or_numpy(tmp_path: Pa
     modules = modules_of(command, {"SAFEHOLD_PASSWORD": "pw"})
     assert "safehold.engine.browse" in modules
     assert loaded(modules, "sqlalchemy", "safehold.catalog", "numpy") == []
+
+
+ENTRY_PROBE = """
+import sys
+sys.argv = ["safehold", *sys.argv[1:]]
+from safehold.__main__ import run
+try:
+    run()
+except SystemExit:
+    pass
+print("\\nMODULES " + " ".join(sorted(sys.modules)))
+"""
+
+
+def test_the_entry_point_without_a_command_server_costs_no_import(tmp_path: Path):
+    """Every command passes through the command server's client first (safehold/__main__.py): with no
+    socket it must cost nothing (it imports only os and sys before it knows), and ``--version``
+    is answered before Typer, Rich, Click and the command tree load."""
+    env = dict(os.environ, SAFEHOLD_COMMAND_SOCKET=str(tmp_path / "no-such.sock"))
+    env.pop("SAFEHOLD_NO_SERVER", None)
+    answer = subprocess.run([sys.executable, "-c", ENTRY_PROBE, "--version"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert answer.stdout.startswith("safehold ")
+    modules = set(answer.stdout.split("MODULES ", 1)[1].split())
+    assert "safehold.command_server.client" in modules  # the probe really took the entry point
+    assert loaded(modules, "socket", "json", "signal", "typer", "click", "rich", "pydantic",
+                  "safehold.cli.main", "safehold.errors", "safehold.config") == []

@@ -17,13 +17,11 @@ signal to deliver to the command (Ctrl-C and friends are forwarded, not acted on
 
 from __future__ import annotations
 
-import array
-import json
 import os
-import signal
-import socket
-import struct
 import sys
+
+# Only os and sys at module level: every command without a server passes here, and socket, json and
+# friends cost ~10-20 ms of imports that a command in its own process may never need.
 
 PROTOCOL = 1
 SOCKET_ENV = "SAFEHOLD_COMMAND_SOCKET"
@@ -32,8 +30,7 @@ STATE_DIR_ENV = "SAFEHOLD_STATE_DIR"  # config.models.STATE_DIR_ENV (a test keep
 DEFAULT_STATE_DIR = "/var/lib/safehold"  # config.models.DEFAULT_STATE_DIR
 SOCKET_NAME = "command.sock"
 START_TIMEOUT = 10.0  # seconds to wait for 'started' before running the command here
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+FORWARDED_SIGNALS = (2, 15, 1, 3, 10, 12)  # SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (Linux numbers)
 
 
 def socket_path(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> str:
@@ -55,8 +52,13 @@ def identity() -> dict:
             "python": sys.version, "executable": os.path.realpath(sys.executable), "path": sys.path[1:]}
 
 
-def peer_uid(connection: socket.socket) -> int:
-    return _PEERCRED.unpack(connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))[1]
+def peer_uid(connection) -> int:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED: pid, uid, gid)."""
+    import socket
+    import struct
+
+    return struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                     struct.calcsize("3i")))[1]
 
 
 def _stdio() -> dict:
@@ -68,6 +70,8 @@ def _stdio() -> dict:
 
 
 def _request() -> bytes:
+    import json
+
     umask = os.umask(0o077)
     os.umask(umask)
     document = {"protocol": PROTOCOL, "identity": identity(), "argv": list(sys.argv), "env": dict(os.environ),
@@ -76,7 +80,7 @@ def _request() -> bytes:
     return json.dumps(document, ensure_ascii=True).encode("ascii")
 
 
-def _receive(connection: socket.socket, size: int) -> bytes:
+def _receive(connection, size: int) -> bytes:
     data = b""
     while len(data) < size:
         part = connection.recv(size - len(data))
@@ -98,6 +102,10 @@ def run_through_server() -> int | None:
             os.fstat(fd)  # a closed standard stream: nothing to hand over, run here
     except (OSError, ValueError):
         return None
+    import array
+    import socket
+    import struct
+
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     cwd = None
     try:
@@ -125,8 +133,11 @@ def run_through_server() -> int | None:
         connection.close()
 
 
-def _wait(connection: socket.socket) -> int:
+def _wait(connection) -> int:
     """Forward signals until the server reports the command's end; return its exit status."""
+    import signal
+    import struct
+
     connection.settimeout(None)
 
     def forward(number: int, frame: object) -> None:

@@ -97,3 +97,19 @@ def test_the_entry_point_without_a_command_server_costs_no_import(tmp_path: Path
     assert "safehold.command_server.client" in modules  # the probe really took the entry point
     assert loaded(modules, "socket", "json", "signal", "typer", "click", "rich", "pydantic",
                   "safehold.cli.main", "safehold.errors", "safehold.config") == []
+
+
+def test_a_files_only_configuration_loads_no_other_source_model(tmp_path: Path):
+    """config/sources dispatches on 'type': the models of platforms the configuration does not use
+    (VMware, EBS, Hyper-V, libvirt, PostgreSQL, SSH, command) are never imported."""
+    Repository.init(open_backend(str(tmp_path / "repo")), b"pw", FAST_KDF)
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "targets.yml"
+    config.write_text(f"repository:\n  url: {tmp_path / 'repo'}\n  password_env: SAFEHOLD_PASSWORD\n"
+                      f"state_dir: {tmp_path / 'state'}\ntargets:\n"
+                      f"  - {{name: docs, tier: 3, source: {{type: files, paths: [{tmp_path / 'data'}]}}}}\n")
+    modules = modules_of(["-c", str(config), "snapshots", "--json"], {"SAFEHOLD_PASSWORD": "pw"})
+    assert "safehold.config.sources.files" in modules
+    others = [f"safehold.config.sources.{name}" for name in ("vmware", "ebs", "hyperv", "libvirt", "postgres",
+                                                             "ssh", "command")]
+    assert loaded(modules, *others) == []

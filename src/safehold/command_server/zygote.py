@@ -253,8 +253,9 @@ class Zygote:
             typer.main.get_command(app)  # Typer's parameter adapters (pydantic) and Click's tree
             from ..config import load_config_text
 
-            load_config_text("repository: {url: /nonexistent}\ntargets:\n- {name: t, source: {type: files, "
-                             "paths: [/]}}\n")  # builds the deferred validators of the common models
+            load_config_text("repository: {url: /nonexistent}\ntargets:\n- {name: t, tier: 3, source: {type: files, "
+                             "paths: [/]}}\n", "/nonexistent/targets.yml",
+                             environ={})  # builds the deferred validators of the common models
         except Exception as exc:  # noqa: BLE001 - a warm-up only: commands still work without it
             log.debug("warm-up incomplete: %r", exc)
         import threading

@@ -293,3 +293,33 @@ def test_the_socket_directory_must_be_private(tmp_path):
                             env=base_env(), timeout=60, cwd=tmp_path)
     assert answer.returncode == 94, answer.stderr
     assert b"mode 755" in answer.stderr and not (tmp_path / "state" / "command.sock").exists()
+
+
+def test_serve_with_commands_forks_the_command_server_and_it_ends_with_the_server(tmp_path):
+    """'safehold serve --commands': the control plane and the command server beside it; when the
+    server stops, the command server removes its socket and ends too."""
+    config = make_site(tmp_path)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        serve = subprocess.Popen([*SAFEHOLD, "-c", str(config), "serve", "--commands", "--port", "0",
+                                  "--no-scheduler"], env=base_env(CMDSRV_PASSWORD="pw", SAFEHOLD_NO_SERVER="1"),
+                                 stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while "Uvicorn running" not in log_path.read_text(errors="replace"):
+            assert serve.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")
+            time.sleep(0.1)
+        socket_path = tmp_path / "state" / "command.sock"
+        assert (socket_path.stat().st_mode & 0o777) == 0o600
+        answer = run(["-c", str(config), "snapshots", "--json"], served=True, env=base_env(CMDSRV_PASSWORD="pw"),
+                     cwd=tmp_path, socket_path=socket_path)
+        assert answer.returncode == 0 and json.loads(answer.stdout) == []
+        assert "command process" in log_path.read_text(errors="replace")
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    deadline = time.monotonic() + 20
+    while "the server ended: the command server stops" not in log_path.read_text(errors="replace") \
+            or socket_path.exists():
+        assert time.monotonic() < deadline, log_path.read_text(errors="replace")
+        time.sleep(0.1)

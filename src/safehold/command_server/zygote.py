@@ -523,6 +523,12 @@ def _watch(connection: socket.socket) -> None:
                 os.kill(os.getpid(), signal.SIGHUP)
                 return
             if data[:1] == b"K" and len(data) == 2 and data[1] in client.FORWARDED_SIGNALS:
-                os.kill(os.getpid(), data[1])
+                if data[1] in (signal.SIGINT, signal.SIGQUIT):
+                    # A terminal sends these to the whole foreground group, so the programs a
+                    # command runs (pg_dump, ssh, a command source) get them too: this process
+                    # leads its own group, which holds them unless they left it.
+                    os.killpg(os.getpgrp(), data[1])
+                else:
+                    os.kill(os.getpid(), data[1])
 
     threading.Thread(target=watch, name="command-server-signals", daemon=True).start()

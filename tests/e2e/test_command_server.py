@@ -323,3 +323,47 @@ def test_serve_with_commands_forks_the_command_server_and_it_ends_with_the_serve
             or socket_path.exists():
         assert time.monotonic() < deadline, log_path.read_text(errors="replace")
         time.sleep(0.1)
+
+
+def test_a_password_prompt_reads_the_clients_terminal_without_echo(site):
+    """No password variable and a terminal on stdin: the password typed on the client's terminal
+    is read with echo off, served or not (the command's process has no controlling terminal in
+    either case here, as in the server: getpass falls back to the stdin terminal; Click writes the
+    prompt's text on stdout)."""
+    import pty
+    import select
+
+    root, server = site
+    seen = {}
+    for served in (True, False):
+        master, slave = pty.openpty()
+        env = dict(base_env(), **({client.SOCKET_ENV: str(server.socket)} if served else {client.NO_SERVER_ENV: "1"}))
+        process = subprocess.Popen([*SAFEHOLD, "-c", str(root / "targets.yml"), "snapshots", "--json"], stdin=slave,
+                                   stdout=subprocess.PIPE, stderr=slave, env=env, cwd=root, start_new_session=True)
+        os.close(slave)
+        terminal = b""
+        typed = False
+        deadline = time.monotonic() + 60
+        while process.poll() is None:
+            assert time.monotonic() < deadline, terminal
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    terminal += os.read(master, 1024)
+                except OSError:
+                    break
+            if terminal and not typed:  # getpass's prompt (a blank): echo is off by now
+                os.write(master, b"pw\n")
+                typed = True
+        out = process.stdout.read()
+        process.wait(timeout=60)
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                terminal += os.read(master, 1024)
+            except OSError:
+                break
+        os.close(master)
+        assert process.returncode == 0, terminal
+        seen[served] = (out, b"pw" in terminal)
+    assert seen[True] == seen[False]
+    assert seen[True][1] is False and seen[True][0].startswith(b"repository password:")

@@ -71,7 +71,7 @@ def make_site(root: Path, password_env: str = "CMDSRV_PASSWORD") -> Path:
     config.write_text(f"repository:\n  url: {root / 'repo'}\n  password_env: {password_env}\n"
                       f"state_dir: {root / 'state'}\ntargets:\n"
                       f"  - {{name: docs, tier: 3, source: {{type: files, paths: [{root / 'data'}]}}}}\n"
-                      f"  - {{name: slow, tier: 3, source: {{type: command, run: 'sleep 30', name: out.txt}}}}\n")
+                      f"  - {{name: slow, tier: 3, source: {{type: command, run: 'sleep 29.871', name: out.txt}}}}\n")
     return config
 
 
@@ -154,7 +154,7 @@ def test_a_command_runs_with_the_clients_environment_never_the_servers(site):
     # A program the command runs sees the client's environment too (a command source's output).
     probe = root / "probe.yml"
     probe.write_text(config_text := (root / "targets.yml").read_text().replace(
-        "run: 'sleep 30'", "run: 'env | sort | grep CMDSRV_'"))
+        "run: 'sleep 29.871'", "run: 'env | sort | grep CMDSRV_'"))
     assert config_text
     env = base_env(CMDSRV_PASSWORD="pw", CMDSRV_CLIENT_ONLY="yes")
     assert run(["-c", str(probe), "backup", "-t", "slow"], served=True, env=env, cwd=root,
@@ -167,21 +167,31 @@ def test_a_command_runs_with_the_clients_environment_never_the_servers(site):
     assert b"wrong-in-the-server" not in seen
 
 
+def sleepers() -> int:
+    lines = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return sum(1 for line in lines if line.strip() == "sleep 29.871")
+
+
 def test_ctrl_c_is_forwarded_and_ends_the_command_as_it_would_alone(site):
+    """Ctrl-C as a terminal sends it: to the client's whole process group. In its own process the
+    command and the program it runs get it; served, the client forwards it to the command's group
+    in the server (the command and its program): the same end either way."""
     root, server = site
     results = {}
     for served in (True, False):
         env = dict(base_env(CMDSRV_PASSWORD="pw"),
                    **({client.SOCKET_ENV: str(server.socket)} if served else {client.NO_SERVER_ENV: "1"}))
-        process = subprocess.Popen([*SAFEHOLD, "-c", str(root / "targets.yml"), "backup", "-t", "slow"], env=env,
-                                   cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
-        while not any("sleep 30" in line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True,
-                                                                      text=True).stdout.splitlines()):
+        while sleepers():  # the previous run's program is gone
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        process = subprocess.Popen([*SAFEHOLD, "-c", str(root / "targets.yml"), "backup", "-t", "slow"], env=env,
+                                   cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        while not sleepers():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
         time.sleep(0.3)
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=60)
         results[served] = (process.returncode, out, err)
     assert results[True][0] == results[False][0] != 0

@@ -149,14 +149,6 @@ def start(path: str | Path, key_cache_idle: float = DEFAULT_KEY_CACHE_IDLE) -> i
 _keep_open: list[int] = []
 
 
-class _Stop(Exception):
-    pass
-
-
-def _stop(number: int, frame: object) -> None:
-    raise _Stop()
-
-
 class Zygote:
     def __init__(self, listener: socket.socket, path: str, key_cache_idle: float, alive: int | None) -> None:
         self.listener = listener
@@ -164,35 +156,43 @@ class Zygote:
         self.key_cache_idle = key_cache_idle
         self.alive = alive
         self.keys_read, self.keys_write = os.pipe()
-        self.children: dict[int, tuple[int, socket.socket, str]] = {}  # pidfd -> (pid, connection, command)
+        self.children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, connection)
         self.last_command = time.monotonic()
         self.pending = b""
         self.accepting = True
         self.selector = selectors.DefaultSelector()
         self.inode = os.stat(path).st_ino  # the socket file this zygote made (removed only if still it)
         self.server_log: int | None = None
+        self.stopping = False
+        # SIGTERM/SIGINT only set a flag and wake the loop (a byte on this pipe), so a signal never
+        # cuts a step in half (a child reaped but its status not yet sent to its client).
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
 
     # --- the zygote ---------------------------------------------------------------
 
     def serve(self) -> None:
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        signal.set_wakeup_fd(self.wake_write)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
         self.preload()
         log.info("serving commands on %s (derived keys kept %s)", self.path,
                  f"until {self.key_cache_idle:g} s without a command" if self.key_cache_idle > 0 else "never")
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
         self.selector.register(self.keys_read, selectors.EVENT_READ, "keys")
+        self.selector.register(self.wake_read, selectors.EVENT_READ, "wake")
         if self.alive is not None:
             self.selector.register(self.alive, selectors.EVENT_READ, "alive")
         try:
             while self.accepting or self.children:
-                try:
-                    self.step()
-                except _Stop:
-                    self.close_listener()
+                self.step()
         finally:
             self.close_listener()
             self.forget_keys("the command server stopped")
+
+    def _stop(self, number: int, frame: object) -> None:
+        self.stopping = True
 
     def step(self) -> None:
         timeout = None
@@ -206,12 +206,20 @@ class Zygote:
                 self.accept()
             elif key.data == "keys":
                 self.read_keys()
+            elif key.data == "wake":
+                try:
+                    os.read(self.wake_read, 512)
+                except BlockingIOError:
+                    pass
             elif key.data == "alive":
                 log.info("the server ended: the command server stops after its %d running command(s)",
                          len(self.children))
                 self.close_listener()
             else:
                 self.reap(key.fd)
+        if self.stopping and self.accepting:
+            log.info("stopping: no new commands; waiting for %d running command(s)", len(self.children))
+            self.close_listener()
 
     def close_listener(self) -> None:
         if not self.accepting:
@@ -284,11 +292,11 @@ class Zygote:
         if pid == 0:
             self.child(connection)  # never returns
         pidfd = os.pidfd_open(pid)
-        self.children[pidfd] = (pid, connection, "")
+        self.children[pidfd] = (pid, connection)
         self.selector.register(pidfd, selectors.EVENT_READ, "child")
 
     def reap(self, pidfd: int) -> None:
-        pid, connection, _ = self.children.pop(pidfd)
+        pid, connection = self.children.pop(pidfd)
         self.selector.unregister(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
@@ -357,13 +365,16 @@ class Zygote:
             log.removeHandler(handler)
         log.setLevel(logging.NOTSET)
         log.propagate = True
+        signal.set_wakeup_fd(-1)
         for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(number, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.close(self.wake_read)
+        os.close(self.wake_write)
         # Nothing of the server or of other commands stays open in a command's process.
         self.selector.close()
         self.listener.close()
-        for pidfd, (_, other, _) in self.children.items():
+        for pidfd, (_, other) in self.children.items():
             os.close(pidfd)
             other.close()
         self.children.clear()

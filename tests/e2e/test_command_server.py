@@ -232,7 +232,12 @@ def test_no_key_is_kept_with_a_zero_idle_time(tmp_path):
 
 
 def request_body() -> bytes:
-    return json.dumps({"protocol": client.PROTOCOL, "identity": client.identity(), "argv": ["safehold", "--version"],
+    """A request a real client would send (its identity computed as the safehold command's: this
+    test process's import path is pytest's, not the command's)."""
+    identity = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json; from safehold.command_server.client import identity; "
+                               "print(json.dumps(identity()))"], capture_output=True, text=True, check=True).stdout)
+    return json.dumps({"protocol": client.PROTOCOL, "identity": identity, "argv": ["safehold", "--version"],
                        "env": {}, "umask": 0o22, "stdio": {}}).encode()
 
 
@@ -279,21 +284,23 @@ def test_only_the_same_user_can_use_the_socket(site, tmp_path):
 
 
 def test_a_request_from_another_build_is_refused_and_runs_locally(site):
-    root, server = site
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    connection.settimeout(20)
-    connection.connect(str(server.socket))
-    document = json.loads(request_body())
-    document["identity"]["version"] = "0.0.0-other"
-    body = json.dumps(document).encode()
     import array
     import struct
 
-    fds = array.array("i", [0, 1, 2, os.open(root, os.O_RDONLY)])
-    connection.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    connection.sendall(body)
-    assert connection.recv(1) == b"R"
-    connection.close()
+    root, server = site
+    for version, answer in (("0.0.0-other", b"R"), (None, b"S")):  # refused only for the other build
+        document = json.loads(request_body())
+        if version:
+            document["identity"]["version"] = version
+        body = json.dumps(document).encode()
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.settimeout(20)
+        connection.connect(str(server.socket))
+        fds = array.array("i", [0, 1, 2, os.open(root, os.O_RDONLY)])
+        connection.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        connection.sendall(body)
+        assert connection.recv(1) == answer, version
+        connection.close()  # (no go-ahead: the accepted one runs nothing)
 
 
 def test_the_socket_directory_must_be_private(tmp_path):
@@ -377,3 +384,33 @@ def test_a_password_prompt_reads_the_clients_terminal_without_echo(site):
         seen[served] = (out, b"pw" in terminal)
     assert seen[True] == seen[False]
     assert seen[True][1] is False and seen[True][0].startswith(b"repository password:")
+
+
+def test_a_client_that_gives_up_before_the_go_ahead_runs_nothing_in_the_server(site):
+    """The client runs the command itself when the server is late; the server's child then must
+    not run it too: it waits for the client's go-ahead (G) after saying it is ready (S). (Without
+    the go-ahead the hang-up on a closed connection would still stop it here, but only after the
+    command had started: the handshake makes "never both" hold by construction.)"""
+    import array
+    import struct
+
+    root, server = site
+    target = root / "must-not-exist"
+    document = json.loads(request_body())
+    document["argv"] = ["safehold", "-c", str(root / "targets.yml"), "restore", "latest:docs", "--to", str(target)]
+    document["env"] = base_env(CMDSRV_PASSWORD="pw")
+    body = json.dumps(document).encode()
+    before = server.served()
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(20)
+    connection.connect(str(server.socket))
+    fds = array.array("i", [0, 1, 2, os.open(root, os.O_RDONLY)])
+    connection.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    connection.sendall(body)
+    assert connection.recv(1) == b"S"
+    connection.close()  # gave up: no G
+    deadline = time.monotonic() + 20
+    while server.served() == before:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert not target.exists()

@@ -10,8 +10,9 @@ second run.
 Protocol (version 1), one connection per command, both ends the same uid (SO_PEERCRED):
 client -> server: 4-byte big-endian length with SCM_RIGHTS (stdin, stdout, stderr, the working
 directory), then that many bytes of JSON: protocol, identity, argv, env, umask, stdio encodings.
-server -> client: ``S`` (started), then ``X`` + 4-byte status (exited) or ``D`` + 1 byte (killed by
-that signal); ``R`` + text: refused, run it here. client -> server after ``S``: ``K`` + 1 byte: a
+server -> client: ``S`` (ready), client -> server: ``G`` (go: the command now runs there, never
+here), server -> client: ``X`` + 4-byte status (exited) or ``D`` + 1 byte (killed by
+that signal); ``R`` instead of ``S``: refused, run it here. client -> server after ``G``: ``K`` + 1 byte: a
 signal to deliver to the command (Ctrl-C and friends are forwarded, not acted on here).
 """
 
@@ -128,6 +129,12 @@ def run_through_server() -> int | None:
                 os.close(cwd)
         if answer != b"S":
             return None  # refused (another build, a bad request) or ended before starting: run here
+        try:
+            # The go-ahead: from here on the command is the server's to run, never also ours. A
+            # server that answered late to a client that gave up never gets it and runs nothing.
+            connection.sendall(b"G")
+        except OSError:
+            return None
         return _wait(connection)
     finally:
         connection.close()

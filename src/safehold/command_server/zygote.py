@@ -396,6 +396,14 @@ class Zygote:
             os.close(keys_write)
         self._become_client(request, fds)
         connection.sendall(b"S")
+        connection.settimeout(REQUEST_TIMEOUT)
+        try:
+            go = connection.recv(1)
+        except OSError:
+            go = b""
+        connection.settimeout(None)
+        if go != b"G":
+            return 0  # the client gave up waiting and runs the command itself
         os.close(self.server_log)
         self.server_log = None
         _watch(connection)

@@ -660,6 +660,22 @@ class InvalidMark(SafeholdError):
     exit_code = 91
 
 
+class CommandServerLost(SafeholdError):
+    template = ("the command server's process for this command ended without reporting its exit status "
+                "({detail}); the command may have run in part")
+    remedy = ("check with 'safehold snapshots' or the job list what it did; set SAFEHOLD_NO_SERVER=1 to run "
+              "commands in their own process, and look at the log of 'safehold serve'")
+    exit_code = 93
+
+
+class CommandSocketUnusable(SafeholdError):
+    template = "cannot serve commands on {path}: {detail}"
+    remedy = ("the command socket's directory must be owned by the user running 'safehold serve' and closed "
+              "to others (chmod 700 DIR); stop the other 'safehold serve' that listens there, or leave out "
+              "--commands")
+    exit_code = 94
+
+
 class InternalError(SafeholdError):
     template = "internal error: {message}"
     remedy = "this is a bug in safehold; please report it with the traceback above"

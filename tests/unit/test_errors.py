@@ -31,6 +31,7 @@ STABLE |= {"PostgresToolTooOld": 67, "PostgresError": 68, "CommandFailed": 69, "
 STABLE |= {"PruneRefused": 27, "SnapshotReplayed": 28, "RepairRefused": 29}
 STABLE |= {"SshHostKeyRejected": 64, "SshConnectionFailed": 65, "SshCommandFailed": 66}
 STABLE |= {"NoCleanSnapshot": 90, "InvalidMark": 91}
+STABLE |= {"CommandServerLost": 93, "CommandSocketUnusable": 94}
 STABLE |= {"DrillNotFound": 80, "DrillNotReady": 81, "DrillFailed": 82}
 STABLE |= {"Ec2SandboxFailed": 83, "Ec2SandboxNotRemoved": 84}
 STABLE |= {"DrillNotConfirmed": 38}

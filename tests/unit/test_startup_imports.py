@@ -96,3 +96,47 @@ def test_copy_with_a_current_catalog_loads_no_sqlalchemy_or_alembic(tmp_path: Pa
         jobs = catalog.list_jobs(kind="copy")
     assert [job.status for job in jobs] == ["succeeded", "succeeded"]
     assert jobs[0].details["destination_url"] == f"file://{tmp_path / 'copy'}"
+
+
+
+ENTRY_PROBE = """
+import sys
+sys.argv = ["safehold", *sys.argv[1:]]
+from safehold.__main__ import run
+try:
+    run()
+except SystemExit:
+    pass
+print("\\nMODULES " + " ".join(sorted(sys.modules)))
+"""
+
+
+def test_the_entry_point_without_a_command_server_costs_no_import(tmp_path: Path):
+    """Every command passes through the command server's client first (safehold/__main__.py): with no
+    socket it must cost nothing (it imports only os and sys before it knows), and ``--version``
+    is answered before Typer, Rich, Click and the command tree load."""
+    env = dict(os.environ, SAFEHOLD_COMMAND_SOCKET=str(tmp_path / "no-such.sock"))
+    env.pop("SAFEHOLD_NO_SERVER", None)
+    answer = subprocess.run([sys.executable, "-c", ENTRY_PROBE, "--version"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert answer.stdout.startswith("safehold ")
+    modules = set(answer.stdout.split("MODULES ", 1)[1].split())
+    assert "safehold.command_server.client" in modules  # the probe really took the entry point
+    assert loaded(modules, "socket", "json", "signal", "typer", "click", "rich", "pydantic",
+                  "safehold.cli.main", "safehold.errors", "safehold.config") == []
+
+
+def test_a_files_only_configuration_loads_no_other_source_model(tmp_path: Path):
+    """config/sources dispatches on 'type': the models of platforms the configuration does not use
+    (VMware, EBS, Hyper-V, libvirt, PostgreSQL, SSH, command) are never imported."""
+    Repository.init(open_backend(str(tmp_path / "repo")), b"pw", FAST_KDF)
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "targets.yml"
+    config.write_text(f"repository:\n  url: {tmp_path / 'repo'}\n  password_env: SAFEHOLD_PASSWORD\n"
+                      f"state_dir: {tmp_path / 'state'}\ntargets:\n"
+                      f"  - {{name: docs, tier: 3, source: {{type: files, paths: [{tmp_path / 'data'}]}}}}\n")
+    modules = modules_of(["-c", str(config), "snapshots", "--json"], {"SAFEHOLD_PASSWORD": "pw"})
+    assert "safehold.config.sources.files" in modules
+    others = [f"safehold.config.sources.{name}" for name in ("vmware", "ebs", "hyperv", "libvirt", "postgres",
+                                                             "ssh", "command")]
+    assert loaded(modules, *others) == []

@@ -15,10 +15,20 @@ from typing import Any, Iterable
 from rich.console import Console
 
 console = Console()
-if not console.is_terminal:
-    # Piped output: wide enough that tables never fold ids and times.
-    console = Console(width=200)
 error_console = Console(stderr=True)
+
+
+def configure_consoles() -> None:
+    """Set both consoles up for the current sys.stdout/sys.stderr and environment, in place (the
+    command server's process for a command calls it again once it holds the client's streams)."""
+    console.__init__()  # type: ignore[misc]
+    if not console.is_terminal:
+        # Piped output: wide enough that tables never fold ids and times.
+        console.__init__(width=200)  # type: ignore[misc]
+    error_console.__init__(stderr=True)  # type: ignore[misc]
+
+
+configure_consoles()
 
 
 def human_bytes(count: float | int | None) -> str:

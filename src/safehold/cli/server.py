@@ -41,10 +41,30 @@ def serve(
                                                 help="API-triggered restores write only inside this directory "
                                                      "(default <state_dir>/restores)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    commands: bool = typer.Option(False, "--commands",
+                                  help="Also run commands of this user through a pre-loaded process on "
+                                       "<state_dir>/command.sock (docs/design/command-server.md)."),
+    commands_only: bool = typer.Option(False, "--commands-only",
+                                       help="Only the command server: no API, no scheduler."),
+    key_cache_idle: float = typer.Option(600.0, "--key-cache-idle", min=0, metavar="SECONDS",
+                                         help="With --commands: forget the derived repository keys after this "
+                                              "long without a command (0: never keep them)."),
 ) -> None:
     """Run the control plane: REST API (/api/v1, /openapi.json), /metrics, /healthz, /readyz and the scheduler."""
     import logging
 
+    if commands or commands_only:
+        # Before anything starts a thread: the command server is forked from this process.
+        from ..command_server.zygote import command_socket, serve_commands, start
+        from ..config import load_config
+
+        if config is not None:
+            state.config_path = str(config)
+        path = command_socket(load_config(state.config_path).state_dir)
+        if commands_only:
+            serve_commands(path, key_cache_idle)
+            return
+        start(path, key_cache_idle)
     from ..server.serve import require_server_extra, serve as run_server
 
     require_server_extra()  # before the configuration: the first thing to fix when the extra is missing

@@ -24,13 +24,7 @@ from safehold.config.models import (
     DrillDestination,
     DrillStep,
     FileExistsCheck,
-    EbsCopy,
-    EbsSource,
-    FilesSource,
     HealthCheck,
-    HyperVSource,
-    ImageSource,
-    LibvirtSource,
     ObjectLock,
     RepositoryConfig,
     RestoreTest,
@@ -80,3 +74,11 @@ __all__ = [
     "parse_duration",
     "resolve_config_path",
 ]
+
+
+def __getattr__(name: str) -> object:  # the source models, imported on first access (config/sources)
+    from safehold.config import sources
+
+    if name in sources._CLASSES:
+        return getattr(sources, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

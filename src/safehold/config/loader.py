@@ -423,6 +423,10 @@ def _unwrap(annotation: Any, data: Any) -> Any:
             if len(chosen) != 1:
                 return None
             annotation = chosen[0]
+        elif callable(getattr(annotation, "model_for", None)):  # a dispatch on 'type' (config.sources.Source)
+            annotation = annotation.model_for(data)
+            if annotation is None:
+                return None
         else:
             return annotation
 

@@ -69,14 +69,7 @@ from safehold.config.scheduler import SchedulerConfig
 from safehold.config.sources import (
     PLANNED_SOURCE_TYPES,
     SOURCE_TYPES,
-    EbsCopy,
-    EbsSource,
-    FilesSource,
-    HyperVSource,
-    ImageSource,
-    LibvirtSource,
     Source,
-    VmwareSource,
 )
 from safehold.config.targets import DEFAULT_TIERS, TARGET_NAME_PATTERN, Retention, Target, TierConfig, _default_tiers
 from safehold.errors import TargetNotFound
@@ -128,6 +121,14 @@ __all__ = [
     "TreePath",
     "VmwareSource",
 ]
+
+
+def __getattr__(name: str) -> object:  # the source models, imported on first access (config/sources)
+    from safehold.config import sources
+
+    if name in sources._CLASSES:
+        return getattr(sources, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DEFAULT_STATE_DIR = "/var/lib/safehold"
 STATE_DIR_ENV = "SAFEHOLD_STATE_DIR"

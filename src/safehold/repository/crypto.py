@@ -32,6 +32,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 import blake3
 import msgpack
@@ -264,11 +265,44 @@ def _derive(password: bytes, salt: bytes, kdf: dict) -> bytes:
     if known is not None:
         return known
     derived = _derive_uncached(password, salt, kdf)
+    remember_derived(entry, derived)
+    listener = _DERIVED_LISTENER
+    if listener is not None:
+        listener(entry, derived)
+    return derived
+
+
+# The command server (command_server/zygote.py) shares derivations between the processes it forks:
+# a command's process hands each new entry to the listener, which sends it to the zygote; the
+# zygote remembers it (its children inherit it) and forgets all after an idle time. An entry is
+# only an HMAC under this process tree's random key and the derived key, never the password.
+_DERIVED_LISTENER: Callable[[bytes, bytes], None] | None = None
+
+
+def on_new_derived(listener: Callable[[bytes, bytes], None] | None) -> None:
+    """Call ``listener(entry, derived)`` after each derivation this process makes (None: stop)."""
+    global _DERIVED_LISTENER
+    _DERIVED_LISTENER = listener
+
+
+def remember_derived(entry: bytes, derived: bytes) -> None:
     with _DERIVED_LOCK:
         _DERIVED[entry] = derived
         while len(_DERIVED) > _DERIVED_LIMIT:
             del _DERIVED[next(iter(_DERIVED))]
-    return derived
+
+
+def forget_derived() -> int:
+    """Drop every cached derivation; return how many there were."""
+    with _DERIVED_LOCK:
+        count = len(_DERIVED)
+        _DERIVED.clear()
+    return count
+
+
+def derived_count() -> int:
+    with _DERIVED_LOCK:
+        return len(_DERIVED)
 
 
 def _derive_uncached(password: bytes, salt: bytes, kdf: dict) -> bytes:

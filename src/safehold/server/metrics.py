@@ -41,6 +41,7 @@ from .. import __version__
 
 if TYPE_CHECKING:
     from ..engine.context import Context
+    from ..engine.status import StatusCache
 
 log = logging.getLogger("safehold.server.metrics")
 
@@ -65,9 +66,11 @@ TARGET_LABELS = ("target", "tier", "source")
 class SafeholdCollector(Collector):
     """A prometheus-client collector reading the catalog and configuration of ``context`` on each scrape."""
 
-    def __init__(self, context: Context, *, repository_ttl: float = REPOSITORY_TTL_SECONDS) -> None:
+    def __init__(self, context: Context, *, repository_ttl: float = REPOSITORY_TTL_SECONDS,
+                 statuses: StatusCache | None = None) -> None:
         self.context = context
         self.repository_ttl = repository_ttl
+        self.statuses = statuses  # shared with the API; None: computed on every scrape
         self._repository_lock = threading.Lock()
         self._repository_cache: tuple[float, dict[str, float] | None] | None = None
         from ..engine.status import BackupTotals
@@ -76,11 +79,22 @@ class SafeholdCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._build_info()
+        yield from self.catalog_families()
+        yield from self.live_families()
+
+    def catalog_families(self) -> Iterator[Metric]:
+        """The families computed from the catalog and configuration alone. None of them depends on
+        the clock (times are exported as timestamps, never as ages), so their rendering stays
+        right for as long as the catalog does not change (MetricsExposition)."""
         yield from self._targets()
         yield from self._drills()
         yield from self._jobs()
-        yield from self._repository()
         yield from self._copies()
+
+    def live_families(self) -> Iterator[Metric]:
+        """The families read from elsewhere on each scrape: the repository (cached for
+        ``repository_ttl``) and the queue's workers (their heartbeats age)."""
+        yield from self._repository()
         yield from self._workers()
 
     # --- families -------------------------------------------------------------
@@ -95,7 +109,8 @@ class SafeholdCollector(Collector):
         from ..engine.status import target_statuses
 
         config = self.context.config
-        statuses = {status.name: status for status in target_statuses(self.context)}
+        found = self.statuses.statuses() if self.statuses is not None else target_statuses(self.context)
+        statuses = {status.name: status for status in found}
         labels = {target.name: (target.name, str(target.tier), target.source.type) for target in config.targets}
         test_intervals = {target.name: target.restore_test.every.total_seconds()
                           for target in config.targets if target.restore_test is not None}
@@ -376,6 +391,48 @@ def create_registry(context: Context, **options: Any) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SafeholdCollector(context, **options))
     return registry
+
+
+class MetricsExposition:
+    """The text of ``/metrics``, with the catalog's part rendered again only when the catalog changed.
+
+    Rendering ~16,000 samples at 1,000 targets (17 histogram buckets per target) is most of a
+    second of pure Python in prometheus-client on a busy host, and the catalog rarely changes
+    between two scrapes of a quiet night. Each scrape reads ``Catalog.change_marker()`` (three
+    index lookups) and reuses the bytes rendered under the same marker; the repository and worker
+    families, and build info, are rendered on every scrape. ``max_age`` bounds the reuse as in
+    ``engine.status.StatusCache``. Thread-safe: concurrent scrapes wait for one rendering.
+    """
+
+    def __init__(self, context: Context, *, statuses: StatusCache | None = None, max_age: float = 300.0,
+                 **options: Any) -> None:
+        self.context = context
+        self.collector = SafeholdCollector(context, statuses=statuses, **options)
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._cached: tuple[Any, float, bytes] | None = None
+        self.rendered = 0  # how many times the catalog part was rendered (tests, the bench)
+
+    def render(self) -> bytes:
+        from prometheus_client.exposition import generate_latest
+
+        with self._lock:
+            marker = self.context.catalog.change_marker()  # before the data it guards
+            cached = self._cached
+            if cached is None or cached[0] != marker or time.monotonic() - cached[1] >= self.max_age:
+                body = generate_latest(_Families(self.collector.catalog_families))  # type: ignore[arg-type]
+                cached = self._cached = (marker, time.monotonic(), body)
+                self.rendered += 1
+        head = generate_latest(_Families(self.collector._build_info))  # type: ignore[arg-type]
+        tail = generate_latest(_Families(self.collector.live_families))  # type: ignore[arg-type]
+        return head + cached[2] + tail
+
+
+class _Families:
+    """What generate_latest needs of a registry: ``collect()``."""
+
+    def __init__(self, families: Any) -> None:
+        self.collect = families
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -43,6 +43,8 @@ log = logging.getLogger("safehold.scheduler")
 Clock = Callable[[], dt.datetime]
 LOCAL_HOST = "localhost"
 REPOSITORY_KINDS = ("check", "prune", "maintenance")
+#: The longest a scheduler goes without a pass over every target, even when nothing changed.
+IDLE_RECHECK = dt.timedelta(seconds=60)
 EXCLUSIVE_KINDS = ("prune",)
 
 
@@ -95,6 +97,12 @@ class Scheduler:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lease: Any = None
+        # Idle ticks: the catalog's change marker when the last full pass began, and the earliest
+        # time one of its "not due" decisions becomes due (see _idle).
+        self._seen_marker: Any = None
+        self._wake_at: dt.datetime | None = None
+        self._dispatch_marker: Any = None
+        self.full_passes = 0  # how many ticks looked at every target (tests, bench --scheduler-overhead)
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -186,12 +194,34 @@ class Scheduler:
         with self._lock:
             if self.started_at is None:
                 self.started_at = now
-            self._reap()
+            reaped = self._reap()
             if self._stopping.is_set():
                 return report
-            self._queue_due(now, report)
-            self._dispatch(report)
+            marker = self.context.catalog.change_marker()
+            if not self._idle(now, marker):
+                self._seen_marker, self._wake_at = marker, now + IDLE_RECHECK
+                self.full_passes += 1
+                self._queue_due(now, report)
+            if report.queued or reaped or marker != self._dispatch_marker:
+                self._dispatch_marker = marker
+                self._dispatch(report)
         return report
+
+    def _idle(self, now: dt.datetime, marker: Any) -> bool:
+        """True when a pass over every target would queue nothing: the catalog has not changed since
+        the last pass (``Catalog.change_marker``: no job queued, started, finished or recorded, no
+        snapshot cached) and none of that pass's "not yet" decisions has come due. Decisions are
+        functions of the configuration, the catalog and the time alone (``timing``), so nothing else
+        can make a target due. At 1,000 targets a pass is ~20 queries and thousands of decisions;
+        an idle tick is the marker's three index lookups (docs/benchmarks.md, scheduler overhead).
+        A pass still runs at least every IDLE_RECHECK, as a safety net."""
+        return marker == self._seen_marker and self._wake_at is not None and now < self._wake_at
+
+    def _note(self, decision: timing.Decision) -> timing.Decision:
+        """Remember when a decision that is not due yet will be, for ``_idle``."""
+        if not decision.due and decision.due_at is not None and self._wake_at is not None:
+            self._wake_at = min(self._wake_at, decision.due_at)
+        return decision
 
     def run_until_idle(self, timeout: float | None = None) -> TickReport:
         """Tick and wait for what was dispatched, again and again, until a tick starts nothing.
@@ -217,12 +247,15 @@ class Scheduler:
             self._reap()
             return sorted(self._running)
 
-    def _reap(self) -> None:
-        for job_id in [job_id for job_id, entry in self._running.items() if entry.future.done()]:
+    def _reap(self) -> bool:
+        """Forget the dispatched jobs that ended; True when there were any."""
+        done = [job_id for job_id, entry in self._running.items() if entry.future.done()]
+        for job_id in done:
             entry = self._running.pop(job_id)
             error = entry.future.exception()
             if error is not None:
                 log.error("job %s ended with %s: %s", job_id, type(error).__name__, error)
+        return bool(done)
 
     # --- what is due ----------------------------------------------------------
 
@@ -242,13 +275,13 @@ class Scheduler:
         for target in config.targets:
             if target.name in busy:
                 continue  # never two jobs of one target
-            decision = self._backup_decision(target, last_backups.get(target.name), now)
+            decision = self._note(self._backup_decision(target, last_backups.get(target.name), now))
             kind = "backup"
             if not decision.due and target.restore_test is not None:
                 has_data = target.name in good_backups or bool(catalog.list_snapshots(target=target.name, limit=1))
                 decision = self._restore_test_decision(target, last_tests.get(target.name), has_data, now)
                 kind = "restore-test"
-            if decision.due:
+            if self._note(decision).due:
                 self._queue(kind, target.name, {}, decision, report)
         self._queue_copies(now, report, busy)
         # Maintenance extends Object Lock retention: without a lock there is nothing to extend.
@@ -264,7 +297,7 @@ class Scheduler:
             decision = timing.retry_decision(last, now, settings.retries, settings.retry_backoff) or \
                 timing.cron_decision(f"repository:{kind}", expression, last, now, started_at=self.started_at,
                                      jitter=self.jitter, timezone=self.timezone)
-            if decision.due:
+            if self._note(decision).due:
                 self._queue(kind, None, params, decision, report)
         self._queue_due_drills(now, busy_kinds, good_backups, report)
 
@@ -289,7 +322,7 @@ class Scheduler:
                 continue  # nothing to restore yet
             decision = timing.interval_decision(f"drill:{drill.name}", drill.every, last.get(drill.name), now,
                                                 started_at=self.started_at, jitter=self.jitter)
-            if decision.due:
+            if self._note(decision).due:
                 self._queue("drill", None, {"drill": drill.name}, decision, report)
                 return
 
@@ -315,7 +348,7 @@ class Scheduler:
                 decision = timing.retry_decision(last, now, settings.retries, settings.retry_backoff) or \
                     timing.cron_decision(f"{target.name}:copy:{configured.name}", configured.schedule, last, now,
                                          started_at=self.started_at, jitter=self.jitter, timezone=self.timezone)
-                if decision.due:
+                if self._note(decision).due:
                     self._queue("copy", target.name, {"to": configured.name}, decision, report)
                     busy.add(target.name)
 
@@ -394,6 +427,7 @@ class Scheduler:
                     future = submit_job(job.id, job.kind, job.target)
                 except errors.JobNotRunnable as error:  # the queue holds another job of this target
                     log.warning("%s", error)
+                    self._dispatch_marker = None  # try it again next tick, changed catalog or not
                     continue
             else:
                 future = self.executor.submit(self._run, job.id)

@@ -90,7 +90,8 @@ def cron_decision(name: str, expression: str, last: Any, now: dt.datetime, *, st
                   jitter: dt.timedelta, timezone: dt.tzinfo) -> Decision:
     slot, period = latest_slot(expression, now, timezone)
     if last is not None and last.created_at >= slot:
-        return Decision(False, reason=f"slot {slot:%Y-%m-%d %H:%M} done")
+        # Nothing before the next slot (its jitter only adds to it): when a scheduler may look again.
+        return Decision(False, reason=f"slot {slot:%Y-%m-%d %H:%M} done", due_at=slot + period)
     due_at = max(slot, started_at) + jitter_offset(name, jitter, period)
     return Decision(now >= due_at, 1, f"cron slot {slot:%Y-%m-%d %H:%M}", due_at)
 

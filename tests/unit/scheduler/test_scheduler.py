@@ -413,3 +413,50 @@ def test_fair_share_off(tmp_path: Path, clock: FakeClock, executor: ManualExecut
     clock.advance(days=1)
     report = scheduler_for(context, clock, executor).tick()
     assert [context.catalog.get_job(job_id).target for job_id in report.dispatched] == ["huge1", "huge2"]
+
+
+def test_an_idle_tick_reads_only_the_catalogs_change_marker(tmp_path: Path, clock: FakeClock,
+                                                           executor: ManualExecutor) -> None:
+    """Scheduler overhead at scale: while nothing changed and nothing came due, a tick neither
+    re-reads every target's jobs nor looks at the queue; a change or a due time ends the idling."""
+    from sqlalchemy import event
+
+    targets = [files_target(tmp_path, f"t{index:02d}") for index in range(20)] + [
+        files_target(tmp_path, "cron", schedule="0 * * * *")]
+    context = make_context(tmp_path / "ws", targets, quiet(max_concurrent=30, max_per_host=30), clock, init=False)
+    for target in targets:
+        context.catalog.finish_job(context.catalog.start_job("backup", target["name"]), "succeeded")
+    scheduler = scheduler_for(context, clock, executor)
+    assert scheduler.tick().queued == [] and scheduler.full_passes == 1
+    statements: list[str] = []
+
+    def record(connection, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    per_tick: list[list[str]] = []
+    event.listen(context.catalog.engine, "before_cursor_execute", record)
+    try:
+        for _ in range(12):  # a minute of 5 s ticks, nothing due (the interval is half the RPO)
+            statements.clear()
+            assert scheduler.tick(clock.advance(seconds=5)).queued == []
+            per_tick.append([statement.split()[0].upper() for statement in statements if statement != "BEGIN"])
+    finally:
+        event.remove(context.catalog.engine, "before_cursor_execute", record)
+    assert scheduler.full_passes == 1 + 1  # the safety net: one full pass a minute (IDLE_RECHECK)
+    # Every other tick: the change marker alone (the newest job, the oldest active one: none, the
+    # snapshot cache), nothing written; a full pass reads more (every target's newest jobs, the queue).
+    idle = [statements for statements in per_tick if len(statements) <= 3]
+    assert len(idle) == 11 and all(statements == ["SELECT"] * 3 for statements in idle), per_tick
+    assert max(len(statements) for statements in per_tick) > 3
+
+    # A job queued by someone else (the API) is dispatched at the next tick.
+    from safehold.engine.jobs import submit_job
+
+    job_id = submit_job(context, "backup", "t03", {}, trigger="api")
+    report = scheduler.tick(clock.advance(seconds=5))
+    assert report.dispatched == [job_id] and report.queued == []
+    executor.run_next()
+    # And a due time ends the idling without any change: a target's next interval.
+    passes = scheduler.full_passes
+    due = [scheduler.tick(clock.advance(minutes=1)).queued for _ in range(8)]
+    assert scheduler.full_passes > passes and any(due)

@@ -397,6 +397,22 @@ class Catalog:
         with self._read() as session:
             return {row.target: JobRecord.from_row(row) for row in session.execute(query, parameters)}
 
+    def jobs_changed_between(self, before: tuple[Any, ...], after: tuple[Any, ...]) -> list[JobRecord] | None:
+        """The jobs that changed between two ``change_marker()`` values (``before`` older): those
+        created since (an id above its newest), and those whose status or target differs in the two
+        tails or that left the tail (they finished). None when the snapshot cache changed too
+        (callers then read everything again). Oldest first. A job committed out of id order with
+        a final status straight away (no queued or running phase) is not seen: nothing in safehold
+        records jobs that way, and callers read everything again now and then."""
+        if before[2] != after[2]:
+            return None
+        newest = before[0] or 0
+        old_rows, new_rows = set(before[1]), set(after[1])
+        ids = {row[0] for row in new_rows - old_rows} | {row[0] for row in old_rows} - {row[0] for row in new_rows}
+        query = select(*_JOB_COLUMNS).where((Job.id > newest) | Job.id.in_(sorted(ids))).order_by(Job.id)
+        with self._read() as session:
+            return [JobRecord.from_row(row) for row in session.execute(query)]
+
     def change_marker(self) -> tuple[Any, ...]:
         """A small value that differs whenever a job or the snapshot cache changed in a way a status,
         a metric or a scheduling decision can see (new jobs, a status or target change, snapshots

@@ -460,3 +460,41 @@ def test_an_idle_tick_reads_only_the_catalogs_change_marker(tmp_path: Path, cloc
     passes = scheduler.full_passes
     due = [scheduler.tick(clock.advance(minutes=1)).queued for _ in range(8)]
     assert scheduler.full_passes > passes and any(due)
+
+
+def test_a_pass_after_a_change_reads_only_the_jobs_that_changed(tmp_path: Path, clock: FakeClock,
+                                                                executor: ManualExecutor,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a steady state at scale the catalog changes every tick; a pass then updates each target's
+    newest jobs from the changed rows instead of reading every target's again, and ends up with
+    what a full reading gives."""
+    from safehold.catalog.store import GOOD_BACKUP_STATUSES
+
+    targets = [files_target(tmp_path, f"t{index}") for index in range(6)]
+    context = make_context(tmp_path / "ws", targets, quiet(max_concurrent=1, max_per_host=1), clock, init=False)
+    catalog = context.catalog
+    for target in targets[:4]:
+        catalog.finish_job(catalog.start_job("backup", target["name"]), "succeeded")
+    running = catalog.start_job("backup", "t4")  # another process's backup, under way
+    scheduler = scheduler_for(context, clock, executor)
+    scheduler.tick()  # queues t5 (never backed up) and dispatches it
+    full_reading = catalog.latest_jobs
+    monkeypatch.setattr(catalog, "latest_jobs", lambda *a, **k: pytest.fail("read every target's jobs"))
+
+    catalog.finish_job(running, "failed")  # left the tail: a status seen only as gone from it
+    executor.run_next()  # t5's backup ran and succeeded
+    catalog.finish_job(catalog.start_job("restore-test", "t0"), "succeeded")
+    catalog.finish_job(catalog.start_job("backup", "t1"), "partial")
+    scheduler.tick(clock.advance(seconds=5))
+    assert scheduler._latest is not None
+    _, last_backups, good_backups, last_tests = scheduler._latest
+    monkeypatch.setattr(catalog, "latest_jobs", full_reading)
+
+    def ids(found: dict) -> dict:
+        return {target: (job.id, job.status) for target, job in found.items()}
+
+    assert ids(last_backups) == ids(catalog.latest_jobs("backup"))
+    assert ids(good_backups) == ids(catalog.latest_jobs("backup", status=GOOD_BACKUP_STATUSES))
+    assert ids(last_tests) == ids(catalog.latest_jobs("restore-test"))
+    assert last_backups["t4"].status == "failed" and good_backups["t1"].status == "partial"
+    assert last_backups["t5"].status not in ("queued", "running")  # queued, dispatched and run between two ticks

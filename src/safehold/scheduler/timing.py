@@ -23,6 +23,7 @@ Rules
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ class Decision:
     due_at: dt.datetime | None = None
 
 
+@functools.lru_cache(maxsize=65536)  # a pure function asked per target on every pass
 def jitter_offset(name: str, window: dt.timedelta, period: dt.timedelta | None = None) -> dt.timedelta:
     """A fixed offset in [0, window) for ``name``; at most half of ``period`` when given."""
     if period is not None:

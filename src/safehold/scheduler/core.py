@@ -45,6 +45,9 @@ LOCAL_HOST = "localhost"
 REPOSITORY_KINDS = ("check", "prune", "maintenance")
 #: The longest a scheduler goes without a pass over every target, even when nothing changed.
 IDLE_RECHECK = dt.timedelta(seconds=60)
+#: The longest it goes without reading every target's newest jobs whole (between two readings it
+#: follows the jobs that changed): a safety net against a change the marker could not see.
+FULL_READ_EVERY = dt.timedelta(minutes=5)
 EXCLUSIVE_KINDS = ("prune",)
 
 
@@ -106,6 +109,11 @@ class Scheduler:
         # Each target's newest backup, newest good backup and newest restore test, kept up to date
         # from the jobs that changed between two markers (_latest_jobs).
         self._latest: tuple[Any, dict, dict, dict] | None = None
+        # When each target's decisions of the last pass that looked at it come due (datetime.max:
+        # only a change can make it due); a target is looked at again when that time comes or a
+        # job of it changed. Emptied whenever everything is read again.
+        self._target_due: dict[str, dt.datetime] = {}
+        self._hosts: dict[str, str] | None = None
         self.full_passes = 0  # how many ticks looked at every target (tests, bench --scheduler-overhead)
 
     # --- lifecycle ----------------------------------------------------------
@@ -203,8 +211,7 @@ class Scheduler:
                 return report
             marker = self.context.catalog.change_marker()
             if not self._idle(now, marker):
-                recheck = self._wake_at is None or now >= self._seen_marker_time + IDLE_RECHECK
-                if recheck:
+                if self._wake_at is None or now >= self._seen_marker_time + FULL_READ_EVERY:
                     self._latest, self._seen_marker_time = None, now  # read everything again now and then
                 self._seen_marker, self._wake_at = marker, now + IDLE_RECHECK
                 self.full_passes += 1
@@ -266,7 +273,7 @@ class Scheduler:
 
     # --- what is due ----------------------------------------------------------
 
-    def _latest_jobs(self, marker: Any) -> tuple[dict, dict, dict]:
+    def _latest_jobs(self, marker: Any) -> tuple[dict, dict, dict, set[str | None] | None]:
         """Every target's newest backup, newest good (succeeded or partial) backup and newest restore
         test. Read whole (three ``latest_jobs``: 3,000 rows at 1,000 targets, most of a pass's cost)
         the first time, after the snapshot cache changed, and once per IDLE_RECHECK; otherwise
@@ -278,11 +285,13 @@ class Scheduler:
         if self._latest is not None:
             previous, last_backups, good_backups, last_tests = self._latest
             changed = catalog.jobs_changed_between(previous, marker)
+        changed_targets: set[str | None] | None = None
         if changed is None:
             last_backups = catalog.latest_jobs("backup")
             good_backups = catalog.latest_jobs("backup", status=GOOD_BACKUP_STATUSES)  # partial ones have data too
             last_tests = catalog.latest_jobs("restore-test")
         else:
+            changed_targets = {job.target for job in changed}
             for job in changed:
                 kept = {"backup": last_backups, "restore-test": last_tests}.get(job.kind)
                 if kept is None:
@@ -293,7 +302,7 @@ class Scheduler:
                         job.target not in good_backups or good_backups[job.target].id <= job.id):
                     good_backups[job.target] = job
         self._latest = (marker, last_backups, good_backups, last_tests)
-        return last_backups, good_backups, last_tests
+        return last_backups, good_backups, last_tests, changed_targets
 
     def _queue_due(self, now: dt.datetime, report: TickReport, marker: Any = None) -> None:
         # A handful of queries per pass whatever the number of targets: the
@@ -307,18 +316,29 @@ class Scheduler:
         busy_kinds = {job.kind for job in active if job.target is None}
         if marker is None:
             marker = catalog.change_marker()
-        last_backups, good_backups, last_tests = self._latest_jobs(marker)
+        last_backups, good_backups, last_tests, changed_targets = self._latest_jobs(marker)
+        if changed_targets is None:
+            self._target_due.clear()
+        never = dt.datetime.max.replace(tzinfo=dt.UTC)
         for target in config.targets:
             if target.name in busy:
                 continue  # never two jobs of one target
-            decision = self._note(self._backup_decision(target, last_backups.get(target.name), now))
-            kind = "backup"
+            due_at = self._target_due.get(target.name)
+            if due_at is not None and now < due_at and target.name not in (changed_targets or ()):
+                self._wake_at = min(self._wake_at, due_at) if self._wake_at is not None else due_at
+                continue  # nothing of it changed and nothing of it came due: the same decisions
+            backup = self._note(self._backup_decision(target, last_backups.get(target.name), now))
+            decision, kind = backup, "backup"
             if not decision.due and target.restore_test is not None:
                 has_data = target.name in good_backups or bool(catalog.list_snapshots(target=target.name, limit=1))
                 decision = self._restore_test_decision(target, last_tests.get(target.name), has_data, now)
                 kind = "restore-test"
             if self._note(decision).due:
+                self._target_due.pop(target.name, None)
                 self._queue(kind, target.name, {}, decision, report)
+            else:
+                times = [each.due_at for each in (backup, decision) if each.due_at is not None]
+                self._target_due[target.name] = min(times) if times else never
         self._queue_copies(now, report, busy)
         # Maintenance extends Object Lock retention: without a lock there is nothing to extend.
         locked = config.repository.object_lock is not None
@@ -414,8 +434,8 @@ class Scheduler:
 
     def _queue(self, kind: str, target: str | None, params: dict[str, Any], decision: timing.Decision,
                report: TickReport) -> None:
-        job_id = submit_job(self.context, kind, target, params, trigger="scheduler", attempt=decision.attempt)
-        self.context.catalog.log(job_id, f"queued by the scheduler: {decision.reason}")
+        job_id = submit_job(self.context, kind, target, params, trigger="scheduler", attempt=decision.attempt,
+                            log=f"queued by the scheduler: {decision.reason}")
         report.queued.append(job_id)
         report.reasons[job_id] = decision.reason
         log.info("queued job %s: %s %s (%s)", job_id, kind, target or "", decision.reason)
@@ -433,8 +453,10 @@ class Scheduler:
         running_elsewhere = [job for job in catalog.list_jobs(status="running", limit=None)
                              if job.id not in self._running]
         busy_elsewhere = {job.target for job in running_elsewhere if job.target is not None}
-        hosts = {target.name: getattr(target.source, "host", None) or LOCAL_HOST
-                 for target in self.context.config.targets}
+        if self._hosts is None:  # the configuration does not change under a running scheduler
+            self._hosts = {target.name: getattr(target.source, "host", None) or LOCAL_HOST
+                           for target in self.context.config.targets}
+        hosts = self._hosts
         large, large_slots = self._large_targets()
         for job in queued:
             if len(self._running) >= self.settings.max_concurrent:

@@ -18,7 +18,7 @@ catalog (SQLite, PostgreSQL): N targets, ``--jobs`` finished jobs spread over th
 (backups mostly, some failed, restore tests, checks, prunes), a cached snapshot per target, one
 empty repository; then ``GET /metrics`` and ``GET /api/v1/targets`` in-process (FastAPI's test
 client, so no network or TLS is measured), the median and worst of ``--repeat`` requests after one
-warm-up, and the SELECTs each made; ``*_changed_ms_median``: the same requests when one job was recorded
+warm-up (and the CPU of this process meanwhile, ``*_cpu_ms_median``), and the SELECTs each made; ``*_changed_ms_median``: the same requests when one job was recorded
 just before each (what a scrape costs when the catalog changed since the last one).
 """
 
@@ -219,22 +219,25 @@ def api_latency(root: Path, admin: str, targets: int, jobs: int, catalog: str, r
                                          ("targets", "/api/v1/targets", {"Authorization": f"Bearer {token}"})):
                 answer = client.get(path, headers=headers)  # warm-up: caches, the repository listing
                 assert answer.status_code == 200, answer.text[:500]
-                times = []
+                times, cpu_times = [], []
                 for _ in range(repeat):
                     selects.clear()
                     slowest.clear()
                     event.listen(context.catalog.engine, "before_cursor_execute", record)
                     event.listen(context.catalog.engine, "after_cursor_execute", recorded)
-                    begun = time.perf_counter()
+                    begun, begun_cpu = time.perf_counter(), time.process_time()
                     client.get(path, headers=headers)
                     times.append((time.perf_counter() - begun) * 1000)
+                    cpu_times.append((time.process_time() - begun_cpu) * 1000)
                     event.remove(context.catalog.engine, "before_cursor_execute", record)
                     event.remove(context.catalog.engine, "after_cursor_execute", recorded)
                 result[f"{label}_ms_median"] = round(statistics.median(times), 1)
                 result[f"{label}_ms_max"] = round(max(times), 1)
                 result[f"{label}_selects"] = len(selects)
                 result[f"{label}_sql_ms"] = round(sum(slowest.values()) * 1000, 1)  # the last request's
-                result[f"{label}_changed_ms_median"] = changed_latency(client, context, path, headers, names, repeat)
+                result[f"{label}_cpu_ms_median"] = round(statistics.median(cpu_times), 1)
+                result[f"{label}_changed_ms_median"], result[f"{label}_changed_cpu_ms_median"] = changed_latency(
+                    client, context, path, headers, names, repeat)
                 if os.environ.get("SAFEHOLD_BENCH_SQL"):  # where the catalog's time goes
                     for statement, took in sorted(slowest.items(), key=lambda item: -item[1])[:4]:
                         print(f"{label} {took * 1000:8.1f} ms  {' '.join(statement.split())[:400]}", file=sys.stderr)
@@ -252,14 +255,15 @@ def changed_latency(client, context, path: str, headers: dict, names: list[str],
     a target recorded (started and finished) before each request, as a busy control plane sees."""
     import statistics
 
-    times = []
+    times, cpu = [], []
     for number in range(repeat):
         catalog = context.catalog
         catalog.finish_job(catalog.start_job("backup", names[number % len(names)]), "succeeded")
-        begun = time.perf_counter()
+        begun, begun_cpu = time.perf_counter(), time.process_time()
         assert client.get(path, headers=headers).status_code == 200
         times.append((time.perf_counter() - begun) * 1000)
-    return round(statistics.median(times), 1)
+        cpu.append((time.process_time() - begun_cpu) * 1000)
+    return round(statistics.median(times), 1), round(statistics.median(cpu), 1)
 
 
 def scheduler_overhead(root: Path, admin: str, targets: int, jobs: int, minutes: float, scenario: str) -> dict:

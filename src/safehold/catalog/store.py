@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
-from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy import Engine, case, delete, func, insert, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, sessionmaker
@@ -54,6 +54,10 @@ GOOD_BACKUP_STATUSES = ("succeeded", "partial")
 # /metrics scrape with thousands of targets (bench/scale.py --api).
 _JOB_COLUMNS = tuple(Job.__table__.columns)
 STATUSES = ACTIVE_STATUSES + FINAL_STATUSES
+#: Beyond this many jobs from the oldest active one on, change_marker sums them instead of listing them.
+MARKER_TAIL_ROWS = 2000
+# A job's status as a number that only grows over its life (queued, running, then a final one).
+_STATUS_ORDER = case({"queued": 1, "running": 2}, value=Job.status, else_=3)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 Clock = Callable[[], dt.datetime]
@@ -407,7 +411,7 @@ class Catalog:
         (callers then read everything again). Oldest first. A job committed out of id order with
         a final status straight away (no queued or running phase) is not seen: nothing in safehold
         records jobs that way, and callers read everything again now and then."""
-        if before[2] != after[2]:
+        if before[2] != after[2] or any(tail[:1] == ("sums",) for tail in (before[1], after[1])):
             return None
         newest = before[0] or 0
         old_rows, new_rows = set(before[1]), set(after[1])
@@ -434,7 +438,17 @@ class Catalog:
             tail: tuple[Any, ...] = ()
             if oldest_active is not None:
                 tail = tuple(tuple(row) for row in session.execute(
-                    select(Job.id, Job.status, Job.target).where(Job.id >= oldest_active).order_by(Job.id)))
+                    select(Job.id, Job.status, Job.target).where(Job.id >= oldest_active).order_by(Job.id)
+                    .limit(MARKER_TAIL_ROWS + 1)))
+                if len(tail) > MARKER_TAIL_ROWS:
+                    # A job left 'running' long ago (its host gone, nobody to mark it) would make the
+                    # tail every job since. Then a sum stands for it: statuses only move forward
+                    # (queued, running, a final one) and a target is only ever filled in, so any
+                    # change raises it. jobs_changed_between cannot name the jobs then (None).
+                    tail = ("sums",) + tuple(session.execute(
+                        select(func.count(), func.sum(Job.id * _STATUS_ORDER),
+                               func.sum(Job.id * func.length(func.coalesce(Job.target, ""))))
+                        .where(Job.id >= oldest_active)).one())
             snapshots = tuple(session.execute(select(func.count(), func.max(Snapshot.time))).one())
         return (newest, tail, snapshots)
 

@@ -145,3 +145,29 @@ def test_the_change_marker_moves_with_every_change_a_status_can_see(empty_url: s
         catalog.replace_snapshots("repo", [{"id": "s1", "time": dt.datetime(2026, 12, 1, tzinfo=UTC), "target": "a"}])
         assert changed()
         assert not changed()
+
+
+def test_a_long_tail_of_jobs_is_summed_and_still_changes_the_marker(empty_url: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job left running forever (its host gone) must not make every marker read every later job."""
+    from safehold.catalog import store
+
+    monkeypatch.setattr(store, "MARKER_TAIL_ROWS", 3)
+    with Catalog.open(empty_url) as catalog:
+        catalog.start_job("backup", "lost-host")  # never finished
+        jobs = [catalog.queue_job("backup", f"t{index}") for index in range(5)]
+        marker = catalog.change_marker()
+        assert marker[1][0] == "sums"
+        for job_id in jobs:
+            assert catalog.claim_job(job_id)
+            moved = catalog.change_marker()
+            assert moved != marker
+            marker = moved
+            catalog.finish_job(job_id, "succeeded")
+            moved = catalog.change_marker()
+            assert moved != marker and catalog.jobs_changed_between(marker, moved) is None
+            marker = moved
+        restore = catalog.start_job("restore")
+        marker = catalog.change_marker()
+        catalog.update_job(restore, target="t1")
+        assert catalog.change_marker() != marker

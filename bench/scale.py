@@ -3,6 +3,7 @@
     eval "$(bash scripts/services.sh start)"     # SAFEHOLD_TEST_POSTGRES_URL
     python bench/scale.py [--targets 100] [--workers 1,2,4] [--thread] [--json FILE]
     python bench/scale.py --api 500,1000 [--jobs 100000] [--json FILE]
+    python bench/scale.py --scheduler-overhead idle,steady [--overhead-targets 1000] [--minutes 3]
 
 For each worker count: a fresh PostgreSQL database (catalog and queue in one), a fresh file
 repository, ``--targets`` targets of small file trees (1 to 20 files of 1-64 KiB, sizes varying
@@ -17,7 +18,8 @@ catalog (SQLite, PostgreSQL): N targets, ``--jobs`` finished jobs spread over th
 (backups mostly, some failed, restore tests, checks, prunes), a cached snapshot per target, one
 empty repository; then ``GET /metrics`` and ``GET /api/v1/targets`` in-process (FastAPI's test
 client, so no network or TLS is measured), the median and worst of ``--repeat`` requests after one
-warm-up, and the SELECTs each made.
+warm-up (and the CPU of this process meanwhile, ``*_cpu_ms_median``), and the SELECTs each made; ``*_changed_ms_median``: the same requests when one job was recorded
+just before each (what a scrape costs when the catalog changed since the last one).
 """
 
 from __future__ import annotations
@@ -217,21 +219,25 @@ def api_latency(root: Path, admin: str, targets: int, jobs: int, catalog: str, r
                                          ("targets", "/api/v1/targets", {"Authorization": f"Bearer {token}"})):
                 answer = client.get(path, headers=headers)  # warm-up: caches, the repository listing
                 assert answer.status_code == 200, answer.text[:500]
-                times = []
+                times, cpu_times = [], []
                 for _ in range(repeat):
                     selects.clear()
                     slowest.clear()
                     event.listen(context.catalog.engine, "before_cursor_execute", record)
                     event.listen(context.catalog.engine, "after_cursor_execute", recorded)
-                    begun = time.perf_counter()
+                    begun, begun_cpu = time.perf_counter(), time.process_time()
                     client.get(path, headers=headers)
                     times.append((time.perf_counter() - begun) * 1000)
+                    cpu_times.append((time.process_time() - begun_cpu) * 1000)
                     event.remove(context.catalog.engine, "before_cursor_execute", record)
                     event.remove(context.catalog.engine, "after_cursor_execute", recorded)
                 result[f"{label}_ms_median"] = round(statistics.median(times), 1)
                 result[f"{label}_ms_max"] = round(max(times), 1)
                 result[f"{label}_selects"] = len(selects)
                 result[f"{label}_sql_ms"] = round(sum(slowest.values()) * 1000, 1)  # the last request's
+                result[f"{label}_cpu_ms_median"] = round(statistics.median(cpu_times), 1)
+                result[f"{label}_changed_ms_median"], result[f"{label}_changed_cpu_ms_median"] = changed_latency(
+                    client, context, path, headers, names, repeat)
                 if os.environ.get("SAFEHOLD_BENCH_SQL"):  # where the catalog's time goes
                     for statement, took in sorted(slowest.items(), key=lambda item: -item[1])[:4]:
                         print(f"{label} {took * 1000:8.1f} ms  {' '.join(statement.split())[:400]}", file=sys.stderr)
@@ -244,6 +250,124 @@ def api_latency(root: Path, admin: str, targets: int, jobs: int, catalog: str, r
                 connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+def changed_latency(client, context, path: str, headers: dict, names: list[str], repeat: int) -> float:
+    """Median ms of ``path`` when the catalog changed since the previous request: one backup job of
+    a target recorded (started and finished) before each request, as a busy control plane sees."""
+    import statistics
+
+    times, cpu = [], []
+    for number in range(repeat):
+        catalog = context.catalog
+        catalog.finish_job(catalog.start_job("backup", names[number % len(names)]), "succeeded")
+        begun, begun_cpu = time.perf_counter(), time.process_time()
+        assert client.get(path, headers=headers).status_code == 200
+        times.append((time.perf_counter() - begun) * 1000)
+        cpu.append((time.process_time() - begun_cpu) * 1000)
+    return round(statistics.median(times), 1), round(statistics.median(cpu), 1)
+
+
+def scheduler_overhead(root: Path, admin: str, targets: int, jobs: int, minutes: float, scenario: str) -> dict:
+    """CPU of ``safehold scheduler run`` itself with ``targets`` targets on a 15-minute RPO.
+
+    A fresh PostgreSQL database (catalog and queue), ``jobs`` old finished jobs (30 days of history)
+    and one recent good backup per target; ``executor: procrastinate`` and no worker, so no job runs
+    and what is measured is the scheduler alone: its ticks (every 5 s), queuing what comes due and
+    handing it to the queue. Scenario "idle": every target was backed up at the start, so nothing
+    comes due during the run (a target is due every half RPO, 7.5 min). Scenario "steady": the
+    last backups are spread over the last 7.5 minutes, so targets come due all the time
+    (``targets`` / 450 s, 2.2 a second at 1,000), as in a steady state, and a stand-in for the
+    workers marks every queued job succeeded within a second (an UPDATE of the catalog; the
+    scheduler sees jobs start and end as with real workers, without their CPU). The CPU (user+sys from
+    /proc) is counted from 30 s after the start (imports, the lease, the first pass) for
+    ``minutes`` minutes."""
+    import datetime as dt
+    import signal
+
+    from sqlalchemy import insert
+
+    from safehold.catalog.models import Job
+    from safehold.catalog.store import Catalog
+
+    name = f"sh_sched_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    dsn = re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", admin, count=1)
+    url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    work = root / f"scheduler-{scenario}-{targets}"
+    (work / "data").mkdir(parents=True)
+    names = [f"t{index:04d}" for index in range(targets)]
+    settings = {"executor": "procrastinate", "max_concurrent": 4, "max_per_host": 4, "jitter": "1m",
+                "prune_schedule": None, "check_schedule": None}
+    lines = ["repository: {url: repo, password_env: SAFEHOLD_PASSWORD}", "state_dir: state",
+             f"catalog: {{url: {json.dumps(url)}}}", f"scheduler: {json.dumps(settings)}", "tiers:",
+             "  1: {rpo: 15m, rto: 1h}", "targets:"]
+    lines += [f"  - {json.dumps({'name': target, 'tier': 1, 'source': {'type': 'files', 'paths': ['data']}})}"
+              for target in names]
+    (work / "targets.yml").write_text("\n".join(lines) + "\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SAFEHOLD_")}
+    env.update(SAFEHOLD_CONFIG=str(work / "targets.yml"), SAFEHOLD_PASSWORD="bench", SAFEHOLD_QUEUE_DSN=dsn)
+    process = None
+    try:
+        subprocess.run([*CLI, "init"], cwd=work, env=env, check=True, capture_output=True)
+        generator = random.Random(targets)
+        now = dt.datetime.now(dt.timezone.utc)
+        with Catalog.open(url) as catalog:
+            rows = []
+            for number in range(jobs):
+                created = now - dt.timedelta(days=30) * (1 - number / jobs) - dt.timedelta(hours=1)
+                rows.append({"kind": "backup", "target": generator.choice(names), "status": "succeeded",
+                             "created_at": created, "started_at": created, "finished_at": created,
+                             "bytes_read": 0, "bytes_added": 0, "files": 0})
+            for target in names:
+                ago = 0.0 if scenario == "idle" else generator.uniform(0, 450)
+                created = now - dt.timedelta(seconds=ago)
+                rows.append({"kind": "backup", "target": target, "status": "succeeded", "created_at": created,
+                             "started_at": created, "finished_at": created, "bytes_read": 0, "bytes_added": 0,
+                             "files": 0, "details": {"trigger": "scheduler"}})
+            for start in range(0, len(rows), 5000):
+                with catalog.engine.begin() as connection:
+                    connection.execute(insert(Job), rows[start:start + 5000])
+        process = subprocess.Popen([*CLI, "scheduler", "run"], cwd=work, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        time.sleep(30)
+        if process.poll() is not None:
+            raise RuntimeError(f"the scheduler exited ({process.returncode})")
+        with Catalog.open(url) as catalog:
+            newest_before = max((job.id for job in catalog.list_jobs(limit=1)), default=0)
+        cpu_start, wall_start = cpu(), time.monotonic()
+        finished = 0
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            while time.monotonic() - wall_start < minutes * 60:
+                time.sleep(1)
+                if scenario == "steady":  # stand-in workers: every queued job ends within a second
+                    finished += connection.execute(
+                        "UPDATE jobs SET status = 'succeeded', started_at = now(), finished_at = now() "
+                        "WHERE status IN ('queued', 'running')").rowcount
+        cpu_seconds, wall = cpu() - cpu_start, time.monotonic() - wall_start
+        with Catalog.open(url) as catalog:
+            queued = max((job.id for job in catalog.list_jobs(limit=1)), default=0) - newest_before
+        return {"mode": "scheduler-overhead", "scenario": scenario, "targets": targets, "jobs": jobs,
+                "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu_seconds, 2),
+                "cpu_seconds_per_minute": round(cpu_seconds / wall * 60, 3),
+                "percent_of_one_core": round(100 * cpu_seconds / wall, 2), "jobs_queued": queued,
+                "jobs_finished_by_stand_in": finished,
+                "load_average": os.getloadavg()[0]}
+    finally:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, default=100)
@@ -254,6 +378,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs in the catalog for --api")
     parser.add_argument("--catalogs", default="sqlite,postgresql", help="catalogs for --api")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--scheduler-overhead", metavar="SCENARIOS",
+                        help="idle,steady: measure the CPU of 'scheduler run' itself instead (no workers)")
+    parser.add_argument("--overhead-targets", type=int, default=1000, help="targets for --scheduler-overhead")
+    parser.add_argument("--overhead-jobs", type=int, default=100_000, help="old jobs for --scheduler-overhead")
+    parser.add_argument("--minutes", type=float, default=3.0, help="measured minutes for --scheduler-overhead")
     options = parser.parse_args()
     admin = libpq(os.environ.get("SAFEHOLD_TEST_POSTGRES_URL", ""))
     if not admin:
@@ -267,8 +396,14 @@ def main() -> None:
                     result = api_latency(root, admin, count, options.jobs, catalog, options.repeat)
                     print(json.dumps(result), flush=True)
                     results.append(result)
-        targets = make_trees(root, options.targets) if not options.api else []
-        for workers in ([] if options.api else [int(part) for part in options.workers.split(",")]):
+        for scenario in (options.scheduler_overhead.split(",") if options.scheduler_overhead else []):
+            result = scheduler_overhead(root, admin, options.overhead_targets, options.overhead_jobs,
+                                        options.minutes, scenario)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+        rounds = not (options.api or options.scheduler_overhead)
+        targets = make_trees(root, options.targets) if rounds else []
+        for workers in ([] if not rounds else [int(part) for part in options.workers.split(",")]):
             for executor in (["thread"] if options.thread else []) + ["procrastinate"]:
                 result = one_round(root, admin, targets, workers, executor)
                 print(json.dumps(result), flush=True)

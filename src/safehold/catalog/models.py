@@ -94,7 +94,7 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_target_kind", "target", "kind"),
+        Index("ix_jobs_target_kind_id", "target", "kind", "id"),
         Index("ix_jobs_status", "status"),
     )
 

@@ -4,4 +4,4 @@ without SQLAlchemy or Alembic, and by ``migrate``)."""
 #: The newest revision in ``migrations/versions``. Kept here so that opening a
 #: current catalog does not import Alembic or parse the migration scripts; a
 #: unit test checks it against the script directory.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"

@@ -40,8 +40,9 @@ def submit_job(
     *,
     trigger: str = "api",
     attempt: int = 1,
+    log: str | None = None,
 ) -> int:
-    """Validate and queue a job; returns its id.
+    """Validate and queue a job; returns its id. ``log``: a first line for its log, written with it.
 
     Raises UsageError for an unknown kind or bad params and TargetNotFound
     for a target that is not in the configuration. ``trigger`` (api,
@@ -60,7 +61,7 @@ def submit_job(
     if kind == "copy":
         context.config.copy_named(checked["to"])  # CopyNotFound (404) listing the configured ones
     details: dict[str, Any] = {"params": checked, "trigger": trigger, "attempt": attempt}
-    return context.catalog.queue_job(kind, target, details)
+    return context.catalog.queue_job(kind, target, details, log=log)
 
 
 def cancel_job(context: Context, job_id: int) -> bool:

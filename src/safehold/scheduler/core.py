@@ -43,6 +43,11 @@ log = logging.getLogger("safehold.scheduler")
 Clock = Callable[[], dt.datetime]
 LOCAL_HOST = "localhost"
 REPOSITORY_KINDS = ("check", "prune", "maintenance")
+#: The longest a scheduler goes without a pass over every target, even when nothing changed.
+IDLE_RECHECK = dt.timedelta(seconds=60)
+#: The longest it goes without reading every target's newest jobs whole (between two readings it
+#: follows the jobs that changed): a safety net against a change the marker could not see.
+FULL_READ_EVERY = dt.timedelta(minutes=5)
 EXCLUSIVE_KINDS = ("prune",)
 #: Queued by a drill, which defers them to its workers and waits for them (engine.drill_workers).
 DRILL_OWNED_KINDS = ("drill-step",)
@@ -97,6 +102,21 @@ class Scheduler:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lease: Any = None
+        # Idle ticks: the catalog's change marker when the last full pass began, and the earliest
+        # time one of its "not due" decisions becomes due (see _idle).
+        self._seen_marker: Any = None
+        self._seen_marker_time = dt.datetime.min.replace(tzinfo=dt.UTC)
+        self._wake_at: dt.datetime | None = None
+        self._dispatch_marker: Any = None
+        # Each target's newest backup, newest good backup and newest restore test, kept up to date
+        # from the jobs that changed between two markers (_latest_jobs).
+        self._latest: tuple[Any, dict, dict, dict] | None = None
+        # When each target's decisions of the last pass that looked at it come due (datetime.max:
+        # only a change can make it due); a target is looked at again when that time comes or a
+        # job of it changed. Emptied whenever everything is read again.
+        self._target_due: dict[str, dt.datetime] = {}
+        self._hosts: dict[str, str] | None = None
+        self.full_passes = 0  # how many ticks looked at every target (tests, bench --scheduler-overhead)
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -188,12 +208,36 @@ class Scheduler:
         with self._lock:
             if self.started_at is None:
                 self.started_at = now
-            self._reap()
+            reaped = self._reap()
             if self._stopping.is_set():
                 return report
-            self._queue_due(now, report)
-            self._dispatch(report)
+            marker = self.context.catalog.change_marker()
+            if not self._idle(now, marker):
+                if self._wake_at is None or now >= self._seen_marker_time + FULL_READ_EVERY:
+                    self._latest, self._seen_marker_time = None, now  # read everything again now and then
+                self._seen_marker, self._wake_at = marker, now + IDLE_RECHECK
+                self.full_passes += 1
+                self._queue_due(now, report, marker)
+            if report.queued or reaped or marker != self._dispatch_marker:
+                self._dispatch_marker = marker
+                self._dispatch(report)
         return report
+
+    def _idle(self, now: dt.datetime, marker: Any) -> bool:
+        """True when a pass over every target would queue nothing: the catalog has not changed since
+        the last pass (``Catalog.change_marker``: no job queued, started, finished or recorded, no
+        snapshot cached) and none of that pass's "not yet" decisions has come due. Decisions are
+        functions of the configuration, the catalog and the time alone (``timing``), so nothing else
+        can make a target due. At 1,000 targets a pass is ~20 queries and thousands of decisions;
+        an idle tick is the marker's three index lookups (docs/benchmarks.md, scheduler overhead).
+        A pass still runs at least every IDLE_RECHECK, as a safety net."""
+        return marker == self._seen_marker and self._wake_at is not None and now < self._wake_at
+
+    def _note(self, decision: timing.Decision) -> timing.Decision:
+        """Remember when a decision that is not due yet will be, for ``_idle``."""
+        if not decision.due and decision.due_at is not None and self._wake_at is not None:
+            self._wake_at = min(self._wake_at, decision.due_at)
+        return decision
 
     def run_until_idle(self, timeout: float | None = None) -> TickReport:
         """Tick and wait for what was dispatched, again and again, until a tick starts nothing.
@@ -219,16 +263,50 @@ class Scheduler:
             self._reap()
             return sorted(self._running)
 
-    def _reap(self) -> None:
-        for job_id in [job_id for job_id, entry in self._running.items() if entry.future.done()]:
+    def _reap(self) -> bool:
+        """Forget the dispatched jobs that ended; True when there were any."""
+        done = [job_id for job_id, entry in self._running.items() if entry.future.done()]
+        for job_id in done:
             entry = self._running.pop(job_id)
             error = entry.future.exception()
             if error is not None:
                 log.error("job %s ended with %s: %s", job_id, type(error).__name__, error)
+        return bool(done)
 
     # --- what is due ----------------------------------------------------------
 
-    def _queue_due(self, now: dt.datetime, report: TickReport) -> None:
+    def _latest_jobs(self, marker: Any) -> tuple[dict, dict, dict, set[str | None] | None]:
+        """Every target's newest backup, newest good (succeeded or partial) backup and newest restore
+        test. Read whole (three ``latest_jobs``: 3,000 rows at 1,000 targets, most of a pass's cost)
+        the first time, after the snapshot cache changed, and once per IDLE_RECHECK; otherwise
+        updated from the few jobs that changed since the previous marker (``jobs_changed_between``):
+        a newer job replaces the one kept, a job's new status replaces its old record. Good
+        statuses are final, so a good backup never stops being one."""
+        catalog = self.context.catalog
+        changed = None
+        if self._latest is not None:
+            previous, last_backups, good_backups, last_tests = self._latest
+            changed = catalog.jobs_changed_between(previous, marker)
+        changed_targets: set[str | None] | None = None
+        if changed is None:
+            last_backups = catalog.latest_jobs("backup")
+            good_backups = catalog.latest_jobs("backup", status=GOOD_BACKUP_STATUSES)  # partial ones have data too
+            last_tests = catalog.latest_jobs("restore-test")
+        else:
+            changed_targets = {job.target for job in changed}
+            for job in changed:
+                kept = {"backup": last_backups, "restore-test": last_tests}.get(job.kind)
+                if kept is None:
+                    continue
+                if job.target not in kept or kept[job.target].id <= job.id:
+                    kept[job.target] = job
+                if job.kind == "backup" and job.status in GOOD_BACKUP_STATUSES and (
+                        job.target not in good_backups or good_backups[job.target].id <= job.id):
+                    good_backups[job.target] = job
+        self._latest = (marker, last_backups, good_backups, last_tests)
+        return last_backups, good_backups, last_tests, changed_targets
+
+    def _queue_due(self, now: dt.datetime, report: TickReport, marker: Any = None) -> None:
         # A handful of queries per pass whatever the number of targets: the
         # newest job of each kind for every target at once.
         catalog = self.context.catalog
@@ -238,20 +316,31 @@ class Scheduler:
         active = catalog.list_jobs(status=ACTIVE_STATUSES, limit=None)
         busy = {job.target for job in active if job.target is not None}
         busy_kinds = {job.kind for job in active if job.target is None}
-        last_backups = catalog.latest_jobs("backup")
-        last_tests = catalog.latest_jobs("restore-test")
-        good_backups = catalog.latest_jobs("backup", status=GOOD_BACKUP_STATUSES)  # partial ones have data too
+        if marker is None:
+            marker = catalog.change_marker()
+        last_backups, good_backups, last_tests, changed_targets = self._latest_jobs(marker)
+        if changed_targets is None:
+            self._target_due.clear()
+        never = dt.datetime.max.replace(tzinfo=dt.UTC)
         for target in config.targets:
             if target.name in busy:
                 continue  # never two jobs of one target
-            decision = self._backup_decision(target, last_backups.get(target.name), now)
-            kind = "backup"
+            due_at = self._target_due.get(target.name)
+            if due_at is not None and now < due_at and target.name not in (changed_targets or ()):
+                self._wake_at = min(self._wake_at, due_at) if self._wake_at is not None else due_at
+                continue  # nothing of it changed and nothing of it came due: the same decisions
+            backup = self._note(self._backup_decision(target, last_backups.get(target.name), now))
+            decision, kind = backup, "backup"
             if not decision.due and target.restore_test is not None:
                 has_data = target.name in good_backups or bool(catalog.list_snapshots(target=target.name, limit=1))
                 decision = self._restore_test_decision(target, last_tests.get(target.name), has_data, now)
                 kind = "restore-test"
-            if decision.due:
+            if self._note(decision).due:
+                self._target_due.pop(target.name, None)
                 self._queue(kind, target.name, {}, decision, report)
+            else:
+                times = [each.due_at for each in (backup, decision) if each.due_at is not None]
+                self._target_due[target.name] = min(times) if times else never
         self._queue_copies(now, report, busy)
         # Maintenance extends Object Lock retention: without a lock there is nothing to extend.
         locked = config.repository.object_lock is not None
@@ -266,7 +355,7 @@ class Scheduler:
             decision = timing.retry_decision(last, now, settings.retries, settings.retry_backoff) or \
                 timing.cron_decision(f"repository:{kind}", expression, last, now, started_at=self.started_at,
                                      jitter=self.jitter, timezone=self.timezone)
-            if decision.due:
+            if self._note(decision).due:
                 self._queue(kind, None, params, decision, report)
         self._queue_due_drills(now, busy_kinds, good_backups, report)
 
@@ -291,7 +380,7 @@ class Scheduler:
                 continue  # nothing to restore yet
             decision = timing.interval_decision(f"drill:{drill.name}", drill.every, last.get(drill.name), now,
                                                 started_at=self.started_at, jitter=self.jitter)
-            if decision.due:
+            if self._note(decision).due:
                 self._queue("drill", None, {"drill": drill.name}, decision, report)
                 return
 
@@ -317,7 +406,7 @@ class Scheduler:
                 decision = timing.retry_decision(last, now, settings.retries, settings.retry_backoff) or \
                     timing.cron_decision(f"{target.name}:copy:{configured.name}", configured.schedule, last, now,
                                          started_at=self.started_at, jitter=self.jitter, timezone=self.timezone)
-                if decision.due:
+                if self._note(decision).due:
                     self._queue("copy", target.name, {"to": configured.name}, decision, report)
                     busy.add(target.name)
 
@@ -347,8 +436,8 @@ class Scheduler:
 
     def _queue(self, kind: str, target: str | None, params: dict[str, Any], decision: timing.Decision,
                report: TickReport) -> None:
-        job_id = submit_job(self.context, kind, target, params, trigger="scheduler", attempt=decision.attempt)
-        self.context.catalog.log(job_id, f"queued by the scheduler: {decision.reason}")
+        job_id = submit_job(self.context, kind, target, params, trigger="scheduler", attempt=decision.attempt,
+                            log=f"queued by the scheduler: {decision.reason}")
         report.queued.append(job_id)
         report.reasons[job_id] = decision.reason
         log.info("queued job %s: %s %s (%s)", job_id, kind, target or "", decision.reason)
@@ -366,8 +455,10 @@ class Scheduler:
         running_elsewhere = [job for job in catalog.list_jobs(status="running", limit=None)
                              if job.id not in self._running]
         busy_elsewhere = {job.target for job in running_elsewhere if job.target is not None}
-        hosts = {target.name: getattr(target.source, "host", None) or LOCAL_HOST
-                 for target in self.context.config.targets}
+        if self._hosts is None:  # the configuration does not change under a running scheduler
+            self._hosts = {target.name: getattr(target.source, "host", None) or LOCAL_HOST
+                           for target in self.context.config.targets}
+        hosts = self._hosts
         large, large_slots = self._large_targets()
         for job in queued:
             if len(self._running) >= self.settings.max_concurrent:
@@ -399,6 +490,7 @@ class Scheduler:
                     future = submit_job(job.id, job.kind, job.target)
                 except errors.JobNotRunnable as error:  # the queue holds another job of this target
                     log.warning("%s", error)
+                    self._dispatch_marker = None  # try it again next tick, changed catalog or not
                     continue
             else:
                 future = self.executor.submit(self._run, job.id)
@@ -426,7 +518,9 @@ class Scheduler:
         if self.settings.large_after is None or limit < 2:
             return set(), limit
         threshold = self.settings.large_after.total_seconds()
-        large = {target for target, job in self.context.catalog.latest_jobs("backup", GOOD_BACKUP_STATUSES).items()
+        good = self._latest[2] if self._latest is not None else \
+            self.context.catalog.latest_jobs("backup", GOOD_BACKUP_STATUSES)
+        large = {target for target, job in good.items()
                  if target is not None and (job.duration_seconds or 0.0) > threshold}
         return large, limit - max(1, limit // 4)
 

@@ -23,6 +23,7 @@ Rules
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ class Decision:
     due_at: dt.datetime | None = None
 
 
+@functools.lru_cache(maxsize=65536)  # a pure function asked per target on every pass
 def jitter_offset(name: str, window: dt.timedelta, period: dt.timedelta | None = None) -> dt.timedelta:
     """A fixed offset in [0, window) for ``name``; at most half of ``period`` when given."""
     if period is not None:
@@ -90,7 +92,8 @@ def cron_decision(name: str, expression: str, last: Any, now: dt.datetime, *, st
                   jitter: dt.timedelta, timezone: dt.tzinfo) -> Decision:
     slot, period = latest_slot(expression, now, timezone)
     if last is not None and last.created_at >= slot:
-        return Decision(False, reason=f"slot {slot:%Y-%m-%d %H:%M} done")
+        # Nothing before the next slot (its jitter only adds to it): when a scheduler may look again.
+        return Decision(False, reason=f"slot {slot:%Y-%m-%d %H:%M} done", due_at=slot + period)
     due_at = max(slot, started_at) + jitter_offset(name, jitter, period)
     return Decision(now >= due_at, 1, f"cron slot {slot:%Y-%m-%d %H:%M}", due_at)
 

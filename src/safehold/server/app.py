@@ -19,7 +19,6 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import generate_latest
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,7 +26,7 @@ from .. import __version__, errors
 from ..catalog.tokens import TokenStore
 from . import schemas
 from .auth import require
-from .metrics import create_registry
+from .metrics import MetricsExposition
 from .routes import router
 from .strict import RefuseTokensInQuery
 
@@ -111,7 +110,11 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
     app.state.tokens = TokenStore(context.catalog)
     app.state.scheduler = scheduler
     app.state.restore_root = Path(restore_root or Path(context.config.state_dir) / "restores").resolve()
-    registry = create_registry(context)
+    from ..engine.status import StatusCache
+
+    # One status computation shared by /metrics and the targets API, redone when the catalog changes.
+    app.state.statuses = StatusCache(context)
+    exposition = MetricsExposition(context, statuses=app.state.statuses)
 
     @app.exception_handler(errors.SafeholdError)
     async def safehold_error(request: Request, error: errors.SafeholdError) -> JSONResponse:
@@ -188,7 +191,7 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
                               "description": "Prometheus text exposition"}})
     def metrics() -> Response:
         """Prometheus metrics, computed from the catalog at scrape time (see docs/architecture.md)."""
-        return Response(generate_latest(registry), media_type=METRICS_CONTENT_TYPE)
+        return Response(exposition.render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
     def docs(_: Any = Depends(require("viewer"))) -> HTMLResponse:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -36,11 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from .. import __version__
 
 if TYPE_CHECKING:
     from ..engine.context import Context
+    from ..engine.status import StatusCache
 
 log = logging.getLogger("safehold.server.metrics")
 
@@ -65,9 +68,11 @@ TARGET_LABELS = ("target", "tier", "source")
 class SafeholdCollector(Collector):
     """A prometheus-client collector reading the catalog and configuration of ``context`` on each scrape."""
 
-    def __init__(self, context: Context, *, repository_ttl: float = REPOSITORY_TTL_SECONDS) -> None:
+    def __init__(self, context: Context, *, repository_ttl: float = REPOSITORY_TTL_SECONDS,
+                 statuses: StatusCache | None = None) -> None:
         self.context = context
         self.repository_ttl = repository_ttl
+        self.statuses = statuses  # shared with the API; None: computed on every scrape
         self._repository_lock = threading.Lock()
         self._repository_cache: tuple[float, dict[str, float] | None] | None = None
         from ..engine.status import BackupTotals
@@ -76,11 +81,22 @@ class SafeholdCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._build_info()
+        yield from self.catalog_families()
+        yield from self.live_families()
+
+    def catalog_families(self) -> Iterator[Metric]:
+        """The families computed from the catalog and configuration alone. None of them depends on
+        the clock (times are exported as timestamps, never as ages), so their rendering stays
+        right for as long as the catalog does not change (MetricsExposition)."""
         yield from self._targets()
         yield from self._drills()
         yield from self._jobs()
-        yield from self._repository()
         yield from self._copies()
+
+    def live_families(self) -> Iterator[Metric]:
+        """The families read from elsewhere on each scrape: the repository (cached for
+        ``repository_ttl``) and the queue's workers (their heartbeats age)."""
+        yield from self._repository()
         yield from self._workers()
 
     # --- families -------------------------------------------------------------
@@ -95,7 +111,8 @@ class SafeholdCollector(Collector):
         from ..engine.status import target_statuses
 
         config = self.context.config
-        statuses = {status.name: status for status in target_statuses(self.context)}
+        found = self.statuses.statuses() if self.statuses is not None else target_statuses(self.context)
+        statuses = {status.name: status for status in found}
         labels = {target.name: (target.name, str(target.tier), target.source.type) for target in config.targets}
         test_intervals = {target.name: target.restore_test.every.total_seconds()
                           for target in config.targets if target.restore_test is not None}
@@ -148,8 +165,9 @@ class SafeholdCollector(Collector):
 
         outcomes = self._last_backup_outcomes()
         passed_tests = self._last_passed_restore_tests()
+        tiers = {target.name: config.tier_of(target) for target in config.targets}  # by name: N lookups, not N²
         for name, values in labels.items():
-            tier = config.tier_of(name)
+            tier = tiers[name]
             rpo.add_metric(values, tier.rpo.total_seconds())
             rto.add_metric(values, tier.rto.total_seconds())
             status = statuses.get(name)
@@ -376,6 +394,96 @@ def create_registry(context: Context, **options: Any) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SafeholdCollector(context, **options))
     return registry
+
+
+class MetricsExposition:
+    """The text of ``/metrics``, with the catalog's part rendered again only when the catalog changed.
+
+    Rendering ~16,000 samples at 1,000 targets (17 histogram buckets per target) is most of a
+    second of pure Python in prometheus-client on a busy host, and the catalog rarely changes
+    between two scrapes of a quiet night. Each scrape reads ``Catalog.change_marker()`` (three
+    index lookups) and reuses the bytes rendered under the same marker; the repository and worker
+    families, and build info, are rendered on every scrape. ``max_age`` bounds the reuse as in
+    ``engine.status.StatusCache``. Thread-safe: concurrent scrapes wait for one rendering.
+    """
+
+    def __init__(self, context: Context, *, statuses: StatusCache | None = None, max_age: float = 300.0,
+                 **options: Any) -> None:
+        self.context = context
+        self.collector = SafeholdCollector(context, statuses=statuses, **options)
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._cached: tuple[Any, float, bytes] | None = None
+        self.rendered = 0  # how many times the catalog part was rendered (tests, the bench)
+
+    def render(self) -> bytes:
+        from prometheus_client.exposition import generate_latest
+
+        with self._lock:
+            marker = self.context.catalog.change_marker()  # before the data it guards
+            cached = self._cached
+            if cached is None or cached[0] != marker or time.monotonic() - cached[1] >= self.max_age:
+                families = list(self.collector.catalog_families())
+                body = render_text(families)
+                if body is None:  # something outside what render_text knows: the library's own
+                    body = generate_latest(_Families(lambda: iter(families)))  # type: ignore[arg-type]
+                cached = self._cached = (marker, time.monotonic(), body)
+                self.rendered += 1
+        head = generate_latest(_Families(self.collector._build_info))  # type: ignore[arg-type]
+        tail = generate_latest(_Families(self.collector.live_families))  # type: ignore[arg-type]
+        return head + cached[2] + tail
+
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_SUFFIXES = {"gauge": ("",), "counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def render_text(families: list[Metric]) -> bytes | None:
+    """The Prometheus text format of ``families``, byte for byte what prometheus_client's
+    ``generate_latest`` writes, for the cases our collector produces (gauges, counters and
+    histograms with legacy names, no timestamps, exemplars or _created samples); None for
+    anything else, so the caller falls back to the library. About twice as fast: the library
+    validates and escapes every label name of every sample (16,000 samples of 3-4 labels at
+    1,000 targets), ours are checked once per family. Label values are escaped as the library
+    does (backslash, newline, double quote); they come from the configuration and the catalog."""
+    output: list[str] = []
+    for metric in families:
+        suffixes = _SUFFIXES.get(metric.type)
+        if suffixes is None or not _NAME.fullmatch(metric.name):
+            return None
+        name = metric.name + ("_total" if metric.type == "counter" else "")
+        documentation = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        output.append(f"# HELP {name} {documentation}\n# TYPE {name} {metric.type}\n")
+        known: set[str] = set()
+        allowed = {metric.name + suffix for suffix in suffixes}
+        for sample in metric.samples:
+            if sample.name not in allowed or sample.timestamp is not None or sample.exemplar is not None:
+                return None
+            if sample.labels:
+                keys = sorted(sample.labels)
+                for key in keys:
+                    if key not in known:
+                        if not _NAME.fullmatch(key):
+                            return None
+                        known.add(key)
+                text = ",".join(f'{key}="{_escape(sample.labels[key])}"' for key in keys)
+                output.append(f"{sample.name}{{{text}}} {floatToGoString(sample.value)}\n")
+            else:
+                output.append(f"{sample.name} {floatToGoString(sample.value)}\n")
+    return "".join(output).encode("utf-8")
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+    return value
+
+
+class _Families:
+    """What generate_latest needs of a registry: ``collect()``."""
+
+    def __init__(self, families: Any) -> None:
+        self.collect = families
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

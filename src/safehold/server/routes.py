@@ -62,19 +62,25 @@ def job_dict(record: JobRecord) -> dict[str, Any]:
 @router.get("/targets", response_model=schemas.TargetList, tags=["targets"])
 def list_targets(request: Request, _: TokenRecord = viewer) -> dict[str, Any]:
     """Every configured target with its tier, RPO compliance and last restore test."""
-    from ..engine.status import target_statuses
-
-    return {"targets": [entry.as_dict() for entry in target_statuses(_context(request))]}
+    return {"targets": [entry.as_dict() for entry in _target_statuses(request)]}
 
 
 @router.get("/targets/{name}", response_model=schemas.TargetStatus, tags=["targets"], responses=NOT_FOUND)
 def get_target(name: str, request: Request, _: TokenRecord = viewer) -> dict[str, Any]:
     """One target's status."""
-    from ..engine.status import target_statuses
-
     context = _context(request)
     context.config.target(name)  # TargetNotFound -> 404
-    return next(entry.as_dict() for entry in target_statuses(context) if entry.name == name)
+    return next(entry.as_dict() for entry in _target_statuses(request) if entry.name == name)
+
+
+def _target_statuses(request: Request) -> list[Any]:
+    """The statuses the app shares with /metrics (engine.status.StatusCache), or computed now."""
+    cache = getattr(request.app.state, "statuses", None)
+    if cache is not None:
+        return list(cache.statuses())
+    from ..engine.status import target_statuses
+
+    return target_statuses(_context(request))
 
 
 # --- snapshots -----------------------------------------------------------------

@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 
 from control_support import FakeClock, files_target, make_context
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from safehold.engine.jobs import run_job, submit_job
-from safehold.engine.status import target_statuses
+from safehold.engine.status import StatusCache, target_statuses
+from safehold.server.metrics import MetricsExposition, create_registry
 
 
 def test_status_follows_backups_failures_and_restore_tests(tmp_path: Path, clock: FakeClock) -> None:
@@ -265,3 +268,83 @@ def test_art_history_merges_restore_tests_and_drill_steps_and_judges_the_rto(tmp
     assert data["state"] == "could-tighten" and data["max_seconds"] == 900
     assert [entry["time"] for entry in data["history"]] == sorted((entry["time"] for entry in data["history"]),
                                                                   reverse=True)
+
+
+# --- StatusCache and MetricsExposition: computed once per catalog change, ages always of the moment ---
+
+
+def samples(text: bytes) -> set[tuple]:
+    return {(sample.name, tuple(sorted(sample.labels.items())), sample.value)
+            for family in text_string_to_metric_families(text.decode()) for sample in family.samples}
+
+
+def test_statuses_are_computed_again_only_when_the_catalog_changed(tmp_path: Path, clock: FakeClock) -> None:
+    names = [f"t{index}" for index in range(6)]
+    context = make_context(tmp_path / "ws", [files_target(tmp_path, name) for name in names], clock=clock, init=False)
+    fill(context, clock, names)
+    cache = StatusCache(context)
+    first = cache.statuses(clock.now)
+    assert [entry.as_dict() for entry in first] == [entry.as_dict() for entry in target_statuses(context, clock.now)]
+    statements, stop = count_selects(context.catalog.engine)
+    clock.advance(minutes=20)
+    later = cache.statuses(clock.now)
+    stop()
+    assert cache.computed == 1
+    assert len(statements) <= 4  # the change marker alone (its tail only while jobs are active)
+    # Cached, yet the ages and the RPO compliance are those of now (20 minutes older: a 15m RPO missed).
+    assert [entry.as_dict() for entry in later] == [entry.as_dict() for entry in target_statuses(context, clock.now)]
+    assert any(before.compliant and not after.compliant for before, after in zip(first, later))
+
+    context.catalog.finish_job(context.catalog.start_job("backup", "t0"), "succeeded")
+    fresh = cache.statuses(clock.now)
+    assert cache.computed == 2
+    assert fresh[0].compliant and fresh[0].age_seconds == 0.0
+
+
+def test_the_cached_metrics_text_is_the_collectors_until_the_catalog_changes(tmp_path: Path,
+                                                                              clock: FakeClock) -> None:
+    names = [f"t{index}" for index in range(6)]
+    context = make_context(tmp_path / "ws", [files_target(tmp_path, name) for name in names], clock=clock, init=False)
+    fill(context, clock, names)
+    exposition = MetricsExposition(context, statuses=StatusCache(context), repository_ttl=3600)
+    registry = create_registry(context, repository_ttl=3600)
+    assert samples(exposition.render()) == samples(generate_latest(registry))
+
+    statements, stop = count_selects(context.catalog.engine)
+    again = exposition.render()
+    stop()
+    assert exposition.rendered == 1
+    assert len(statements) <= 4, statements  # the change marker; the repository listing is cached
+    assert samples(again) == samples(generate_latest(registry))
+
+    job = context.catalog.start_job("backup", "t1")
+    running = exposition.render()
+    assert exposition.rendered == 2
+    assert samples(running) == samples(generate_latest(registry))
+
+    def backups_running(text: bytes) -> float:
+        return next(value for name, labels, value in samples(text)
+                    if name == "safehold_jobs_running" and labels == (("kind", "backup"),))
+
+    assert backups_running(running) == backups_running(again) + 1
+    clock.advance(minutes=1)
+    context.catalog.finish_job(job, "succeeded")
+    finished = exposition.render()
+    assert exposition.rendered == 3
+    assert samples(finished) == samples(generate_latest(registry))
+    when = clock.now.timestamp()
+    assert any(name == "safehold_backup_last_success_timestamp_seconds" and ("target", "t1") in labels
+               and value == when for name, labels, value in samples(finished))
+
+
+def test_the_safety_net_recomputes_after_max_age_even_without_a_change(tmp_path: Path, clock: FakeClock) -> None:
+    context = make_context(tmp_path / "ws", [files_target(tmp_path, "t0")], clock=clock, init=False)
+    ticks = [0.0]
+    cache = StatusCache(context, max_age=60, clock=lambda: ticks[0])
+    cache.statuses(clock.now)
+    ticks[0] = 59.0
+    cache.statuses(clock.now)
+    assert cache.computed == 1
+    ticks[0] = 61.0
+    cache.statuses(clock.now + dt.timedelta(seconds=61))
+    assert cache.computed == 2

@@ -429,3 +429,88 @@ def test_drill_steps_are_dispatched_by_their_drill_not_by_the_scheduler(tmp_path
     scheduler.tick()
     assert context.catalog.get_job(step).status == "cancelled"
     assert "its drill (job 1) ended before a worker took it" in context.catalog.get_job(step).error
+
+
+def test_an_idle_tick_reads_only_the_catalogs_change_marker(tmp_path: Path, clock: FakeClock,
+                                                           executor: ManualExecutor) -> None:
+    """Scheduler overhead at scale: while nothing changed and nothing came due, a tick neither
+    re-reads every target's jobs nor looks at the queue; a change or a due time ends the idling."""
+    from sqlalchemy import event
+
+    targets = [files_target(tmp_path, f"t{index:02d}") for index in range(20)] + [
+        files_target(tmp_path, "cron", schedule="0 * * * *")]
+    context = make_context(tmp_path / "ws", targets, quiet(max_concurrent=30, max_per_host=30), clock, init=False)
+    for target in targets:
+        context.catalog.finish_job(context.catalog.start_job("backup", target["name"]), "succeeded")
+    scheduler = scheduler_for(context, clock, executor)
+    assert scheduler.tick().queued == [] and scheduler.full_passes == 1
+    statements: list[str] = []
+
+    def record(connection, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    per_tick: list[list[str]] = []
+    event.listen(context.catalog.engine, "before_cursor_execute", record)
+    try:
+        for _ in range(12):  # a minute of 5 s ticks, nothing due (the interval is half the RPO)
+            statements.clear()
+            assert scheduler.tick(clock.advance(seconds=5)).queued == []
+            per_tick.append([statement.split()[0].upper() for statement in statements if statement != "BEGIN"])
+    finally:
+        event.remove(context.catalog.engine, "before_cursor_execute", record)
+    assert scheduler.full_passes == 1 + 1  # the safety net: one full pass a minute (IDLE_RECHECK)
+    # Every other tick: the change marker alone (the newest job, the oldest active one: none, the
+    # snapshot cache), nothing written; a full pass reads more (every target's newest jobs, the queue).
+    idle = [statements for statements in per_tick if len(statements) <= 3]
+    assert len(idle) == 11 and all(statements == ["SELECT"] * 3 for statements in idle), per_tick
+    assert max(len(statements) for statements in per_tick) > 3
+
+    # A job queued by someone else (the API) is dispatched at the next tick.
+    from safehold.engine.jobs import submit_job
+
+    job_id = submit_job(context, "backup", "t03", {}, trigger="api")
+    report = scheduler.tick(clock.advance(seconds=5))
+    assert report.dispatched == [job_id] and report.queued == []
+    executor.run_next()
+    # And a due time ends the idling without any change: a target's next interval.
+    passes = scheduler.full_passes
+    due = [scheduler.tick(clock.advance(minutes=1)).queued for _ in range(8)]
+    assert scheduler.full_passes > passes and any(due)
+
+
+def test_a_pass_after_a_change_reads_only_the_jobs_that_changed(tmp_path: Path, clock: FakeClock,
+                                                                executor: ManualExecutor,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a steady state at scale the catalog changes every tick; a pass then updates each target's
+    newest jobs from the changed rows instead of reading every target's again, and ends up with
+    what a full reading gives."""
+    from safehold.catalog.store import GOOD_BACKUP_STATUSES
+
+    targets = [files_target(tmp_path, f"t{index}") for index in range(6)]
+    context = make_context(tmp_path / "ws", targets, quiet(max_concurrent=1, max_per_host=1), clock, init=False)
+    catalog = context.catalog
+    for target in targets[:4]:
+        catalog.finish_job(catalog.start_job("backup", target["name"]), "succeeded")
+    running = catalog.start_job("backup", "t4")  # another process's backup, under way
+    scheduler = scheduler_for(context, clock, executor)
+    scheduler.tick()  # queues t5 (never backed up) and dispatches it
+    full_reading = catalog.latest_jobs
+    monkeypatch.setattr(catalog, "latest_jobs", lambda *a, **k: pytest.fail("read every target's jobs"))
+
+    catalog.finish_job(running, "failed")  # left the tail: a status seen only as gone from it
+    executor.run_next()  # t5's backup ran and succeeded
+    catalog.finish_job(catalog.start_job("restore-test", "t0"), "succeeded")
+    catalog.finish_job(catalog.start_job("backup", "t1"), "partial")
+    scheduler.tick(clock.advance(seconds=5))
+    assert scheduler._latest is not None
+    _, last_backups, good_backups, last_tests = scheduler._latest
+    monkeypatch.setattr(catalog, "latest_jobs", full_reading)
+
+    def ids(found: dict) -> dict:
+        return {target: (job.id, job.status) for target, job in found.items()}
+
+    assert ids(last_backups) == ids(catalog.latest_jobs("backup"))
+    assert ids(good_backups) == ids(catalog.latest_jobs("backup", status=GOOD_BACKUP_STATUSES))
+    assert ids(last_tests) == ids(catalog.latest_jobs("restore-test"))
+    assert last_backups["t4"].status == "failed" and good_backups["t1"].status == "partial"
+    assert last_backups["t5"].status not in ("queued", "running")  # queued, dispatched and run between two ticks

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", default="safehold,restic,restic-n")
     parser.add_argument("--direct", action="store_true",
                         help="also restore safehold's repository blob by blob (SAFEHOLD_RESTORE_CONNECTIONS=0)")
+    parser.add_argument("--baseline-src",
+                        help="also restore safehold's repository with this source tree (e.g. a git archive of "
+                             "main's src/, run through PYTHONPATH): the before/after row, in the same run")
     parser.add_argument("--safehold")
     parser.add_argument("--workdir", default="/var/tmp/safehold-s3-bench")
     parser.add_argument("--json", default=str(HERE / "s3-results.json"))
@@ -210,14 +213,24 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
             tools.append(ResticS3(work, data, runner, port, bucket, None))
         else:
             tools.append(ResticS3(work, data, runner, port, bucket, args.connections))
+    restorers = list(tools)
     if args.direct and tools and tools[0].name == "safehold":
         # The same repository, restored blob by blob (the reader before issue 19): the before/after row.
         direct = copy.copy(tools[0])
         direct.name = "safehold-direct"
         direct.env = dict(tools[0].env, SAFEHOLD_RESTORE_CONNECTIONS="0")
-        restorers = [tools[0], direct, *tools[1:]]
-    else:
-        restorers = tools
+        restorers.insert(1, direct)
+    if args.baseline_src and tools and tools[0].name == "safehold":
+        # The same repository, restored by another build (its own state folder, so neither build's
+        # listing memo or catalog is the other's): before and after alternate in one run.
+        before = copy.copy(tools[0])
+        before.name = "safehold-before"
+        before.env = dict(tools[0].env, PYTHONPATH=str(Path(args.baseline_src).resolve()))
+        state = work / f"state-before-{tools[0].bucket}"
+        before.config = work / f"safehold-before-{tools[0].bucket}.yml"
+        before.config.write_text(tools[0].config.read_text().replace(f"state_dir: {work / ('state-' + tools[0].bucket)}",
+                                                                     f"state_dir: {state}"))
+        restorers.insert(1, before)
     out: dict = {tool.name: {p: [] for p in PHASES} for tool in restorers}
 
     def note(tool, phase, m):

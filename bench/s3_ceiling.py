@@ -35,8 +35,16 @@ MIB = 1024 * 1024
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and of its children still running (the proxy's forked workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def self_cpu() -> float:
@@ -124,7 +132,8 @@ def main() -> int:
     parser.add_argument("--connections", default="1,5,16,32")
     parser.add_argument("--ranges", default="whole,8")
     parser.add_argument("--clients", default="raw,boto3")
-    parser.add_argument("--paths", default="moto,proxy")
+    parser.add_argument("--paths", default="moto,proxy,proxy2",
+                        help="moto: straight to moto; proxy: through the proxy; proxy2: through the proxy with 2 workers")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--passes", type=int, default=2, help="every object read this many times per measurement")
     args = parser.parse_args()
@@ -132,6 +141,8 @@ def main() -> int:
     moto, moto_port = start([sys.executable, "-c", MOTO])
     proxy, proxy_port = start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
                                f"http://127.0.0.1:{moto_port}", "--latency-ms", str(args.latency_ms)])
+    proxy2, proxy2_port = start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
+                                 f"http://127.0.0.1:{moto_port}", "--latency-ms", str(args.latency_ms), "--workers", "2"])
     try:
         bucket = "ceiling"
         make_bucket(moto_port, bucket)
@@ -149,11 +160,13 @@ def main() -> int:
         for rep in range(args.repeat):
             for config in (configs if rep % 2 == 0 else list(reversed(configs))):
                 path, client_name, range_name, connections = config
-                port = moto_port if path == "moto" else proxy_port
+                port = {"moto": moto_port, "proxy": proxy_port, "proxy2": proxy2_port}[path]
                 client = RawClient(port, bucket, objects) if client_name == "raw" else BotoClient(port, bucket, connections)
                 work = args.passes * requests_for(objects, args.mib * MIB,
                                                   None if range_name == "whole" else int(range_name))
-                pids = {"moto": moto.pid} if path == "moto" else {"moto": moto.pid, "proxy": proxy.pid}
+                pids = {"moto": moto.pid}
+                if path != "moto":
+                    pids["proxy"] = (proxy if path == "proxy" else proxy2).pid
                 m = measure(client, work, connections, pids)
                 results[config].append(m)
                 print(f"# {path:5s} {client_name:5s} {range_name:>5s} x{connections:<3d} {m['mib_s']:7.1f} MiB/s "
@@ -169,6 +182,7 @@ def main() -> int:
                   f"| {connections} | {med['mib_s']:.1f} | {med['reader_cpu']:.2f} | {med['moto_cpu']:.2f} "
                   f"| {med.get('proxy_cpu', 0):.2f} |")
     finally:
+        stop(proxy2)
         stop(proxy)
         stop(moto)
     return 0

@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency-ms", default="20,50")
     parser.add_argument("--mib-per-s", type=float, default=0.0, help="bandwidth cap of the proxy (0: none)")
+    parser.add_argument("--proxy-workers", type=int, default=1,
+                        help="processes of the latency proxy (one is a one-core ceiling on a loaded machine)")
     parser.add_argument("--connections", type=int, default=16,
                         help="safehold's restore concurrency; restic is also run with s3.connections at this")
     parser.add_argument("--repeat", type=int, default=1, help="restore and single-file restore repetitions")
@@ -182,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     formats = datagen.make_formats(args.seed)
     total = bench.tree_bytes(data)[0]
     results: dict = {"scale": args.scale, "data_bytes": total, "connections": args.connections,
+                     "proxy_workers": args.proxy_workers,
                      "mib_per_s": args.mib_per_s, "files": dataset["files"], "rounds": {}}
     moto, moto_port = start([sys.executable, "-c", MOTO])
     try:
         for round_number, latency in enumerate(int(x) for x in args.latency_ms.split(",")):
             proxy, port = start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
                                  f"http://127.0.0.1:{moto_port}", "--latency-ms", str(latency),
-                                 "--mib-per-s", str(args.mib_per_s)])
+                                 "--mib-per-s", str(args.mib_per_s), "--workers", str(args.proxy_workers)])
             try:
                 results["rounds"][str(latency)] = run_round(args, work, data, runner, exe, moto_port, port,
                                                             latency, round_number, formats, datagen)
@@ -284,7 +287,7 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
 def markdown(results: dict) -> str:
     lines = [f"Data: {results['data_bytes'] / bench.MiB:.0f} MiB ({results['files']} files + image), "
              f"scale {results['scale']}; safehold restore connections {results['connections']}; "
-             f"bandwidth cap {results['mib_per_s'] or 'none'} MiB/s", ""]
+             f"bandwidth cap {results['mib_per_s'] or 'none'} MiB/s; proxy processes {results.get('proxy_workers', 1)}", ""]
     for latency, out in results["rounds"].items():
         tools = list(out)
         lines += [f"Latency {latency} ms per request (median wall seconds; ratio = restic time / safehold time, "

@@ -280,7 +280,10 @@ def _reader(repository: Repository, snapshot: Snapshot, spec: dict, items: Any) 
 def _file_blob_order(items: Any, includes: list[str]) -> Any:
     """The chunks a directory restore reads, in the order it reads them (a second stream of the
     tree: nothing of the snapshot is held). Only a hint: a blob read out of this order is read
-    directly."""
+    directly. With ``includes``, a FLUSH follows each selected file: the destination reaches it
+    while the rest of a large tree is still being walked, and its chunks are fetched at once
+    instead of after the walk (they were read blob by blob meanwhile)."""
+    from ..repository.prefetch import FLUSH
     from ..restore.directory import selected
 
     wanted = [os.fsencode(include).strip(b"/") for include in includes]
@@ -292,6 +295,8 @@ def _file_blob_order(items: Any, includes: list[str]) -> Any:
             continue
         for start in range(0, len(chunks) - 31, 32):
             yield chunks[start : start + 32]
+        if wanted:
+            yield FLUSH
 
 
 def _image_blob_order(items: list, includes: list[str]) -> Any:

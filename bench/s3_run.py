@@ -251,8 +251,9 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
         note(tool, "change", tool.backup_all("change", "change"))
     want_tree = bench.tree_hashes(data / "tree")
     want_image = bench.file_hash(data / "disk.img")
+    # Odd repetitions run the tools in reverse order: no tool always follows the same one.
     for rep in range(args.repeat):
-        for tool in restorers:
+        for tool in (restorers if rep % 2 == 0 else restorers[::-1]):
             dest = work / "restore"
             shutil.rmtree(dest, ignore_errors=True)
             if tool.name.startswith("safehold"):
@@ -266,7 +267,7 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
             shutil.rmtree(dest, ignore_errors=True)
     relative = big.relative_to(data / "tree")
     for rep in range(args.repeat):
-        for tool in restorers:
+        for tool in (restorers if rep % 2 == 0 else restorers[::-1]):
             dest = work / "restore-one"
             shutil.rmtree(dest, ignore_errors=True)
             path = f"tree/{relative}" if tool.name.startswith("safehold") else str(big)

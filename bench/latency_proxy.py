@@ -1,12 +1,17 @@
 """An HTTP/1.1 proxy on loopback that adds a fixed latency per request and an optional bandwidth cap.
 
-    python bench/latency_proxy.py --upstream http://127.0.0.1:PORT --latency-ms 20 [--mib-per-s 100]
+    python bench/latency_proxy.py --upstream http://127.0.0.1:PORT --latency-ms 20 [--mib-per-s 100] [--workers 2]
 
 prints ``PORT <n>`` once listening and serves until stdin closes. For the S3 phase of the
 benchmark (``bench/s3_run.py``): the moto server answers at once, a bucket in another region
 does not. Every request waits ``--latency-ms`` before it is forwarded (one round trip, as a
 request costs on a real link; the connection set-up is not charged separately), and the answer's
 body is paced at ``--mib-per-s`` shared by all connections, when given.
+
+One process serves every connection on one core: under a loaded machine it became the test bed's
+ceiling (``bench/s3_ceiling.py``: ~100-200 MiB/s at load 12, its CPU 1.3-2.2 ms per MiB).
+``--workers N`` forks N processes that accept on the one listening socket (the kernel spreads the
+connections); the bandwidth cap is then split evenly between them (approximately shared).
 
 Kept apart from ``tests/faults/s3_fault_proxy.py`` (which injects faults): bench code does not
 import from tests/. Keep-alive towards the client; one upstream connection per client
@@ -17,6 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
+import socket
 import sys
 import time
 from urllib.parse import urlparse
@@ -166,20 +174,47 @@ async def read_message(reader: asyncio.StreamReader, request: bool, method: str 
     return message
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--mib-per-s", type=float, default=0.0, help="bandwidth cap shared by all connections (0: none)")
-    options = parser.parse_args()
-    proxy = Proxy(options.upstream, options.latency_ms / 1000, options.mib_per_s * 1024 * 1024 or None)
-    server = await asyncio.start_server(proxy.serve, "127.0.0.1", 0, limit=1 << 20)
-    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)
+async def serve(options: argparse.Namespace, listening: socket.socket, parent: int | None) -> None:
+    rate = options.mib_per_s * 1024 * 1024 / max(1, options.workers)
+    proxy = Proxy(options.upstream, options.latency_ms / 1000, rate or None)
+    server = await asyncio.start_server(proxy.serve, sock=listening, limit=1 << 20)
+    if parent is None:  # the first process: reports the port, serves until stdin closes
+        print(f"PORT {listening.getsockname()[1]}", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    else:  # a forked worker: serves while its parent lives
+        while os.getppid() == parent:
+            await asyncio.sleep(0.5)
     server.close()
     print(f"requests {proxy.requests}", file=sys.stderr, flush=True)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--mib-per-s", type=float, default=0.0, help="bandwidth cap shared by all connections (0: none)")
+    parser.add_argument("--workers", type=int, default=1, help="processes accepting on the one socket")
+    options = parser.parse_args()
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(512)
+    listening.setblocking(False)
+    children = []
+    for _ in range(max(1, options.workers) - 1):
+        parent = os.getpid()
+        child = os.fork()
+        if child == 0:
+            sys.stdin.close()
+            asyncio.run(serve(options, listening, parent))
+            os._exit(0)
+        children.append(child)
+    try:
+        asyncio.run(serve(options, listening, None))
+    finally:
+        for child in children:
+            os.kill(child, signal.SIGTERM)
+            os.waitpid(child, 0)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -156,12 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency-ms", default="20,50")
     parser.add_argument("--mib-per-s", type=float, default=0.0, help="bandwidth cap of the proxy (0: none)")
+    parser.add_argument("--proxy-workers", type=int, default=1,
+                        help="processes of the latency proxy (one is a one-core ceiling on a loaded machine)")
     parser.add_argument("--connections", type=int, default=16,
                         help="safehold's restore concurrency; restic is also run with s3.connections at this")
     parser.add_argument("--repeat", type=int, default=1, help="restore and single-file restore repetitions")
     parser.add_argument("--tools", default="safehold,restic,restic-n")
     parser.add_argument("--direct", action="store_true",
                         help="also restore safehold's repository blob by blob (SAFEHOLD_RESTORE_CONNECTIONS=0)")
+    parser.add_argument("--baseline-src",
+                        help="also restore safehold's repository with this source tree (e.g. a git archive of "
+                             "main's src/, run through PYTHONPATH): the before/after row, in the same run")
     parser.add_argument("--safehold")
     parser.add_argument("--workdir", default="/var/tmp/safehold-s3-bench")
     parser.add_argument("--json", default=str(HERE / "s3-results.json"))
@@ -179,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     formats = datagen.make_formats(args.seed)
     total = bench.tree_bytes(data)[0]
     results: dict = {"scale": args.scale, "data_bytes": total, "connections": args.connections,
+                     "proxy_workers": args.proxy_workers,
                      "mib_per_s": args.mib_per_s, "files": dataset["files"], "rounds": {}}
     moto, moto_port = start([sys.executable, "-c", MOTO])
     try:
         for round_number, latency in enumerate(int(x) for x in args.latency_ms.split(",")):
             proxy, port = start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
                                  f"http://127.0.0.1:{moto_port}", "--latency-ms", str(latency),
-                                 "--mib-per-s", str(args.mib_per_s)])
+                                 "--mib-per-s", str(args.mib_per_s), "--workers", str(args.proxy_workers)])
             try:
                 results["rounds"][str(latency)] = run_round(args, work, data, runner, exe, moto_port, port,
                                                             latency, round_number, formats, datagen)
@@ -210,14 +216,24 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
             tools.append(ResticS3(work, data, runner, port, bucket, None))
         else:
             tools.append(ResticS3(work, data, runner, port, bucket, args.connections))
+    restorers = list(tools)
     if args.direct and tools and tools[0].name == "safehold":
         # The same repository, restored blob by blob (the reader before issue 19): the before/after row.
         direct = copy.copy(tools[0])
         direct.name = "safehold-direct"
         direct.env = dict(tools[0].env, SAFEHOLD_RESTORE_CONNECTIONS="0")
-        restorers = [tools[0], direct, *tools[1:]]
-    else:
-        restorers = tools
+        restorers.insert(1, direct)
+    if args.baseline_src and tools and tools[0].name == "safehold":
+        # The same repository, restored by another build (its own state folder, so neither build's
+        # listing memo or catalog is the other's): before and after alternate in one run.
+        before = copy.copy(tools[0])
+        before.name = "safehold-before"
+        before.env = dict(tools[0].env, PYTHONPATH=str(Path(args.baseline_src).resolve()))
+        state = work / f"state-before-{tools[0].bucket}"
+        before.config = work / f"safehold-before-{tools[0].bucket}.yml"
+        before.config.write_text(tools[0].config.read_text().replace(f"state_dir: {work / ('state-' + tools[0].bucket)}",
+                                                                     f"state_dir: {state}"))
+        restorers.insert(1, before)
     out: dict = {tool.name: {p: [] for p in PHASES} for tool in restorers}
 
     def note(tool, phase, m):
@@ -235,8 +251,9 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
         note(tool, "change", tool.backup_all("change", "change"))
     want_tree = bench.tree_hashes(data / "tree")
     want_image = bench.file_hash(data / "disk.img")
+    # Odd repetitions run the tools in reverse order: no tool always follows the same one.
     for rep in range(args.repeat):
-        for tool in restorers:
+        for tool in (restorers if rep % 2 == 0 else restorers[::-1]):
             dest = work / "restore"
             shutil.rmtree(dest, ignore_errors=True)
             if tool.name.startswith("safehold"):
@@ -250,7 +267,7 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
             shutil.rmtree(dest, ignore_errors=True)
     relative = big.relative_to(data / "tree")
     for rep in range(args.repeat):
-        for tool in restorers:
+        for tool in (restorers if rep % 2 == 0 else restorers[::-1]):
             dest = work / "restore-one"
             shutil.rmtree(dest, ignore_errors=True)
             path = f"tree/{relative}" if tool.name.startswith("safehold") else str(big)
@@ -271,7 +288,7 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
 def markdown(results: dict) -> str:
     lines = [f"Data: {results['data_bytes'] / bench.MiB:.0f} MiB ({results['files']} files + image), "
              f"scale {results['scale']}; safehold restore connections {results['connections']}; "
-             f"bandwidth cap {results['mib_per_s'] or 'none'} MiB/s", ""]
+             f"bandwidth cap {results['mib_per_s'] or 'none'} MiB/s; proxy processes {results.get('proxy_workers', 1)}", ""]
     for latency, out in results["rounds"].items():
         tools = list(out)
         lines += [f"Latency {latency} ms per request (median wall seconds; ratio = restic time / safehold time, "

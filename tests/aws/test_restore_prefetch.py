@@ -147,3 +147,38 @@ def test_a_truncated_or_damaged_range_is_named_never_returned(stored, damage):
             assert result == blobs[blob_id]
         else:
             assert copy.locate(blob_id).pack == location.pack
+
+
+def test_a_flush_fetches_what_was_planned_before_the_plan_ends(stored):
+    """A restore of one file from a large snapshot: the planner reaches the file, then walks the
+    rest of the tree for a long time. The FLUSH after the file fetches its blobs at once (without
+    it they waited for a full window or the plan's end, and the destination read them one by one)."""
+    import threading
+    import time
+
+    from safehold.repository.prefetch import FLUSH, FLUSH_BYTES
+
+    repository, blobs, _, _ = stored
+    order, size = [], 0
+    for blob_id, data in blobs.items():
+        order.append(blob_id)
+        size += len(data)
+        if size > FLUSH_BYTES:
+            break
+    walked = threading.Event()
+
+    def plan():
+        yield from order
+        yield FLUSH
+        walked.wait(30)  # the rest of a large tree, still being walked
+
+    try:
+        with PrefetchReader(repository, plan(), connections=4) as reader:
+            deadline = time.monotonic() + 5
+            while reader.stats.requests == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert reader.stats.requests > 0, "nothing fetched before the plan ended"
+            assert read_all(reader, order) == [blobs[b] for b in order]
+            assert reader.stats.direct_reads == 0
+    finally:
+        walked.set()

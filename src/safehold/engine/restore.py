@@ -55,7 +55,8 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
                      includes: list[str] | None = None, overwrite: bool = False,
                      job_id: int | None = None, images_into_directory: bool = False,
                      special_files: bool = False, restore_root: str | None = None,
-                     allow_replayed: bool = False, repository: Repository | None = None) -> RestoreOutcome:
+                     allow_replayed: bool = False, repository: Repository | None = None,
+                     resolved: Snapshot | None = None) -> RestoreOutcome:
     """Restore; raises RestoreIncomplete (after restoring everything undamaged) if any data was damaged.
 
     A snapshot that was forgotten and is present again (replayed) is refused (SnapshotReplayed)
@@ -69,6 +70,9 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
     here, when the job runs, by walking down from the root without following any link.
     ``repository``: an open repository whose lock the caller holds, index loaded ('restore --all':
     one open, one lock and one index for every target); without it the restore opens and locks its own.
+    ``resolved``: the snapshot ``snapshot_ref`` names, already loaded from ``repository`` under the
+    caller's lock and known not to be replayed ('restore --all' listed them all once): its listing,
+    object and forget records are not read again.
     """
     spec = _spec(destination, includes, overwrite, images_into_directory, special_files)
     _refuse_secrets(spec)
@@ -82,7 +86,7 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
             opened = opening.result() if opening is not None and opening.exception() is None else None
             if opened is None:
                 return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
-                                      allow_replayed=allow_replayed, repository=repository)
+                                      allow_replayed=allow_replayed, repository=repository, resolved=resolved)
             with context.locked(purpose="restore", load_index=False, opened=opened) as locked:
                 return restore_in_job(context, job, snapshot_ref, spec, target=target, restore_root=restore_root,
                                       allow_replayed=allow_replayed, repository=locked)
@@ -156,11 +160,16 @@ def describe(spec: dict) -> str:
 
 
 def find_snapshot_in_job(context: Context, repository: Repository, job: JobHandle, snapshot_ref: str,
-                         target: str | None, allow_replayed: bool = False) -> Snapshot:
+                         target: str | None, allow_replayed: bool = False,
+                         resolved: Snapshot | None = None) -> Snapshot:
     """Resolve the snapshot a restore job works on and record it (and, for 'latest' without a
-    target, the snapshot's target) in the job row, so history and metrics name what was restored."""
-    snapshot = repository.find_snapshot(snapshot_ref, target)
-    replayed = replayed_records(repository, [snapshot])
+    target, the snapshot's target) in the job row, so history and metrics name what was restored.
+    ``resolved``: see ``restore_snapshot`` (taken only when it is the snapshot ``snapshot_ref`` names)."""
+    if resolved is not None and resolved.id == snapshot_ref and (target is None or resolved.target == target):
+        snapshot, replayed = resolved, {}  # listed without the replayed ones, under the same lock
+    else:
+        snapshot = repository.find_snapshot(snapshot_ref, target)
+        replayed = replayed_records(repository, [snapshot])
     if snapshot.id in replayed:
         record = replayed[snapshot.id]
         if not allow_replayed:
@@ -180,7 +189,8 @@ def snapshot_info(snapshot: Snapshot) -> SnapshotInfo:
 
 def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destination: str | dict, *,
                    target: str | None = None, restore_root: str | None = None, allow_replayed: bool = False,
-                   repository: Repository | None = None, **path_options: Any) -> RestoreOutcome:
+                   repository: Repository | None = None, resolved: Snapshot | None = None,
+                   **path_options: Any) -> RestoreOutcome:
     """The restore itself, recorded in a job the caller runs (a restore, or a restore test)."""
     from ..restore.options import parse_options
 
@@ -200,7 +210,8 @@ def restore_in_job(context: Context, job: JobHandle, snapshot_ref: str, destinat
         with ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
             index = loader.submit(repository.load_index)
             try:
-                snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target, allow_replayed)
+                snapshot = find_snapshot_in_job(context, repository, job, snapshot_ref, target, allow_replayed,
+                                                resolved)
             finally:
                 index.exception()  # waited for either way: the thread uses the repository
             index.result()
@@ -269,7 +280,10 @@ def _reader(repository: Repository, snapshot: Snapshot, spec: dict, items: Any) 
 def _file_blob_order(items: Any, includes: list[str]) -> Any:
     """The chunks a directory restore reads, in the order it reads them (a second stream of the
     tree: nothing of the snapshot is held). Only a hint: a blob read out of this order is read
-    directly."""
+    directly. With ``includes``, a FLUSH follows each selected file: the destination reaches it
+    while the rest of a large tree is still being walked, and its chunks are fetched at once
+    instead of after the walk (they were read blob by blob meanwhile)."""
+    from ..repository.prefetch import FLUSH
     from ..restore.directory import selected
 
     wanted = [os.fsencode(include).strip(b"/") for include in includes]
@@ -281,6 +295,8 @@ def _file_blob_order(items: Any, includes: list[str]) -> Any:
             continue
         for start in range(0, len(chunks) - 31, 32):
             yield chunks[start : start + 32]
+        if wanted:
+            yield FLUSH
 
 
 def _image_blob_order(items: list, includes: list[str]) -> Any:
@@ -477,18 +493,28 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
     # cost its own round trips (config, lock, the index listing and every index object) before its
     # first data byte. The lock is shared (restores and backups run beside it) and kept alive by
     # its heartbeat however long the targets take.
-    with context.locked(purpose="restore", load_index=False) as repository, \
-            ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
-        index = loader.submit(repository.load_index)  # meanwhile, the snapshot listing
-        # One listing for every target (each 'latest:NAME' would list all snapshots again).
-        newest: dict[str, Snapshot] = {}
+    # The catalog (SQLAlchemy's import, ~0.3 s of CPU) opens while the repository opens, locks and
+    # loads its index: those are round trips and the key derivation, which leave the GIL free.
+    # Nothing else touches the catalog before _restore_each waits for this.
+    with ThreadPoolExecutor(1, thread_name_prefix="safehold-catalog") as catalog_pool:
+        catalog = catalog_pool.submit(lambda: context.catalog)
         try:
-            for snapshot in live_snapshots(repository):  # never a replayed (forgotten) snapshot
-                newest[snapshot.target] = snapshot
+            with context.locked(purpose="restore", load_index=False) as repository, \
+                    ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
+                index = loader.submit(repository.load_index)  # meanwhile, the snapshot listing
+                # One listing for every target (each 'latest:NAME' would list all snapshots again).
+                newest: dict[str, Snapshot] = {}
+                try:
+                    for snapshot in live_snapshots(repository):  # never a replayed (forgotten) snapshot
+                        newest[snapshot.target] = snapshot
+                finally:
+                    index.exception()
+                index.result()
+                catalog.exception()  # raised by the first use below, in the job that needs it
+                _restore_each(context, repository, run, destination, names, newest, overwrite, concurrent,
+                              special_files)
         finally:
-            index.exception()
-        index.result()
-        _restore_each(context, repository, run, destination, names, newest, overwrite, concurrent, special_files)
+            catalog.exception()  # never leave the thread opening it behind
     run.duration = time.monotonic() - started
     return run
 
@@ -504,16 +530,16 @@ def _restore_each(context: Context, repository: Repository, run: RestoreRun, des
             run.skipped[name] = ("its EBS snapshots are not copied into the repository (copy_blocks: false); "
                                  "restore one with 'safehold restore --snapshot-id snap-... --destination-instance i-...'")
         else:
-            wanted.append((name, snapshot.id))
-    context.catalog  # opened here, not by the first two threads at once
+            wanted.append((name, snapshot))
+    context.catalog  # opened here (or ahead, by restore_targets), not by the first two threads at once
 
-    def one(name: str, snapshot_id: str) -> RestoreOutcome:
-        return restore_snapshot(context, snapshot_id, os.path.join(destination, name), target=name,
+    def one(name: str, snapshot: Snapshot) -> RestoreOutcome:
+        return restore_snapshot(context, snapshot.id, os.path.join(destination, name), target=name,
                                 overwrite=overwrite, images_into_directory=True, special_files=special_files,
-                                repository=repository)
+                                repository=repository, resolved=snapshot)
 
     with ThreadPoolExecutor(max(1, concurrent), thread_name_prefix="safehold-target") as pool:
-        futures = {name: pool.submit(one, name, snapshot_id) for name, snapshot_id in wanted}
+        futures = {name: pool.submit(one, name, snapshot) for name, snapshot in wanted}
         for name, future in futures.items():
             try:
                 run.results.append(future.result())

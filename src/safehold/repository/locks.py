@@ -337,7 +337,7 @@ class Lock:
         return self
 
     def _conflict(self) -> LockInfo | None:
-        for other in list_locks(self.repository):
+        for other in list_locks(self.repository, skip=self.name):  # ours was just written: not read back
             if other.name == self.name or other.is_stale():
                 continue
             if self.exclusive or other.exclusive:
@@ -372,24 +372,40 @@ class Lock:
         self.release()
 
 
-def list_locks(repository: "Repository") -> list[LockInfo]:
+def list_locks(repository: "Repository", skip: str | None = None) -> list[LockInfo]:
+    """Every lock in the backend, read up to 8 at a time (on S3 each is a round trip; a busy
+    repository holds a lock per worker). ``skip``: a lock name that is listed but not read (the
+    caller's own, whose content it knows): it is left out of the result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [info.name for info in repository.backend.list(Kind.LOCKS) if info.name != skip]
+    if len(names) <= 1:
+        documents = [_read_lock(repository, name) for name in names]
+    else:
+        with ThreadPoolExecutor(min(8, len(names)), thread_name_prefix="safehold-locks") as pool:
+            documents = list(pool.map(lambda name: _read_lock(repository, name), names))
     locks = []
-    for info in repository.backend.list(Kind.LOCKS):
-        try:
-            data = repository.backend.get(Kind.LOCKS, info.name)
-            document = json.loads(repository.cipher.decrypt(data, _AAD))
-        except ObjectNotFound:
+    for name, document in zip(names, documents):
+        if document is None:
             continue  # released while we listed
-        except (DecryptionFailed, ValueError):
-            # Unreadable lock (other key, torn by an old bug): treat as live but
-            # unknown, so we never run prune beside something we cannot see.
-            document = {"exclusive": True, "hostname": "?", "pid": 0, "purpose": "unreadable lock",
-                        "created": 0.0, "heartbeat": time.time()}
-        locks.append(LockInfo(info.name, bool(document["exclusive"]), document["hostname"], int(document["pid"]),
+        locks.append(LockInfo(name, bool(document["exclusive"]), document["hostname"], int(document["pid"]),
                               document.get("purpose", "?"), float(document["created"]),
                               float(document["heartbeat"]), document.get("namespace", ""),
                               bool(document.get("claim", False)), _int_or_none(document.get("process_started"))))
     return locks
+
+
+def _read_lock(repository: "Repository", name: str) -> dict | None:
+    try:
+        data = repository.backend.get(Kind.LOCKS, name)
+        return json.loads(repository.cipher.decrypt(data, _AAD))
+    except ObjectNotFound:
+        return None
+    except (DecryptionFailed, ValueError):
+        # Unreadable lock (other key, torn by an old bug): treat as live but
+        # unknown, so we never run prune beside something we cannot see.
+        return {"exclusive": True, "hostname": "?", "pid": 0, "purpose": "unreadable lock",
+                "created": 0.0, "heartbeat": time.time()}
 
 
 def _int_or_none(value: object) -> int | None:

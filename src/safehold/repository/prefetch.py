@@ -1,7 +1,11 @@
 """Restore's data-fetch layer: many merged range requests in flight, ahead of the writer.
 
 Concepts: the *plan* (the blob ids a destination will ask for, in the order it will ask for
-them: a lazy stream, never a list of the whole snapshot), a *group* (one range request: blobs
+them: a lazy stream, never a list of the whole snapshot; a ``FLUSH`` in it says "these are needed
+now": a restore of a few paths from a large snapshot yields one after each selected file, since
+the rest of the tree may take long to walk and the window would otherwise wait for it; the window
+is then fetched once it holds ``FLUSH_BYTES``, so many small selected files still share merged
+ranges), a *group* (one range request: blobs
 that are neighbours in one pack, merged while the gap between them is small and the range stays
 below ``max_request``), the *budget* (bytes of stored data in flight or fetched and not yet
 consumed; the planner waits when it is spent) and the ``PrefetchReader`` (a ``BlobReader``:
@@ -47,6 +51,9 @@ DEFAULT_GAP = 256 * 1024
 #: at most threads x 4 chunks in flight, so this is generous; a late reader still gets its blob
 #: through a direct read.
 SLACK = 1024
+#: In a plan: fetch what was announced so far (once it is FLUSH_BYTES) without waiting for a full window.
+FLUSH = None
+FLUSH_BYTES = 1 * MIB
 #: A window also ends after this many blobs: a crafted tree can list a tiny blob millions of
 #: times, and each announced blob costs ~200 bytes of bookkeeping whatever its size.
 MAX_WINDOW_BLOBS = 16384
@@ -95,7 +102,7 @@ class PrefetchReader:
     call it when the restore ends, successful or not.
     """
 
-    def __init__(self, repository, plan: Iterable[bytes], *, connections: int = DEFAULT_CONNECTIONS,
+    def __init__(self, repository, plan: Iterable[bytes | None], *, connections: int = DEFAULT_CONNECTIONS,
                  memory: int = DEFAULT_MEMORY, max_request: int = DEFAULT_MAX_REQUEST,
                  gap: int = DEFAULT_GAP, slack: int = SLACK) -> None:
         self.repository = repository
@@ -189,7 +196,7 @@ class PrefetchReader:
 
     # -- the planner and the fetches -----------------------------------------------------------
 
-    def _plan(self, plan: Iterator[bytes]) -> None:
+    def _plan(self, plan: Iterator[bytes | None]) -> None:
         """Read the plan a window at a time (``memory`` / 3 of stored bytes); within a window, the
         blobs of one pack are sorted by offset and merged into ranges, so a pack whose blobs are
         interleaved with other files' (parallel backups write them so) still costs few requests;
@@ -201,6 +208,12 @@ class PrefetchReader:
             for blob_id in plan:
                 if self._closed:
                     return
+                if blob_id is FLUSH:
+                    if window_bytes >= FLUSH_BYTES:
+                        if not self._submit_window(window):
+                            return
+                        window, window_bytes = [], 0
+                    continue
                 location = self.repository.index.lookup(blob_id)
                 if location is None:
                     continue  # the destination's read will report it

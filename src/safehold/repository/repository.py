@@ -305,7 +305,9 @@ class Repository:
         return name
 
     def load_object(self, kind: Kind, name: str) -> object:
-        data = self._get(kind, name)
+        return self._decode_object(kind, name, self._get(kind, name))
+
+    def _decode_object(self, kind: Kind, name: str, data: bytes) -> object:
         if _name_of(data) != name:
             raise errors.IntegrityError(detail=f"{kind.value}/{name} does not match its name")
         try:
@@ -667,6 +669,17 @@ class Repository:
             return snapshots[-1]
         if len(ref) < 4:
             raise errors.SnapshotNotFound(ref=ref)
+        if len(ref) == 64 and all(c in "0123456789abcdef" for c in ref):
+            # A full id names the object: read it at once (on S3 the listing is a round trip of its
+            # own before the first data byte). Not there: the id of a copy's source, resolved below.
+            try:
+                data = self.backend.get(Kind.SNAPSHOTS, ref)
+            except ObjectNotFound:
+                data = None
+            except OSError as exc:
+                raise errors.from_os_error(exc, f"reading {Kind.SNAPSHOTS.value}/{ref[:16]}") from exc
+            if data is not None:
+                return Snapshot.from_document(ref, self._decode_object(Kind.SNAPSHOTS, ref, data))
         names = [info.name for info in self.backend.list(Kind.SNAPSHOTS) if info.name.startswith(ref)]
         if not names:
             return self._find_copy_of(ref, target)

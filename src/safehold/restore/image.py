@@ -1,8 +1,12 @@
 """Restore a disk item to an image file (sparse) or a block device.
 
 Holes are skipped in a file (it stays sparse) and written as zeros on a
-device, where old contents would otherwise show through. Chunks are read and
-verified in parallel and written at their offsets.
+device, where old contents would otherwise show through. Chunks are read,
+verified and decoded on a pool of threads ahead of the writer; the writer joins
+chunks that follow each other into large sequential ``pwritev`` calls (up to
+``BATCH_BYTES``), so an image restores at the disk's speed rather than at one
+system call per chunk. Memory stays bounded: ``AHEAD_BYTES`` of decoded chunks
+plus one batch.
 
 The item is hostile input (see ``directory``): the file is opened relative to a
 directory descriptor with O_NOFOLLOW, so a symlink planted at its name is refused
@@ -57,33 +61,48 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
     threads = max(1, threads or os.cpu_count() or 1)
     try:
         if not is_device:
-            os.ftruncate(fd, size)  # sparse: holes cost nothing
-        zero = bytes(chunk_size)
-
-        def place(index: int) -> int:
-            blob_id = chunks[index * 32 : (index + 1) * 32]
-            offset = index * chunk_size
-            length = min(chunk_size, size - offset)
-            if blob_id == HOLE:
-                if is_device:
-                    os.pwrite(fd, zero[:length], offset)
-                return 0
-            try:
-                data = reader.read_blob(blob_id)
-            except IntegrityError:
-                result.damaged_ranges.append((offset, length))
-                return 0
-            os.pwrite(fd, data, offset)
-            return len(data)
-
+            # Opened new or truncated to zero (O_EXCL/O_TRUNC), so every byte not written below
+            # reads as zero: holes cost nothing and nothing of a larger old file survives.
+            os.ftruncate(fd, size)
+        zero = memoryview(bytes(chunk_size)) if is_device else None
         count = len(chunks) // 32
-        result.holes = sum(1 for i in range(count) if chunks[i * 32 : (i + 1) * 32] == HOLE)
+
+        def read(index: int) -> bytes | None | IntegrityError:
+            """On a pool thread: the chunk's verified plaintext, None for a hole, or the error."""
+            blob_id = chunks[index * 32 : (index + 1) * 32]
+            if blob_id == HOLE:
+                return None
+            try:
+                return reader.read_blob(blob_id)  # decrypts and decompresses outside the GIL
+            except IntegrityError as exc:
+                return exc
+
+        writer = _BatchWriter(fd)
+        window = max(threads * 4, AHEAD_BYTES // max(1, chunk_size))
         with ThreadPoolExecutor(threads, thread_name_prefix="safehold-restore") as pool:
-            for written in ordered_map(pool, place, range(count), threads * 4):
-                result.bytes_written += written
-                on_progress(result.bytes_written)
-        # No fsync here, like file restores (and restic, borg): callers that need the data
-        # on stable storage before they use it run sync; the benchmark times both.
+            for index, data in enumerate(ordered_map(pool, read, range(count), window)):
+                offset = index * chunk_size
+                length = min(chunk_size, size - offset)
+                if data is None:
+                    result.holes += 1
+                    if is_device and length > 0:  # old contents of a device would show through
+                        writer.add(offset, zero[:length])
+                    continue
+                if isinstance(data, IntegrityError) or length <= 0 or len(data) > length:
+                    # Damaged, or a chunk that does not fit where the item puts it (a hostile
+                    # item): nothing written there, so it cannot spill into its neighbours.
+                    result.damaged_ranges.append((offset, max(0, length)))
+                    continue
+                writer.add(offset, data)
+                result.bytes_written += len(data)
+                if writer.flushed:
+                    on_progress(result.bytes_written - writer.pending_data)
+            writer.flush()
+            on_progress(result.bytes_written)
+        if is_device:
+            # A device has no file system journal behind it: the restore is done when the device
+            # holds it (one flush at the end; image files, like file restores, are not synced).
+            os.fdatasync(fd)
         mode = (item.get("metadata") or {}).get("mode")
         if isinstance(mode, int) and not isinstance(mode, bool) and not is_device:
             wanted = stat.S_IMODE(mode)
@@ -99,6 +118,54 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
         os.close(fd)
     result.damaged_ranges.sort()
     return result
+
+
+#: Consecutive chunks go to the disk in one ``pwritev`` of up to this many bytes: per-chunk
+#: writes of 512 KiB cost a system call and a trip through the file system each.
+BATCH_BYTES = 16 * 1024 * 1024
+#: Decoded chunks the pool may hold ahead of the writer (with the batch: the memory bound).
+AHEAD_BYTES = 32 * 1024 * 1024
+_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024)
+
+
+class _BatchWriter:
+    """Collects buffers that follow each other on the disk and writes them with one ``pwritev``.
+
+    A buffer that does not start where the batch ends (after a hole, a damaged or a short chunk)
+    starts a new batch, so every byte lands at the offset its chunk names."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.start = 0
+        self.buffers: list[bytes | memoryview] = []
+        self.length = 0
+        self.flushed = False  # set by add() when it wrote the previous batch
+        self.pending_data = 0  # bytes of the current batch (for progress)
+
+    def add(self, offset: int, data: bytes | memoryview) -> None:
+        self.flushed = False
+        if self.buffers and (offset != self.start + self.length or self.length + len(data) > BATCH_BYTES
+                             or len(self.buffers) >= _IOV_MAX):
+            self.flush()
+            self.flushed = True
+        if not self.buffers:
+            self.start = offset
+        self.buffers.append(data)
+        self.length += len(data)
+        self.pending_data = self.length
+
+    def flush(self) -> None:
+        buffers, offset = self.buffers, self.start
+        while buffers:
+            written = os.pwritev(self.fd, buffers, offset)
+            offset += written
+            # A short write (a signal, a full device) resumes after what was written.
+            while buffers and written >= len(buffers[0]):
+                written -= len(buffers[0])
+                buffers = buffers[1:]
+            if buffers and written:
+                buffers = [memoryview(buffers[0])[written:], *buffers[1:]]
+        self.buffers, self.length, self.pending_data = [], 0, 0
 
 
 def _open_path(destination: str, overwrite: bool) -> tuple[int, bool]:

@@ -95,6 +95,8 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
                     continue
                 writer.add(offset, data)
                 result.bytes_written += len(data)
+                if is_device and len(data) < length:  # a short chunk's tail reads as zeros in a file
+                    writer.add(offset + len(data), zero[: length - len(data)])
                 if writer.flushed:
                     on_progress(result.bytes_written - writer.pending_data)
             writer.flush()

@@ -124,9 +124,9 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
 
 #: Consecutive chunks go to the disk in one ``pwritev`` of up to this many bytes: per-chunk
 #: writes of 512 KiB cost a system call and a trip through the file system each.
-BATCH_BYTES = 16 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024
 #: Decoded chunks the pool may hold ahead of the writer (with the batch: the memory bound).
-AHEAD_BYTES = 32 * 1024 * 1024
+AHEAD_BYTES = 16 * 1024 * 1024
 _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024)
 
 

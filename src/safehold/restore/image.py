@@ -3,10 +3,10 @@
 Holes are skipped in a file (it stays sparse) and written as zeros on a
 device, where old contents would otherwise show through. Chunks are read,
 verified and decoded on a pool of threads ahead of the writer; the writer joins
-chunks that follow each other into large sequential ``pwritev`` calls (up to
-``BATCH_BYTES``), so an image restores at the disk's speed rather than at one
-system call per chunk. Memory stays bounded: ``AHEAD_BYTES`` of decoded chunks
-plus one batch.
+chunks that follow each other into sequential ``pwritev`` calls of up to
+``BATCH_BYTES``, written by a small pool (disjoint ranges). Memory stays bounded:
+``AHEAD_BYTES`` of decoded chunks (at least four per thread) plus a batch per
+writing thread and the one being filled.
 
 The item is hostile input (see ``directory``): the file is opened relative to a
 directory descriptor with O_NOFOLLOW, so a symlink planted at its name is refused
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -77,9 +78,10 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
             except IntegrityError as exc:
                 return exc
 
-        writer = _BatchWriter(fd)
         window = max(threads * 4, AHEAD_BYTES // max(1, chunk_size))
-        with ThreadPoolExecutor(threads, thread_name_prefix="safehold-restore") as pool:
+        with ThreadPoolExecutor(threads, thread_name_prefix="safehold-restore") as pool, \
+                ThreadPoolExecutor(threads, thread_name_prefix="safehold-restore-write") as writers:
+            writer = _BatchWriter(fd, writers, threads)
             for index, data in enumerate(ordered_map(pool, read, range(count), window)):
                 offset = index * chunk_size
                 length = min(chunk_size, size - offset)
@@ -99,7 +101,7 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
                     writer.add(offset + len(data), zero[: length - len(data)])
                 if writer.flushed:
                     on_progress(result.bytes_written - writer.pending_data)
-            writer.flush()
+            writer.finish()
             on_progress(result.bytes_written)
         if is_device:
             # A device has no file system journal behind it: the restore is done when the device
@@ -122,11 +124,16 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
     return result
 
 
-#: Consecutive chunks go to the disk in one ``pwritev`` of up to this many bytes: per-chunk
-#: writes of 512 KiB cost a system call and a trip through the file system each.
-BATCH_BYTES = 8 * 1024 * 1024
-#: Decoded chunks the pool may hold ahead of the writer (with the batch: the memory bound).
-AHEAD_BYTES = 16 * 1024 * 1024
+#: Consecutive chunks go to the disk in one ``pwritev`` of up to this many bytes (four 512 KiB
+#: chunks: a quarter of the system calls). Measured on the 1 GiB benchmark image (docs/benchmarks.md,
+#: issue 19 third round): 8-16 MiB batches with 16-32 MiB decoded ahead made the restore job 2-3x
+#: slower than one pwrite per chunk (the decoded bytes left the CPU cache before they were copied
+#: into the page cache, and were allocated fresh: 3x the page faults); 2-4 MiB with 4 MiB ahead
+#: are as fast as per-chunk writes, within the noise of this machine.
+BATCH_BYTES = 2 * 1024 * 1024
+#: Decoded chunks the pool may hold ahead of the writer (at least four per thread); with the
+#: batches being written, the memory bound of an image restore.
+AHEAD_BYTES = 4 * 1024 * 1024
 _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024)
 
 
@@ -134,10 +141,17 @@ class _BatchWriter:
     """Collects buffers that follow each other on the disk and writes them with one ``pwritev``.
 
     A buffer that does not start where the batch ends (after a hole, a damaged or a short chunk)
-    starts a new batch, so every byte lands at the offset its chunk names."""
+    starts a new batch, so every byte lands at the offset its chunk names. Full batches are written
+    by ``writers`` (at most ``depth`` at once, on disjoint ranges), so the copy into the page cache,
+    the costly part on a small VM, runs on several cores as the per-chunk writes of old did.
+    ``finish`` writes the last batch and waits for all; a write's OSError is raised from
+    ``add`` or ``finish``."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, writers: ThreadPoolExecutor, depth: int) -> None:
         self.fd = fd
+        self.writers = writers
+        self.depth = max(1, depth)
+        self.writing: deque[Future] = deque()
         self.start = 0
         self.buffers: list[bytes | memoryview] = []
         self.length = 0
@@ -157,7 +171,18 @@ class _BatchWriter:
         self.pending_data = self.length
 
     def flush(self) -> None:
-        buffers, offset = self.buffers, self.start
+        if self.buffers:
+            self.writing.append(self.writers.submit(self._write, self.buffers, self.start))
+        self.buffers, self.length, self.pending_data = [], 0, 0
+        while len(self.writing) > self.depth:
+            self.writing.popleft().result()
+
+    def finish(self) -> None:
+        self.flush()
+        while self.writing:
+            self.writing.popleft().result()
+
+    def _write(self, buffers: list[bytes | memoryview], offset: int) -> None:
         while buffers:
             written = os.pwritev(self.fd, buffers, offset)
             offset += written
@@ -167,7 +192,6 @@ class _BatchWriter:
                 buffers = buffers[1:]
             if buffers and written:
                 buffers = [memoryview(buffers[0])[written:], *buffers[1:]]
-        self.buffers, self.length, self.pending_data = [], 0, 0
 
 
 def _open_path(destination: str, overwrite: bool) -> tuple[int, bool]:

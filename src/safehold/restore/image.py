@@ -1,12 +1,11 @@
 """Restore a disk item to an image file (sparse) or a block device.
 
 Holes are skipped in a file (it stays sparse) and written as zeros on a
-device, where old contents would otherwise show through. Chunks are read,
-verified and decoded on a pool of threads ahead of the writer; the writer joins
-chunks that follow each other into sequential ``pwritev`` calls of up to
-``BATCH_BYTES``, written by a small pool (disjoint ranges). Memory stays bounded:
-``AHEAD_BYTES`` of decoded chunks (at least four per thread) plus a batch per
-writing thread and the one being filled.
+device, where old contents would otherwise show through. The image is cut into
+runs of chunks that follow each other on the disk (up to ``BATCH_BYTES``; a hole
+ends a run in a file); a pool thread reads, verifies and decodes a run and writes
+it with one ``pwritev`` at its offset (runs are disjoint). Memory stays bounded:
+``AHEAD_BYTES`` of runs in flight.
 
 The item is hostile input (see ``directory``): the file is opened relative to a
 directory descriptor with O_NOFOLLOW, so a symlink planted at its name is refused
@@ -18,11 +17,10 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..concurrency import ordered_map
 from ..errors import DestinationError, IntegrityError
@@ -67,42 +65,72 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
             os.ftruncate(fd, size)
         zero = memoryview(bytes(chunk_size)) if is_device else None
         count = len(chunks) // 32
+        per_run = max(1, BATCH_BYTES // max(1, chunk_size))
 
-        def read(index: int) -> bytes | None | IntegrityError:
-            """On a pool thread: the chunk's verified plaintext, None for a hole, or the error."""
-            blob_id = chunks[index * 32 : (index + 1) * 32]
-            if blob_id == HOLE:
-                return None
-            try:
-                return reader.read_blob(blob_id)  # decrypts and decompresses outside the GIL
-            except IntegrityError as exc:
-                return exc
+        def runs() -> Iterator[range]:
+            """Chunk indexes in runs of up to ``per_run`` that follow each other on the disk: a
+            hole ends a run in a file (it is not written), and is part of the run on a device."""
+            first = None
+            for index in range(count):
+                if not is_device and chunks[index * 32 : (index + 1) * 32] == HOLE:
+                    if first is not None:
+                        yield range(first, index)
+                    first = None
+                    continue
+                if first is None:
+                    first = index
+                elif index - first == per_run:
+                    yield range(first, index)
+                    first = index
+            if first is not None:
+                yield range(first, count)
 
-        window = max(threads * 4, AHEAD_BYTES // max(1, chunk_size))
-        with ThreadPoolExecutor(threads, thread_name_prefix="safehold-restore") as pool, \
-                ThreadPoolExecutor(threads, thread_name_prefix="safehold-restore-write") as writers:
-            writer = _BatchWriter(fd, writers, threads)
-            for index, data in enumerate(ordered_map(pool, read, range(count), window)):
+        def place(run: range) -> tuple[int, list[tuple[int, int]]]:
+            """On a pool thread: read, verify and decode a run's chunks and write them with one
+            ``pwritev`` while they are still in the CPU's cache (decrypting and decompressing
+            release the GIL). Returns (data bytes written, damaged ranges)."""
+            buffers: list[bytes | memoryview] = []
+            start = end = run.start * chunk_size
+            written, damaged = 0, []
+            for index in run:
                 offset = index * chunk_size
                 length = min(chunk_size, size - offset)
-                if data is None:
-                    result.holes += 1
-                    if is_device and length > 0:  # old contents of a device would show through
-                        writer.add(offset, zero[:length])
-                    continue
-                if isinstance(data, IntegrityError) or length <= 0 or len(data) > length:
-                    # Damaged, or a chunk that does not fit where the item puts it (a hostile
-                    # item): nothing written there, so it cannot spill into its neighbours.
-                    result.damaged_ranges.append((offset, max(0, length)))
-                    continue
-                writer.add(offset, data)
-                result.bytes_written += len(data)
+                blob_id = chunks[index * 32 : (index + 1) * 32]
+                data: bytes | memoryview | None = None
+                if blob_id == HOLE:  # only on a device: old contents would show through
+                    data = zero[: max(0, length)]
+                else:
+                    try:
+                        data = reader.read_blob(blob_id)
+                    except IntegrityError:
+                        pass
+                    if data is None or length <= 0 or len(data) > length:
+                        # Damaged, or a chunk that does not fit where the item puts it (a hostile
+                        # item): nothing written there, so it cannot spill into its neighbours.
+                        damaged.append((offset, max(0, length)))
+                        continue
+                    written += len(data)
+                if buffers and offset != end:  # after a damaged or short chunk
+                    _write_all(fd, buffers, start)
+                    buffers = []
+                if not buffers:
+                    start = offset
+                buffers.append(data)
+                end = offset + len(data)
                 if is_device and len(data) < length:  # a short chunk's tail reads as zeros in a file
-                    writer.add(offset + len(data), zero[: length - len(data)])
-                if writer.flushed:
-                    on_progress(result.bytes_written - writer.pending_data)
-            writer.finish()
-            on_progress(result.bytes_written)
+                    buffers.append(zero[: length - len(data)])
+                    end = offset + length
+            if buffers:
+                _write_all(fd, buffers, start)
+            return written, damaged
+
+        result.holes = sum(1 for i in range(count) if chunks[i * 32 : (i + 1) * 32] == HOLE)
+        window = max(2 * threads, AHEAD_BYTES // max(1, per_run * chunk_size))
+        with ThreadPoolExecutor(threads, thread_name_prefix="safehold-restore") as pool:
+            for written, damaged in ordered_map(pool, place, runs(), window):
+                result.bytes_written += written
+                result.damaged_ranges += damaged
+                on_progress(result.bytes_written)
         if is_device:
             # A device has no file system journal behind it: the restore is done when the device
             # holds it (one flush at the end; image files, like file restores, are not synced).
@@ -124,74 +152,28 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
     return result
 
 
-#: Consecutive chunks go to the disk in one ``pwritev`` of up to this many bytes (four 512 KiB
-#: chunks: a quarter of the system calls). Measured on the 1 GiB benchmark image (docs/benchmarks.md,
-#: issue 19 third round): 8-16 MiB batches with 16-32 MiB decoded ahead made the restore job 2-3x
-#: slower than one pwrite per chunk (the decoded bytes left the CPU cache before they were copied
-#: into the page cache, and were allocated fresh: 3x the page faults); 2-4 MiB with 4 MiB ahead
-#: are as fast as per-chunk writes, within the noise of this machine.
+#: A run of consecutive chunks (four of 512 KiB) is read, decoded and written by one pool thread
+#: with one ``pwritev``: a quarter of the system calls, and the bytes are copied into the page cache
+#: while still in the CPU's cache. Measured on the 1 GiB benchmark image (docs/benchmarks.md, issue
+#: 19 third round): a single writer joining 8-16 MiB batches behind 16-32 MiB of read-ahead made the
+#: job 2x slower than per-chunk writes (decoded bytes out of cache, 3x the page faults, one copying
+#: thread); batches behind a 4 MiB window still cost 2x, through the hand-offs between threads.
 BATCH_BYTES = 2 * 1024 * 1024
-#: Decoded chunks the pool may hold ahead of the writer (at least four per thread); with the
-#: batches being written, the memory bound of an image restore.
-AHEAD_BYTES = 4 * 1024 * 1024
-_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024)
+#: Decoded runs in flight (at least two per thread): the memory bound of an image restore.
+AHEAD_BYTES = 8 * 1024 * 1024
 
 
-class _BatchWriter:
-    """Collects buffers that follow each other on the disk and writes them with one ``pwritev``.
-
-    A buffer that does not start where the batch ends (after a hole, a damaged or a short chunk)
-    starts a new batch, so every byte lands at the offset its chunk names. Full batches are written
-    by ``writers`` (at most ``depth`` at once, on disjoint ranges), so the copy into the page cache,
-    the costly part on a small VM, runs on several cores as the per-chunk writes of old did.
-    ``finish`` writes the last batch and waits for all; a write's OSError is raised from
-    ``add`` or ``finish``."""
-
-    def __init__(self, fd: int, writers: ThreadPoolExecutor, depth: int) -> None:
-        self.fd = fd
-        self.writers = writers
-        self.depth = max(1, depth)
-        self.writing: deque[Future] = deque()
-        self.start = 0
-        self.buffers: list[bytes | memoryview] = []
-        self.length = 0
-        self.flushed = False  # set by add() when it wrote the previous batch
-        self.pending_data = 0  # bytes of the current batch (for progress)
-
-    def add(self, offset: int, data: bytes | memoryview) -> None:
-        self.flushed = False
-        if self.buffers and (offset != self.start + self.length or self.length + len(data) > BATCH_BYTES
-                             or len(self.buffers) >= _IOV_MAX):
-            self.flush()
-            self.flushed = True
-        if not self.buffers:
-            self.start = offset
-        self.buffers.append(data)
-        self.length += len(data)
-        self.pending_data = self.length
-
-    def flush(self) -> None:
-        if self.buffers:
-            self.writing.append(self.writers.submit(self._write, self.buffers, self.start))
-        self.buffers, self.length, self.pending_data = [], 0, 0
-        while len(self.writing) > self.depth:
-            self.writing.popleft().result()
-
-    def finish(self) -> None:
-        self.flush()
-        while self.writing:
-            self.writing.popleft().result()
-
-    def _write(self, buffers: list[bytes | memoryview], offset: int) -> None:
-        while buffers:
-            written = os.pwritev(self.fd, buffers, offset)
-            offset += written
-            # A short write (a signal, a full device) resumes after what was written.
-            while buffers and written >= len(buffers[0]):
-                written -= len(buffers[0])
-                buffers = buffers[1:]
-            if buffers and written:
-                buffers = [memoryview(buffers[0])[written:], *buffers[1:]]
+def _write_all(fd: int, buffers: list[bytes | memoryview], offset: int) -> None:
+    """``pwritev`` the buffers at ``offset``; a short write (a signal, a full device) resumes
+    after what was written."""
+    while buffers:
+        written = os.pwritev(fd, buffers, offset)
+        offset += written
+        while buffers and written >= len(buffers[0]):
+            written -= len(buffers[0])
+            buffers = buffers[1:]
+        if buffers and written:
+            buffers = [memoryview(buffers[0])[written:], *buffers[1:]]
 
 
 def _open_path(destination: str, overwrite: bool) -> tuple[int, bool]:

@@ -152,13 +152,15 @@ def restore_image(reader: BlobReader, item: dict, destination: str | Path, *, ov
     return result
 
 
-#: A run of consecutive chunks (four of 512 KiB) is read, decoded and written by one pool thread
-#: with one ``pwritev``: a quarter of the system calls, and the bytes are copied into the page cache
-#: while still in the CPU's cache. Measured on the 1 GiB benchmark image (docs/benchmarks.md, issue
-#: 19 third round): a single writer joining 8-16 MiB batches behind 16-32 MiB of read-ahead made the
-#: job 2x slower than per-chunk writes (decoded bytes out of cache, 3x the page faults, one copying
-#: thread); batches behind a 4 MiB window still cost 2x, through the hand-offs between threads.
-BATCH_BYTES = 2 * 1024 * 1024
+#: A run of consecutive chunks is read, decoded and written by one pool thread with one
+#: ``pwritev`` of up to this many bytes, copied into the page cache while still in the CPU's cache.
+#: 512 KiB: one write per default (512 KiB) chunk, eight per write for 64 KiB chunks. Measured on
+#: the 1 GiB benchmark image (docs/benchmarks.md, issue 19 third round), on this 2-core VM under load:
+#: larger writes were slower, not faster: a single writer joining 8-16 MiB batches behind 16-32 MiB
+#: of read-ahead made the job 2-3x slower than per-chunk writes (decoded bytes out of cache, 3x the
+#: page faults), and runs of four 512 KiB chunks per pool thread still ~2x (the copy of 2 MiB no
+#: longer comes from the core's cache).
+BATCH_BYTES = 512 * 1024
 #: Decoded runs in flight (at least two per thread): the memory bound of an image restore.
 AHEAD_BYTES = 8 * 1024 * 1024
 

@@ -15,6 +15,7 @@ unless ``special_files``.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -170,6 +171,8 @@ def _write_all(fd: int, buffers: list[bytes | memoryview], offset: int) -> None:
     after what was written."""
     while buffers:
         written = os.pwritev(fd, buffers, offset)
+        if not written:  # past the end of a device: never loop on it
+            raise OSError(errno.ENOSPC, "no space left: the image is larger than the device")
         offset += written
         while buffers and written >= len(buffers[0]):
             written -= len(buffers[0])

@@ -1,4 +1,4 @@
-"""Image restores write consecutive chunks in large batches: every byte must still land at its offset.
+"""Image restores write runs of consecutive chunks with one pwritev each: every byte must still land at its offset.
 
 Each chunk holds bytes that name its own index, so a chunk written one place off, a hole filled
 with a neighbour or a stale byte of an old target shows up in the comparison."""
@@ -63,7 +63,7 @@ def build(reader: Reader, layout: list[str], size: int | None = None) -> tuple[d
 
 @pytest.fixture
 def small_batches(monkeypatch):
-    """Batches of three chunks, so a short image crosses several batch boundaries."""
+    """Runs of three chunks, so a short image crosses several run boundaries."""
     monkeypatch.setattr(image, "BATCH_BYTES", 3 * CHUNK)
     monkeypatch.setattr(image, "AHEAD_BYTES", 2 * CHUNK)
 

@@ -19,7 +19,10 @@ KiB = 1024
 FILE_MIN, FILE_AVG, FILE_MAX = 256 * KiB, 768 * KiB, 4 * MiB
 TREE_MIN, TREE_AVG, TREE_MAX = 16 * KiB, 48 * KiB, 256 * KiB
 DEFAULT_IMAGE_CHUNK = 512 * KiB
-READ_SIZE = 8 * MiB
+# Bytes read per fill of a file chunker's buffer (READ_SIZE + max chunk size, one per reading
+# thread, reused). 2 MiB: the peak RSS of a full backup measured 5-8 MiB lower than with 8 MiB, at
+# the same CPU (docs/benchmarks.md, issue 19 third round); the carried-over tail is < 4 MiB either way.
+READ_SIZE = 2 * MiB
 
 
 class FileChunker:

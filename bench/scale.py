@@ -3,6 +3,7 @@
     eval "$(bash scripts/services.sh start)"     # SAFEHOLD_TEST_POSTGRES_URL
     python bench/scale.py [--targets 100] [--workers 1,2,4] [--thread] [--json FILE]
     python bench/scale.py --api 500,1000 [--jobs 100000] [--json FILE]
+    python bench/scale.py --repository s3 --targets 500 [--large 5] [--change] [--kill-every 30]
 
 For each worker count: a fresh PostgreSQL database (catalog and queue in one), a fresh file
 repository, ``--targets`` targets of small file trees (1 to 20 files of 1-64 KiB, sizes varying
@@ -11,6 +12,26 @@ by target), W workers (``--concurrency 1`` each) and one ``safehold scheduler ru
 the round (from the scheduler's start to its exit, every target backed up), jobs per second, and
 the scheduler's own CPU time (user+sys of its process). ``--thread`` adds the embedded baseline
 (thread executor, same limits, no workers). Every database and directory made is removed.
+
+``--repository s3`` (issue 18's measurement): the same rounds on an S3 repository (a moto server of
+its own per row, on loopback) and a PostgreSQL catalog, with ``--large`` of the targets 48-100 MiB
+(4 MiB files); per row: the round's wall time, jobs/s, the scheduler's CPU (and per 1,000
+targets), CPU seconds of the workers, the moto server and PostgreSQL's server processes of the
+row's database (from /proc), the whole machine's busy CPU (the other tenants too), queue latency
+(procrastinate's ``deferred`` to ``started`` events), the workers' catalog statement latency
+(``SAFEHOLD_WORKER_SQL_TIMES``), and a ``scheduler run --once`` that finds nothing due.
+``--change`` adds a second round after rewriting each target's share of files (0-100 %, 10 % of
+the large ones) and moving the catalog an hour back (the RPO makes every target due again);
+``--change-at W`` limits it to one worker count; one worker of the ``--profile-at`` row profiles
+its round 2 (``SAFEHOLD_WORKER_PROFILE``, every thread on CPU clocks; it slows that worker).
+``--thread`` adds the thread executor (``max_concurrent`` 2) as a reference row.
+``--kill-every S`` adds a worker-kill campaign (``--only-kill``: only it): a round of every target on
+``--kill-workers`` workers in which, every S seconds, a worker running a backup is SIGKILLed (at
+most ``--kills``, one per target) and a new one started; then ``check --read-data``, every target
+restored (``restore --all``) and compared byte for byte, no job left running or queued.
+
+    python bench/scale.py --repository s3 --targets 100 --large 1 --workers 1,2,4 --thread --change --change-at 2
+    python bench/scale.py --repository s3 --targets 500 --large 5 --only-kill --kill-every 30 --kills 15
 
 ``--api N,...``: the control plane's read side at scale instead of a round. For each N and each
 catalog (SQLite, PostgreSQL): N targets, ``--jobs`` finished jobs spread over them and 30 days
@@ -583,9 +604,8 @@ def profile_split(path: Path) -> dict:
     """Where the profiled worker's CPU went (SAFEHOLD_WORKER_PROFILE: every thread, CPU clocks).
 
     Job work is ``run_job`` plus the chunk threads (``Archiver._store``); each group is the time
-    spent inside it where safehold's own code (outside the group) called it; the rest of the job
-    work is repository and engine logic; what is not job work is the queue's loop, heartbeats,
-    imports at start."""
+    spent inside it where safehold's own code (outside the group) called it, as a share of the
+    worker's whole CPU; the rest is repository and engine logic, the queue's loop, heartbeats."""
     import pstats
 
     stats = pstats.Stats(str(path)).stats
@@ -612,12 +632,18 @@ def profile_split(path: Path) -> dict:
                 split[group] = split.get(group, 0.0) + caller_entry[3]
 
     def share(value: float) -> str:
-        return f"{100 * value / job:.0f} %" if job else "-"
-    result = {"worker_cpu_seconds": round(total, 1), "job_cpu_seconds": round(job, 1),
-              "not_job_cpu_seconds": round(total - job, 1)}
+        return f"{100 * value / total:.0f} %" if total else "-"
+    # Shares of the worker's whole CPU: S3 calls also run outside run_job (the lock's heartbeat thread).
+    result = {"worker_cpu_seconds": round(total, 1), "job_cpu_seconds": round(job, 1)}
     for name, _ in PROFILE_GROUPS:
         result[name] = share(split.get(name, 0.0))
-    result["repository logic, engine, the rest"] = share(job - sum(split.values()))
+    result["repository logic, engine, queue loop, the rest"] = share(total - sum(split.values()))
+    calls = {}  # the S3 and catalog entry points, by CPU (what to look at first)
+    for key, (_, _, _, cumulative, callers) in stats.items():
+        if key[0].endswith(("backends/s3.py", "catalog/store.py")) and any(ours(caller) and group_of(caller) != group_of(key)
+                                                                          for caller in callers):
+            calls[f"{key[0].rsplit('/', 1)[-1]}:{key[2]}"] = round(cumulative, 2)
+    result["top_entry_points_cpu_seconds"] = dict(sorted(calls.items(), key=lambda item: -item[1])[:8])
     return result
 
 
@@ -637,7 +663,7 @@ def s3_row(root: Path, admin: str, options, executor: str, workers: int, profile
             site.wait_for_workers(workers)
         row["first"] = measured_round(site, len(targets), "first")
         print(json.dumps({**{key: row[key] for key in ("executor", "workers")}, **row["first"]}), flush=True)
-        if options.change:
+        if options.change and options.change_at in (0, workers):
             if profile and site.workers:  # a worker that profiles its jobs, for round 2 (it slows that worker)
                 site.workers[0].terminate()
                 site.workers[0].wait(60)
@@ -781,6 +807,8 @@ def main() -> None:
                         help="s3: the round on a moto S3 repository with --large big targets, --change, profile")
     parser.add_argument("--large", type=int, default=5, help="with s3: targets of 48-100 MiB among --targets")
     parser.add_argument("--change", action="store_true", help="with s3: a second round after changes")
+    parser.add_argument("--change-at", type=int, default=0,
+                        help="with --change: the second round only in the rows of this worker count (0: all)")
     parser.add_argument("--profile-at", type=int, default=2,
                         help="with s3 and --change: profile one worker's jobs in round 2 of this worker count (0: none)")
     parser.add_argument("--keep-profile", type=Path, help="copy that worker's profile (pstats) here")

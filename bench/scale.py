@@ -21,7 +21,7 @@ row's database (from /proc), the whole machine's busy CPU (the other tenants too
 (procrastinate's ``deferred`` to ``started`` events), the workers' catalog statement latency
 (``SAFEHOLD_WORKER_SQL_TIMES``), and a ``scheduler run --once`` that finds nothing due.
 ``--change`` adds a second round after rewriting each target's share of files (0-100 %, 10 % of
-the large ones) and moving the catalog an hour back (the RPO makes every target due again);
+the large ones) and moving the catalog a day back (the tier's 24h RPO makes every target due again);
 ``--change-at W`` limits it to one worker count; one worker of the ``--profile-at`` row profiles
 its round 2 (``SAFEHOLD_WORKER_PROFILE``, every thread on CPU clocks; it slows that worker).
 ``--thread`` adds the thread executor (``max_concurrent`` 2) as a reference row.
@@ -395,7 +395,8 @@ class Site:
                       "region": "us-east-1", "password_env": "SAFEHOLD_PASSWORD"}
         lines = [f"repository: {json.dumps(repository)}", "state_dir: state",
                  f"catalog: {{url: {json.dumps(self.dsn.replace('postgresql://', 'postgresql+psycopg://', 1))}}}",
-                 f"scheduler: {json.dumps(settings)}", "tiers:", "  1: {rpo: 15m, rto: 1h}", "targets:"]
+                 # A day's RPO: a round longer than half the RPO would make its first targets due again.
+             f"scheduler: {json.dumps(settings)}", "tiers:", "  1: {rpo: 24h, rto: 1h}", "targets:"]
         lines += [f"  - {json.dumps(target)}" for target in targets]
         (root / "targets.yml").write_text("\n".join(lines) + "\n")
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("SAFEHOLD_")}
@@ -469,9 +470,9 @@ class Site:
             connection.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
     def age_catalog(self) -> None:
-        """Time passes: every job so far moves an hour back, so each target's RPO makes it due again."""
-        self.query("UPDATE jobs SET created_at = created_at - interval '1 hour', "
-                   "started_at = started_at - interval '1 hour', finished_at = finished_at - interval '1 hour'")
+        """Time passes: every job so far moves a day back, so each target's RPO makes it due again."""
+        self.query("UPDATE jobs SET created_at = created_at - interval '25 hours', "
+                   "started_at = started_at - interval '25 hours', finished_at = finished_at - interval '25 hours'")
 
 
 class CpuWatch:

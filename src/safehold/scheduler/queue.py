@@ -297,8 +297,13 @@ def run_worker(context: Any, *, queues: list[str] | None = None, concurrency: in
         raise errors.QueueUnreachable(dsn=shown_dsn(dsn), detail=str(error)) from None
 
     from ..engine.jobs import run_job
+    from .diagnostics import WorkerDiagnostics
 
     from procrastinate import RetryStrategy
+
+    diagnostics = WorkerDiagnostics()  # SAFEHOLD_WORKER_PROFILE / _SQL_TIMES: benchmarks only
+    diagnostics.attach(context.catalog.engine)
+    diagnostics.start_profile()
 
     # run_job records every failure of the job itself in the catalog and returns; what escapes it
     # is the catalog failing (claiming or recording). Procrastinate retries those, here or on
@@ -313,7 +318,10 @@ def run_worker(context: Any, *, queues: list[str] | None = None, concurrency: in
         return str(record.status)
 
     timeout = context.config.scheduler.worker_timeout.total_seconds()
-    asyncio.run(_work(app, dsn, chosen, labels, concurrency, timeout, context))
+    try:
+        asyncio.run(_work(app, dsn, chosen, labels, concurrency, timeout, context))
+    finally:
+        diagnostics.write()
 
 
 async def _watch_catalog(context: Any, worker: Any, timeout: float, lost: list[str]) -> None:

@@ -10,7 +10,6 @@ reach vCenter, the Hyper-V host, AWS) is resolved here, never by the destination
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import time
@@ -94,22 +93,9 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
 
 def _open_ahead(context: Context, repository: Repository | None, pool: ThreadPoolExecutor) -> Any:
     """Open the repository (its round trips and the key derivation) while the catalog opens and
-    records the job: both take a few tenths of a second before the first data byte, and the
-    derivation (Argon2id) runs outside the GIL, so on two cores they overlap. The restore then
-    locks this opened repository (one S3 client, one open) inside its job, as it locked its own before.
-    The thread works on a copy of the context that never prompts (no password at hand: the
-    restore's own open asks, as before) and hands back only the unwrapped key."""
-    if repository is not None or context._unlocked is not None:
-        return None
-    shadow = dataclasses.replace(context, ask_password=None, _catalog=None)
-
-    def open_key() -> Repository:
-        opened = shadow.open_repository(load_index=False)
-        if context._unlocked is None and shadow.repository_name == context.repository_name:
-            context._unlocked = shadow._unlocked
-        return opened
-
-    return pool.submit(open_key)
+    records the job (``Context.open_ahead``); the restore then locks this opened repository (one
+    S3 client, one open) inside its job. None when a repository was given or the key is unwrapped."""
+    return None if repository is not None else context.open_ahead(pool)
 
 
 def _refuse_secrets(spec: dict) -> None:

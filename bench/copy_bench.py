@@ -88,8 +88,9 @@ def config(folder: Path, repository: Path, data: Path) -> Path:
     return path
 
 
-CPU: list[float] = [0.0, 0.0]  # user + sys seconds of the last command run (steadier than wall time on a
-#                                a busy host), and of it the command server's part (served commands only)
+# User + sys seconds of the last command run (steadier than wall time on a busy host), and of it the
+# command server's part (served commands only).
+CPU: list[float] = [0.0, 0.0]
 
 
 def run(command: list[str], env: dict) -> tuple[float, str]:
@@ -186,8 +187,7 @@ class ServedPair(SafeholdPair):
             raise
 
     def server_env(self) -> dict:
-        env = {"SAFEHOLD_COMMAND_SOCKET": self.socket}
-        return env
+        return {"SAFEHOLD_COMMAND_SOCKET": self.socket}
 
     def run(self, command: list[str], env: dict) -> tuple[float, str]:
         env = {key: value for key, value in env.items() if key != "SAFEHOLD_NO_SERVER"}

@@ -41,9 +41,15 @@ def test_harness_runs_every_tool_and_phase_and_verifies_restores(tmp_path: Path)
 
     res = json.loads(results.read_text())
     assert set(res["tools"]) == set(TOOLS)
+    # Phase 5b (a fresh loop-mounted ext4 per restore) runs where it can (root, mkfs.ext4, loop
+    # devices: CI here); elsewhere the harness says why it skipped it.
+    skipped = res["meta"]["fresh_fs_skipped"]
+    phases = PHASES + ([] if skipped else ["restore_fresh"])
+    if skipped:
+        assert "phase 5b" in proc.stderr + proc.stdout and skipped in proc.stderr + proc.stdout
     for tool in TOOLS:
-        assert set(res["tools"][tool]) == set(PHASES), tool
-        for phase in PHASES:
+        assert set(res["tools"][tool]) == set(phases), tool
+        for phase in phases:
             s = res["tools"][tool][phase]
             where = f"{tool}/{phase}: {s}"
             assert s["runs"] == (2 if phase in ("unchanged", "image_incremental") else 1), where
@@ -51,7 +57,7 @@ def test_harness_runs_every_tool_and_phase_and_verifies_restores(tmp_path: Path)
             for key in ("wall_s", "cpu_s", "peak_rss_bytes", "mib_s", "repo_bytes", "data_bytes"):
                 assert isinstance(s[key], (int, float)) and s[key] > 0, f"{key} of {where}"
             assert s["peak_rss_bytes"] < 16 * 2**30, where
-            assert s["added_bytes"] >= 0 or phase in ("restore", "check"), where
+            assert s["added_bytes"] >= 0 or phase in ("restore", "restore_fresh", "check"), where
         full = res["tools"][tool]["full"]
         assert 0 < full["added_bytes"] <= full["repo_bytes"]
         restore = res["tools"][tool]["restore"]
@@ -65,7 +71,7 @@ def test_harness_runs_every_tool_and_phase_and_verifies_restores(tmp_path: Path)
         for phase in PHASES:
             ratios = res["ratios"][pair][phase]
             assert ratios["wall"] > 0 and ratios["cpu"] > 0 and ratios["peak_rss"] > 0, (pair, phase)
-    assert len(res["goals"]) == 13
+    assert len(res["goals"]) == 13 + (0 if skipped else 2)  # phase 5b adds its two goal rows
     engine = res["tools"]["safehold"]["image_incremental"]["engine_s"]
     assert 0 < engine < res["tools"]["safehold"]["image_incremental"]["wall_s"]  # a part of the process's time
     assert all(g["measured"] is not None and g["met"] in (True, False) for g in res["goals"]), res["goals"]

@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 
 __all__ = ["PRIVATE_DIRECTORY", "PRIVATE_FILE", "create_private_file", "make_private_directory",
-           "warn_if_others_can_read"]
+           "warn_if_others_can_read", "write_private_json"]
 
 PRIVATE_DIRECTORY = 0o700
 PRIVATE_FILE = 0o600
@@ -65,6 +65,22 @@ def create_private_file(path: str | os.PathLike[str]) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def write_private_json(path: str | os.PathLike[str], value: object) -> None:
+    """Write ``value`` as JSON to ``path`` (0600, its folder made 0700 if missing) all at once:
+    through a temporary file beside it, then renamed, so a reader sees the old file or the new one.
+    OSError goes to the caller (the state folder's hints ignore it: a read-only folder must not
+    fail a command)."""
+    import json  # not at import time: commands that write no hint never need it
+
+    path = Path(path)
+    make_private_directory(path.parent)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(value, handle)
+    os.replace(temporary, path)
 
 
 def warn_if_others_can_read(path: str | os.PathLike[str], what: str, fd: int | None = None) -> bool:

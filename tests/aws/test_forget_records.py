@@ -87,16 +87,21 @@ def test_repair_index_on_object_lock_keeps_retained_index_objects(moto, lock_buc
     assert check(Repository.open(backend, PASSWORD)).ok
 
 
-def test_maintenance_extends_forget_records(moto, lock_bucket, tree):
-    from safehold.repository.immutability import extend_retention
-
+def two_snapshots_under_a_short_lock(moto, lock_bucket, tree):
+    """A repository on an Object Lock bucket whose objects are locked for 2 s, with two snapshots."""
     backend = S3Backend(f"s3://{lock_bucket}/repo", client=moto.client("s3"), object_lock_mode="GOVERNANCE",
                         object_lock_days=1)
     backend.retention_period = timedelta(seconds=2)
     repository = Repository.init(backend, PASSWORD, FAST_KDF)
     first = backup(repository, tree)
     (tree / "b.bin").write_bytes(os.urandom(1000))
-    second = backup(repository, tree)
+    return backend, repository, first, backup(repository, tree)
+
+
+def test_maintenance_extends_forget_records(moto, lock_bucket, tree):
+    from safehold.repository.immutability import extend_retention
+
+    backend, repository, first, second = two_snapshots_under_a_short_lock(moto, lock_bucket, tree)
     time.sleep(3)
     forget(repository, [ForgetDecision(first, False, [])])
     name = record_name(repository, first.id)
@@ -113,13 +118,7 @@ def test_maintenance_extends_the_verdict_records_of_kept_snapshots(moto, lock_bu
     from safehold.repository.immutability import extend_retention, verdict_records_retention
     from safehold.repository.marks import record_verdict
 
-    backend = S3Backend(f"s3://{lock_bucket}/repo", client=moto.client("s3"), object_lock_mode="GOVERNANCE",
-                        object_lock_days=1)
-    backend.retention_period = timedelta(seconds=2)
-    repository = Repository.init(backend, PASSWORD, FAST_KDF)
-    first = backup(repository, tree)
-    (tree / "b.bin").write_bytes(os.urandom(1000))
-    second = backup(repository, tree)
+    backend, repository, first, second = two_snapshots_under_a_short_lock(moto, lock_bucket, tree)
     gone = record_verdict(repository, first, "suspicious", "operator", note="encrypted")
     kept = [record_verdict(repository, second, "clean", "operator"),
             record_verdict(repository, second, "suspicious", "scan", result={"verdict": "suspicious", "score": 2.0,

@@ -248,6 +248,22 @@ def request_body() -> bytes:
                        "env": {}, "umask": 0o22, "stdio": {}}).encode()
 
 
+def send_request(server, root, document: dict) -> socket.socket:
+    """Open the server's socket and send ``document`` as a client does: its length with the
+    standard streams and the working directory as file descriptors, then the body."""
+    import array
+    import struct
+
+    body = json.dumps(document).encode()
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(20)
+    connection.connect(str(server.socket))
+    fds = array.array("i", [0, 1, 2, os.open(root, os.O_RDONLY)])
+    connection.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    connection.sendall(body)
+    return connection
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 def test_only_the_same_user_can_use_the_socket(site, tmp_path):
     root, server = site
@@ -291,21 +307,12 @@ def test_only_the_same_user_can_use_the_socket(site, tmp_path):
 
 
 def test_a_request_from_another_build_is_refused_and_runs_locally(site):
-    import array
-    import struct
-
     root, server = site
     for version, answer in (("0.0.0-other", b"R"), (None, b"S")):  # refused only for the other build
         document = json.loads(request_body())
         if version:
             document["identity"]["version"] = version
-        body = json.dumps(document).encode()
-        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        connection.settimeout(20)
-        connection.connect(str(server.socket))
-        fds = array.array("i", [0, 1, 2, os.open(root, os.O_RDONLY)])
-        connection.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        connection.sendall(body)
+        connection = send_request(server, root, document)
         assert connection.recv(1) == answer, version
         connection.close()  # (no go-ahead: the accepted one runs nothing)
 
@@ -398,22 +405,13 @@ def test_a_client_that_gives_up_before_the_go_ahead_runs_nothing_in_the_server(s
     not run it too: it waits for the client's go-ahead (G) after saying it is ready (S). (Without
     the go-ahead the hang-up on a closed connection would still stop it here, but only after the
     command had started: the handshake makes "never both" hold by construction.)"""
-    import array
-    import struct
-
     root, server = site
     target = root / "must-not-exist"
     document = json.loads(request_body())
     document["argv"] = ["safehold", "-c", str(root / "targets.yml"), "restore", "latest:docs", "--to", str(target)]
     document["env"] = base_env(CMDSRV_PASSWORD="pw")
-    body = json.dumps(document).encode()
     before = server.served()
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    connection.settimeout(20)
-    connection.connect(str(server.socket))
-    fds = array.array("i", [0, 1, 2, os.open(root, os.O_RDONLY)])
-    connection.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    connection.sendall(body)
+    connection = send_request(server, root, document)
     assert connection.recv(1) == b"S"
     connection.close()  # gave up: no G
     deadline = time.monotonic() + 20

@@ -192,18 +192,10 @@ def _read_memos(path: Path) -> dict:
 
 
 def _write_memos(path: Path, memos: dict) -> None:
-    import json
+    from ..files import write_private_json
 
-    from ..files import make_private_directory
-
-    memos = dict(list(memos.items())[-MEMO_LIMIT:])
     try:
-        make_private_directory(path.parent)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(memos, handle)
-        os.replace(temporary, path)
+        write_private_json(path, dict(list(memos.items())[-MEMO_LIMIT:]))
     except OSError:
         pass  # a hint only: a read-only state folder must not fail the listing
 

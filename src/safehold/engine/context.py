@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..config import Config, load_config
-from ..files import make_private_directory
+from ..files import make_private_directory, write_private_json
 from ..repository import Repository
 from ..repository.backends import open_backend
 from ..repository.locks import Lock
@@ -190,15 +190,8 @@ class Context:
         return remembered if isinstance(remembered, dict) else {}
 
     def _remember_key(self, remembered: dict, key_name: str) -> None:
-        path = self._key_memory()
         try:
-            remembered = dict(remembered, **{self.repository_url: key_name})
-            make_private_directory(path.parent)
-            temporary = path.with_name(f".{path.name}.{os.getpid()}")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(remembered, handle)
-            os.replace(temporary, path)
+            write_private_json(self._key_memory(), dict(remembered, **{self.repository_url: key_name}))
         except OSError:
             pass  # a hint only: a read-only state folder must not fail the command
 

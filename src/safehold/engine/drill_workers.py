@@ -301,6 +301,12 @@ def run_drill_step(context: Context, params: dict[str, Any], job_id: int) -> dic
     drill = context.config.drill(str(params["drill"]))
     context = drill_context(context, drill, params.get("repository"))
     step = StepPlan(**params["step"])
+    # Checked again here, on the worker: the row was written by the drill's host, from its
+    # targets.yml, and this worker reads its own (a step it does not know is not run).
+    if step.target not in {configured.target for configured in drill.steps}:
+        raise errors.DrillNotReady(name=drill.name, detail=(
+            f"step {step.target!r} is not a step of this drill in the targets.yml of worker "
+            f"{socket.gethostname()} (pid {os.getpid()}): its configuration differs from the drill's host"))
     wall_start = float(params["wall_start"])
     # The drill's start on this process's monotonic clock: ARTs count from the disaster.
     started = time.monotonic() - (time.time() - wall_start)

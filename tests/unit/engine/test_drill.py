@@ -283,3 +283,25 @@ def test_parallel_runs_the_steps_of_a_wave_at_the_same_time(tmp_path) -> None:
     (db_start, db_end), (web_start, web_end) = intervals("apart")
     assert db_end <= web_start or web_end <= db_start  # one after the other
     assert leftovers(context) == []
+
+
+def test_a_worker_runs_no_drill_step_its_own_targets_yml_does_not_have(tmp_path) -> None:
+    """A drill-step row is written by the drill's host from its targets.yml; the worker that runs
+    it checks the step against its own (checked at run time, not only when the drill queued it)."""
+    import dataclasses
+    import time
+
+    from safehold.engine.drill import StepPlan
+    from safehold.engine.jobs import run_job
+
+    only_db = {**DRILL, "steps": [{"target": "db", "check": {"type": "file_exists", "path": "db/hostname"}}]}
+    context = drill_context(tmp_path, [only_db])
+    step = StepPlan(target="web", source="files", tier=2, after=[], wave=0, check="command", rto_seconds=3600,
+                    rpo_objective_seconds=86400)
+    job_id = context.catalog.queue_job("drill-step", "web", {
+        "params": {"drill": "site-lost", "step": dataclasses.asdict(step), "wall_start": time.time(),
+                   "reference": dt.datetime.now(dt.timezone.utc).isoformat()}, "trigger": "drill"})
+    record = run_job(context, job_id)
+    assert (record.status, record.error_type) == ("failed", "DrillNotReady")
+    assert "step 'web' is not a step of this drill in the targets.yml of worker" in record.error
+    assert leftovers(context) == []

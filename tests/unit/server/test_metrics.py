@@ -261,29 +261,3 @@ def test_ransomware_state_of_the_newest_backup_mark_or_scan(context: Context, cl
     families = scrape(context)
     assert value(families["safehold_snapshot_suspicious"], "safehold_snapshot_suspicious", target="web") == 0
 
-
-def test_the_fast_rendering_is_byte_for_byte_the_librarys(context: Context, clock: Clock) -> None:
-    """server.metrics.render_text (the cached /metrics text) against prometheus_client's own writer,
-    on a real scrape and on label values a hostile catalog could hold (a drill step's target)."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-    from safehold.server.metrics import SafeholdCollector, _Families, render_text
-
-    catalog = context.catalog
-    run_job(catalog, clock, "backup", "web", 3, "succeeded", bytes_read=1000, bytes_added=400)
-    run_job(catalog, clock, "backup", "disk", 1, "failed")
-    run_job(catalog, clock, "restore-test", "web", 7, "succeeded", details={"art_seconds": 6.5, "passed": True})
-    families = list(SafeholdCollector(context, repository_ttl=0).collect())
-    nasty = GaugeMetricFamily("safehold_test_nasty", 'help with \\ and "quotes"\nand a newline', labels=("target",))
-    for label in ('a"b', "back\\slash", "new\nline", "ünïcode", ""):
-        nasty.add_metric((label,), float("inf"))
-    counter = CounterMetricFamily("safehold_test_things", "things", labels=("kind",))
-    counter.add_metric(("x",), 3.0)
-    histogram = HistogramMetricFamily("safehold_test_seconds", "seconds", labels=("target",))
-    histogram.add_metric(("t",), [("1.0", 1.0), ("+Inf", 2.0)], 7.5)
-    families += [nasty, counter, histogram, GaugeMetricFamily("safehold_test_plain", "no labels", value=-0.0)]
-    expected = generate_latest(_Families(lambda: iter(families)))
-    assert render_text(families) == expected
-    # What it does not know it leaves to the library.
-    created = CounterMetricFamily("safehold_test_created", "with created", created=5.0, value=1.0)
-    assert render_text([created]) is None

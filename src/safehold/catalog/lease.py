@@ -11,7 +11,9 @@ holder named (pid, host, since when):
 - PostgreSQL (many hosts): a session-level advisory lock held on a connection
   of its own, released when that connection closes, also when the process dies.
   The holder is found in ``pg_stat_activity`` by the connection's
-  ``application_name``.
+  ``application_name``. Advisory locks belong to one database, while ``pg_locks`` shows the
+  whole server's: the holder is looked up in this catalog's database only (a scheduler of
+  another catalog on the same server holds a lock of the same key).
 """
 
 from __future__ import annotations
@@ -116,7 +118,9 @@ class SchedulerLease:
                 holder = connection.execute(text(
                     "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
                     "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :high AND l.objid = :low "
-                    "AND l.objsubid = 1"), {"high": _PG_KEY >> 32, "low": _PG_KEY & 0xFFFF_FFFF}).scalar()
+                    "AND l.objsubid = 1 AND l.database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"),
+                    {"high": _PG_KEY >> 32, "low": _PG_KEY & 0xFFFF_FFFF}).scalar()
                 raise SchedulerRunning(catalog=self._catalog,
                                        holder=(holder or "another session").removeprefix("safehold scheduler "))
         except BaseException:

@@ -74,3 +74,52 @@ def test_second_lease_on_a_postgresql_catalog_is_refused_with_the_holder() -> No
         again = second.scheduler_lease()
         again.acquire()
         again.release()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SAFEHOLD_TEST_POSTGRES_URL"),
+    reason="set SAFEHOLD_TEST_POSTGRES_URL=postgresql+psycopg://... to run against PostgreSQL",
+)
+def test_a_scheduler_of_another_catalog_on_the_same_server_is_not_named_as_the_holder() -> None:
+    """Advisory locks belong to one database but pg_locks lists the server's: schedulers of other
+    catalogs on the same PostgreSQL (each holding the same key in its own database) must not be
+    named as this catalog's holder. Several of them, so that the old lookup (no database filter)
+    names one of them whatever order pg_locks lists its rows in."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(os.environ["SAFEHOLD_TEST_POSTGRES_URL"])
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    names = [f"safehold_lease_{uuid.uuid4().hex[:10]}" for _ in range(4)]
+    holders: list[subprocess.Popen] = []
+    try:
+        with admin.connect() as connection:
+            for name in names:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+        urls = [server.set(database=name).render_as_string(hide_password=False) for name in names]
+        for other in urls[1:]:  # schedulers of other catalogs, in processes of their own
+            holder = subprocess.Popen([sys.executable, "-c", (
+                "import time; from safehold.catalog import Catalog\n"
+                f"c = Catalog.open({other!r}); c.scheduler_lease().acquire(); print('held', flush=True); "
+                "time.sleep(120)")], stdout=subprocess.PIPE, text=True)
+            holders.append(holder)
+            assert holder.stdout.readline().strip() == "held"
+        with Catalog.open(urls[0]) as first, Catalog.open(urls[0]) as second:
+            held = first.scheduler_lease()
+            held.acquire()  # the same key is held in three other databases: still free here
+            try:
+                with pytest.raises(SchedulerRunning, match=rf"pid {os.getpid()} on ") as refused:
+                    second.scheduler_lease().acquire()
+                assert not any(f"pid {holder.pid} " in str(refused.value) for holder in holders)
+            finally:
+                held.release()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+        with admin.connect() as connection:
+            for name in names:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -423,7 +423,8 @@ def list_workers(settings: Any, dsn: str | None = None) -> list[WorkerInfo]:
                 "FROM procrastinate_workers w LEFT JOIN procrastinate_jobs j ON j.worker_id = w.id "
                 "GROUP BY w.id ORDER BY w.id", (TASK_NAME,)).fetchall()
             names = [row[0] for row in connection.execute(
-                "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+                "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s "
+                "AND datname = current_database()",  # the server's other queues number workers from 1 too
                 (_PRESENCE_PREFIX + "%",)).fetchall()]
     except psycopg.Error as error:
         raise errors.QueueUnreachable(dsn=shown_dsn(dsn), detail=str(error).strip().splitlines()[0]) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -36,7 +37,20 @@ def test_jobs_run_on_the_workers_their_queue_places_them_on(install, tmp_path: P
     anywhere = site.start("worker", "--apply-schema", "--concurrency", "2")
     site.wait_for_workers(1)  # the schema is in place before the second worker starts
     labelled = site.start("worker", "--queues", "other", "--host-label", "kvm1")
-    workers = site.wait_for_workers(2)
+    # Workers of another queue database on the same server, with the same worker ids (each database
+    # numbers its own from 1): pg_stat_activity lists every database's sessions, so the list must
+    # read only its own database's.
+    impostors = [psycopg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", ADMIN_URL), autocommit=True)
+                 for _ in range(2)]
+    try:
+        for worker_id, impostor in enumerate(impostors, 1):
+            impostor.execute("SELECT set_config('application_name', %s, false)",
+                             (f"safehold-worker {worker_id} elsewhere 4{worker_id} impostor other",))
+        workers = site.wait_for_workers(2)
+        assert all(worker["hostname"] != "elsewhere" for worker in workers), workers
+    finally:
+        for impostor in impostors:
+            impostor.close()
     by_pid = {worker["pid"]: worker for worker in workers}
     assert by_pid[labelled.pid]["labels"] == ["kvm1"]
     assert by_pid[labelled.pid]["queues"] == ["other", "label:kvm1"]

@@ -205,79 +205,129 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
     copied = _last_copies(context)
     histories = art_histories(context)
     verdicts = target_states(context, good_jobs)
-    statuses: list[TargetStatus] = []
-    for target in context.config.targets:
-        tier = context.config.tier_of(target)
-        rpo, rto = tier.rpo.total_seconds(), tier.rto.total_seconds()
-        last_job = last_jobs.get(target.name)
-        succeeded = good_jobs.get(target.name)
-        last_success = (succeeded.finished_at or succeeded.created_at) if succeeded else None
-        snapshot_time = snapshot_times.get(target.name)
-        if snapshot_time is not None and (last_success is None or snapshot_time > last_success):
-            last_success = snapshot_time
-        last_attempt = (last_job.started_at or last_job.created_at) if last_job else None
-        age = (now - last_success).total_seconds() if last_success else None
-        statuses.append(TargetStatus(
-            name=target.name,
-            tier=target.tier,
-            source_type=target.source.type,
-            rpo_seconds=rpo,
-            rto_seconds=rto,
-            last_success=last_success,
-            last_attempt=last_attempt,
-            last_status=last_job.status if last_job else None,
-            age_seconds=round(age, 3) if age is not None else None,
-            compliant=age is not None and age <= rpo,
-            last_restore_test=_restore_test_status(tests.get(target.name), rto),
-            skipped_items=skipped_count(finished_jobs.get(target.name)),
-            copies={copy.name: copied.get((target.name, copy.name)) for copy in context.config.copies_of(target.name)},
-            art=ArtTrend(rto, tuple(histories.get(target.name, ()))),
-            ransomware=verdicts.get(target.name),
-        ))
-    return statuses
+    return [_target_status(context, target, now, last_jobs.get(target.name), good_jobs.get(target.name),
+                           finished_jobs.get(target.name), snapshot_times.get(target.name), tests.get(target.name),
+                           copied, histories.get(target.name, ()), verdicts.get(target.name))
+            for target in context.config.targets]
+
+
+def _target_status(context: Context, target: Any, now: dt.datetime, last_job: JobRecord | None,
+                   succeeded: JobRecord | None, finished: JobRecord | None, snapshot_time: dt.datetime | None,
+                   test: JobRecord | None, copied: dict[tuple[str, str], dt.datetime],
+                   history: Any, ransomware: dict | None) -> TargetStatus:
+    """One target's status from its newest jobs (target_statuses reads them all at once,
+    StatusCache keeps them up to date through a CatalogView)."""
+    tier = context.config.tier_of(target)
+    rpo, rto = tier.rpo.total_seconds(), tier.rto.total_seconds()
+    last_success = (succeeded.finished_at or succeeded.created_at) if succeeded else None
+    if snapshot_time is not None and (last_success is None or snapshot_time > last_success):
+        last_success = snapshot_time
+    last_attempt = (last_job.started_at or last_job.created_at) if last_job else None
+    age = (now - last_success).total_seconds() if last_success else None
+    return TargetStatus(
+        name=target.name,
+        tier=target.tier,
+        source_type=target.source.type,
+        rpo_seconds=rpo,
+        rto_seconds=rto,
+        last_success=last_success,
+        last_attempt=last_attempt,
+        last_status=last_job.status if last_job else None,
+        age_seconds=round(age, 3) if age is not None else None,
+        compliant=age is not None and age <= rpo,
+        last_restore_test=_restore_test_status(test, rto),
+        skipped_items=skipped_count(finished),
+        copies={copy.name: copied.get((target.name, copy.name)) for copy in context.config.copies_of(target.name)},
+        art=ArtTrend(rto, tuple(history)),
+        ransomware=ransomware,
+    )
 
 
 class StatusCache:
-    """``target_statuses`` shared by the metrics scrape and the API, recomputed only when the catalog changed.
+    """``target_statuses`` shared by the metrics scrape and the API, kept up to date as the catalog changes.
 
-    At 1,000 targets a full ``target_statuses`` is ~20 queries and most of a second of Python on a busy
-    2-core host (ART histories, verdicts, 1,000 dataclasses: bench/scale.py --api); Prometheus scrapes
-    every 15-60 s and dashboards poll the API. Each call reads ``Catalog.change_marker()`` (three
-    index lookups) and reuses the statuses computed under the same marker. Only two fields depend
-    on the clock, ``age_seconds`` and ``compliant``; they are computed again on every call, so a
-    cached status never reports a stale age. ``max_age`` bounds how long a result is reused even
-    when the marker says nothing changed (a safety net, not a freshness rule). Thread-safe.
+    At 1,000 targets a full ``target_statuses`` is ~20 queries, ~22,000 job records and most of a
+    second of Python on a busy 2-core host (bench/scale.py --api); Prometheus scrapes every 15-60 s
+    and dashboards poll the API. Each call reads ``Catalog.change_marker()`` (three index lookups);
+    when it moved, a ``CatalogView`` reads only the jobs that changed (engine.catalog_view) and the
+    statuses of the targets they touched are computed again, the others reused. Only two fields
+    depend on the clock, ``age_seconds`` and ``compliant``; they are computed again on every call,
+    so a cached status never reports a stale age. Everything is read again when the configuration
+    changed (``context.config`` replaced), when the marker cannot be followed, and once ``max_age``
+    passed (a safety net: deleted jobs, a catalog swapped under the same ids). Thread-safe; the
+    metrics exposition shares its lock and view (``refresh``).
     """
 
     def __init__(self, context: Context, *, max_age: float = 300.0, clock: Any = None) -> None:
         import threading
         import time
 
+        from .catalog_view import CatalogView
+
         self.context = context
         self.max_age = max_age
         self._monotonic = clock or time.monotonic
-        self._lock = threading.Lock()
-        self._marker: Any = None
-        self._computed_at = 0.0
-        self._statuses: list[TargetStatus] | None = None
-        self.computed = 0  # how many times the statuses were computed (tests, the bench)
+        self.lock = threading.RLock()
+        self.view = CatalogView(context)
+        self._config: Any = None
+        self._epoch = -1
+        self._seen = 0  # the view's counter when the statuses were last brought up to date
+        self._read_at = 0.0
+        self._statuses: dict[str, TargetStatus] = {}
+        self.computed = 0  # how many times statuses were computed again, in part or whole (tests, the bench)
+        self.recomputed_targets = 0  # how many target statuses the last of them computed
+
+    def refresh(self, now: dt.datetime | None = None) -> CatalogView:
+        """Bring the view and the statuses up to the catalog's current marker; the caller holds ``lock``
+        while it reads the view."""
+        now = now or dt.datetime.now(UTC)
+        view = self.view
+        config = self.context.config
+        if config is not self._config or self._monotonic() - self._read_at >= self.max_age:
+            view.reset()
+        marker = self.context.catalog.change_marker()  # before the data it guards
+        epoch = view.epoch
+        view.update(marker)
+        if view.epoch != epoch:
+            self._read_at = self._monotonic()
+        if view.epoch != self._epoch or config is not self._config:
+            names = [target.name for target in config.targets]
+            self._statuses = {}
+        else:
+            changed = view.changed_since(self._seen)
+            names = [target.name for target in config.targets if target.name in changed]
+        if names or view.epoch != self._epoch:
+            self._compute(names, now)
+        self._config, self._epoch, self._seen = config, view.epoch, view.counter
+        return view
+
+    def _compute(self, names: list[str], now: dt.datetime) -> None:
+        from .verdicts import state_of_jobs
+
+        view, config = self.view, self.context.config
+        latest = view.latest
+        copied = {key: job.finished_at or job.created_at for key, job in view.copies.items()} if config.copies else {}
+        by_name = {target.name: target for target in config.targets}
+        for name in names:
+            target = by_name[name]
+            verdict = state_of_jobs(latest[kind].get(name) for kind in ("good", "mark", "scan"))
+            self._statuses[name] = _target_status(
+                self.context, target, now, latest["backup"].get(name), latest["good"].get(name),
+                latest["finished"].get(name), view.snapshot_times.get(name), latest["test"].get(name), copied,
+                view.art_history(name), verdict)
+        self.computed += 1
+        self.recomputed_targets = len(names)
 
     def statuses(self, now: dt.datetime | None = None) -> list[TargetStatus]:
         now = now or dt.datetime.now(UTC)
-        with self._lock:
-            marker = self.context.catalog.change_marker()  # before the data it guards
-            fresh = self._monotonic() - self._computed_at < self.max_age
-            if self._statuses is None or marker != self._marker or not fresh:
-                self._statuses = target_statuses(self.context, now)
-                self._marker, self._computed_at = marker, self._monotonic()
-                self.computed += 1
-                return list(self._statuses)
-            cached = self._statuses
-        return [aged(status, now) for status in cached]
+        with self.lock:
+            self.refresh(now)
+            found = [self._statuses[target.name] for target in self.context.config.targets]
+        return [aged(status, now) for status in found]
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._statuses = None
+        with self.lock:
+            self.view.reset()
 
 
 def aged(status: TargetStatus, now: dt.datetime) -> TargetStatus:
@@ -304,15 +354,35 @@ def art_histories(context: Context, limit: int = ART_HISTORY_LIMIT) -> dict[str,
     catalog = context.catalog
     for job in catalog.list_jobs(kind="restore-test", status=("succeeded", "failed"),
                                  limit=limit * max(1, len(wanted))):
-        details = job.details or {}
-        art, rto = details.get("art_seconds"), details.get("rto_seconds")
-        if job.target not in wanted or not _number(art):
-            continue
-        rto = rto if _number(rto) else wanted[job.target]
-        samples.setdefault(job.target, []).append(ArtSample(
-            job.finished_at or job.created_at, "restore-test", job.id, None, float(art), float(rto),
-            job.status == "succeeded" and bool(details.get("passed", True))))
-    for job in catalog.list_jobs(kind="drill", status=("succeeded", "failed"), limit=100):
+        sample = restore_test_sample(job, wanted)
+        if sample is not None:
+            samples.setdefault(job.target, []).append(sample)  # type: ignore[arg-type]
+    for target, found in drill_samples(catalog.list_jobs(kind="drill", status=("succeeded", "failed"), limit=100),
+                                       wanted).items():
+        samples.setdefault(target, []).extend(found)
+    for history in samples.values():
+        history.sort(key=lambda sample: (sample.time, sample.job_id), reverse=True)
+        del history[limit:]
+    return samples
+
+
+def restore_test_sample(job: JobRecord, wanted: dict[str, float]) -> ArtSample | None:
+    """A finished restore test's measured ART, or None (an unconfigured target, no ART measured).
+    ``wanted``: configured target -> its tier's RTO (for a job recorded before jobs stored theirs)."""
+    details = job.details or {}
+    art, rto = details.get("art_seconds"), details.get("rto_seconds")
+    if job.target not in wanted or not _number(art):
+        return None
+    rto = rto if _number(rto) else wanted[job.target]
+    return ArtSample(job.finished_at or job.created_at, "restore-test", job.id, None, float(art), float(rto),
+                     job.status == "succeeded" and bool(details.get("passed", True)))
+
+
+def drill_samples(jobs: list[JobRecord], wanted: dict[str, float]) -> dict[str, list[ArtSample]]:
+    """The measured ARTs of the steps of finished drill ``jobs`` for the targets in ``wanted``, in
+    the jobs' order (a skipped step or one without a measured ART counts for nothing)."""
+    samples: dict[str, list[ArtSample]] = {}
+    for job in jobs:
         details = job.details or {}
         drill = details.get("drill")
         for step in details.get("steps") or []:
@@ -324,9 +394,6 @@ def art_histories(context: Context, limit: int = ART_HISTORY_LIMIT) -> dict[str,
             samples.setdefault(step["target"], []).append(ArtSample(
                 job.finished_at or job.created_at, "drill", job.id, drill if isinstance(drill, str) else None,
                 float(art), float(rto), step.get("outcome") == "passed"))
-    for history in samples.values():
-        history.sort(key=lambda sample: (sample.time, sample.job_id), reverse=True)
-        del history[limit:]
     return samples
 
 

@@ -491,11 +491,15 @@ class BackupTotals:
         self._watermark = 0
         self._counted: set[int] = set()
         self.targets: dict[str | None, TargetBackupTotals] = {}
+        self.changed: set[str | None] = set()  # the targets the last update counted a job of
 
-    def update(self, context: Context) -> dict[str | None, TargetBackupTotals]:
+    def update(self, context: Context, *, copy: bool = True) -> dict[str | None, TargetBackupTotals]:
+        """Count the jobs finished since the last update; the totals of every target (copies of
+        them unless ``copy`` is false: then ``targets`` itself, for a caller holding its own lock)."""
         with self._lock:
             rows = context.catalog.finished_backups_from(self._watermark)
             oldest_active = None
+            self.changed = set()
             for job_id, target, status, seconds, read, added in rows:
                 if status not in FINAL_STATUSES:
                     oldest_active = job_id if oldest_active is None else oldest_active
@@ -503,6 +507,7 @@ class BackupTotals:
                 if job_id in self._counted:
                     continue
                 self._counted.add(job_id)
+                self.changed.add(target)
                 totals = self.targets.get(target)
                 if totals is None:
                     totals = self.targets[target] = TargetBackupTotals([0] * (len(self.bounds) + 1))
@@ -517,5 +522,7 @@ class BackupTotals:
             if rows:
                 self._watermark = oldest_active if oldest_active is not None else rows[-1][0] + 1
                 self._counted = {job_id for job_id in self._counted if job_id >= self._watermark}
+            if not copy:
+                return self.targets
             return {target: TargetBackupTotals(list(totals.buckets), totals.duration_sum, totals.bytes_read,
                                                totals.bytes_added) for target, totals in self.targets.items()}

@@ -267,6 +267,14 @@ def api_latency(root: Path, admin: str, targets: int, jobs: int, catalog: str, r
                 if os.environ.get("SAFEHOLD_BENCH_SQL"):  # where the catalog's time goes
                     for statement, took in sorted(slowest.items(), key=lambda item: -item[1])[:4]:
                         print(f"{label} {took * 1000:8.1f} ms  {' '.join(statement.split())[:400]}", file=sys.stderr)
+                if os.environ.get("SAFEHOLD_BENCH_PROFILE"):  # one request after a change, as served
+                    import cProfile
+                    import pstats
+
+                    profile = cProfile.Profile()
+                    profile.runcall(changed_latency, client, context, path, headers, names, 1)
+                    print(f"--- {label} after a change", file=sys.stderr)
+                    pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
         return result
     finally:
         context.close()

@@ -274,6 +274,7 @@ class StatusCache:
         self._seen = 0  # the view's counter when the statuses were last brought up to date
         self._read_at = 0.0
         self._statuses: dict[str, TargetStatus] = {}
+        self._dicts: dict[str, tuple[TargetStatus, dict[str, Any]]] = {}  # as_dicts: (the status, its as_dict())
         self.computed = 0  # how many times statuses were computed again, in part or whole (tests, the bench)
         self.recomputed_targets = 0  # how many target statuses the last of them computed
 
@@ -324,6 +325,29 @@ class StatusCache:
             self.refresh(now)
             found = [self._statuses[target.name] for target in self.context.config.targets]
         return [aged(status, now) for status in found]
+
+    def as_dicts(self, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """``[status.as_dict() for status in statuses(now)]``, each target's dictionary kept while its
+        status is (the API's answer: 1,000 ``as_dict`` calls were ~40 ms of a request), with the two
+        fields that depend on the clock filled in for ``now``."""
+        now = now or dt.datetime.now(UTC)
+        with self.lock:
+            self.refresh(now)
+            found = []
+            for target in self.context.config.targets:
+                status = self._statuses[target.name]
+                kept = self._dicts.get(target.name)
+                if kept is None or kept[0] is not status:
+                    kept = self._dicts[target.name] = (status, status.as_dict())
+                found.append(kept)
+        result = []
+        for status, data in found:
+            if status.last_success is None:
+                result.append(dict(data))
+                continue
+            age = (now - status.last_success).total_seconds()
+            result.append({**data, "age_seconds": round(age, 3), "compliant": age <= status.rpo_seconds})
+        return result
 
     def invalidate(self) -> None:
         with self.lock:

@@ -156,6 +156,7 @@ def test_incremental_statuses_and_metrics_equal_a_from_scratch_computation(
             now = clock.now + dt.timedelta(minutes=generator.randint(0, 20))
             expected = [status.as_dict() for status in target_statuses(context, now)]
             assert [status.as_dict() for status in cache.statuses(now)] == expected, (number, actions)
+            assert cache.as_dicts(now) == expected, number
             fresh = generate_latest(create_registry(context, repository_ttl=10**9))
             assert exposition.render() == fresh, number
         # Followed, not read again: everything was read once at the start and once per configuration change.

@@ -827,7 +827,10 @@ def profile_changed(context, label: str, names: list[str]) -> None:
     cache = StatusCache(context)
     exposition = MetricsExposition(context, statuses=cache)
     serve = exposition.render if label == "metrics" else lambda: [status.as_dict() for status in cache.statuses()]
-    serve()
+    profile = cProfile.Profile()
+    profile.runcall(serve)
+    print(f"--- {label} the first time (everything read and rendered)", file=sys.stderr)
+    pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     catalog = context.catalog
     catalog.finish_job(catalog.start_job("backup", names[0]), "succeeded")
     profile = cProfile.Profile()

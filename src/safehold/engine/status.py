@@ -253,9 +253,10 @@ class StatusCache:
     statuses of the targets they touched are computed again, the others reused. Only two fields
     depend on the clock, ``age_seconds`` and ``compliant``; they are computed again on every call,
     so a cached status never reports a stale age. Everything is read again when the configuration
-    changed (``context.config`` replaced), when the marker cannot be followed, and once ``max_age``
-    passed (a safety net: deleted jobs, a catalog swapped under the same ids). Thread-safe; the
-    metrics exposition shares its lock and view (``refresh``).
+    changed (``context.config`` replaced) and when the marker cannot be followed; once ``max_age``
+    passed, everything is read again as a safety net (jobs deleted or rewritten behind the marker's
+    back) and only the targets whose data differed are computed again. Thread-safe; the metrics
+    exposition shares its lock and view (``refresh``).
     """
 
     def __init__(self, context: Context, *, max_age: float = 300.0, clock: Any = None) -> None:
@@ -277,6 +278,7 @@ class StatusCache:
         self._dicts: dict[str, tuple[TargetStatus, dict[str, Any]]] = {}  # as_dicts: (the status, its as_dict())
         self.computed = 0  # how many times statuses were computed again, in part or whole (tests, the bench)
         self.recomputed_targets = 0  # how many target statuses the last of them computed
+        self.differed = 0  # how many targets the last safety-net reading found changed behind the marker
 
     def refresh(self, now: dt.datetime | None = None) -> CatalogView:
         """Bring the view and the statuses up to the catalog's current marker; the caller holds ``lock``
@@ -284,12 +286,16 @@ class StatusCache:
         now = now or dt.datetime.now(UTC)
         view = self.view
         config = self.context.config
-        if config is not self._config or self._monotonic() - self._read_at >= self.max_age:
+        if config is not self._config:
             view.reset()
         marker = self.context.catalog.change_marker()  # before the data it guards
         epoch = view.epoch
-        view.update(marker)
-        if view.epoch != epoch:
+        verify = view.epoch == self._epoch and self._monotonic() - self._read_at >= self.max_age
+        if verify:
+            self.differed = len(view.verify(marker))
+        else:
+            view.update(marker)
+        if verify or view.epoch != epoch:
             self._read_at = self._monotonic()
         if view.epoch != self._epoch or config is not self._config:
             names = [target.name for target in config.targets]
@@ -297,7 +303,7 @@ class StatusCache:
         else:
             changed = view.changed_since(self._seen)
             names = [target.name for target in config.targets if target.name in changed]
-        if names or view.epoch != self._epoch:
+        if names or verify or view.epoch != self._epoch:
             self._compute(names, now)
         self._config, self._epoch, self._seen = config, view.epoch, view.counter
         return view

@@ -244,3 +244,31 @@ def test_deleted_jobs_are_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyP
         status.as_dict() for status in target_statuses(context, clock.now)]
     assert cache.view.epoch == 2
     context.catalog.close()
+
+
+def test_the_safety_net_repairs_what_changed_behind_the_marker_and_renders_only_that(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished job rewritten in the database (the marker cannot see it) stays as followed until
+    ``max_age`` passes; then everything is read again, and only the target that differed is computed
+    and rendered again. (The backup totals count each finished backup once, as before: not part of
+    the net, so the job's status and times are left alone here.)"""
+    clock = Clock()
+    names = [f"t{index}" for index in range(5)]
+    context = make(tmp_path, f"sqlite:///{tmp_path}/catalog.db", names, clock, monkeypatch)
+    fill(context.catalog, clock, names, 40)
+    ticks = [0.0]
+    cache = StatusCache(context, max_age=60, clock=lambda: ticks[0])
+    exposition = MetricsExposition(context, statuses=cache, repository_ttl=10**9)
+    exposition.render()
+    newest = next(job for job in context.catalog.latest_jobs("backup").values() if job.status == "succeeded")
+    with context.catalog.engine.begin() as connection:
+        connection.execute(text("UPDATE jobs SET details = :details WHERE id = :id"),
+                           {"id": newest.id, "details": '{"ransomware": {"suspicious": true, "score": 1.5}}'})
+    assert exposition.render() != generate_latest(create_registry(context, repository_ttl=10**9))  # not seen yet
+    ticks[0] = 61.0
+    assert exposition.render() == generate_latest(create_registry(context, repository_ttl=10**9))
+    assert [status.as_dict() for status in cache.statuses(clock.now)] == [
+        status.as_dict() for status in target_statuses(context, clock.now)]
+    assert cache.differed == 1 and cache.recomputed_targets == 1 and exposition.rendered_targets == 1
+    assert cache.view.epoch == 1
+    context.catalog.close()

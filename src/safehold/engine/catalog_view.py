@@ -129,39 +129,37 @@ class CatalogView:
             self.running = running
             self.versions["running"] = self.counter
 
-    def verify(self, marker: tuple[Any, ...]) -> set[str | None]:
-        """The safety net: read everything again, as at the start, and stamp only the targets (and
-        bump only the parts) whose data differs from what was followed (jobs deleted or rewritten
-        behind the marker's back); the epoch stays, so consumers compute and render only those
-        again. Returns the targets that differed."""
-        if self.latest.marker is None:
-            self.update(marker)
-            return set()
-        old_kept, old_snapshots, old_copies = self.latest.kept, self.snapshot_times, self.copies
-        old_tests, old_drill_samples = self._by_target, self._drill_samples
-        old_parts = {"drills": self.drills, "running": self.running, "failures": self.failures}
-        epoch, stamps, versions = self.epoch, self.stamps, self.versions
+    def verify(self, marker: tuple[Any, ...], fresh: CatalogView | None = None) -> set[str | None]:
+        """The safety net: everything read again (``fresh``, a view read whole, perhaps at an older
+        marker and outside the caller's lock; read here when None), brought to ``marker`` as this
+        view is, and adopted; only the targets (and parts) whose data differs from what this view
+        followed (jobs deleted or rewritten behind the marker's back) are stamped, and the epoch
+        stays, so consumers compute and render only those again. Returns the targets that differed."""
+        if fresh is None:
+            fresh = CatalogView(self.context, self.art_limit)
+        fresh.update(marker)  # from its own marker on, as any view follows
+        self.update(marker)
         self.counter += 1
-        self.latest.reset()
-        self.latest.update(self.context.catalog, marker)
-        self._read_everything()
-        self.epoch, self.stamps, self.versions = epoch, stamps, versions
         differed: set[str | None] = set()
-        for name, kept in self.latest.kept.items():
-            old = old_kept.get(name, {})
+        for name, kept in fresh.latest.kept.items():
+            old = self.latest.kept.get(name, {})
             differed |= {target for target in kept.keys() | old.keys() if kept.get(target) != old.get(target)}
-        for new, old in ((self.snapshot_times, old_snapshots), (self._by_target, old_tests),
-                         (self._drill_samples, old_drill_samples)):
+        for new, old in ((fresh.snapshot_times, self.snapshot_times), (fresh._by_target, self._by_target),
+                         (fresh._drill_samples, self._drill_samples)):
             differed |= {target for target in new.keys() | old.keys() if new.get(target) != old.get(target)}
-        copies = {key for key in self.copies.keys() | old_copies.keys() if self.copies.get(key) != old_copies.get(key)}
+        copies = {key for key in fresh.copies.keys() | self.copies.keys() if fresh.copies.get(key) != self.copies.get(key)}
         differed |= {target for target, _ in copies}
         for target in differed:
             self.stamps[target] = self.counter
         if copies:
             self.versions["copies"] = self.counter
-        for part, old in old_parts.items():
-            if getattr(self, part) != old:
+        for part in ("drills", "running", "failures"):
+            if getattr(fresh, part) != getattr(self, part):
                 self.versions[part] = self.counter
+        self.latest.kept = fresh.latest.kept
+        for name in ("snapshot_times", "copies", "drills", "running", "failures", "_window", "_window_cap",
+                     "_tests", "_by_target", "_drill_samples", "_wanted"):
+            setattr(self, name, getattr(fresh, name))
         return differed
 
     def _read_everything(self) -> None:

@@ -279,10 +279,11 @@ class StatusCache:
         self.computed = 0  # how many times statuses were computed again, in part or whole (tests, the bench)
         self.recomputed_targets = 0  # how many target statuses the last of them computed
         self.differed = 0  # how many targets the last safety-net reading found changed behind the marker
+        self.background = False  # True while run_safety_net does the net: requests then never do
 
-    def refresh(self, now: dt.datetime | None = None) -> CatalogView:
+    def refresh(self, now: dt.datetime | None = None, fresh: CatalogView | None = None) -> CatalogView:
         """Bring the view and the statuses up to the catalog's current marker; the caller holds ``lock``
-        while it reads the view."""
+        while it reads the view. ``fresh``: a view read whole meanwhile, to verify against (``verify``)."""
         now = now or dt.datetime.now(UTC)
         view = self.view
         config = self.context.config
@@ -290,9 +291,10 @@ class StatusCache:
             view.reset()
         marker = self.context.catalog.change_marker()  # before the data it guards
         epoch = view.epoch
-        verify = view.epoch == self._epoch and self._monotonic() - self._read_at >= self.max_age
-        if verify:
-            self.differed = len(view.verify(marker))
+        verify = (view.epoch == self._epoch and not self.background
+                  and self._monotonic() - self._read_at >= self.max_age)
+        if verify or fresh is not None:
+            self.differed = len(view.verify(marker, fresh))
         else:
             view.update(marker)
         if verify or view.epoch != epoch:
@@ -303,7 +305,7 @@ class StatusCache:
         else:
             changed = view.changed_since(self._seen)
             names = [target.name for target in config.targets if target.name in changed]
-        if names or verify or view.epoch != self._epoch:
+        if names or verify or fresh is not None or view.epoch != self._epoch:
             self._compute(names, now)
         self._config, self._epoch, self._seen = config, view.epoch, view.counter
         return view
@@ -331,6 +333,40 @@ class StatusCache:
             self.refresh(now)
             found = [self._statuses[target.name] for target in self.context.config.targets]
         return [aged(status, now) for status in found]
+
+    def verify(self) -> int:
+        """The safety net run from outside the requests (``safehold serve`` runs it in a thread every
+        ``max_age`` and sets ``background``, so no scrape waits for it): everything is read again
+        without holding the lock, then, under it, compared with what was followed; returns how many
+        targets differed."""
+        from .catalog_view import CatalogView
+
+        config = self.context.config
+        fresh = CatalogView(self.context, self.view.art_limit)
+        fresh.update(self.context.catalog.change_marker())
+        with self.lock:
+            if self.context.config is not config or self._config is not config:
+                return 0  # targets.yml changed meanwhile: the next request reads everything anyway
+            self.refresh(fresh=fresh)
+            return self.differed
+
+    def run_safety_net(self, stop: Any) -> None:
+        """``verify`` every ``max_age`` until the event ``stop`` is set (a thread of ``safehold serve``)."""
+        import logging
+
+        self.background = True
+        try:
+            while not stop.wait(self.max_age):
+                try:
+                    differed = self.verify()
+                except Exception:  # the next round tries again; requests still follow the catalog
+                    logging.getLogger("safehold.engine.status").exception("status safety net failed")
+                    continue
+                if differed:
+                    logging.getLogger("safehold.engine.status").warning(
+                        "status safety net: %d target(s) had changed behind the catalog's change marker", differed)
+        finally:
+            self.background = False
 
     def as_dicts(self, now: dt.datetime | None = None) -> list[dict[str, Any]]:
         """``[status.as_dict() for status in statuses(now)]``, each target's dictionary kept while its

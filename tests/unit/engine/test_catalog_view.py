@@ -246,8 +246,9 @@ def test_deleted_jobs_are_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyP
     context.catalog.close()
 
 
+@pytest.mark.parametrize("where", ["in a request", "in the background"])
 def test_the_safety_net_repairs_what_changed_behind_the_marker_and_renders_only_that(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     """A finished job rewritten in the database (the marker cannot see it) stays as followed until
     ``max_age`` passes; then everything is read again, and only the target that differed is computed
     and rendered again. (The backup totals count each finished backup once, as before: not part of
@@ -265,6 +266,12 @@ def test_the_safety_net_repairs_what_changed_behind_the_marker_and_renders_only_
         connection.execute(text("UPDATE jobs SET details = :details WHERE id = :id"),
                            {"id": newest.id, "details": '{"ransomware": {"suspicious": true, "score": 1.5}}'})
     assert exposition.render() != generate_latest(create_registry(context, repository_ttl=10**9))  # not seen yet
+    if where == "in the background":  # safehold serve's thread: the read outside the lock, requests never
+        cache.background = True
+        ticks[0] = 61.0
+        assert exposition.render() != generate_latest(create_registry(context, repository_ttl=10**9))
+        context.catalog.finish_job(context.catalog.start_job("check"), "succeeded")  # followed meanwhile too
+        assert cache.verify() == 1
     ticks[0] = 61.0
     assert exposition.render() == generate_latest(create_registry(context, repository_ttl=10**9))
     assert [status.as_dict() for status in cache.statuses(clock.now)] == [

@@ -429,7 +429,10 @@ class Catalog:
         # unchanged when the oldest active job before it ends (up to MARKER_TAIL_ROWS rows at once).
         ids = {row[0] for row in new_rows - old_rows} | ({row[0] for row in old_rows if row[1] in ACTIVE_STATUSES}
                                                           - {row[0] for row in new_rows})
-        query = select(*_JOB_COLUMNS).where((Job.id > newest) | Job.id.in_(sorted(ids))).order_by(Job.id)
+        # Without ids, no OR: SQLite cannot use the primary key for "id > n OR <empty IN>" and reads
+        # every job (15 ms at 100,000 jobs).
+        changed = (Job.id > newest) | Job.id.in_(sorted(ids)) if ids else Job.id > newest
+        query = select(*_JOB_COLUMNS).where(changed).order_by(Job.id)
         with self._read() as session:
             return [JobRecord.from_row(row) for row in session.execute(query)]
 

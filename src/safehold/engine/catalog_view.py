@@ -23,7 +23,7 @@ import bisect
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.latest import LatestJobs
-from ..catalog.store import ACTIVE_STATUSES, GOOD_BACKUP_STATUSES
+from ..catalog.store import GOOD_BACKUP_STATUSES
 
 if TYPE_CHECKING:
     from ..catalog.store import JobRecord
@@ -243,4 +243,4 @@ def _running_counts(catalog: Any) -> dict[str, int]:
     return {kind: count for (_target, kind), count in catalog.count_jobs("running").items()}
 
 
-__all__ = ["ACTIVE_STATUSES", "CatalogView", "copy_key"]
+__all__ = ["CatalogView", "copy_key"]

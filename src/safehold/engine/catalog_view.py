@@ -74,7 +74,6 @@ class CatalogView:
         self._by_target: dict[str | None, dict[int, ArtSample]] = {}  # the measured ones
         self._drill_samples: dict[str, list[ArtSample]] = {}
         self._wanted: dict[str, float] = {}
-        self.rows_read = 0  # job rows read by the last update (tests: independent of the catalog's size)
 
     # --- reading ------------------------------------------------------------------
 
@@ -92,7 +91,6 @@ class CatalogView:
         if changed is None:
             self._read_everything()
             return
-        self.rows_read = len(changed)
         if before[2] != marker[2]:
             self.snapshot_times = catalog.latest_snapshot_times()
             self.versions["snapshots"] = self.counter
@@ -117,7 +115,6 @@ class CatalogView:
                 failures_changed = True
         if drills_changed:
             self._read_drills()
-            self.rows_read += len(self.drills)
             for target in self.context.config.targets:  # a drill's steps name any targets
                 self.stamps[target.name] = self.counter
         if copies_changed:
@@ -182,7 +179,6 @@ class CatalogView:
         for job in tests:
             self._add_test(job)
         self._window = sorted(self._tests)
-        self.rows_read = sum(len(kept) for kept in self.latest.kept.values()) + len(tests) + len(self.drills)
 
     def _read_drills(self) -> None:
         from .status import drill_samples

@@ -23,6 +23,7 @@ from .verdicts import target_states
 
 if TYPE_CHECKING:
     from ..catalog.store import JobRecord
+    from .catalog_view import CatalogView
 
 UTC = dt.UTC
 FINISHED_TEST_STATUSES = ("succeeded", "failed", "interrupted")
@@ -301,7 +302,7 @@ class StatusCache:
             self._read_at = self._monotonic()
         if view.epoch != self._epoch or config is not self._config:
             names = [target.name for target in config.targets]
-            self._statuses = {}
+            self._statuses, self._dicts = {}, {}
         else:
             changed = view.changed_since(self._seen)
             names = [target.name for target in config.targets if target.name in changed]

@@ -417,7 +417,7 @@ class Catalog:
     def jobs_changed_between(self, before: tuple[Any, ...], after: tuple[Any, ...]) -> list[JobRecord] | None:
         """The jobs that changed between two ``change_marker()`` values (``before`` older): those
         created since (an id above its newest), and those whose status or target differs in the two
-        tails or that left the tail (they finished). None when the snapshot cache changed too
+        tails or that left the tail while active (they finished). None when the snapshot cache changed too
         (callers then read everything again). Oldest first. A job committed out of id order with
         a final status straight away (no queued or running phase) is not seen: nothing in safehold
         records jobs that way, and callers read everything again now and then."""
@@ -425,8 +425,14 @@ class Catalog:
             return None
         newest = before[0] or 0
         old_rows, new_rows = set(before[1]), set(after[1])
-        ids = {row[0] for row in new_rows - old_rows} | {row[0] for row in old_rows} - {row[0] for row in new_rows}
-        query = select(*_JOB_COLUMNS).where((Job.id > newest) | Job.id.in_(sorted(ids))).order_by(Job.id)
+        # A row that left the tail changed only if it was still active: a finished one leaves it
+        # unchanged when the oldest active job before it ends (up to MARKER_TAIL_ROWS rows at once).
+        ids = {row[0] for row in new_rows - old_rows} | ({row[0] for row in old_rows if row[1] in ACTIVE_STATUSES}
+                                                          - {row[0] for row in new_rows})
+        # Without ids, no OR: SQLite cannot use the primary key for "id > n OR <empty IN>" and reads
+        # every job (15 ms at 100,000 jobs).
+        changed = (Job.id > newest) | Job.id.in_(sorted(ids)) if ids else Job.id > newest
+        query = select(*_JOB_COLUMNS).where(changed).order_by(Job.id)
         with self._read() as session:
             return [JobRecord.from_row(row) for row in session.execute(query)]
 

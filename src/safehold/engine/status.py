@@ -23,6 +23,7 @@ from .verdicts import target_states
 
 if TYPE_CHECKING:
     from ..catalog.store import JobRecord
+    from .catalog_view import CatalogView
 
 UTC = dt.UTC
 FINISHED_TEST_STATUSES = ("succeeded", "failed", "interrupted")
@@ -205,79 +206,195 @@ def target_statuses(context: Context, now: dt.datetime | None = None) -> list[Ta
     copied = _last_copies(context)
     histories = art_histories(context)
     verdicts = target_states(context, good_jobs)
-    statuses: list[TargetStatus] = []
-    for target in context.config.targets:
-        tier = context.config.tier_of(target)
-        rpo, rto = tier.rpo.total_seconds(), tier.rto.total_seconds()
-        last_job = last_jobs.get(target.name)
-        succeeded = good_jobs.get(target.name)
-        last_success = (succeeded.finished_at or succeeded.created_at) if succeeded else None
-        snapshot_time = snapshot_times.get(target.name)
-        if snapshot_time is not None and (last_success is None or snapshot_time > last_success):
-            last_success = snapshot_time
-        last_attempt = (last_job.started_at or last_job.created_at) if last_job else None
-        age = (now - last_success).total_seconds() if last_success else None
-        statuses.append(TargetStatus(
-            name=target.name,
-            tier=target.tier,
-            source_type=target.source.type,
-            rpo_seconds=rpo,
-            rto_seconds=rto,
-            last_success=last_success,
-            last_attempt=last_attempt,
-            last_status=last_job.status if last_job else None,
-            age_seconds=round(age, 3) if age is not None else None,
-            compliant=age is not None and age <= rpo,
-            last_restore_test=_restore_test_status(tests.get(target.name), rto),
-            skipped_items=skipped_count(finished_jobs.get(target.name)),
-            copies={copy.name: copied.get((target.name, copy.name)) for copy in context.config.copies_of(target.name)},
-            art=ArtTrend(rto, tuple(histories.get(target.name, ()))),
-            ransomware=verdicts.get(target.name),
-        ))
-    return statuses
+    return [_target_status(context, target, now, last_jobs.get(target.name), good_jobs.get(target.name),
+                           finished_jobs.get(target.name), snapshot_times.get(target.name), tests.get(target.name),
+                           copied, histories.get(target.name, ()), verdicts.get(target.name))
+            for target in context.config.targets]
+
+
+def _target_status(context: Context, target: Any, now: dt.datetime, last_job: JobRecord | None,
+                   succeeded: JobRecord | None, finished: JobRecord | None, snapshot_time: dt.datetime | None,
+                   test: JobRecord | None, copied: dict[tuple[str, str], dt.datetime],
+                   history: Any, ransomware: dict | None) -> TargetStatus:
+    """One target's status from its newest jobs (target_statuses reads them all at once,
+    StatusCache keeps them up to date through a CatalogView)."""
+    tier = context.config.tier_of(target)
+    rpo, rto = tier.rpo.total_seconds(), tier.rto.total_seconds()
+    last_success = (succeeded.finished_at or succeeded.created_at) if succeeded else None
+    if snapshot_time is not None and (last_success is None or snapshot_time > last_success):
+        last_success = snapshot_time
+    last_attempt = (last_job.started_at or last_job.created_at) if last_job else None
+    age = (now - last_success).total_seconds() if last_success else None
+    return TargetStatus(
+        name=target.name,
+        tier=target.tier,
+        source_type=target.source.type,
+        rpo_seconds=rpo,
+        rto_seconds=rto,
+        last_success=last_success,
+        last_attempt=last_attempt,
+        last_status=last_job.status if last_job else None,
+        age_seconds=round(age, 3) if age is not None else None,
+        compliant=age is not None and age <= rpo,
+        last_restore_test=_restore_test_status(test, rto),
+        skipped_items=skipped_count(finished),
+        copies={copy.name: copied.get((target.name, copy.name)) for copy in context.config.copies_of(target.name)},
+        art=ArtTrend(rto, tuple(history)),
+        ransomware=ransomware,
+    )
 
 
 class StatusCache:
-    """``target_statuses`` shared by the metrics scrape and the API, recomputed only when the catalog changed.
+    """``target_statuses`` shared by the metrics scrape and the API, kept up to date as the catalog changes.
 
-    At 1,000 targets a full ``target_statuses`` is ~20 queries and most of a second of Python on a busy
-    2-core host (ART histories, verdicts, 1,000 dataclasses: bench/scale.py --api); Prometheus scrapes
-    every 15-60 s and dashboards poll the API. Each call reads ``Catalog.change_marker()`` (three
-    index lookups) and reuses the statuses computed under the same marker. Only two fields depend
-    on the clock, ``age_seconds`` and ``compliant``; they are computed again on every call, so a
-    cached status never reports a stale age. ``max_age`` bounds how long a result is reused even
-    when the marker says nothing changed (a safety net, not a freshness rule). Thread-safe.
+    At 1,000 targets a full ``target_statuses`` is ~20 queries, ~22,000 job records and most of a
+    second of Python on a busy 2-core host (bench/scale.py --api); Prometheus scrapes every 15-60 s
+    and dashboards poll the API. Each call reads ``Catalog.change_marker()`` (three index lookups);
+    when it moved, a ``CatalogView`` reads only the jobs that changed (engine.catalog_view) and the
+    statuses of the targets they touched are computed again, the others reused. Only two fields
+    depend on the clock, ``age_seconds`` and ``compliant``; they are computed again on every call,
+    so a cached status never reports a stale age. Everything is read again when the configuration
+    changed (``context.config`` replaced) and when the marker cannot be followed; once ``max_age``
+    passed, everything is read again as a safety net (jobs deleted or rewritten behind the marker's
+    back) and only the targets whose data differed are computed again. Thread-safe; the metrics
+    exposition shares its lock and view (``refresh``).
     """
 
     def __init__(self, context: Context, *, max_age: float = 300.0, clock: Any = None) -> None:
         import threading
         import time
 
+        from .catalog_view import CatalogView
+
         self.context = context
         self.max_age = max_age
         self._monotonic = clock or time.monotonic
-        self._lock = threading.Lock()
-        self._marker: Any = None
-        self._computed_at = 0.0
-        self._statuses: list[TargetStatus] | None = None
-        self.computed = 0  # how many times the statuses were computed (tests, the bench)
+        self.lock = threading.RLock()
+        self.view = CatalogView(context)
+        self._config: Any = None
+        self._epoch = -1
+        self._seen = 0  # the view's counter when the statuses were last brought up to date
+        self._read_at = 0.0
+        self._statuses: dict[str, TargetStatus] = {}
+        self._dicts: dict[str, tuple[TargetStatus, dict[str, Any]]] = {}  # as_dicts: (the status, its as_dict())
+        self.computed = 0  # how many times statuses were computed again, in part or whole (tests, the bench)
+        self.recomputed_targets = 0  # how many target statuses the last of them computed
+        self.differed = 0  # how many targets the last safety-net reading found changed behind the marker
+        self.background = False  # True while run_safety_net does the net: requests then never do
+
+    def refresh(self, now: dt.datetime | None = None, fresh: CatalogView | None = None) -> CatalogView:
+        """Bring the view and the statuses up to the catalog's current marker; the caller holds ``lock``
+        while it reads the view. ``fresh``: a view read whole meanwhile, to verify against (``verify``)."""
+        now = now or dt.datetime.now(UTC)
+        view = self.view
+        config = self.context.config
+        if config is not self._config:
+            view.reset()
+        marker = self.context.catalog.change_marker()  # before the data it guards
+        epoch = view.epoch
+        verify = (view.epoch == self._epoch and not self.background
+                  and self._monotonic() - self._read_at >= self.max_age)
+        if verify or fresh is not None:
+            self.differed = len(view.verify(marker, fresh))
+        else:
+            view.update(marker)
+        if verify or view.epoch != epoch:
+            self._read_at = self._monotonic()
+        if view.epoch != self._epoch or config is not self._config:
+            names = [target.name for target in config.targets]
+            self._statuses, self._dicts = {}, {}
+        else:
+            changed = view.changed_since(self._seen)
+            names = [target.name for target in config.targets if target.name in changed]
+        if names or verify or fresh is not None or view.epoch != self._epoch:
+            self._compute(names, now)
+        self._config, self._epoch, self._seen = config, view.epoch, view.counter
+        return view
+
+    def _compute(self, names: list[str], now: dt.datetime) -> None:
+        from .verdicts import state_of_jobs
+
+        view, config = self.view, self.context.config
+        latest = view.latest
+        copied = {key: job.finished_at or job.created_at for key, job in view.copies.items()} if config.copies else {}
+        by_name = {target.name: target for target in config.targets}
+        for name in names:
+            target = by_name[name]
+            verdict = state_of_jobs(latest[kind].get(name) for kind in ("good", "mark", "scan"))
+            self._statuses[name] = _target_status(
+                self.context, target, now, latest["backup"].get(name), latest["good"].get(name),
+                latest["finished"].get(name), view.snapshot_times.get(name), latest["test"].get(name), copied,
+                view.art_history(name), verdict)
+        self.computed += 1
+        self.recomputed_targets = len(names)
 
     def statuses(self, now: dt.datetime | None = None) -> list[TargetStatus]:
         now = now or dt.datetime.now(UTC)
-        with self._lock:
-            marker = self.context.catalog.change_marker()  # before the data it guards
-            fresh = self._monotonic() - self._computed_at < self.max_age
-            if self._statuses is None or marker != self._marker or not fresh:
-                self._statuses = target_statuses(self.context, now)
-                self._marker, self._computed_at = marker, self._monotonic()
-                self.computed += 1
-                return list(self._statuses)
-            cached = self._statuses
-        return [aged(status, now) for status in cached]
+        with self.lock:
+            self.refresh(now)
+            found = [self._statuses[target.name] for target in self.context.config.targets]
+        return [aged(status, now) for status in found]
+
+    def verify(self) -> int:
+        """The safety net run from outside the requests (``safehold serve`` runs it in a thread every
+        ``max_age`` and sets ``background``, so no scrape waits for it): everything is read again
+        without holding the lock, then, under it, compared with what was followed; returns how many
+        targets differed."""
+        from .catalog_view import CatalogView
+
+        config = self.context.config
+        fresh = CatalogView(self.context, self.view.art_limit)
+        fresh.update(self.context.catalog.change_marker())
+        with self.lock:
+            if self.context.config is not config or self._config is not config:
+                return 0  # targets.yml changed meanwhile: the next request reads everything anyway
+            self.refresh(fresh=fresh)
+            return self.differed
+
+    def run_safety_net(self, stop: Any) -> None:
+        """``verify`` every ``max_age`` until the event ``stop`` is set (a thread of ``safehold serve``)."""
+        import logging
+
+        self.background = True
+        try:
+            while not stop.wait(self.max_age):
+                try:
+                    differed = self.verify()
+                except Exception:  # the next round tries again; requests still follow the catalog
+                    logging.getLogger("safehold.engine.status").exception("status safety net failed")
+                    continue
+                if differed:
+                    logging.getLogger("safehold.engine.status").warning(
+                        "status safety net: %d target(s) had changed behind the catalog's change marker", differed)
+        finally:
+            self.background = False
+
+    def as_dicts(self, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """``[status.as_dict() for status in statuses(now)]``, each target's dictionary kept while its
+        status is (the API's answer: 1,000 ``as_dict`` calls were ~40 ms of a request), with the two
+        fields that depend on the clock filled in for ``now``."""
+        now = now or dt.datetime.now(UTC)
+        with self.lock:
+            self.refresh(now)
+            found = []
+            for target in self.context.config.targets:
+                status = self._statuses[target.name]
+                kept = self._dicts.get(target.name)
+                if kept is None or kept[0] is not status:
+                    kept = self._dicts[target.name] = (status, status.as_dict())
+                found.append(kept)
+        result = []
+        for status, data in found:
+            if status.last_success is None:
+                result.append(dict(data))
+                continue
+            age = (now - status.last_success).total_seconds()
+            result.append({**data, "age_seconds": round(age, 3), "compliant": age <= status.rpo_seconds})
+        return result
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._statuses = None
+        with self.lock:
+            self.view.reset()
 
 
 def aged(status: TargetStatus, now: dt.datetime) -> TargetStatus:
@@ -304,15 +421,35 @@ def art_histories(context: Context, limit: int = ART_HISTORY_LIMIT) -> dict[str,
     catalog = context.catalog
     for job in catalog.list_jobs(kind="restore-test", status=("succeeded", "failed"),
                                  limit=limit * max(1, len(wanted))):
-        details = job.details or {}
-        art, rto = details.get("art_seconds"), details.get("rto_seconds")
-        if job.target not in wanted or not _number(art):
-            continue
-        rto = rto if _number(rto) else wanted[job.target]
-        samples.setdefault(job.target, []).append(ArtSample(
-            job.finished_at or job.created_at, "restore-test", job.id, None, float(art), float(rto),
-            job.status == "succeeded" and bool(details.get("passed", True))))
-    for job in catalog.list_jobs(kind="drill", status=("succeeded", "failed"), limit=100):
+        sample = restore_test_sample(job, wanted)
+        if sample is not None:
+            samples.setdefault(job.target, []).append(sample)  # type: ignore[arg-type]
+    for target, found in drill_samples(catalog.list_jobs(kind="drill", status=("succeeded", "failed"), limit=100),
+                                       wanted).items():
+        samples.setdefault(target, []).extend(found)
+    for history in samples.values():
+        history.sort(key=lambda sample: (sample.time, sample.job_id), reverse=True)
+        del history[limit:]
+    return samples
+
+
+def restore_test_sample(job: JobRecord, wanted: dict[str, float]) -> ArtSample | None:
+    """A finished restore test's measured ART, or None (an unconfigured target, no ART measured).
+    ``wanted``: configured target -> its tier's RTO (for a job recorded before jobs stored theirs)."""
+    details = job.details or {}
+    art, rto = details.get("art_seconds"), details.get("rto_seconds")
+    if job.target not in wanted or not _number(art):
+        return None
+    rto = rto if _number(rto) else wanted[job.target]
+    return ArtSample(job.finished_at or job.created_at, "restore-test", job.id, None, float(art), float(rto),
+                     job.status == "succeeded" and bool(details.get("passed", True)))
+
+
+def drill_samples(jobs: list[JobRecord], wanted: dict[str, float]) -> dict[str, list[ArtSample]]:
+    """The measured ARTs of the steps of finished drill ``jobs`` for the targets in ``wanted``, in
+    the jobs' order (a skipped step or one without a measured ART counts for nothing)."""
+    samples: dict[str, list[ArtSample]] = {}
+    for job in jobs:
         details = job.details or {}
         drill = details.get("drill")
         for step in details.get("steps") or []:
@@ -324,9 +461,6 @@ def art_histories(context: Context, limit: int = ART_HISTORY_LIMIT) -> dict[str,
             samples.setdefault(step["target"], []).append(ArtSample(
                 job.finished_at or job.created_at, "drill", job.id, drill if isinstance(drill, str) else None,
                 float(art), float(rto), step.get("outcome") == "passed"))
-    for history in samples.values():
-        history.sort(key=lambda sample: (sample.time, sample.job_id), reverse=True)
-        del history[limit:]
     return samples
 
 
@@ -424,11 +558,15 @@ class BackupTotals:
         self._watermark = 0
         self._counted: set[int] = set()
         self.targets: dict[str | None, TargetBackupTotals] = {}
+        self.changed: set[str | None] = set()  # the targets the last update counted a job of
 
-    def update(self, context: Context) -> dict[str | None, TargetBackupTotals]:
+    def update(self, context: Context, *, copy: bool = True) -> dict[str | None, TargetBackupTotals]:
+        """Count the jobs finished since the last update; the totals of every target (copies of
+        them unless ``copy`` is false: then ``targets`` itself, for a caller holding its own lock)."""
         with self._lock:
             rows = context.catalog.finished_backups_from(self._watermark)
             oldest_active = None
+            self.changed = set()
             for job_id, target, status, seconds, read, added in rows:
                 if status not in FINAL_STATUSES:
                     oldest_active = job_id if oldest_active is None else oldest_active
@@ -436,6 +574,7 @@ class BackupTotals:
                 if job_id in self._counted:
                     continue
                 self._counted.add(job_id)
+                self.changed.add(target)
                 totals = self.targets.get(target)
                 if totals is None:
                     totals = self.targets[target] = TargetBackupTotals([0] * (len(self.bounds) + 1))
@@ -450,5 +589,7 @@ class BackupTotals:
             if rows:
                 self._watermark = oldest_active if oldest_active is not None else rows[-1][0] + 1
                 self._counted = {job_id for job_id in self._counted if job_id >= self._watermark}
+            if not copy:
+                return self.targets
             return {target: TargetBackupTotals(list(totals.buckets), totals.duration_sum, totals.bytes_read,
                                                totals.bytes_added) for target, totals in self.targets.items()}

@@ -293,19 +293,28 @@ def target_states(context: Context, good_backups: dict | None = None) -> dict[st
     """target -> its ransomware state from the catalog (the newest good backup, mark or scan job
     that recorded one); three queries whatever the number of targets, two when the caller has the
     newest good backups (``catalog.latest_jobs('backup', GOOD_BACKUP_STATUSES)``) at hand."""
-    newest: dict[str, tuple[int, dict]] = {}
+    found: dict[str, list] = {}
     for kind in ("backup", "mark", "scan"):
         if kind == "backup" and good_backups is not None:
             jobs = good_backups
         else:
             jobs = context.catalog.latest_jobs(kind, status=("succeeded", "partial"))
         for target, job in jobs.items():
-            state = (job.details or {}).get(STATE_KEY)
-            if target is None or not isinstance(state, dict):
-                continue
-            if target not in newest or job.id > newest[target][0]:
-                newest[target] = (job.id, state)
-    return {target: state for target, (_, state) in newest.items()}
+            if target is not None:
+                found.setdefault(target, []).append(job)
+    states = {target: state_of_jobs(jobs) for target, jobs in found.items()}
+    return {target: state for target, state in states.items() if state is not None}
+
+
+def state_of_jobs(jobs: Any) -> dict | None:
+    """The ransomware state recorded by the newest of ``jobs`` (one target's newest good backup,
+    mark and scan; None entries allowed) that recorded one; None when none did."""
+    newest: tuple[int, dict] | None = None
+    for job in jobs:
+        state = (job.details or {}).get(STATE_KEY) if job is not None else None
+        if isinstance(state, dict) and (newest is None or job.id > newest[0]):
+            newest = (job.id, state)
+    return newest[1] if newest else None
 
 
 def paths_text(paths: list[bytes]) -> list[str]:
@@ -313,4 +322,4 @@ def paths_text(paths: list[bytes]) -> list[str]:
 
 
 __all__ = ["assess_snapshots", "compute_signals", "mark_snapshot", "scan_snapshot", "signals_dict", "target_state",
-           "state_of", "target_states", "verdict_dict"]
+           "state_of", "state_of_jobs", "target_states", "verdict_dict"]

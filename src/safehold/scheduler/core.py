@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import errors
+from ..catalog.latest import LatestJobs
 from ..catalog.store import ACTIVE_STATUSES, GOOD_BACKUP_STATUSES
 from ..engine.context import Context
 from ..engine.jobs import run_job, submit_job
@@ -110,7 +111,8 @@ class Scheduler:
         self._dispatch_marker: Any = None
         # Each target's newest backup, newest good backup and newest restore test, kept up to date
         # from the jobs that changed between two markers (_latest_jobs).
-        self._latest: tuple[Any, dict, dict, dict] | None = None
+        self._latest = LatestJobs({"backup": ("backup", None), "good": ("backup", GOOD_BACKUP_STATUSES),
+                                   "restore-test": ("restore-test", None)})
         # When each target's decisions of the last pass that looked at it come due (datetime.max:
         # only a change can make it due); a target is looked at again when that time comes or a
         # job of it changed. Emptied whenever everything is read again.
@@ -214,7 +216,8 @@ class Scheduler:
             marker = self.context.catalog.change_marker()
             if not self._idle(now, marker):
                 if self._wake_at is None or now >= self._seen_marker_time + FULL_READ_EVERY:
-                    self._latest, self._seen_marker_time = None, now  # read everything again now and then
+                    self._latest.reset()  # read everything again now and then
+                    self._seen_marker_time = now
                 self._seen_marker, self._wake_at = marker, now + IDLE_RECHECK
                 self.full_passes += 1
                 self._queue_due(now, report, marker)
@@ -277,34 +280,14 @@ class Scheduler:
 
     def _latest_jobs(self, marker: Any) -> tuple[dict, dict, dict, set[str | None] | None]:
         """Every target's newest backup, newest good (succeeded or partial) backup and newest restore
-        test. Read whole (three ``latest_jobs``: 3,000 rows at 1,000 targets, most of a pass's cost)
-        the first time, after the snapshot cache changed, and once per IDLE_RECHECK; otherwise
-        updated from the few jobs that changed since the previous marker (``jobs_changed_between``):
-        a newer job replaces the one kept, a job's new status replaces its old record. Good
-        statuses are final, so a good backup never stops being one."""
-        catalog = self.context.catalog
-        changed = None
-        if self._latest is not None:
-            previous, last_backups, good_backups, last_tests = self._latest
-            changed = catalog.jobs_changed_between(previous, marker)
-        changed_targets: set[str | None] | None = None
-        if changed is None:
-            last_backups = catalog.latest_jobs("backup")
-            good_backups = catalog.latest_jobs("backup", status=GOOD_BACKUP_STATUSES)  # partial ones have data too
-            last_tests = catalog.latest_jobs("restore-test")
-        else:
-            changed_targets = {job.target for job in changed}
-            for job in changed:
-                kept = {"backup": last_backups, "restore-test": last_tests}.get(job.kind)
-                if kept is None:
-                    continue
-                if job.target not in kept or kept[job.target].id <= job.id:
-                    kept[job.target] = job
-                if job.kind == "backup" and job.status in GOOD_BACKUP_STATUSES and (
-                        job.target not in good_backups or good_backups[job.target].id <= job.id):
-                    good_backups[job.target] = job
-        self._latest = (marker, last_backups, good_backups, last_tests)
-        return last_backups, good_backups, last_tests, changed_targets
+        test, and the targets whose jobs changed (None: everything was read). Read whole (three
+        ``latest_jobs``: 3,000 rows at 1,000 targets, most of a pass's cost) the first time, after
+        the snapshot cache changed, and once per IDLE_RECHECK; otherwise updated from the few jobs
+        that changed since the previous marker (catalog.latest.LatestJobs, shared with the read
+        side's status and metrics)."""
+        changed = self._latest.update(self.context.catalog, marker)
+        changed_targets = None if changed is None else {job.target for job in changed}
+        return self._latest["backup"], self._latest["good"], self._latest["restore-test"], changed_targets
 
     def _queue_due(self, now: dt.datetime, report: TickReport, marker: Any = None) -> None:
         # A handful of queries per pass whatever the number of targets: the
@@ -518,7 +501,7 @@ class Scheduler:
         if self.settings.large_after is None or limit < 2:
             return set(), limit
         threshold = self.settings.large_after.total_seconds()
-        good = self._latest[2] if self._latest is not None else \
+        good = self._latest["good"] if self._latest.marker is not None else \
             self.context.catalog.latest_jobs("backup", GOOD_BACKUP_STATUSES)
         large = {target for target, job in good.items()
                  if target is not None and (job.duration_seconds or 0.0) > threshold}

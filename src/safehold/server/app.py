@@ -10,6 +10,7 @@ finish or are recorded interrupted.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -80,9 +81,15 @@ def create_app(context: Context, *, scheduler: Scheduler | None = None, stop_tim
         if scheduler is not None:
             scheduler.start()
             log.info("scheduler started")
+        # The read side's safety net (engine.status.StatusCache.verify) in a thread of its own, so no
+        # scrape or status request waits for its reading of every target's jobs.
+        stop_net = threading.Event()
+        threading.Thread(target=app.state.statuses.run_safety_net, args=(stop_net,), daemon=True,
+                         name="safehold-status-net").start()
         try:
             yield
         finally:
+            stop_net.set()
             if scheduler is not None:
                 interrupted = scheduler.stop(stop_timeout)
                 log.info("scheduler stopped%s", f"; interrupted job(s) {interrupted}" if interrupted else "")

@@ -62,6 +62,9 @@ def job_dict(record: JobRecord) -> dict[str, Any]:
 @router.get("/targets", response_model=schemas.TargetList, tags=["targets"])
 def list_targets(request: Request, _: TokenRecord = viewer) -> dict[str, Any]:
     """Every configured target with its tier, RPO compliance and last restore test."""
+    cache = getattr(request.app.state, "statuses", None)
+    if cache is not None:
+        return {"targets": cache.as_dicts()}
     return {"targets": [entry.as_dict() for entry in _target_statuses(request)]}
 
 

@@ -502,8 +502,8 @@ def test_a_pass_after_a_change_reads_only_the_jobs_that_changed(tmp_path: Path, 
     catalog.finish_job(catalog.start_job("restore-test", "t0"), "succeeded")
     catalog.finish_job(catalog.start_job("backup", "t1"), "partial")
     scheduler.tick(clock.advance(seconds=5))
-    assert scheduler._latest is not None
-    _, last_backups, good_backups, last_tests = scheduler._latest
+    assert scheduler._latest.marker is not None and scheduler._latest.full_reads == 1
+    last_backups, good_backups, last_tests = (scheduler._latest[name] for name in ("backup", "good", "restore-test"))
     monkeypatch.setattr(catalog, "latest_jobs", full_reading)
 
     def ids(found: dict) -> dict:

@@ -80,7 +80,8 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
         details["to"] = spec
     with ThreadPoolExecutor(1, thread_name_prefix="safehold-open") as ahead:
         opening = _open_ahead(context, repository, ahead)
-        with context.catalog.job("restore", target, details, job_id=job_id) as job:
+        # context.jobs: sqlite3 instead of SQLAlchemy when the SQLite catalog is current (catalog/light.py).
+        with context.jobs.job("restore", target, details, job_id=job_id) as job:
             # Waited for; on an error the restore opens the repository itself and raises it again, in the job.
             opened = opening.result() if opening is not None and opening.exception() is None else None
             if opened is None:
@@ -164,7 +165,7 @@ def find_snapshot_in_job(context: Context, repository: Repository, job: JobHandl
                 "restored because --allow-replayed was given", level="warning")
     job.update(snapshot_id=snapshot.id)
     if target is None:
-        context.catalog.update_job(job.id, target=snapshot.target)
+        job.catalog.update_job(job.id, target=snapshot.target)  # the job's own recorder
     return snapshot
 
 

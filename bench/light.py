@@ -63,6 +63,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/safehold-light-bench"))
     parser.add_argument("--safehold", type=Path, default=Path(sys.executable).with_name("safehold"))
     parser.add_argument("--before-src", type=Path, help="src folder of another build: rows 'before'")
+    parser.add_argument("--after-src", type=Path, help="src folder of the build measured as 'after' (default: "
+                        "the installed one); a copy lets the tree change while the benchmark runs")
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=SRC",
+                        help="another build's src folder, measured as LABEL (repeatable)")
     parser.add_argument("--json", type=Path, help="write the medians here")
     args = parser.parse_args()
 
@@ -88,12 +92,18 @@ def main() -> None:
                         f"  - name: tree\n    tier: 3\n    source: {{type: files, paths: [{tree}]}}\n")
         return path
 
-    variants: dict[str, tuple[list[str], dict]] = {
-        "after": ([str(args.safehold)], dict(base, SAFEHOLD_PASSWORD=PASSWORD, SAFEHOLD_NO_SERVER="1"))}
+    after = dict(base, SAFEHOLD_PASSWORD=PASSWORD, SAFEHOLD_NO_SERVER="1")
+    if args.after_src:
+        after["PYTHONPATH"] = str(args.after_src)
+    variants: dict[str, tuple[list[str], dict]] = {"after": ([str(args.safehold)], after)}
     if args.before_src:
         variants["before"] = ([python, "-c", "from safehold.cli.main import run; run()"],
                               dict(base, SAFEHOLD_PASSWORD=PASSWORD, SAFEHOLD_NO_SERVER="1",
                                    PYTHONPATH=str(args.before_src)))
+    for also in args.also:
+        label, _, source = also.partition("=")
+        variants[label] = ([python, "-c", "from safehold.cli.main import run; run()"],
+                           dict(base, SAFEHOLD_PASSWORD=PASSWORD, SAFEHOLD_NO_SERVER="1", PYTHONPATH=source))
     restic_env = dict(base, RESTIC_PASSWORD=PASSWORD, RESTIC_CACHE_DIR=str(work / "restic-cache"))
 
     # The shared repositories of the 'unchanged' and 'one file' rows.

@@ -99,14 +99,17 @@ def test_copy_with_a_current_catalog_loads_no_sqlalchemy_or_alembic(tmp_path: Pa
 
 
 
-def test_backup_and_restore_with_a_current_catalog_load_no_sqlalchemy_alembic_or_asyncio(tmp_path: Path):
+def test_backup_and_restore_with_a_current_catalog_load_no_sqlalchemy_alembic_asyncio_or_numpy(tmp_path: Path):
     """A nothing-changed backup and a single-file restore are mostly start-up: with the catalog's
     schema current their jobs are recorded through sqlite3 (catalog/light.py), and the rows are
-    there for the catalog to read."""
+    there for the catalog to read. A small repository's index is a dict and a small backup's
+    histograms are counted without NumPy (repository/index.py, signals.py): no NumPy either, also
+    for a backup that stores new random data."""
     Repository.init(open_backend(str(tmp_path / "repo")), b"pw", FAST_KDF)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "one.txt").write_text("one\n")
     (tmp_path / "data" / "two.txt").write_text("two\n")
+    (tmp_path / "data" / "random.bin").write_bytes(os.urandom(100_000))  # judged by its histogram
     config = tmp_path / "targets.yml"
     config.write_text(f"repository:\n  url: {tmp_path / 'repo'}\n  password_env: SAFEHOLD_PASSWORD\n"
                       f"state_dir: {tmp_path / 'state'}\ntargets:\n"
@@ -120,10 +123,13 @@ def test_backup_and_restore_with_a_current_catalog_load_no_sqlalchemy_alembic_or
                 "restore one file": ["-c", str(config), "restore", "latest", "--to", str(tmp_path / "one"),
                                      "-i", "data/two.txt", "--json"]}
     for name, command in commands.items():
+        if name == "backup":
+            (tmp_path / "data" / "new.bin").write_bytes(os.urandom(200_000))
         modules = modules_of(command, environment)
         assert "safehold.catalog.light" in modules, name  # the probe really ran the command
-        assert loaded(modules, "sqlalchemy", "alembic", "asyncio") == [], name
+        assert loaded(modules, "sqlalchemy", "alembic", "asyncio", "numpy") == [], name
     assert sorted(path.name for path in (tmp_path / "all").rglob("*.txt")) == ["one.txt", "two.txt"]
+    assert (tmp_path / "all" / "data" / "new.bin").read_bytes() == (tmp_path / "data" / "new.bin").read_bytes()
     assert [path.name for path in (tmp_path / "one").rglob("*.txt")] == ["two.txt"]
 
     from safehold.catalog import Catalog

@@ -121,7 +121,8 @@ def test_backup_and_restore_with_a_current_catalog_load_no_sqlalchemy_alembic_as
     commands = {"backup": backup,
                 "restore": ["-c", str(config), "restore", "latest", "--to", str(tmp_path / "all"), "--json"],
                 "restore one file": ["-c", str(config), "restore", "latest", "--to", str(tmp_path / "one"),
-                                     "-i", "data/two.txt", "--json"]}
+                                     "-i", "data/two.txt", "--json"],
+                "restore --all": ["-c", str(config), "restore", "--all", "--to", str(tmp_path / "every"), "--json"]}
     for name, command in commands.items():
         if name == "backup":
             (tmp_path / "data" / "new.bin").write_bytes(os.urandom(200_000))
@@ -137,8 +138,9 @@ def test_backup_and_restore_with_a_current_catalog_load_no_sqlalchemy_alembic_as
     with Catalog.open(f"sqlite:///{tmp_path / 'state' / 'catalog.db'}") as catalog:
         jobs = catalog.list_jobs()
     assert [(job.kind, job.target, job.status) for job in jobs] == \
-           [("restore", "docs", "succeeded")] * 2 + [("backup", "docs", "succeeded")] * 2
-    assert jobs[2].snapshot_id and jobs[0].snapshot_id == jobs[2].snapshot_id
+           [("restore", "docs", "succeeded")] * 3 + [("backup", "docs", "succeeded")] * 2
+    assert jobs[3].snapshot_id and jobs[0].snapshot_id == jobs[1].snapshot_id == jobs[3].snapshot_id
+    assert (tmp_path / "every" / "docs" / "data" / "two.txt").read_text() == "two\n"
 
 
 ENTRY_PROBE = """

@@ -480,11 +480,13 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
     # cost its own round trips (config, lock, the index listing and every index object) before its
     # first data byte. The lock is shared (restores and backups run beside it) and kept alive by
     # its heartbeat however long the targets take.
-    # The catalog (SQLAlchemy's import, ~0.3 s of CPU) opens while the repository opens, locks and
-    # loads its index: those are round trips and the key derivation, which leave the GIL free.
-    # Nothing else touches the catalog before _restore_each waits for this.
+    # What records the jobs (``context.jobs``: sqlite3 for a current SQLite catalog, else the
+    # catalog, whose SQLAlchemy import is ~0.3 s of CPU) opens while the repository opens, locks
+    # and loads its index: those are round trips and the key derivation, which leave the GIL free.
+    # Nothing else touches it before _restore_each waits for this; the targets' threads then share
+    # it (both recorders are thread-safe).
     with ThreadPoolExecutor(1, thread_name_prefix="safehold-catalog") as catalog_pool:
-        catalog = catalog_pool.submit(lambda: context.catalog)
+        catalog = catalog_pool.submit(lambda: context.jobs)
         try:
             with context.locked(purpose="restore", load_index=False) as repository, \
                     ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
@@ -518,7 +520,7 @@ def _restore_each(context: Context, repository: Repository, run: RestoreRun, des
                                  "restore one with 'safehold restore --snapshot-id snap-... --destination-instance i-...'")
         else:
             wanted.append((name, snapshot))
-    context.catalog  # opened here (or ahead, by restore_targets), not by the first two threads at once
+    context.jobs  # opened here (or ahead, by restore_targets), not by the first two threads at once
 
     def one(name: str, snapshot: Snapshot) -> RestoreOutcome:
         return restore_snapshot(context, snapshot.id, os.path.join(destination, name), target=name,

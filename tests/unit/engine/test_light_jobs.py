@@ -144,3 +144,32 @@ def test_a_restore_recorded_lightly_is_the_row_the_catalog_records(config, tmp_p
     assert found == expected
     assert found[0][:3] == ("restore", "web", "succeeded") and found[1]
     assert found[0][5] == (1 if includes else 2)
+
+
+def test_restore_all_records_each_target_lightly_from_its_two_threads(tmp_path: Path) -> None:
+    """'restore --all' restores two targets side by side, each its own job: both threads record
+    through the one sqlite3 recorder (its transactions serialized), and no catalog is opened."""
+    from safehold.engine.maintenance import init_repository
+    from safehold.engine.restore import restore_targets
+
+    targets = [files_target(tmp_path, name) for name in ("web", "docs", "mail")]
+    config = load_config(write_config(tmp_path, targets))
+    context = Context(config)
+    try:
+        init_repository(context)
+        for target in targets:
+            backup_target(context, target["name"])
+    finally:
+        context.close()
+    context = Context(config)
+    try:
+        run = restore_targets(context, str(tmp_path / "every"), ["web", "docs", "mail"], concurrent=2)
+        assert isinstance(context.jobs, SqliteJobs) and context._catalog is None
+    finally:
+        context.close()
+    assert not run.failures and sorted(outcome.target for outcome in run.results) == ["docs", "mail", "web"]
+    with Catalog.open(config.catalog_url, recover=False) as catalog:
+        for outcome in run.results:
+            job = catalog.get_job(outcome.job_id)
+            assert (job.kind, job.target, job.status, job.files) == ("restore", outcome.target, "succeeded", 1)
+    assert (tmp_path / "every" / "mail" / "mail" / "hostname").read_text() == "mail\n"

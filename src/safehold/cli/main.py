@@ -82,6 +82,8 @@ def backup(
     json_output: bool = JsonOption,
 ) -> None:
     """Back up targets into new snapshots."""
+    from ..engine.backup import backup_targets
+
     ctx, display = context(json_output, threads, compression)
     names = [t.name for t in ctx.config.targets] if all_targets else list(target)
     if not names:
@@ -89,9 +91,6 @@ def backup(
     if not all_targets:
         for name in names:
             ctx.config.target(name)
-    ctx.start_opening()  # the key derivation on another core while the engine's modules load
-    from ..engine.backup import backup_targets
-
     with display:
         run = backup_targets(ctx, names)
     if json_output:
@@ -345,10 +344,9 @@ def restore(
         return
     if not to:
         raise UsageError("name where to restore with --to (or --destination-instance for EBS)")
-    ctx, display = context(json_output, threads, repository=repository)
-    ctx.start_opening()  # the key derivation on another core while the engine's modules load
     from ..engine.restore import restore_snapshot
 
+    ctx, display = context(json_output, threads, repository=repository)
     try:
         with display:
             outcome = restore_snapshot(ctx, snapshot, to, target=target, includes=include, overwrite=overwrite,

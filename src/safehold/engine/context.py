@@ -52,7 +52,6 @@ class Context:
     _catalog: "Catalog | None" = field(default=None, repr=False)
     _jobs: "SqliteJobs | None" = field(default=None, repr=False)
     _unlocked: tuple | None = field(default=None, repr=False)
-    _opening: "Future[Repository] | None" = field(default=None, repr=False)
 
     @classmethod
     def load(cls, config_path: str | Path | None = None, **options) -> "Context":
@@ -104,7 +103,6 @@ class Context:
         if name != self.repository_name:
             self.repository_name = name
             self._unlocked = None  # another repository: another master key
-            self._opening = None  # an opening under way is of the other one (it sets no key of ours)
         return self
 
     def with_repository(self, name: str | None) -> "Context":
@@ -114,7 +112,7 @@ class Context:
             return self
         if name is not None:
             self.config.copy_named(name)
-        return dataclasses.replace(self, repository_name=name, _catalog=self.catalog, _unlocked=None, _opening=None)
+        return dataclasses.replace(self, repository_name=name, _catalog=self.catalog, _unlocked=None)
 
     @property
     def repository_config(self):
@@ -143,12 +141,7 @@ class Context:
     def open_repository(self, load_index: bool = True) -> Repository:
         # The unwrapped key is kept for the life of this context (in memory only), so
         # 'backup --all' pays the deliberately slow key derivation once, not per target.
-        opening, self._opening = self._opening, None
-        if opening is not None and opening.exception() is None:
-            # start_opening's thread opened it (and set our key): taken as it is. On its error the
-            # repository is opened here again, which raises the error in this thread or prompts.
-            repository = opening.result()
-        elif self._unlocked is None:
+        if self._unlocked is None:
             remembered = self._remembered_keys()
             last = remembered.get(self.repository_url)
             repository = Repository.open(self.backend(), self.password(), key_id=self.key_id,
@@ -170,12 +163,9 @@ class Context:
         thread works on a copy of this context that never prompts and hands back only the unwrapped
         key; None when the key is unwrapped already. On an error in the future the caller opens
         the repository itself (``locked()``), which prompts or raises the error in its job."""
-        if self._opening is not None:  # start_opening began it: that one, not a second derivation
-            opening, self._opening = self._opening, None
-            return opening
         if self._unlocked is not None:
             return None
-        shadow = dataclasses.replace(self, ask_password=None, _catalog=None, _jobs=None, _opening=None)
+        shadow = dataclasses.replace(self, ask_password=None, _catalog=None, _jobs=None)
 
         def open_key() -> Repository:
             opened = shadow.open_repository(load_index=False)
@@ -184,24 +174,6 @@ class Context:
             return opened
 
         return pool.submit(open_key)
-
-    def start_opening(self) -> None:
-        """Begin opening the repository now, in a thread of its own (``open_ahead``: the key
-        derivation, Argon2id, ~0.25 s of CPU outside the GIL, and the round trips), while this
-        thread goes on with imports and the job's row; the next ``open_repository`` (or
-        ``open_ahead``) takes it over and waits for it. For commands that open the repository in
-        every case (``backup``, ``restore``): a nothing-changed backup spends a third of its CPU
-        on the derivation, and this overlaps it with the engine's import on a second core.
-        Nothing when the key is unwrapped already or an opening is under way."""
-        if self._opening is not None or self._unlocked is not None:
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(1, thread_name_prefix="safehold-key")
-        try:
-            self._opening = self.open_ahead(pool)
-        finally:
-            pool.shutdown(wait=False)  # the submitted opening still runs; the thread then ends
 
     # The key file that last opened each repository from this state folder is tried first, so
     # the scheduler and daily commands pay one derivation however many key files exist. Only

@@ -262,5 +262,14 @@ class Index:
             )
 
     def memory_bytes(self) -> int:
-        arrays = (self._keys, self._rest, self._pack, self._offset, self._length, self._plain, self._type)
-        return sum(a.nbytes for a in arrays)
+        """The arrays' bytes, plus for the dicts (a small index, and what is pending) the size of
+        the dicts and of their keys and tuples (``sys.getsizeof``; the integers not counted).
+        Makes no arrays, so a small index still imports no NumPy."""
+        import sys
+
+        with self._lock:
+            total = sum(array.nbytes for name in _ARRAYS if (array := self.__dict__.get(name)) is not None)
+            for entries in (self._loaded, self._pending):
+                total += sys.getsizeof(entries)
+                total += sum(sys.getsizeof(key) + sys.getsizeof(value) for key, value in entries.items())
+        return total

@@ -210,3 +210,11 @@ def test_a_small_index_that_outgrows_the_dict_becomes_the_arrays() -> None:
         index.finish_loading()
     assert grown._merged() == 22 and not grown._loaded
     assert list(grown.entries()) == list(large.entries())
+
+
+def test_a_small_index_reports_its_dicts_memory_without_making_arrays() -> None:
+    index = Index()
+    index.stage_pack("p", encode_entries([entry(os.urandom(32), n) for n in range(100)]))
+    index.finish_loading()
+    assert 100 * 100 < index.memory_bytes() < 100 * 400  # ~200 bytes an entry as a dict
+    assert "_keys" not in index.__dict__

@@ -182,8 +182,10 @@ class Index:
 
     def _merge_pending(self) -> None:
         if self._small:  # a small loaded index becomes the arrays first, as a large one loads
+            unfinished = self._staged  # staged, not finished loading: left for finish_loading
             self._staged, self._small, self._loaded, self._loaded_count = self._small, [], {}, 0
             self._merge_staged()
+            self._staged = unfinished
         if not self._pending:
             return
         array = np.zeros(len(self._pending), dtype=entry_dtype())

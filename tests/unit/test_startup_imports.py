@@ -99,6 +99,50 @@ def test_copy_with_a_current_catalog_loads_no_sqlalchemy_or_alembic(tmp_path: Pa
 
 
 
+def test_backup_and_restore_with_a_current_catalog_load_no_sqlalchemy_alembic_asyncio_or_numpy(tmp_path: Path):
+    """A nothing-changed backup and a single-file restore are mostly start-up: with the catalog's
+    schema current their jobs are recorded through sqlite3 (catalog/light.py), and the rows are
+    there for the catalog to read. A small repository's index is a dict and a small backup's
+    histograms are counted without NumPy (repository/index.py, signals.py): no NumPy either, also
+    for a backup that stores new random data."""
+    Repository.init(open_backend(str(tmp_path / "repo")), b"pw", FAST_KDF)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "one.txt").write_text("one\n")
+    (tmp_path / "data" / "two.txt").write_text("two\n")
+    (tmp_path / "data" / "random.bin").write_bytes(os.urandom(100_000))  # judged by its histogram
+    config = tmp_path / "targets.yml"
+    config.write_text(f"repository:\n  url: {tmp_path / 'repo'}\n  password_env: SAFEHOLD_PASSWORD\n"
+                      f"state_dir: {tmp_path / 'state'}\ntargets:\n"
+                      f"  - {{name: docs, tier: 3, source: {{type: files, paths: [{tmp_path / 'data'}]}}}}\n")
+    environment = {"SAFEHOLD_PASSWORD": "pw"}
+    backup = ["-c", str(config), "backup", "-t", "docs", "--json"]
+    first = modules_of(backup, environment)  # creates (and migrates) the catalog
+    assert "sqlalchemy" in first and "safehold.engine.backup" in first
+    commands = {"backup": backup,
+                "restore": ["-c", str(config), "restore", "latest", "--to", str(tmp_path / "all"), "--json"],
+                "restore one file": ["-c", str(config), "restore", "latest", "--to", str(tmp_path / "one"),
+                                     "-i", "data/two.txt", "--json"],
+                "restore --all": ["-c", str(config), "restore", "--all", "--to", str(tmp_path / "every"), "--json"]}
+    for name, command in commands.items():
+        if name == "backup":
+            (tmp_path / "data" / "new.bin").write_bytes(os.urandom(200_000))
+        modules = modules_of(command, environment)
+        assert "safehold.catalog.light" in modules, name  # the probe really ran the command
+        assert loaded(modules, "sqlalchemy", "alembic", "asyncio", "numpy") == [], name
+    assert sorted(path.name for path in (tmp_path / "all").rglob("*.txt")) == ["one.txt", "two.txt"]
+    assert (tmp_path / "all" / "data" / "new.bin").read_bytes() == (tmp_path / "data" / "new.bin").read_bytes()
+    assert [path.name for path in (tmp_path / "one").rglob("*.txt")] == ["two.txt"]
+
+    from safehold.catalog import Catalog
+
+    with Catalog.open(f"sqlite:///{tmp_path / 'state' / 'catalog.db'}") as catalog:
+        jobs = catalog.list_jobs()
+    assert [(job.kind, job.target, job.status) for job in jobs] == \
+           [("restore", "docs", "succeeded")] * 3 + [("backup", "docs", "succeeded")] * 2
+    assert jobs[3].snapshot_id and jobs[0].snapshot_id == jobs[1].snapshot_id == jobs[3].snapshot_id
+    assert (tmp_path / "every" / "docs" / "data" / "two.txt").read_text() == "two\n"
+
+
 ENTRY_PROBE = """
 import sys
 sys.argv = ["safehold", *sys.argv[1:]]

@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,12 +72,17 @@ def _json(value: Any) -> str | None:
 
 
 class SqliteJobs:
-    """A job recorder on one sqlite3 connection (used from one thread at a time: the command's).
-    Offers what ``Catalog.job()`` needs: ``start_job``, ``log``, ``update_job``, ``finish_job``
-    and ``job()`` itself, with the same semantics and errors."""
+    """A job recorder on one sqlite3 connection. Offers what ``Catalog.job()`` needs:
+    ``start_job``, ``log``, ``update_job``, ``finish_job``, ``job_status``, ``job_state`` and
+    ``job()`` itself, with the same semantics and errors.
+
+    Thread-safe as the catalog is (every method its own transaction): a backup's or a restore's
+    progress arrives from its worker threads, and two transactions of one connection must never
+    interleave (``BEGIN`` inside ``BEGIN``), so each holds the recorder's lock."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._connection = connection
+        self._lock = threading.RLock()
         self.path = path
         self.hostname = socket.gethostname()
 
@@ -115,19 +121,21 @@ class SqliteJobs:
         return recorder
 
     def close(self) -> None:
-        self._connection.close()
+        with self._lock:
+            self._connection.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE: take the write lock first and wait for it (database.py explains why).
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+        with self._lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
 
     @staticmethod
     def _now() -> dt.datetime:
@@ -208,11 +216,15 @@ class SqliteJobs:
         return True
 
     def job_status(self, job_id: int) -> str:
+        return self.job_state(job_id)[0]
+
+    def job_state(self, job_id: int) -> tuple[str, str | None]:
+        """Catalog.job_state(): the recorded status and error of one job (JobNotFound for an unknown id)."""
         with self._write() as connection:
-            row = connection.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = connection.execute("SELECT status, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(job_id=job_id)
-        return str(row[0])
+        return str(row[0]), row[1]
 
     def job(self, kind: str, target: str | None = None, details: Mapping[str, Any] | None = None, *,
             job_id: int | None = None) -> Any:

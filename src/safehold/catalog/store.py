@@ -331,6 +331,12 @@ class Catalog:
         """The recorded status of one job (JobNotFound for an unknown id)."""
         return self.get_job(job_id).status
 
+    def job_state(self, job_id: int) -> tuple[str, str | None]:
+        """The recorded status and error of one job (JobNotFound for an unknown id): what a fence
+        reads (``engine.backup.ensure_still_owned``), also offered by ``light.SqliteJobs``."""
+        record = self.get_job(job_id)
+        return record.status, record.error
+
     def get_job(self, job_id: int) -> JobRecord:
         with self._read() as session:
             row = session.get(Job, job_id)

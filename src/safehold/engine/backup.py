@@ -90,8 +90,11 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     """
     target = context.config.target(target_name)
     started = time.monotonic()
-    with context.catalog.job("backup", target.name, {"tier": target.tier, "source": target.source.type},
-                             job_id=job_id) as job:
+    # context.jobs: with a current SQLite catalog the job is recorded through sqlite3 without
+    # importing SQLAlchemy (catalog/light.py), the same rows; a queued job (job_id) runs in a
+    # process whose catalog is open, and then the catalog records it.
+    with context.jobs.job("backup", target.name, {"tier": target.tier, "source": target.source.type},
+                          job_id=job_id) as job:
         with context.locked(purpose=f"backup {target.name}") as repository:
             # Never a replayed (forgotten) snapshot; a damaged snapshot object (of any target: its
             # target cannot be read) must not stop the backups that keep the RPO: named and skipped.
@@ -118,7 +121,8 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                 chunk_size = getattr(target.source, "chunk_size", None)
                 kwargs = {"chunk_size": chunk_size} if chunk_size else {}
                 snapshot = archiver.snapshot(view, target.name, parent, tags=tags, history=history,
-                                             before_commit=lambda: ensure_still_owned(context, job.id), **kwargs)
+                                             before_commit=lambda: ensure_still_owned(job.catalog, job.id),
+                                             **kwargs)
             for note in view.notes:
                 job.log(note)
             if isinstance(source, KeepsPlatformSnapshots) and target.retention is not None:
@@ -153,9 +157,10 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                             job.id, time.monotonic() - started, status=job.status)
 
 
-def ensure_still_owned(context: Context, job_id: int) -> None:
+def ensure_still_owned(recorder: Any, job_id: int) -> None:
     """The fence before a visible commit: raise JobFenced unless catalog job ``job_id`` is still
-    'running', i.e. still this attempt's.
+    'running', i.e. still this attempt's. ``recorder``: what records the job (a ``Catalog`` or a
+    ``catalog.light.SqliteJobs``, both read the same row), or a ``Context``, whose ``jobs`` it takes.
 
     A worker that missed its heartbeats (SIGSTOP, a long pause, a partition from the catalog) had
     its job recorded 'interrupted' and retried elsewhere; when it comes back it must not add a
@@ -164,10 +169,11 @@ def ensure_still_owned(context: Context, job_id: int) -> None:
     catalog that does not answer raises too: no commit that could not be recorded. What is left
     unguarded is the snapshot's own put after this read (docs/architecture.md, fencing).
     """
-    record = context.catalog.get_job(job_id)
-    if record.status != "running":
-        raise errors.JobFenced(job_id=job_id, status=record.status,
-                               detail=record.error or "ended by another process")
+    if isinstance(recorder, Context):
+        recorder = recorder.jobs
+    status, error = recorder.job_state(job_id)
+    if status != "running":
+        raise errors.JobFenced(job_id=job_id, status=status, detail=error or "ended by another process")
 
 
 def _record_partial(job: Any, short_id: str, skipped: dict) -> None:

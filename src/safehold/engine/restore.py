@@ -80,7 +80,8 @@ def restore_snapshot(context: Context, snapshot_ref: str, destination: str | dic
         details["to"] = spec
     with ThreadPoolExecutor(1, thread_name_prefix="safehold-open") as ahead:
         opening = _open_ahead(context, repository, ahead)
-        with context.catalog.job("restore", target, details, job_id=job_id) as job:
+        # context.jobs: sqlite3 instead of SQLAlchemy when the SQLite catalog is current (catalog/light.py).
+        with context.jobs.job("restore", target, details, job_id=job_id) as job:
             # Waited for; on an error the restore opens the repository itself and raises it again, in the job.
             opened = opening.result() if opening is not None and opening.exception() is None else None
             if opened is None:
@@ -164,7 +165,7 @@ def find_snapshot_in_job(context: Context, repository: Repository, job: JobHandl
                 "restored because --allow-replayed was given", level="warning")
     job.update(snapshot_id=snapshot.id)
     if target is None:
-        context.catalog.update_job(job.id, target=snapshot.target)
+        job.catalog.update_job(job.id, target=snapshot.target)  # the job's own recorder
     return snapshot
 
 
@@ -479,11 +480,13 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
     # cost its own round trips (config, lock, the index listing and every index object) before its
     # first data byte. The lock is shared (restores and backups run beside it) and kept alive by
     # its heartbeat however long the targets take.
-    # The catalog (SQLAlchemy's import, ~0.3 s of CPU) opens while the repository opens, locks and
-    # loads its index: those are round trips and the key derivation, which leave the GIL free.
-    # Nothing else touches the catalog before _restore_each waits for this.
+    # What records the jobs (``context.jobs``: sqlite3 for a current SQLite catalog, else the
+    # catalog, whose SQLAlchemy import is ~0.3 s of CPU) opens while the repository opens, locks
+    # and loads its index: those are round trips and the key derivation, which leave the GIL free.
+    # Nothing else touches it before _restore_each waits for this; the targets' threads then share
+    # it (both recorders are thread-safe).
     with ThreadPoolExecutor(1, thread_name_prefix="safehold-catalog") as catalog_pool:
-        catalog = catalog_pool.submit(lambda: context.catalog)
+        catalog = catalog_pool.submit(lambda: context.jobs)
         try:
             with context.locked(purpose="restore", load_index=False) as repository, \
                     ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
@@ -517,7 +520,7 @@ def _restore_each(context: Context, repository: Repository, run: RestoreRun, des
                                  "restore one with 'safehold restore --snapshot-id snap-... --destination-instance i-...'")
         else:
             wanted.append((name, snapshot))
-    context.catalog  # opened here (or ahead, by restore_targets), not by the first two threads at once
+    context.jobs  # opened here (or ahead, by restore_targets), not by the first two threads at once
 
     def one(name: str, snapshot: Snapshot) -> RestoreOutcome:
         return restore_snapshot(context, snapshot.id, os.path.join(destination, name), target=name,

@@ -33,7 +33,7 @@ from .crypto import (
     unwrap_master_key,
     wrap_master_key,
 )
-from .index import BlobLocation, Index, decode_entries, encode_entries
+from .index import BlobLocation, Index, encode_entries
 from .locks import Lock
 from .pack import (DEFAULT_COMPRESSION_LEVEL, BlobType, PackBuilder, decode_blob_body, encode_blob,
                    encode_blob_body)
@@ -465,7 +465,7 @@ class Repository:
                 on_error(name, document)
                 continue
             for pack_name, entries in document["packs"]:
-                self.index.stage_pack(pack_name, decode_entries(entries))
+                self.index.stage_pack(pack_name, entries)  # the records; NumPy only for a large index
         self.index.finish_loading()
         self._index_loaded = True
 

@@ -197,3 +197,33 @@ def test_a_file_that_is_no_catalog_is_left_to_the_catalog(tmp_path: Path) -> Non
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a SQLite database" * 100)
     assert SqliteJobs.open(f"sqlite:///{junk}") is None
+
+
+def test_progress_from_many_threads_is_recorded_as_by_the_catalog(url: str) -> None:
+    """A backup's or a restore's progress arrives from its worker threads: the recorder serializes
+    its transactions (two on one sqlite3 connection would nest: 'cannot start a transaction within
+    a transaction'), and job_state reads what the fence reads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    light = SqliteJobs.open(url)
+    assert light is not None
+    try:
+        job_id = light.start_job("backup", "web")
+
+        def work(number: int) -> None:
+            for step in range(25):
+                light.update_job(job_id, bytes_read=number * 100 + step)
+                light.log(job_id, f"thread {number} step {step}")
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(work, range(4)))
+        assert light.job_state(job_id) == ("running", None)
+        assert light.finish_job(job_id, "failed", error="boom", error_type="ValueError")
+        assert light.job_state(job_id) == ("failed", "boom")
+        with pytest.raises(JobNotFound):
+            light.job_state(4242)
+    finally:
+        light.close()
+    with Catalog.open(url) as catalog:
+        assert len(catalog.job_logs(job_id)) == 100
+        assert catalog.job_state(job_id) == ("failed", "boom")

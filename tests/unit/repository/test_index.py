@@ -149,3 +149,72 @@ def test_a_blob_stored_again_is_found_at_its_newest_location() -> None:
     assert index.lookup(blob_id).pack == "new"  # pending: newest wins
     list(index.entries())  # merge again
     assert index.lookup(blob_id).pack == "new"
+
+
+def test_a_small_index_is_a_dict_that_answers_as_the_arrays_do() -> None:
+    """Up to MIN_MERGE entries the loaded index stays a dict (no NumPy); it must answer every
+    lookup as the arrays do, with a blob stored in two packs (the first staged wins, as the arrays'
+    stable merge finds it) and entries added before and after loading (newest wins)."""
+    shared = os.urandom(32)
+    packs = {f"pack{p}": [entry(os.urandom(32), p * 10 + i) for i in range(10)] + [entry(shared, p)]
+             for p in range(6)}
+    before, after = entry(os.urandom(32), 900), entry(shared, 901)
+    small, large = Index(), Index()
+    large.MIN_MERGE = 1  # the arrays at once
+    for index in (small, large):
+        index.add_pack("early", [before])
+        for pack, entries in packs.items():
+            index.stage_pack(pack, encode_entries(entries))  # the stored records, as load_index gives them
+        index.finish_loading()
+    assert small._merged() == 0 and "_keys" not in small.__dict__  # no arrays were made (no NumPy)
+    assert large._merged() > 0
+    unknown = os.urandom(32)
+    for blob_id in [e.blob_id for entries in packs.values() for e in entries] + [before.blob_id, unknown]:
+        assert small.lookup(blob_id) == large.lookup(blob_id)
+        assert (blob_id in small) == (blob_id in large)
+    # Every stored copy counts, as in the arrays (check and prune see the copies).
+    assert small.lookup(shared).pack == "pack0" and len(small) == len(large) == 6 * 11 + 1
+    for index in (small, large):
+        index.add_pack("late", [after])
+        assert index.lookup(shared).pack == "late"
+    assert list(small.entries()) == list(large.entries())  # the same arrays, copies and order included
+    assert len(small) == len(large) == 6 * 11 + 2
+
+
+def test_records_encode_as_the_numpy_layout_and_bad_lengths_are_refused() -> None:
+    import numpy as np
+
+    from safehold.repository.index import ENTRY_DTYPE, ENTRY_SIZE
+
+    entries = [entry(os.urandom(32), n * 7919) for n in range(50)]
+    array = np.zeros(len(entries), dtype=ENTRY_DTYPE)
+    for i, e in enumerate(entries):
+        array[i] = (e.blob_id, int(e.blob_type), e.offset, e.length, e.plain_length)
+    assert encode_entries(entries) == array.tobytes() and ENTRY_SIZE == ENTRY_DTYPE.itemsize
+    with pytest.raises(ValueError):
+        Index().stage_pack("p", encode_entries(entries)[:-1])  # hostile input: a cut record
+    with pytest.raises(TypeError):
+        Index().stage_pack("p", "not bytes")
+
+
+def test_a_small_index_that_outgrows_the_dict_becomes_the_arrays() -> None:
+    first, second = ([entry(os.urandom(32), base + i) for i in range(11)] for base in (0, 100))
+    grown, large = Index(), Index()
+    grown.MIN_MERGE, large.MIN_MERGE = 15, 1
+    for index in (grown, large):
+        index.stage_pack("first", encode_entries(first))
+        index.finish_loading()
+    assert grown._loaded_count == 11 and grown._merged() == 0
+    for index in (grown, large):
+        index.stage_pack("second", encode_entries(second))
+        index.finish_loading()
+    assert grown._merged() == 22 and not grown._loaded
+    assert list(grown.entries()) == list(large.entries())
+
+
+def test_a_small_index_reports_its_dicts_memory_without_making_arrays() -> None:
+    index = Index()
+    index.stage_pack("p", encode_entries([entry(os.urandom(32), n) for n in range(100)]))
+    index.finish_loading()
+    assert 100 * 100 < index.memory_bytes() < 100 * 400  # ~200 bytes an entry as a dict
+    assert "_keys" not in index.__dict__

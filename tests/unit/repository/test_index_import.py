@@ -10,7 +10,11 @@ import json, os
 import sys
 import safehold.repository.index
 assert "numpy" not in sys.modules  # imported on first use, not with the module
-assert safehold.repository.index.Index().lookup(bytes(32)) is None  # the first use loads it
+index = safehold.repository.index.Index()
+assert index.lookup(bytes(32)) is None and "numpy" not in sys.modules  # a small index is a dict
+index.MIN_MERGE = 1  # as an index past its dict: the arrays load NumPy
+index.add_pack("p", [safehold.repository.index.PackEntry(0, bytes([n]) * 32, 0, 1, 1) for n in range(3)])
+assert index.lookup(bytes(32)) is not None
 assert "numpy" in sys.modules
 print(json.dumps({"threads": len(os.listdir("/proc/self/task")), "env": os.environ.get("OPENBLAS_NUM_THREADS")}))
 """

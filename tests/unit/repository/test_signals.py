@@ -12,6 +12,7 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 import zstandard
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -429,3 +430,32 @@ def test_scan_of_an_image_compares_new_chunks_with_the_parent_at_the_same_offset
     signals = compute_signals(repository, attacked, parent)
     assert signals["overwritten_bytes"] == 48 * chunk and signals["became_random_bytes"] >= 46 * chunk
     assert judge(signals, [])["verdict"] == "suspicious"
+
+
+@pytest.mark.parametrize("size", [600, 4096, 70_000, 300_000])
+def test_histograms_without_numpy_give_the_same_scores(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """A small files backup counts its histograms with collections.Counter until NumPy is loaded
+    (or COUNTED_WITHOUT_NUMPY were counted): the scores, hence the verdicts, must not change, and
+    the switch to NumPy happens after that many."""
+    from collections import Counter
+
+    import numpy as np
+
+    from safehold.repository import signals
+
+    rng = np.random.default_rng(size)
+    samples = [rng.bytes(size), bytes(rng.integers(0, 16, size, dtype=np.uint8)), b"text " * (size // 5)]
+    with_numpy = [(signals.chunk_randomness(data, True), signals.looks_random(data)) for data in samples]
+    monkeypatch.setattr(signals, "_numpy_loaded", lambda: False)
+    monkeypatch.setattr(signals, "_counted", 0)
+    assert isinstance(signals.histogram(samples[0][:600]), Counter)
+    assert [(signals.chunk_randomness(data, True), signals.looks_random(data)) for data in samples] == with_numpy
+    for data in samples:
+        window = data[:4096]
+        counted = signals.histogram(window)
+        assert isinstance(counted, Counter)
+        assert signals._chi_square(counted, len(window)) == signals._chi_square(
+            np.bincount(np.frombuffer(window, dtype=np.uint8), minlength=256), len(window))
+    monkeypatch.setattr(signals, "_counted", signals.COUNTED_WITHOUT_NUMPY)
+    assert not isinstance(signals.histogram(samples[0]), Counter)  # past the budget: NumPy
+    assert [(signals.chunk_randomness(data, True), signals.looks_random(data)) for data in samples] == with_numpy

@@ -119,7 +119,7 @@ def test_throttling_and_server_errors_are_retried_with_backoff(moto, plain_bucke
     from botocore.awsrequest import AWSResponse
 
     store = backend(moto, plain_bucket)
-    store.client = s3_module.make_client("eu-west-1", moto.url, max_attempts=4)
+    store.client = s3_module.make_client("eu-west-1", moto.url, max_attempts=4, shared=False)
     attempts: list[float] = []
 
     def answer_with_error(request, **kwargs):
@@ -142,7 +142,7 @@ def test_errors_after_the_last_retry_become_backend_errors(moto, plain_bucket, a
     from botocore.awsrequest import AWSResponse
 
     store = backend(moto, plain_bucket)
-    store.client = s3_module.make_client("eu-west-1", moto.url, max_attempts=2)
+    store.client = s3_module.make_client("eu-west-1", moto.url, max_attempts=2, shared=False)
     count = []
 
     def always_busy(request, **kwargs):

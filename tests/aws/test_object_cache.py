@@ -167,3 +167,23 @@ def test_the_cache_is_off_with_the_option_or_the_setting(moto, plain_bucket, aws
         assert backup(context, gets) == {"snapshots": 1, "index": 1, "verdicts": 0}
         assert not (Path(context.config.state_dir) / "cache").exists()
         context.close()
+
+
+def test_the_command_line_flag_and_variable_turn_it_off(moto, plain_bucket, aws_env, fast_kdf, tmp_path,
+                                                        monkeypatch):
+    from typer.testing import CliRunner
+
+    from safehold.cli.main import app
+
+    context = make_context(tmp_path, moto, plain_bucket)
+    context.close()
+    monkeypatch.setenv("SAFEHOLD_PASSWORD", "unused")  # the file in targets.yml wins
+    config = str(tmp_path / "targets.yml")
+    cache = Path(context.config.state_dir) / "cache"
+    for arguments, environment in ((["--no-cache"], {}), ([], {"SAFEHOLD_NO_CACHE": "1"})):
+        done = CliRunner().invoke(app, ["--config", config, *arguments, "backup", "--all", "--json"], env=environment)
+        assert done.exit_code == 0, done.output
+        assert not cache.exists()
+    done = CliRunner().invoke(app, ["--config", config, "backup", "--all", "--json"])
+    assert done.exit_code == 0, done.output
+    assert len(list(cache.glob("*/snapshots/*"))) == 3

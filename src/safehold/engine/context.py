@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from ..config import Config, load_config
 from ..files import make_private_directory, write_private_json
 from ..repository import Repository
-from ..repository.backends import open_backend
+from ..repository.backends import DirectoryBackend, open_backend
 from ..repository.cache import ObjectCache
 from ..repository.locks import Lock
 
@@ -157,7 +157,8 @@ class Context:
             repository = Repository.open(self.backend(), b"", unlocked=self._unlocked)
         if self.compression is not None:
             repository.compression = self.compression
-        if self.cache and self.config.cache:
+        if self.cache and self.config.cache and not isinstance(repository.backend, DirectoryBackend):
+            # A local repository is read directly: a copy in the state folder would cost the same to read.
             repository.cache = ObjectCache.for_repository(self.config.state_dir, repository.id)
         if load_index:
             repository.load_index()

@@ -87,7 +87,9 @@ def make_client(region: str | None = None, endpoint_url: str | None = None,
 
     if not shared:
         return _new_client(region, endpoint_url, max_attempts, pool_size)
-    key = (region, endpoint_url, max_attempts, pool_size, tuple(os.environ.get(name) for name in _CLIENT_ENVIRONMENT))
+    # The pid too: a forked child (the command server's) must not share its parent's connections.
+    key = (os.getpid(), region, endpoint_url, max_attempts, pool_size,
+           tuple(os.environ.get(name) for name in _CLIENT_ENVIRONMENT))
     with _CLIENTS_LOCK:  # boto3 sessions are not thread-safe to create
         client = _CLIENTS.get(key)
         if client is None:

@@ -136,7 +136,11 @@ class ObjectCache:
 
     def keep_only(self, kind: Kind, names: Iterable[str]) -> int:
         """Remove the cached objects of ``kind`` that ``names`` (a fresh listing) does not hold, and
-        temporary files left by a killed writer. Returns how many files were removed."""
+        temporary files left by a killed writer. Returns how many files were removed.
+
+        Processes sharing the folder may race: a listing made just before another process wrote
+        (and cached) an object drops that fresh copy. The cost is one GET later, never a wrong
+        answer: what is cached is only ever bytes that hash to their name."""
         if kind not in CACHED_KINDS or not self.writable:
             return 0
         folder = self.root / kind.value

@@ -81,7 +81,8 @@ def context(json_output: bool = False, threads: int | None = None, compression: 
 
     display = ProgressDisplay(enabled=progress and not json_output)
     ctx = Context.load(state.config_path, threads=threads, compression=compression, progress=display,
-                       ask_password=_prompt_password if sys.stdin.isatty() else None, key_id=state.key_id, cache=state.cache)
+                       ask_password=_prompt_password if sys.stdin.isatty() else None, key_id=state.key_id,
+                       cache=state.cache)
     ctx.use_repository(repository)  # CopyNotFound for a name 'copies:' does not have
     return ctx, display
 

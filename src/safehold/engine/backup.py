@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .. import errors
-from ..repository import Snapshot
+from ..repository import Repository, Snapshot
 from ..repository.archiver import Archiver, Progress
 from ..repository.forgotten import live_snapshots
 from ..repository.marks import assess, baseline_history, load_records
@@ -146,7 +146,7 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                             job.id, time.monotonic() - started, status=job.status)
 
 
-def read_history(repository: Any, target_name: str,
+def read_history(repository: Repository, target_name: str,
                  log: Any) -> tuple[list[Snapshot], dict[str, dict[str, dict]]]:
     """What a backup reads before its first byte: the target's live snapshots (its parent), the
     verdict records (the ransomware baseline) and the index, under the caller's lock.

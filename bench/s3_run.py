@@ -166,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also restore safehold's repository blob by blob (SAFEHOLD_RESTORE_CONNECTIONS=0)")
     parser.add_argument("--baseline-src",
                         help="also restore safehold's repository with this source tree (e.g. a git archive of "
-                             "main's src/, run through PYTHONPATH): the before/after row, in the same run")
+                             "main's src/, run through PYTHONPATH): the before/after row, in the same run; with "
+                             "the tool 'safehold-before' in --tools, that build also backs up into a bucket of its own")
+    parser.add_argument("--changes", type=int, default=1,
+                        help="1 %% change backups in a row (each after another change; the tools' order "
+                             "alternates): the history a backup reads grows by one snapshot per target each time")
+    parser.add_argument("--backups-only", action="store_true",
+                        help="only the full and change backups (no restores, no check)")
     parser.add_argument("--safehold")
     parser.add_argument("--workdir", default="/var/tmp/safehold-s3-bench")
     parser.add_argument("--json", default=str(HERE / "s3-results.json"))
@@ -212,6 +218,13 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
         make_bucket(moto_port, bucket)
         if name == "safehold":
             tools.append(SafeholdS3(work, data, runner, exe, port, bucket, args.connections))
+        elif name == "safehold-before":
+            if not args.baseline_src:
+                raise bench.BenchError("the tool safehold-before needs --baseline-src")
+            before = SafeholdS3(work, data, runner, exe, port, bucket, args.connections)
+            before.name = "safehold-before"
+            before.env = dict(before.env, PYTHONPATH=str(Path(args.baseline_src).resolve()))
+            tools.append(before)
         elif name == "restic":
             tools.append(ResticS3(work, data, runner, port, bucket, None))
         else:
@@ -223,7 +236,7 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
         direct.name = "safehold-direct"
         direct.env = dict(tools[0].env, SAFEHOLD_RESTORE_CONNECTIONS="0")
         restorers.insert(1, direct)
-    if args.baseline_src and tools and tools[0].name == "safehold":
+    if args.baseline_src and tools and tools[0].name == "safehold" and "safehold-before" not in names:
         # The same repository, restored by another build (its own state folder, so neither build's
         # listing memo or catalog is the other's): before and after alternate in one run.
         before = copy.copy(tools[0])
@@ -246,9 +259,15 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
         tool.init()
         note(tool, "full", tool.backup_all("full", "full"))
     big = largest_file(data / "tree")
-    datagen.change_one_percent(data, args.scale, args.seed, round_number, formats)
-    for tool in tools:
-        note(tool, "change", tool.backup_all("change", "change"))
+    for change in range(args.changes):
+        datagen.change_one_percent(data, args.scale, args.seed, round_number * 1000 + change, formats)
+        for tool in (tools if change % 2 == 0 else tools[::-1]):
+            note(tool, "change", tool.backup_all("change", "change"))
+    if args.backups_only:
+        for tool in tools:
+            delete_bucket(moto_port, tool.bucket if hasattr(tool, "bucket") else tool.url.rsplit("/", 1)[1])
+            tool.wipe()
+        return out
     want_tree = bench.tree_hashes(data / "tree")
     want_image = bench.file_hash(data / "disk.img")
     # Odd repetitions run the tools in reverse order: no tool always follows the same one.

@@ -39,6 +39,18 @@ def test_open_backend_uses_the_standard_credential_chain_and_endpoint_variables(
         == b"via the environment"
 
 
+def test_one_client_per_process_settings_and_credentials(moto, plain_bucket, aws_env, monkeypatch):
+    # A worker opened a boto3 Session and client per job (0.1-0.26 s of CPU each, docs/benchmarks.md).
+    first = open_backend(f"s3://{plain_bucket}/a", endpoint_url=moto.url)
+    second = open_backend(f"s3://{plain_bucket}/b", endpoint_url=moto.url)
+    assert first.client is second.client
+    assert open_backend(f"s3://{plain_bucket}/a", endpoint_url=moto.url, region="eu-central-1").client \
+        is not first.client
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "rotated")  # other credentials: another client
+    assert open_backend(f"s3://{plain_bucket}/a", endpoint_url=moto.url).client is not first.client
+    assert s3_module.make_client(endpoint_url=moto.url, shared=False) is not first.client
+
+
 def test_configured_region_and_endpoint_win(moto, plain_bucket, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -119,7 +131,7 @@ def test_throttling_and_server_errors_are_retried_with_backoff(moto, plain_bucke
     from botocore.awsrequest import AWSResponse
 
     store = backend(moto, plain_bucket)
-    store.client = s3_module.make_client("eu-west-1", moto.url, max_attempts=4)
+    store.client = s3_module.make_client("eu-west-1", moto.url, max_attempts=4, shared=False)
     attempts: list[float] = []
 
     def answer_with_error(request, **kwargs):
@@ -142,7 +154,7 @@ def test_errors_after_the_last_retry_become_backend_errors(moto, plain_bucket, a
     from botocore.awsrequest import AWSResponse
 
     store = backend(moto, plain_bucket)
-    store.client = s3_module.make_client("eu-west-1", moto.url, max_attempts=2)
+    store.client = s3_module.make_client("eu-west-1", moto.url, max_attempts=2, shared=False)
     count = []
 
     def always_busy(request, **kwargs):

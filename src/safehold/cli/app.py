@@ -40,6 +40,7 @@ RepositoryOption = typer.Option(None, "--repository", metavar="NAME",
 class State:
     config_path: Optional[str] = None
     key_id: Optional[str] = None
+    cache: bool = True
 
 
 state = State()
@@ -56,6 +57,11 @@ def global_options(
         help="Try only this key file (a prefix of its id, see 'safehold key list'): one password derivation "
              "in a repository with many keys.",
     ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", envvar="SAFEHOLD_NO_CACHE",
+        help="Read every snapshot and index object from the repository, not from the local cache in the state "
+             "folder (as 'cache: false' in targets.yml).",
+    ),
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     if version:
@@ -66,6 +72,7 @@ def global_options(
         raise typer.Exit(2)
     state.config_path = str(config) if config else None
     state.key_id = key_id or None
+    state.cache = not no_cache
 
 
 def context(json_output: bool = False, threads: int | None = None, compression: int | None = None,
@@ -74,7 +81,8 @@ def context(json_output: bool = False, threads: int | None = None, compression: 
 
     display = ProgressDisplay(enabled=progress and not json_output)
     ctx = Context.load(state.config_path, threads=threads, compression=compression, progress=display,
-                       ask_password=_prompt_password if sys.stdin.isatty() else None, key_id=state.key_id)
+                       ask_password=_prompt_password if sys.stdin.isatty() else None, key_id=state.key_id,
+                       cache=state.cache)
     ctx.use_repository(repository)  # CopyNotFound for a name 'copies:' does not have
     return ctx, display
 

@@ -281,6 +281,17 @@ class Config(_Model):
         ),
         examples=["/var/lib/safehold"],
     )
+    cache: bool = Field(
+        True,
+        description=(
+            "Keep copies of the repository's snapshot, index and verdict objects in <state_dir>/cache/<repository "
+            "id>, so a backup reads from the repository only the ones written since its last run (on S3 a GET each). "
+            "Each copy is checked against its name (the hash of its bytes) on every read and fetched again when it "
+            "does not match. false (or 'safehold --no-cache'): read every object from the repository, e.g. for a "
+            "read-only state folder (one that cannot be written only logs a warning)."
+        ),
+        examples=[False],
+    )
     catalog: CatalogConfig | None = Field(
         None,
         description="Job history database; default sqlite:///<state_dir>/catalog.db.",

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .. import errors
-from ..repository import Snapshot
+from ..repository import Repository, Snapshot
 from ..repository.archiver import Archiver, Progress
 from ..repository.forgotten import live_snapshots
 from ..repository.marks import assess, baseline_history, load_records
@@ -95,16 +95,9 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     # process whose catalog is open, and then the catalog records it.
     with context.jobs.job("backup", target.name, {"tier": target.tier, "source": target.source.type},
                           job_id=job_id) as job:
-        with context.locked(purpose=f"backup {target.name}") as repository:
-            # Never a replayed (forgotten) snapshot; a damaged snapshot object (of any target: its
-            # target cannot be read) must not stop the backups that keep the RPO: named and skipped.
-            parents = live_snapshots(repository, target.name, on_error=lambda name, exc: job.log(
-                f"snapshot {name[:8]} cannot be read and is not considered as a parent: {exc}; 'safehold check' "
-                f"names it and 'safehold forget {name[:8]}' removes it", level="warning"))
+        with context.locked(purpose=f"backup {target.name}", load_index=False) as repository:
+            parents, records = read_history(repository, target.name, job.log)
             parent: Snapshot | None = parents[-1] if parents else None
-            # The target's baseline for the ransomware verdict (repository/verdict.py): its own history.
-            records = load_records(repository, on_error=lambda name, exc: job.log(
-                f"verdict record {name[:16]} cannot be read and is ignored: {exc}", level="warning"))
             history = baseline_history(parents, assess(parents, records))
             job.log(f"parent snapshot: {parent.short_id if parent else 'none (full backup)'}")
             source = open_source(target.source, target)
@@ -155,6 +148,42 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                 _record_partial(job, snapshot.short_id, summary["skipped"])
         return BackupResult(target.name, snapshot.id, parent.id if parent else None, snapshot.kind, summary,
                             job.id, time.monotonic() - started, status=job.status)
+
+
+def read_history(repository: Repository, target_name: str,
+                 log: Any) -> tuple[list[Snapshot], dict[str, dict[str, dict]]]:
+    """What a backup reads before its first byte: the target's live snapshots (its parent), the
+    verdict records (the ransomware baseline) and the index, under the caller's lock.
+
+    Side by side: on S3 each starts with a listing (snapshots, forget records, verdicts, index),
+    a round trip each that does not depend on the others; one after the other they were four
+    serial round trips per backup before the data (docs/benchmarks.md). Warnings go to ``log``
+    from this thread. Never a replayed (forgotten) snapshot; a damaged snapshot object (of any
+    target: its target cannot be read) must not stop the backups that keep the RPO: named and
+    skipped; a damaged verdict record is ignored, named."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..repository.forgotten import forgotten_names
+
+    damaged_records: list[tuple[str, Exception]] = []
+    with ThreadPoolExecutor(3, thread_name_prefix="safehold-history") as pool:
+        index = pool.submit(repository.load_index)
+        forgotten = pool.submit(forgotten_names, repository)
+        verdicts = pool.submit(load_records, repository,
+                               on_error=lambda name, exc: damaged_records.append((name, exc)))
+        try:
+            parents = live_snapshots(repository, target_name, on_error=lambda name, exc: log(
+                f"snapshot {name[:8]} cannot be read and is not considered as a parent: {exc}; 'safehold check' "
+                f"names it and 'safehold forget {name[:8]}' removes it", level="warning"),
+                forgotten=forgotten.result)
+            records = verdicts.result()
+            index.result()
+        finally:
+            for future in (index, forgotten, verdicts):
+                future.cancel()
+    for name, exc in damaged_records:
+        log(f"verdict record {name[:16]} cannot be read and is ignored: {exc}", level="warning")
+    return parents, records
 
 
 def ensure_still_owned(recorder: Any, job_id: int) -> None:

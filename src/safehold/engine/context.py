@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from ..config import Config, load_config
 from ..files import make_private_directory, write_private_json
 from ..repository import Repository
-from ..repository.backends import open_backend
+from ..repository.backends import DirectoryBackend, open_backend
+from ..repository.cache import ObjectCache
 from ..repository.locks import Lock
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class Context:
     # A configured copy (``copies:`` in targets.yml) to read instead of the configured repository
     # ('--repository NAME'): restores, listings, restore tests and drills from the second copy.
     repository_name: str | None = None
+    # The local cache of snapshot, index and verdict objects (repository/cache.py); False: off
+    # ('safehold --no-cache'), as is 'cache: false' in targets.yml.
+    cache: bool = True
     _catalog: "Catalog | None" = field(default=None, repr=False)
     _jobs: "SqliteJobs | None" = field(default=None, repr=False)
     _unlocked: tuple | None = field(default=None, repr=False)
@@ -153,6 +157,9 @@ class Context:
             repository = Repository.open(self.backend(), b"", unlocked=self._unlocked)
         if self.compression is not None:
             repository.compression = self.compression
+        if self.cache and self.config.cache and not isinstance(repository.backend, DirectoryBackend):
+            # A local repository is read directly: a copy in the state folder would cost the same to read.
+            repository.cache = ObjectCache.for_repository(self.config.state_dir, repository.id)
         if load_index:
             repository.load_index()
         return repository

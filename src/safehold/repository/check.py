@@ -170,6 +170,13 @@ def _moment(text: object) -> datetime | None:
 
 def check(repository: Repository, read_data_percent: float = 0.0, seed: int | None = None,
           on_progress: Callable[[int, int], None] | None = None, threads: int | None = None) -> CheckReport:
+    """Verify the repository as stored: never from the local cache of its objects (cache.py)."""
+    with repository.uncached():
+        return _check(repository, read_data_percent, seed, on_progress, threads)
+
+
+def _check(repository: Repository, read_data_percent: float, seed: int | None,
+           on_progress: Callable[[int, int], None] | None, threads: int | None) -> CheckReport:
     report = CheckReport()
     check_config_and_keys(repository, report)
     repository.load_index(on_error=lambda name, exc: report.errors.append(f"index {name}: {exc}"))

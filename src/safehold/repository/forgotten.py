@@ -141,10 +141,12 @@ def replayed_records(repository: Repository, snapshots: Iterable[Snapshot]) -> d
 
 
 def live_snapshots(repository: Repository, target: str | None = None,
-                   on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> list[Snapshot]:
+                   on_error: Callable[[str, errors.IntegrityError], None] | None = None,
+                   forgotten: "Callable[[], set[str]] | None" = None) -> list[Snapshot]:
     """Snapshots, oldest first, without replayed ones: what 'latest', a backup's parent and
     'restore --all' choose from. An unreadable snapshot object raises, or is handed to ``on_error``
-    and left out."""
+    and left out. ``forgotten``: gives the names of the forget records (``forgotten_names``), e.g.
+    from a listing made meanwhile in another thread."""
     snapshots = repository.list_snapshots(target, on_error=on_error)
-    replayed = replayed_snapshots(repository, [s.id for s in snapshots])
+    replayed = replayed_snapshots(repository, [s.id for s in snapshots], forgotten() if forgotten else None)
     return [s for s in snapshots if s.id not in replayed]

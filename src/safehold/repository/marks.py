@@ -71,19 +71,19 @@ def record_verdict(repository: Repository, snapshot: Snapshot, verdict: str, sou
 def _read_records(repository: Repository, on_error: Callable[[str, Exception], None] | None = None
                   ) -> Iterator[tuple[str, dict]]:
     """(object name, checked record) of every readable verdict record."""
-    for info in repository.backend.list(Kind.VERDICTS):
+    for name in repository.list_names(Kind.VERDICTS):
         try:
-            document = repository.load_object(Kind.VERDICTS, info.name)
+            document = repository.load_object(Kind.VERDICTS, name)
         except (errors.IntegrityError, ObjectNotFound) as exc:
             if on_error is not None:
-                on_error(info.name, exc)
+                on_error(name, exc)
             continue
         record = _checked(document)
         if record is None:
             if on_error is not None:
-                on_error(info.name, ValueError("not a verdict record"))
+                on_error(name, ValueError("not a verdict record"))
             continue
-        yield info.name, record
+        yield name, record
 
 
 def load_records(repository: Repository,

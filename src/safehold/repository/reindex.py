@@ -120,7 +120,14 @@ class RepairIndexReport:
 
 def repair_index(repository: Repository, *, read_all_packs: bool = False, dry_run: bool = False,
                  threads: int = 8, on_progress: Callable[[str], None] | None = None) -> RepairIndexReport:
-    """Rebuild the index from pack headers. The caller must hold the exclusive lock."""
+    """Rebuild the index from pack headers. The caller must hold the exclusive lock. The index
+    objects are read as stored, never from the local cache (cache.py)."""
+    with repository.uncached():
+        return _repair_index(repository, read_all_packs, dry_run, threads, on_progress)
+
+
+def _repair_index(repository: Repository, read_all_packs: bool, dry_run: bool, threads: int,
+                  on_progress: Callable[[str], None] | None) -> RepairIndexReport:
     on_progress = on_progress or (lambda message: None)
     report = RepairIndexReport(dry_run=dry_run)
     damaged: dict[str, str] = {}

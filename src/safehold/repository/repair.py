@@ -199,7 +199,15 @@ def repair_plan(repository: Repository, snapshot: Snapshot, bad: set[bytes],
 def repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None = None, *, read_data: bool = False,
                      forget_originals: bool = False, dry_run: bool = False, threads: int = 4,
                      on_progress: Callable[[str], None] | None = None) -> RepairSnapshotsReport:
-    """Repair ``snapshots`` (default: every snapshot). The caller holds a shared lock."""
+    """Repair ``snapshots`` (default: every snapshot). The caller holds a shared lock. Objects are
+    read as stored, never from the local cache (cache.py)."""
+    with repository.uncached():
+        return _repair_snapshots(repository, snapshots, read_data, forget_originals, dry_run, threads, on_progress)
+
+
+def _repair_snapshots(repository: Repository, snapshots: list[Snapshot] | None, read_data: bool,
+                      forget_originals: bool, dry_run: bool, threads: int,
+                      on_progress: Callable[[str], None] | None) -> RepairSnapshotsReport:
     on_progress = on_progress or (lambda message: None)
     report = RepairSnapshotsReport(dry_run=dry_run)
     damaged_index: dict[str, str] = {}

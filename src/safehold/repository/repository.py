@@ -21,6 +21,7 @@ import msgpack
 
 from .. import errors
 from .backends import Backend, DirectoryBackend, Kind, ObjectExists, ObjectNotFound, ObjectRetained, retention_of
+from .cache import CACHED_KINDS, ObjectCache
 from .chunker import DEFAULT_IMAGE_CHUNK, FileChunker, TREE_AVG, TREE_MAX, TREE_MIN
 from .crypto import (
     Cipher,
@@ -132,6 +133,8 @@ class Repository:
         self._unindexed: list[tuple[str, list]] = []
         self._index_loaded = False
         self.held_lock: Lock | None = None  # set by Lock.acquire, cleared by release
+        # Local copies of snapshot, index and verdict objects (cache.py); None: every read is a GET.
+        self.cache: ObjectCache | None = None
         self.written_packs: list[str] = []  # packs this process stored, for verify_before_commit
 
     # -- creation and opening -----------------------------------------------
@@ -302,14 +305,44 @@ class Repository:
         data = self.cipher.encrypt(msgpack.packb(document), _OBJECT_AAD + kind.value.encode())
         name = _name_of(data)
         self._put(kind, name, data, retain_until)
+        if self.cache is not None and kind in CACHED_KINDS:
+            self.cache.put(kind, name, data)  # only once stored: the cache never holds what the store lacks
         return name
 
     def load_object(self, kind: Kind, name: str) -> object:
-        return self._decode_object(kind, name, self._get(kind, name))
+        """Read, verify and decrypt one object. Snapshot, index and verdict objects come from the
+        cache when it holds a copy that hashes to ``name`` (cache.py), else from the backend, and are
+        cached once verified. Callers pass names they have just listed (``list_names``)."""
+        cache = self.cache if kind in CACHED_KINDS else None
+        if cache is not None:
+            data = cache.get(kind, name)  # verified against its name, or None
+            if data is not None:
+                return self._decrypt_object(kind, name, data)
+        data = self._get(kind, name)
+        document = self._decode_object(kind, name, data)
+        if cache is not None:
+            cache.put(kind, name, data)
+        return document
+
+    def list_names(self, kind: Kind) -> list[str]:
+        """The names of the stored objects of ``kind``. The listing is the truth of what exists: the
+        cache drops what it no longer names (forgotten snapshots, index objects a prune replaced)."""
+        names = [info.name for info in self.backend.list(kind)]
+        if self.cache is not None and kind in CACHED_KINDS:
+            self.cache.keep_only(kind, names)
+        return names
+
+    def uncached(self) -> "_Uncached":
+        """``with repository.uncached():`` reads everything from the backend (check and repair verify
+        what is stored, not a local copy of it)."""
+        return _Uncached(self)
 
     def _decode_object(self, kind: Kind, name: str, data: bytes) -> object:
         if _name_of(data) != name:
             raise errors.IntegrityError(detail=f"{kind.value}/{name} does not match its name")
+        return self._decrypt_object(kind, name, data)
+
+    def _decrypt_object(self, kind: Kind, name: str, data: bytes) -> object:
         try:
             plain = self.cipher.decrypt(data, _OBJECT_AAD + kind.value.encode())
         except DecryptionFailed as exc:
@@ -457,7 +490,7 @@ class Repository:
         """Load every index object. A damaged one raises, or with ``on_error`` is reported and skipped."""
         if self._index_loaded:
             return
-        names = [info.name for info in self.backend.list(Kind.INDEX)]
+        names = self.list_names(Kind.INDEX)
         for name, document in _read_ahead(lambda name: self.load_object(Kind.INDEX, name), names):
             if isinstance(document, errors.IntegrityError):
                 if on_error is None:
@@ -622,7 +655,7 @@ class Repository:
                        on_error: Callable[[str, errors.IntegrityError], None] | None = None) -> list[Snapshot]:
         """Snapshots, oldest first. A damaged one raises, or with ``on_error`` is reported and skipped."""
         snapshots = []
-        names = [info.name for info in self.backend.list(Kind.SNAPSHOTS)]
+        names = self.list_names(Kind.SNAPSHOTS)
         for name, snapshot in _read_ahead(self.load_snapshot, names):
             if isinstance(snapshot, errors.IntegrityError):
                 if not self.backend_has(Kind.SNAPSHOTS, name):
@@ -704,6 +737,8 @@ class Repository:
         a lock lost since then stops here, before the delete."""
         self.ensure_lock()
         self.backend.delete(Kind.SNAPSHOTS, snapshot_id)
+        if self.cache is not None:
+            self.cache.discard(Kind.SNAPSHOTS, snapshot_id)
 
     # -- item streams -------------------------------------------------------------
     def tree_chunker(self) -> FileChunker:
@@ -744,6 +779,19 @@ class Repository:
             finally:
                 for future in ahead:
                     future.cancel()
+
+
+class _Uncached:
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        self.cache: ObjectCache | None = None
+
+    def __enter__(self) -> Repository:
+        self.cache, self.repository.cache = self.repository.cache, None
+        return self.repository
+
+    def __exit__(self, *exc: object) -> None:
+        self.repository.cache = self.cache
 
 
 class TreeWriter:

@@ -31,6 +31,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterator, Sequence
@@ -65,9 +66,38 @@ def parse_url(url: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.strip("/")
 
 
+# One client per process and settings: a boto3 session and client cost ~0.1 s of CPU to build (the
+# service model is parsed per session), and a worker opened one per job; a client is thread-safe
+# and keeps its connection pool. Keyed by the settings and the environment the credential chain
+# reads, so a changed variable (another profile, rotated keys in the environment) gets a new one.
+_CLIENTS: dict[tuple, object] = {}
+_CLIENTS_LOCK = threading.Lock()
+_CLIENT_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                       "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+                       "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+                       "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                       "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CA_BUNDLE")
+
+
 def make_client(region: str | None = None, endpoint_url: str | None = None,
-                max_attempts: int = DEFAULT_MAX_ATTEMPTS, pool_size: int = 32):
-    """A thread-safe S3 client from the standard credential chain."""
+                max_attempts: int = DEFAULT_MAX_ATTEMPTS, pool_size: int = 32, shared: bool = True):
+    """A thread-safe S3 client from the standard credential chain, shared by the process (``shared``
+    False: a client of its own, e.g. for a caller that registers event handlers on it)."""
+    import os
+
+    if not shared:
+        return _new_client(region, endpoint_url, max_attempts, pool_size)
+    # The pid too: a forked child (the command server's) must not share its parent's connections.
+    key = (os.getpid(), region, endpoint_url, max_attempts, pool_size,
+           tuple(os.environ.get(name) for name in _CLIENT_ENVIRONMENT))
+    with _CLIENTS_LOCK:  # boto3 sessions are not thread-safe to create
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = _new_client(region, endpoint_url, max_attempts, pool_size)
+        return client
+
+
+def _new_client(region: str | None, endpoint_url: str | None, max_attempts: int, pool_size: int):
     import os
 
     import boto3

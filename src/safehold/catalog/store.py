@@ -344,6 +344,16 @@ class Catalog:
                 raise JobNotFound(job_id=job_id)
             return JobRecord.from_row(row)
 
+    def finished_jobs(self, job_ids: Iterable[int]) -> list[JobRecord]:
+        """Those of ``job_ids`` that ended (any final status), in one query: what the queue
+        executor polls to learn which of its jobs in flight freed their slots."""
+        ids = list(job_ids)
+        if not ids:
+            return []
+        query = select(*_JOB_COLUMNS).where(Job.id.in_(ids), Job.status.in_(sorted(FINAL_STATUSES)))
+        with self._read() as session:
+            return [JobRecord.from_row(row) for row in session.execute(query)]
+
     def list_jobs(
         self,
         target: str | None = None,

@@ -101,6 +101,9 @@ class Scheduler:
         self._running: dict[int, Running] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        # Set when a dispatched job ends (or on stop): the loop ticks at once instead of at its next
+        # poll, so a freed slot is filled within milliseconds, not poll_interval seconds later.
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lease: Any = None
         # Idle ticks: the catalog's change marker when the last full pass began, and the earliest
@@ -165,6 +168,7 @@ class Scheduler:
         queued for the next start.
         """
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=max(self.poll_interval, 1.0) + 5)
         with self._lock:
@@ -200,7 +204,8 @@ class Scheduler:
                 self.tick()
             except Exception:  # one bad tick (a database hiccup) must not end scheduling
                 log.exception("scheduler tick failed")
-            self._stopping.wait(self.poll_interval)
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()  # ends that arrive during the next tick set it again: none is missed
 
     # --- one step -----------------------------------------------------------
 
@@ -259,7 +264,9 @@ class Scheduler:
                 pending = [entry.future for entry in self._running.values()]
             if not report.dispatched and not pending:
                 return total
-            futures.wait(pending, timeout=timeout)
+            # The first end frees a slot: tick again then, not when every dispatched job has ended
+            # (a long job held the other slots idle until it finished).
+            futures.wait(pending, timeout=timeout, return_when=futures.FIRST_COMPLETED)
 
     def running_jobs(self) -> list[int]:
         with self._lock:
@@ -478,7 +485,11 @@ class Scheduler:
             else:
                 future = self.executor.submit(self._run, job.id)
             self._running[job.id] = Running(job.id, job.kind, job.target, host, future)
+            future.add_done_callback(self._job_ended)
             report.dispatched.append(job.id)
+
+    def _job_ended(self, _future: Any) -> None:
+        self._wake.set()
 
     def _cancel_orphaned_step(self, job: Any) -> None:
         """A drill step still queued after its drill ended (the drill was killed before a worker took

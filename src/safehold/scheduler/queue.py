@@ -49,7 +49,8 @@ TASK_NAME = "safehold.run_job"
 DEFAULT_QUEUE = "default"
 _PRESENCE_PREFIX = "safehold-worker "
 _NAME = re.compile(r"[A-Za-z0-9._:-]{1,40}")
-_POLL_SECONDS = 0.25  # how often the catalog rows of jobs in flight are read (what frees a slot)
+_POLL_SECONDS = 0.05  # how often the catalog rows of jobs in flight are read (what frees a slot)
+_IDLE_POLL_SECONDS = 0.25  # with no job in flight: only the stall check has anything to do
 _STALL_CHECK_SECONDS = 1.0
 #: A dead worker stays listed (DOWN, so WorkerDown can fire) this long before it is forgotten.
 FORGET_DEAD_WORKER_SECONDS = 3600.0
@@ -219,17 +220,18 @@ class ProcrastinateExecutor:
                     self._complete_finished()
                 except Exception:  # a database hiccup must not end the executor
                     log.exception("queue poll failed")
-                await asyncio.sleep(_POLL_SECONDS)
+                await asyncio.sleep(_POLL_SECONDS if self._pending else _IDLE_POLL_SECONDS)
 
     def _complete_finished(self) -> None:
+        """One query for every job in flight (it runs 20 times a second while any is)."""
         with self._lock:
-            pending = list(self._pending.items())
-        for job_id, future in pending:
-            record = self.context.catalog.get_job(job_id)
-            if record.finished:
-                with self._lock:
-                    self._pending.pop(job_id, None)
-                future.set_result(record)
+            pending = dict(self._pending)
+        if not pending:
+            return
+        for record in self.context.catalog.finished_jobs(pending):
+            with self._lock:
+                self._pending.pop(record.id, None)
+            pending[record.id].set_result(record)
 
     async def _reap_dead_workers(self) -> None:
         timeout = self.settings.worker_timeout.total_seconds()

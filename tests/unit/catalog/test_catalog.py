@@ -658,3 +658,18 @@ def test_postgresql_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(migrate, "upgrade", lambda engine: pytest.fail("migrated a current catalog"))
     Catalog.open(pg_url).close()
+
+
+def test_finished_jobs_names_only_those_that_ended(catalog: Catalog) -> None:
+    queued = catalog.queue_job("backup", "a")
+    running = catalog.start_job("backup", "b")
+    succeeded = catalog.start_job("backup", "c")
+    catalog.finish_job(succeeded, "succeeded")
+    cancelled = catalog.queue_job("backup", "d")
+    assert catalog.cancel_job(cancelled)
+    failed = catalog.start_job("backup", "e")
+    catalog.finish_job(failed, "failed", error="boom")
+    found = catalog.finished_jobs([queued, running, succeeded, cancelled, failed, 10_000])
+    assert sorted((job.id, job.status) for job in found) == [
+        (succeeded, "succeeded"), (cancelled, "cancelled"), (failed, "failed")]
+    assert catalog.finished_jobs([]) == []

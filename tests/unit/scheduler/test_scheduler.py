@@ -514,3 +514,57 @@ def test_a_pass_after_a_change_reads_only_the_jobs_that_changed(tmp_path: Path, 
     assert ids(last_tests) == ids(catalog.latest_jobs("restore-test"))
     assert last_backups["t4"].status == "failed" and good_backups["t1"].status == "partial"
     assert last_backups["t5"].status not in ("queued", "running")  # queued, dispatched and run between two ticks
+
+
+def _run_one(executor: ManualExecutor, index: int) -> None:
+    """Run the ``index``-th held call (not necessarily the first), as a worker finishing it would."""
+    future, function, args = executor.pending.pop(index)
+    future.set_result(function(*args))
+
+
+def _wait_for(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_freed_slot_is_filled_before_the_other_jobs_end_in_a_one_shot_run(
+        tmp_path: Path, clock: FakeClock, executor: ManualExecutor) -> None:
+    """``scheduler run --once``: when one of two running jobs ends, the third starts at once; it
+    used to wait until every dispatched job had ended (a long backup held the other slot idle)."""
+    import threading
+
+    targets = [files_target(tmp_path, name) for name in ("a", "b", "c")]
+    context = make_context(tmp_path / "ws", targets, quiet(max_concurrent=2, max_per_host=5), clock)
+    scheduler = scheduler_for(context, clock, executor)
+    run = threading.Thread(target=scheduler.run_until_idle, kwargs={"timeout": 30}, daemon=True)
+    run.start()
+    _wait_for(lambda: len(executor.pending) == 2, 30, "two jobs dispatched")
+    _run_one(executor, 1)  # the second ends; the first (a long backup, say) still runs
+    _wait_for(lambda: len(executor.pending) == 2, 10, "the third job waited for the first to end too")
+    while run.is_alive() or executor.pending:
+        if executor.pending:
+            executor.run_next()
+        else:
+            run.join(0.05)
+    assert statuses(context)["succeeded"] >= 4  # init + three backups
+
+
+def test_the_background_loop_ticks_when_a_job_ends_not_at_its_next_poll(
+        tmp_path: Path, clock: FakeClock, executor: ManualExecutor) -> None:
+    """``safehold serve``: a job's end wakes the loop, so a freed slot is filled in milliseconds,
+    not ``poll_interval`` (5 s by default) later: with short jobs that poll capped throughput
+    at max_concurrent jobs per poll."""
+    targets = [files_target(tmp_path, name) for name in ("a", "b", "c")]
+    context = make_context(tmp_path / "ws", targets, quiet(max_concurrent=2, max_per_host=5), clock)
+    scheduler = scheduler_for(context, clock, executor, poll_interval=60)
+    scheduler.start()
+    try:
+        _wait_for(lambda: len(executor.pending) == 2, 30, "two jobs dispatched")
+        _run_one(executor, 0)
+        _wait_for(lambda: len(executor.pending) == 2, 10, "the freed slot waited for the next poll")
+        executor.run_all()
+    finally:
+        scheduler.stop(timeout=5)
+    assert statuses(context)["succeeded"] >= 4

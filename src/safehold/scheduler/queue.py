@@ -49,7 +49,7 @@ TASK_NAME = "safehold.run_job"
 DEFAULT_QUEUE = "default"
 _PRESENCE_PREFIX = "safehold-worker "
 _NAME = re.compile(r"[A-Za-z0-9._:-]{1,40}")
-_POLL_SECONDS = 0.05  # how often the catalog rows of jobs in flight are read (what frees a slot)
+_POLL_SECONDS = 0.1  # how often the catalog rows of jobs in flight are read (what frees a slot)
 _IDLE_POLL_SECONDS = 0.25  # with no job in flight: only the stall check has anything to do
 _STALL_CHECK_SECONDS = 1.0
 #: A dead worker stays listed (DOWN, so WorkerDown can fire) this long before it is forgotten.
@@ -223,7 +223,7 @@ class ProcrastinateExecutor:
                 await asyncio.sleep(_POLL_SECONDS if self._pending else _IDLE_POLL_SECONDS)
 
     def _complete_finished(self) -> None:
-        """One query for every job in flight (it runs 20 times a second while any is)."""
+        """One query for every job in flight (it runs ten times a second while any is)."""
         with self._lock:
             pending = dict(self._pending)
         if not pending:

@@ -26,6 +26,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any, Callable
 
 import blake3
 import zstandard
@@ -120,16 +121,31 @@ class PackEntry:
 
 
 class PackBuilder:
-    """Accumulates stored blobs in memory until the pack is full. Not thread-safe."""
+    """Accumulates stored blobs until the pack is full. Not thread-safe.
 
-    def __init__(self) -> None:
+    ``spool``: makes a file-like object (``write``) that the pack is written into blob by blob, hashed
+    as it goes, instead of holding its blobs in memory (a local repository's temporary file,
+    ``LocalBackend.spool``); called on the first ``add``, so an empty builder touches nothing.
+    ``finish`` then returns no parts and the spool is in ``self.spool``."""
+
+    def __init__(self, spool: Callable[[], Any] | None = None) -> None:
         self.parts: list[bytes] = []
         self.entries: list[PackEntry] = []
         self.size = 0
+        self._open_spool = spool
+        self.spool: Any = None
+        self._hasher: Any = None
 
     def add(self, blob_type: BlobType, blob_id: bytes, stored: bytes, plain_length: int) -> None:
+        if self._open_spool is not None:
+            if self.spool is None:
+                self.spool = self._open_spool()
+                self._hasher = blake3.blake3()
+            self.spool.write(stored)
+            self._hasher.update(stored)
+        else:
+            self.parts.append(stored)
         self.entries.append(PackEntry(blob_type, blob_id, self.size, len(stored), plain_length))
-        self.parts.append(stored)
         self.size += len(stored)
 
     def __len__(self) -> int:
@@ -139,12 +155,18 @@ class PackBuilder:
         """Return (pack name, the pack as a list of parts, entries).
 
         The parts are handed to the backend as they are: joining them would hold
-        a second copy of every pack in memory while it is written.
+        a second copy of every pack in memory while it is written. With a spool the
+        header goes into it too and the list is empty: the pack is ``self.spool``.
         """
         header = b"".join(
             HEADER_ENTRY.pack(e.blob_type, e.blob_id, e.length, e.plain_length) for e in self.entries
         )
         sealed = cipher.encrypt(header, _HEADER_AAD)
+        if self.spool is not None:
+            for part in (sealed, struct.pack("<I", len(sealed))):
+                self.spool.write(part)
+                self._hasher.update(part)
+            return self._hasher.hexdigest(), [], self.entries
         parts = self.parts + [sealed, struct.pack("<I", len(sealed))]
         self.parts = []
         hasher = blake3.blake3()

@@ -99,7 +99,12 @@ class Sampler(threading.Thread):
 def report(sampler: Sampler, path: str | None) -> None:
     sampler.stop.set()
     final = status()
-    result = {"peak_rss_mib": round(sampler.peak / MiB, 1), "peak_at_s": round(sampler.peak_at, 3),
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "wall_s": round(time.monotonic() - sampler.started, 3),
+              "after_start_peak_mib": max((m for t, m in sampler.curve if t >= 0.6), default=0),
+              "peak_rss_mib": round(sampler.peak / MiB, 1), "peak_at_s": round(sampler.peak_at, 3),
               "vmhwm_mib": round(final["VmHWM"] / MiB, 1), "at_peak": sampler.peak_breakdown,
               "curve": sampler.curve}
     if sampler.snapshot is not None:
@@ -115,6 +120,8 @@ def report(sampler: Sampler, path: str | None) -> None:
             json.dump(result, handle, indent=1)
     curve = result["curve"][:: max(1, len(result["curve"]) // 40)]
     at_peak = result["at_peak"]
+    print(f"wall {result['wall_s']} s, CPU {result['cpu_s']} s; highest sampled after 0.6 s {result['after_start_peak_mib']} MiB",
+          file=sys.stderr)
     print(f"peak RSS {result['peak_rss_mib']} MiB at {result['peak_at_s']} s (VmHWM {result['vmhwm_mib']}); "
           f"at the peak: {at_peak.get('status')}", file=sys.stderr)
     print("smaps at the peak (MiB): " + ", ".join(f"{k} {v}" for k, v in list(at_peak.get("smaps", {}).items())[:14]),

@@ -135,13 +135,22 @@ class PackBuilder:
         self._open_spool = spool
         self.spool: Any = None
         self._hasher: Any = None
+        self._failed: BaseException | None = None
 
     def add(self, blob_type: BlobType, blob_id: bytes, stored: bytes, plain_length: int) -> None:
         if self._open_spool is not None:
+            if self._failed is not None:  # a pack that failed to write stays failed
+                raise self._failed
             if self.spool is None:
                 self.spool = self._open_spool()
                 self._hasher = blake3.blake3()
-            self.spool.write(stored)
+            try:
+                self.spool.write(stored)
+            except BaseException as exc:
+                # A partly written blob: the pack is lost; its temporary file goes now, not at exit.
+                self._failed = exc
+                self.spool.discard()
+                raise
             self._hasher.update(stored)
         else:
             self.parts.append(stored)
@@ -163,9 +172,15 @@ class PackBuilder:
         )
         sealed = cipher.encrypt(header, _HEADER_AAD)
         if self.spool is not None:
-            for part in (sealed, struct.pack("<I", len(sealed))):
-                self.spool.write(part)
-                self._hasher.update(part)
+            if self._failed is not None:
+                raise self._failed
+            try:
+                for part in (sealed, struct.pack("<I", len(sealed))):
+                    self.spool.write(part)
+                    self._hasher.update(part)
+            except BaseException:
+                self.spool.discard()
+                raise
             return self._hasher.hexdigest(), [], self.entries
         parts = self.parts + [sealed, struct.pack("<I", len(sealed))]
         self.parts = []

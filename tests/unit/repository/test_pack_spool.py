@@ -124,9 +124,14 @@ def test_a_full_disk_while_a_pack_fills_fails_the_write_and_leaves_nothing(
     with pytest.raises(errors.SafeholdError) as caught:
         repository.save_blob(BlobType.DATA, blob)
     monkeypatch.undo()
-    assert "writing a pack" in str(caught.value)
+    assert "writing a pack" in str(caught.value) and caught.value.exit_code == 20
     assert not repository.has_blob(repository.cipher.blob_id(blob))  # not left "in flight"
     root = repository.backend.root
-    del repository, caught
-    gc.collect()
+    assert leftovers(root) == []  # removed at once, not when the process ends
+    # The pack is lost: later blobs of this run fail the same way instead of writing after a gap.
+    with pytest.raises(errors.SafeholdError) as again:
+        repository.save_blob(BlobType.DATA, os.urandom(4096))
+    assert again.value.exit_code == 20
+    with pytest.raises(errors.SafeholdError):
+        repository.flush_pack()
     assert leftovers(root) == [] and list(LocalBackend(root).list(Kind.DATA)) == []

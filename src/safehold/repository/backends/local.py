@@ -190,6 +190,8 @@ class Spool:
         self._drop = weakref.finalize(self, _discard, self._fd, str(self.path))
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._drop.alive:  # discarded: its descriptor is closed (and may be reused)
+            raise ValueError("write to a discarded spool")
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
@@ -198,6 +200,8 @@ class Spool:
 
     def commit(self, path: Path) -> None:
         """fsync, close and rename to ``path``; on failure the temporary file is removed."""
+        if not self._drop.alive:
+            raise ValueError("commit of a discarded spool")
         try:
             os.fsync(self._fd)
             os.replace(self.path, path)

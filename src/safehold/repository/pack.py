@@ -71,15 +71,16 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 def encode_blob(cipher: Cipher, blob_type: BlobType, blob_id: bytes, data: bytes | memoryview,
-                compression: int | None = DEFAULT_COMPRESSION_LEVEL) -> bytes:
-    """Compress when it helps, then encrypt. Safe to call from many threads."""
+                compression: int | None = DEFAULT_COMPRESSION_LEVEL) -> bytes | bytearray:
+    """Compress when it helps, then encrypt. Safe to call from many threads. The stored blob may
+    be a bytearray (``Cipher.encrypt_buffer``)."""
     body: bytes | memoryview = data
     flag = RAW
     if compression is not None and len(data) > 64:
         packed = _compressor(compression).compress(data)
         if len(packed) < len(data):
             body, flag = packed, ZSTD
-    return cipher.encrypt(bytes((flag,)) + bytes(body), blob_associated_data(blob_type, blob_id))
+    return cipher.encrypt_buffer(bytes((flag,)) + bytes(body), blob_associated_data(blob_type, blob_id))
 
 
 def encode_blob_body(cipher: Cipher, blob_type: BlobType, blob_id: bytes, body: bytes) -> bytes:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import bisect
 import os
 import socket
-import sys
 import threading
 import time
 from collections import deque
@@ -99,7 +98,6 @@ class Archiver:
         stored by then); whatever it raises stops the run with nothing committed. The engine's fence:
         a job that is no longer this attempt's must not add a snapshot."""
         started = time.monotonic()
-        fixed_mmap_threshold()
         before = (self.repository.stats.blobs_added, self.repository.stats.bytes_added,
                   self.repository.stats.plain_bytes_added)
         tree = TreeWriter(self.repository)
@@ -370,37 +368,6 @@ class Archiver:
         if random_map is not None:
             record["random"] = bytes(random_map)
         tree.add(record)
-
-
-#: Buffers of at least this size are mmapped by glibc's malloc and unmapped when freed (see
-#: ``fixed_mmap_threshold``).
-MMAP_THRESHOLD = 256 * 1024
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-_threshold_set = False
-
-
-def fixed_mmap_threshold() -> None:
-    """Fix glibc's mmap threshold at MMAP_THRESHOLD for this process (once; not when the
-    ``MALLOC_MMAP_THRESHOLD_`` variable already sets it, nor off Linux).
-
-    By default glibc raises the threshold each time an mmapped buffer is freed, up to 32 MiB: after
-    the first chunks, the backup's 0.25-4 MiB buffers (chunks, zstd frames, ciphertexts) come from
-    the heap and the per-thread arenas, which keep what was freed there and fragment, so resident
-    memory grows well past what is live. With the threshold fixed they are mapped and unmapped,
-    and resident memory follows the chunks in flight: a full backup's peak 15-20 MiB lower at the
-    same CPU (docs/benchmarks.md, issue 19 fifth round)."""
-    global _threshold_set
-    if _threshold_set:
-        return
-    _threshold_set = True
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc (musl's mallopt is a stub, which is fine too)
-        pass
 
 
 PREFETCH_CHUNKS = 32  # scattered chunks hinted ahead of the reader (16 MiB at 512 KiB chunks)

@@ -26,6 +26,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any, Callable
 
 import blake3
 import zstandard
@@ -70,15 +71,16 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 def encode_blob(cipher: Cipher, blob_type: BlobType, blob_id: bytes, data: bytes | memoryview,
-                compression: int | None = DEFAULT_COMPRESSION_LEVEL) -> bytes:
-    """Compress when it helps, then encrypt. Safe to call from many threads."""
+                compression: int | None = DEFAULT_COMPRESSION_LEVEL) -> bytes | bytearray:
+    """Compress when it helps, then encrypt. Safe to call from many threads. The stored blob may
+    be a bytearray (``Cipher.encrypt_buffer``)."""
     body: bytes | memoryview = data
     flag = RAW
     if compression is not None and len(data) > 64:
         packed = _compressor(compression).compress(data)
         if len(packed) < len(data):
             body, flag = packed, ZSTD
-    return cipher.encrypt(bytes((flag,)) + bytes(body), blob_associated_data(blob_type, blob_id))
+    return cipher.encrypt_buffer(bytes((flag,)) + bytes(body), blob_associated_data(blob_type, blob_id))
 
 
 def encode_blob_body(cipher: Cipher, blob_type: BlobType, blob_id: bytes, body: bytes) -> bytes:
@@ -120,16 +122,40 @@ class PackEntry:
 
 
 class PackBuilder:
-    """Accumulates stored blobs in memory until the pack is full. Not thread-safe."""
+    """Accumulates stored blobs until the pack is full. Not thread-safe.
 
-    def __init__(self) -> None:
+    ``spool``: makes a file-like object (``write``) that the pack is written into blob by blob, hashed
+    as it goes, instead of holding its blobs in memory (a local repository's temporary file,
+    ``LocalBackend.spool``); called on the first ``add``, so an empty builder touches nothing.
+    ``finish`` then returns no parts and the spool is in ``self.spool``."""
+
+    def __init__(self, spool: Callable[[], Any] | None = None) -> None:
         self.parts: list[bytes] = []
         self.entries: list[PackEntry] = []
         self.size = 0
+        self._open_spool = spool
+        self.spool: Any = None
+        self._hasher: Any = None
+        self._failed: BaseException | None = None
 
     def add(self, blob_type: BlobType, blob_id: bytes, stored: bytes, plain_length: int) -> None:
+        if self._open_spool is not None:
+            if self._failed is not None:  # a pack that failed to write stays failed
+                raise self._failed
+            if self.spool is None:
+                self.spool = self._open_spool()
+                self._hasher = blake3.blake3()
+            try:
+                self.spool.write(stored)
+            except BaseException as exc:
+                # A partly written blob: the pack is lost; its temporary file goes now, not at exit.
+                self._failed = exc
+                self.spool.discard()
+                raise
+            self._hasher.update(stored)
+        else:
+            self.parts.append(stored)
         self.entries.append(PackEntry(blob_type, blob_id, self.size, len(stored), plain_length))
-        self.parts.append(stored)
         self.size += len(stored)
 
     def __len__(self) -> int:
@@ -139,12 +165,24 @@ class PackBuilder:
         """Return (pack name, the pack as a list of parts, entries).
 
         The parts are handed to the backend as they are: joining them would hold
-        a second copy of every pack in memory while it is written.
+        a second copy of every pack in memory while it is written. With a spool the
+        header goes into it too and the list is empty: the pack is ``self.spool``.
         """
         header = b"".join(
             HEADER_ENTRY.pack(e.blob_type, e.blob_id, e.length, e.plain_length) for e in self.entries
         )
         sealed = cipher.encrypt(header, _HEADER_AAD)
+        if self.spool is not None:
+            if self._failed is not None:
+                raise self._failed
+            try:
+                for part in (sealed, struct.pack("<I", len(sealed))):
+                    self.spool.write(part)
+                    self._hasher.update(part)
+            except BaseException:
+                self.spool.discard()
+                raise
+            return self._hasher.hexdigest(), [], self.entries
         parts = self.parts + [sealed, struct.pack("<I", len(sealed))]
         self.parts = []
         hasher = blake3.blake3()

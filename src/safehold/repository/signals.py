@@ -111,9 +111,12 @@ RANSOM_NOTE = re.compile(
 #: Histograms counted with ``collections.Counter`` before NumPy is imported for them: a files
 #: backup of a small tree need not load NumPy at all (12.5 MiB of resident memory; its index is a
 #: dict too, repository/index.py). A Counter costs ~0.1 ms per 4 KiB window against NumPy's
-#: ~0.006 ms, so after this many (~0.1 s, what importing NumPy costs) NumPy is the cheaper way.
+#: ~0.006 ms; importing NumPy costs ~0.13 s of CPU and ~10 MiB of resident memory, so the switch
+#: comes after ~0.2 s of counting, where the two ways have cost about the same CPU: a backup of
+#: up to ~2 GiB of files of no known type (two windows per chunk) never loads NumPy (1,024 before
+#: issue 19's fifth round, which loaded it part-way through a 1 GiB tree, +10 MiB of its peak RSS).
 #: The counts, and so every score and verdict, are the same either way.
-COUNTED_WITHOUT_NUMPY = 1024
+COUNTED_WITHOUT_NUMPY = 2048
 _counted = 0
 
 

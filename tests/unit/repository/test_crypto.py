@@ -197,3 +197,17 @@ def test_key_derivation_is_cached_per_process_and_changes_no_result():
     for number in range(crypto._DERIVED_LIMIT + 4):
         crypto._derive(b"p%d" % number, salt, kdf)
     assert len(crypto._DERIVED) == crypto._DERIVED_LIMIT
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(max_size=5000))
+def test_encrypt_buffer_makes_what_encrypt_makes(plaintext: bytes) -> None:
+    """The one-buffer form (a stored blob's) has encrypt's layout: version, a fresh nonce, the
+    ciphertext and tag; it decrypts alike and fails alike when the associated data differs."""
+    made = CIPHER.encrypt_buffer(plaintext, b"aad")
+    assert len(made) == len(CIPHER.encrypt(plaintext, b"aad"))
+    assert CIPHER.decrypt(made, b"aad") == plaintext
+    assert CIPHER.decrypt(bytes(made), b"aad") == plaintext
+    with pytest.raises(DecryptionFailed):
+        CIPHER.decrypt(made, b"other")
+    assert made[1:13] != CIPHER.encrypt_buffer(plaintext, b"aad")[1:13]  # a fresh nonce each time

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 
 class Kind(str, Enum):
@@ -149,6 +149,18 @@ class TemporaryFilesBackend(Protocol):
     many it removed; prune calls it under the exclusive lock."""
 
     def remove_temporary_files(self) -> int: ...
+
+
+class SpoolingBackend(Protocol):
+    """A backend that can store an object written piece by piece (local: a temporary file under
+    the kind's folder): ``spool(kind)`` gives an object with ``write(bytes)``, ``discard()`` and
+    ``size``; ``put_spool(kind, name, spool, retain_until=...)`` stores what was written as
+    ``kind/name`` like ``put``. The repository writes packs this way when the backend can, so a
+    pack is not held in memory while it fills; a spool dropped unstored removes itself."""
+
+    def spool(self, kind: Kind) -> Any: ...
+
+    def put_spool(self, kind: Kind, name: str, spool: Any, *, retain_until: datetime | None = None) -> None: ...
 
 
 @runtime_checkable

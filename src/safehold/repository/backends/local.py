@@ -9,6 +9,10 @@ fsynced, renamed into place, and the directory fsynced, so a crash or a full
 disk never leaves a torn object under its final name. Temporary files are named
 ``.tmp-*`` and ignored by ``list``; prune removes leftovers.
 
+Packs are written as they are filled (``spool``): each stored blob goes into a temporary file
+under ``data/`` when it is added, and the finished pack is fsynced and renamed to its name (its
+hash, known only at the end), so a 16 MiB pack is never held in memory (issue 19, fifth round).
+
 Modes: folders are created 0700 and objects 0600 whatever the umask (see
 ``safehold.files``), so a repository under umask 000 is not world-writable.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -99,6 +104,23 @@ class LocalBackend:
             raise
         _fsync_dir(directory)
 
+    def spool(self, kind: Kind) -> "Spool":
+        """A temporary file to write an object of ``kind`` into as it is made; ``put_spool`` stores it."""
+        directory = self.root / kind.value
+        if not directory.is_dir():
+            make_private_directory(directory)
+        return Spool(directory)
+
+    def put_spool(self, kind: Kind, name: str, spool: "Spool", *, retain_until: datetime | None = None) -> None:
+        """Store what was written into ``spool`` as ``kind/name``: fsynced, then renamed into place
+        (an existing object of that name, the same bytes since names are hashes, is replaced)."""
+        path = self._path(kind, name)
+        directory = path.parent
+        if not directory.is_dir():
+            make_private_directory(directory)
+        spool.commit(path)
+        _fsync_dir(directory)
+
     def get(self, kind: Kind, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(kind, name)
         try:
@@ -154,6 +176,53 @@ class LocalBackend:
                     Path(directory, name).unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+class Spool:
+    """A temporary file (``.tmp-spool-*``) that an object is appended to piece by piece. Not
+    thread-safe. Closed and removed if it is dropped without ``commit`` (a failed backup, at the
+    latest when the process exits); a killed process leaves it for prune."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / f"{TEMP_PREFIX}spool-{secrets.token_hex(8)}"
+        self.size = 0
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._drop = weakref.finalize(self, _discard, self._fd, str(self.path))
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._drop.alive:  # discarded: its descriptor is closed (and may be reused)
+            raise ValueError("write to a discarded spool")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+            self.size += written
+
+    def commit(self, path: Path) -> None:
+        """fsync, close and rename to ``path``; on failure the temporary file is removed."""
+        if not self._drop.alive:
+            raise ValueError("commit of a discarded spool")
+        try:
+            os.fsync(self._fd)
+            os.replace(self.path, path)
+        except BaseException:
+            self.discard()
+            raise
+        self._drop.detach()
+        os.close(self._fd)
+
+    def discard(self) -> None:
+        self._drop()
+
+
+def _discard(fd: int, path: str) -> None:
+    try:
+        os.close(fd)
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _fsync_dir(path: Path) -> None:

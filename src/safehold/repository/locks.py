@@ -289,8 +289,20 @@ class Lock:
 
         Never recreates a lock that is gone: a holder whose lock was removed must stop,
         not resurrect it after a prune has run."""
-        started = (_elapsed_clock(), time.time())
+        started = self.clock()
         self.verify()
+        self.write_heartbeat(started)
+
+    @staticmethod
+    def clock() -> tuple[float, float]:
+        """Now, on the two clocks a heartbeat is timed by (give it to ``write_heartbeat``)."""
+        return (_elapsed_clock(), time.time())
+
+    def write_heartbeat(self, started: tuple[float, float]) -> None:
+        """Rewrite the lock with a new heartbeat, counted from ``started`` (``clock()`` taken
+        before the proof that the lock is still ours, ``verify``, which the caller made)."""
+        if self.lost is not None:
+            raise self.lose(self.lost)  # never rewrite a lock we know is lost
         self._write()
         self._refreshed = started
 

@@ -429,8 +429,10 @@ class Repository:
             raise errors.from_os_error(exc, f"deleting keys/{name[:16]}") from exc
 
     # -- locks ------------------------------------------------------------------
-    def lock(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0) -> Lock:
-        return Lock(self, exclusive, purpose or ("prune" if exclusive else "backup")).acquire(wait)
+    def lock(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0,
+             meanwhile: Callable[[], None] | None = None) -> Lock:
+        """``meanwhile``: reads made while the lock is acquired (``Lock.acquire``)."""
+        return Lock(self, exclusive, purpose or ("prune" if exclusive else "backup")).acquire(wait, meanwhile)
 
     def ensure_lock(self) -> None:
         """Raise LockLost if the lock this repository was opened under is lost (memory only, cheap).
@@ -460,20 +462,23 @@ class Repository:
         """Store the partial pack and the index for everything written so far, each proven the way
         ``verify_before_commit`` proves a commit, ready for a snapshot that refers to them.
 
-        The order is the write order: the pack is stored (the put returned) before the proof,
-        the proof before the index is written (an index naming packs a prune removed would let
+        The order is the write order: the pack is stored (the put returned) and the proof made
+        before the index is written (an index naming packs a prune removed would let
         later backups deduplicate against missing data), the index stored before the second proof,
         which comes right before the caller's snapshot write. What overlaps is only what the order
         allows: the proof's reads side by side, and the heartbeat (our own lock object) written
         while the index is; the second proof needs no heartbeat of its own (one was just written).
-        On S3 that is five round trips one after the other where there were up to 7 + 2 per pack."""
-        self.flush_pack()
+        On S3 that is five round trips one after the other where there were seven, plus two per
+        pack written."""
         lock = self.held_lock
         if lock is None:
-            self.write_index()
+            self.flush()
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        # Not beside the first proof: a lock removed while the pack was being put must be seen
+        # before the index is written (tests/unit/repository/test_lock_lost.py).
+        self.flush_pack()
         started = lock.clock()
         self._prove_held(lock)
         with ThreadPoolExecutor(1, thread_name_prefix="safehold-heartbeat") as pool:
@@ -497,12 +502,12 @@ class Repository:
         except Exception:
             pass
 
-    def _prove_held(self, lock: Lock) -> None:
-        """Re-read our lock object and check every pack this process wrote, side by side (up to 8
-        requests at once; more than 64 packs: one listing). Raises LockLost."""
+    def _prove_held(self, lock: Lock, packs: list[str] | None = None) -> None:
+        """Re-read our lock object and check every pack this process wrote (``packs``: these),
+        side by side (up to 8 requests at once; more than 64 packs: one listing). Raises LockLost."""
         from concurrent.futures import ThreadPoolExecutor
 
-        packs = list(self.written_packs)
+        packs = list(self.written_packs) if packs is None else packs
         if len(packs) > 64:  # one listing beats thousands of requests
             with ThreadPoolExecutor(1, thread_name_prefix="safehold-proof") as pool:
                 own = pool.submit(lock.verify)

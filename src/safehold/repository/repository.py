@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -230,8 +231,14 @@ class Repository:
             if key_check(master, config["id"], config) != config.get("key_check"):
                 raise errors.WrongPassword(url=backend.url)
             return cls(backend, config, master, key_name)
-        with ThreadPoolExecutor(1, thread_name_prefix="safehold-open") as pool:
+        preferred = list(preferred)
+        with ThreadPoolExecutor(2, thread_name_prefix="safehold-open") as pool:
             reading = pool.submit(read_config, backend)
+            # The key file that opened this repository last time is fetched beside the listing (one
+            # round trip fewer on S3); it is used only if the listing still names it. The name comes
+            # from the local state folder: only a well-formed one (a BLAKE3 hex digest) is asked for.
+            early = {name: pool.submit(_read_key_or_error, backend, name)
+                     for name in preferred[:1] if key_id is None and _KEY_NAME.fullmatch(name)}
             try:
                 names = sorted(info.name for info in backend.list(Kind.KEYS))
                 if key_id is not None:
@@ -242,16 +249,19 @@ class Repository:
                 reading.result()  # the config's own error, if it has one, explains more
                 raise
             config = reading.result()
-        return cls._open_with_keys(backend, config, password, key_id, preferred, names)
+            fetched = {name: future.result() for name, future in early.items()}
+        return cls._open_with_keys(backend, config, password, key_id, preferred, names, fetched)
 
     @classmethod
     def _open_with_keys(cls, backend: Backend, config: dict, password: bytes, key_id: str | None,
-                        preferred: Iterable[str], names: list[str]) -> "Repository":
+                        preferred: Iterable[str], names: list[str],
+                        fetched: dict[str, bytes | Exception] | None = None) -> "Repository":
+        fetched = fetched or {}
+
         def read_key(name: str) -> bytes | Exception:
-            try:
-                return backend.get(Kind.KEYS, name)
-            except (ObjectNotFound, OSError) as exc:
-                return exc
+            if name in fetched:
+                return fetched[name]
+            return _read_key_or_error(backend, name)
 
         candidates: list[tuple[str, KeyFile]] = []
         rejected: list[tuple[str, str]] = []
@@ -1014,6 +1024,16 @@ def _most_likely_first(candidates: list[tuple[str, KeyFile]], preferred: list[st
     # Two stable sorts: newest first within each (place, mine) group.
     by_date = sorted(candidates, key=lambda item: item[1].created or "", reverse=True)
     return sorted(by_date, key=rank)
+
+
+_KEY_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def _read_key_or_error(backend: Backend, name: str) -> bytes | Exception:
+    try:
+        return backend.get(Kind.KEYS, name)
+    except (ObjectNotFound, OSError) as exc:
+        return exc
 
 
 def _name_of(data: bytes) -> str:

@@ -58,7 +58,8 @@ class Requests:
         counted: Counter = Counter()
         for _start, _stop, method, path in self.sent:
             if "list-type=2" in path:
-                counted[(method, "list " + path.split("prefix=")[-1].split("&")[0].rstrip("%2F").rsplit("%2F", 1)[-1])] += 1
+                prefix = path.split("prefix=")[-1].split("&")[0].replace("%2F", "/").rstrip("/")
+                counted[(method, "list " + prefix.rsplit("/", 1)[-1])] += 1
                 continue
             parts = path.split("?")[0].strip("/").split("/")
             kind = next((part for part in reversed(parts[:-1]) if part in {k.value for k in Kind}), parts[-1])

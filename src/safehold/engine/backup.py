@@ -10,7 +10,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import errors
 from ..repository import Repository, Snapshot
@@ -25,6 +25,9 @@ from ..sources import open_source
 from ..sources.base import Extent, KeepsPlatformSnapshots, PlatformSnapshot
 from .browse import skipped_dict
 from .context import Context
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 #: Skipped entries written one per line into the job's log (all of them, bounded, are in its details).
@@ -96,6 +99,7 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     started = time.monotonic()
     owned = session is None
     session = session if session is not None else BackupSession(context, f"backup {target.name}")
+    session.open_ahead()  # the key derivation and the open's round trips while the job is recorded
     # context.jobs: with a current SQLite catalog the job is recorded through sqlite3 without
     # importing SQLAlchemy (catalog/light.py), the same rows; a queued job (job_id) runs in a
     # process whose catalog is open, and then the catalog records it.
@@ -318,6 +322,29 @@ class BackupSession:
         self._parents: dict[str, list[Snapshot]] = {}
         self._records: dict[str, dict[str, dict]] = {}
         self._warnings: list[str] = []
+        self._ahead: "ThreadPoolExecutor | None" = None
+        self._opening: "Future[Repository] | None" = None
+
+    def open_ahead(self) -> None:
+        """Start opening the repository in a thread (``Context.open_ahead``: the open's round trips
+        and the key derivation, which leaves the GIL free) while the caller records the job and
+        opens the source; the first target then locks what it opened. On an error there, the target
+        opens the repository itself, in its job, and the error is raised (and recorded) there."""
+        if self.repository is not None or self._opening is not None:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="safehold-open")
+        self._opening = self.context.open_ahead(self._ahead)
+
+    def _opened(self) -> Repository | None:
+        opening, self._opening = self._opening, None
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True)
+            self._ahead = None
+        if opening is None or opening.exception() is not None:
+            return None
+        return opening.result()
 
     @contextmanager
     def target(self, name: str, log: Any, close: bool = False
@@ -347,7 +374,7 @@ class BackupSession:
             # The history is read while the lock is acquired (after our claim is stored: see
             # Lock.acquire), two round trips fewer before the first byte.
             repository = stack.enter_context(self.context.locked(
-                purpose=self.purpose, load_index=False, meanwhile=lambda repository: history.append(read_history(
+                purpose=self.purpose, load_index=False, opened=self._opened(), meanwhile=lambda repository: history.append(read_history(
                     repository, None, lambda message, level="info": warnings.append(message)))))
             parents, records = history[0]
         except BaseException:
@@ -366,6 +393,7 @@ class BackupSession:
 
     def close(self) -> None:
         """Release the lock (if held); the next target, if any, opens again."""
+        self._opened()  # never leave a thread opening behind
         stack, self._stack, self.repository = self._stack, None, None
         self._parents, self._records, self._warnings = {}, {}, []
         if stack is not None:

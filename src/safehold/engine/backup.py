@@ -100,6 +100,15 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     owned = session is None
     session = session if session is not None else BackupSession(context, f"backup {target.name}")
     session.open_ahead()  # the key derivation and the open's round trips while the job is recorded
+    try:
+        return _backup_in_job(context, target, session, owned, started, tags, changed, job_id)
+    finally:
+        if owned:
+            session.close()  # also when the job could not even be recorded: no thread left opening
+
+
+def _backup_in_job(context: Context, target: Any, session: "BackupSession", owned: bool, started: float,
+                   tags: list[str] | None, changed: list[Extent] | None, job_id: int | None) -> BackupResult:
     # context.jobs: with a current SQLite catalog the job is recorded through sqlite3 without
     # importing SQLAlchemy (catalog/light.py), the same rows; a queued job (job_id) runs in a
     # process whose catalog is open, and then the catalog records it.
@@ -373,9 +382,12 @@ class BackupSession:
             history: list = []
             # The history is read while the lock is acquired (after our claim is stored: see
             # Lock.acquire), two round trips fewer before the first byte.
-            repository = stack.enter_context(self.context.locked(
-                purpose=self.purpose, load_index=False, opened=self._opened(), meanwhile=lambda repository: history.append(read_history(
-                    repository, None, lambda message, level="info": warnings.append(message)))))
+            def read(repository: Repository) -> None:
+                history.append(read_history(repository, None,
+                                            lambda message, level="info": warnings.append(message)))
+
+            repository = stack.enter_context(self.context.locked(purpose=self.purpose, load_index=False,
+                                                                 opened=self._opened(), meanwhile=read))
             parents, records = history[0]
         except BaseException:
             stack.close()

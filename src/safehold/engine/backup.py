@@ -7,9 +7,10 @@ with items missing, exit code 4 for the CLI unless another target failed (3: a f
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import errors
 from ..repository import Repository, Snapshot
@@ -24,6 +25,9 @@ from ..sources import open_source
 from ..sources.base import Extent, KeepsPlatformSnapshots, PlatformSnapshot
 from .browse import skipped_dict
 from .context import Context
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 #: Skipped entries written one per line into the job's log (all of them, bounded, are in its details).
@@ -76,12 +80,15 @@ class BackupRun:
 
 
 def backup_target(context: Context, target_name: str, *, tags: list[str] | None = None,
-                  changed: list[Extent] | None = None, job_id: int | None = None) -> BackupResult:
+                  changed: list[Extent] | None = None, job_id: int | None = None,
+                  session: "BackupSession | None" = None) -> BackupResult:
     """Back up one target into a new snapshot and record the job.
 
     ``changed``: for image targets, extents known to have changed since the
     target's latest snapshot; chunks outside them are taken from it unread.
     ``job_id``: run as this queued job, already claimed (see engine.jobs).
+    ``session``: the open repository, lock and history shared by the targets of one run
+    (``backup_targets``); None: this target opens, locks and reads them itself.
 
     Entries the source could not read do not fail the target: the snapshot holds everything
     readable, and when its summary lists skipped items the job ends 'partial' (details
@@ -90,13 +97,24 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     """
     target = context.config.target(target_name)
     started = time.monotonic()
+    owned = session is None
+    session = session if session is not None else BackupSession(context, f"backup {target.name}")
+    session.open_ahead()  # the key derivation and the open's round trips while the job is recorded
+    try:
+        return _backup_in_job(context, target, session, owned, started, tags, changed, job_id)
+    finally:
+        if owned:
+            session.close()  # also when the job could not even be recorded: no thread left opening
+
+
+def _backup_in_job(context: Context, target: Any, session: "BackupSession", owned: bool, started: float,
+                   tags: list[str] | None, changed: list[Extent] | None, job_id: int | None) -> BackupResult:
     # context.jobs: with a current SQLite catalog the job is recorded through sqlite3 without
     # importing SQLAlchemy (catalog/light.py), the same rows; a queued job (job_id) runs in a
     # process whose catalog is open, and then the catalog records it.
     with context.jobs.job("backup", target.name, {"tier": target.tier, "source": target.source.type},
                           job_id=job_id) as job:
-        with context.locked(purpose=f"backup {target.name}", load_index=False) as repository:
-            parents, records = read_history(repository, target.name, job.log)
+        with session.target(target.name, job.log, close=owned) as (repository, parents, records):
             parent: Snapshot | None = parents[-1] if parents else None
             history = baseline_history(parents, assess(parents, records))
             job.log(f"parent snapshot: {parent.short_id if parent else 'none (full backup)'}")
@@ -116,6 +134,7 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                 snapshot = archiver.snapshot(view, target.name, parent, tags=tags, history=history,
                                              before_commit=lambda: ensure_still_owned(job.catalog, job.id),
                                              **kwargs)
+            session.committed(snapshot)
             for note in view.notes:
                 job.log(note)
             if isinstance(source, KeepsPlatformSnapshots) and target.retention is not None:
@@ -150,9 +169,10 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
                             job.id, time.monotonic() - started, status=job.status)
 
 
-def read_history(repository: Repository, target_name: str,
+def read_history(repository: Repository, target_name: str | None,
                  log: Any) -> tuple[list[Snapshot], dict[str, dict[str, dict]]]:
-    """What a backup reads before its first byte: the target's live snapshots (its parent), the
+    """What a backup reads before its first byte: the target's live snapshots (its parent; None:
+    every target's, for a run of several), the
     verdict records (the ransomware baseline) and the index, under the caller's lock.
 
     Side by side: on S3 each starts with a listing (snapshots, forget records, verdicts, index),
@@ -253,13 +273,140 @@ def _newest_first(snapshots: list[PlatformSnapshot]) -> list[SnapshotRef]:
 
 
 def backup_targets(context: Context, names: list[str]) -> BackupRun:
-    """Back up several targets; one failing does not stop the others."""
+    """Back up several targets; one failing does not stop the others.
+
+    One open, one shared lock and one reading of the history (the snapshot, forget-record,
+    verdict and index listings and their objects) serve every target of the run (issue 19: on S3
+    each target repeated the open's config GET, the lock's three round trips and release, the four
+    listings and every object behind them, all before its first byte). Each target is still its
+    own job, with its own snapshot committed in the write order (packs, index, snapshot). A target
+    that fails closes the session (its lock is released, a half-filled pack dropped with the
+    repository object) and the next target opens a fresh one: a failure never carries a lost lock
+    or half-written state into the next target."""
     run = BackupRun()
-    for name in names:
-        try:
-            run.results.append(backup_target(context, name))
-        except errors.SafeholdError as exc:
-            if exc.bug:
+    session = BackupSession(context, _lock_purpose(names))
+    try:
+        for name in names:
+            try:
+                run.results.append(backup_target(context, name, session=session))
+            except errors.SafeholdError as exc:
+                session.close()
+                if exc.bug:
+                    raise
+                run.failures[name] = exc
+            except BaseException:
+                session.close()
                 raise
-            run.failures[name] = exc
+    finally:
+        session.close()
     return run
+
+
+def _lock_purpose(names: list[str]) -> str:
+    """What the shared lock says it is for (shown to whoever finds the repository locked)."""
+    shown = ", ".join(names[:3])
+    return f"backup {shown}" + (f" and {len(names) - 3} more target(s)" if len(names) > 3 else "")
+
+
+class BackupSession:
+    """The repository, opened and locked (shared) once, and its history read once, for the targets
+    of one backup run. Opened lazily by the first target, inside its job, so an error opening or
+    locking is recorded in that target's job as it always was.
+
+    Why one lock for the whole run is safe: it is the same shared lock each target took, held
+    longer; its heartbeat thread refreshes it however long the run takes, every commit still
+    proves it (``Repository.verify_before_commit``), and prune's exclusive lock is excluded for
+    the run's whole length (it was only between targets before, which gained nothing: prune
+    waits or fails either way). Why one reading of the history is enough: a target's parents are
+    its own snapshots, which only this run adds to under our lock (another host backing up the
+    same target at the same moment chose its parent as independently before); the index in
+    memory has every pack an earlier target of the run wrote (``add_pack``), so the next target
+    deduplicates against them as it would after reading the index again."""
+
+    def __init__(self, context: Context, purpose: str) -> None:
+        self.context = context
+        self.purpose = purpose
+        self._stack: ExitStack | None = None
+        self.repository: Repository | None = None
+        self._parents: dict[str, list[Snapshot]] = {}
+        self._records: dict[str, dict[str, dict]] = {}
+        self._warnings: list[str] = []
+        self._ahead: "ThreadPoolExecutor | None" = None
+        self._opening: "Future[Repository] | None" = None
+
+    def open_ahead(self) -> None:
+        """Start opening the repository in a thread (``Context.open_ahead``: the open's round trips
+        and the key derivation, which leaves the GIL free) while the caller records the job and
+        opens the source; the first target then locks what it opened. On an error there, the target
+        opens the repository itself, in its job, and the error is raised (and recorded) there."""
+        if self.repository is not None or self._opening is not None:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="safehold-open")
+        self._opening = self.context.open_ahead(self._ahead)
+
+    def _opened(self) -> Repository | None:
+        opening, self._opening = self._opening, None
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True)
+            self._ahead = None
+        if opening is None or opening.exception() is not None:
+            return None
+        return opening.result()
+
+    @contextmanager
+    def target(self, name: str, log: Any, close: bool = False
+               ) -> Iterator[tuple[Repository, list[Snapshot], dict[str, dict[str, dict]]]]:
+        """(repository, the target's live snapshots oldest first, the verdict records) under the
+        shared lock; the history's warnings go to ``log`` (each target's job names them, as each
+        read them before). ``close``: release everything when the target ends (a run of one)."""
+        try:
+            if self.repository is None:
+                self._open()
+            assert self.repository is not None
+            for warning in self._warnings:
+                log(warning, level="warning")
+            # The proof before each commit checks the packs this target wrote, not the earlier
+            # targets' (committed, and proven then).
+            self.repository.written_packs = []
+            yield self.repository, list(self._parents.get(name, [])), self._records
+        finally:
+            if close:
+                self.close()
+
+    def _open(self) -> None:
+        stack = ExitStack()
+        try:
+            warnings: list[str] = []
+            history: list = []
+            # The history is read while the lock is acquired (after our claim is stored: see
+            # Lock.acquire), two round trips fewer before the first byte.
+            def read(repository: Repository) -> None:
+                history.append(read_history(repository, None,
+                                            lambda message, level="info": warnings.append(message)))
+
+            repository = stack.enter_context(self.context.locked(purpose=self.purpose, load_index=False,
+                                                                 opened=self._opened(), meanwhile=read))
+            parents, records = history[0]
+        except BaseException:
+            stack.close()
+            raise
+        self._stack, self.repository, self._records, self._warnings = stack, repository, records, warnings
+        self._parents = {}
+        for snapshot in parents:  # oldest first, kept per target
+            self._parents.setdefault(snapshot.target, []).append(snapshot)
+
+    def committed(self, snapshot: Snapshot) -> None:
+        """A target of the run committed ``snapshot``: it is that target's newest (a target named
+        twice in one run backs up on it the second time)."""
+        if self.repository is not None:
+            self._parents.setdefault(snapshot.target, []).append(snapshot)
+
+    def close(self) -> None:
+        """Release the lock (if held); the next target, if any, opens again."""
+        self._opened()  # never leave a thread opening behind
+        stack, self._stack, self.repository = self._stack, None, None
+        self._parents, self._records, self._warnings = {}, {}, []
+        if stack is not None:
+            stack.close()

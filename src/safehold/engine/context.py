@@ -204,10 +204,13 @@ class Context:
 
     @contextmanager
     def locked(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0,
-               load_index: bool = True, opened: Repository | None = None) -> Iterator[Repository]:
-        """Lock the repository (``opened``: one this context opened already, not locked yet)."""
+               load_index: bool = True, opened: Repository | None = None,
+               meanwhile: Callable[[Repository], None] | None = None) -> Iterator[Repository]:
+        """Lock the repository (``opened``: one this context opened already, not locked yet).
+        ``meanwhile``: reads of the repository made while the lock is acquired (``Lock.acquire``)."""
         repository = opened if opened is not None else self.open_repository(load_index=False)
-        lock: Lock = repository.lock(exclusive=exclusive, purpose=purpose, wait=wait)
+        lock: Lock = repository.lock(exclusive=exclusive, purpose=purpose, wait=wait,
+                                     meanwhile=(lambda: meanwhile(repository)) if meanwhile is not None else None)
         try:
             if load_index:
                 # Loaded under the lock: a prune that finished just before sees its new index used.

@@ -122,10 +122,7 @@ class Archiver:
         # of missing data. The second proof comes after the index write and right before the
         # snapshot write, leaving only the snapshot's own put unguarded (docs/repository-format.md).
         self.repository.ensure_lock()
-        self.repository.flush_pack()
-        self.repository.verify_before_commit()
-        self.repository.write_index()
-        self.repository.verify_before_commit()
+        self.repository.commit_index()
         stats = self.repository.stats
         self.summary.blobs_added = stats.blobs_added - before[0]
         self.summary.bytes_added = stats.bytes_added - before[1]

@@ -47,7 +47,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import LockLost, RepositoryLocked
 from .backends import Kind, ObjectExists, ObjectNotFound
@@ -289,8 +289,20 @@ class Lock:
 
         Never recreates a lock that is gone: a holder whose lock was removed must stop,
         not resurrect it after a prune has run."""
-        started = (_elapsed_clock(), time.time())
+        started = self.clock()
         self.verify()
+        self.write_heartbeat(started)
+
+    @staticmethod
+    def clock() -> tuple[float, float]:
+        """Now, on the two clocks a heartbeat is timed by (give it to ``write_heartbeat``)."""
+        return (_elapsed_clock(), time.time())
+
+    def write_heartbeat(self, started: tuple[float, float]) -> None:
+        """Rewrite the lock with a new heartbeat, counted from ``started`` (``clock()`` taken
+        before the proof that the lock is still ours, ``verify``, which the caller made)."""
+        if self.lost is not None:
+            raise self.lose(self.lost)  # never rewrite a lock we know is lost
         self._write()
         self._refreshed = started
 
@@ -307,15 +319,48 @@ class Lock:
     def _write(self) -> None:
         self.repository._put(Kind.LOCKS, self.name, self._encrypted())
 
-    def acquire(self, wait: float = 0.0) -> "Lock":
+    def acquire(self, wait: float = 0.0, meanwhile: "Callable[[], None] | None" = None) -> "Lock":
+        """Take the lock (waiting up to ``wait`` seconds for a conflicting one to go).
+
+        ``meanwhile``: reads to make while the other locks are listed and our claim is turned into
+        a held lock (on S3 two of the three round trips of acquiring; a backup's history listings,
+        issue 19). Only with ``wait`` 0: they are made once our claim is stored, so a prune that
+        holds or takes the exclusive lock while they run is seen by our listing of the locks (it
+        was there before, or it sees our claim and backs off); on a conflict their result is
+        dropped with the RepositoryLocked error (the caller drops the repository object they
+        filled). Nothing may be written by them: writing waits for the held lock. An error
+        they raise releases the lock and is raised."""
+        if meanwhile is not None and wait > 0:
+            self.acquire(wait)
+            try:
+                meanwhile()
+            except BaseException:
+                self.release()
+                raise
+            return self
         deadline = time.monotonic() + wait
         delay = 0.2
         while True:
             started = (_elapsed_clock(), time.time())
             self._create()
-            conflict = self._conflict()
+            reads = None
+            if meanwhile is not None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                reads_pool = ThreadPoolExecutor(1, thread_name_prefix="safehold-lock-reads")
+                reads = reads_pool.submit(meanwhile)
+                reads_pool.shutdown(wait=False)
+            try:
+                conflict = self._conflict()
+            except BaseException:
+                if reads is not None:
+                    reads.exception()  # never leave the reads running behind an error
+                self._delete_claim()
+                raise
             if conflict is None:
                 break
+            if reads is not None:
+                reads.exception()  # dropped: the repository object they filled goes with the error
             self.repository.backend.delete(Kind.LOCKS, self.name)
             if time.monotonic() >= deadline:
                 raise RepositoryLocked(
@@ -328,13 +373,27 @@ class Lock:
         try:
             self._write()  # the claim becomes a held lock (see verify_alone)
         except BaseException:
-            self.repository.backend.delete(Kind.LOCKS, self.name)
+            if reads is not None:
+                reads.exception()
+            self._delete_claim()
             raise
         self._refreshed = started
         self.repository.held_lock = self
         self._thread = threading.Thread(target=self._heartbeat, name="safehold-lock", daemon=True)
         self._thread.start()
+        if reads is not None:
+            try:
+                reads.result()
+            except BaseException:
+                self.release()
+                raise
         return self
+
+    def _delete_claim(self) -> None:
+        try:
+            self.repository.backend.delete(Kind.LOCKS, self.name)
+        except Exception:
+            pass  # the error that stopped acquiring explains more; a left claim is stale once we exit
 
     def _conflict(self) -> LockInfo | None:
         for other in list_locks(self.repository, skip=self.name):  # ours was just written: not read back

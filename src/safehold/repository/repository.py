@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -234,8 +235,14 @@ class Repository:
             if key_check(master, config["id"], config) != config.get("key_check"):
                 raise errors.WrongPassword(url=backend.url)
             return cls(backend, config, master, key_name)
-        with ThreadPoolExecutor(1, thread_name_prefix="safehold-open") as pool:
+        preferred = list(preferred)
+        with ThreadPoolExecutor(2, thread_name_prefix="safehold-open") as pool:
             reading = pool.submit(read_config, backend)
+            # The key file that opened this repository last time is fetched beside the listing (one
+            # round trip fewer on S3); it is used only if the listing still names it. The name comes
+            # from the local state folder: only a well-formed one (a BLAKE3 hex digest) is asked for.
+            early = {name: pool.submit(_read_key_or_error, backend, name)
+                     for name in preferred[:1] if key_id is None and _KEY_NAME.fullmatch(name)}
             try:
                 names = sorted(info.name for info in backend.list(Kind.KEYS))
                 if key_id is not None:
@@ -246,16 +253,19 @@ class Repository:
                 reading.result()  # the config's own error, if it has one, explains more
                 raise
             config = reading.result()
-        return cls._open_with_keys(backend, config, password, key_id, preferred, names)
+            fetched = {name: future.result() for name, future in early.items()}
+        return cls._open_with_keys(backend, config, password, key_id, preferred, names, fetched)
 
     @classmethod
     def _open_with_keys(cls, backend: Backend, config: dict, password: bytes, key_id: str | None,
-                        preferred: Iterable[str], names: list[str]) -> "Repository":
+                        preferred: Iterable[str], names: list[str],
+                        fetched: dict[str, bytes | Exception] | None = None) -> "Repository":
+        fetched = fetched or {}
+
         def read_key(name: str) -> bytes | Exception:
-            try:
-                return backend.get(Kind.KEYS, name)
-            except (ObjectNotFound, OSError) as exc:
-                return exc
+            if name in fetched:
+                return fetched[name]
+            return _read_key_or_error(backend, name)
 
         candidates: list[tuple[str, KeyFile]] = []
         rejected: list[tuple[str, str]] = []
@@ -433,8 +443,10 @@ class Repository:
             raise errors.from_os_error(exc, f"deleting keys/{name[:16]}") from exc
 
     # -- locks ------------------------------------------------------------------
-    def lock(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0) -> Lock:
-        return Lock(self, exclusive, purpose or ("prune" if exclusive else "backup")).acquire(wait)
+    def lock(self, exclusive: bool = False, purpose: str = "", wait: float = 0.0,
+             meanwhile: Callable[[], None] | None = None) -> Lock:
+        """``meanwhile``: reads made while the lock is acquired (``Lock.acquire``)."""
+        return Lock(self, exclusive, purpose or ("prune" if exclusive else "backup")).acquire(wait, meanwhile)
 
     def ensure_lock(self) -> None:
         """Raise LockLost if the lock this repository was opened under is lost (memory only, cheap).
@@ -449,28 +461,83 @@ class Repository:
 
         While our lock is live no prune runs (prune needs the exclusive lock), so the blobs we
         deduplicated against are there too; the pack check is a second, independent proof for
-        the data this run added."""
+        the data this run added. The reads go out side by side (on S3 each is a round trip: the
+        lock object and a HEAD per pack were one after the other); the heartbeat is written once
+        they proved the lock ours."""
         lock = self.held_lock
         if lock is None:
             return
+        started = lock.clock()
+        self._prove_held(lock)
+        self._heartbeat_after_proof(lock, started)
+        lock.ensure_held()
+
+    def commit_index(self) -> None:
+        """Store the partial pack and the index for everything written so far, each proven the way
+        ``verify_before_commit`` proves a commit, ready for a snapshot that refers to them.
+
+        The order is the write order: the pack is stored (the put returned) and the proof made
+        before the index is written (an index naming packs a prune removed would let
+        later backups deduplicate against missing data), the index stored before the second proof,
+        which comes right before the caller's snapshot write. What overlaps is only what the order
+        allows: the proof's reads side by side, and the heartbeat (our own lock object) written
+        while the index is; the second proof needs no heartbeat of its own (one was just written).
+        On S3 that is five round trips one after the other where there were seven, plus two per
+        pack written."""
+        lock = self.held_lock
+        if lock is None:
+            self.flush()
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Not beside the first proof: a lock removed while the pack was being put must be seen
+        # before the index is written (tests/unit/repository/test_lock_lost.py).
+        self.flush_pack()
+        started = lock.clock()
+        self._prove_held(lock)
+        with ThreadPoolExecutor(1, thread_name_prefix="safehold-heartbeat") as pool:
+            heartbeat = pool.submit(self._heartbeat_after_proof, lock, started)
+            try:
+                self.write_index()
+            finally:
+                heartbeat.result()  # LockLost from it is raised here
+        self._prove_held(lock)
+        lock.ensure_held()
+
+    @staticmethod
+    def _heartbeat_after_proof(lock: Lock, started: tuple[float, float]) -> None:
+        """A heartbeat right after a proof: what follows has the whole stale age before any other
+        host may judge the lock stale. A storage error on the write is not fatal: the read-only
+        proof decided (it is retried by the heartbeat thread)."""
         try:
-            # A heartbeat now (it verifies first, and never recreates a lost lock): what follows
-            # then has the whole stale age before any other host may judge the lock stale.
-            lock.refresh()
+            lock.write_heartbeat(started)
         except errors.LockLost:
             raise
-        except Exception:  # a storage error on the write: the read-only proof still decides
-            lock.verify()
-        packs = list(self.written_packs)
-        if len(packs) <= 64:
-            missing = [name for name in packs if not self.backend_has(Kind.DATA, name)]
-        else:  # one listing beats thousands of requests
-            stored = {info.name for info in self.backend.list(Kind.DATA)}
+        except Exception:
+            pass
+
+    def _prove_held(self, lock: Lock, packs: list[str] | None = None) -> None:
+        """Re-read our lock object and check every pack this process wrote (``packs``: these),
+        side by side (up to 8 requests at once; more than 64 packs: one listing). Raises LockLost."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        packs = list(self.written_packs) if packs is None else packs
+        if len(packs) > 64:  # one listing beats thousands of requests
+            with ThreadPoolExecutor(1, thread_name_prefix="safehold-proof") as pool:
+                own = pool.submit(lock.verify)
+                stored = {info.name for info in self.backend.list(Kind.DATA)}
+                own.result()
             missing = [name for name in packs if name not in stored]
+        else:
+            with ThreadPoolExecutor(min(8, len(packs) + 1), thread_name_prefix="safehold-proof") as pool:
+                own = pool.submit(lock.verify)
+                present = list(pool.map(lambda name: self.backend_has(Kind.DATA, name), packs))
+                own.result()
+            missing = [name for name, found in zip(packs, present) if not found]
         if missing:
             raise lock.lose(f"{len(missing)} of the {len(packs)} pack(s) it wrote are gone from the "
                              f"repository (pruned?), e.g. {missing[0][:16]}")
-        lock.ensure_held()  # the listing may have stalled
+        lock.ensure_held()  # the requests may have stalled
 
     def verify_before_delete(self) -> None:
         """Prove, right before a destructive step (deleting packs, index objects, snapshots,
@@ -975,6 +1042,16 @@ def _most_likely_first(candidates: list[tuple[str, KeyFile]], preferred: list[st
     # Two stable sorts: newest first within each (place, mine) group.
     by_date = sorted(candidates, key=lambda item: item[1].created or "", reverse=True)
     return sorted(by_date, key=rank)
+
+
+_KEY_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def _read_key_or_error(backend: Backend, name: str) -> bytes | Exception:
+    try:
+        return backend.get(Kind.KEYS, name)
+    except (ObjectNotFound, OSError) as exc:
+        return exc
 
 
 def _name_of(data: bytes) -> str:

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Trace every S3 request of one incremental ``safehold backup --all`` behind the latency proxy
+(issue 19): when each request started (from the process's start), how long it took, in which
+thread, and how many rounds of requests went out one after the other.
+
+    .venv/bin/python bench/s3_trace.py [--latency-ms 20] [--src src,/tmp/before/src] [--mib 64]
+                                       [--json bench/s3-trace-results.json]
+
+The set-up is ``bench/s3_run.py``'s (a moto server on loopback, ``latency_proxy.py`` in front of
+it) with a small data set of its own: a tree (``--mib`` MiB in 256 files) and an image of the
+same size, the two targets of ``s3_run.py``. For each source tree in ``--src`` (run through
+PYTHONPATH: before and after in one run), in a bucket of its own: ``init``, a full ``backup
+--all``, a change of 1 % of the tree's files and 1 % of the image, then the traced incremental,
+run in-process (``safehold.cli.main.run``) in a child process that records each HTTP request
+where botocore sends it (``Endpoint._send``: retries and listing pages included).
+
+A *round* is a group of requests that overlap in time; a request that starts after every earlier
+one ended begins the next round. At 20 ms a request, the rounds times the latency is the least the
+requests alone cost the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+PASSWORD = "trace correct horse"
+
+
+def child(argv: list[str], output: str) -> int:
+    """In the child: run the CLI in-process with every HTTP request recorded."""
+    import threading
+
+    begun = time.monotonic()
+    from botocore.endpoint import Endpoint
+
+    sent: list[dict] = []
+    guard = threading.Lock()
+    real_send = Endpoint._send
+
+    def send(self, request):
+        start = time.monotonic()
+        try:
+            return real_send(self, request)
+        finally:
+            path = request.url.split("://", 1)[-1].split("/", 1)[-1]
+            with guard:
+                sent.append({"start": start - begun, "duration": time.monotonic() - start,
+                             "thread": threading.current_thread().name, "method": request.method, "path": path})
+
+    Endpoint._send = send
+    from safehold.cli.main import run
+
+    status = 0
+    try:
+        run(argv)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    Path(output).write_text(json.dumps({"requests": sent, "wall_s": time.monotonic() - begun, "status": status}))
+    return 0
+
+
+def rounds(requests: list[dict]) -> int:
+    count, end = 0, float("-inf")
+    for request in sorted(requests, key=lambda r: r["start"]):
+        if request["start"] >= end:
+            count += 1
+            end = request["start"] + request["duration"]
+        else:
+            end = max(end, request["start"] + request["duration"])
+    return count
+
+
+def describe(path: str) -> str:
+    if "list-type=2" in path:
+        prefix = path.split("prefix=")[-1].split("&")[0].replace("%2F", "/").rstrip("/")
+        return "LIST " + prefix.rsplit("/", 1)[-1]
+    parts = path.split("?")[0].strip("/").split("/")
+    return "/".join(parts[-2:])[:40]
+
+
+def make_data(root: Path, mib: int) -> None:
+    generator = random.Random(1)
+    tree = root / "tree"
+    tree.mkdir(parents=True)
+    size = mib * 1024 * 1024 // 256
+    for number in range(256):
+        (tree / f"{number:03d}.bin").write_bytes(generator.randbytes(size))
+    with open(root / "disk.img", "wb") as image:
+        for _ in range(mib):
+            image.write(generator.randbytes(1024 * 1024))
+
+
+def change(root: Path, seed: int) -> None:
+    generator = random.Random(seed)
+    files = sorted((root / "tree").iterdir())
+    for path in generator.sample(files, max(1, len(files) // 100)):
+        path.write_bytes(generator.randbytes(path.stat().st_size))
+    with open(root / "disk.img", "r+b") as image:
+        size = os.fstat(image.fileno()).st_size
+        for _ in range(max(1, size // (100 * 512 * 1024))):
+            image.seek(generator.randrange(0, size // (512 * 1024)) * 512 * 1024)
+            image.write(generator.randbytes(512 * 1024))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--src", default=str(HERE.parent / "src"),
+                        help="comma-separated source trees (PYTHONPATH), each traced in a bucket of its own")
+    parser.add_argument("--mib", type=int, default=64)
+    parser.add_argument("--json", default=str(HERE / "s3-trace-results.json"))
+    parser.add_argument("--child", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args.child[1:], args.child[0])
+    import s3_run
+
+    results: dict = {"latency_ms": args.latency_ms, "mib": args.mib, "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="safehold-trace-") as scratch:
+        work = Path(scratch)
+        make_data(work / "data", args.mib)
+        moto, moto_port = s3_run.start([sys.executable, "-c", s3_run.MOTO])
+        proxy, port = s3_run.start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
+                                    f"http://127.0.0.1:{moto_port}", "--latency-ms", str(args.latency_ms)])
+        try:
+            sources = [str(Path(src).resolve()) for src in args.src.split(",")]
+            configs = []
+            for number, src in enumerate(sources):
+                bucket = f"trace{number}"
+                s3_run.make_bucket(moto_port, bucket)
+                config = work / f"{bucket}.yml"
+                config.write_text(
+                    f"repository:\n  url: s3://{bucket}/repo\n  endpoint_url: http://127.0.0.1:{port}\n"
+                    f"  password_env: SAFEHOLD_PASSWORD\nstate_dir: {work / ('state-' + bucket)}\ntargets:\n"
+                    f"  - name: tree\n    tier: 3\n    source: {{type: files, paths: [{work / 'data' / 'tree'}]}}\n"
+                    f"  - name: image\n    tier: 3\n"
+                    f"    source: {{type: image, path: {work / 'data' / 'disk.img'}, chunk_size: 512KiB}}\n")
+                configs.append(config)
+            env = dict(os.environ, SAFEHOLD_PASSWORD=PASSWORD, **s3_run.AWS)
+
+            def cli(src: str, config: Path, *command: str) -> None:
+                subprocess.run([sys.executable, "-m", "safehold", "-c", str(config), *command], check=True,
+                               env=dict(env, PYTHONPATH=src), stdout=subprocess.DEVNULL)
+
+            for src, config in zip(sources, configs):
+                cli(src, config, "init")
+                cli(src, config, "backup", "--all")
+            change(work / "data", 7)
+            for src, config in zip(sources, configs):
+                output = work / "trace.json"
+                subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(output), "-c",
+                                str(config), "backup", "--all", "--json"], check=True,
+                               env=dict(env, PYTHONPATH=src), stdout=subprocess.DEVNULL)
+                trace = json.loads(output.read_text())
+                trace["rounds"] = rounds(trace["requests"])
+                trace["first_request_s"] = min((r["start"] for r in trace["requests"]), default=None)
+                results["runs"][src] = trace
+                print(f"\n{src}: {len(trace['requests'])} requests in {trace['rounds']} rounds; first request at "
+                      f"{trace['first_request_s']:.3f} s, command {trace['wall_s']:.2f} s (in-process)")
+                print(f"{'start':>7} {'ms':>5}  {'thread':24} request")
+                for request in sorted(trace["requests"], key=lambda r: r["start"]):
+                    print(f"{request['start']:7.3f} {request['duration'] * 1000:5.0f}  {request['thread'][:24]:24} "
+                          f"{request['method']:6} {describe(request['path'])}")
+        finally:
+            s3_run.stop(proxy)
+            s3_run.stop(moto)
+    Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -86,3 +86,38 @@ def pytest_configure(config: pytest.Config) -> None:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     os.environ["SAFEHOLD_TEST_POSTGRES_URL"] = f"{base}/{name}"
+
+
+@pytest.fixture
+def new_pg_database():
+    """``new_pg_database("prefix")`` -> the SQLAlchemy URL of a new, empty database on the test
+    services' PostgreSQL (skips without SAFEHOLD_TEST_POSTGRES_URL); every one is dropped after."""
+    import os
+    import re
+    import uuid
+
+    url = os.environ.get("SAFEHOLD_TEST_POSTGRES_URL")
+    made: list[str] = []
+    admin = None
+
+    def make(prefix: str) -> str:
+        nonlocal admin
+        if not url:
+            pytest.skip("set SAFEHOLD_TEST_POSTGRES_URL to run against PostgreSQL")
+        from sqlalchemy import create_engine, text
+
+        admin = admin or create_engine(url, isolation_level="AUTOCOMMIT")
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", url, count=1)
+
+    yield make
+    if admin is not None:
+        from sqlalchemy import text
+
+        with admin.connect() as connection:
+            for name in made:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

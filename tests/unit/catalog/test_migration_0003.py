@@ -6,11 +6,7 @@ SQLite always; PostgreSQL with SAFEHOLD_TEST_POSTGRES_URL (a database of its own
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,26 +17,13 @@ from safehold.catalog.models import Base, Job
 from safehold.catalog.store import STATUSES, Catalog
 
 UTC = dt.UTC
-PG_URL = os.environ.get("SAFEHOLD_TEST_POSTGRES_URL")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path, new_pg_database) -> str:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/catalog.db"
-        return
-    if not PG_URL:
-        pytest.skip("set SAFEHOLD_TEST_POSTGRES_URL to run against PostgreSQL")
-    name = f"sh_mig_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", PG_URL, count=1)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        return f"sqlite:///{tmp_path}/catalog.db"
+    return new_pg_database("sh_mig")
 
 
 def job_rows(count: int, seed: int = 3) -> list[dict]:

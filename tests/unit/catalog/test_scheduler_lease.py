@@ -80,25 +80,14 @@ def test_second_lease_on_a_postgresql_catalog_is_refused_with_the_holder() -> No
     not os.environ.get("SAFEHOLD_TEST_POSTGRES_URL"),
     reason="set SAFEHOLD_TEST_POSTGRES_URL=postgresql+psycopg://... to run against PostgreSQL",
 )
-def test_a_scheduler_of_another_catalog_on_the_same_server_is_not_named_as_the_holder() -> None:
+def test_a_scheduler_of_another_catalog_on_the_same_server_is_not_named_as_the_holder(new_pg_database) -> None:
     """Advisory locks belong to one database but pg_locks lists the server's: schedulers of other
     catalogs on the same PostgreSQL (each holding the same key in its own database) must not be
     named as this catalog's holder. Several of them, so that the old lookup (no database filter)
     names one of them whatever order pg_locks lists its rows in."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    server = make_url(os.environ["SAFEHOLD_TEST_POSTGRES_URL"])
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    names = [f"safehold_lease_{uuid.uuid4().hex[:10]}" for _ in range(4)]
+    urls = [new_pg_database("safehold_lease") for _ in range(4)]
     holders: list[subprocess.Popen] = []
     try:
-        with admin.connect() as connection:
-            for name in names:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-        urls = [server.set(database=name).render_as_string(hide_password=False) for name in names]
         for other in urls[1:]:  # schedulers of other catalogs, in processes of their own
             holder = subprocess.Popen([sys.executable, "-c", (
                 "import time; from safehold.catalog import Catalog\n"
@@ -119,7 +108,3 @@ def test_a_scheduler_of_another_catalog_on_the_same_server_is_not_named_as_the_h
         for holder in holders:
             holder.kill()
             holder.wait()
-        with admin.connect() as connection:
-            for name in names:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()

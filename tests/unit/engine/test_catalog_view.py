@@ -8,17 +8,13 @@ SQLite always; PostgreSQL with SAFEHOLD_TEST_POSTGRES_URL (a database of its own
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import re
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event, text
 
 from safehold.catalog import Catalog
 from safehold.catalog.store import JobRecord
@@ -28,7 +24,6 @@ from safehold.engine.status import StatusCache, target_statuses
 from safehold.server.metrics import MetricsExposition, create_registry
 
 UTC = dt.UTC
-PG_URL = os.environ.get("SAFEHOLD_TEST_POSTGRES_URL")
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -41,22 +36,10 @@ class Clock:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path, new_pg_database) -> str:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/catalog.db"
-        return
-    if not PG_URL:
-        pytest.skip("set SAFEHOLD_TEST_POSTGRES_URL to run against PostgreSQL")
-    name = f"sh_view_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", PG_URL, count=1)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        return f"sqlite:///{tmp_path}/catalog.db"
+    return new_pg_database("sh_view")
 
 
 def config_for(tmp_path: Path, names: list[str]):

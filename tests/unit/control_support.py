@@ -113,3 +113,27 @@ def make_context(root: Path, targets: list[dict], scheduler: dict | None = None,
 
         init_repository(context)
     return context
+
+
+FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
+
+
+def files_workspace(tmp_path: Path, names: list[str] | tuple[str, ...]) -> Path:
+    """targets.yml with one small files target per name (a file ``a`` each), a password file and an
+    initialised local repository (a cheap KDF) beside it; returns the config's path."""
+    from safehold.repository import Repository
+    from safehold.repository.backends import open_backend
+
+    (tmp_path / "password").write_text("pw\n")
+    (tmp_path / "password").chmod(0o600)
+    targets = []
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a").write_bytes(name.encode() * 1000)
+        targets.append(f'  - {{"name": "{name}", "tier": 1, "source": {{"type": "files", '
+                       f'"paths": ["{tmp_path / name}"]}}}}\n')
+    config = tmp_path / "targets.yml"
+    config.write_text('repository: {"url": "repo", "password_file": "password"}\nstate_dir: state\n'
+                      "targets:\n" + "".join(targets))
+    Repository.init(open_backend(str(tmp_path / "repo")), b"pw", FAST_KDF)
+    return config

@@ -14,27 +14,10 @@ import pytest
 from safehold.engine.backup import backup_targets
 from safehold.engine.context import Context
 from safehold.engine.restore import restore_snapshot
-from safehold.repository import Repository
-from safehold.repository.backends import Kind, open_backend
+from safehold.repository.backends import Kind
 from safehold.repository.backends.local import LocalBackend
 
-FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
-
-
-def workspace(tmp_path: Path, names: list[str]) -> Path:
-    (tmp_path / "password").write_text("pw\n")
-    (tmp_path / "password").chmod(0o600)
-    targets = []
-    for name in names:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "a").write_bytes(name.encode() * 1000)
-        targets.append(f'  - {{"name": "{name}", "tier": 1, "source": {{"type": "files", '
-                       f'"paths": ["{tmp_path / name}"]}}}}\n')
-    config = tmp_path / "targets.yml"
-    config.write_text('repository: {"url": "repo", "password_file": "password"}\nstate_dir: state\n'
-                      "targets:\n" + "".join(targets))
-    Repository.init(open_backend(str(tmp_path / "repo")), b"pw", FAST_KDF)
-    return config
+from control_support import files_workspace  # noqa: E402
 
 
 @pytest.fixture
@@ -69,7 +52,7 @@ def restored_names(context: Context, tmp_path: Path, snapshot_id: str) -> dict[s
 
 
 def test_one_lock_for_every_target_and_a_fresh_one_after_a_failure(tmp_path: Path, lock_writes: Counter):
-    config = workspace(tmp_path, ["docs", "mail", "www", "logs"])
+    config = files_workspace(tmp_path, ["docs", "mail", "www", "logs"])
     context = Context.load(config)
     try:
         first = backup_targets(context, ["docs", "mail", "www", "logs"])
@@ -98,7 +81,7 @@ def test_one_lock_for_every_target_and_a_fresh_one_after_a_failure(tmp_path: Pat
 
 
 def test_a_target_named_twice_backs_up_on_its_own_new_snapshot(tmp_path: Path):
-    config = workspace(tmp_path, ["docs"])
+    config = files_workspace(tmp_path, ["docs"])
     context = Context.load(config)
     try:
         run = backup_targets(context, ["docs", "docs"])

@@ -16,27 +16,10 @@ import pytest
 from safehold import errors
 from safehold.engine.context import Context
 from safehold.engine.restore import restore_targets
-from safehold.repository import Repository
-from safehold.repository.backends import Kind, open_backend
+from safehold.repository.backends import Kind
 from safehold.repository.backends.local import LocalBackend
 
-FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
-
-
-def workspace(tmp_path: Path) -> Path:
-    (tmp_path / "password").write_text("pw\n")
-    (tmp_path / "password").chmod(0o600)
-    targets = []
-    for name in ("docs", "mail"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "a").write_bytes(name.encode() * 1000)
-        targets.append(f'  - {{"name": "{name}", "tier": 1, "source": {{"type": "files", '
-                       f'"paths": ["{tmp_path / name}"]}}}}\n')
-    config = tmp_path / "targets.yml"
-    config.write_text('repository: {"url": "repo", "password_file": "password"}\nstate_dir: state\n'
-                      "targets:\n" + "".join(targets))
-    Repository.init(open_backend(str(tmp_path / "repo")), b"pw", FAST_KDF)
-    return config
+from control_support import files_workspace  # noqa: E402
 
 
 @pytest.fixture
@@ -59,7 +42,7 @@ def calls(monkeypatch) -> Counter:
 def test_restore_all_resolves_every_snapshot_once(tmp_path: Path, calls: Counter):
     from safehold.engine.backup import backup_targets
 
-    config = workspace(tmp_path)
+    config = files_workspace(tmp_path, ("docs", "mail"))
     context = Context.load(config)
     try:
         backup_targets(context, ["docs", "mail"])
@@ -83,7 +66,7 @@ def test_restore_all_resolves_every_snapshot_once(tmp_path: Path, calls: Counter
 
 
 def test_a_lock_still_sees_the_locks_of_others(tmp_path: Path, calls: Counter):
-    config = workspace(tmp_path)
+    config = files_workspace(tmp_path, ("docs", "mail"))
     context = Context.load(config)
     try:
         repository = context.open_repository(load_index=False)
@@ -101,7 +84,7 @@ def test_a_lock_still_sees_the_locks_of_others(tmp_path: Path, calls: Counter):
 def test_a_full_snapshot_id_is_read_without_a_listing(tmp_path: Path, calls: Counter):
     from safehold.engine.backup import backup_targets
 
-    config = workspace(tmp_path)
+    config = files_workspace(tmp_path, ("docs", "mail"))
     context = Context.load(config)
     try:
         snapshot_id = backup_targets(context, ["docs"]).results[0].snapshot_id

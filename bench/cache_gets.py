@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-       "AWS_DEFAULT_REGION": "us-east-1"}
+sys.path.insert(0, str(HERE))
+
+from s3_run import AWS, MOTO, start, stop  # noqa: E402  (moto and the latency proxy, started as s3_run.py does)
 METADATA = ("snapshots", "index", "verdicts", "forgotten", "keys", "config", "locks")
 
 
@@ -83,25 +84,6 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def start(command: list[str], env: dict) -> tuple[subprocess.Popen, int]:
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True, env=env)
-    line = process.stdout.readline()
-    if not line.startswith("PORT "):
-        process.kill()
-        raise RuntimeError(f"{command[1]} did not start: {line!r}")
-    return process, int(line.split()[1])
-
-
-def stop(process: subprocess.Popen) -> None:
-    try:
-        process.stdin.close()
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def summary(rows: list[dict], snapshots: int) -> dict:
     """Per tenth of the history: mean metadata GETs per backup, median wall and CPU seconds."""
     out = {}
@@ -141,13 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     env = dict(os.environ, **AWS, SAFEHOLD_PASSWORD="bench")
-    moto_code = ("import signal, sys\nfrom moto.server import ThreadedMotoServer\n"
-                 "s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False); s.start()\n"
-                 "print('PORT', s.get_host_and_port()[1], flush=True)\n"
-                 "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\nsys.stdin.read(); s.stop()\n")
-    moto, moto_port = start([sys.executable, "-c", moto_code], env)
+    moto, moto_port = start([sys.executable, "-c", MOTO])
     proxy, port = start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream", f"http://127.0.0.1:{moto_port}",
-                         "--latency-ms", str(args.latency_ms)], env)
+                         "--latency-ms", str(args.latency_ms)])
     configurations = [c for c in args.configurations.split(",") if c != "before" or args.baseline_src]
     results: dict = {"snapshots": args.snapshots, "targets": args.targets, "latency_ms": args.latency_ms, "runs": []}
     try:

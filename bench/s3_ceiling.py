@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import statistics
 import sys
@@ -139,6 +140,7 @@ def main() -> int:
                              "--baseline-proxy with 1 and 2 workers")
     parser.add_argument("--baseline-proxy", help="another latency_proxy.py (e.g. main's) for the 'before' paths")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--json", help="write every measurement and the medians here")
     parser.add_argument("--passes", type=int, default=2, help="every object read this many times per measurement")
     args = parser.parse_args()
     os.environ.update(AWS)
@@ -194,6 +196,12 @@ def main() -> int:
             print(f"| {path} | {client_name} | {'whole' if range_name == 'whole' else range_name + ' MiB'} "
                   f"| {connections} | {med['mib_s']:.1f} | {med['reader_cpu']:.2f} | {med['moto_cpu']:.2f} "
                   f"| {med.get('proxy_cpu', 0):.2f} | {1000 * med.get('proxy_cpu', 0) / mib:.2f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "objects": args.objects, "mib": args.mib, "passes": args.passes, "latency_ms": args.latency_ms,
+                "load_at_end": os.getloadavg()[0],
+                "runs": [{"path": c[0], "client": c[1], "request": c[2], "connections": c[3], "measurements": runs}
+                         for c, runs in results.items()]}, indent=1))
     finally:
         for process, _ in proxies.values():
             stop(process)

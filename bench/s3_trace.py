@@ -147,18 +147,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(HERE / "s3-trace-results.json"))
     parser.add_argument("--restore", action="store_true",
                         help="trace a restore --all of the full backup instead of the incremental (with CPU per thread)")
+    parser.add_argument("--data", help="an existing data set (a tree/ folder and disk.img, e.g. s3_run.py's "
+                                           "<workdir>/data) instead of --mib MiB of random bytes")
+    parser.add_argument("--variants", default="",
+                        help="with --restore: environments to compare on each source tree, alternating, separated "
+                             "by ',' (each 'NAME=VALUE+NAME=VALUE', or 'default')")
     parser.add_argument("--repeat", type=int, default=1, help="traced commands per source tree (alternating)")
     parser.add_argument("--child", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child[1:], args.child[0])
+    if args.data and not args.restore:
+        parser.error("--data only with --restore (the backup trace changes its data set)")
     import s3_run
+    from s3_ceiling import cpu_seconds
 
     results: dict = {"latency_ms": args.latency_ms, "mib": args.mib, "command": "restore" if args.restore else "backup",
                      "runs": {}}
     with tempfile.TemporaryDirectory(prefix="safehold-trace-") as scratch:
         work = Path(scratch)
-        make_data(work / "data", args.mib)
+        if args.data:
+            (work / "data").symlink_to(Path(args.data).resolve())
+        else:
+            make_data(work / "data", args.mib)
         moto, moto_port = s3_run.start([sys.executable, "-c", s3_run.MOTO])
         proxy, port = s3_run.start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
                                     f"http://127.0.0.1:{moto_port}", "--latency-ms", str(args.latency_ms)])
@@ -187,9 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                 cli(src, config, "backup", "--all")
             if not args.restore:
                 change(work / "data", 7)
+            variants = [v for v in args.variants.split(",") if v] or ["default"]
             for repetition in range(args.repeat):
-                order = list(zip(sources, configs))
-                for src, config in (order if repetition % 2 == 0 else order[::-1]):
+                order = [(src, config, variant) for src, config in zip(sources, configs) for variant in variants]
+                for src, config, variant in (order if repetition % 2 == 0 else order[::-1]):
+                    extra = dict(item.split("=", 1) for item in variant.split("+") if "=" in item)
                     output = work / "trace.json"
                     if args.restore:
                         target = work / "restored"
@@ -197,20 +210,25 @@ def main(argv: list[str] | None = None) -> int:
                         command = ["restore", "--all", "--to", str(target), "--json"]
                     else:
                         command = ["backup", "--all", "--json"]
+                    bed_before = {name: cpu_seconds(process.pid) for name, process in (("moto", moto), ("proxy", proxy))}
                     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(output), "-c",
                                     str(config), *command], check=True,
-                                   env=dict(env, PYTHONPATH=src), stdout=subprocess.DEVNULL)
+                                   env=dict(env, PYTHONPATH=src, **extra), stdout=subprocess.DEVNULL)
                     trace = json.loads(output.read_text())
+                    trace["bed_cpu_s"] = {name: cpu_seconds(process.pid) - bed_before[name]
+                                          for name, process in (("moto", moto), ("proxy", proxy))}
                     trace["rounds"] = rounds(trace["requests"])
                     trace["first_request_s"] = min((r["start"] for r in trace["requests"]), default=None)
                     data = [r for r in trace["requests"] if "/data/" in r["path"] and r["method"] == "GET"]
                     trace["first_data_request_s"] = min((r["start"] for r in data), default=None)
                     trace["last_data_end_s"] = max((r["start"] + r["duration"] for r in data), default=None)
+                    trace["variant"] = variant
                     results["runs"].setdefault(src, []).append(trace)
-                    print(f"\n{src}: {len(trace['requests'])} requests in {trace['rounds']} rounds; first request at "
+                    print(f"\n{src} [{variant}]: {len(trace['requests'])} requests in {trace['rounds']} rounds; first request at "
                           f"{trace['first_request_s']:.3f} s, first data request at {trace['first_data_request_s'] or 0:.3f} s, "
                           f"last data answer {trace['last_data_end_s'] or 0:.3f} s, command {trace['wall_s']:.2f} s "
                           f"(in-process), CPU {trace['process_cpu_s']:.2f} s; load {os.getloadavg()[0]:.2f}")
+                    print(f"CPU s of the bed: moto {trace['bed_cpu_s']['moto']:.2f}, proxy {trace['bed_cpu_s']['proxy']:.2f}")
                     print("CPU s per thread: " + ", ".join(f"{name} {value:.2f}" for name, value in
                                                            sorted(trace["thread_cpu_s"].items(), key=lambda kv: -kv[1])))
                     if args.restore and len(data) > 40:

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "<workdir>/data) instead of --mib MiB of random bytes")
     parser.add_argument("--variants", default="",
                         help="with --restore: environments to compare on each source tree, alternating, separated "
-                             "by ',' (each 'NAME=VALUE+NAME=VALUE', or 'default')")
+                             "by ',' (each 'NAME=VALUE+--option=VALUE', or 'default'; options go after the command's name)")
     parser.add_argument("--repeat", type=int, default=1, help="traced commands per source tree (alternating)")
     parser.add_argument("--child", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             for repetition in range(args.repeat):
                 order = [(src, config, variant) for src, config in zip(sources, configs) for variant in variants]
                 for src, config, variant in (order if repetition % 2 == 0 else order[::-1]):
-                    extra = dict(item.split("=", 1) for item in variant.split("+") if "=" in item)
+                    extra = dict(item.split("=", 1) for item in variant.split("+")
+                                 if "=" in item and not item.startswith("--"))
+                    options = [part for item in variant.split("+") if item.startswith("--")
+                               for part in item.split("=", 1)]
                     output = work / "trace.json"
                     if args.restore:
                         target = work / "restored"
@@ -212,9 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                         command = ["backup", "--all", "--json"]
                     bed_before = {name: cpu_seconds(process.pid) for name, process in (("moto", moto), ("proxy", proxy))}
                     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(output), "-c",
-                                    str(config), *command], check=True,
+                                    str(config), command[0], *options, *command[1:]], check=True,
                                    env=dict(env, PYTHONPATH=src, **extra), stdout=subprocess.DEVNULL)
                     trace = json.loads(output.read_text())
+                    if trace["status"] or not trace["requests"]:
+                        raise SystemExit(f"the traced command failed (status {trace['status']})")
                     trace["bed_cpu_s"] = {name: cpu_seconds(process.pid) - bed_before[name]
                                           for name, process in (("moto", moto), ("proxy", proxy))}
                     trace["rounds"] = rounds(trace["requests"])

@@ -4,6 +4,7 @@ objects out of the moto server, directly and through ``bench/latency_proxy.py``?
 
     .venv/bin/python bench/s3_ceiling.py [--objects 14] [--mib 16] [--latency-ms 20]
                                          [--connections 1,5,16,32] [--ranges whole,8]
+                                         [--paths moto,proxy,proxy2,copy,before] [--baseline-proxy FILE]
 
 Uploads ``--objects`` random objects of ``--mib`` MiB (the size of safehold's and restic's packs)
 once, then for each client (boto3 ``get_object`` read whole, as safehold's backend does; a raw
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import statistics
 import sys
@@ -133,16 +135,27 @@ def main() -> int:
     parser.add_argument("--ranges", default="whole,8")
     parser.add_argument("--clients", default="raw,boto3")
     parser.add_argument("--paths", default="moto,proxy,proxy2",
-                        help="moto: straight to moto; proxy: through the proxy; proxy2: through the proxy with 2 workers")
+                        help="moto: straight to moto; proxy: through the proxy (bodies spliced); proxy2: the same "
+                             "with 2 workers; copy: the proxy copying bodies (--copy); before, before2: "
+                             "--baseline-proxy with 1 and 2 workers")
+    parser.add_argument("--baseline-proxy", help="another latency_proxy.py (e.g. main's) for the 'before' paths")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--json", help="write every measurement and the medians here")
     parser.add_argument("--passes", type=int, default=2, help="every object read this many times per measurement")
     args = parser.parse_args()
     os.environ.update(AWS)
     moto, moto_port = start([sys.executable, "-c", MOTO])
-    proxy, proxy_port = start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
-                               f"http://127.0.0.1:{moto_port}", "--latency-ms", str(args.latency_ms)])
-    proxy2, proxy2_port = start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
-                                 f"http://127.0.0.1:{moto_port}", "--latency-ms", str(args.latency_ms), "--workers", "2"])
+    variants = {"proxy": (HERE / "latency_proxy.py", []), "proxy2": (HERE / "latency_proxy.py", ["--workers", "2"]),
+                "copy": (HERE / "latency_proxy.py", ["--copy"])}
+    if args.baseline_proxy:
+        variants.update({"before": (Path(args.baseline_proxy), []),
+                         "before2": (Path(args.baseline_proxy), ["--workers", "2"])})
+    proxies: dict[str, tuple] = {}
+    for name in dict.fromkeys(args.paths.split(",")):
+        if name != "moto":
+            script, extra = variants[name]
+            proxies[name] = start([sys.executable, str(script), "--upstream", f"http://127.0.0.1:{moto_port}",
+                                   "--latency-ms", str(args.latency_ms), *extra])
     try:
         bucket = "ceiling"
         make_bucket(moto_port, bucket)
@@ -160,30 +173,38 @@ def main() -> int:
         for rep in range(args.repeat):
             for config in (configs if rep % 2 == 0 else list(reversed(configs))):
                 path, client_name, range_name, connections = config
-                port = {"moto": moto_port, "proxy": proxy_port, "proxy2": proxy2_port}[path]
+                port = moto_port if path == "moto" else proxies[path][1]
                 client = RawClient(port, bucket, objects) if client_name == "raw" else BotoClient(port, bucket, connections)
                 work = args.passes * requests_for(objects, args.mib * MIB,
                                                   None if range_name == "whole" else int(range_name))
                 pids = {"moto": moto.pid}
                 if path != "moto":
-                    pids["proxy"] = (proxy if path == "proxy" else proxy2).pid
+                    pids["proxy"] = proxies[path][0].pid
                 m = measure(client, work, connections, pids)
                 results[config].append(m)
                 print(f"# {path:5s} {client_name:5s} {range_name:>5s} x{connections:<3d} {m['mib_s']:7.1f} MiB/s "
                       + " ".join(f"{k} {v:.2f}" for k, v in m.items() if k != "mib_s"), flush=True)
         print(f"\n{args.objects} objects of {args.mib} MiB read {args.passes} times, latency {args.latency_ms:g} ms through the proxy; "
               f"load average {os.getloadavg()[0]:.2f} at the end\n")
-        print("| path | client | request | connections | MiB/s (median) | reader CPU s | moto CPU s | proxy CPU s |")
-        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| path | client | request | connections | MiB/s (median) | reader CPU s | moto CPU s | proxy CPU s "
+              "| proxy CPU ms per MiB |")
+        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        mib = args.passes * args.objects * args.mib
         for config, runs in results.items():
             path, client_name, range_name, connections = config
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             print(f"| {path} | {client_name} | {'whole' if range_name == 'whole' else range_name + ' MiB'} "
                   f"| {connections} | {med['mib_s']:.1f} | {med['reader_cpu']:.2f} | {med['moto_cpu']:.2f} "
-                  f"| {med.get('proxy_cpu', 0):.2f} |")
+                  f"| {med.get('proxy_cpu', 0):.2f} | {1000 * med.get('proxy_cpu', 0) / mib:.2f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "objects": args.objects, "mib": args.mib, "passes": args.passes, "latency_ms": args.latency_ms,
+                "load_at_end": os.getloadavg()[0],
+                "runs": [{"path": c[0], "client": c[1], "request": c[2], "connections": c[3], "measurements": runs}
+                         for c, runs in results.items()]}, indent=1))
     finally:
-        stop(proxy2)
-        stop(proxy)
+        for process, _ in proxies.values():
+            stop(process)
         stop(moto)
     return 0
 

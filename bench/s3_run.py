@@ -4,6 +4,7 @@ behind a proxy that adds a fixed latency per request (and, optionally, a bandwid
 
     .venv/bin/python bench/s3_run.py [--scale 0.1] [--latency-ms 20,50] [--mib-per-s 0]
                                      [--connections 16] [--repeat 1] [--json bench/s3-results.json]
+                                     [--request-mib 24] [--baseline-src DIR] [--tools ...]
                                      [--workdir /var/tmp/safehold-s3-bench]
 
 Same data set as ``bench/run.py`` (``datagen``, seeded). For each latency, side by side: safehold,
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", default="safehold,restic,restic-n")
     parser.add_argument("--direct", action="store_true",
                         help="also restore safehold's repository blob by blob (SAFEHOLD_RESTORE_CONNECTIONS=0)")
+    parser.add_argument("--request-mib", type=int, default=0,
+                        help="also restore safehold's repository with SAFEHOLD_RESTORE_REQUEST_MIB at this (e.g. 24: "
+                             "whole packs), as the row safehold-N, in the same run")
     parser.add_argument("--baseline-src",
                         help="also restore safehold's repository with this source tree (e.g. a git archive of "
                              "main's src/, run through PYTHONPATH): the before/after row, in the same run; with "
@@ -236,6 +240,12 @@ def run_round(args, work, data, runner, exe, moto_port, port, latency, round_num
         direct.name = "safehold-direct"
         direct.env = dict(tools[0].env, SAFEHOLD_RESTORE_CONNECTIONS="0")
         restorers.insert(1, direct)
+    if args.request_mib and tools and tools[0].name == "safehold":
+        # The same build and repository with larger range requests (fewer requests, fewer connections busy).
+        larger = copy.copy(tools[0])
+        larger.name = f"safehold-{args.request_mib}"
+        larger.env = dict(tools[0].env, SAFEHOLD_RESTORE_REQUEST_MIB=str(args.request_mib))
+        restorers.insert(1, larger)
     if args.baseline_src and tools and tools[0].name == "safehold" and "safehold-before" not in names:
         # The same repository, restored by another build (its own state folder, so neither build's
         # listing memo or catalog is the other's): before and after alternate in one run.

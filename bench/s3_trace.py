@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Trace every S3 request of one incremental ``safehold backup --all`` behind the latency proxy
+"""Trace every S3 request of one incremental ``safehold backup --all`` (or, with ``--restore``, of a
+``restore --all`` of the full backup, with the CPU seconds of each thread) behind the latency proxy
 (issue 19): when each request started (from the process's start), how long it took, in which
 thread, and how many rounds of requests went out one after the other.
 
     .venv/bin/python bench/s3_trace.py [--latency-ms 20] [--src src,/tmp/before/src] [--mib 64]
-                                       [--json bench/s3-trace-results.json]
+                                       [--json bench/s3-trace-results.json] [--restore] [--repeat 3]
 
 The set-up is ``bench/s3_run.py``'s (a moto server on loopback, ``latency_proxy.py`` in front of
 it) with a small data set of its own: a tree (``--mib`` MiB in 256 files) and an image of the
@@ -59,6 +60,19 @@ def child(argv: list[str], output: str) -> int:
                              "thread": threading.current_thread().name, "method": request.method, "path": path})
 
     Endpoint._send = send
+    # CPU per thread: each thread's time.thread_time() when it ends, summed by name (digits dropped)
+    cpu: dict[str, float] = {}
+    real_run = threading.Thread.run
+
+    def run_thread(self):
+        try:
+            real_run(self)
+        finally:
+            name = self.name.rstrip("0123456789_").split(" (")[0]
+            with guard:
+                cpu[name] = cpu.get(name, 0.0) + time.thread_time()
+
+    threading.Thread.run = run_thread
     from safehold.cli.main import run
 
     status = 0
@@ -66,7 +80,18 @@ def child(argv: list[str], output: str) -> int:
         run(argv)
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 1
-    Path(output).write_text(json.dumps({"requests": sent, "wall_s": time.monotonic() - begun, "status": status}))
+    cpu["MainThread"] = time.thread_time()
+    for thread in threading.enumerate():  # threads still alive (a pool not joined yet): their CPU clock
+        if thread is not threading.main_thread() and thread.ident is not None:
+            try:
+                spent = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+            except (OSError, ValueError):
+                continue
+            name = thread.name.rstrip("0123456789_").split(" (")[0]
+            cpu[name] = cpu.get(name, 0.0) + spent
+    times = os.times()
+    Path(output).write_text(json.dumps({"requests": sent, "wall_s": time.monotonic() - begun, "status": status,
+                                        "thread_cpu_s": cpu, "process_cpu_s": times.user + times.system}))
     return 0
 
 
@@ -120,16 +145,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated source trees (PYTHONPATH), each traced in a bucket of its own")
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--json", default=str(HERE / "s3-trace-results.json"))
+    parser.add_argument("--restore", action="store_true",
+                        help="trace a restore --all of the full backup instead of the incremental (with CPU per thread)")
+    parser.add_argument("--data", help="an existing data set (a tree/ folder and disk.img, e.g. s3_run.py's "
+                                           "<workdir>/data) instead of --mib MiB of random bytes")
+    parser.add_argument("--variants", default="",
+                        help="with --restore: environments to compare on each source tree, alternating, separated "
+                             "by ',' (each 'NAME=VALUE+--option=VALUE', or 'default'; options go after the command's name)")
+    parser.add_argument("--repeat", type=int, default=1, help="traced commands per source tree (alternating)")
     parser.add_argument("--child", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child[1:], args.child[0])
+    if args.data and not args.restore:
+        parser.error("--data only with --restore (the backup trace changes its data set)")
     import s3_run
+    from s3_ceiling import cpu_seconds
 
-    results: dict = {"latency_ms": args.latency_ms, "mib": args.mib, "runs": {}}
+    results: dict = {"latency_ms": args.latency_ms, "mib": args.mib, "command": "restore" if args.restore else "backup",
+                     "runs": {}}
     with tempfile.TemporaryDirectory(prefix="safehold-trace-") as scratch:
         work = Path(scratch)
-        make_data(work / "data", args.mib)
+        if args.data:
+            (work / "data").symlink_to(Path(args.data).resolve())
+        else:
+            make_data(work / "data", args.mib)
         moto, moto_port = s3_run.start([sys.executable, "-c", s3_run.MOTO])
         proxy, port = s3_run.start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
                                     f"http://127.0.0.1:{moto_port}", "--latency-ms", str(args.latency_ms)])
@@ -156,22 +196,52 @@ def main(argv: list[str] | None = None) -> int:
             for src, config in zip(sources, configs):
                 cli(src, config, "init")
                 cli(src, config, "backup", "--all")
-            change(work / "data", 7)
-            for src, config in zip(sources, configs):
-                output = work / "trace.json"
-                subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(output), "-c",
-                                str(config), "backup", "--all", "--json"], check=True,
-                               env=dict(env, PYTHONPATH=src), stdout=subprocess.DEVNULL)
-                trace = json.loads(output.read_text())
-                trace["rounds"] = rounds(trace["requests"])
-                trace["first_request_s"] = min((r["start"] for r in trace["requests"]), default=None)
-                results["runs"][src] = trace
-                print(f"\n{src}: {len(trace['requests'])} requests in {trace['rounds']} rounds; first request at "
-                      f"{trace['first_request_s']:.3f} s, command {trace['wall_s']:.2f} s (in-process)")
-                print(f"{'start':>7} {'ms':>5}  {'thread':24} request")
-                for request in sorted(trace["requests"], key=lambda r: r["start"]):
-                    print(f"{request['start']:7.3f} {request['duration'] * 1000:5.0f}  {request['thread'][:24]:24} "
-                          f"{request['method']:6} {describe(request['path'])}")
+            if not args.restore:
+                change(work / "data", 7)
+            variants = [v for v in args.variants.split(",") if v] or ["default"]
+            for repetition in range(args.repeat):
+                order = [(src, config, variant) for src, config in zip(sources, configs) for variant in variants]
+                for src, config, variant in (order if repetition % 2 == 0 else order[::-1]):
+                    extra = dict(item.split("=", 1) for item in variant.split("+")
+                                 if "=" in item and not item.startswith("--"))
+                    options = [part for item in variant.split("+") if item.startswith("--")
+                               for part in item.split("=", 1)]
+                    output = work / "trace.json"
+                    if args.restore:
+                        target = work / "restored"
+                        subprocess.run(["rm", "-rf", str(target)], check=True)
+                        command = ["restore", "--all", "--to", str(target), "--json"]
+                    else:
+                        command = ["backup", "--all", "--json"]
+                    bed_before = {name: cpu_seconds(process.pid) for name, process in (("moto", moto), ("proxy", proxy))}
+                    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(output), "-c",
+                                    str(config), command[0], *options, *command[1:]], check=True,
+                                   env=dict(env, PYTHONPATH=src, **extra), stdout=subprocess.DEVNULL)
+                    trace = json.loads(output.read_text())
+                    if trace["status"] or not trace["requests"]:
+                        raise SystemExit(f"the traced command failed (status {trace['status']})")
+                    trace["bed_cpu_s"] = {name: cpu_seconds(process.pid) - bed_before[name]
+                                          for name, process in (("moto", moto), ("proxy", proxy))}
+                    trace["rounds"] = rounds(trace["requests"])
+                    trace["first_request_s"] = min((r["start"] for r in trace["requests"]), default=None)
+                    data = [r for r in trace["requests"] if "/data/" in r["path"] and r["method"] == "GET"]
+                    trace["first_data_request_s"] = min((r["start"] for r in data), default=None)
+                    trace["last_data_end_s"] = max((r["start"] + r["duration"] for r in data), default=None)
+                    trace["variant"] = variant
+                    results["runs"].setdefault(src, []).append(trace)
+                    print(f"\n{src} [{variant}]: {len(trace['requests'])} requests in {trace['rounds']} rounds; first request at "
+                          f"{trace['first_request_s']:.3f} s, first data request at {trace['first_data_request_s'] or 0:.3f} s, "
+                          f"last data answer {trace['last_data_end_s'] or 0:.3f} s, command {trace['wall_s']:.2f} s "
+                          f"(in-process), CPU {trace['process_cpu_s']:.2f} s; load {os.getloadavg()[0]:.2f}")
+                    print(f"CPU s of the bed: moto {trace['bed_cpu_s']['moto']:.2f}, proxy {trace['bed_cpu_s']['proxy']:.2f}")
+                    print("CPU s per thread: " + ", ".join(f"{name} {value:.2f}" for name, value in
+                                                           sorted(trace["thread_cpu_s"].items(), key=lambda kv: -kv[1])))
+                    if args.restore and len(data) > 40:
+                        continue
+                    print(f"{'start':>7} {'ms':>5}  {'thread':24} request")
+                    for request in sorted(trace["requests"], key=lambda r: r["start"]):
+                        print(f"{request['start']:7.3f} {request['duration'] * 1000:5.0f}  {request['thread'][:24]:24} "
+                              f"{request['method']:6} {describe(request['path'])}")
         finally:
             s3_run.stop(proxy)
             s3_run.stop(moto)

@@ -182,3 +182,25 @@ def test_a_flush_fetches_what_was_planned_before_the_plan_ends(stored):
             assert reader.stats.direct_reads == 0
     finally:
         walked.set()
+
+
+@pytest.mark.parametrize("value, expected", [(None, 8), ("24", 24), ("0", 1)])
+def test_the_largest_range_request_is_tunable(stored, monkeypatch, value, expected):
+    """SAFEHOLD_RESTORE_REQUEST_MIB sets the reader's largest range (24: whole packs, fewer requests
+    on a machine short of CPU); the default stays 8 MiB (more connections busy on S3); never below 1 MiB."""
+    from types import SimpleNamespace
+
+    from safehold.engine.restore import _reader
+
+    repository, _, _, _ = stored
+    if value is None:
+        monkeypatch.delenv("SAFEHOLD_RESTORE_REQUEST_MIB", raising=False)
+    else:
+        monkeypatch.setenv("SAFEHOLD_RESTORE_REQUEST_MIB", value)
+    monkeypatch.setattr(repository, "read_tree", lambda snapshot: iter(()))  # an empty plan
+    reader = _reader(repository, SimpleNamespace(kind="files"), {"kind": "directory"}, None)
+    try:
+        assert isinstance(reader, PrefetchReader)
+        assert reader.max_request == expected * 1024 * KIB
+    finally:
+        reader.close()

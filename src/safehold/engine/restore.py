@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .. import errors
-from ..repository.forgotten import live_snapshots, replayed_records
+from ..repository.forgotten import forgotten_names, live_snapshots, replayed_records
 from ..restore.base import Destination, PlatformSnapshots, RestoreReport, SnapshotInfo, destination_class
 from ..text import printable
 from .context import Context
@@ -240,8 +240,9 @@ def _reader(repository: Repository, snapshot: Snapshot, spec: dict, items: Any) 
     """The blob reader of a directory or image restore: a ``PrefetchReader`` that fetches, ahead of
     the destination, the blobs it will ask for (many merged range requests in flight; see
     ``repository/prefetch.py``). Other kinds, and local repositories, read blob by blob. ``SAFEHOLD_RESTORE_CONNECTIONS``
-    (default 16; 0 turns prefetching off) and ``SAFEHOLD_RESTORE_MEMORY_MIB`` (default 128) tune it."""
-    from ..repository.prefetch import DEFAULT_CONNECTIONS, DEFAULT_MEMORY, PrefetchReader
+    (default 16; 0 turns prefetching off), ``SAFEHOLD_RESTORE_MEMORY_MIB`` (default 128) and
+    ``SAFEHOLD_RESTORE_REQUEST_MIB`` (the largest range request, default 8) tune it."""
+    from ..repository.prefetch import DEFAULT_CONNECTIONS, DEFAULT_MAX_REQUEST, DEFAULT_MEMORY, PrefetchReader
 
     kind = spec.get("kind")
     connections = _environment_int("SAFEHOLD_RESTORE_CONNECTIONS", DEFAULT_CONNECTIONS)
@@ -261,7 +262,9 @@ def _reader(repository: Repository, snapshot: Snapshot, spec: dict, items: Any) 
         plan = _image_blob_order(items, includes)
     else:
         return repository
-    return PrefetchReader(repository, plan, connections=connections, memory=memory)
+    max_request = _environment_int("SAFEHOLD_RESTORE_REQUEST_MIB", DEFAULT_MAX_REQUEST // 2**20) * 2**20
+    return PrefetchReader(repository, plan, connections=connections, memory=memory,
+                          max_request=max(2**20, max_request))
 
 
 def _file_blob_order(items: Any, includes: list[str]) -> Any:
@@ -485,20 +488,28 @@ def restore_targets(context: Context, destination: str, names: list[str], *, ove
     # and loads its index: those are round trips and the key derivation, which leave the GIL free.
     # Nothing else touches it before _restore_each waits for this; the targets' threads then share
     # it (both recorders are thread-safe).
+    # The index, the snapshot listing and the forget records are read side by side while the lock
+    # is acquired (after our claim is stored: Lock.acquire's rules; a conflict drops them), two
+    # round trips of the lock and one listing fewer before the first data byte (issue 19, sixth round).
+    newest: dict[str, Snapshot] = {}
+
+    def read(repository: Repository) -> None:
+        with ThreadPoolExecutor(2, thread_name_prefix="safehold-index") as loader:
+            index = loader.submit(repository.load_index)
+            forgotten = loader.submit(forgotten_names, repository)
+            try:
+                # One listing for every target (each 'latest:NAME' would list all snapshots again).
+                for snapshot in live_snapshots(repository, forgotten=forgotten.result):  # never a replayed one
+                    newest[snapshot.target] = snapshot
+            finally:
+                index.exception()
+                forgotten.exception()
+            index.result()
+
     with ThreadPoolExecutor(1, thread_name_prefix="safehold-catalog") as catalog_pool:
         catalog = catalog_pool.submit(lambda: context.jobs)
         try:
-            with context.locked(purpose="restore", load_index=False) as repository, \
-                    ThreadPoolExecutor(1, thread_name_prefix="safehold-index") as loader:
-                index = loader.submit(repository.load_index)  # meanwhile, the snapshot listing
-                # One listing for every target (each 'latest:NAME' would list all snapshots again).
-                newest: dict[str, Snapshot] = {}
-                try:
-                    for snapshot in live_snapshots(repository):  # never a replayed (forgotten) snapshot
-                        newest[snapshot.target] = snapshot
-                finally:
-                    index.exception()
-                index.result()
+            with context.locked(purpose="restore", load_index=False, meanwhile=read) as repository:
                 catalog.exception()  # raised by the first use below, in the job that needs it
                 _restore_each(context, repository, run, destination, names, newest, overwrite, concurrent,
                               special_files)

@@ -120,27 +120,35 @@ class Archiver:
         # past the stale age (a suspended VM, a stopped process) may have been overtaken by a
         # prune that deleted them, and must then fail (LockLost) rather than commit a snapshot
         # of missing data. The second proof comes after the index write and right before the
-        # snapshot write, leaving only the snapshot's own put unguarded (docs/repository-format.md).
+        # snapshot write, leaving only the snapshot's own put unguarded (docs/repository-format.md);
+        # the snapshot's document and the fence are made while its reads are out.
+        made: list[Snapshot] = []
+
+        def prepare() -> None:
+            """The snapshot's document and the caller's fence, while the second proof's reads are
+            out (``commit_index``): its packs and index are stored by now."""
+            stats = self.repository.stats
+            self.summary.blobs_added = stats.blobs_added - before[0]
+            self.summary.bytes_added = stats.bytes_added - before[1]
+            self.summary.plain_bytes_added = stats.plain_bytes_added - before[2]
+            summary = self.summary.as_dict()
+            if self._collector is not None:
+                signals = self._collector.finish()
+                signals["kind"] = view.kind
+                summary["signals"] = signals
+                summary["verdict"] = judge(signals, history or [])
+            self.summary.duration = summary["duration"] = time.monotonic() - started
+            made.append(Snapshot(
+                id="", time=datetime.now(timezone.utc), target=target, kind=view.kind, hostname=socket.gethostname(),
+                paths=view.paths, tree=tree_ids, parent=parent.id if parent else None, tags=list(tags or []),
+                summary=summary, source={"incremental": view.incremental, **token},
+            ))
+            if before_commit is not None:
+                before_commit()
+
         self.repository.ensure_lock()
-        self.repository.commit_index()
-        stats = self.repository.stats
-        self.summary.blobs_added = stats.blobs_added - before[0]
-        self.summary.bytes_added = stats.bytes_added - before[1]
-        self.summary.plain_bytes_added = stats.plain_bytes_added - before[2]
-        summary = self.summary.as_dict()
-        if self._collector is not None:
-            signals = self._collector.finish()
-            signals["kind"] = view.kind
-            summary["signals"] = signals
-            summary["verdict"] = judge(signals, history or [])
-        self.summary.duration = summary["duration"] = time.monotonic() - started
-        snapshot = Snapshot(
-            id="", time=datetime.now(timezone.utc), target=target, kind=view.kind, hostname=socket.gethostname(),
-            paths=view.paths, tree=tree_ids, parent=parent.id if parent else None, tags=list(tags or []),
-            summary=summary, source={"incremental": view.incremental, **token},
-        )
-        if before_commit is not None:
-            before_commit()
+        self.repository.commit_index(meanwhile=prepare)
+        [snapshot] = made
         self.repository.save_snapshot(snapshot)
         return snapshot
 

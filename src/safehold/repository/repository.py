@@ -475,7 +475,7 @@ class Repository:
         self._heartbeat_after_proof(lock, started)
         lock.ensure_held()
 
-    def commit_index(self) -> None:
+    def commit_index(self, meanwhile: Callable[[], None] | None = None) -> None:
         """Store the partial pack and the index for everything written so far, each proven the way
         ``verify_before_commit`` proves a commit, ready for a snapshot that refers to them.
 
@@ -486,10 +486,12 @@ class Repository:
         allows: the proof's reads side by side, and the heartbeat (our own lock object) written
         while the index is; the second proof needs no heartbeat of its own (one was just written).
         On S3 that is five round trips one after the other where there were seven, plus two per
-        pack written."""
+        pack written. ``meanwhile``: called after the index is stored, beside the second proof."""
         lock = self.held_lock
         if lock is None:
             self.flush()
+            if meanwhile is not None:
+                meanwhile()
             return
         from concurrent.futures import ThreadPoolExecutor
 
@@ -504,7 +506,15 @@ class Repository:
                 self.write_index()
             finally:
                 heartbeat.result()  # LockLost from it is raised here
-        self._prove_held(lock)
+            # ``meanwhile`` (the caller's last preparations and checks before its snapshot: the
+            # snapshot's document, the job's fence) runs in this thread while the second proof's
+            # reads are out: both end before this returns, and either failing stops the commit.
+            proof = pool.submit(self._prove_held, lock)
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+            finally:
+                proof.result()
         lock.ensure_held()
 
     @staticmethod

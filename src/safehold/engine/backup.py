@@ -298,7 +298,7 @@ def backup_targets(context: Context, names: list[str], parallel: int | None = No
     carries a lost lock or half-written state into a target that starts later, and never stops
     or corrupts a target running beside it (its pack writer is its own). Results keep the order
     of ``names``."""
-    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     limit = max(1, parallel if parallel is not None else DEFAULT_PARALLEL_TARGETS)
     sessions = _Sessions(context, _lock_purpose(names))
@@ -332,20 +332,13 @@ def backup_targets(context: Context, names: list[str], parallel: int | None = No
             waiting = list(enumerate(names))
             running: dict[Future, str] = {}
             with ThreadPoolExecutor(limit, thread_name_prefix="safehold-target") as pool:
-                while waiting or running:
-                    for entry in list(waiting):
-                        if fatal or len(running) >= limit:
-                            break
-                        if entry[1] not in running.values():
-                            waiting.remove(entry)
-                            running[pool.submit(one, *entry)] = entry[1]
-                    if not running:
-                        break
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        del running[future]
-                        if future.exception() is not None:
-                            fatal.append(future.exception())  # a bug: no new target starts
+                try:
+                    _schedule(pool, one, waiting, running, limit, fatal)
+                except BaseException:
+                    # Ctrl-C (in this thread only): the targets running in the others stop at
+                    # their next chunk, their jobs recorded interrupted, before the lock is released.
+                    sessions.stop.set()
+                    raise
             if fatal:
                 raise fatal[0]
     finally:
@@ -356,6 +349,27 @@ def backup_targets(context: Context, names: list[str], parallel: int | None = No
     return run
 
 
+def _schedule(pool: Any, one: Any, waiting: list, running: dict, limit: int, fatal: list) -> None:
+    """Start the waiting targets, ``limit`` at once and never one whose name is running, until all
+    ended (or a bug ended one: then no more start)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    while waiting or running:
+        for entry in list(waiting):
+            if fatal or len(running) >= limit:
+                break
+            if entry[1] not in running.values():
+                waiting.remove(entry)
+                running[pool.submit(one, *entry)] = entry[1]
+        if not running:
+            break
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            del running[future]
+            if future.exception() is not None:
+                fatal.append(future.exception())  # a bug: no new target starts
+
+
 class _Sessions:
     """The sessions of one ``backup_targets`` run: the current one, which every target that starts
     uses, and those a failure retired, each closed when its last target ends."""
@@ -364,11 +378,12 @@ class _Sessions:
         self._context, self._purpose = context, purpose
         self._guard = threading.Lock()
         self._family: list[BackupSession] = []
+        self.stop = threading.Event()  # set on Ctrl-C: every target's writer stops at its next chunk
         self._current = self._new()
         self._users: dict[int, int] = {}
 
     def _new(self) -> "BackupSession":
-        session = BackupSession(self._context, self._purpose, family=self._family)
+        session = BackupSession(self._context, self._purpose, family=self._family, stop=self.stop)
         self._family.append(session)
         return session
 
@@ -420,9 +435,11 @@ class BackupSession:
     memory has every pack an earlier target of the run wrote (``add_pack``), so the next target
     deduplicates against them as it would after reading the index again."""
 
-    def __init__(self, context: Context, purpose: str, family: "list[BackupSession] | None" = None) -> None:
+    def __init__(self, context: Context, purpose: str, family: "list[BackupSession] | None" = None,
+                 stop: threading.Event | None = None) -> None:
         self.context = context
         self.purpose = purpose
+        self._stop = stop  # given to each target's writer (Repository.stop)
         # Sessions of the same run (one retired by a failure, the next): each learns the others'
         # commits (``committed``), so a target named again backs up on its newest snapshot.
         self._family = family if family is not None else [self]
@@ -473,6 +490,7 @@ class BackupSession:
                 # packs (the proof before each commit checks these, not the other targets'),
                 # and no reference to a blob another target's thread has not stored.
                 writer = self.repository.writer()
+                writer.stop = self._stop
                 parents, records, warnings = list(self._parents.get(name, [])), self._records, self._warnings
             for warning in warnings:
                 log(warning, level="warning")

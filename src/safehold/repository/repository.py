@@ -144,6 +144,9 @@ class Repository:
         # Local copies of snapshot, index and verdict objects (cache.py); None: every read is a GET.
         self.cache: ObjectCache | None = None
         self.written_packs: list[str] = []  # packs this process stored, for verify_before_commit
+        # Set by the caller to stop a writer at its next chunk (``ensure_lock``): Ctrl-C of a run
+        # whose targets are backed up in other threads (engine/backup.py).
+        self.stop: threading.Event | None = None
 
     # -- creation and opening -----------------------------------------------
     @classmethod
@@ -453,7 +456,10 @@ class Repository:
 
     def ensure_lock(self) -> None:
         """Raise LockLost if the lock this repository was opened under is lost (memory only, cheap).
-        Without a lock (tests, read-only tools) there is nothing to prove."""
+        Without a lock (tests, read-only tools) there is nothing to prove. KeyboardInterrupt once
+        ``stop`` is set: the run was interrupted in another thread."""
+        if self.stop is not None and self.stop.is_set():
+            raise KeyboardInterrupt("the run was interrupted")
         if self.held_lock is not None:
             self.held_lock.ensure_held()
 

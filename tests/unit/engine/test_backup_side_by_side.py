@@ -160,3 +160,36 @@ def test_a_target_failing_before_its_pack_is_stored_takes_no_blob_of_another(tmp
         jobs = {job.target: job for job in catalog.list_jobs(kind="backup")}
     assert (jobs["dump"].status, jobs["dump"].snapshot_id) == ("failed", None)
     assert (jobs["docs"].status, jobs["docs"].snapshot_id, jobs["docs"].files) == ("succeeded", docs.snapshot_id, 3)
+
+
+def test_ctrl_c_stops_the_targets_running_in_other_threads(tmp_path: Path):
+    """Ctrl-C reaches the main thread only; the target streaming in another thread stops at its next
+    chunk (its job recorded interrupted, no snapshot), the lock is released, and the run raises
+    KeyboardInterrupt at once rather than after the other target's whole backup."""
+    import signal
+
+    config_path = files_workspace(tmp_path, ["docs"])
+    with open(config_path, "a") as file:
+        file.write('  - {"name": "dump", "tier": 1, "source": {"type": "command", "name": "zeros", '
+                   '"run": "head -c 20000000000 /dev/zero"}}\n')
+    config = load_config(config_path)
+    sent: list[float] = []
+
+    def interrupt_when_docs_is_done(event: dict) -> None:
+        if event.get("target") == "docs" and not sent:
+            sent.append(time.monotonic())
+            time.sleep(0.2)  # 'dump' is streaming by now
+            os.kill(os.getpid(), signal.SIGINT)
+
+    context = Context(config, threads=2, progress=interrupt_when_docs_is_done)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            backup_targets(context, ["docs", "dump"], parallel=2)
+        assert time.monotonic() - sent[0] < 10
+        assert not list((tmp_path / "repo" / "locks").iterdir())
+        assert all(snapshot.target == "docs" for snapshot in context.open_repository().list_snapshots())
+    finally:
+        context.close()
+    with Catalog.open(config.catalog_url, recover=False) as catalog:
+        jobs = {job.target: job for job in catalog.list_jobs(kind="backup")}
+    assert (jobs["dump"].status, jobs["dump"].snapshot_id) == ("interrupted", None)

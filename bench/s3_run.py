@@ -122,6 +122,58 @@ class SafeholdS3(bench.Safehold):
         return m
 
 
+class SafeholdServedS3(SafeholdS3):
+    """safehold with every command run through a command server (``safehold serve --commands-only``,
+    docs/design/command-server.md) started for it on its own state folder: the start-up a
+    scheduled or repeated backup does not pay. The client is measured as every tool is; the
+    server's CPU during the command (the forked child's, reaped by it) is added to ``cpu_s``."""
+
+    name = "safehold-served"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        folder = self.work / f"server-{self.bucket}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        self.socket = str(folder / "command.sock")
+        self.log_path = folder / "server.log"
+        env = {key: value for key, value in self.env.items() if not key.startswith("SAFEHOLD_")}
+        env.update({"SAFEHOLD_CONFIG": str(self.config), "SAFEHOLD_COMMAND_SOCKET": self.socket,
+                    "SAFEHOLD_NO_SERVER": "1", "SAFEHOLD_PASSWORD": PASSWORD})
+        with open(self.log_path, "wb") as log:
+            self.server = subprocess.Popen([str(self.exe), "serve", "--commands-only"], env=env,
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while "serving commands on" not in self.log_path.read_text():
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise bench.BenchError(f"safehold serve --commands-only did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        self.env = {key: value for key, value in self.env.items() if key != "SAFEHOLD_NO_SERVER"}
+        self.env["SAFEHOLD_COMMAND_SOCKET"] = self.socket
+
+    def _server_cpu(self) -> float:
+        fields = Path(f"/proc/{self.server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+    def run(self, phase: str, cmd: list[str], **kw) -> dict:
+        before = self._server_cpu()
+        m = super().run(phase, cmd, **kw)
+        m["server_cpu_s"] = self._server_cpu() - before
+        m["cpu_s"] += m["server_cpu_s"]
+        if "command process " not in self.log_path.read_text():
+            raise bench.BenchError(f"{' '.join(cmd)} was not run by the command server:\n{self.log_path.read_text()}")
+        return m
+
+    def close(self) -> None:
+        if self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(30)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait()
+
+
 class ResticS3(bench.Restic):
     def __init__(self, work: Path, data: Path, runner: bench.Runner, port: int, bucket: str,
                  connections: int | None) -> None:
@@ -162,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16,
                         help="safehold's restore concurrency; restic is also run with s3.connections at this")
     parser.add_argument("--repeat", type=int, default=1, help="restore and single-file restore repetitions")
-    parser.add_argument("--tools", default="safehold,restic,restic-n")
+    parser.add_argument("--tools", default="safehold,restic,restic-n",
+                        help="among safehold, safehold-before (needs --baseline-src), safehold-served "
+                             "(through a command server), restic, restic-n")
     parser.add_argument("--direct", action="store_true",
                         help="also restore safehold's repository blob by blob (SAFEHOLD_RESTORE_CONNECTIONS=0)")
     parser.add_argument("--request-mib", type=int, default=0,
@@ -216,12 +270,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_round(args, work, data, runner, exe, moto_port, port, latency, round_number, formats, datagen) -> dict:
     tools: list = []
+    try:
+        return _run_round(args, work, data, runner, exe, moto_port, port, latency, round_number, formats, datagen,
+                          tools)
+    finally:
+        for tool in tools:
+            if hasattr(tool, "close"):
+                tool.close()  # a command server this round started
+
+
+def _run_round(args, work, data, runner, exe, moto_port, port, latency, round_number, formats, datagen,
+               tools: list) -> dict:
     names = args.tools.split(",")
     for name in names:
         bucket = f"b{latency}-{name}".replace("_", "-")
         make_bucket(moto_port, bucket)
         if name == "safehold":
             tools.append(SafeholdS3(work, data, runner, exe, port, bucket, args.connections))
+        elif name == "safehold-served":
+            tools.append(SafeholdServedS3(work, data, runner, exe, port, bucket, args.connections))
         elif name == "safehold-before":
             if not args.baseline_src:
                 raise bench.BenchError("the tool safehold-before needs --baseline-src")

@@ -8,7 +8,11 @@ commit's proofs read side by side (engine/backup.py, Repository.commit_index).
 
 Before this work (commit 3d2179b) the same run sent 40 requests in 33 rounds one after the other
 (per target: the config GET, the lock's claim, listing and rewrite, the four listings, the
-proofs' lock GET, heartbeat and HEAD, twice, and the release); now 29 in 16."""
+proofs' lock GET, heartbeat and HEAD, twice, and the release); one target after the other
+(``parallel=1``, the fifth round) 29 in 16; the two targets side by side (the default, sixth
+round: each its own thread, archiver, job and pack writer) at most 10 rounds: the open, the
+lock's claim, its listing beside the history's, its rewrite, both targets' six commit rounds
+overlapping, the release. The job rows keep each target's own statistics."""
 
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class Requests:
     def __init__(self) -> None:
         self.recording = False
         self.sent: list[tuple[float, float, str, str]] = []
+        self.threads: list[tuple[float, float, str]] = []  # (start, end, the sending thread's name)
         self._guard = threading.Lock()
 
     def rounds(self) -> int:
@@ -83,8 +88,10 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> Requests:
             return real_send(self, request)
         finally:
             with recorded._guard:
-                recorded.sent.append((start, time.monotonic(), request.method, request.url.split("://", 1)[-1]
+                end = time.monotonic()
+                recorded.sent.append((start, end, request.method, request.url.split("://", 1)[-1]
                                       .split("/", 1)[-1]))
+                recorded.threads.append((start, end, threading.current_thread().name))
 
     monkeypatch.setattr(Endpoint, "_send", send)
     return recorded
@@ -94,9 +101,9 @@ def make_context(root: Path, moto, bucket: str) -> Context:
     (root / "password").write_text("round trips correct horse\n")
     (root / "password").chmod(0o600)
     targets = []
-    for name in ("docs", "mail"):
+    for name, files in (("docs", 5), ("mail", 8)):  # unlike sizes: each job's statistics are its own
         (root / name).mkdir(parents=True)
-        for number in range(5):
+        for number in range(files):
             (root / name / f"{number}.txt").write_bytes(f"{name} {number} ".encode() * 4000)
         targets.append({"name": name, "tier": 3, "source": {"type": "files", "paths": [name]}})
     repository = {"url": f"s3://{bucket}/{uuid.uuid4().hex[:8]}", "endpoint_url": moto.url,
@@ -110,43 +117,79 @@ def make_context(root: Path, moto, bucket: str) -> Context:
     return context
 
 
+def incremental(context: Context, root: Path, requests: Requests, parallel: int, round_number: int):
+    """One incremental ``backup --all`` of both targets (a change in each) from a new process's
+    context (the key derivation's result is not kept), its requests recorded."""
+    for name in ("docs", "mail"):
+        (root / name / f"new-{round_number}.txt").write_text(f"changed {name} {round_number}\n")
+    context = Context(context.config, threads=2, _catalog=Catalog.open(context.config.catalog_url))
+    requests.sent.clear()
+    requests.threads.clear()
+    requests.recording = True
+    try:
+        return backup_targets(context, ["docs", "mail"], parallel=parallel), context
+    finally:
+        requests.recording = False
+        context.close()
+
+
 def test_an_incremental_backup_all_opens_locks_and_reads_once(moto, plain_bucket, aws_env, fast_kdf, requests,
                                                               tmp_path):
     context = make_context(tmp_path, moto, plain_bucket)
     try:
         full = backup_targets(context, ["docs", "mail"])
         assert not full.failures
-        for name in ("docs", "mail"):  # a change in each target
-            (tmp_path / name / "new.txt").write_text(f"changed {name}\n")
-        context.close()
-        # A new process's context (the key derivation's result is not kept), as 'safehold backup --all' is.
-        context = Context(context.config, threads=2, _catalog=Catalog.open(context.config.catalog_url))
-        requests.recording = True
-        run = backup_targets(context, ["docs", "mail"])
-        requests.recording = False
     finally:
         context.close()
-    assert not run.failures
+    serial, _ = incremental(context, tmp_path, requests, parallel=1, round_number=1)
+    serial_rounds, serial_requests = requests.rounds(), len(requests.sent)
+    run, context = incremental(context, tmp_path, requests, parallel=2, round_number=2)
+    assert not serial.failures and not run.failures
     by_target = {result.target: result for result in run.results}
+    assert [result.target for result in run.results] == ["docs", "mail"]  # the order named
     assert {name: by_target[name].parent_id for name in by_target} == {
-        result.target: result.snapshot_id for result in full.results}
+        result.target: result.snapshot_id for result in serial.results}
     counted = requests.by_kind()
-    print(f"{len(requests.sent)} requests in {requests.rounds()} rounds: {sorted(counted.items())}")
+    print(f"one after the other: {serial_requests} requests in {serial_rounds} rounds; side by side: "
+          f"{len(requests.sent)} in {requests.rounds()}: {sorted(counted.items())}")
     # Once for the run, not once per target: the config, the lock (claim, listing, rewrite,
     # release) and each of the history's listings.
     assert counted[("GET", "config")] == 1, counted
     assert counted[("GET", "list snapshots")] == 1 and counted[("GET", "list index")] == 1, counted
     assert counted[("GET", "list locks")] == 1 and counted[("DELETE", "locks")] == 1, counted
-    # Per target: the pack and the index; per target a snapshot. Then the lock: claim, rewrite,
-    # one heartbeat per commit.
-    assert counted[("PUT", "snapshots")] == 2 and counted[("PUT", "index")] == 2, counted
+    # Per target a pack and a snapshot; one index object, or one each (the first commit's index
+    # write names every pack stored by then, the other's waits for it). Then the lock: claim,
+    # rewrite, one heartbeat per commit.
+    assert counted[("PUT", "snapshots")] == 2 and counted[("PUT", "data")] == 2, counted
+    assert counted[("PUT", "index")] in (1, 2), counted
     assert counted[("PUT", "locks")] == 2 + 2, counted
-    assert len(requests.sent) <= 30, (len(requests.sent), counted)  # 40 before
-    # One after the other (16): the open (the key listing, the config and the key file that opened
-    # it last time side by side), the lock's claim, its listing beside the history's listings, its
-    # rewrite; then per target the parent's tree, the last pack, the first proof, the index beside
-    # the heartbeat, the second proof, the snapshot; the release.
-    assert requests.rounds() <= 17, (requests.rounds(), sorted(requests.sent))  # 33 before
+    assert len(requests.sent) <= 30, (len(requests.sent), counted)  # 40 before the fifth round
+    # One after the other (16 with parallel=1, 33 before the fifth round): the open (the key
+    # listing, the config and the key file that opened it last time side by side), the lock's
+    # claim, its listing beside the history's listings, its rewrite; then per target the
+    # parent's tree, the last pack, the first proof, the index beside the heartbeat, the second
+    # proof, the snapshot; the release. Side by side the two targets' six overlap.
+    assert serial_rounds >= 15, serial_rounds
+    assert requests.rounds() <= 10, (requests.rounds(), sorted(requests.sent))
+    # The overlap itself: a request each target's own thread sent (its tree, pack, index or
+    # snapshot) in flight at the same moment as one of the other target's.
+    own = [(start, end, name) for start, end, name in requests.threads if name.startswith("safehold-target")]
+    assert len({name for _, _, name in own}) == 2, own
+    assert any(a_start < b_end and b_start < a_end for a_start, a_end, a in own for b_start, b_end, b in own
+               if a != b), own
+
+    # Each job row holds its own target's statistics, as its result does (not the sum, not the other's).
+    catalog = Catalog.open(context.config.catalog_url)
+    try:
+        for result in run.results:
+            job = catalog.get_job(result.job_id)
+            assert (job.status, job.snapshot_id, job.files, job.bytes_read, job.bytes_added) == (
+                "succeeded", result.snapshot_id, result.summary["files"], result.summary["bytes_read"],
+                result.summary["bytes_added"]), (result.target, job)
+    finally:
+        catalog.close()
+    assert by_target["docs"].summary["files"] == 5 + 2 and by_target["mail"].summary["files"] == 8 + 2
+    assert by_target["docs"].summary["blobs_added"] >= 1 and by_target["mail"].summary["blobs_added"] >= 1
 
     # Every snapshot restorable, both targets' new files in them.
     repository = Repository.open(open_backend(context.config.repository.url,
@@ -156,5 +199,5 @@ def test_an_incremental_backup_all_opens_locks_and_reads_once(moto, plain_bucket
     for result in run.results:
         snapshot = repository.load_snapshot(result.snapshot_id)
         paths = {item["path"] for item in repository.read_tree(snapshot)}
-        assert any(path.endswith(b"new.txt") if isinstance(path, bytes) else path.endswith("new.txt")
+        assert any(path.endswith(b"new-2.txt") if isinstance(path, bytes) else path.endswith("new-2.txt")
                    for path in paths), paths

@@ -79,6 +79,8 @@ def backup(
     threads: Optional[int] = ThreadsOption,
     compression: Optional[int] = typer.Option(None, "--compression", min=-7, max=22,
                                               help="zstd level (default 3)."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1,
+                                           help="Targets backed up side by side (default 2)."),
     json_output: bool = JsonOption,
 ) -> None:
     """Back up targets into new snapshots."""
@@ -92,7 +94,7 @@ def backup(
         for name in names:
             ctx.config.target(name)
     with display:
-        run = backup_targets(ctx, names)
+        run = backup_targets(ctx, names, parallel)
     if json_output:
         print_json({"results": [r.as_dict() for r in run.results],
                     "failures": {name: exc.as_dict() for name, exc in run.failures.items()}})

@@ -6,6 +6,7 @@ with items missing, exit code 4 for the CLI unless another target failed (3: a f
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,12 @@ if TYPE_CHECKING:
 
 #: Skipped entries written one per line into the job's log (all of them, bounded, are in its details).
 SKIPPED_LOG_LINES = 10
+
+#: Targets of one ``backup --all`` backed up side by side (``--parallel``; docs/architecture.md).
+DEFAULT_PARALLEL_TARGETS = 2
+
+# The progress display is called from the archivers of targets backed up side by side.
+_PROGRESS_GUARD = threading.Lock()
 
 
 @dataclass
@@ -122,9 +129,10 @@ def _backup_in_job(context: Context, target: Any, session: "BackupSession", owne
 
             def report(progress: Progress) -> None:
                 job.update(bytes_read=progress.bytes_done, files=progress.files_done)
-                context.progress({"event": "backup", "target": target.name, "bytes_done": progress.bytes_done,
-                                  "bytes_total": progress.bytes_total, "files_done": progress.files_done,
-                                  "current": progress.current})
+                with _PROGRESS_GUARD:
+                    context.progress({"event": "backup", "target": target.name, "bytes_done": progress.bytes_done,
+                                      "bytes_total": progress.bytes_total, "files_done": progress.files_done,
+                                      "current": progress.current})
 
             archiver = Archiver(repository, threads=context.threads, on_progress=report)
             open_arguments = {"changed": changed} if changed is not None else {}
@@ -272,34 +280,138 @@ def _newest_first(snapshots: list[PlatformSnapshot]) -> list[SnapshotRef]:
     return sorted(refs, key=lambda ref: (ref.time, ref.id), reverse=True)
 
 
-def backup_targets(context: Context, names: list[str]) -> BackupRun:
+def backup_targets(context: Context, names: list[str], parallel: int | None = None) -> BackupRun:
     """Back up several targets; one failing does not stop the others.
 
     One open, one shared lock and one reading of the history (the snapshot, forget-record,
     verdict and index listings and their objects) serve every target of the run (issue 19: on S3
     each target repeated the open's config GET, the lock's three round trips and release, the four
     listings and every object behind them, all before its first byte). Each target is still its
-    own job, with its own snapshot committed in the write order (packs, index, snapshot). A target
-    that fails closes the session (its lock is released, a half-filled pack dropped with the
-    repository object) and the next target opens a fresh one: a failure never carries a lost lock
-    or half-written state into the next target."""
-    run = BackupRun()
-    session = BackupSession(context, _lock_purpose(names))
-    try:
-        for name in names:
-            try:
-                run.results.append(backup_target(context, name, session=session))
-            except errors.SafeholdError as exc:
-                session.close()
-                if exc.bug:
-                    raise
-                run.failures[name] = exc
-            except BaseException:
-                session.close()
+    own job, with its own snapshot committed in the write order (packs, index, snapshot).
+
+    ``parallel`` targets at most are backed up side by side (None: ``DEFAULT_PARALLEL_TARGETS``),
+    each in a thread with its own archiver, job and pack writer (``Repository.writer``), so one
+    target's round trips overlap the other's reading and chunking; a target named twice runs
+    once the first finished (it backs up on that snapshot). A target that fails retires the
+    session: the targets that start after it open and lock afresh, and the retired session (its
+    lock) is closed when the last target still running under it ends, so a failure never
+    carries a lost lock or half-written state into a target that starts later, and never stops
+    or corrupts a target running beside it (its pack writer is its own). Results keep the order
+    of ``names``."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    limit = max(1, parallel if parallel is not None else DEFAULT_PARALLEL_TARGETS)
+    sessions = _Sessions(context, _lock_purpose(names))
+    results: dict[int, BackupResult] = {}
+    failures: dict[int, tuple[str, errors.SafeholdError]] = {}
+    fatal: list[BaseException] = []
+
+    def one(position: int, name: str) -> None:
+        session = sessions.start()
+        failed = True
+        try:
+            results[position] = backup_target(context, name, session=session)
+            failed = False
+        except errors.SafeholdError as exc:
+            if exc.bug:
                 raise
+            failures[position] = (name, exc)
+        finally:
+            sessions.end(session, failed)
+
+    try:
+        if limit == 1 or len(names) == 1:
+            for position, name in enumerate(names):  # in this thread: Ctrl-C stops it at once
+                one(position, name)
+        else:
+            try:
+                context.jobs  # opened once here, not by two threads at once
+            except Exception:
+                pass  # each target's job raises it again, where it is recorded
+            sessions.open_ahead()
+            waiting = list(enumerate(names))
+            running: dict[Future, str] = {}
+            with ThreadPoolExecutor(limit, thread_name_prefix="safehold-target") as pool:
+                try:
+                    _schedule(pool, one, waiting, running, limit, fatal)
+                except BaseException:
+                    # Ctrl-C (in this thread only): the targets running in the others stop at
+                    # their next chunk, their jobs recorded interrupted, before the lock is released.
+                    sessions.stop.set()
+                    raise
+            if fatal:
+                raise fatal[0]
     finally:
-        session.close()
+        sessions.close()
+    run = BackupRun()
+    run.results = [results[position] for position in sorted(results)]
+    run.failures = {name: exc for _, (name, exc) in sorted(failures.items())}
     return run
+
+
+def _schedule(pool: Any, one: Any, waiting: list, running: dict, limit: int, fatal: list) -> None:
+    """Start the waiting targets, ``limit`` at once and never one whose name is running, until all
+    ended (or a bug ended one: then no more start)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    while waiting or running:
+        for entry in list(waiting):
+            if fatal or len(running) >= limit:
+                break
+            if entry[1] not in running.values():
+                waiting.remove(entry)
+                running[pool.submit(one, *entry)] = entry[1]
+        if not running:
+            break
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            del running[future]
+            if future.exception() is not None:
+                fatal.append(future.exception())  # a bug: no new target starts
+
+
+class _Sessions:
+    """The sessions of one ``backup_targets`` run: the current one, which every target that starts
+    uses, and those a failure retired, each closed when its last target ends."""
+
+    def __init__(self, context: Context, purpose: str) -> None:
+        self._context, self._purpose = context, purpose
+        self._guard = threading.Lock()
+        self._family: list[BackupSession] = []
+        self.stop = threading.Event()  # set on Ctrl-C: every target's writer stops at its next chunk
+        self._current = self._new()
+        self._users: dict[int, int] = {}
+
+    def _new(self) -> "BackupSession":
+        session = BackupSession(self._context, self._purpose, family=self._family, stop=self.stop)
+        self._family.append(session)
+        return session
+
+    def open_ahead(self) -> None:
+        self._current.open_ahead()
+
+    def start(self) -> "BackupSession":
+        with self._guard:
+            session = self._current
+            self._users[id(session)] = self._users.get(id(session), 0) + 1
+            return session
+
+    def end(self, session: "BackupSession", failed: bool) -> None:
+        with self._guard:
+            self._users[id(session)] -= 1
+            if failed and session is self._current:
+                self._current = self._new()
+            retired = session is not self._current and not self._users[id(session)]
+            if retired:
+                self._family.remove(session)
+        if retired:
+            session.close()
+
+    def close(self) -> None:
+        with self._guard:
+            family, self._family[:] = list(self._family), []
+        for session in family:
+            session.close()
 
 
 def _lock_purpose(names: list[str]) -> str:
@@ -323,9 +435,15 @@ class BackupSession:
     memory has every pack an earlier target of the run wrote (``add_pack``), so the next target
     deduplicates against them as it would after reading the index again."""
 
-    def __init__(self, context: Context, purpose: str) -> None:
+    def __init__(self, context: Context, purpose: str, family: "list[BackupSession] | None" = None,
+                 stop: threading.Event | None = None) -> None:
         self.context = context
         self.purpose = purpose
+        self._stop = stop  # given to each target's writer (Repository.stop)
+        # Sessions of the same run (one retired by a failure, the next): each learns the others'
+        # commits (``committed``), so a target named again backs up on its newest snapshot.
+        self._family = family if family is not None else [self]
+        self._guard = threading.RLock()  # targets side by side open, and learn commits, through it
         self._stack: ExitStack | None = None
         self.repository: Repository | None = None
         self._parents: dict[str, list[Snapshot]] = {}
@@ -339,18 +457,20 @@ class BackupSession:
         and the key derivation, which leaves the GIL free) while the caller records the job and
         opens the source; the first target then locks what it opened. On an error there, the target
         opens the repository itself, in its job, and the error is raised (and recorded) there."""
-        if self.repository is not None or self._opening is not None:
-            return
-        from concurrent.futures import ThreadPoolExecutor
+        with self._guard:
+            if self.repository is not None or self._opening is not None:
+                return
+            from concurrent.futures import ThreadPoolExecutor
 
-        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="safehold-open")
-        self._opening = self.context.open_ahead(self._ahead)
+            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="safehold-open")
+            self._opening = self.context.open_ahead(self._ahead)
 
     def _opened(self) -> Repository | None:
-        opening, self._opening = self._opening, None
-        if self._ahead is not None:
-            self._ahead.shutdown(wait=True)
-            self._ahead = None
+        with self._guard:
+            opening, self._opening = self._opening, None
+            if self._ahead is not None:
+                self._ahead.shutdown(wait=True)
+                self._ahead = None
         if opening is None or opening.exception() is not None:
             return None
         return opening.result()
@@ -362,15 +482,19 @@ class BackupSession:
         shared lock; the history's warnings go to ``log`` (each target's job names them, as each
         read them before). ``close``: release everything when the target ends (a run of one)."""
         try:
-            if self.repository is None:
-                self._open()
-            assert self.repository is not None
-            for warning in self._warnings:
+            with self._guard:
+                if self.repository is None:
+                    self._open()
+                assert self.repository is not None
+                # A pack writer of the target's own (Repository.writer): its statistics, its
+                # packs (the proof before each commit checks these, not the other targets'),
+                # and no reference to a blob another target's thread has not stored.
+                writer = self.repository.writer()
+                writer.stop = self._stop
+                parents, records, warnings = list(self._parents.get(name, [])), self._records, self._warnings
+            for warning in warnings:
                 log(warning, level="warning")
-            # The proof before each commit checks the packs this target wrote, not the earlier
-            # targets' (committed, and proven then).
-            self.repository.written_packs = []
-            yield self.repository, list(self._parents.get(name, [])), self._records
+            yield writer, parents, records
         finally:
             if close:
                 self.close()
@@ -400,13 +524,16 @@ class BackupSession:
     def committed(self, snapshot: Snapshot) -> None:
         """A target of the run committed ``snapshot``: it is that target's newest (a target named
         twice in one run backs up on it the second time)."""
-        if self.repository is not None:
-            self._parents.setdefault(snapshot.target, []).append(snapshot)
+        for session in list(self._family):
+            with session._guard:
+                if session.repository is not None:
+                    session._parents.setdefault(snapshot.target, []).append(snapshot)
 
     def close(self) -> None:
         """Release the lock (if held); the next target, if any, opens again."""
         self._opened()  # never leave a thread opening behind
-        stack, self._stack, self.repository = self._stack, None, None
-        self._parents, self._records, self._warnings = {}, {}, []
+        with self._guard:
+            stack, self._stack, self.repository = self._stack, None, None
+            self._parents, self._records, self._warnings = {}, {}, []
         if stack is not None:
             stack.close()

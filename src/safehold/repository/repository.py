@@ -9,6 +9,7 @@ a snapshot that points at missing data.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -135,12 +136,17 @@ class Repository:
         self._spool: Callable[[], Any] | None = (lambda: spool(Kind.DATA)) if spool is not None else None
         self._builder = PackBuilder(self._spool)
         self._in_flight: set[bytes] = set()
-        self._unindexed: list[tuple[str, list]] = []
+        # Packs stored whose index object is not yet: shared by every pack writer of this open
+        # repository (``writer()``), so a commit can wait for the ones it may refer to.
+        self._ledger = _IndexLedger()
         self._index_loaded = False
         self.held_lock: Lock | None = None  # set by Lock.acquire, cleared by release
         # Local copies of snapshot, index and verdict objects (cache.py); None: every read is a GET.
         self.cache: ObjectCache | None = None
         self.written_packs: list[str] = []  # packs this process stored, for verify_before_commit
+        # Set by the caller to stop a writer at its next chunk (``ensure_lock``): Ctrl-C of a run
+        # whose targets are backed up in other threads (engine/backup.py).
+        self.stop: threading.Event | None = None
 
     # -- creation and opening -----------------------------------------------
     @classmethod
@@ -450,7 +456,10 @@ class Repository:
 
     def ensure_lock(self) -> None:
         """Raise LockLost if the lock this repository was opened under is lost (memory only, cheap).
-        Without a lock (tests, read-only tools) there is nothing to prove."""
+        Without a lock (tests, read-only tools) there is nothing to prove. KeyboardInterrupt once
+        ``stop`` is set: the run was interrupted in another thread."""
+        if self.stop is not None and self.stop.is_set():
+            raise KeyboardInterrupt("the run was interrupted")
         if self.held_lock is not None:
             self.held_lock.ensure_held()
 
@@ -472,7 +481,7 @@ class Repository:
         self._heartbeat_after_proof(lock, started)
         lock.ensure_held()
 
-    def commit_index(self) -> None:
+    def commit_index(self, meanwhile: Callable[[], None] | None = None) -> None:
         """Store the partial pack and the index for everything written so far, each proven the way
         ``verify_before_commit`` proves a commit, ready for a snapshot that refers to them.
 
@@ -483,10 +492,12 @@ class Repository:
         allows: the proof's reads side by side, and the heartbeat (our own lock object) written
         while the index is; the second proof needs no heartbeat of its own (one was just written).
         On S3 that is five round trips one after the other where there were seven, plus two per
-        pack written."""
+        pack written. ``meanwhile``: called after the index is stored, beside the second proof."""
         lock = self.held_lock
         if lock is None:
             self.flush()
+            if meanwhile is not None:
+                meanwhile()
             return
         from concurrent.futures import ThreadPoolExecutor
 
@@ -501,7 +512,15 @@ class Repository:
                 self.write_index()
             finally:
                 heartbeat.result()  # LockLost from it is raised here
-        self._prove_held(lock)
+            # ``meanwhile`` (the caller's last preparations and checks before its snapshot: the
+            # snapshot's document, the job's fence) runs in this thread while the second proof's
+            # reads are out: both end before this returns, and either failing stops the commit.
+            proof = pool.submit(self._prove_held, lock)
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+            finally:
+                proof.result()
         lock.ensure_held()
 
     @staticmethod
@@ -639,24 +658,29 @@ class Repository:
                 raise errors.from_os_error(exc, f"writing {Kind.DATA.value}/{name[:16]}") from exc
         else:
             self._put(Kind.DATA, name, data, self.retain_until())
-        write_index = False
         with self._index_lock:
             self.written_packs.append(name)
+            # Into the ledger before the index: a blob is found in the index only once a commit
+            # that deduplicates against it will also wait for its pack's index object (write_index).
+            unindexed = self._ledger.add(name, entries)
             self.index.add_pack(name, entries)
             for e in entries:
                 self._in_flight.discard(e.blob_id)
-            self._unindexed.append((name, entries))
             self.stats.packs_written += 1
-            if len(self._unindexed) >= INDEX_EVERY_PACKS:
-                write_index = True
-        if write_index:
+        if unindexed >= INDEX_EVERY_PACKS:
             self._write_index()
 
     def _write_index(self) -> None:
-        with self._index_lock:
-            packs, self._unindexed = self._unindexed, []
-        if packs:
+        """Store one index object for the packs of every writer not yet in one (none: nothing)."""
+        packs = self._ledger.take()
+        if not packs:
+            return
+        try:
             self.write_index_object(packs)
+        except BaseException:
+            self._ledger.done(packs, stored=False)  # back in the ledger: the next index write takes them
+            raise
+        self._ledger.done(packs, stored=True)
 
     def write_index_object(self, packs: list[tuple[str, list]]) -> str:
         """Store one index object describing ``packs`` as (pack name, [PackEntry])."""
@@ -676,8 +700,39 @@ class Repository:
             self._write_pack(builder)
 
     def write_index(self) -> None:
-        """Write an index object for the packs written since the last one."""
-        self._write_index()
+        """Write an index object for the packs written since the last one, and return only once
+        every pack stored before this call (by any writer of this repository: ``writer()``) is
+        named by a stored index object: the barrier before a snapshot, which may refer to blobs
+        a side-by-side writer stored (found in the shared index) and whose index object that
+        writer may be putting at this moment. Waits only for such a put in progress (one round
+        trip); a put that failed hands its packs back, and this call stores them itself."""
+        needed = self._ledger.outstanding()
+        while True:
+            self._write_index()
+            if not self._ledger.wait_stored(needed):
+                return
+
+    def writer(self) -> "Repository":
+        """This open repository (backend, keys, index, lock, cache) with a pack writer of its
+        own: its own pack being filled, blobs in flight, ``stats`` and ``written_packs``, for one
+        of several archivers writing side by side (engine/backup.py, ``backup --all``).
+
+        Why a writer of its own and not one shared pack: a blob another writer is still
+        encoding or holds in its unwritten pack is not deduplicated against (``has_blob`` sees
+        only this writer's blobs in flight) but stored again, so no snapshot refers to data that
+        another target's thread has not made durable, and a target that fails (its pack
+        dropped) cannot take a blob of another target's snapshot with it. Such duplicates are
+        rare (two targets' identical chunks written at the same moment), harmless to readers
+        (the index finds either copy) and removed by prune. Blobs found in the shared index are
+        in stored packs; ``write_index`` (the commit) waits until their index objects are stored
+        too. The statistics each archiver reads (``stats``) count its own blobs only."""
+        sibling = copy.copy(self)
+        sibling.stats = WriteStats()
+        sibling.written_packs = []
+        sibling._pack_lock = threading.Lock()
+        sibling._builder = PackBuilder(self._spool)
+        sibling._in_flight = set()
+        return sibling
 
     def retain_until(self) -> datetime | None:
         """When an object written now may first be deleted (None: no retention); every kind but
@@ -864,6 +919,52 @@ class Repository:
             finally:
                 for future in ahead:
                     future.cancel()
+
+
+class _IndexLedger:
+    """The packs stored whose index object is not (yet), shared by the pack writers of one open
+    repository (``Repository.writer``): ``unindexed`` waits for the next index write, ``writing``
+    is in an index object being put. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._unindexed: list[tuple[str, list]] = []
+        self._writing: set[str] = set()
+
+    def add(self, name: str, entries: list) -> int:
+        """A pack is stored; returns how many wait for an index object."""
+        with self._changed:
+            self._unindexed.append((name, entries))
+            return len(self._unindexed)
+
+    def take(self) -> list[tuple[str, list]]:
+        with self._changed:
+            packs, self._unindexed = self._unindexed, []
+            self._writing.update(name for name, _ in packs)
+            return packs
+
+    def done(self, packs: list[tuple[str, list]], stored: bool) -> None:
+        with self._changed:
+            self._writing.difference_update(name for name, _ in packs)
+            if not stored:
+                self._unindexed = packs + self._unindexed
+            self._changed.notify_all()
+
+    def outstanding(self) -> set[str]:
+        with self._changed:
+            return {name for name, _ in self._unindexed} | self._writing
+
+    def wait_stored(self, needed: set[str]) -> bool:
+        """Wait until no pack of ``needed`` is in an index object being put; True when some of
+        them wait for an index write (a put that failed handed them back), False when all are
+        stored."""
+        with self._changed:
+            while True:
+                if needed & {name for name, _ in self._unindexed}:
+                    return True
+                if not needed & self._writing:
+                    return False
+                self._changed.wait(1.0)
 
 
 class _Uncached:

@@ -190,7 +190,7 @@ class Spool:
         self._drop = weakref.finalize(self, _discard, self._fd, str(self.path))
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._drop.alive:  # discarded: its descriptor is closed (and may be reused)
+        if not self._drop.alive or self._fd < 0:  # discarded or closed: its descriptor may be reused
             raise ValueError("write to a discarded spool")
         view = memoryview(data)
         while view:
@@ -200,7 +200,7 @@ class Spool:
 
     def commit(self, path: Path) -> None:
         """fsync, close and rename to ``path``; on failure the temporary file is removed."""
-        if not self._drop.alive:
+        if not self._drop.alive or self._fd < 0:
             raise ValueError("commit of a discarded spool")
         try:
             os.fsync(self._fd)
@@ -211,8 +211,23 @@ class Spool:
         self._drop.detach()
         os.close(self._fd)
 
+    def close(self) -> None:
+        """Close the descriptor, keeping the file (to be read back and discarded: the S3 backend)."""
+        if self._drop.alive and self._fd >= 0:
+            self._drop.detach()
+            os.close(self._fd)
+            self._fd = -1
+            self._drop = weakref.finalize(self, _unlink, str(self.path))
+
     def discard(self) -> None:
         self._drop()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _discard(fd: int, path: str) -> None:

@@ -308,7 +308,11 @@ class Archiver:
             parent_chunks, parent_size = parent_item["chunks"], parent_item["size"]
         old_random = _random_map(parent_item) if collector is not None and parent_item is not None else None
         random_map = bytearray(count) if collector is not None else None
+        # A partial last chunk is reusable only when the size is the parent's: a disk that grew or
+        # shrank has new bytes (or a new end) in it.
         reusable_until = min(parent_size, disk.size) // chunk_size if parent_chunks is not None else 0
+        if parent_chunks is not None and parent_size == disk.size and len(parent_chunks) == count * 32:
+            reusable_until = count
         changed = _chunk_set(disk.changed or [], chunk_size) if parent_chunks is not None else set()
         allocated = _chunk_set(disk.allocated, chunk_size) if disk.allocated is not None else None
         self.progress.bytes_total = (self.progress.bytes_total or 0) + disk.size

@@ -100,7 +100,6 @@ class ImageSource:
             raise SourceError(source=self.path, detail="not a regular file or block device")
         if not os.access(self.path, os.R_OK):
             raise SourceError(source=self.path, detail="permission denied")
-        allocated = allocated_extents(self.path) if stat.S_ISREG(st.st_mode) else None
         identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
                     "device": st.st_dev}
         incremental = "none"
@@ -113,6 +112,8 @@ class ImageSource:
             # always read; extents handed in by a caller (a platform's change tracking) win.
             changed = []
             incremental = "mtime"
+        # The holes of a file that will be read (two lseeks per extent); an unchanged one is not.
+        allocated = allocated_extents(self.path) if stat.S_ISREG(st.st_mode) and incremental == "none" else None
         disk = DiskItem(
             name=os.path.basename(self.path), size=disk_size(self.path),
             open=lambda: FileDiskReader(self.path), allocated=allocated, changed=changed,

@@ -6,6 +6,7 @@ restic side by side, the order rotated every round.
     python bench/local6.py setup     --work W --scale 1.0 [--before-src DIR]   # data, init, full backups
     python bench/local6.py unchanged --work W --rounds 5                       # backup --all, nothing changed
     python bench/local6.py restore   --work W --rounds 3 [--where emptied,fresh]
+    python bench/local6.py snapshots --work W2 --scale 0.25 --rounds 5          # cold and served
 
 ``setup`` generates the data (``datagen``, seeded), initialises one repository per tool and times
 the first full backup of each (safehold: ``backup --all`` of the tree and the disk image, restic:
@@ -16,6 +17,13 @@ previous restore was just deleted (``emptied``) and into a new loop-mounted ext4
 (``fresh``, bench/run.py's ``FreshFs``), then ``sync``; every restore is verified against the
 source. Every row carries the load average before and after it. Results are appended to
 ``W/results.jsonl``; ``summary`` prints the medians.
+
+``snapshots`` (its own small work folder: it makes its data at ``--scale``, two targets and their
+first backups) times ``safehold snapshots`` in its own process ("cold") and through a running
+``safehold serve --commands-only`` ("served", CPU also of the command's process in the server, as
+bench/startup.py counts it), each right after another ``snapshots`` ("warm") and right after a
+nothing-changed ``backup --all`` ("after a backup": the catalog has a new job, so the listing memo
+does not apply), alternated.
 """
 
 from __future__ import annotations
@@ -159,6 +167,61 @@ def restore(args) -> None:
                         shutil.rmtree(dest, ignore_errors=True)
 
 
+def snapshots(args) -> None:
+    import datagen
+    import signal
+    import startup
+
+    work = args.work
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "logs").mkdir(parents=True)
+    datagen.generate(work / "data", args.scale, args.seed)
+    runner = bench.Runner(work / "logs", drop=False)
+    tool = bench.Safehold(work, work / "data", runner, bench.find_safehold(None))
+    socket_path = work / "safehold-state" / "command.sock"  # the server's: in its state folder
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SAFEHOLD_", "RESTIC_"))}
+    cold = dict(base, SAFEHOLD_PASSWORD=bench.PASSWORD, SAFEHOLD_NO_SERVER="1")
+    served = dict(base, SAFEHOLD_PASSWORD=bench.PASSWORD, SAFEHOLD_COMMAND_SOCKET=str(socket_path))
+    tool.init()
+    tool.backup_all("full", "full")
+    server = startup.subprocess.Popen([str(tool.exe), "-c", str(tool.config), "serve", "--commands-only"],
+                                      env=cold,
+                                      stdout=startup.subprocess.DEVNULL, stderr=startup.subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not socket_path.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise bench.BenchError("the command server did not start")
+            time.sleep(0.05)
+        time.sleep(0.5)
+        variants = {"cold": (cold, None), "served": (served, server.pid)}
+        listing = tool.cli("snapshots")
+        backup = tool.cli("backup", "--all", "--json")
+        for name, (env, zygote) in variants.items():  # warm-ups, not counted
+            startup.run(listing, env, work, zygote)
+        for round_no in range(args.rounds):
+            for name in rotated(list(variants), round_no):
+                env, zygote = variants[name]
+                startup.run(listing, env, work, zygote)
+                before = load()
+                m = startup.run(listing, env, work, zygote)
+                record(work, {"phase": "snapshots warm", "tool": name, "round": round_no, "wall_s": m["wall"],
+                              "cpu_s": m["cpu"] + m["server_cpu"], "client_cpu_s": m["cpu"],
+                              "server_cpu_s": m["server_cpu"], "peak_rss_bytes": 0,
+                              "load_before": before, "load_after": load()})
+                startup.run(backup, env, work, zygote)
+                before = load()
+                m = startup.run(listing, env, work, zygote)
+                record(work, {"phase": "snapshots after a backup", "tool": name, "round": round_no,
+                              "wall_s": m["wall"], "cpu_s": m["cpu"] + m["server_cpu"], "client_cpu_s": m["cpu"],
+                              "server_cpu_s": m["server_cpu"], "peak_rss_bytes": 0,
+                              "load_before": before, "load_after": load()})
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 def summary(args) -> None:
     rows = [json.loads(line) for line in (args.work / "results.jsonl").read_text().splitlines()]
     phases: dict[tuple[str, str], list[dict]] = {}
@@ -188,7 +251,7 @@ def summary(args) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["setup", "unchanged", "restore", "summary"])
+    parser.add_argument("phase", choices=["setup", "unchanged", "restore", "snapshots", "summary"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/safehold-local6"))
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=42)
@@ -197,7 +260,8 @@ def main() -> int:
     parser.add_argument("--where", default="emptied,fresh")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    {"setup": setup, "unchanged": unchanged, "restore": restore, "summary": summary}[args.phase](args)
+    {"setup": setup, "unchanged": unchanged, "restore": restore, "snapshots": snapshots,
+     "summary": summary}[args.phase](args)
     return 0
 
 

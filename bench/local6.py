@@ -61,7 +61,7 @@ def launcher(work: Path, name: str, source: Path) -> Path:
     return script
 
 
-def tools(work: Path) -> dict[str, bench.Tool]:
+def tools(work: Path, only: str | None = None) -> dict[str, bench.Tool]:
     meta = json.loads((work / "meta.json").read_text())
     data = work / "data"
     runner = bench.Runner(work / "logs", drop=False)
@@ -76,6 +76,8 @@ def tools(work: Path) -> dict[str, bench.Tool]:
     restic = bench.Restic(work / "restic", data, runner)
     restic.snapshots["latest"] = "latest"
     out["restic"] = restic
+    if only:
+        out = {name: tool for name, tool in out.items() if name in only.split(",")}
     return out
 
 
@@ -116,7 +118,7 @@ def setup(args) -> None:
 
 
 def unchanged(args) -> None:
-    all_tools = tools(args.work)
+    all_tools = tools(args.work, args.tools)
     for round_no in range(args.rounds):
         for name in rotated(list(all_tools), round_no):
             before = load()
@@ -128,7 +130,7 @@ def unchanged(args) -> None:
 
 def restore(args) -> None:
     work = args.work
-    all_tools = tools(work)
+    all_tools = tools(work, args.tools)
     want = json.loads((work / "want.json").read_text())
     want_tree = {k: tuple(v) for k, v in want["tree"].items()}
     size = int(bench.tree_bytes(work / "data")[0] * 1.5) + 512 * bench.MiB
@@ -258,6 +260,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before-src", type=Path)
     parser.add_argument("--where", default="emptied,fresh")
+    parser.add_argument("--tools", help="only these (comma-separated: safehold, before, restic)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     {"setup": setup, "unchanged": unchanged, "restore": restore, "snapshots": snapshots,

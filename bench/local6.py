@@ -4,6 +4,7 @@ each locked run stays short; safehold (this build, and optionally another build'
 restic side by side, the order rotated every round.
 
     python bench/local6.py setup     --work W --scale 1.0 [--before-src DIR]   # data, init, full backups
+    python bench/local6.py full      --work W --rounds 3                       # more full backups (peak RSS)
     python bench/local6.py unchanged --work W --rounds 5                       # backup --all, nothing changed
     python bench/local6.py restore   --work W --rounds 3 [--where emptied,fresh]
     python bench/local6.py snapshots --work W2 --scale 0.25 --rounds 5          # cold and served
@@ -115,6 +116,21 @@ def setup(args) -> None:
         m = all_tools[name].backup_all("full", "full")
         m.pop("stdout", None)
         record(work, {"phase": "full", "tool": name, **m, "load_before": before, "load_after": load()})
+
+
+def full(args) -> None:
+    """More first full backups (a new repository each: wipe, init untimed), rotated: peak RSS."""
+    all_tools = tools(args.work, args.tools)
+    for round_no in range(args.rounds):
+        for name in rotated(list(all_tools), round_no):
+            tool = all_tools[name]
+            tool.wipe()
+            tool.init()
+            before = load()
+            m = tool.backup_all("full", "latest")
+            m.pop("stdout", None)
+            record(args.work, {"phase": "full", "tool": name, "round": round_no, **m,
+                               "load_before": before, "load_after": load()})
 
 
 def unchanged(args) -> None:
@@ -253,7 +269,7 @@ def summary(args) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["setup", "unchanged", "restore", "snapshots", "summary"])
+    parser.add_argument("phase", choices=["setup", "full", "unchanged", "restore", "snapshots", "summary"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/safehold-local6"))
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=42)
@@ -263,7 +279,7 @@ def main() -> int:
     parser.add_argument("--tools", help="only these (comma-separated: safehold, before, restic)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    {"setup": setup, "unchanged": unchanged, "restore": restore, "snapshots": snapshots,
+    {"setup": setup, "full": full, "unchanged": unchanged, "restore": restore, "snapshots": snapshots,
      "summary": summary}[args.phase](args)
     return 0
 

@@ -6,7 +6,7 @@ restic side by side, the order rotated every round.
     python bench/local6.py setup     --work W --scale 1.0 [--before-src DIR]   # data, init, full backups
     python bench/local6.py full      --work W --rounds 3                       # more full backups (peak RSS)
     python bench/local6.py unchanged --work W --rounds 5                       # backup --all, nothing changed
-    python bench/local6.py restore   --work W --rounds 3 [--where emptied,fresh]
+    python bench/local6.py restore   --work W --rounds 3 [--where emptied,fresh] [--tools safehold,served,restic]
     python bench/local6.py snapshots --work W2 --scale 0.25 --rounds 5          # cold and served
 
 ``setup`` generates the data (``datagen``, seeded), initialises one repository per tool and times
@@ -16,7 +16,9 @@ times a backup with nothing changed (and records the bytes safehold read). ``res
 full restore (safehold ``restore --all``; restic the latest snapshot) into a directory where the
 previous restore was just deleted (``emptied``) and into a new loop-mounted ext4 per run
 (``fresh``, bench/run.py's ``FreshFs``), then ``sync``; every restore is verified against the
-source. Every row carries the load average before and after it. Results are appended to
+source; ``served`` in ``--tools`` adds this build's restore through a running
+``safehold serve --commands-only`` (its CPU: the client's plus the command's fork in the server).
+Every row carries the load average before and after it. Results are appended to
 ``W/results.jsonl``; ``summary`` prints the medians.
 
 ``snapshots`` (its own small work folder: it makes its data at ``--scale``, two targets and their
@@ -50,13 +52,14 @@ def load() -> str:
 
 def launcher(work: Path, name: str, source: Path) -> Path:
     folder = work / f"bin-{name}"
-    if folder.exists():
-        return folder / "safehold"
-    folder.mkdir(parents=True)
-    (folder / "python").symlink_to(sys.executable)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "python").exists():
+        (folder / "python").symlink_to(sys.executable)
     script = folder / "safehold"
+    # The entry point of the installed script (safehold/__main__.py): it asks a running command
+    # server first, unless SAFEHOLD_NO_SERVER is set (every variant but "served" sets it).
     script.write_text(f"#!/bin/sh\nexport PYTHONPATH={source}${{PYTHONPATH:+:$PYTHONPATH}}\n"
-                      f"exec {sys.executable} -c 'import sys; from safehold.cli.main import run; "
+                      f"exec {sys.executable} -c 'import sys; from safehold.__main__ import run; "
                       f"sys.argv[0] = \"safehold\"; sys.exit(run())' \"$@\"\n")
     script.chmod(0o755)
     return script
@@ -73,6 +76,7 @@ def tools(work: Path, only: str | None = None) -> dict[str, bench.Tool]:
         exe = launcher(work, name, Path(source))
         tool = bench.Safehold(folder, data, runner, exe)
         tool.name = name  # the log names and result rows
+        tool.env["SAFEHOLD_NO_SERVER"] = "1"  # in its own process, whatever server may be running
         out[name] = tool
     restic = bench.Restic(work / "restic", data, runner)
     restic.snapshots["latest"] = "latest"
@@ -144,9 +148,70 @@ def unchanged(args) -> None:
                                "load_before": before, "load_after": load()})
 
 
+class Served(bench.Safehold):
+    """The same build and configuration, each command through a running ``safehold serve
+    --commands-only`` (the command's CPU in the server is added from the zygote's ``cutime``)."""
+
+    def __init__(self, base: bench.Safehold, server_pid: int, socket_path: Path) -> None:
+        self.__dict__.update(base.__dict__)
+        self.name = "served"
+        self.zygote = server_pid
+        self.env = dict(base.env, SAFEHOLD_COMMAND_SOCKET=str(socket_path))
+        self.env.pop("SAFEHOLD_NO_SERVER", None)
+
+    def run(self, phase: str, cmd: list[str], **kw) -> dict:
+        import startup
+
+        before = startup.children_cpu(self.zygote)
+        m = self.runner.run(f"served-{phase}", cmd, self.env, **kw)
+        for _ in range(50):  # the zygote reaps the command just after the client hears its status
+            inside = startup.children_cpu(self.zygote) - before
+            if inside > 0:
+                break
+            time.sleep(0.01)
+        m["client_cpu_s"], m["server_cpu_s"] = m["cpu_s"], inside
+        m["cpu_s"] += inside
+        return m
+
+
+def start_server(tool: bench.Safehold):
+    """``safehold serve --commands-only`` for ``tool``'s configuration; (process, socket path)."""
+    import subprocess
+
+    socket_path = tool.work / "safehold-state" / "command.sock"
+    env = dict(tool.env, SAFEHOLD_NO_SERVER="1")
+    server = subprocess.Popen([str(tool.exe), "-c", str(tool.config), "serve", "--commands-only"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not socket_path.exists():
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise bench.BenchError("the command server did not start")
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return server, socket_path
+
+
 def restore(args) -> None:
+    import signal
+
     work = args.work
-    all_tools = tools(work, args.tools)
+    wanted = args.tools.split(",") if args.tools else None
+    all_tools = tools(work, ",".join(t for t in wanted if t != "served") if wanted else None)
+    server = None
+    if wanted and "served" in wanted:
+        server, socket_path = start_server(all_tools["safehold"])
+        all_tools["served"] = Served(all_tools["safehold"], server.pid, socket_path)
+        all_tools["served"].restore(work / "warm-up")  # the server's first command derives the key
+        shutil.rmtree(work / "warm-up")
+    try:
+        _restore(args, work, all_tools)
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+
+
+def _restore(args, work: Path, all_tools: dict) -> None:
     want = json.loads((work / "want.json").read_text())
     want_tree = {k: tuple(v) for k, v in want["tree"].items()}
     size = int(bench.tree_bytes(work / "data")[0] * 1.5) + 512 * bench.MiB

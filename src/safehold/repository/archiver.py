@@ -305,7 +305,12 @@ class Archiver:
                 if item["path"] == disk.name.encode() and item.get("chunk_size") == chunk_size:
                     parent_item = item
         if parent_item is not None and disk.changed is not None:
-            parent_chunks, parent_size = parent_item["chunks"], parent_item["size"]
+            parent_chunks, parent_size = parent_item.get("chunks"), parent_item.get("size")
+            # The parent's record is hostile input: a chunk list that is not whole 32-byte ids, or
+            # shorter than its size says, would shift every later id of the new list.
+            if not isinstance(parent_chunks, bytes) or not isinstance(parent_size, int) or parent_size < 0 \
+                    or len(parent_chunks) % 32 or len(parent_chunks) // 32 < -(-parent_size // chunk_size):
+                parent_chunks, parent_size = None, 0
         old_random = _random_map(parent_item) if collector is not None and parent_item is not None else None
         random_map = bytearray(count) if collector is not None else None
         # A partial last chunk is reusable only when the size is the parent's: a disk that grew or

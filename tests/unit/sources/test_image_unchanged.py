@@ -167,3 +167,23 @@ def test_changed_extents_from_a_caller_win_over_the_metadata(memory_repository, 
     first, _, _ = counted_backup(memory_repository, image)
     with ImageSource(str(image), CHUNK).open(first.source, changed=[(0, CHUNK)]) as view:
         assert view.incremental == "none" and view.disks[0].changed == [(0, CHUNK)]
+
+
+def test_a_parent_record_shorter_than_its_size_is_not_reused(memory_repository, tmp_path, monkeypatch):
+    """A damaged or crafted parent item (fewer chunk ids than its size needs) reads the image
+    instead of shifting the new chunk list; the result restores byte-identical."""
+    image = image_file(tmp_path)
+    first, _, _ = counted_backup(memory_repository, image)
+    real = memory_repository.read_tree
+
+    def damaged(snapshot):
+        for item in real(snapshot):
+            if snapshot.id == first.id:
+                item = dict(item, chunks=item["chunks"][:-96])  # three ids short
+            yield item
+
+    monkeypatch.setattr(memory_repository, "read_tree", damaged)
+    second, read, _ = counted_backup(memory_repository, image, first)
+    monkeypatch.setattr(memory_repository, "read_tree", real)
+    assert read == image.stat().st_size
+    assert restored_bytes(memory_repository, second, tmp_path) == image.read_bytes()

@@ -49,7 +49,7 @@ MAX_REQUEST = 4 << 20
 PRELOAD = (
     "safehold.cli.main", "safehold.engine.context", "safehold.config", "safehold.engine.browse",
     "safehold.engine.backup", "safehold.engine.restore", "safehold.repository", "safehold.catalog",
-    "safehold.catalog.light",
+    "safehold.catalog.light", "safehold.catalog.store",
     "safehold.sources.files", "safehold.restore.directory",
 )
 

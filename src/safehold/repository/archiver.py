@@ -329,13 +329,22 @@ class Archiver:
                 if item["path"] == disk.name.encode() and item.get("chunk_size") == chunk_size:
                     parent_item = item
         if parent_item is not None and disk.changed is not None:
-            parent_chunks, parent_size = parent_item["chunks"], parent_item["size"]
+            parent_chunks, parent_size = parent_item.get("chunks"), parent_item.get("size")
+            # The parent's record is hostile input: a chunk list that is not whole 32-byte ids, or
+            # shorter than its size says, would shift every later id of the new list.
+            if not isinstance(parent_chunks, bytes) or not isinstance(parent_size, int) or parent_size < 0 \
+                    or len(parent_chunks) % 32 or len(parent_chunks) // 32 < -(-parent_size // chunk_size):
+                parent_chunks, parent_size = None, 0
         old_random = _random_map(parent_item) if collector is not None and parent_item is not None else None
         # The parent's chunk ids beside its map (same length, checked by _random_map): a chunk read
         # again that is the parent's keeps its map byte (``_store``).
         parent_ids: bytes | None = parent_item["chunks"] if old_random is not None else None
         random_map = bytearray(count) if collector is not None else None
+        # A partial last chunk is reusable only when the size is the parent's: a disk that grew or
+        # shrank has new bytes (or a new end) in it.
         reusable_until = min(parent_size, disk.size) // chunk_size if parent_chunks is not None else 0
+        if parent_chunks is not None and parent_size == disk.size and len(parent_chunks) == count * 32:
+            reusable_until = count
         changed = _chunk_set(disk.changed or [], chunk_size) if parent_chunks is not None else set()
         allocated = _chunk_set(disk.allocated, chunk_size) if disk.allocated is not None else None
         self.progress.bytes_total = (self.progress.bytes_total or 0) + disk.size

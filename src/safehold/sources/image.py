@@ -4,6 +4,10 @@ For sparse image files the allocated extents come from ``SEEK_DATA``/
 ``SEEK_HOLE``, so holes are stored without being read. A block device is read
 whole. Callers that know what changed (VM and EBS drivers, or a test) pass
 ``changed`` extents through the Python API.
+
+An image file whose identity and metadata (device, inode, size, mtime, ctime) match what the
+parent snapshot recorded is taken from the parent unread, as restic and the files source skip an
+unchanged file; ``force_read`` (``force_read: true`` in targets.yml) reads it whole anyway.
 """
 
 from __future__ import annotations
@@ -79,9 +83,10 @@ def disk_size(path: str) -> int:
 
 
 class ImageSource:
-    def __init__(self, path: str, chunk_size: int) -> None:
+    def __init__(self, path: str, chunk_size: int, force_read: bool = False) -> None:
         self.path = os.path.abspath(path)
         self.chunk_size = chunk_size
+        self.force_read = force_read
 
     @contextmanager
     def open(self, parent_token: dict | None = None, changed: list[Extent] | None = None) -> Iterator[View]:
@@ -95,16 +100,20 @@ class ImageSource:
             raise SourceError(source=self.path, detail="not a regular file or block device")
         if not os.access(self.path, os.R_OK):
             raise SourceError(source=self.path, detail="permission denied")
-        allocated = allocated_extents(self.path) if stat.S_ISREG(st.st_mode) else None
-        identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+        identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
+                    "device": st.st_dev}
         incremental = "none"
-        if changed is None and stat.S_ISREG(st.st_mode) and parent_token and \
-                parent_token.get("file") == identity:
-            # An image file whose size, mtime, ctime and inode match the parent's is unchanged
-            # (the rule files use): take every chunk from the parent unread. A block device has
-            # no such guarantee and is always read.
+        if changed is None and not self.force_read and stat.S_ISREG(st.st_mode) and \
+                isinstance(parent_token, dict) and parent_token.get("file") == identity:
+            # An image file whose device, inode, size, mtime and ctime match the parent's is
+            # unchanged (the rule files use): take every chunk from the parent unread. The token
+            # is compared whole, so a parent recorded before the device was (or a damaged one)
+            # never matches and the file is read. A block device has no such guarantee and is
+            # always read; extents handed in by a caller (a platform's change tracking) win.
             changed = []
             incremental = "mtime"
+        # The holes of a file that will be read (two lseeks per extent); an unchanged one is not.
+        allocated = allocated_extents(self.path) if stat.S_ISREG(st.st_mode) and incremental == "none" else None
         disk = DiskItem(
             name=os.path.basename(self.path), size=disk_size(self.path),
             open=lambda: FileDiskReader(self.path), allocated=allocated, changed=changed,
@@ -114,4 +123,7 @@ class ImageSource:
         token: dict = {"file": identity} if stat.S_ISREG(st.st_mode) else {}
         if changed is not None and incremental == "none":
             token |= {"changed_extents_from": "caller", "changed_extents": len(changed)}
-        yield View(kind="image", paths=[self.path], disks=[disk], incremental=incremental, token=token)
+        view = View(kind="image", paths=[self.path], disks=[disk], incremental=incremental, token=token)
+        if self.force_read and changed is None and stat.S_ISREG(st.st_mode):
+            view.notes.append(f"force_read: {self.path} read whole, whatever its metadata")
+        yield view

@@ -61,6 +61,16 @@ class ImageSource(_Model):
             "blocks change; larger ones mean a smaller index. Default 512KiB (EBS's block size)."
         ),
     )
+    force_read: bool = Field(
+        False,
+        description=(
+            "Read the whole image on every backup. By default an image file whose device, inode, size, "
+            "mtime and ctime match what the last snapshot recorded is taken from it unread (like restic, "
+            "which re-reads with --force); set this when something may change the file and restore its "
+            "times. Block devices are always read whole."
+        ),
+        examples=[True],
+    )
 
     @field_validator("path")
     @classmethod

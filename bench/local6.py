@@ -268,16 +268,9 @@ def snapshots(args) -> None:
     served = dict(base, SAFEHOLD_PASSWORD=bench.PASSWORD, SAFEHOLD_COMMAND_SOCKET=str(socket_path))
     tool.init()
     tool.backup_all("full", "full")
-    server = startup.subprocess.Popen([str(tool.exe), "-c", str(tool.config), "serve", "--commands-only"],
-                                      env=cold,
-                                      stdout=startup.subprocess.DEVNULL, stderr=startup.subprocess.DEVNULL)
+    server, started_socket = start_server(tool)
+    assert started_socket == socket_path
     try:
-        deadline = time.monotonic() + 120
-        while not socket_path.exists():
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise bench.BenchError("the command server did not start")
-            time.sleep(0.05)
-        time.sleep(0.5)
         variants = {"cold": (cold, None), "served": (served, server.pid)}
         listing = tool.cli("snapshots")
         backup = tool.cli("backup", "--all", "--json")

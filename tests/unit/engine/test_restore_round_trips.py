@@ -39,7 +39,8 @@ def calls(monkeypatch) -> Counter:
     return counted
 
 
-def test_restore_all_resolves_every_snapshot_once(tmp_path: Path, calls: Counter):
+def backed_up_workspace(tmp_path: Path) -> Path:
+    """The two-target files workspace with one backup of each target; its targets.yml."""
     from safehold.engine.backup import backup_targets
 
     config = files_workspace(tmp_path, ("docs", "mail"))
@@ -48,6 +49,11 @@ def test_restore_all_resolves_every_snapshot_once(tmp_path: Path, calls: Counter
         backup_targets(context, ["docs", "mail"])
     finally:
         context.close()
+    return config
+
+
+def test_restore_all_resolves_every_snapshot_once(tmp_path: Path, calls: Counter):
+    config = backed_up_workspace(tmp_path)
     calls.clear()
     # Without the local object cache (repository/cache.py), which would answer every snapshot GET here.
     context = Context.load(config, cache=False)
@@ -110,14 +116,7 @@ def test_restore_all_reads_its_history_while_the_lock_is_acquired(tmp_path: Path
     listing of the other locks and the claim's rewrite (two round trips fewer on S3), never before
     the claim. The lock listing waits (up to 2 s) for the snapshot listing, so the order is fixed
     when they run side by side; on the old code (listings after the lock) it times out."""
-    from safehold.engine.backup import backup_targets
-
-    config = files_workspace(tmp_path, ("docs", "mail"))
-    context = Context.load(config)
-    try:
-        backup_targets(context, ["docs", "mail"])
-    finally:
-        context.close()
+    config = backed_up_workspace(tmp_path)
     events: list[tuple[str, Kind]] = []
     guard = threading.Lock()
     listed_snapshots = threading.Event()

@@ -18,6 +18,11 @@ where botocore sends it (``Endpoint._send``: retries and listing pages included)
 A *round* is a group of requests that overlap in time; a request that starts after every earlier
 one ended begins the next round. At 20 ms a request, the rounds times the latency is the least the
 requests alone cost the command.
+
+Environment of the traced child (as ``--variants`` entries): ``SAFEHOLD_TRACE_TIMELINE=1`` prints the
+cores each thread group kept busy per 0.2 s beside the data requests in flight;
+``SAFEHOLD_TRACE_WAITS=1`` sums where the writers' reads through the prefetcher spent their wall
+time (waiting for a fetch, decoding); ``SAFEHOLD_TRACE_SWITCH_S=S`` sets the GIL's switch interval.
 """
 
 from __future__ import annotations

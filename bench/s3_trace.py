@@ -18,6 +18,11 @@ where botocore sends it (``Endpoint._send``: retries and listing pages included)
 A *round* is a group of requests that overlap in time; a request that starts after every earlier
 one ended begins the next round. At 20 ms a request, the rounds times the latency is the least the
 requests alone cost the command.
+
+Environment of the traced child (as ``--variants`` entries): ``SAFEHOLD_TRACE_TIMELINE=1`` prints the
+cores each thread group kept busy per 0.2 s beside the data requests in flight;
+``SAFEHOLD_TRACE_WAITS=1`` sums where the writers' reads through the prefetcher spent their wall
+time (waiting for a fetch, decoding); ``SAFEHOLD_TRACE_SWITCH_S=S`` sets the GIL's switch interval.
 """
 
 from __future__ import annotations
@@ -73,6 +78,12 @@ def child(argv: list[str], output: str) -> int:
                 cpu[name] = cpu.get(name, 0.0) + time.thread_time()
 
     threading.Thread.run = run_thread
+    if os.environ.get("SAFEHOLD_TRACE_SWITCH_S"):  # an experiment: the interpreter's GIL switch interval
+        sys.setswitchinterval(float(os.environ["SAFEHOLD_TRACE_SWITCH_S"]))
+    waits = _trace_waits(guard) if os.environ.get("SAFEHOLD_TRACE_WAITS") else None
+    timeline: list = []
+    if os.environ.get("SAFEHOLD_TRACE_TIMELINE"):
+        _sample_cpu(timeline, begun)
     from safehold.cli.main import run
 
     status = 0
@@ -91,8 +102,106 @@ def child(argv: list[str], output: str) -> int:
             cpu[name] = cpu.get(name, 0.0) + spent
     times = os.times()
     Path(output).write_text(json.dumps({"requests": sent, "wall_s": time.monotonic() - begun, "status": status,
-                                        "thread_cpu_s": cpu, "process_cpu_s": times.user + times.system}))
+                                        "thread_cpu_s": cpu, "process_cpu_s": times.user + times.system,
+                                        **({"waits": waits} if waits is not None else {}),
+                                        **({"timeline": timeline} if timeline else {})}))
     return 0
+
+
+def _sample_cpu(timeline: list, begun: float, every: float = 0.1) -> None:
+    """With SAFEHOLD_TRACE_TIMELINE=1: every 100 ms, the process's CPU seconds and those of its
+    threads by name (each thread's CPU clock), so the trace shows how many cores each part kept busy
+    in each tenth of a second."""
+    import threading
+
+    def clocks() -> dict:
+        out: dict[str, float] = {}
+        for thread in threading.enumerate():
+            if thread.ident is None or thread.name == "trace-sampler":
+                continue
+            try:
+                spent = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+            except (OSError, ValueError):
+                continue
+            name = thread.name.rstrip("0123456789_").split(" (")[0]
+            out[name] = out.get(name, 0.0) + spent
+        times = os.times()
+        out["process"] = times.user + times.system
+        return out
+
+    def run() -> None:
+        while True:
+            timeline.append({"t": time.monotonic() - begun, **clocks()})
+            time.sleep(every)
+
+    threading.Thread(target=run, name="trace-sampler", daemon=True).start()
+
+
+def _trace_waits(guard) -> dict:
+    """With SAFEHOLD_TRACE_WAITS=1: where the restore's writers spend their wall time, summed over
+    the blobs read through the prefetcher: waiting for a fetch to land ('wait'), decoding (decrypt,
+    decompress, the id; 'decode', with its CPU in 'decode_cpu'), and everything else a reader does
+    per blob ('read'), plus the blob count. The prefetcher is wrapped, not changed."""
+    import threading
+
+    from safehold.repository import prefetch, repository
+
+    waits = {"blobs": 0, "wait": 0.0, "decode": 0.0, "decode_cpu": 0.0, "read": 0.0}
+    real_read = getattr(prefetch.PrefetchReader, "_read", None) or prefetch.PrefetchReader.read_blob_body
+    real_decode = repository.Repository.decode_blob_body
+    real_wait = threading.Condition.wait_for
+
+    def add(key: str, value: float) -> None:
+        with guard:
+            waits[key] += value
+
+    def read_blob_body(self, blob_id, *args, **kwargs):
+        start = time.monotonic()
+        try:
+            return real_read(self, blob_id, *args, **kwargs)
+        finally:
+            add("read", time.monotonic() - start)
+            add("blobs", 1)
+
+    def decode(self, *args, **kwargs):
+        start, cpu = time.monotonic(), time.thread_time()
+        try:
+            return real_decode(self, *args, **kwargs)
+        finally:
+            add("decode", time.monotonic() - start)
+            add("decode_cpu", time.thread_time() - cpu)
+
+    def wait_for(self, predicate, timeout=None):
+        if not threading.current_thread().name.startswith("safehold-restore"):
+            return real_wait(self, predicate, timeout)
+        start = time.monotonic()
+        try:
+            return real_wait(self, predicate, timeout)
+        finally:
+            add("wait", time.monotonic() - start)
+
+    setattr(prefetch.PrefetchReader, "_read" if hasattr(prefetch.PrefetchReader, "_read") else "read_blob_body",
+            read_blob_body)
+    repository.Repository.decode_blob_body = decode
+    threading.Condition.wait_for = wait_for
+    return waits
+
+
+def _cores(timeline: list[dict], requests: list[dict]) -> str:
+    """Cores kept busy per 0.2 s step: the process, its writers ('safehold-restore'), fetches, the
+    rest; threads that ended between samples lose their last step (their CPU leaves the sum)."""
+    lines = [f"{'t s':>5} {'proc':>5} {'write':>5} {'fetch':>5} {'target':>6} {'main':>5}  data requests in flight"]
+    step = timeline[::2]
+    for before, after in zip(step, step[1:]):
+        span = after["t"] - before["t"]
+
+        def rate(name: str) -> float:
+            return max(0.0, after.get(name, 0.0) - before.get(name, 0.0)) / span
+        flight = sum(1 for r in requests if "/data/" in r["path"] and r["start"] <= after["t"]
+                     and r["start"] + r["duration"] >= before["t"])
+        lines.append(f"{after['t']:5.1f} {rate('process'):5.2f} {rate('safehold-restore'):5.2f} "
+                     f"{rate('safehold-fetch'):5.2f} {rate('safehold-target'):6.2f} {rate('MainThread'):5.2f}  {flight}")
+    return "\n".join(lines)
 
 
 def rounds(requests: list[dict]) -> int:
@@ -236,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"CPU s of the bed: moto {trace['bed_cpu_s']['moto']:.2f}, proxy {trace['bed_cpu_s']['proxy']:.2f}")
                     print("CPU s per thread: " + ", ".join(f"{name} {value:.2f}" for name, value in
                                                            sorted(trace["thread_cpu_s"].items(), key=lambda kv: -kv[1])))
+                    if "waits" in trace:
+                        waits = trace["waits"]
+                        print(f"writers' blobs through the prefetcher {waits['blobs']}: wall s waiting for a fetch "
+                              f"{waits['wait']:.2f}, decoding {waits['decode']:.2f} (CPU {waits['decode_cpu']:.2f}), "
+                              f"in read_blob in all {waits['read']:.2f}")
+                    if "timeline" in trace:
+                        print(_cores(trace["timeline"], trace["requests"]))
                     if args.restore and len(data) > 40:
                         continue
                     print(f"{'start':>7} {'ms':>5}  {'thread':24} request")

@@ -81,6 +81,9 @@ def backup(
                                               help="zstd level (default 3)."),
     parallel: Optional[int] = typer.Option(None, "--parallel", min=1,
                                            help="Targets backed up side by side (default 2)."),
+    force_read: bool = typer.Option(False, "--force-read",
+                                    help="Read every file and disk image whole, even unchanged ones "
+                                         "(their size, times and inode match the last snapshot)."),
     json_output: bool = JsonOption,
 ) -> None:
     """Back up targets into new snapshots."""
@@ -94,7 +97,7 @@ def backup(
         for name in names:
             ctx.config.target(name)
     with display:
-        run = backup_targets(ctx, names, parallel)
+        run = backup_targets(ctx, names, parallel, force_read=force_read)
     if json_output:
         print_json({"results": [r.as_dict() for r in run.results],
                     "failures": {name: exc.as_dict() for name, exc in run.failures.items()}})

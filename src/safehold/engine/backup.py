@@ -88,7 +88,7 @@ class BackupRun:
 
 def backup_target(context: Context, target_name: str, *, tags: list[str] | None = None,
                   changed: list[Extent] | None = None, job_id: int | None = None,
-                  session: "BackupSession | None" = None) -> BackupResult:
+                  session: "BackupSession | None" = None, force_read: bool = False) -> BackupResult:
     """Back up one target into a new snapshot and record the job.
 
     ``changed``: for image targets, extents known to have changed since the
@@ -96,6 +96,9 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     ``job_id``: run as this queued job, already claimed (see engine.jobs).
     ``session``: the open repository, lock and history shared by the targets of one run
     (``backup_targets``); None: this target opens, locks and reads them itself.
+    ``force_read``: read every file and image file whole, even those whose metadata match the
+    parent's (restic's ``--force``; for an image source as ``force_read: true`` in targets.yml);
+    a platform's change tracking (VMware CBT, libvirt bitmaps, EBS) is still used.
 
     Entries the source could not read do not fail the target: the snapshot holds everything
     readable, and when its summary lists skipped items the job ends 'partial' (details
@@ -108,14 +111,15 @@ def backup_target(context: Context, target_name: str, *, tags: list[str] | None 
     session = session if session is not None else BackupSession(context, f"backup {target.name}")
     session.open_ahead()  # the key derivation and the open's round trips while the job is recorded
     try:
-        return _backup_in_job(context, target, session, owned, started, tags, changed, job_id)
+        return _backup_in_job(context, target, session, owned, started, tags, changed, job_id, force_read)
     finally:
         if owned:
             session.close()  # also when the job could not even be recorded: no thread left opening
 
 
 def _backup_in_job(context: Context, target: Any, session: "BackupSession", owned: bool, started: float,
-                   tags: list[str] | None, changed: list[Extent] | None, job_id: int | None) -> BackupResult:
+                   tags: list[str] | None, changed: list[Extent] | None, job_id: int | None,
+                   force_read: bool = False) -> BackupResult:
     # context.jobs: with a current SQLite catalog the job is recorded through sqlite3 without
     # importing SQLAlchemy (catalog/light.py), the same rows; a queued job (job_id) runs in a
     # process whose catalog is open, and then the catalog records it.
@@ -125,7 +129,10 @@ def _backup_in_job(context: Context, target: Any, session: "BackupSession", owne
             parent: Snapshot | None = parents[-1] if parents else None
             history = baseline_history(parents, assess(parents, records))
             job.log(f"parent snapshot: {parent.short_id if parent else 'none (full backup)'}")
-            source = open_source(target.source, target)
+            source_config = target.source
+            if force_read and "force_read" in type(source_config).model_fields:
+                source_config = source_config.model_copy(update={"force_read": True})
+            source = open_source(source_config, target)
 
             def report(progress: Progress) -> None:
                 job.update(bytes_read=progress.bytes_done, files=progress.files_done)
@@ -134,7 +141,7 @@ def _backup_in_job(context: Context, target: Any, session: "BackupSession", owne
                                       "bytes_total": progress.bytes_total, "files_done": progress.files_done,
                                       "current": progress.current})
 
-            archiver = Archiver(repository, threads=context.threads, on_progress=report)
+            archiver = Archiver(repository, threads=context.threads, on_progress=report, force_read=force_read)
             open_arguments = {"changed": changed} if changed is not None else {}
             with source.open(parent.source if parent else None, **open_arguments) as view:
                 chunk_size = getattr(target.source, "chunk_size", None)
@@ -280,7 +287,8 @@ def _newest_first(snapshots: list[PlatformSnapshot]) -> list[SnapshotRef]:
     return sorted(refs, key=lambda ref: (ref.time, ref.id), reverse=True)
 
 
-def backup_targets(context: Context, names: list[str], parallel: int | None = None) -> BackupRun:
+def backup_targets(context: Context, names: list[str], parallel: int | None = None,
+                   force_read: bool = False) -> BackupRun:
     """Back up several targets; one failing does not stop the others.
 
     One open, one shared lock and one reading of the history (the snapshot, forget-record,
@@ -297,7 +305,7 @@ def backup_targets(context: Context, names: list[str], parallel: int | None = No
     lock) is closed when the last target still running under it ends, so a failure never
     carries a lost lock or half-written state into a target that starts later, and never stops
     or corrupts a target running beside it (its pack writer is its own). Results keep the order
-    of ``names``."""
+    of ``names``. ``force_read``: as for ``backup_target``, for every target."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     limit = max(1, parallel if parallel is not None else DEFAULT_PARALLEL_TARGETS)
@@ -310,7 +318,7 @@ def backup_targets(context: Context, names: list[str], parallel: int | None = No
         session = sessions.start()
         failed = True
         try:
-            results[position] = backup_target(context, name, session=session)
+            results[position] = backup_target(context, name, session=session, force_read=force_read)
             failed = False
         except errors.SafeholdError as exc:
             if exc.bug:

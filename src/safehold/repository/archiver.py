@@ -76,8 +76,11 @@ class Summary:
 
 class Archiver:
     def __init__(self, repository: Repository, threads: int | None = None,
-                 on_progress: Callable[[Progress], None] | None = None, signals: bool = True) -> None:
+                 on_progress: Callable[[Progress], None] | None = None, signals: bool = True,
+                 force_read: bool = False) -> None:
         self.repository = repository
+        # Read every file, even one whose size, mtime, ctime and inode match the parent's (restic's --force).
+        self.force_read = force_read
         # Ransomware signals (signals.py) and the verdict they give; off only to measure their cost.
         self.signals = signals
         self._collector: SignalCollector | None = None
@@ -237,7 +240,7 @@ class Archiver:
                                          record.get("random"), read=futures is not None)
                 tree.add(record)
 
-        for item in _with_prefetch(items, previous):
+        for item in _with_prefetch(items, {} if self.force_read else previous):
             record = _file_record(item)
             futures: list[Future] | None = None
             if item.type == "dir":
@@ -251,7 +254,8 @@ class Archiver:
                 self.summary.bytes_total += item.size
                 self.progress.current = os.fsdecode(item.path)
                 old = previous.get(item.path)
-                if old is not None and old[:4] == (item.size, item.mtime_ns, item.ctime_ns, item.inode):
+                if not self.force_read and old is not None and \
+                        old[:4] == (item.size, item.mtime_ns, item.ctime_ns, item.inode):
                     record["chunks"] = old[4]
                     record["size"] = old[0]
                     if self._collector is not None and old[5] is not None:

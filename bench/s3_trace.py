@@ -93,19 +93,27 @@ def child(argv: list[str], output: str) -> int:
         status = exc.code if isinstance(exc.code, int) else 1
     cpu["MainThread"] = time.thread_time()
     for thread in threading.enumerate():  # threads still alive (a pool not joined yet): their CPU clock
-        if thread is not threading.main_thread() and thread.ident is not None:
-            try:
-                spent = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-            except (OSError, ValueError):
-                continue
-            name = thread.name.rstrip("0123456789_").split(" (")[0]
-            cpu[name] = cpu.get(name, 0.0) + spent
+        if thread is not threading.main_thread():
+            _add_thread_cpu(cpu, thread)
     times = os.times()
     Path(output).write_text(json.dumps({"requests": sent, "wall_s": time.monotonic() - begun, "status": status,
                                         "thread_cpu_s": cpu, "process_cpu_s": times.user + times.system,
                                         **({"waits": waits} if waits is not None else {}),
                                         **({"timeline": timeline} if timeline else {})}))
     return 0
+
+
+def _add_thread_cpu(totals: dict, thread) -> None:
+    """Add ``thread``'s CPU seconds (its CPU clock) to ``totals`` under its name without the pool
+    number; a thread not started or already gone adds nothing."""
+    if thread.ident is None:
+        return
+    try:
+        spent = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    except (OSError, ValueError):
+        return
+    name = thread.name.rstrip("0123456789_").split(" (")[0]
+    totals[name] = totals.get(name, 0.0) + spent
 
 
 def _sample_cpu(timeline: list, begun: float, every: float = 0.1) -> None:
@@ -117,14 +125,8 @@ def _sample_cpu(timeline: list, begun: float, every: float = 0.1) -> None:
     def clocks() -> dict:
         out: dict[str, float] = {}
         for thread in threading.enumerate():
-            if thread.ident is None or thread.name == "trace-sampler":
-                continue
-            try:
-                spent = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-            except (OSError, ValueError):
-                continue
-            name = thread.name.rstrip("0123456789_").split(" (")[0]
-            out[name] = out.get(name, 0.0) + spent
+            if thread.name != "trace-sampler":
+                _add_thread_cpu(out, thread)
         times = os.times()
         out["process"] = times.user + times.system
         return out

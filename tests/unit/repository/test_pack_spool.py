@@ -135,3 +135,19 @@ def test_a_full_disk_while_a_pack_fills_fails_the_write_and_leaves_nothing(
     with pytest.raises(errors.SafeholdError):
         repository.flush_pack()
     assert leftovers(root) == [] and list(LocalBackend(root).list(Kind.DATA)) == []
+
+
+def test_a_spool_is_read_back_through_its_descriptor_never_by_its_path(tmp_path: Path):
+    # The S3 backend reads a pack back from a spool in a shared temporary folder (/var/tmp): a file
+    # swapped in under the spool's name must not be what gets uploaded.
+    from safehold.repository.backends.local import Spool
+
+    spool = Spool(tmp_path)
+    spool.write(b"pack bytes " * 1000)
+    os.rename(spool.path, tmp_path / "moved")
+    spool.path.write_bytes(b"planted")
+    with spool.reader() as body:
+        assert body.read() == b"pack bytes " * 1000
+    spool.discard()
+    with pytest.raises(ValueError):
+        spool.reader()

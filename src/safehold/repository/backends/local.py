@@ -24,7 +24,7 @@ import secrets
 import weakref
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 from ...files import PRIVATE_DIRECTORY, make_private_directory
 from .base import Kind, ObjectExists, ObjectInfo, ObjectNotFound
@@ -186,11 +186,11 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.path = directory / f"{TEMP_PREFIX}spool-{secrets.token_hex(8)}"
         self.size = 0
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self._drop = weakref.finalize(self, _discard, self._fd, str(self.path))
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._drop.alive or self._fd < 0:  # discarded or closed: its descriptor may be reused
+        if not self._drop.alive:  # discarded: its descriptor is closed (and may be reused)
             raise ValueError("write to a discarded spool")
         view = memoryview(data)
         while view:
@@ -200,7 +200,7 @@ class Spool:
 
     def commit(self, path: Path) -> None:
         """fsync, close and rename to ``path``; on failure the temporary file is removed."""
-        if not self._drop.alive or self._fd < 0:
+        if not self._drop.alive:
             raise ValueError("commit of a discarded spool")
         try:
             os.fsync(self._fd)
@@ -211,23 +211,18 @@ class Spool:
         self._drop.detach()
         os.close(self._fd)
 
-    def close(self) -> None:
-        """Close the descriptor, keeping the file (to be read back and discarded: the S3 backend)."""
-        if self._drop.alive and self._fd >= 0:
-            self._drop.detach()
-            os.close(self._fd)
-            self._fd = -1
-            self._drop = weakref.finalize(self, _unlink, str(self.path))
+    def reader(self) -> BinaryIO:
+        """What was written, from its start, through a duplicate of the descriptor: the file is
+        never opened again by its path, which may lie in a shared temporary folder (the S3
+        backend reads a pack back to upload it). It stays until ``discard``."""
+        if not self._drop.alive:
+            raise ValueError("read of a discarded spool")
+        fd = os.dup(self._fd)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.fdopen(fd, "rb")
 
     def discard(self) -> None:
         self._drop()
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _discard(fd: int, path: str) -> None:

@@ -201,10 +201,7 @@ class S3Backend:
         key = self.key(kind, name)
         parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
         size = sum(memoryview(part).nbytes for part in parts)
-        extra: dict = {}
-        if retain_until is not None and self.lock_mode is not None:
-            extra["ObjectLockMode"] = self.lock_mode
-            extra["ObjectLockRetainUntilDate"] = _utc(retain_until)
+        extra = self._retention_headers(retain_until)
         for _attempt in range(5):
             try:
                 if size >= self.multipart_threshold:
@@ -223,6 +220,12 @@ class S3Backend:
                 raise _storage_error(exc, f"writing {kind.value}/{name[:16]}") from exc
         raise S3RequestFailed(errno.EAGAIN, f"writing {kind.value}/{name[:16]}: conditional write kept conflicting")
 
+    def _retention_headers(self, retain_until: datetime | None) -> dict:
+        """The Object Lock fields of a PUT: the object is locked in the request that writes it."""
+        if retain_until is None or self.lock_mode is None:
+            return {}
+        return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": _utc(retain_until)}
+
     # -- packs written as they fill (SpoolingBackend) ------------------------------
     def spool(self, kind: Kind) -> "Spool":
         """A temporary file the repository writes a pack into as it fills, instead of holding it
@@ -239,13 +242,9 @@ class S3Backend:
         """Store what was written into ``spool`` as ``kind/name`` (a single PUT streamed from the
         file, or a multipart upload of ``part_size`` pieces read from it), then remove the file."""
         key = self.key(kind, name)
-        extra: dict = {}
-        if retain_until is not None and self.lock_mode is not None:
-            extra["ObjectLockMode"] = self.lock_mode
-            extra["ObjectLockRetainUntilDate"] = _utc(retain_until)
+        extra = self._retention_headers(retain_until)
         try:
-            spool.close()
-            with open(spool.path, "rb") as body:
+            with spool.reader() as body:
                 try:
                     if spool.size >= self.multipart_threshold:
                         self._put_multipart(key, iter(lambda: body.read(self.part_size), b""), False, extra)

@@ -1,7 +1,7 @@
 """An HTTP/1.1 proxy on loopback that adds a fixed latency per request and an optional bandwidth cap.
 
     python bench/latency_proxy.py --upstream http://127.0.0.1:PORT --latency-ms 20 [--mib-per-s 100]
-                                  [--workers 2] [--copy]
+                                  [--conn-mib-per-s 25] [--workers 2] [--copy]
 
 prints ``PORT <n>`` once listening and serves until stdin closes. For the S3 phase of the
 benchmark (``bench/s3_run.py``): the moto server answers at once, a bucket in another region
@@ -9,13 +9,20 @@ does not. Every request waits ``--latency-ms`` after its head arrived before it 
 round trip, as a request costs on a real link; the connection set-up is not charged separately),
 and the answer's body is paced at ``--mib-per-s`` shared by all connections, when given.
 
+``--conn-mib-per-s`` caps each connection instead, both ways (the bodies of uploads and of
+answers): what one TCP connection to a bucket in another region carries, bounded by its window
+over the round trip and by S3's own per-connection rate. A real S3 restore is limited there, not by
+a shared link (restic's users needed 32 connections to reach 0.68 GB/s, ~21 MB/s each), so this is
+the cap under which more connections pay. Paced bodies are still spliced, a piece of 256 KiB at a
+time.
+
 Only the HTTP heads are parsed. A body with a ``Content-Length`` (every S3 object, range and
 upload of boto3 and restic) is moved between the two sockets with ``os.splice`` through a pipe:
 the bytes stay in the kernel, the proxy pays a few system calls per MiB instead of parsing and
 copying each byte through Python (the asyncio version before this cost 1.1-2.2 ms of CPU per MiB
-and, on one core, became the test bed's ceiling: ``bench/s3_ceiling.py``). Chunked bodies, bodies
-read to the close and every body under a bandwidth cap (it needs the bytes paced) are copied
-through a buffer, as is everything with ``--copy`` (the comparison). A connection is served by a
+and, on one core, became the test bed's ceiling: ``bench/s3_ceiling.py``). Chunked bodies and bodies
+read to the close are copied through a buffer, as is everything with ``--copy`` (the comparison);
+a body under a bandwidth cap is spliced a piece at a time, each piece after its pacers allow it. A connection is served by a
 thread (blocking sockets: ``splice`` releases the GIL); ``--workers N`` forks N processes that
 accept on the one listening socket (the kernel spreads the connections); the bandwidth cap is
 then split evenly between them (approximately shared).
@@ -41,12 +48,15 @@ from urllib.parse import urlparse
 
 MAX_HEAD = 1 << 20
 PIECE = 64 * 1024
+#: A paced spliced body moves this much between two waits of its pacers.
+PACED_PIECE = 256 * 1024
 PIPE_SIZE = 1 << 20
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection"}
 
 
 class Pacer:
-    """A token bucket shared by every connection of a process: ``rate`` bytes a second, bursts of 256 KiB."""
+    """A token bucket: ``rate`` bytes a second, bursts of 256 KiB; shared by every connection of a
+    process (``--mib-per-s``) or one per connection (``--conn-mib-per-s``)."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -133,18 +143,22 @@ class Head:
 
 
 class Proxy:
-    def __init__(self, upstream: str, latency: float, rate: float | None, splice: bool = True) -> None:
+    def __init__(self, upstream: str, latency: float, rate: float | None, splice: bool = True,
+                 conn_rate: float | None = None) -> None:
         parsed = urlparse(upstream)
         self.address = (parsed.hostname, parsed.port)
         self.latency = latency
         self.pacer = Pacer(rate) if rate else None
-        self.splice = splice and self.pacer is None and hasattr(os, "splice")
+        self.conn_rate = conn_rate
+        self.connection = threading.local()  # .pacer: this connection's own (--conn-mib-per-s)
+        self.splice = splice and hasattr(os, "splice")
         self.counter = itertools.count()  # next() is atomic under the GIL; the count is printed at the end
         self.spliced_bytes = 0
         self.copied_bytes = 0
 
     def serve(self, client_sock: socket.socket) -> None:
         client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connection.pacer = Pacer(self.conn_rate) if self.conn_rate else None
         client = Stream(client_sock)
         upstream: Stream | None = None
         pipe = None
@@ -223,7 +237,7 @@ class Proxy:
 
     def forward_body(self, head: Head, source: Stream, target: socket.socket, pipe, request: bool) -> None:
         """The body that follows ``head`` from ``source`` to ``target``: by Content-Length (spliced
-        unless paced or ``--copy``), or chunk by chunk with its framing (copied)."""
+        unless ``--copy``; paced piece by piece under a cap), or chunk by chunk with its framing (copied)."""
         if (head.header("transfer-encoding") or "").lower() == "chunked":
             while True:
                 line = source.read_until(b"\r\n", 4096)
@@ -248,15 +262,26 @@ class Proxy:
             self.send(target, buffered, paced=not request)
         remaining = length - len(buffered)
         if remaining and pipe is not None:
-            self.splice_body(source.sock, target, pipe, remaining)
+            self.splice_body(source.sock, target, pipe, remaining, self._pacers(paced=not request))
         elif remaining:
             self.copy_body(source.sock, target, remaining, paced=not request)
 
-    def splice_body(self, source: socket.socket, target: socket.socket, pipe, remaining: int) -> None:
+    def _pacers(self, paced: bool) -> list[Pacer]:
+        """What a body waits for: this connection's cap (both ways), the shared one (answers only)."""
+        pacers = [self.connection.pacer] if getattr(self.connection, "pacer", None) else []
+        if paced and self.pacer is not None:
+            pacers.append(self.pacer)
+        return pacers
+
+    def splice_body(self, source: socket.socket, target: socket.socket, pipe, remaining: int,
+                    pacers: list[Pacer] = ()) -> None:
         read_end, write_end = pipe
         self.spliced_bytes += remaining
+        step = PACED_PIECE if pacers else PIPE_SIZE
         while remaining:
-            moved = os.splice(source.fileno(), write_end, min(remaining, PIPE_SIZE), flags=os.SPLICE_F_MOVE)
+            for pacer in pacers:
+                pacer.take(min(remaining, step))
+            moved = os.splice(source.fileno(), write_end, min(remaining, step), flags=os.SPLICE_F_MOVE)
             if moved == 0:
                 raise ConnectionError("truncated body")
             remaining -= moved
@@ -276,13 +301,15 @@ class Proxy:
 
     def send(self, target: socket.socket, data, paced: bool = True) -> None:
         self.copied_bytes += len(data)
-        if self.pacer is None or not paced:
+        pacers = self._pacers(paced)
+        if not pacers:
             target.sendall(data)
             return
         view = memoryview(data)
         for start in range(0, len(view), PIECE):
             piece = view[start : start + PIECE]
-            self.pacer.take(len(piece))
+            for pacer in pacers:
+                pacer.take(len(piece))
             target.sendall(piece)
 
 
@@ -296,7 +323,8 @@ def _closed_by_peer(stream: Stream) -> bool:
 
 def serve(options: argparse.Namespace, listening: socket.socket, parent: int | None) -> None:
     rate = options.mib_per_s * 1024 * 1024 / max(1, options.workers)
-    proxy = Proxy(options.upstream, options.latency_ms / 1000, rate or None, splice=not options.copy)
+    proxy = Proxy(options.upstream, options.latency_ms / 1000, rate or None, splice=not options.copy,
+                  conn_rate=options.conn_mib_per_s * 1024 * 1024 or None)
     stop = threading.Event()
     if parent is None:  # the first process: reports the port, serves until stdin closes
         print(f"PORT {listening.getsockname()[1]}", flush=True)
@@ -320,6 +348,8 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--mib-per-s", type=float, default=0.0, help="bandwidth cap shared by all connections (0: none)")
+    parser.add_argument("--conn-mib-per-s", type=float, default=0.0,
+                        help="bandwidth cap of each connection, both ways (0: none)")
     parser.add_argument("--workers", type=int, default=1, help="processes accepting on the one socket")
     parser.add_argument("--copy", action="store_true", help="copy every body through Python (no splice)")
     options = parser.parse_args()

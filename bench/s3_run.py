@@ -2,14 +2,15 @@
 """The S3 phase of the benchmark (issue 19): safehold vs restic against a moto server on loopback
 behind a proxy that adds a fixed latency per request (and, optionally, a bandwidth cap).
 
-    .venv/bin/python bench/s3_run.py [--scale 0.1] [--latency-ms 20,50] [--mib-per-s 0]
+    .venv/bin/python bench/s3_run.py [--scale 0.1] [--latency-ms 20,50] [--mib-per-s 0] [--conn-mib-per-s 0]
                                      [--connections 16] [--repeat 1] [--json bench/s3-results.json]
                                      [--request-mib 24] [--baseline-src DIR] [--tools ...]
                                      [--workdir /var/tmp/safehold-s3-bench]
 
 Same data set as ``bench/run.py`` (``datagen``, seeded). For each latency, side by side: safehold,
 restic with its defaults (5 connections) and restic with ``-o s3.connections=N`` (N = safehold's
-restore concurrency, ``--connections``). Phases: first full backup, backup after the 1 % change,
+restore concurrency, ``--connections``; ``restic-32`` in ``--tools`` runs it with 32, the most
+safehold's ``restore --all`` of two targets keeps in flight). Phases: first full backup, backup after the 1 % change,
 full restore (verified against the source), single-file restore of the largest file from the
 large snapshot, ``check --read-data``. borg has no S3 backend and is left out. Every timed command
 is a child process measured like ``bench/run.py`` (wall clock, CPU and peak RSS from rusage).
@@ -25,6 +26,7 @@ import copy
 import json
 import os
 import shutil
+import re
 import statistics
 import subprocess
 import sys
@@ -209,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency-ms", default="20,50")
     parser.add_argument("--mib-per-s", type=float, default=0.0, help="bandwidth cap of the proxy (0: none)")
+    parser.add_argument("--conn-mib-per-s", type=float, default=0.0,
+                        help="bandwidth cap of each connection through the proxy, both ways (0: none): what "
+                             "one connection to a bucket in another region carries")
     parser.add_argument("--proxy-workers", type=int, default=1,
                         help="processes of the latency proxy (one is a one-core ceiling on a loaded machine)")
     parser.add_argument("--connections", type=int, default=16,
@@ -216,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="restore and single-file restore repetitions")
     parser.add_argument("--tools", default="safehold,restic,restic-n",
                         help="among safehold, safehold-before (needs --baseline-src), safehold-served "
-                             "(through a command server), restic, restic-n")
+                             "(through a command server), restic, restic-n (s3.connections = --connections), "
+                             "restic-N (s3.connections = N)")
     parser.add_argument("--direct", action="store_true",
                         help="also restore safehold's repository blob by blob (SAFEHOLD_RESTORE_CONNECTIONS=0)")
     parser.add_argument("--request-mib", type=int, default=0,
@@ -249,13 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     total = bench.tree_bytes(data)[0]
     results: dict = {"scale": args.scale, "data_bytes": total, "connections": args.connections,
                      "proxy_workers": args.proxy_workers,
-                     "mib_per_s": args.mib_per_s, "files": dataset["files"], "rounds": {}}
+                     "mib_per_s": args.mib_per_s, "conn_mib_per_s": args.conn_mib_per_s, "files": dataset["files"], "rounds": {}}
     moto, moto_port = start([sys.executable, "-c", MOTO])
     try:
         for round_number, latency in enumerate(int(x) for x in args.latency_ms.split(",")):
             proxy, port = start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
                                  f"http://127.0.0.1:{moto_port}", "--latency-ms", str(latency),
-                                 "--mib-per-s", str(args.mib_per_s), "--workers", str(args.proxy_workers)])
+                                 "--mib-per-s", str(args.mib_per_s), "--conn-mib-per-s", str(args.conn_mib_per_s),
+                                 "--workers", str(args.proxy_workers)])
             try:
                 results["rounds"][str(latency)] = run_round(args, work, data, runner, exe, moto_port, port,
                                                             latency, round_number, formats, datagen)
@@ -298,8 +305,12 @@ def _run_round(args, work, data, runner, exe, moto_port, port, latency, round_nu
             tools.append(before)
         elif name == "restic":
             tools.append(ResticS3(work, data, runner, port, bucket, None))
-        else:
+        elif name == "restic-n":
             tools.append(ResticS3(work, data, runner, port, bucket, args.connections))
+        elif re.fullmatch(r"restic-\d+", name):  # e.g. restic-32: two targets' worth of safehold's 16
+            tools.append(ResticS3(work, data, runner, port, bucket, int(name.split("-")[1])))
+        else:
+            raise bench.BenchError(f"unknown tool {name!r}")
     restorers = list(tools)
     if args.direct and tools and tools[0].name == "safehold":
         # The same repository, restored blob by blob (the reader before issue 19): the before/after row.
@@ -384,7 +395,8 @@ def _run_round(args, work, data, runner, exe, moto_port, port, latency, round_nu
 def markdown(results: dict) -> str:
     lines = [f"Data: {results['data_bytes'] / bench.MiB:.0f} MiB ({results['files']} files + image), "
              f"scale {results['scale']}; safehold restore connections {results['connections']}; "
-             f"bandwidth cap {results['mib_per_s'] or 'none'} MiB/s; proxy processes {results.get('proxy_workers', 1)}", ""]
+             f"bandwidth cap {results['mib_per_s'] or 'none'} MiB/s, per connection "
+             f"{results.get('conn_mib_per_s') or 'none'} MiB/s; proxy processes {results.get('proxy_workers', 1)}", ""]
     for latency, out in results["rounds"].items():
         tools = list(out)
         lines += [f"Latency {latency} ms per request (median wall seconds; ratio = restic time / safehold time, "

@@ -49,8 +49,9 @@ def _client(port: int):
                         **moto_support.CREDENTIALS)
 
 
-@pytest.mark.parametrize("mode", [[], ["--copy"], ["--mib-per-s", "200"], ["--workers", "2"]],
-                         ids=["splice", "copy", "capped", "two-workers"])
+@pytest.mark.parametrize("mode", [[], ["--copy"], ["--mib-per-s", "200"], ["--conn-mib-per-s", "200"],
+                                  ["--workers", "2"]],
+                         ids=["splice", "copy", "capped", "capped-per-connection", "two-workers"])
 def test_bodies_pass_unchanged_and_every_request_waits(moto, plain_bucket, mode) -> None:
     process, port = _start(moto, *mode)
     try:
@@ -69,10 +70,47 @@ def test_bodies_pass_unchanged_and_every_request_waits(moto, plain_bucket, mode)
         assert time.monotonic() - started >= 4 * LATENCY
     finally:
         counts = _stop(process)
-    if mode == []:
+    if mode == [] or mode[0] in ("--mib-per-s", "--conn-mib-per-s"):
         assert counts["requests"] >= 10
-        # the upload, the whole object and the ranges: ~2 x SIZE through the pipe, not through Python
+        # the upload, the whole object and the ranges: ~2 x SIZE through the pipe, not through
+        # Python (a capped body too: it is spliced a piece at a time)
         assert counts["spliced"] >= 2 * SIZE - 2 * 1024 * 1024, counts
         assert counts["copied"] < 2 * 1024 * 1024, counts
-    elif mode[0] in ("--copy", "--mib-per-s"):
+    elif mode[0] == "--copy":
         assert counts["spliced"] == 0 and counts["copied"] >= 2 * SIZE, counts
+
+
+def _timed_gets(port: int, bucket: str, key: str, connections: int) -> float:
+    """Seconds to GET ``key`` once on each of ``connections`` clients at the same time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [_client(port) for _ in range(connections)]
+    started = time.monotonic()
+    with ThreadPoolExecutor(connections) as pool:
+        bodies = list(pool.map(lambda s3: s3.get_object(Bucket=bucket, Key=key)["Body"].read(), clients))
+    elapsed = time.monotonic() - started
+    assert all(len(body) == 4 * 1024 * 1024 for body in bodies)
+    return elapsed
+
+
+@pytest.mark.parametrize("cap", ["--conn-mib-per-s", "--mib-per-s"])
+def test_a_connection_cap_paces_each_connection_and_a_shared_cap_all_of_them(moto, plain_bucket, cap) -> None:
+    """At 16 MiB/s a 4 MiB answer takes ~0.25 s. Per connection, four answers side by side take
+    about as long as one (each connection has its own 16 MiB/s); under the shared cap, about four
+    times as long. Uploads are paced by the per-connection cap too."""
+    process, port = _start(moto, cap, "16")
+    try:
+        s3 = _client(port)
+        started = time.monotonic()
+        s3.put_object(Bucket=plain_bucket, Key="paced", Body=os.urandom(4 * 1024 * 1024))
+        upload = time.monotonic() - started
+        one = _timed_gets(port, plain_bucket, "paced", 1)
+        four = _timed_gets(port, plain_bucket, "paced", 4)
+    finally:
+        _stop(process)
+    assert one >= 0.2, one  # 4 MiB at 16 MiB/s, less the first 256 KiB burst
+    if cap == "--conn-mib-per-s":
+        assert upload >= 0.2, upload
+        assert four < 2 * one, (one, four)
+    else:
+        assert four >= 3 * 0.2, (one, four)

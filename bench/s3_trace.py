@@ -4,7 +4,7 @@
 (issue 19): when each request started (from the process's start), how long it took, in which
 thread, and how many rounds of requests went out one after the other.
 
-    .venv/bin/python bench/s3_trace.py [--latency-ms 20] [--src src,/tmp/before/src] [--mib 64]
+    .venv/bin/python bench/s3_trace.py [--latency-ms 20] [--conn-mib-per-s 25] [--src src,/tmp/before/src] [--mib 64]
                                        [--json bench/s3-trace-results.json] [--restore] [--repeat 3]
 
 The set-up is ``bench/s3_run.py``'s (a moto server on loopback, ``latency_proxy.py`` in front of
@@ -252,6 +252,8 @@ def change(root: Path, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--conn-mib-per-s", type=float, default=0.0,
+                        help="bandwidth cap of each connection through the proxy (latency_proxy.py; 0: none)")
     parser.add_argument("--src", default=str(HERE.parent / "src"),
                         help="comma-separated source trees (PYTHONPATH), each traced in a bucket of its own")
     parser.add_argument("--mib", type=int, default=64)
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     import s3_run
     from s3_ceiling import cpu_seconds
 
-    results: dict = {"latency_ms": args.latency_ms, "mib": args.mib, "command": "restore" if args.restore else "backup",
+    results: dict = {"latency_ms": args.latency_ms, "conn_mib_per_s": args.conn_mib_per_s, "mib": args.mib, "command": "restore" if args.restore else "backup",
                      "runs": {}}
     with tempfile.TemporaryDirectory(prefix="safehold-trace-") as scratch:
         work = Path(scratch)
@@ -283,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             make_data(work / "data", args.mib)
         moto, moto_port = s3_run.start([sys.executable, "-c", s3_run.MOTO])
         proxy, port = s3_run.start([sys.executable, str(HERE / "latency_proxy.py"), "--upstream",
-                                    f"http://127.0.0.1:{moto_port}", "--latency-ms", str(args.latency_ms)])
+                                    f"http://127.0.0.1:{moto_port}", "--latency-ms", str(args.latency_ms),
+                                    "--conn-mib-per-s", str(args.conn_mib_per_s)])
         try:
             sources = [str(Path(src).resolve()) for src in args.src.split(",")]
             configs = []

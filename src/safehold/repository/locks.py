@@ -417,6 +417,12 @@ class Lock:
             self._refresh_error = None
 
     def release(self) -> None:
+        # Packs still being stored in the background (a backup that failed or was interrupted
+        # before its commit waited for them) are finished first: nothing is written to the
+        # repository after its lock is gone.
+        uploads = getattr(self.repository, "_uploads", None)
+        if uploads is not None:
+            uploads.drain()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

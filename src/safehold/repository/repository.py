@@ -46,6 +46,13 @@ SUPPORTED_VERSIONS = (1,)
 PACK_TARGET_SIZE = 16 * 1024 * 1024
 TREE_READ_AHEAD = 4  # tree blobs read in parallel by read_tree (at most twice this held ahead)
 INDEX_EVERY_PACKS = 32  # a killed long backup keeps its uploaded packs reusable
+#: Full packs stored in the background at once, by all the pack writers of one open repository
+#: (``SAFEHOLD_UPLOADS``; 1: each pack is stored by the thread that filled it, as before). A
+#: connection to S3 in another region carries tens of MiB/s (restic's users needed 32 connections
+#: for 0.68 GB/s), so a backup stores at about this many times that; chunking goes on meanwhile.
+#: Only for a backend that spools its packs to a file (local, S3): a waiting pack costs disk (up to
+#: this many x 16 MiB in the spool folder), never memory.
+DEFAULT_UPLOADS = 8
 _OBJECT_AAD = b"safehold-object-"
 
 
@@ -139,6 +146,11 @@ class Repository:
         # Packs stored whose index object is not yet: shared by every pack writer of this open
         # repository (``writer()``), so a commit can wait for the ones it may refer to.
         self._ledger = _IndexLedger()
+        # Full packs being stored in the background: the slots and threads are shared by every
+        # writer (``writer()``), each writer waits for its own (``_pending``) before it commits.
+        self._uploads = _Uploads(_uploads_setting() if self._spool is not None else 1)
+        self._pending: list[Any] = []
+        self._upload_failure: BaseException | None = None
         self._index_loaded = False
         self.held_lock: Lock | None = None  # set by Lock.acquire, cleared by release
         # Local copies of snapshot, index and verdict objects (cache.py); None: every read is a GET.
@@ -643,8 +655,47 @@ class Repository:
             if self._builder.size >= PACK_TARGET_SIZE:
                 full, self._builder = self._builder, PackBuilder(self._spool)
         if full is not None:
-            self._write_pack(full)
+            self._store_full_pack(full)
         return blob_id, True
+
+    def _store_full_pack(self, builder: PackBuilder) -> None:
+        """Store a full pack: in the background when uploads run side by side (the caller goes on
+        chunking; it waits here only while every slot is taken), else now. A background store
+        that failed is raised here, at the writer's next full pack, or by ``flush_pack``; its
+        blobs stay in flight, so nothing refers to them, and the backup fails before a snapshot."""
+        self._raise_failed_upload()
+        if self._uploads.limit <= 1:
+            self._write_pack(builder)
+            return
+        future = self._uploads.submit(self._write_pack, builder)
+        with self._pack_lock:
+            self._pending.append(future)
+
+    def _raise_failed_upload(self) -> None:
+        """Raise when a background store of this writer failed: then and ever after (its blobs
+        are still "in flight", so nothing may be deduplicated against them or committed)."""
+        with self._pack_lock:
+            self._pending = [future for future in self._pending
+                             if not future.done() or future.exception() is not None]
+            failed = next((future for future in self._pending if future.done()), None)
+            if failed is not None and self._upload_failure is None:
+                self._upload_failure = failed.exception()
+            failure = self._upload_failure
+        if failure is not None:
+            raise failure
+
+    def wait_for_uploads(self) -> None:
+        """Wait until every pack this writer handed to the background is stored; raise the first
+        failure. Its packs are then in ``written_packs`` and in the ledger (``write_index``)."""
+        with self._pack_lock:
+            pending, self._pending = self._pending, []
+        for future in pending:  # every one is waited for, the first error raised
+            try:
+                future.result()
+            except BaseException as exc:
+                with self._pack_lock:
+                    self._upload_failure = self._upload_failure or exc
+        self._raise_failed_upload()
 
     def _write_pack(self, builder: PackBuilder) -> None:
         try:
@@ -693,11 +744,17 @@ class Repository:
         self.write_index()
 
     def flush_pack(self) -> None:
-        """Write the partial pack (its index entries wait for ``write_index``)."""
+        """Write the partial pack and wait for the full ones stored in the background (their index
+        entries wait for ``write_index``)."""
         with self._pack_lock:
             builder, self._builder = self._builder, PackBuilder(self._spool)
-        if len(builder):
-            self._write_pack(builder)
+        try:
+            if len(builder):
+                self._write_pack(builder)
+        except BaseException:
+            self._uploads.drain()  # the background ones end too (their errors are secondary)
+            raise
+        self.wait_for_uploads()
 
     def write_index(self) -> None:
         """Write an index object for the packs written since the last one, and return only once
@@ -732,6 +789,8 @@ class Repository:
         sibling._pack_lock = threading.Lock()
         sibling._builder = PackBuilder(self._spool)
         sibling._in_flight = set()
+        sibling._pending = []
+        sibling._upload_failure = None
         return sibling
 
     def retain_until(self) -> datetime | None:
@@ -919,6 +978,58 @@ class Repository:
             finally:
                 for future in ahead:
                     future.cancel()
+
+
+def _uploads_setting() -> int:
+    raw = os.environ.get("SAFEHOLD_UPLOADS", "").strip()
+    if not raw:
+        return DEFAULT_UPLOADS
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise errors.UsageError(f"SAFEHOLD_UPLOADS={raw!r} is not a number of uploads from 1 to 64 "
+                                f"(unset it for the default, {DEFAULT_UPLOADS})")
+    return int(raw)
+
+
+class _Uploads:
+    """Full packs stored in the background, shared by the pack writers of one open repository:
+    at most ``limit`` at once (a writer that fills another waits for a slot), in threads of their
+    own. ``drain`` waits for all of them: the lock is never released while one is being put."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(max(1, limit))
+        self._lock = threading.Lock()
+        self._pool: Any = None
+        self._running: set[Any] = set()
+
+    def submit(self, store: Callable[[PackBuilder], None], builder: PackBuilder) -> Any:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._slots.acquire()
+        try:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix="safehold-upload")
+                future = self._pool.submit(store, builder)
+                self._running.add(future)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, future: Any) -> None:
+        with self._lock:
+            self._running.discard(future)
+        self._slots.release()
+
+    def drain(self) -> None:
+        """Wait for every upload in progress (their errors are their writers' to raise)."""
+        from concurrent.futures import wait
+
+        with self._lock:
+            running = list(self._running)
+        wait(running)
 
 
 class _IndexLedger:

@@ -218,19 +218,27 @@ def test_ctrl_c_stops_a_target_that_stores_no_chunk(tmp_path: Path, kind: str):
         finally:
             context.close()
     after: list[dict] = []
+    handled = threading.Event()
+
+    def interrupt(signum, frame):  # Python's own handler, once the test knows the main thread runs it
+        handled.set()
+        signal.default_int_handler(signum, frame)
 
     def events(event: dict) -> None:
         if event.get("target") == slow and event.get("bytes_done"):
             if not after:
                 os.kill(os.getpid(), signal.SIGINT)  # to the main thread, which sets the stop
-                time.sleep(0.3)
+                assert handled.wait(10)
+                time.sleep(0.2)
             after.append(event)
 
     context = Context(config, threads=2, progress=events)
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
         with pytest.raises(KeyboardInterrupt):
             backup_targets(context, ["docs", slow], parallel=2)
     finally:
+        signal.signal(signal.SIGINT, previous)
         context.close()
     # Progress comes every 64 chunks of the image, every file of the tree; the stop is checked as often.
     assert len(after) <= (2 if slow == "disk" else 66), f"{len(after)} progress events of {slow!r} after Ctrl-C"

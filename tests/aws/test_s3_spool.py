@@ -71,3 +71,35 @@ def test_a_repository_on_s3_spools_its_packs(moto, plain_bucket, spool_dir: Path
     reopened = Repository.open(backend, PASSWORD)
     reopened.load_index()
     assert [reopened.read_blob(blob_id) for blob_id in ids] == plain
+
+
+def test_a_spool_folder_that_fails_is_named_in_the_error(moto, plain_bucket, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, fast_kdf):
+    """The spool of an S3 repository is on local disk: a missing or full spool folder is named in
+    the error, or the user looks for the fault in the bucket ("repository storage")."""
+    from safehold import errors
+    from safehold.repository.backends import local as local_module
+
+    backend = S3Backend(f"s3://{plain_bucket}/spool-errors", client=moto.client("s3"))
+    Repository.init(backend, PASSWORD)
+    repository = Repository.open(backend, PASSWORD)
+    repository.load_index()
+    missing = tmp_path / "no-such-folder"
+    monkeypatch.setenv("SAFEHOLD_SPOOL_DIR", str(missing))
+    with pytest.raises(errors.SafeholdError) as caught:
+        repository.save_blob(BlobType.DATA, os.urandom(1000))
+    assert str(missing) in str(caught.value), str(caught.value)
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    monkeypatch.setenv("SAFEHOLD_SPOOL_DIR", str(folder))
+
+    def full_disk(fd: int, data) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(local_module.os, "write", full_disk)
+    with pytest.raises(errors.StorageFull) as full:
+        repository.save_blob(BlobType.DATA, os.urandom(1000))
+    monkeypatch.undo()
+    assert str(folder) in str(full.value), str(full.value)
+    assert leftovers(folder) == []

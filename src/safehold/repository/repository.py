@@ -648,7 +648,7 @@ class Repository:
             except OSError as exc:  # writing the spool: the pack is broken, so is this backup
                 with self._index_lock:
                     self._in_flight.discard(blob_id)
-                raise errors.from_os_error(exc, "writing a pack") from exc
+                raise errors.from_os_error(exc, _writing_a_pack(exc)) from exc
             self.stats.blobs_added += 1
             self.stats.bytes_added += len(stored)
             self.stats.plain_bytes_added += len(data)
@@ -701,7 +701,7 @@ class Repository:
         try:
             name, data, entries = builder.finish(self.cipher)
         except OSError as exc:
-            raise errors.from_os_error(exc, "writing a pack") from exc
+            raise errors.from_os_error(exc, _writing_a_pack(exc)) from exc
         if builder.spool is not None:
             try:
                 self.backend.put_spool(Kind.DATA, name, builder.spool, retain_until=self.retain_until())
@@ -1030,6 +1030,13 @@ class _Uploads:
         with self._lock:
             running = list(self._running)
         wait(running)
+
+
+def _writing_a_pack(exc: OSError) -> str:
+    """What failed, for an error writing a pack's spool: its file named when the error carries it
+    (an S3 repository spools on a local disk, ``SAFEHOLD_SPOOL_DIR`` or /var/tmp: a full or missing
+    folder there is not the bucket's fault)."""
+    return f"writing a pack into {exc.filename}" if exc.filename else "writing a pack"
 
 
 class _IndexLedger:

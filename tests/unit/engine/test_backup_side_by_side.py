@@ -193,3 +193,55 @@ def test_ctrl_c_stops_the_targets_running_in_other_threads(tmp_path: Path):
     with Catalog.open(config.catalog_url, recover=False) as catalog:
         jobs = {job.target: job for job in catalog.list_jobs(kind="backup")}
     assert (jobs["dump"].status, jobs["dump"].snapshot_id) == ("interrupted", None)
+
+
+@pytest.mark.parametrize("kind", ["image-zeros", "unchanged-files"])
+def test_ctrl_c_stops_a_target_that_stores_no_chunk(tmp_path: Path, kind: str):
+    """A target that reads without storing chunks (an image of written zeros, or a tree whose files
+    are all unchanged) stops at Ctrl-C too, not only once its whole walk is done: the check of
+    ``Repository.stop`` must not wait for a chunk to be stored. Its job is recorded interrupted."""
+    import signal
+
+    config_path = files_workspace(tmp_path, ["docs", "tree"])
+    for i in range(1000):  # 'tree': files unchanged once backed up
+        (tmp_path / "tree" / f"f{i}").write_bytes(b"%d" % i)
+    (tmp_path / "disk.img").write_bytes(bytes(32 << 20))  # allocated zeros: read, never stored
+    with open(config_path, "a") as file:
+        file.write('  - {"name": "disk", "tier": 1, "source": {"type": "image", '
+                   f'"path": "{tmp_path / "disk.img"}", "chunk_size": "64KiB"}}}}\n')
+    config = load_config(config_path)
+    slow = "disk" if kind == "image-zeros" else "tree"
+    if slow == "tree":
+        context = Context(config)
+        try:
+            assert not backup_targets(context, ["tree"]).failures
+        finally:
+            context.close()
+    after: list[dict] = []
+    handled = threading.Event()
+
+    def interrupt(signum, frame):  # Python's own handler, once the test knows the main thread runs it
+        handled.set()
+        signal.default_int_handler(signum, frame)
+
+    def events(event: dict) -> None:
+        if event.get("target") == slow and event.get("bytes_done"):
+            if not after:
+                os.kill(os.getpid(), signal.SIGINT)  # to the main thread, which sets the stop
+                assert handled.wait(10)
+                time.sleep(0.2)
+            after.append(event)
+
+    context = Context(config, threads=2, progress=events)
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            backup_targets(context, ["docs", slow], parallel=2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        context.close()
+    # Progress comes every 64 chunks of the image, every file of the tree; the stop is checked as often.
+    assert len(after) <= (2 if slow == "disk" else 66), f"{len(after)} progress events of {slow!r} after Ctrl-C"
+    with Catalog.open(config.catalog_url, recover=False) as catalog:
+        jobs = [job for job in catalog.list_jobs(kind="backup") if job.target == slow]
+    assert (jobs[0].status, jobs[0].snapshot_id) == ("interrupted", None), (jobs[0].error_type, jobs[0].error)

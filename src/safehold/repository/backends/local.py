@@ -194,7 +194,10 @@ class Spool:
             raise ValueError("write to a discarded spool")
         view = memoryview(data)
         while view:
-            written = os.write(self._fd, view)
+            try:
+                written = os.write(self._fd, view)
+            except OSError as exc:  # named: an S3 repository's spool is on a local disk (full?)
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             view = view[written:]
             self.size += written
 

@@ -212,7 +212,7 @@ def _check(repository: Repository, read_data_percent: float, seed: int | None,
         expected: dict[str, dict[bytes, tuple]] = {}
         for blob_id, location in repository.index.entries():
             expected.setdefault(location.pack, {})[blob_id] = (location.blob_type, location.offset, location.length)
-        workers = max(1, threads or os.cpu_count() or 1)
+        workers = max(1, threads or _default_readers(repository))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="safehold-check")
         # All submitted at once: a result is a few ids, the pack itself is freed by its worker.
         verifying = [(pack, pool.submit(_verify_pack, repository, pack, expected.get(pack, {})))
@@ -272,6 +272,20 @@ def _find_unindexed_blobs(repository: Repository, missing: set[bytes], unindexed
             f"{len(recoverable)} of the {len(missing)} missing blob(s) are in {len(report.unindexed_packs_in_use)} "
             "pack(s) that no index names (a lost or damaged index object): 'safehold repair index' indexes them "
             "again; prune keeps these packs")
+
+
+#: Packs read at once from a remote (S3) repository by ``check --read-data`` (a local one: one per
+#: core). Each connection to S3 in another region carries tens of MiB/s, so the read rate is about
+#: this many times that; each reader holds one pack (16 MiB) while it verifies it.
+REMOTE_READERS = 8
+
+
+def _default_readers(repository: Repository) -> int:
+    from .backends.local import LocalBackend
+    from .backends.memory import MemoryBackend
+
+    cores = os.cpu_count() or 1
+    return cores if isinstance(repository.backend, (LocalBackend, MemoryBackend)) else max(cores, REMOTE_READERS)
 
 
 def _verify_pack(repository: Repository, pack: str, expected: dict[bytes, tuple]) -> tuple[str | None, set[bytes]]:

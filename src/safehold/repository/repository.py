@@ -992,30 +992,40 @@ def _uploads_setting() -> int:
 
 class _Uploads:
     """Full packs stored in the background, shared by the pack writers of one open repository:
-    at most ``limit`` at once (a writer that fills another waits for a slot), in threads of their
-    own. ``drain`` waits for all of them: the lock is never released while one is being put."""
+    at most ``limit`` at once (a writer that fills another waits for a slot), each in a thread of
+    its own that ends with it (no pool left idle in a long-running scheduler or worker that opens
+    repositories job after job). ``drain`` waits for all of them: the lock is never released while
+    one is being put."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._slots = threading.BoundedSemaphore(max(1, limit))
         self._lock = threading.Lock()
-        self._pool: Any = None
         self._running: set[Any] = set()
 
     def submit(self, store: Callable[[PackBuilder], None], builder: PackBuilder) -> Any:
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import Future
+
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(store(builder))
+            except BaseException as exc:  # raised in the writer's thread (wait_for_uploads)
+                future.set_exception(exc)
 
         self._slots.acquire()
         try:
             with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix="safehold-upload")
-                future = self._pool.submit(store, builder)
                 self._running.add(future)
+            future.set_running_or_notify_cancel()
+            future.add_done_callback(self._finished)
+            threading.Thread(target=run, name="safehold-upload", daemon=True).start()
         except BaseException:
+            with self._lock:
+                self._running.discard(future)
             self._slots.release()
             raise
-        future.add_done_callback(self._finished)
         return future
 
     def _finished(self, future: Any) -> None:

@@ -116,6 +116,8 @@ def test_full_packs_are_stored_side_by_side_and_the_commit_waits_for_them(reposi
     assert not committed.is_alive()
     assert len(repository.written_packs) == 4
     assert set(repository.written_packs) <= stored_index_packs(repository)
+    # a thread per store, ended with it: nothing idle is left behind in a long-running process
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("safehold-upload")])
     reopened = Repository.open(backend, PASSWORD)
     reopened.load_index()
     assert all(len(reopened.read_blob(blob_id)) == BLOB for blob_id in ids)

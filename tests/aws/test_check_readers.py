@@ -45,16 +45,21 @@ class CountedReads(S3Backend):
                 self.reading -= 1
 
 
-def test_a_remote_repository_is_checked_several_packs_at_a_time(monkeypatch) -> None:
+def repository_of_packs(monkeypatch, packs: int) -> tuple[CountedReads, Repository]:
+    """A repository on moto with ``packs`` packs of one blob each, opened afresh."""
     moto = moto_support.shared_server()
     bucket = moto_support.make_bucket(moto, object_lock=False)
     monkeypatch.setattr(repository_module, "PACK_TARGET_SIZE", 64 * 1024)
     backend = CountedReads(f"s3://{bucket}/repo", client=moto.client("s3"))
     repository = Repository.init(backend, b"pw", FAST_KDF)
-    for _ in range(24):
+    for _ in range(packs):
         repository.save_blob(BlobType.DATA, os.urandom(70 * 1024))  # a pack each
     repository.flush()
-    opened = Repository.open(backend, b"pw")
+    return backend, Repository.open(backend, b"pw")
+
+
+def test_a_remote_repository_is_checked_several_packs_at_a_time(monkeypatch) -> None:
+    backend, opened = repository_of_packs(monkeypatch, 24)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     report = check(opened, read_data_percent=100)
     assert report.ok and report.packs_read == 24, report
@@ -62,13 +67,6 @@ def test_a_remote_repository_is_checked_several_packs_at_a_time(monkeypatch) -> 
 
 
 def test_an_explicit_reader_count_still_wins(monkeypatch) -> None:
-    moto = moto_support.shared_server()
-    bucket = moto_support.make_bucket(moto, object_lock=False)
-    monkeypatch.setattr(repository_module, "PACK_TARGET_SIZE", 64 * 1024)
-    backend = CountedReads(f"s3://{bucket}/repo", client=moto.client("s3"))
-    repository = Repository.init(backend, b"pw", FAST_KDF)
-    for _ in range(6):
-        repository.save_blob(BlobType.DATA, os.urandom(70 * 1024))
-    repository.flush()
-    report = check(Repository.open(backend, b"pw"), read_data_percent=100, threads=1)
+    backend, opened = repository_of_packs(monkeypatch, 6)
+    report = check(opened, read_data_percent=100, threads=1)
     assert report.ok and backend.peak == 1

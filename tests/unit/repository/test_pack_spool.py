@@ -85,6 +85,7 @@ def test_full_packs_are_stored_as_they_fill(tmp_path: Path, monkeypatch: pytest.
     data = blobs(7)
     for chunk in data:
         repository.save_blob(BlobType.DATA, chunk)
+    repository.wait_for_uploads()  # full packs are stored in the background (SAFEHOLD_UPLOADS), before any flush
     assert len(list(repository.backend.list(Kind.DATA))) == 3  # 2 + 2 + 2 MiB; the seventh still spooled
     assert len(leftovers(repository.backend.root)) == 1
     repository.flush()

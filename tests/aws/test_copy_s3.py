@@ -77,21 +77,28 @@ def test_copy_to_an_object_lock_bucket(moto, lock_bucket, s3, tmp_path: Path):
     assert (restored / "sub" / "random.bin").read_bytes() == (data / "sub" / "random.bin").read_bytes()
 
 
-# 'safehold' with many small packs (1 MiB instead of 16) and a pause after each pack stored on S3,
-# so that a SIGKILL lands after some index objects and before the snapshot, whatever the load.
+# 'safehold' with many small packs (1 MiB instead of 16) and a pause after each pack stored on S3
+# (packs are spooled, so stored by put_spool), so that a SIGKILL lands after some index objects
+# and before the snapshot, whatever the load. The test runs it with SAFEHOLD_UPLOADS=2: two packs
+# stored at a time, so the copy advances at the stores' pace and its index objects follow them.
 SLOW_COPY = """
 import sys, time
 import safehold.repository.repository as repository
 from safehold.repository.backends import s3
 from safehold.repository.backends.base import Kind
 repository.PACK_TARGET_SIZE = 1 << 20
-stored = s3.S3Backend.put
+stored, spooled = s3.S3Backend.put, s3.S3Backend.put_spool
 def put(self, kind, name, data, **options):
     result = stored(self, kind, name, data, **options)
     if kind is Kind.DATA:
         time.sleep(0.25)
     return result
-s3.S3Backend.put = put
+def put_spool(self, kind, name, spool, **options):
+    result = spooled(self, kind, name, spool, **options)
+    if kind is Kind.DATA:
+        time.sleep(0.25)
+    return result
+s3.S3Backend.put, s3.S3Backend.put_spool = put, put_spool
 from safehold.cli.main import run
 run(sys.argv[1:])
 """
@@ -117,7 +124,7 @@ def test_a_killed_copy_to_an_object_lock_bucket_resumes_and_checks_clean(moto, l
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAFEHOLD_"))}
     env.update(SAFEHOLD_CONFIG=str(source_config), SAFEHOLD_PASSWORD=SOURCE_PASSWORD, AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing", OFFSITE_PASSWORD=DEST_PASSWORD)
+               AWS_SECRET_ACCESS_KEY="testing", OFFSITE_PASSWORD=DEST_PASSWORD, SAFEHOLD_UPLOADS="2")
     process = subprocess.Popen([sys.executable, "-c", SLOW_COPY, "copy", "--to", "offsite", "--threads", "1"],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -114,21 +114,26 @@ def test_a_full_snapshot_id_is_read_without_a_listing(tmp_path: Path, calls: Cou
 def test_restore_all_reads_its_history_while_the_lock_is_acquired(tmp_path: Path, monkeypatch):
     """The index, snapshot and forget-record listings go out once our claim is stored, beside the
     listing of the other locks and the claim's rewrite (two round trips fewer on S3), never before
-    the claim. The lock listing waits (up to 2 s) for the snapshot listing, so the order is fixed
-    when they run side by side; on the old code (listings after the lock) it times out."""
+    the claim. The lock listing waits (up to 2 s) for the three listings, so the order is fixed
+    when they run side by side, whatever the load; on the old code (listings after the lock) it
+    times out."""
     config = backed_up_workspace(tmp_path)
     events: list[tuple[str, Kind]] = []
     guard = threading.Lock()
-    listed_snapshots = threading.Event()
+    history = {Kind.SNAPSHOTS, Kind.INDEX, Kind.FORGOTTEN}
+    listed: set[Kind] = set()
+    all_listed = threading.Event()
     original_list, original_put = LocalBackend.list, LocalBackend.put
 
     def listing(self, kind, *args, **kwargs):
         if kind == Kind.LOCKS:
-            listed_snapshots.wait(2)
+            all_listed.wait(2)
         with guard:
             events.append(("list", kind))
-        if kind == Kind.SNAPSHOTS:
-            listed_snapshots.set()
+            if kind in history:
+                listed.add(kind)
+                if listed == history:
+                    all_listed.set()
         return original_list(self, kind, *args, **kwargs)
 
     def putting(self, kind, *args, **kwargs):

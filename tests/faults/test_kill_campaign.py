@@ -12,7 +12,10 @@ with ``keep``). Each kill round:
    a second churn snapshot for ``forget --prune``);
 2. starts the command and SIGKILLs its process group after a seeded random delay drawn
    uniformly over the command's measured duration (so kills land in start-up, in the middle
-   and near the commit);
+   and near the commit); every third kill of a command on the local repository waits for the
+   command's lock first and comes at a random moment of its first 50 ms of work (a command
+   spends most of its time starting, so uniform delays alone can miss the locked work in a
+   short CI campaign: seen once, 0 of 9 such kills);
 3. runs the same command again, with no unlock or other manual step: it must succeed;
 4. after prune and forget (which must leave no garbage): ``check --read-data``, which must
    be clean; after a backup or maintenance the checkpoints check (garbage allowed).
@@ -138,8 +141,16 @@ class Campaign:
         self.prepare(command)
         before = ws.snapshot_names() if ws is self.local else None
         delay = self.rng.uniform(0.0, self.duration[command])
+        in_lock = ws is self.local and self.tally.kills[command] % 3 == 2
+        after_lock = self.rng.uniform(0.0, 0.05)  # drawn every round: the seeded sequence stays the same
         process = ws.start(*ARGUMENTS[command])
-        time.sleep(delay)
+        if in_lock:
+            deadline = time.monotonic() + max(5.0, 4 * self.duration[command])
+            while not ws.lock_files() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(after_lock)
+        else:
+            time.sleep(delay)
         held = bool(ws.lock_files()) if ws is self.local else False
         process.send_signal(signal.SIGKILL)
         outcome = finish(process)

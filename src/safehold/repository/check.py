@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 
 from .. import errors
 from ..items import HOLE
-from .backends import Kind
+from .backends import DirectoryBackend, Kind
 from .crypto import DecryptionFailed, KeyFileRejected, parse_key_file
 from .forgotten import replayed_records
 from .pack import BlobType, decode_blob, pack_name_of, read_pack_header
@@ -281,11 +281,8 @@ REMOTE_READERS = 8
 
 
 def _default_readers(repository: Repository) -> int:
-    from .backends.local import LocalBackend
-    from .backends.memory import MemoryBackend
-
     cores = os.cpu_count() or 1
-    return cores if isinstance(repository.backend, (LocalBackend, MemoryBackend)) else max(cores, REMOTE_READERS)
+    return cores if isinstance(repository.backend, DirectoryBackend) else max(cores, REMOTE_READERS)
 
 
 def _verify_pack(repository: Repository, pack: str, expected: dict[bytes, tuple]) -> tuple[str | None, set[bytes]]:

@@ -420,9 +420,7 @@ class Lock:
         # Packs still being stored in the background (a backup that failed or was interrupted
         # before its commit waited for them) are finished first: nothing is written to the
         # repository after its lock is gone.
-        uploads = getattr(self.repository, "_uploads", None)
-        if uploads is not None:
-            uploads.drain()
+        self.repository.drain_uploads()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

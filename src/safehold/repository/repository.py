@@ -752,9 +752,14 @@ class Repository:
             if len(builder):
                 self._write_pack(builder)
         except BaseException:
-            self._uploads.drain()  # the background ones end too (their errors are secondary)
+            self.drain_uploads()  # the background ones end too (their errors are secondary)
             raise
         self.wait_for_uploads()
+
+    def drain_uploads(self) -> None:
+        """Wait for every pack any writer of this open repository is storing in the background,
+        raising nothing (each failure is its writer's to raise): before the lock is released."""
+        self._uploads.drain()
 
     def write_index(self) -> None:
         """Write an index object for the packs written since the last one, and return only once

@@ -148,7 +148,7 @@ def test_a_failed_background_store_fails_the_writer_and_is_never_indexed(reposit
         fill(repository, 3)
         repository.flush()
     assert "Input/output error" in str(raised.value)
-    repository._uploads.drain()
+    repository.drain_uploads()
     stored = {info.name for info in backend.list(Kind.DATA)}
     assert stored == set(repository.written_packs) and 1 <= len(stored) <= 2  # never the failed one
     assert stored_index_packs(repository) <= stored
